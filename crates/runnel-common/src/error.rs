@@ -1,0 +1,211 @@
+//! Errors, classified by whose fault they are. Each variant maps to a Postgres SQLSTATE so that
+//! the wire layer can answer with an ErrorResponse a client can act on.
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = RunnelError> = std::result::Result<T, E>;
+
+/// Postgres SQLSTATE codes Runnel answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlState(pub &'static str);
+
+impl SqlState {
+    pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    pub const UNDEFINED_TABLE: SqlState = SqlState("42P01");
+    pub const UNDEFINED_COLUMN: SqlState = SqlState("42703");
+    pub const UNDEFINED_FUNCTION: SqlState = SqlState("42883");
+    pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
+    pub const DUPLICATE_COLUMN: SqlState = SqlState("42701");
+    pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
+    pub const INVALID_TABLE_DEFINITION: SqlState = SqlState("42P16");
+    pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
+    pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub const DEPENDENT_OBJECTS_STILL_EXIST: SqlState = SqlState("2BP01");
+    pub const UNIQUE_VIOLATION: SqlState = SqlState("23505");
+    pub const NOT_NULL_VIOLATION: SqlState = SqlState("23502");
+    pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
+    pub const DATA_EXCEPTION: SqlState = SqlState("22000");
+    pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
+    pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    pub const SYSTEM_ERROR: SqlState = SqlState("58000");
+    pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
+}
+
+/// A Runnel error. The variant says whose fault it is.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnelError {
+    /// The user's statement is wrong (unknown name, type mismatch, syntax ...).
+    #[error("{message}")]
+    Plan {
+        state: SqlState,
+        message: String,
+        /// 1-based character position in the statement, where one applies.
+        position: Option<u32>,
+    },
+    /// A valid statement Runnel does not support (yet); the message names the construct.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The data made a statement fail while running (bad cast, duplicate key, ...).
+    #[error("{message}")]
+    Execution { state: SqlState, message: String },
+    /// Something outside Runnel failed: the disk, RocksDB, the network.
+    #[error("{0}")]
+    External(String),
+    /// A bug in Runnel.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunnelError {
+    pub fn plan(state: SqlState, message: impl Into<String>) -> Self {
+        RunnelError::Plan {
+            state,
+            message: message.into(),
+            position: None,
+        }
+    }
+
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        RunnelError::NotImplemented(message.into())
+    }
+
+    pub fn execution(state: SqlState, message: impl Into<String>) -> Self {
+        RunnelError::Execution {
+            state,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        RunnelError::Internal(message.into())
+    }
+
+    pub fn external(message: impl Into<String>) -> Self {
+        RunnelError::External(message.into())
+    }
+
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            RunnelError::Plan { state, .. } | RunnelError::Execution { state, .. } => *state,
+            RunnelError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            RunnelError::External(_) => SqlState::SYSTEM_ERROR,
+            RunnelError::Internal(_) => SqlState::INTERNAL_ERROR,
+        }
+    }
+
+    pub fn position(&self) -> Option<u32> {
+        match self {
+            RunnelError::Plan { position, .. } => *position,
+            _ => None,
+        }
+    }
+
+    /// Attaches a statement position to a planning error.
+    pub fn with_position(self, pos: Option<u32>) -> Self {
+        match self {
+            RunnelError::Plan {
+                state,
+                message,
+                position: None,
+            } => RunnelError::Plan {
+                state,
+                message,
+                position: pos,
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<DataFusionError> for RunnelError {
+    fn from(err: DataFusionError) -> Self {
+        classify_datafusion(err)
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for RunnelError {
+    fn from(err: datafusion::arrow::error::ArrowError) -> Self {
+        classify_arrow(err)
+    }
+}
+
+fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
+    use datafusion::arrow::error::ArrowError;
+    match err {
+        ArrowError::DivideByZero => {
+            RunnelError::execution(SqlState::DIVISION_BY_ZERO, "division by zero")
+        }
+        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => {
+            RunnelError::execution(SqlState::INVALID_TEXT_REPRESENTATION, m)
+        }
+        ArrowError::ComputeError(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
+        ArrowError::NotYetImplemented(m) => RunnelError::NotImplemented(m),
+        ArrowError::IoError(m, _) => RunnelError::External(m),
+        other => RunnelError::execution(SqlState::DATA_EXCEPTION, other.to_string()),
+    }
+}
+
+/// DataFusion reports most user mistakes as `Plan`/`SchemaError`/`SQL`; map them to the
+/// SQLSTATE a Postgres user would expect.
+fn classify_datafusion(err: DataFusionError) -> RunnelError {
+    use datafusion::common::SchemaError;
+    match err {
+        DataFusionError::SchemaError(schema_err, _) => {
+            let message = schema_err.to_string();
+            let state = match *schema_err {
+                SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
+                SchemaError::DuplicateQualifiedField { .. }
+                | SchemaError::DuplicateUnqualifiedField { .. } => SqlState::DUPLICATE_COLUMN,
+                SchemaError::AmbiguousReference { .. } => SqlState("42702"),
+            };
+            RunnelError::plan(state, message)
+        }
+        DataFusionError::SQL(e, _) => RunnelError::plan(SqlState::SYNTAX_ERROR, e.to_string()),
+        DataFusionError::Plan(m) => {
+            let state = if m.contains("table") && m.contains("not found") {
+                SqlState::UNDEFINED_TABLE
+            } else if m.contains("No function matches")
+                || m.contains("Invalid function")
+                || m.contains("not found")
+            {
+                SqlState::UNDEFINED_FUNCTION
+            } else if m.contains("Cannot") && (m.contains("type") || m.contains("coerce")) {
+                SqlState::DATATYPE_MISMATCH
+            } else {
+                SqlState::SYNTAX_ERROR
+            };
+            RunnelError::plan(state, m)
+        }
+        DataFusionError::NotImplemented(m) => RunnelError::NotImplemented(m),
+        DataFusionError::ArrowError(e, _) => classify_arrow(*e),
+        DataFusionError::Execution(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
+        DataFusionError::External(e) => match e.downcast::<RunnelError>() {
+            Ok(runnel) => *runnel,
+            Err(other) => RunnelError::External(other.to_string()),
+        },
+        DataFusionError::Context(ctx, inner) => {
+            let inner = classify_datafusion(*inner);
+            match inner {
+                RunnelError::Plan {
+                    state,
+                    message,
+                    position,
+                } => RunnelError::Plan {
+                    state,
+                    message: format!("{ctx}: {message}"),
+                    position,
+                },
+                other => other,
+            }
+        }
+        DataFusionError::Shared(shared) => RunnelError::Internal(shared.to_string()),
+        DataFusionError::IoError(e) => RunnelError::External(e.to_string()),
+        DataFusionError::Diagnostic(_, inner) => classify_datafusion(*inner),
+        DataFusionError::Collection(mut errs) => match errs.pop() {
+            Some(e) => classify_datafusion(e),
+            None => RunnelError::internal("empty DataFusion error collection"),
+        },
+        other => RunnelError::Internal(other.to_string()),
+    }
+}

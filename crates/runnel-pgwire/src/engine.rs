@@ -1,0 +1,115 @@
+//! The contract between the wire protocol and the database: the protocol layer depends only on
+//! these traits, so it can be tested alone and the engine never sees a protocol message.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::PgError;
+
+/// What the client sent in its startup message.
+#[derive(Debug, Clone, Default)]
+pub struct StartupInfo {
+    pub user: String,
+    pub database: String,
+    /// Every `key=value` pair of the startup message, `user` and `database` included.
+    pub parameters: Vec<(String, String)>,
+}
+
+/// The database as seen by the protocol layer: it opens one session per connection.
+#[async_trait]
+pub trait PgEngine: Send + Sync + 'static {
+    type Session: PgSession;
+
+    async fn open_session(&self, startup: &StartupInfo) -> Result<Self::Session, PgError>;
+}
+
+/// A bound parameter value as the engine receives it: the protocol layer turns binary-format
+/// parameters into their Postgres text form, so the engine parses one representation only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamValue {
+    /// The parameter's type OID as the statement was described (0 when nobody knows it).
+    pub type_oid: u32,
+    /// Postgres text form of the value; `None` is SQL NULL.
+    pub text: Option<String>,
+}
+
+/// Result of preparing one statement for the extended protocol.
+#[derive(Debug, Clone)]
+pub struct StatementDescription {
+    /// The type OID of each `$n` parameter, in order (`$1` first).
+    pub param_oids: Vec<u32>,
+    /// The columns the statement returns, or `None` when it returns no rows (DDL, INSERT, ...).
+    pub fields: Option<SchemaRef>,
+}
+
+/// What executing one statement produced.
+pub enum QueryResponse {
+    /// A result set. The protocol layer sends RowDescription (unless the client already
+    /// described it), a DataRow per row and `SELECT <n>`.
+    Rows {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// A statement without result rows; `tag` is the CommandComplete tag, e.g. `INSERT 0 3`.
+    Command { tag: String },
+    /// `COPY ... FROM STDIN`: the protocol layer answers CopyInResponse with `columns` text
+    /// columns, feeds every CopyData payload to the sink, then calls `finish` on CopyDone (its
+    /// row count becomes `COPY <n>`) or `abort` on CopyFail.
+    CopyIn {
+        columns: usize,
+        sink: Box<dyn CopyInSink>,
+    },
+    /// An empty query string (only whitespace or comments).
+    Empty,
+}
+
+/// Receives the data of a `COPY ... FROM STDIN`, in chunks that need not end at a line break.
+#[async_trait]
+pub trait CopyInSink: Send {
+    async fn write(&mut self, data: Bytes) -> Result<(), PgError>;
+    /// All data arrived; returns how many rows were copied.
+    async fn finish(self: Box<Self>) -> Result<u64, PgError>;
+    /// The client gave up with `message`; nothing of the copy may become visible.
+    async fn abort(self: Box<Self>, message: String);
+}
+
+/// Transaction state reported in ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+/// One client connection's session. Statements are opaque to the protocol layer.
+#[async_trait]
+pub trait PgSession: Send + 'static {
+    /// A parsed statement, kept by the protocol layer for prepared statements and portals.
+    type Statement: Send + Sync + 'static;
+
+    /// Parses a simple-protocol query string into its statements (possibly none).
+    fn parse_simple(&mut self, sql: &str) -> Result<Vec<Arc<Self::Statement>>, PgError>;
+
+    /// Parses one extended-protocol statement. `param_oids` are the types the client declared
+    /// in Parse (0 = unspecified); the engine infers the rest.
+    async fn prepare(
+        &mut self,
+        sql: &str,
+        param_oids: &[u32],
+    ) -> Result<(Arc<Self::Statement>, StatementDescription), PgError>;
+
+    /// Runs a statement with its bound parameters (empty for the simple protocol).
+    async fn execute(
+        &mut self,
+        statement: &Self::Statement,
+        params: &[ParamValue],
+    ) -> Result<QueryResponse, PgError>;
+
+    fn transaction_status(&self) -> TransactionStatus {
+        TransactionStatus::Idle
+    }
+}

@@ -1,0 +1,613 @@
+//! Column-at-a-time encoding of record batches into DataRow messages.
+//!
+//! Each column of a batch is first encoded whole, in its wire format, into one reused byte
+//! buffer plus an end offset per row; DataRows are then assembled row by row from those
+//! buffers. Values are written straight into the buffer, so encoding allocates nothing per
+//! value (except for `numeric` in binary, which goes through one scratch buffer per column).
+
+use std::fmt;
+
+use arrow::array::{Array, AsArray};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::{
+    ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Decimal256Type,
+    Decimal32Type, Decimal64Type, DurationMicrosecondType, DurationMillisecondType,
+    DurationNanosecondType, DurationSecondType, Float16Type, Float32Type, Float64Type, Int16Type,
+    Int32Type, Int64Type, Int8Type, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
+    IntervalYearMonthType, Time32MillisecondType, Time32SecondType, Time64MicrosecondType,
+    Time64NanosecondType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow::record_batch::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::{BufMut, BytesMut};
+
+use super::format::{
+    numeric_text_to_binary, push_display, write_bytea, write_date, write_decimal, write_float4,
+    write_float8, write_interval, write_time, write_timestamp, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
+};
+use super::Format;
+use crate::codec::{begin_message, end_message};
+use crate::error::PgError;
+
+/// Largest DataRow body sent; Postgres clients reject messages of 1 GiB and more anyway.
+const MAX_ROW_SIZE: usize = (i32::MAX as usize) - 16;
+
+/// One column of a batch encoded in its wire format.
+#[derive(Debug, Default)]
+struct EncodedColumn {
+    data: Vec<u8>,
+    /// End offset in `data` of each row's value.
+    ends: Vec<usize>,
+    nulls: Option<NullBuffer>,
+}
+
+impl EncodedColumn {
+    fn reset(&mut self, array: &dyn Array) {
+        self.data.clear();
+        self.ends.clear();
+        self.nulls = array.logical_nulls();
+    }
+
+    /// Writes every non-null value of `len` rows with `write`.
+    fn fill(&mut self, len: usize, mut write: impl FnMut(&mut Vec<u8>, usize)) {
+        self.ends.reserve(len);
+        for row in 0..len {
+            if self.nulls.as_ref().is_none_or(|nulls| nulls.is_valid(row)) {
+                write(&mut self.data, row);
+            }
+            self.ends.push(self.data.len());
+        }
+    }
+
+    /// Like [`fill`](Self::fill) for a writer that can fail.
+    fn try_fill(
+        &mut self,
+        len: usize,
+        mut write: impl FnMut(&mut Vec<u8>, usize) -> Result<(), PgError>,
+    ) -> Result<(), PgError> {
+        self.ends.reserve(len);
+        for row in 0..len {
+            if self.nulls.as_ref().is_none_or(|nulls| nulls.is_valid(row)) {
+                write(&mut self.data, row)?;
+            }
+            self.ends.push(self.data.len());
+        }
+        Ok(())
+    }
+
+    fn value(&self, row: usize) -> Option<&[u8]> {
+        if self.nulls.as_ref().is_some_and(|nulls| nulls.is_null(row)) {
+            return None;
+        }
+        let start = if row == 0 { 0 } else { self.ends[row - 1] };
+        Some(&self.data[start..self.ends[row]])
+    }
+}
+
+/// Encodes batches into DataRow messages, reusing its column buffers from batch to batch.
+#[derive(Debug, Default)]
+pub(crate) struct RowEncoder {
+    columns: Vec<EncodedColumn>,
+    rows: usize,
+}
+
+impl RowEncoder {
+    /// Encodes `batch`, column `i` in `formats[i]` (text when missing).
+    pub(crate) fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        formats: &[Format],
+    ) -> Result<(), PgError> {
+        if i16::try_from(batch.num_columns()).is_err() {
+            return Err(PgError::new(
+                "54011",
+                format!("result has too many columns: {}", batch.num_columns()),
+            ));
+        }
+        if self.columns.len() < batch.num_columns() {
+            self.columns
+                .resize_with(batch.num_columns(), EncodedColumn::default);
+        }
+        for (index, array) in batch.columns().iter().enumerate() {
+            let format = formats.get(index).copied().unwrap_or_default();
+            encode_array(array.as_ref(), format, &mut self.columns[index])?;
+        }
+        self.columns.truncate(batch.num_columns());
+        self.rows = batch.num_rows();
+        Ok(())
+    }
+
+    /// Appends a DataRow for every row of the last encoded batch.
+    pub(crate) fn write_data_rows(&self, out: &mut BytesMut) -> Result<(), PgError> {
+        for row in 0..self.rows {
+            let size = self.columns.iter().fold(6usize, |size, column| {
+                size.saturating_add(4 + column.value(row).map_or(0, <[u8]>::len))
+            });
+            if size > MAX_ROW_SIZE {
+                return Err(PgError::new(
+                    "54000",
+                    format!("result row of {size} bytes is too large to send"),
+                ));
+            }
+            out.reserve(1 + size);
+            let start = begin_message(out, b'D');
+            // `encode` checked that the column count fits an Int16.
+            out.put_i16(self.columns.len() as i16);
+            for column in &self.columns {
+                match column.value(row) {
+                    None => out.put_i32(-1),
+                    Some(value) => {
+                        // The row size check above bounds every value below `i32::MAX`.
+                        out.put_i32(value.len() as i32);
+                        out.extend_from_slice(value);
+                    }
+                }
+            }
+            end_message(out, start);
+        }
+        Ok(())
+    }
+}
+
+fn encode_array(
+    array: &dyn Array,
+    format: Format,
+    column: &mut EncodedColumn,
+) -> Result<(), PgError> {
+    if let DataType::Dictionary(_, values) = array.data_type() {
+        let plain = arrow::compute::cast(array, values)
+            .map_err(|e| PgError::new("XX000", format!("cannot unpack dictionary column: {e}")))?;
+        return encode_array(plain.as_ref(), format, column);
+    }
+    column.reset(array);
+    match format {
+        Format::Text => encode_text(array, column),
+        Format::Binary => encode_binary(array, column),
+    }
+}
+
+/// Calls `write` with every value of a primitive array (nulls skipped).
+fn each<T: ArrowPrimitiveType>(
+    array: &dyn Array,
+    column: &mut EncodedColumn,
+    mut write: impl FnMut(&mut Vec<u8>, T::Native),
+) {
+    let values = array.as_primitive::<T>().values();
+    column.fill(values.len(), |buf, row| write(buf, values[row]));
+}
+
+/// Converts a count of `unit` to microseconds, rounding nanoseconds to the nearest microsecond
+/// and saturating far outside the range Postgres can represent anyway.
+fn to_micros(value: i64, unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => value.saturating_mul(1_000_000),
+        TimeUnit::Millisecond => value.saturating_mul(1_000),
+        TimeUnit::Microsecond => value,
+        TimeUnit::Nanosecond => value.div_euclid(1_000) + i64::from(value.rem_euclid(1_000) >= 500),
+    }
+}
+
+/// Calls `write` with every value of a Time32/Time64/Timestamp/Duration array in microseconds.
+fn each_micros(
+    array: &dyn Array,
+    column: &mut EncodedColumn,
+    write: impl Fn(&mut Vec<u8>, i64),
+) -> bool {
+    match array.data_type() {
+        DataType::Time32(TimeUnit::Second) => each::<Time32SecondType>(array, column, |b, v| {
+            write(b, to_micros(v.into(), TimeUnit::Second))
+        }),
+        DataType::Time32(TimeUnit::Millisecond) => {
+            each::<Time32MillisecondType>(array, column, |b, v| {
+                write(b, to_micros(v.into(), TimeUnit::Millisecond))
+            })
+        }
+        DataType::Time64(TimeUnit::Microsecond) => {
+            each::<Time64MicrosecondType>(array, column, write)
+        }
+        DataType::Time64(TimeUnit::Nanosecond) => {
+            each::<Time64NanosecondType>(array, column, |b, v| {
+                write(b, to_micros(v, TimeUnit::Nanosecond))
+            })
+        }
+        DataType::Timestamp(unit, _) | DataType::Duration(unit) => {
+            let unit = *unit;
+            let scaled = |b: &mut Vec<u8>, v: i64| write(b, to_micros(v, unit));
+            match (array.data_type(), unit) {
+                (DataType::Timestamp(..), TimeUnit::Second) => {
+                    each::<TimestampSecondType>(array, column, scaled)
+                }
+                (DataType::Timestamp(..), TimeUnit::Millisecond) => {
+                    each::<TimestampMillisecondType>(array, column, scaled)
+                }
+                (DataType::Timestamp(..), TimeUnit::Microsecond) => {
+                    each::<TimestampMicrosecondType>(array, column, scaled)
+                }
+                (DataType::Timestamp(..), TimeUnit::Nanosecond) => {
+                    each::<TimestampNanosecondType>(array, column, scaled)
+                }
+                (_, TimeUnit::Second) => each::<DurationSecondType>(array, column, scaled),
+                (_, TimeUnit::Millisecond) => {
+                    each::<DurationMillisecondType>(array, column, scaled)
+                }
+                (_, TimeUnit::Microsecond) => {
+                    each::<DurationMicrosecondType>(array, column, scaled)
+                }
+                (_, TimeUnit::Nanosecond) => each::<DurationNanosecondType>(array, column, scaled),
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Calls `write` with every value of an Interval array as (months, days, microseconds).
+fn each_interval(
+    array: &dyn Array,
+    column: &mut EncodedColumn,
+    unit: IntervalUnit,
+    write: impl Fn(&mut Vec<u8>, i32, i32, i64),
+) {
+    match unit {
+        IntervalUnit::YearMonth => {
+            each::<IntervalYearMonthType>(array, column, |b, v| write(b, v, 0, 0))
+        }
+        IntervalUnit::DayTime => each::<IntervalDayTimeType>(array, column, |b, v| {
+            write(b, 0, v.days, i64::from(v.milliseconds) * 1_000)
+        }),
+        IntervalUnit::MonthDayNano => each::<IntervalMonthDayNanoType>(array, column, |b, v| {
+            write(
+                b,
+                v.months,
+                v.days,
+                to_micros(v.nanoseconds, TimeUnit::Nanosecond),
+            )
+        }),
+    }
+}
+
+fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgError> {
+    let len = array.len();
+    match array.data_type() {
+        DataType::Null => column.fill(len, |_, _| {}),
+        DataType::Boolean => {
+            let array = array.as_boolean();
+            column.fill(len, |b, row| {
+                b.push(if array.value(row) { b't' } else { b'f' })
+            });
+        }
+        DataType::Int8 => each::<Int8Type>(array, column, push_display),
+        DataType::Int16 => each::<Int16Type>(array, column, push_display),
+        DataType::Int32 => each::<Int32Type>(array, column, push_display),
+        DataType::Int64 => each::<Int64Type>(array, column, push_display),
+        DataType::UInt8 => each::<UInt8Type>(array, column, push_display),
+        DataType::UInt16 => each::<UInt16Type>(array, column, push_display),
+        DataType::UInt32 => each::<UInt32Type>(array, column, push_display),
+        DataType::UInt64 => each::<UInt64Type>(array, column, push_display),
+        DataType::Float16 => each::<Float16Type>(array, column, |b, v| write_float4(b, v.to_f32())),
+        DataType::Float32 => each::<Float32Type>(array, column, write_float4),
+        DataType::Float64 => each::<Float64Type>(array, column, write_float8),
+        &DataType::Decimal32(_, scale) => {
+            each::<Decimal32Type>(array, column, |b, v| write_decimal(b, v, scale))
+        }
+        &DataType::Decimal64(_, scale) => {
+            each::<Decimal64Type>(array, column, |b, v| write_decimal(b, v, scale))
+        }
+        &DataType::Decimal128(_, scale) => {
+            each::<Decimal128Type>(array, column, |b, v| write_decimal(b, v, scale))
+        }
+        &DataType::Decimal256(_, scale) => {
+            each::<Decimal256Type>(array, column, |b, v| write_decimal(b, v, scale))
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => raw_bytes(array, column),
+        DataType::Binary => {
+            let array = array.as_binary::<i32>();
+            column.fill(len, |b, row| write_bytea(b, array.value(row)));
+        }
+        DataType::LargeBinary => {
+            let array = array.as_binary::<i64>();
+            column.fill(len, |b, row| write_bytea(b, array.value(row)));
+        }
+        DataType::BinaryView => {
+            let array = array.as_binary_view();
+            column.fill(len, |b, row| write_bytea(b, array.value(row)));
+        }
+        DataType::FixedSizeBinary(_) => {
+            let array = array.as_fixed_size_binary();
+            column.fill(len, |b, row| write_bytea(b, array.value(row)));
+        }
+        DataType::Date32 => each::<Date32Type>(array, column, |b, v| write_date(b, v.into())),
+        DataType::Date64 => each::<Date64Type>(array, column, |b, v| {
+            write_date(b, v.div_euclid(86_400_000))
+        }),
+        DataType::Time32(_) | DataType::Time64(_) => {
+            if !each_micros(array, column, write_time) {
+                display(array, column)?;
+            }
+        }
+        DataType::Timestamp(_, zone) => {
+            let utc = zone.is_some();
+            each_micros(array, column, |b, us| write_timestamp(b, us, utc));
+        }
+        DataType::Duration(_) => {
+            each_micros(array, column, |b, us| write_interval(b, 0, 0, us));
+        }
+        &DataType::Interval(unit) => each_interval(array, column, unit, write_interval),
+        _ => display(array, column)?,
+    }
+    Ok(())
+}
+
+fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgError> {
+    let len = array.len();
+    let be16 = |b: &mut Vec<u8>, v: i16| b.extend_from_slice(&v.to_be_bytes());
+    let be32 = |b: &mut Vec<u8>, v: i32| b.extend_from_slice(&v.to_be_bytes());
+    let be64 = |b: &mut Vec<u8>, v: i64| b.extend_from_slice(&v.to_be_bytes());
+    // Scratch space for the text form of numerics on their way to the binary form.
+    let mut scratch = Vec::new();
+    let mut numeric = |b: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
+        scratch.clear();
+        write(&mut scratch);
+        numeric_text_to_binary(&scratch, b);
+    };
+    match array.data_type() {
+        DataType::Null => column.fill(len, |_, _| {}),
+        DataType::Boolean => {
+            let array = array.as_boolean();
+            column.fill(len, |b, row| b.push(u8::from(array.value(row))));
+        }
+        DataType::Int8 => each::<Int8Type>(array, column, |b, v| be16(b, v.into())),
+        DataType::Int16 => each::<Int16Type>(array, column, be16),
+        DataType::Int32 => each::<Int32Type>(array, column, be32),
+        DataType::Int64 => each::<Int64Type>(array, column, be64),
+        DataType::UInt8 => each::<UInt8Type>(array, column, |b, v| be16(b, v.into())),
+        DataType::UInt16 => each::<UInt16Type>(array, column, |b, v| be32(b, v.into())),
+        DataType::UInt32 => each::<UInt32Type>(array, column, |b, v| be64(b, v.into())),
+        DataType::UInt64 => {
+            each::<UInt64Type>(array, column, |b, v| numeric(b, &|s| push_display(s, v)))
+        }
+        DataType::Float16 => each::<Float16Type>(array, column, |b, v| {
+            b.extend_from_slice(&v.to_f32().to_be_bytes())
+        }),
+        DataType::Float32 => {
+            each::<Float32Type>(array, column, |b, v| b.extend_from_slice(&v.to_be_bytes()))
+        }
+        DataType::Float64 => {
+            each::<Float64Type>(array, column, |b, v| b.extend_from_slice(&v.to_be_bytes()))
+        }
+        &DataType::Decimal32(_, scale) => each::<Decimal32Type>(array, column, |b, v| {
+            numeric(b, &|s| write_decimal(s, v, scale))
+        }),
+        &DataType::Decimal64(_, scale) => each::<Decimal64Type>(array, column, |b, v| {
+            numeric(b, &|s| write_decimal(s, v, scale))
+        }),
+        &DataType::Decimal128(_, scale) => each::<Decimal128Type>(array, column, |b, v| {
+            numeric(b, &|s| write_decimal(s, v, scale))
+        }),
+        &DataType::Decimal256(_, scale) => each::<Decimal256Type>(array, column, |b, v| {
+            numeric(b, &|s| write_decimal(s, v, scale))
+        }),
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => raw_bytes(array, column),
+        DataType::Date32 => each::<Date32Type>(array, column, |b, v| {
+            be32(b, saturate_i32(i64::from(v) - PG_EPOCH_DAYS))
+        }),
+        DataType::Date64 => each::<Date64Type>(array, column, |b, v| {
+            be32(b, saturate_i32(v.div_euclid(86_400_000) - PG_EPOCH_DAYS))
+        }),
+        DataType::Time32(_) | DataType::Time64(_) => {
+            if !each_micros(array, column, be64) {
+                display(array, column)?;
+            }
+        }
+        DataType::Timestamp(..) => {
+            each_micros(array, column, |b, us| {
+                be64(b, us.saturating_sub(PG_EPOCH_MICROS))
+            });
+        }
+        DataType::Duration(_) => {
+            each_micros(array, column, |b, us| write_binary_interval(b, 0, 0, us));
+        }
+        &DataType::Interval(unit) => each_interval(array, column, unit, write_binary_interval),
+        // Everything else is sent as `text`, whose binary form is its UTF-8 text.
+        _ => display(array, column)?,
+    }
+    Ok(())
+}
+
+/// Binary `interval`: microseconds, days, months.
+fn write_binary_interval(buf: &mut Vec<u8>, months: i32, days: i32, micros: i64) {
+    buf.extend_from_slice(&micros.to_be_bytes());
+    buf.extend_from_slice(&days.to_be_bytes());
+    buf.extend_from_slice(&months.to_be_bytes());
+}
+
+fn saturate_i32(value: i64) -> i32 {
+    i32::try_from(value).unwrap_or(if value < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// Copies the bytes of a string or binary array unchanged.
+fn raw_bytes(array: &dyn Array, column: &mut EncodedColumn) {
+    let len = array.len();
+    match array.data_type() {
+        DataType::Utf8 => {
+            let array = array.as_string::<i32>();
+            column.fill(len, |b, row| {
+                b.extend_from_slice(array.value(row).as_bytes())
+            });
+        }
+        DataType::LargeUtf8 => {
+            let array = array.as_string::<i64>();
+            column.fill(len, |b, row| {
+                b.extend_from_slice(array.value(row).as_bytes())
+            });
+        }
+        DataType::Utf8View => {
+            let array = array.as_string_view();
+            column.fill(len, |b, row| {
+                b.extend_from_slice(array.value(row).as_bytes())
+            });
+        }
+        DataType::Binary => {
+            let array = array.as_binary::<i32>();
+            column.fill(len, |b, row| b.extend_from_slice(array.value(row)));
+        }
+        DataType::LargeBinary => {
+            let array = array.as_binary::<i64>();
+            column.fill(len, |b, row| b.extend_from_slice(array.value(row)));
+        }
+        DataType::BinaryView => {
+            let array = array.as_binary_view();
+            column.fill(len, |b, row| b.extend_from_slice(array.value(row)));
+        }
+        DataType::FixedSizeBinary(_) => {
+            let array = array.as_fixed_size_binary();
+            column.fill(len, |b, row| b.extend_from_slice(array.value(row)));
+        }
+        // Callers only pass the types above.
+        _ => column.fill(len, |_, _| {}),
+    }
+}
+
+/// Writes every value with Arrow's display formatting (the `text` fallback).
+fn display(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgError> {
+    let options = FormatOptions::new();
+    let formatter = ArrayFormatter::try_new(array, &options).map_err(|e| {
+        PgError::new(
+            "0A000",
+            format!("cannot send values of type {}: {e}", array.data_type()),
+        )
+    })?;
+    column.try_fill(array.len(), |b, row| {
+        fmt::Write::write_fmt(&mut Utf8Sink(b), format_args!("{}", formatter.value(row)))
+            .map_err(|_| PgError::new("XX000", "formatting a value failed"))
+    })
+}
+
+/// `fmt::Write` into a byte buffer.
+struct Utf8Sink<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Utf8Sink<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, DictionaryArray, Int32Array, ListArray, StringArray, Time32SecondArray,
+        TimestampNanosecondArray,
+    };
+    use arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    fn encoded(array: ArrayRef, format: Format) -> Vec<Option<Vec<u8>>> {
+        let mut column = EncodedColumn::default();
+        encode_array(array.as_ref(), format, &mut column).expect("encodable");
+        (0..array.len())
+            .map(|row| column.value(row).map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    fn text(array: ArrayRef) -> Vec<Option<String>> {
+        encoded(array, Format::Text)
+            .into_iter()
+            .map(|v| v.map(|v| String::from_utf8(v).expect("text output is UTF-8")))
+            .collect()
+    }
+
+    #[test]
+    fn nulls_and_values_interleave() {
+        let array = Arc::new(Int32Array::from(vec![Some(1), None, Some(-3)]));
+        assert_eq!(
+            text(array.clone()),
+            [Some("1".into()), None, Some("-3".into())]
+        );
+        assert_eq!(
+            encoded(array, Format::Binary),
+            [
+                Some(vec![0, 0, 0, 1]),
+                None,
+                Some(vec![0xff, 0xff, 0xff, 0xfd])
+            ]
+        );
+    }
+
+    #[test]
+    fn dictionary_list_time_and_nanos() {
+        let dict: DictionaryArray<Int32Type> = vec!["a", "b", "a"].into_iter().collect();
+        assert_eq!(
+            text(Arc::new(dict)),
+            [Some("a".into()), Some("b".into()), Some("a".into())]
+        );
+        let list = ListArray::from_iter_primitive::<Int32Type, _, _>(vec![Some(vec![
+            Some(1),
+            None,
+            Some(3),
+        ])]);
+        assert_eq!(text(Arc::new(list)), [Some("[1, , 3]".into())]);
+        assert_eq!(
+            text(Arc::new(Time32SecondArray::from(vec![3723]))),
+            [Some("01:02:03".into())]
+        );
+        // 1.0000005 s rounds to 1.000001 s.
+        assert_eq!(
+            text(Arc::new(TimestampNanosecondArray::from(vec![
+                1_000_000_500
+            ]))),
+            [Some("1970-01-01 00:00:01.000001".into())]
+        );
+    }
+
+    #[test]
+    fn data_rows_are_framed() {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "a",
+                Arc::new(Int32Array::from(vec![Some(7), None])) as ArrayRef,
+            ),
+            (
+                "b",
+                Arc::new(StringArray::from(vec![Some("hi"), Some("")])) as ArrayRef,
+            ),
+        ])
+        .expect("valid batch");
+        let mut encoder = RowEncoder::default();
+        encoder
+            .encode(&batch, &[Format::Binary, Format::Text])
+            .expect("encodable");
+        let mut out = BytesMut::new();
+        encoder.write_data_rows(&mut out).expect("small rows");
+        let expected: &[u8] = b"D\0\0\0\x14\0\x02\0\0\0\x04\0\0\0\x07\0\0\0\x02hi\
+                                D\0\0\0\x0e\0\x02\xff\xff\xff\xff\0\0\0\0";
+        assert_eq!(&out[..], expected);
+    }
+
+    #[test]
+    fn binary_temporal_values_use_the_2000_epoch() {
+        let days = Arc::new(arrow::array::Date32Array::from(vec![10_957, 0]));
+        assert_eq!(
+            encoded(days, Format::Binary),
+            [
+                Some(vec![0, 0, 0, 0]),
+                Some((-10_957i32).to_be_bytes().to_vec())
+            ]
+        );
+        let ts = Arc::new(arrow::array::TimestampSecondArray::from(vec![946_684_801]));
+        assert_eq!(
+            encoded(ts, Format::Binary),
+            [Some(1_000_000i64.to_be_bytes().to_vec())]
+        );
+    }
+}

@@ -1,0 +1,569 @@
+//! Postgres text output of single values (floats, dates, timestamps, intervals, numerics,
+//! bytea) and the binary `numeric` format, all appended to a caller's buffer without allocating.
+
+use std::fmt::{self, Display, LowerExp};
+use std::io::Write as _;
+
+/// Microseconds in a day.
+pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (Postgres' epoch).
+pub(crate) const PG_EPOCH_DAYS: i64 = 10_957;
+/// Microseconds from 1970-01-01 to 2000-01-01.
+pub(crate) const PG_EPOCH_MICROS: i64 = PG_EPOCH_DAYS * MICROS_PER_DAY;
+
+/// Appends formatted text to `buf`.
+pub(crate) fn push_fmt(buf: &mut Vec<u8>, args: fmt::Arguments<'_>) {
+    buf.write_fmt(args)
+        .expect("writing to a Vec<u8> cannot fail: it grows as needed");
+}
+
+/// Appends `value` with its `Display` form.
+pub(crate) fn push_display(buf: &mut Vec<u8>, value: impl Display) {
+    push_fmt(buf, format_args!("{value}"));
+}
+
+/// `float8` output as in Postgres 12+: the shortest text that reads back as the same value,
+/// in exponent form when the decimal exponent is below -4 or at least 15.
+pub fn write_float8(buf: &mut Vec<u8>, value: f64) {
+    write_float(
+        buf,
+        value,
+        value.is_nan(),
+        value.is_infinite(),
+        value < 0.0,
+        15,
+    );
+}
+
+/// `float4` output as in Postgres 12+: like [`write_float8`] with shortest `f32` digits and
+/// exponent form from a decimal exponent of 6 on.
+pub fn write_float4(buf: &mut Vec<u8>, value: f32) {
+    write_float(
+        buf,
+        value,
+        value.is_nan(),
+        value.is_infinite(),
+        value < 0.0,
+        6,
+    );
+}
+
+fn write_float<F: Display + LowerExp>(
+    buf: &mut Vec<u8>,
+    value: F,
+    nan: bool,
+    infinite: bool,
+    negative: bool,
+    fixed_below: i32,
+) {
+    if nan {
+        buf.extend_from_slice(b"NaN");
+        return;
+    }
+    if infinite {
+        buf.extend_from_slice(if negative { b"-Infinity" } else { b"Infinity" });
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits as `d.ddde<exp>`.
+    let mut tmp = [0u8; 64];
+    let len = {
+        let mut cursor = &mut tmp[..];
+        if write!(cursor, "{value:e}").is_err() {
+            push_display(buf, value);
+            return;
+        }
+        64 - cursor.len()
+    };
+    let sci = &tmp[..len];
+    let Some(e_pos) = sci.iter().rposition(|&b| b == b'e') else {
+        push_display(buf, value);
+        return;
+    };
+    let exponent = std::str::from_utf8(&sci[e_pos + 1..])
+        .ok()
+        .and_then(|s| s.parse::<i32>().ok())
+        .unwrap_or(0);
+    if (-4..fixed_below).contains(&exponent) {
+        push_display(buf, value);
+    } else {
+        buf.extend_from_slice(&sci[..e_pos]);
+        buf.push(b'e');
+        buf.push(if exponent < 0 { b'-' } else { b'+' });
+        push_fmt(buf, format_args!("{:02}", exponent.unsigned_abs()));
+    }
+}
+
+/// Proleptic Gregorian date of a day number counted from 1970-01-01 (astronomical years: year
+/// 0 is 1 BC).
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Howard Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // `month` is in 1..=12 and `day` in 1..=31 by construction.
+    (year, month as u32, day as u32)
+}
+
+/// Writes `YYYY-MM-DD` for a day counted from 1970-01-01; returns whether the date is BC,
+/// in which case the caller appends ` BC` after whatever follows the date.
+fn write_ymd(buf: &mut Vec<u8>, days: i64) -> bool {
+    let (year, month, day) = civil_from_days(days);
+    let bc = year <= 0;
+    let year = if bc { 1 - year } else { year };
+    push_fmt(buf, format_args!("{year:04}-{month:02}-{day:02}"));
+    bc
+}
+
+/// `date` output (ISO style) for a day counted from 1970-01-01.
+pub fn write_date(buf: &mut Vec<u8>, days: i64) {
+    if write_ymd(buf, days) {
+        buf.extend_from_slice(b" BC");
+    }
+}
+
+/// Appends `.ffffff` with trailing zeros trimmed, or nothing for a zero fraction.
+fn write_fraction(buf: &mut Vec<u8>, micros: u64) {
+    if micros == 0 {
+        return;
+    }
+    let mut digits = micros;
+    let mut width = 6;
+    while digits.is_multiple_of(10) {
+        digits /= 10;
+        width -= 1;
+    }
+    push_fmt(buf, format_args!(".{digits:0width$}"));
+}
+
+/// `HH:MM:SS[.ffffff]` for a non-negative number of microseconds (hours may exceed 23).
+fn write_clock(buf: &mut Vec<u8>, micros: u64) {
+    let seconds = micros / 1_000_000;
+    push_fmt(
+        buf,
+        format_args!(
+            "{:02}:{:02}:{:02}",
+            seconds / 3600,
+            seconds / 60 % 60,
+            seconds % 60
+        ),
+    );
+    write_fraction(buf, micros % 1_000_000);
+}
+
+/// `time` output for microseconds since midnight.
+pub fn write_time(buf: &mut Vec<u8>, micros: i64) {
+    if micros < 0 {
+        buf.push(b'-');
+    }
+    write_clock(buf, micros.unsigned_abs());
+}
+
+/// `timestamp` output (`2026-06-10 12:34:56.123456`) for microseconds since 1970-01-01; with
+/// `utc_offset` it is `timestamptz` output rendered in UTC (`...+00`).
+pub fn write_timestamp(buf: &mut Vec<u8>, micros: i64, utc_offset: bool) {
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let bc = write_ymd(buf, days);
+    buf.push(b' ');
+    write_clock(buf, micros.rem_euclid(MICROS_PER_DAY).unsigned_abs());
+    if utc_offset {
+        buf.extend_from_slice(b"+00");
+    }
+    if bc {
+        buf.extend_from_slice(b" BC");
+    }
+}
+
+/// `interval` output in the `postgres` IntervalStyle, e.g. `1 year 2 mons 3 days 04:05:06.5`,
+/// `-1 days +01:00:00`, `00:00:00`.
+pub fn write_interval(buf: &mut Vec<u8>, months: i32, days: i32, micros: i64) {
+    // Mirrors EncodeInterval/AddPostgresIntPart of Postgres' datetime.c.
+    let mut is_zero = true;
+    let mut is_before = false;
+    let mut part = |buf: &mut Vec<u8>, value: i64, unit: &str| {
+        if value == 0 {
+            return;
+        }
+        if !is_zero {
+            buf.push(b' ');
+        }
+        if is_before && value > 0 {
+            buf.push(b'+');
+        }
+        let plural = if value == 1 { "" } else { "s" };
+        push_fmt(buf, format_args!("{value} {unit}{plural}"));
+        is_before = value < 0;
+        is_zero = false;
+    };
+    part(buf, i64::from(months / 12), "year");
+    part(buf, i64::from(months % 12), "mon");
+    part(buf, i64::from(days), "day");
+    if is_zero || micros != 0 {
+        if !is_zero {
+            buf.push(b' ');
+        }
+        if micros < 0 {
+            buf.push(b'-');
+        } else if is_before {
+            buf.push(b'+');
+        }
+        write_clock(buf, micros.unsigned_abs());
+    }
+}
+
+/// `numeric` output of an unscaled integer `value` with `scale` digits after the point (a
+/// negative scale multiplies by a power of ten).
+pub fn write_decimal(buf: &mut Vec<u8>, value: impl Display, scale: i8) {
+    let start = buf.len();
+    push_display(buf, value);
+    let digits_start = if buf.get(start) == Some(&b'-') {
+        start + 1
+    } else {
+        start
+    };
+    let scale_digits = usize::from(scale.unsigned_abs());
+    if scale > 0 {
+        let digits = buf.len() - digits_start;
+        if digits <= scale_digits {
+            let pad = scale_digits + 1 - digits;
+            buf.splice(digits_start..digits_start, std::iter::repeat_n(b'0', pad));
+        }
+        let point = buf.len() - scale_digits;
+        buf.insert(point, b'.');
+    } else if scale < 0 && &buf[digits_start..] != b"0" {
+        buf.extend(std::iter::repeat_n(b'0', scale_digits));
+    }
+}
+
+/// `bytea` output in hex format: `\x` and two lower-case hex digits per byte.
+pub fn write_bytea(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.reserve(2 + 2 * bytes.len());
+    buf.extend_from_slice(b"\\x");
+    for &b in bytes {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_NAN: u16 = 0xC000;
+const NUMERIC_PINF: u16 = 0xD000;
+const NUMERIC_NINF: u16 = 0xF000;
+
+/// Appends the binary `numeric` form of a plain decimal text (`-?digits[.digits]`, as written
+/// by [`write_decimal`]): ndigits, weight, sign, dscale, then base-10000 digits.
+pub(crate) fn numeric_text_to_binary(text: &[u8], out: &mut Vec<u8>) {
+    let (negative, unsigned) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (int_part, frac_part) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(point) => (&unsigned[..point], &unsigned[point + 1..]),
+        None => (unsigned, &[][..]),
+    };
+    let int_part = &int_part[int_part.iter().take_while(|&&b| b == b'0').count()..];
+    let int_pad = (4 - int_part.len() % 4) % 4;
+    let frac_pad = (4 - frac_part.len() % 4) % 4;
+    // Weight of the first (possibly all-zero) group.
+    let mut weight = i64::try_from(int_part.len().div_ceil(4)).unwrap_or(i64::MAX) - 1;
+
+    let header = out.len();
+    out.extend_from_slice(&[0; 8]);
+    let mut ndigits = 0usize;
+    let mut group = 0u16;
+    let mut in_group = 0;
+    let mut leading = true;
+    let stream = std::iter::repeat_n(b'0', int_pad)
+        .chain(int_part.iter().copied())
+        .chain(frac_part.iter().copied())
+        .chain(std::iter::repeat_n(b'0', frac_pad));
+    for digit in stream {
+        group = group * 10 + u16::from(digit.wrapping_sub(b'0') % 10);
+        in_group += 1;
+        if in_group == 4 {
+            if leading && group == 0 {
+                weight -= 1;
+            } else {
+                leading = false;
+                out.extend_from_slice(&group.to_be_bytes());
+                ndigits += 1;
+            }
+            group = 0;
+            in_group = 0;
+        }
+    }
+    while ndigits > 0 && out[out.len() - 2..] == [0, 0] {
+        out.truncate(out.len() - 2);
+        ndigits -= 1;
+    }
+    let sign = if ndigits == 0 {
+        weight = 0;
+        NUMERIC_POS
+    } else if negative {
+        NUMERIC_NEG
+    } else {
+        NUMERIC_POS
+    };
+    let clamp = |n: i64| i16::try_from(n).unwrap_or(if n < 0 { i16::MIN } else { i16::MAX });
+    let ndigits = clamp(i64::try_from(ndigits).unwrap_or(i64::MAX));
+    let dscale = u16::try_from(frac_part.len()).unwrap_or(u16::MAX);
+    out[header..header + 2].copy_from_slice(&ndigits.to_be_bytes());
+    out[header + 2..header + 4].copy_from_slice(&clamp(weight).to_be_bytes());
+    out[header + 4..header + 6].copy_from_slice(&sign.to_be_bytes());
+    out[header + 6..header + 8].copy_from_slice(&dscale.to_be_bytes());
+}
+
+/// Text of a binary `numeric` value, or `None` when the bytes are not a valid numeric.
+pub(crate) fn numeric_binary_to_text(raw: &[u8]) -> Option<String> {
+    let word = |i: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*raw.get(2 * i)?, *raw.get(2 * i + 1)?]))
+    };
+    let ndigits = usize::from(word(0)?);
+    let weight = i64::from(word(1)? as i16);
+    let sign = word(2)?;
+    let dscale = usize::from(word(3)?);
+    if raw.len() != 8 + 2 * ndigits {
+        return None;
+    }
+    match sign {
+        NUMERIC_NAN => return Some("NaN".into()),
+        NUMERIC_PINF => return Some("Infinity".into()),
+        NUMERIC_NINF => return Some("-Infinity".into()),
+        NUMERIC_POS | NUMERIC_NEG => {}
+        _ => return None,
+    }
+    let mut digits = Vec::with_capacity(ndigits);
+    for i in 0..ndigits {
+        let d = word(4 + i)?;
+        if d >= 10_000 {
+            return None;
+        }
+        digits.push(d);
+    }
+    let digit = |index: i64| -> u16 {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| digits.get(i).copied())
+            .unwrap_or(0)
+    };
+    let mut text = Vec::new();
+    if sign == NUMERIC_NEG && ndigits > 0 {
+        text.push(b'-');
+    }
+    if weight < 0 {
+        text.push(b'0');
+    } else {
+        for index in 0..=weight {
+            if index == 0 {
+                push_display(&mut text, digit(index));
+            } else {
+                push_fmt(&mut text, format_args!("{:04}", digit(index)));
+            }
+        }
+    }
+    if dscale > 0 {
+        text.push(b'.');
+        let frac_start = text.len();
+        let mut index = weight + 1;
+        while text.len() - frac_start < dscale {
+            push_fmt(&mut text, format_args!("{:04}", digit(index)));
+            index += 1;
+        }
+        text.truncate(frac_start + dscale);
+    }
+    String::from_utf8(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut buf = Vec::new();
+        f(&mut buf);
+        String::from_utf8(buf).expect("formatters write ASCII")
+    }
+
+    #[test]
+    fn float8_like_postgres() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (std::f64::consts::PI, "3.141592653589793"),
+            (1234.5678, "1234.5678"),
+            (1e20, "1e+20"),
+            (1.5e-5, "1.5e-05"),
+            (0.0001, "0.0001"),
+            (0.00012, "0.00012"),
+            (1e15, "1e+15"),
+            (123456789012345.0, "123456789012345"),
+            (999999999999999.0, "999999999999999"),
+            (1.2345678901234567e16, "1.2345678901234568e+16"),
+            (1e100, "1e+100"),
+            (-1e-100, "-1e-100"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (f64::INFINITY, "Infinity"),
+            (f64::NEG_INFINITY, "-Infinity"),
+            (f64::NAN, "NaN"),
+        ];
+        for &(value, expected) in cases {
+            assert_eq!(text(|b| write_float8(b, value)), expected, "{value:e}");
+        }
+    }
+
+    #[test]
+    fn float4_like_postgres() {
+        let cases: &[(f32, &str)] = &[
+            (0.1, "0.1"),
+            (1.5, "1.5"),
+            (123456.0, "123456"),
+            (1e6, "1e+06"),
+            (1234567.0, "1.234567e+06"),
+            (1e-5, "1e-05"),
+            (3.4028235e38, "3.4028235e+38"),
+            (f32::NAN, "NaN"),
+            (f32::NEG_INFINITY, "-Infinity"),
+        ];
+        for &(value, expected) in cases {
+            assert_eq!(text(|b| write_float4(b, value)), expected, "{value:e}");
+        }
+    }
+
+    #[test]
+    fn dates_and_timestamps() {
+        // 2026-06-10 is day 20614 after 1970-01-01.
+        assert_eq!(text(|b| write_date(b, 20_614)), "2026-06-10");
+        assert_eq!(text(|b| write_date(b, 0)), "1970-01-01");
+        assert_eq!(text(|b| write_date(b, 11_016)), "2000-02-29");
+        // 0001-01-01 is day -719162; the day before is 1 BC (astronomical year 0).
+        assert_eq!(text(|b| write_date(b, -719_162)), "0001-01-01");
+        assert_eq!(text(|b| write_date(b, -719_163)), "0001-12-31 BC");
+        assert_eq!(text(|b| write_date(b, 2_932_897)), "10000-01-01");
+
+        let noon = 20_614 * MICROS_PER_DAY + 45_296_123_456;
+        assert_eq!(
+            text(|b| write_timestamp(b, noon, false)),
+            "2026-06-10 12:34:56.123456"
+        );
+        assert_eq!(
+            text(|b| write_timestamp(b, noon, true)),
+            "2026-06-10 12:34:56.123456+00"
+        );
+        assert_eq!(
+            text(|b| write_timestamp(b, 45_296_500_000, false)),
+            "1970-01-01 12:34:56.5"
+        );
+        assert_eq!(
+            text(|b| write_timestamp(b, 0, false)),
+            "1970-01-01 00:00:00"
+        );
+        assert_eq!(
+            text(|b| write_timestamp(b, -1, false)),
+            "1969-12-31 23:59:59.999999"
+        );
+        assert_eq!(
+            text(|b| write_timestamp(b, -719_163 * MICROS_PER_DAY, true)),
+            "0001-12-31 00:00:00+00 BC"
+        );
+        assert_eq!(text(|b| write_time(b, 45_296_000_010)), "12:34:56.00001");
+        assert_eq!(text(|b| write_time(b, 0)), "00:00:00");
+    }
+
+    #[test]
+    fn intervals_in_postgres_style() {
+        const HOUR: i64 = 3_600_000_000;
+        let cases: &[(i32, i32, i64, &str)] = &[
+            (0, 0, 0, "00:00:00"),
+            (
+                14,
+                3,
+                4 * HOUR + 306_500_000,
+                "1 year 2 mons 3 days 04:05:06.5",
+            ),
+            (1, 1, 0, "1 mon 1 day"),
+            (12, 0, 0, "1 year"),
+            (-14, 0, 0, "-1 years -2 mons"),
+            (0, -1, 0, "-1 days"),
+            (0, -1, HOUR, "-1 days +01:00:00"),
+            (0, 1, -HOUR, "1 day -01:00:00"),
+            (
+                -14,
+                3,
+                -(4 * HOUR + 306_000_000),
+                "-1 years -2 mons +3 days -04:05:06",
+            ),
+            (0, 0, 100 * HOUR, "100:00:00"),
+            (0, 0, -1_500_000, "-00:00:01.5"),
+            (0, 0, 1, "00:00:00.000001"),
+        ];
+        for &(months, days, micros, expected) in cases {
+            assert_eq!(text(|b| write_interval(b, months, days, micros)), expected);
+        }
+    }
+
+    #[test]
+    fn decimals_keep_their_scale() {
+        assert_eq!(text(|b| write_decimal(b, 12_345i128, 2)), "123.45");
+        assert_eq!(text(|b| write_decimal(b, -5i128, 2)), "-0.05");
+        assert_eq!(text(|b| write_decimal(b, 0i128, 2)), "0.00");
+        assert_eq!(text(|b| write_decimal(b, 42i128, 0)), "42");
+        assert_eq!(text(|b| write_decimal(b, -1000i64, 3)), "-1.000");
+        assert_eq!(text(|b| write_decimal(b, 12i32, -3)), "12000");
+        assert_eq!(text(|b| write_decimal(b, 0i32, -3)), "0");
+    }
+
+    #[test]
+    fn bytea_hex() {
+        assert_eq!(text(|b| write_bytea(b, b"\xde\xad\xbe\xef")), "\\xdeadbeef");
+        assert_eq!(text(|b| write_bytea(b, b"")), "\\x");
+    }
+
+    #[test]
+    fn numeric_binary_round_trip() {
+        let encode = |s: &str| {
+            let mut out = Vec::new();
+            numeric_text_to_binary(s.as_bytes(), &mut out);
+            out
+        };
+        // 123.45: two base-10000 digits 123 and 4500, weight 0, dscale 2.
+        assert_eq!(
+            encode("123.45"),
+            [0, 2, 0, 0, 0, 0, 0, 2, 0, 123, 0x11, 0x94]
+        );
+        // -0.0001: one digit 1 of weight -1, dscale 4.
+        assert_eq!(encode("-0.0001"), [0, 1, 0xff, 0xff, 0x40, 0, 0, 4, 0, 1]);
+        // 0.00: no digits, dscale 2.
+        assert_eq!(encode("0.00"), [0, 0, 0, 0, 0, 0, 0, 2]);
+        // 20000000: digits 2000 0000 with the trailing zero group dropped, weight 1.
+        assert_eq!(encode("20000000"), [0, 1, 0, 1, 0, 0, 0, 0, 0x07, 0xd0]);
+        for s in [
+            "123.45",
+            "-0.0001",
+            "0.00",
+            "20000000",
+            "0",
+            "18446744073709551615",
+            "-98765.4321000",
+            "0.000000001",
+            "12345678901234567890.12345678901234567890",
+        ] {
+            assert_eq!(numeric_binary_to_text(&encode(s)).as_deref(), Some(s));
+        }
+        assert_eq!(
+            numeric_binary_to_text(&[0, 0, 0, 0, 0xC0, 0, 0, 0]).as_deref(),
+            Some("NaN")
+        );
+        assert_eq!(numeric_binary_to_text(&[0, 1, 0, 0, 0, 0, 0, 0]), None);
+    }
+}

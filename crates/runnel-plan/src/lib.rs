@@ -1,0 +1,206 @@
+//! The streaming plan IR: the operator graph a materialized view compiles to.
+//!
+//! `runnel-sql` lowers a DataFusion `LogicalPlan` into a [`StreamPlan`]; `runnel-runtime`
+//! instantiates one operator per [`PlanNode`]. Nodes are stored in topological order (inputs
+//! before consumers) and the last node is the view's output. Scalar expressions are DataFusion
+//! logical `Expr`s over the node's input schema, compiled to physical expressions at runtime.
+//!
+//! The plan is not persisted: the catalog stores each view's SQL and re-plans it on start,
+//! which is deterministic, so node ids (which key operator state) are stable across restarts.
+
+use std::fmt;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+
+/// Identifies a persisted catalog object (stream, table or view).
+pub type ObjectId = u32;
+
+/// What kind of relation a source node reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    /// Append-only: every change is an insert.
+    Stream,
+    /// Keyed by a primary key: inserts, updates and deletes.
+    Table,
+    /// Another materialized view: any changes.
+    View,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamPlan {
+    pub nodes: Vec<PlanNode>,
+}
+
+impl StreamPlan {
+    pub fn output(&self) -> &PlanNode {
+        // A plan always ends with its output node; lowering never builds an empty plan.
+        self.nodes.last().expect("a stream plan has at least one node")
+    }
+
+    /// The relations this plan reads, without duplicates.
+    pub fn dependencies(&self) -> Vec<ObjectId> {
+        let mut deps = Vec::new();
+        for node in &self.nodes {
+            if let NodeKind::Source { relation, .. } = &node.kind {
+                if !deps.contains(relation) {
+                    deps.push(*relation);
+                }
+            }
+        }
+        deps
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanNode {
+    /// Index of this node in [`StreamPlan::nodes`].
+    pub id: usize,
+    pub kind: NodeKind,
+    /// Input node ids, in port order.
+    pub inputs: Vec<usize>,
+    /// Schemas the node's expressions are written against, one per input (DataFusion's
+    /// schemas of the logical inputs, qualifiers included).
+    pub input_schemas: Vec<DFSchemaRef>,
+    /// The node's output schema.
+    pub schema: DFSchemaRef,
+    /// True when every change this node emits is an insert (lets min/max skip retraction state).
+    pub append_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// Reads the changes of a stream, table or view.
+    Source {
+        relation: ObjectId,
+        relation_kind: RelationKind,
+        name: String,
+    },
+    /// Computes one output column per expression.
+    Project { exprs: Vec<Expr> },
+    /// Keeps rows where the predicate is true.
+    Filter { predicate: Expr },
+    /// GROUP BY: group expressions first, then one column per aggregate.
+    Aggregate {
+        group_exprs: Vec<Expr>,
+        aggregates: Vec<AggregateCall>,
+    },
+    /// Equi-join; output is the left columns then the right columns.
+    Join {
+        join_type: JoinType,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        /// Extra non-equi condition over the joined row (inner joins only).
+        filter: Option<Expr>,
+    },
+    /// UNION ALL of inputs with identical column types.
+    Union,
+    /// The view's output: writes its contents to state.
+    Materialize { view: ObjectId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinType {
+    Inner,
+    Left,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFunction {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    pub function: AggregateFunction,
+    pub distinct: bool,
+    /// The argument (none for `count(*)`).
+    pub arg: Option<Expr>,
+    /// `FILTER (WHERE ...)`.
+    pub filter: Option<Expr>,
+    /// Output type, as DataFusion typed the aggregate.
+    pub output_type: DataType,
+}
+
+impl fmt::Display for StreamPlan {
+    /// The operator graph as EXPLAIN prints it: one line per node, output first, inputs indented.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn write_node(
+            plan: &StreamPlan,
+            id: usize,
+            depth: usize,
+            f: &mut fmt::Formatter<'_>,
+        ) -> fmt::Result {
+            let node = &plan.nodes[id];
+            let indent = "  ".repeat(depth);
+            let detail = match &node.kind {
+                NodeKind::Source {
+                    name,
+                    relation_kind,
+                    ..
+                } => format!("Source: {name} ({relation_kind:?})"),
+                NodeKind::Project { exprs } => format!("Project: {}", list(exprs)),
+                NodeKind::Filter { predicate } => format!("Filter: {predicate}"),
+                NodeKind::Aggregate {
+                    group_exprs,
+                    aggregates,
+                } => {
+                    let aggs: Vec<String> = aggregates
+                        .iter()
+                        .map(|a| {
+                            let arg = a.arg.as_ref().map_or("*".to_string(), |e| e.to_string());
+                            let distinct = if a.distinct { "DISTINCT " } else { "" };
+                            let filter = a
+                                .filter
+                                .as_ref()
+                                .map_or(String::new(), |e| format!(" FILTER (WHERE {e})"));
+                            format!("{:?}({distinct}{arg}){filter}", a.function)
+                        })
+                        .collect();
+                    format!(
+                        "Aggregate: group=[{}] aggregates=[{}]",
+                        list(group_exprs),
+                        aggs.join(", ")
+                    )
+                }
+                NodeKind::Join {
+                    join_type,
+                    left_keys,
+                    right_keys,
+                    filter,
+                } => {
+                    let on: Vec<String> = left_keys
+                        .iter()
+                        .zip(right_keys)
+                        .map(|(l, r)| format!("{l} = {r}"))
+                        .collect();
+                    let filter = filter
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" filter={e}"));
+                    format!("{join_type:?}Join: on=[{}]{filter}", on.join(", "))
+                }
+                NodeKind::Union => "Union".to_string(),
+                NodeKind::Materialize { .. } => "Materialize".to_string(),
+            };
+            let append = if node.append_only { " [append-only]" } else { "" };
+            writeln!(f, "{indent}{detail}{append}")?;
+            for &input in &node.inputs {
+                write_node(plan, input, depth + 1, f)?;
+            }
+            Ok(())
+        }
+        fn list(exprs: &[Expr]) -> String {
+            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+        }
+        if self.nodes.is_empty() {
+            return Ok(());
+        }
+        write_node(self, self.nodes.len() - 1, 0, f)
+    }
+}

@@ -1,0 +1,148 @@
+//! Instantiates the operators of a stream plan: compiles each node's expressions against its
+//! input schema and gives every stateful operator its own key prefix in the store.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::ExprSchemable;
+use runnel_common::change::nullable_schema;
+use runnel_common::{Result, RunnelError};
+use runnel_plan::{NodeKind, ObjectId, PlanNode, StreamPlan};
+use runnel_state::codec::check_supported;
+use runnel_state::{keys, Store};
+
+use crate::expr::{compile, compile_all};
+use crate::operator::Operator;
+use crate::operators::aggregate::AggregateSlot;
+use crate::operators::{AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp};
+
+/// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
+pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
+    nullable_schema(schema.as_arrow())
+}
+
+/// Builds the operator for one node of `view`'s plan.
+pub fn build_operator(
+    store: &Arc<Store>,
+    view: ObjectId,
+    plan: &StreamPlan,
+    node: &PlanNode,
+    output_schema: SchemaRef,
+) -> Result<Box<dyn Operator>> {
+    let prefix = keys::operator_prefix(view, node.id as u32);
+    let input_schema = |port: usize| -> Result<&DFSchema> {
+        node.input_schemas
+            .get(port)
+            .map(|s| s.as_ref())
+            .ok_or_else(|| RunnelError::internal("plan node lacks an input schema"))
+    };
+    Ok(match &node.kind {
+        NodeKind::Source { .. } | NodeKind::Union => Box::new(RelabelOp::new(output_schema)),
+        NodeKind::Project { exprs } => Box::new(ProjectOp::new(
+            compile_all(exprs, input_schema(0)?)?,
+            output_schema,
+        )),
+        NodeKind::Filter { predicate } => {
+            Box::new(FilterOp::new(compile(predicate, input_schema(0)?)?))
+        }
+        NodeKind::Aggregate {
+            group_exprs,
+            aggregates,
+        } => {
+            let schema = input_schema(0)?;
+            for field in output_schema.fields().iter().take(group_exprs.len()) {
+                check_supported(field.data_type())?;
+            }
+            let input_append_only = node
+                .inputs
+                .first()
+                .map(|&i| plan.nodes[i].append_only)
+                .unwrap_or(false);
+            let slots = aggregates
+                .iter()
+                .map(|call| {
+                    let arg_type = match &call.arg {
+                        Some(e) => Some(e.get_type(schema)?),
+                        None => None,
+                    };
+                    AggregateSlot::new(
+                        call,
+                        call.arg.as_ref().map(|e| compile(e, schema)).transpose()?,
+                        call.filter.as_ref().map(|e| compile(e, schema)).transpose()?,
+                        arg_type.as_ref(),
+                        input_append_only,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Box::new(AggregateOp::new(
+                store,
+                prefix,
+                compile_all(group_exprs, schema)?,
+                slots,
+                output_schema,
+            )?)
+        }
+        NodeKind::Join {
+            join_type,
+            left_keys,
+            right_keys,
+            filter,
+        } => {
+            let left = input_schema(0)?;
+            let right = input_schema(1)?;
+            let key_types = left_keys
+                .iter()
+                .zip(right_keys)
+                .map(|(l, r)| {
+                    let lt = l.get_type(left)?;
+                    let rt = r.get_type(right)?;
+                    let t = if lt == rt {
+                        lt
+                    } else {
+                        datafusion::logical_expr::type_coercion::binary::comparison_coercion(&lt, &rt)
+                            .ok_or_else(|| {
+                                RunnelError::not_implemented(format!(
+                                    "join keys of types {lt} and {rt}"
+                                ))
+                            })?
+                    };
+                    check_supported(&t)?;
+                    Ok(t)
+                })
+                .collect::<Result<Vec<DataType>>>()?;
+            let types = |s: &DFSchema| -> Vec<DataType> {
+                s.fields().iter().map(|f| f.data_type().clone()).collect()
+            };
+            for t in types(left).iter().chain(types(right).iter()) {
+                check_supported(t)?;
+            }
+            let filter = match filter {
+                Some(f) => Some(compile(f, &node.schema)?),
+                None => None,
+            };
+            Box::new(JoinOp::new(
+                store,
+                prefix,
+                *join_type,
+                compile_all(left_keys, left)?,
+                compile_all(right_keys, right)?,
+                key_types,
+                types(left),
+                types(right),
+                filter,
+                output_schema,
+            )?)
+        }
+        NodeKind::Materialize { .. } => {
+            for field in output_schema.fields() {
+                check_supported(field.data_type())?;
+            }
+            Box::new(MaterializeOp::new(
+                store.clone(),
+                keys::view_prefix(view),
+                output_schema,
+            ))
+        }
+    })
+}

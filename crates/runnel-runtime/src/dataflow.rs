@@ -1,0 +1,386 @@
+//! The dataflow: every view's operators in one graph, fed from the source logs.
+//!
+//! Streams and tables append change batches to their logs (see `keys::LOG`); the dataflow
+//! reads each log from its position and pushes the batches through the operators of every view
+//! that reads it. A view that reads another view is wired to that view's output operator.
+//! A checkpoint writes all dirty operator state, view contents and the log positions in one
+//! atomic batch, so after a crash every view resumes consistently from the same positions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_plan::{NodeKind, ObjectId, RelationKind, StreamPlan};
+use runnel_state::{ipc, keys, Store, WriteBatch};
+
+use crate::build::{build_operator, node_arrow_schema};
+use crate::operator::Operator;
+use crate::operators::MaterializeOp;
+
+/// How many log entries are read per source before other work gets a turn.
+const LOG_READ_CHUNK: usize = 64;
+
+struct NodeSlot {
+    op: Box<dyn Operator>,
+    view: ObjectId,
+    /// Where this node's output goes: (node, input port).
+    outputs: Vec<(usize, usize)>,
+}
+
+/// A base relation whose log the dataflow reads.
+struct SourceLog {
+    schema: SchemaRef,
+    /// Next sequence number to read.
+    position: u64,
+    /// Source nodes reading this log: (node, port).
+    subscribers: Vec<(usize, usize)>,
+    position_dirty: bool,
+}
+
+/// What the dataflow knows about a view.
+struct ViewState {
+    nodes: Vec<usize>,
+    output: usize,
+    failed: Option<String>,
+}
+
+pub struct Dataflow {
+    store: Arc<Store>,
+    nodes: Vec<Option<NodeSlot>>,
+    sources: BTreeMap<ObjectId, SourceLog>,
+    views: BTreeMap<ObjectId, ViewState>,
+    /// Rows read per source since start (for progress reporting).
+    pub rows_read: HashMap<ObjectId, u64>,
+}
+
+impl Dataflow {
+    pub fn new(store: Arc<Store>) -> Self {
+        Dataflow {
+            store,
+            nodes: Vec::new(),
+            sources: BTreeMap::new(),
+            views: BTreeMap::new(),
+            rows_read: HashMap::new(),
+        }
+    }
+
+    /// Registers a stream or table log, resuming from its committed position.
+    pub fn add_source(&mut self, id: ObjectId, schema: SchemaRef) -> Result<()> {
+        let position = match self.store.get(&keys::position(id))? {
+            Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
+                RunnelError::internal("stored source position is not 8 bytes")
+            })?),
+            None => 0,
+        };
+        self.sources.insert(
+            id,
+            SourceLog {
+                schema,
+                position,
+                subscribers: Vec::new(),
+                position_dirty: false,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn remove_source(&mut self, id: ObjectId) {
+        self.sources.remove(&id);
+    }
+
+    /// Instantiates a view's operators and wires them in. With `backfill`, the view is new:
+    /// it first receives everything its inputs hold up to their current positions. Without,
+    /// its state is restored from the store and it continues from the common positions.
+    pub fn add_view(
+        &mut self,
+        view: ObjectId,
+        plan: &StreamPlan,
+        view_schema: SchemaRef,
+        backfill: bool,
+    ) -> Result<()> {
+        let base = self.nodes.len();
+        let mut built: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
+        for node in &plan.nodes {
+            let schema = if matches!(node.kind, NodeKind::Materialize { .. }) {
+                view_schema.clone()
+            } else {
+                node_arrow_schema(&node.schema)
+            };
+            built.push(build_operator(&self.store, view, plan, node, schema)?);
+        }
+        // Check every input exists before touching the graph.
+        for node in &plan.nodes {
+            if let NodeKind::Source {
+                relation,
+                relation_kind,
+                name,
+            } = &node.kind
+            {
+                let known = match relation_kind {
+                    RelationKind::View => self.views.contains_key(relation),
+                    _ => self.sources.contains_key(relation),
+                };
+                if !known {
+                    return Err(RunnelError::internal(format!(
+                        "view input {name} is not in the dataflow"
+                    )));
+                }
+            }
+        }
+        for (op, node) in built.into_iter().zip(&plan.nodes) {
+            let outputs = plan
+                .nodes
+                .iter()
+                .flat_map(|consumer| {
+                    consumer
+                        .inputs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &input)| input == node.id)
+                        .map(|(port, _)| (base + consumer.id, port))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            self.nodes.push(Some(NodeSlot { op, view, outputs }));
+        }
+        let output = base + plan.nodes.len() - 1;
+        self.views.insert(
+            view,
+            ViewState {
+                nodes: (base..base + plan.nodes.len()).collect(),
+                output,
+                failed: None,
+            },
+        );
+
+        // Initial output (global aggregates), in topological order.
+        for node in &plan.nodes {
+            let mut out = Vec::new();
+            self.node_mut(base + node.id)?.op.on_start(backfill, &mut out)?;
+            for batch in out {
+                self.forward(base + node.id, batch);
+            }
+        }
+
+        for node in &plan.nodes {
+            let NodeKind::Source {
+                relation,
+                relation_kind,
+                ..
+            } = &node.kind
+            else {
+                continue;
+            };
+            let target = (base + node.id, 0);
+            match relation_kind {
+                RelationKind::View => {
+                    let upstream = self.views[relation].output;
+                    if backfill {
+                        let snapshot = self.materialize(upstream)?.snapshot()?;
+                        if !snapshot.is_empty() {
+                            self.push(target.0, target.1, snapshot);
+                        }
+                    }
+                    self.node_mut(upstream)?.outputs.push(target);
+                }
+                RelationKind::Stream | RelationKind::Table => {
+                    if backfill {
+                        let end = self.sources[relation].position;
+                        self.replay(*relation, 0, end, target)?;
+                    }
+                    if let Some(source) = self.sources.get_mut(relation) {
+                        source.subscribers.push(target);
+                    }
+                }
+            }
+        }
+        if let Some(err) = self.views.get(&view).and_then(|v| v.failed.clone()) {
+            self.remove_view(view);
+            return Err(RunnelError::execution(
+                runnel_common::SqlState::DATA_EXCEPTION,
+                err,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Unwires and frees a view's operators (its stored state is deleted by the caller).
+    pub fn remove_view(&mut self, view: ObjectId) {
+        let Some(state) = self.views.remove(&view) else {
+            return;
+        };
+        for &n in &state.nodes {
+            self.nodes[n] = None;
+        }
+        for slot in self.nodes.iter_mut().flatten() {
+            slot.outputs.retain(|(n, _)| !state.nodes.contains(n));
+        }
+        for source in self.sources.values_mut() {
+            source.subscribers.retain(|(n, _)| !state.nodes.contains(n));
+        }
+    }
+
+    /// Views that stopped updating, with their error.
+    pub fn failed_views(&self) -> Vec<(ObjectId, String)> {
+        self.views
+            .iter()
+            .filter_map(|(id, v)| v.failed.clone().map(|e| (*id, e)))
+            .collect()
+    }
+
+    /// Reads and processes new log entries of every source. Returns true if anything was read
+    /// (call again until it returns false to drain).
+    pub fn poll_sources(&mut self) -> Result<bool> {
+        let ids: Vec<ObjectId> = self.sources.keys().copied().collect();
+        let mut any = false;
+        for id in ids {
+            let (position, subscribed) = {
+                let s = &self.sources[&id];
+                (s.position, !s.subscribers.is_empty())
+            };
+            if !subscribed {
+                continue;
+            }
+            let entries = self.read_log(id, position, u64::MAX, LOG_READ_CHUNK)?;
+            if entries.is_empty() {
+                continue;
+            }
+            any = true;
+            let mut last = position;
+            for (seq, batch) in entries {
+                last = seq;
+                *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
+                let subscribers = self.sources[&id].subscribers.clone();
+                for (node, port) in subscribers {
+                    self.push(node, port, batch.clone());
+                }
+            }
+            if let Some(s) = self.sources.get_mut(&id) {
+                s.position = last + 1;
+                s.position_dirty = true;
+            }
+        }
+        Ok(any)
+    }
+
+    /// Log entries `[from, to)` of `source`, at most `limit` of them.
+    fn read_log(
+        &self,
+        source: ObjectId,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ChangeBatch)>> {
+        let schema = self.sources[&source].schema.clone();
+        let start = keys::log_entry(source, from);
+        let end = if to == u64::MAX {
+            keys::prefix_end(&keys::log_prefix(source))
+        } else {
+            keys::log_entry(source, to)
+        };
+        let mut out = Vec::new();
+        self.store.for_each_in_range(&start, &end, |key, value| {
+            let seq = keys::log_entry_seq(key)
+                .ok_or_else(|| runnel_state::StateError::Corrupt("bad log key".into()))?;
+            let stored = ipc::decode_batch(value)?;
+            out.push((seq, stored));
+            Ok(out.len() < limit)
+        })?;
+        out.into_iter()
+            .map(|(seq, stored)| Ok((seq, ChangeBatch::from_stored(&stored, schema.clone())?)))
+            .collect()
+    }
+
+    /// Feeds log entries `[from, to)` of `source` into one node only (backfill).
+    fn replay(&mut self, source: ObjectId, from: u64, to: u64, target: (usize, usize)) -> Result<()> {
+        let mut next = from;
+        while next < to {
+            let entries = self.read_log(source, next, to, LOG_READ_CHUNK)?;
+            if entries.is_empty() {
+                break;
+            }
+            for (seq, batch) in entries {
+                next = seq + 1;
+                self.push(target.0, target.1, batch);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, n: usize) -> Result<&mut NodeSlot> {
+        self.nodes
+            .get_mut(n)
+            .and_then(|s| s.as_mut())
+            .ok_or_else(|| RunnelError::internal(format!("dataflow node {n} is gone")))
+    }
+
+    fn materialize(&self, n: usize) -> Result<&MaterializeOp> {
+        self.nodes
+            .get(n)
+            .and_then(|s| s.as_ref())
+            .and_then(|s| s.op.as_any().downcast_ref::<MaterializeOp>())
+            .ok_or_else(|| RunnelError::internal("view output is not a materialize operator"))
+    }
+
+    /// Sends `batch` to every consumer of node `from`.
+    fn forward(&mut self, from: usize, batch: ChangeBatch) {
+        let outputs = match self.nodes.get(from).and_then(|s| s.as_ref()) {
+            Some(slot) => slot.outputs.clone(),
+            None => return,
+        };
+        for (node, port) in outputs {
+            self.push(node, port, batch.clone());
+        }
+    }
+
+    /// Pushes a batch into a node and, depth first, everything it produces. An operator error
+    /// fails only that operator's view: it stops updating and reports the error.
+    fn push(&mut self, node: usize, port: usize, batch: ChangeBatch) {
+        let mut stack = vec![(node, port, batch)];
+        while let Some((node, port, batch)) = stack.pop() {
+            let Some(slot) = self.nodes.get_mut(node).and_then(|s| s.as_mut()) else {
+                continue;
+            };
+            let view = slot.view;
+            if self.views.get(&view).is_some_and(|v| v.failed.is_some()) {
+                continue;
+            }
+            let mut out = Vec::new();
+            match slot.op.process(port, batch, &mut out) {
+                Ok(()) => {
+                    for produced in out {
+                        for &(next, next_port) in &slot.outputs {
+                            stack.push((next, next_port, produced.clone()));
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(view, "view maintenance failed: {err}");
+                    if let Some(v) = self.views.get_mut(&view) {
+                        v.failed = Some(err.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds every operator's dirty state and the source positions to `batch`.
+    pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for slot in self.nodes.iter_mut().flatten() {
+            slot.op.checkpoint(batch)?;
+        }
+        for (id, source) in &mut self.sources {
+            if source.position_dirty {
+                batch.put(keys::position(*id), source.position.to_le_bytes());
+                source.position_dirty = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Next sequence number each source will be read from.
+    pub fn positions(&self) -> Vec<(ObjectId, u64)> {
+        self.sources.iter().map(|(id, s)| (*id, s.position)).collect()
+    }
+}

@@ -1,0 +1,13 @@
+//! Runnel's incremental runtime: the operator contract, one operator per file, the dataflow
+//! graph that connects every view's operators to the source logs, and the worker thread that
+//! drives it and commits checkpoints.
+
+pub mod build;
+pub mod dataflow;
+pub mod expr;
+pub mod operator;
+pub mod operators;
+pub mod worker;
+
+pub use operator::Operator;
+pub use worker::{SourceStatus, Worker, WorkerStatus, WorkerThread};

@@ -1,0 +1,31 @@
+//! The operator contract. The dataflow calls, for each operator:
+//!
+//! 1. construction, which loads the operator's persisted state (if any) from the store;
+//! 2. [`Operator::on_start`] once, `fresh` when the view is being created (not restored);
+//! 3. [`Operator::process`] for every change batch arriving on one of its input ports, in the
+//!    order the batches were produced upstream;
+//! 4. [`Operator::checkpoint`] at every checkpoint, adding its dirty state to the one atomic
+//!    write that also records the source positions.
+
+use std::any::Any;
+
+use runnel_common::{ChangeBatch, Result};
+use runnel_state::WriteBatch;
+
+pub trait Operator: Send {
+    /// Handles one input batch on `port`, appending any output to `out`.
+    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>)
+        -> Result<()>;
+
+    /// Output owed before any input (the one row of a global aggregate over nothing).
+    fn on_start(&mut self, _fresh: bool, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Adds the operator's changed state to the checkpoint.
+    fn checkpoint(&mut self, _batch: &mut WriteBatch) -> Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any;
+}

@@ -1,0 +1,408 @@
+//! Equi-join (inner and left outer) maintained with the delta rule
+//! Δ(L ⋈ R) = ΔL ⋈ R + L' ⋈ ΔR: each side keeps its rows indexed by join key, a batch from
+//! one side probes the other side's state and is then added to its own.
+//!
+//! A left join also tracks, per key, the total weight of right rows: a left row with no
+//! match is emitted padded with NULLs, and that padded row is retracted when the key's first
+//! right row arrives (and re-emitted when its last right row goes). Rows whose key has a NULL
+//! never match, as in SQL.
+//!
+//! State per side and key: the multiset of encoded rows, one store value per key.
+
+use std::any::Any;
+
+
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use hashbrown::HashMap;
+use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_plan::JoinType;
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::{Store, WriteBatch};
+
+use crate::expr::{evaluate_all, evaluate_predicate, CompiledExpr};
+use crate::operator::Operator;
+
+struct JoinSide {
+    key_exprs: Vec<CompiledExpr>,
+    row_types: Vec<DataType>,
+    index: HashMap<Box<[u8]>, u32>,
+    keys: Vec<Box<[u8]>>,
+    rows: Vec<HashMap<Box<[u8]>, i64>>,
+    totals: Vec<i64>,
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+}
+
+impl JoinSide {
+    fn new(key_exprs: Vec<CompiledExpr>, row_types: Vec<DataType>) -> Self {
+        JoinSide {
+            key_exprs,
+            row_types,
+            index: HashMap::new(),
+            keys: Vec::new(),
+            rows: Vec::new(),
+            totals: Vec::new(),
+            dirty: Vec::new(),
+            dirty_list: Vec::new(),
+        }
+    }
+
+    fn slot(&mut self, key: &[u8]) -> u32 {
+        if let Some(&s) = self.index.get(key) {
+            return s;
+        }
+        let s = self.keys.len() as u32;
+        self.keys.push(key.into());
+        self.rows.push(HashMap::new());
+        self.totals.push(0);
+        self.dirty.push(false);
+        self.index.insert(key.into(), s);
+        s
+    }
+
+    fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
+        let s = slot as usize;
+        let rows = &mut self.rows[s];
+        match rows.get_mut(row) {
+            Some(c) => {
+                *c += weight;
+                if *c == 0 {
+                    rows.remove(row);
+                }
+            }
+            None => {
+                rows.insert(row.into(), weight);
+            }
+        }
+        self.totals[s] += weight;
+        if !self.dirty[s] {
+            self.dirty[s] = true;
+            self.dirty_list.push(slot);
+        }
+    }
+}
+
+/// Output under construction: pairs of (row from the batch, row from state or NULL padding).
+struct Pairs<'a> {
+    batch_rows: Vec<u32>,
+    state_rows: Vec<&'a [u8]>,
+    weights: Vec<i64>,
+}
+
+impl Pairs<'_> {
+    fn new() -> Self {
+        Pairs {
+            batch_rows: Vec::new(),
+            state_rows: Vec::new(),
+            weights: Vec::new(),
+        }
+    }
+}
+
+pub struct JoinOp {
+    prefix: Vec<u8>,
+    join_type: JoinType,
+    sides: [JoinSide; 2],
+    /// The common type each key column is cast to before encoding.
+    key_types: Vec<DataType>,
+    filter: Option<CompiledExpr>,
+    schema: SchemaRef,
+}
+
+impl JoinOp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &Store,
+        prefix: Vec<u8>,
+        join_type: JoinType,
+        left_keys: Vec<CompiledExpr>,
+        right_keys: Vec<CompiledExpr>,
+        key_types: Vec<DataType>,
+        left_types: Vec<DataType>,
+        right_types: Vec<DataType>,
+        filter: Option<CompiledExpr>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let mut op = JoinOp {
+            prefix,
+            join_type,
+            sides: [
+                JoinSide::new(left_keys, left_types),
+                JoinSide::new(right_keys, right_types),
+            ],
+            key_types,
+            filter,
+            schema,
+        };
+        op.load(store)?;
+        Ok(op)
+    }
+
+    fn side_prefix(&self, side: usize) -> Vec<u8> {
+        let mut p = self.prefix.clone();
+        p.push(side as u8);
+        p
+    }
+
+    fn load(&mut self, store: &Store) -> Result<()> {
+        for side in 0..2 {
+            let prefix = self.side_prefix(side);
+            for (key, value) in store.scan_prefix(&prefix)? {
+                let join_key = &key[prefix.len()..];
+                let s = self.sides[side].slot(join_key);
+                let mut bytes: &[u8] = &value;
+                while !bytes.is_empty() {
+                    let len = take_u32(&mut bytes)? as usize;
+                    if bytes.len() < len + 8 {
+                        return Err(RunnelError::internal("truncated join state"));
+                    }
+                    let (row, rest) = bytes.split_at(len);
+                    let (count, rest) = rest.split_at(8);
+                    bytes = rest;
+                    let count = i64::from_le_bytes(count.try_into().map_err(|_| {
+                        RunnelError::internal("join state count is not 8 bytes")
+                    })?);
+                    self.sides[side].add(s, row, count);
+                }
+            }
+            let side_state = &mut self.sides[side];
+            side_state.dirty.iter_mut().for_each(|d| *d = false);
+            side_state.dirty_list.clear();
+        }
+        Ok(())
+    }
+
+    /// Builds output rows. `side` is the batch's side; the other side's columns come from
+    /// encoded state rows, or NULLs where a state row is absent (left-join padding).
+    fn build(&self, side: usize, batch: &RecordBatch, pairs: &Pairs, padded_state: bool) -> Result<Option<RecordBatch>> {
+        let n = pairs.weights.len();
+        if n == 0 {
+            return Ok(None);
+        }
+        let take_idx = UInt32Array::from(pairs.batch_rows.clone());
+        let batch_cols: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &take_idx, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let other = 1 - side;
+        let other_cols: Vec<ArrayRef> = if padded_state {
+            self.sides[other]
+                .row_types
+                .iter()
+                .map(|t| new_null_array(t, n))
+                .collect()
+        } else {
+            decode_rows(pairs.state_rows.iter().copied(), &self.sides[other].row_types)?
+        };
+        let columns = if side == 0 {
+            batch_cols.into_iter().chain(other_cols).collect()
+        } else {
+            other_cols.into_iter().chain(batch_cols).collect()
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?))
+    }
+
+    /// Left rows from state with NULL padding on the right, weight `sign` * their count.
+    fn padded_from_state(&self, slot: u32, sign: i64) -> Result<Option<ChangeBatch>> {
+        let left = &self.sides[0];
+        let rows: Vec<(&[u8], i64)> = left.rows[slot as usize]
+            .iter()
+            .filter(|(_, &c)| c != 0)
+            .map(|(r, &c)| (&r[..], c * sign))
+            .collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let n = rows.len();
+        let mut columns = decode_rows(rows.iter().map(|(r, _)| *r), &left.row_types)?;
+        for t in &self.sides[1].row_types {
+            columns.push(new_null_array(t, n));
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let data = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        Ok(Some(ChangeBatch::new(
+            data,
+            Int64Array::from_iter_values(rows.iter().map(|(_, w)| *w)),
+        )))
+    }
+
+    fn emit(&self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &self.filter {
+            Some(filter) => {
+                let mask = evaluate_predicate(filter, &batch.data)?;
+                let kept = batch.filter(&mask)?;
+                if !kept.is_empty() {
+                    out.push(kept);
+                }
+            }
+            None => out.push(batch),
+        }
+        Ok(())
+    }
+}
+
+fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
+    let (head, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| RunnelError::internal("truncated join state"))?;
+    *bytes = rest;
+    Ok(u32::from_le_bytes(*head))
+}
+
+impl Operator for JoinOp {
+    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let side = port;
+        let other = 1 - side;
+        let n = batch.num_rows();
+        let mut key_columns = evaluate_all(&self.sides[side].key_exprs, &batch.data)?;
+        for (column, key_type) in key_columns.iter_mut().zip(&self.key_types) {
+            if column.data_type() != key_type {
+                *column = cast(column, key_type)?;
+            }
+        }
+        let mut keys = EncodedRows::with_capacity(n, n * 16);
+        encode_rows(&[], &key_columns, &mut keys)?;
+        let mut rows = EncodedRows::with_capacity(n, n * 32);
+        encode_rows(&[], batch.data.columns(), &mut rows)?;
+        let weights = batch.weights.values();
+        let has_null = |i: usize| key_columns.iter().any(|c| c.is_null(i));
+
+        // Probe outputs are collected first (borrowing state), then state is updated.
+        let mut outputs: Vec<ChangeBatch> = Vec::new();
+        let left_join = self.join_type == JoinType::Left;
+        if side == 0 || !left_join {
+            {
+                let mut pairs = Pairs::new();
+                let mut padded = Pairs::new();
+                let probe = &self.sides[other];
+                for i in 0..n {
+                    let w = weights[i];
+                    let matched = if has_null(i) {
+                        None
+                    } else {
+                        probe
+                            .index
+                            .get(keys.row(i))
+                            .copied()
+                            .filter(|&s| !probe.rows[s as usize].is_empty())
+                    };
+                    match matched {
+                        Some(s) if !left_join || probe.totals[s as usize] > 0 => {
+                            for (row, &c) in &probe.rows[s as usize] {
+                                pairs.batch_rows.push(i as u32);
+                                pairs.state_rows.push(row);
+                                pairs.weights.push(w * c);
+                            }
+                        }
+                        _ => {
+                            if left_join {
+                                padded.batch_rows.push(i as u32);
+                                padded.weights.push(w);
+                            }
+                        }
+                    }
+                }
+                if let Some(data) = self.build(side, &batch.data, &pairs, false)? {
+                    outputs.push(ChangeBatch::new(data, Int64Array::from(pairs.weights)));
+                }
+                if let Some(data) = self.build(side, &batch.data, &padded, true)? {
+                    outputs.push(ChangeBatch::new(data, Int64Array::from(padded.weights)));
+                }
+            }
+            for i in 0..n {
+                if !has_null(i) {
+                    let s = self.sides[side].slot(keys.row(i));
+                    self.sides[side].add(s, rows.row(i), weights[i]);
+                }
+            }
+        } else {
+            // A right-side batch of a left join: row by row, so that each key's transition
+            // between "has matches" and "has none" is seen exactly once.
+            for i in 0..n {
+                if has_null(i) {
+                    continue;
+                }
+                let w = weights[i];
+                let key = keys.row(i);
+                let right_slot = self.sides[1].slot(key);
+                let before = self.sides[1].totals[right_slot as usize];
+                let left_slot = self.sides[0].index.get(key).copied();
+                if let Some(ls) = left_slot {
+                    let mut pairs = Pairs::new();
+                    for (row, &c) in &self.sides[0].rows[ls as usize] {
+                        pairs.batch_rows.push(i as u32);
+                        pairs.state_rows.push(row);
+                        pairs.weights.push(w * c);
+                    }
+                    if let Some(data) = self.build(1, &batch.data, &pairs, false)? {
+                        outputs.push(ChangeBatch::new(data, Int64Array::from(pairs.weights)));
+                    }
+                }
+                self.sides[1].add(right_slot, rows.row(i), w);
+                let after = self.sides[1].totals[right_slot as usize];
+                if let Some(ls) = left_slot {
+                    if before <= 0 && after > 0 {
+                        if let Some(b) = self.padded_from_state(ls, -1)? {
+                            outputs.push(b);
+                        }
+                    } else if before > 0 && after <= 0 {
+                        if let Some(b) = self.padded_from_state(ls, 1)? {
+                            outputs.push(b);
+                        }
+                    }
+                }
+            }
+        }
+        for b in outputs {
+            self.emit(b, out)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for side in 0..2 {
+            let prefix = self.side_prefix(side);
+            let state = &mut self.sides[side];
+            let mut key = prefix.clone();
+            let mut value = Vec::new();
+            for s in std::mem::take(&mut state.dirty_list) {
+                let si = s as usize;
+                state.dirty[si] = false;
+                key.truncate(prefix.len());
+                key.extend_from_slice(&state.keys[si]);
+                if state.rows[si].is_empty() {
+                    batch.delete(&key);
+                } else {
+                    value.clear();
+                    for (row, count) in &state.rows[si] {
+                        value.extend_from_slice(&(row.len() as u32).to_le_bytes());
+                        value.extend_from_slice(row);
+                        value.extend_from_slice(&count.to_le_bytes());
+                    }
+                    batch.put(&key, &value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+

@@ -1,0 +1,16 @@
+//! One operator per file.
+
+pub mod accumulators;
+pub mod aggregate;
+pub mod filter;
+pub mod join;
+pub mod materialize;
+pub mod project;
+pub mod relabel;
+
+pub use aggregate::AggregateOp;
+pub use filter::FilterOp;
+pub use join::JoinOp;
+pub use materialize::MaterializeOp;
+pub use project::ProjectOp;
+pub use relabel::RelabelOp;

@@ -1,0 +1,304 @@
+//! The dataflow worker: one thread that owns the [`Dataflow`], applies catalog changes that
+//! need it (new sources and views, drops), reads the source logs whenever writers signal new
+//! data, and checkpoints on an interval or when asked (FLUSH).
+//!
+//! Catalog writes for a new object are committed in the same atomic batch as the checkpoint
+//! that first includes its state, so a crash never leaves a view in the catalog without the
+//! state that matches the stored positions.
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_common::{Result, RunnelError};
+use runnel_plan::{ObjectId, StreamPlan};
+use runnel_state::{keys, Store, WriteBatch};
+use tokio::sync::oneshot;
+
+use crate::dataflow::Dataflow;
+
+/// Extra key/value writes to commit with the next checkpoint (catalog entries, metadata).
+pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Progress of one source log.
+#[derive(Debug, Clone)]
+pub struct SourceStatus {
+    pub id: ObjectId,
+    /// Next sequence number the dataflow reads (every entry before it is processed).
+    pub position: u64,
+    pub rows_read: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStatus {
+    pub sources: Vec<SourceStatus>,
+    /// Views that stopped updating, with the error that stopped them.
+    pub failed_views: Vec<(ObjectId, String)>,
+}
+
+enum Command {
+    AddSource {
+        id: ObjectId,
+        schema: SchemaRef,
+        writes: Writes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    AddView {
+        id: ObjectId,
+        plan: Box<StreamPlan>,
+        schema: SchemaRef,
+        backfill: bool,
+        writes: Writes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Drop {
+        ids: Vec<ObjectId>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Status {
+        reply: oneshot::Sender<WorkerStatus>,
+    },
+    Wake,
+}
+
+/// Handle to the worker thread; cheap to clone.
+#[derive(Clone)]
+pub struct Worker {
+    tx: Sender<Command>,
+}
+
+pub struct WorkerThread {
+    pub worker: Worker,
+    pub join: JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn start(store: Arc<Store>, checkpoint_interval: Duration) -> Result<WorkerThread> {
+        let (tx, rx) = mpsc::channel();
+        let join = std::thread::Builder::new()
+            .name("runnel-dataflow".into())
+            .spawn(move || {
+                let mut state = WorkerState {
+                    dataflow: Dataflow::new(store.clone()),
+                    store,
+                    interval: checkpoint_interval,
+                    last_checkpoint: Instant::now(),
+                    dirty: false,
+                };
+                state.run(rx);
+            })
+            .map_err(|e| RunnelError::external(format!("cannot start dataflow thread: {e}")))?;
+        Ok(WorkerThread {
+            worker: Worker { tx },
+            join,
+        })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| RunnelError::internal("dataflow worker has stopped"))?;
+        rx.await
+            .map_err(|_| RunnelError::internal("dataflow worker dropped a request"))
+    }
+
+    /// Tells the worker that a source log has new entries.
+    pub fn wake(&self) {
+        let _ = self.tx.send(Command::Wake);
+    }
+
+    pub async fn add_source(&self, id: ObjectId, schema: SchemaRef, writes: Writes) -> Result<()> {
+        self.call(|reply| Command::AddSource {
+            id,
+            schema,
+            writes,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn add_view(
+        &self,
+        id: ObjectId,
+        plan: StreamPlan,
+        schema: SchemaRef,
+        backfill: bool,
+        writes: Writes,
+    ) -> Result<()> {
+        self.call(|reply| Command::AddView {
+            id,
+            plan: Box::new(plan),
+            schema,
+            backfill,
+            writes,
+            reply,
+        })
+        .await?
+    }
+
+    /// Removes objects from the dataflow and deletes everything they stored.
+    pub async fn drop_objects(&self, ids: Vec<ObjectId>) -> Result<()> {
+        self.call(|reply| Command::Drop { ids, reply }).await?
+    }
+
+    /// Returns once every log entry written before the call is reflected in committed state.
+    pub async fn flush(&self) -> Result<()> {
+        self.call(|reply| Command::Flush { reply }).await?
+    }
+
+    pub async fn status(&self) -> Result<WorkerStatus> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+}
+
+struct WorkerState {
+    dataflow: Dataflow,
+    store: Arc<Store>,
+    interval: Duration,
+    last_checkpoint: Instant,
+    dirty: bool,
+}
+
+impl WorkerState {
+    fn run(&mut self, rx: Receiver<Command>) {
+        loop {
+            let timeout = self.interval.saturating_sub(self.last_checkpoint.elapsed());
+            match rx.recv_timeout(timeout) {
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.drain();
+                    self.checkpoint_or_die(Vec::new());
+                    return;
+                }
+            }
+            while let Ok(cmd) = rx.try_recv() {
+                self.handle(cmd);
+            }
+            self.drain();
+            if self.dirty && self.last_checkpoint.elapsed() >= self.interval {
+                self.checkpoint_or_die(Vec::new());
+            }
+        }
+    }
+
+    /// Processes every available log entry, checkpointing on schedule along the way.
+    fn drain(&mut self) {
+        loop {
+            match self.dataflow.poll_sources() {
+                Ok(true) => {
+                    self.dirty = true;
+                    if self.last_checkpoint.elapsed() >= self.interval {
+                        self.checkpoint_or_die(Vec::new());
+                    }
+                }
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::error!("reading source logs failed: {err}");
+                    break;
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&mut self, writes: Writes) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.dataflow.checkpoint(&mut batch)?;
+        for (k, v) in writes {
+            batch.put(k, v);
+        }
+        self.store.write(batch)?;
+        self.last_checkpoint = Instant::now();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// A checkpoint that cannot be written leaves memory ahead of the store; the only safe
+    /// continuation is a restart from the last good checkpoint.
+    fn checkpoint_or_die(&mut self, writes: Writes) {
+        if let Err(err) = self.checkpoint(writes) {
+            tracing::error!("checkpoint failed, exiting to recover from the last one: {err}");
+            std::process::exit(70);
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Wake => {}
+            Command::AddSource {
+                id,
+                schema,
+                writes,
+                reply,
+            } => {
+                let result = self
+                    .dataflow
+                    .add_source(id, schema)
+                    .and_then(|()| self.checkpoint(writes));
+                let _ = reply.send(result);
+            }
+            Command::AddView {
+                id,
+                plan,
+                schema,
+                backfill,
+                writes,
+                reply,
+            } => {
+                self.drain();
+                let result = match self.dataflow.add_view(id, &plan, schema, backfill) {
+                    Ok(()) => self.checkpoint(writes),
+                    Err(err) => {
+                        self.dataflow.remove_view(id);
+                        Err(err)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Command::Drop { ids, reply } => {
+                let mut batch = WriteBatch::default();
+                for &id in &ids {
+                    self.dataflow.remove_view(id);
+                    self.dataflow.remove_source(id);
+                }
+                let result = self.dataflow.checkpoint(&mut batch).and_then(|()| {
+                    for &id in &ids {
+                        for (start, end) in keys::object_ranges(id) {
+                            batch.delete_range(start, end);
+                        }
+                    }
+                    self.store.write(batch)?;
+                    Ok(())
+                });
+                let _ = reply.send(result);
+            }
+            Command::Flush { reply } => {
+                self.drain();
+                let result = self.checkpoint(Vec::new());
+                let _ = reply.send(result);
+            }
+            Command::Status { reply } => {
+                let sources = self
+                    .dataflow
+                    .positions()
+                    .into_iter()
+                    .map(|(id, position)| SourceStatus {
+                        id,
+                        position,
+                        rows_read: self.dataflow.rows_read.get(&id).copied().unwrap_or(0),
+                    })
+                    .collect();
+                let _ = reply.send(WorkerStatus {
+                    sources,
+                    failed_views: self.dataflow.failed_views(),
+                });
+            }
+        }
+    }
+}

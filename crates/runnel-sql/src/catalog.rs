@@ -1,0 +1,158 @@
+//! Catalog objects: streams, tables and materialized views, by name and by id. The catalog
+//! persists each object as its CREATE statement (see [`StoredEntry`]) and rebuilds everything
+//! else by re-parsing and re-planning it on start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use runnel_common::{Result, RunnelError, SqlState};
+use runnel_plan::{ObjectId, RelationKind};
+use serde::{Deserialize, Serialize};
+
+use crate::statement::ObjectKind;
+
+/// One catalog object as kept in memory.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub id: ObjectId,
+    pub name: String,
+    pub kind: ObjectKind,
+    /// The CREATE statement, as the user wrote it.
+    pub sql: String,
+    /// The relation's columns as queries see them.
+    pub schema: SchemaRef,
+    /// Primary key columns (tables).
+    pub primary_key: Vec<usize>,
+    /// Objects this one reads (views).
+    pub dependencies: Vec<ObjectId>,
+}
+
+impl CatalogEntry {
+    pub fn relation_kind(&self) -> RelationKind {
+        match self.kind {
+            ObjectKind::Stream => RelationKind::Stream,
+            ObjectKind::Table => RelationKind::Table,
+            ObjectKind::MaterializedView => RelationKind::View,
+        }
+    }
+}
+
+/// The persisted form of a catalog object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEntry {
+    pub id: ObjectId,
+    pub name: String,
+    pub kind: StoredKind,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum StoredKind {
+    Stream,
+    Table,
+    MaterializedView,
+}
+
+impl From<ObjectKind> for StoredKind {
+    fn from(kind: ObjectKind) -> Self {
+        match kind {
+            ObjectKind::Stream => StoredKind::Stream,
+            ObjectKind::Table => StoredKind::Table,
+            ObjectKind::MaterializedView => StoredKind::MaterializedView,
+        }
+    }
+}
+
+impl From<StoredKind> for ObjectKind {
+    fn from(kind: StoredKind) -> Self {
+        match kind {
+            StoredKind::Stream => ObjectKind::Stream,
+            StoredKind::Table => ObjectKind::Table,
+            StoredKind::MaterializedView => ObjectKind::MaterializedView,
+        }
+    }
+}
+
+impl CatalogEntry {
+    pub fn stored(&self) -> StoredEntry {
+        StoredEntry {
+            id: self.id,
+            name: self.name.clone(),
+            kind: self.kind.into(),
+            sql: self.sql.clone(),
+        }
+    }
+}
+
+/// All catalog objects. Mutated only by the dataflow worker; sessions read snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    by_name: HashMap<String, Arc<CatalogEntry>>,
+    by_id: BTreeMap<ObjectId, Arc<CatalogEntry>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Option<&Arc<CatalogEntry>> {
+        self.by_name.get(name)
+    }
+
+    pub fn get_by_id(&self, id: ObjectId) -> Option<&Arc<CatalogEntry>> {
+        self.by_id.get(&id)
+    }
+
+    /// Looks a relation up, failing with `42P01` like Postgres.
+    pub fn resolve(&self, name: &str) -> Result<&Arc<CatalogEntry>> {
+        self.get(name).ok_or_else(|| {
+            RunnelError::plan(
+                SqlState::UNDEFINED_TABLE,
+                format!("relation \"{name}\" does not exist"),
+            )
+        })
+    }
+
+    pub fn insert(&mut self, entry: CatalogEntry) {
+        let entry = Arc::new(entry);
+        self.by_name.insert(entry.name.clone(), entry.clone());
+        self.by_id.insert(entry.id, entry);
+    }
+
+    pub fn remove(&mut self, id: ObjectId) -> Option<Arc<CatalogEntry>> {
+        let entry = self.by_id.remove(&id)?;
+        self.by_name.remove(&entry.name);
+        Some(entry)
+    }
+
+    /// Objects in creation order.
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<CatalogEntry>> {
+        self.by_id.values()
+    }
+
+    /// Objects that read `id` directly.
+    pub fn dependents(&self, id: ObjectId) -> Vec<Arc<CatalogEntry>> {
+        self.by_id
+            .values()
+            .filter(|e| e.dependencies.contains(&id))
+            .cloned()
+            .collect()
+    }
+
+    /// `id` and everything that reads it, transitively, dependents last.
+    pub fn with_dependents(&self, id: ObjectId) -> Vec<Arc<CatalogEntry>> {
+        let mut out: Vec<Arc<CatalogEntry>> = Vec::new();
+        let mut stack = vec![id];
+        while let Some(next) = stack.pop() {
+            if out.iter().any(|e| e.id == next) {
+                continue;
+            }
+            if let Some(entry) = self.by_id.get(&next) {
+                out.push(entry.clone());
+                for dep in self.dependents(next) {
+                    stack.push(dep.id);
+                }
+            }
+        }
+        out.sort_by_key(|e| e.id);
+        out
+    }
+}

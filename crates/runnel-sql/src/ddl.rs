@@ -1,0 +1,235 @@
+//! CREATE STREAM / CREATE TABLE: column types mapped from SQL to Arrow, NOT NULL and PRIMARY
+//! KEY constraints, and `WITH (...)` options.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
+use datafusion::sql::sqlparser::ast::{self, ColumnOption, ExactNumberInfo, TableConstraint};
+use runnel_common::{Result, RunnelError, SqlState};
+
+use crate::statement::{ident_name, object_name, ObjectKind};
+
+/// The time zone Runnel attaches to TIMESTAMPTZ columns (DataFusion's default).
+pub const UTC: &str = "+00:00";
+
+#[derive(Debug, Clone)]
+pub struct RelationDef {
+    pub name: String,
+    pub kind: ObjectKind,
+    pub schema: SchemaRef,
+    /// Column indices of the primary key (tables only).
+    pub primary_key: Vec<usize>,
+    pub options: Vec<(String, String)>,
+}
+
+pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<RelationDef> {
+    let name = object_name(&create.name);
+    if create.query.is_some() {
+        return Err(RunnelError::not_implemented(
+            "CREATE TABLE ... AS SELECT; use CREATE MATERIALIZED VIEW",
+        ));
+    }
+    let mut fields = Vec::with_capacity(create.columns.len());
+    let mut primary_key: Vec<usize> = Vec::new();
+    for (i, column) in create.columns.iter().enumerate() {
+        let col_name = ident_name(&column.name);
+        if fields.iter().any(|f: &Field| f.name() == &col_name) {
+            return Err(RunnelError::plan(
+                SqlState::DUPLICATE_COLUMN,
+                format!("column \"{col_name}\" specified more than once"),
+            ));
+        }
+        let data_type = sql_to_arrow_type(&column.data_type)?;
+        let mut nullable = true;
+        for option in &column.options {
+            match &option.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => nullable = true,
+                ColumnOption::PrimaryKey(_) => {
+                    nullable = false;
+                    primary_key.push(i);
+                }
+                other => {
+                    return Err(RunnelError::not_implemented(format!(
+                        "column option {other} (column \"{col_name}\")"
+                    )))
+                }
+            }
+        }
+        fields.push(Field::new(col_name, data_type, nullable));
+    }
+    if fields.is_empty() {
+        return Err(RunnelError::plan(
+            SqlState::INVALID_TABLE_DEFINITION,
+            format!("{} \"{name}\" needs at least one column", kind.sql_name()),
+        ));
+    }
+    for constraint in &create.constraints {
+        match constraint {
+            TableConstraint::PrimaryKey(pk) => {
+                if !primary_key.is_empty() {
+                    return Err(RunnelError::plan(
+                        SqlState::INVALID_TABLE_DEFINITION,
+                        format!("multiple primary keys for table \"{name}\" are not allowed"),
+                    ));
+                }
+                for column in &pk.columns {
+                    let col_name = match &column.column.expr {
+                        ast::Expr::Identifier(ident) => ident_name(ident),
+                        other => {
+                            return Err(RunnelError::not_implemented(format!(
+                                "primary key expression {other}"
+                            )))
+                        }
+                    };
+                    let idx = fields
+                        .iter()
+                        .position(|f| f.name() == &col_name)
+                        .ok_or_else(|| {
+                            RunnelError::plan(
+                                SqlState::UNDEFINED_COLUMN,
+                                format!(
+                                    "column \"{col_name}\" named in key does not exist"
+                                ),
+                            )
+                        })?;
+                    fields[idx] = fields[idx].clone().with_nullable(false);
+                    primary_key.push(idx);
+                }
+            }
+            other => {
+                return Err(RunnelError::not_implemented(format!(
+                    "table constraint {other}"
+                )))
+            }
+        }
+    }
+    match kind {
+        ObjectKind::Stream if !primary_key.is_empty() => {
+            return Err(RunnelError::plan(
+                SqlState::INVALID_TABLE_DEFINITION,
+                format!(
+                    "stream \"{name}\" is append-only and cannot have a PRIMARY KEY; use CREATE TABLE"
+                ),
+            ))
+        }
+        ObjectKind::Table if primary_key.is_empty() => {
+            return Err(RunnelError::plan(
+                SqlState::INVALID_TABLE_DEFINITION,
+                format!(
+                    "table \"{name}\" needs a PRIMARY KEY (rows are upserted by key); use CREATE STREAM for append-only data"
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let options = sql_options(&create.table_options)?;
+    if let Some((key, _)) = options.iter().find(|(k, _)| k == "connector") {
+        return Err(RunnelError::not_implemented(format!(
+            "option {key}: only embedded streams and tables exist so far (omit connector)"
+        )));
+    }
+    Ok(RelationDef {
+        name,
+        kind,
+        schema: Arc::new(Schema::new(fields)),
+        primary_key,
+        options,
+    })
+}
+
+/// `WITH (k = v, ...)` options as lower-cased keys and unquoted values.
+pub fn sql_options(options: &ast::CreateTableOptions) -> Result<Vec<(String, String)>> {
+    let list = match options {
+        ast::CreateTableOptions::None => return Ok(Vec::new()),
+        ast::CreateTableOptions::With(list)
+        | ast::CreateTableOptions::Options(list)
+        | ast::CreateTableOptions::Plain(list)
+        | ast::CreateTableOptions::TableProperties(list) => list,
+    };
+    list.iter()
+        .map(|option| match option {
+            ast::SqlOption::KeyValue { key, value } => {
+                let value = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                            s.clone()
+                        }
+                        other => other.to_string(),
+                    },
+                    other => other.to_string(),
+                };
+                Ok((key.value.to_ascii_lowercase(), value))
+            }
+            other => Err(RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                format!("expected key = value in WITH options, found {other}"),
+            )),
+        })
+        .collect()
+}
+
+/// Maps a SQL column type to the Arrow type Runnel stores it as.
+pub fn sql_to_arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
+    use ast::DataType as S;
+    Ok(match sql_type {
+        S::Bool | S::Boolean => DataType::Boolean,
+        S::SmallInt(_) | S::Int2(_) => DataType::Int16,
+        S::Int(_) | S::Integer(_) | S::Int4(_) => DataType::Int32,
+        S::BigInt(_) | S::Int8(_) => DataType::Int64,
+        S::Real | S::Float4 => DataType::Float32,
+        S::DoublePrecision | S::Float8 | S::Double(_) | S::Float(_) => DataType::Float64,
+        S::Numeric(info) | S::Decimal(info) | S::Dec(info) => match info {
+            ExactNumberInfo::None => DataType::Decimal128(38, 10),
+            ExactNumberInfo::Precision(p) => DataType::Decimal128(clamp_precision(*p)?, 0),
+            ExactNumberInfo::PrecisionAndScale(p, s) => {
+                let p = clamp_precision(*p)?;
+                let s = i8::try_from(*s).ok().filter(|s| (*s as u8) <= p).ok_or_else(|| {
+                    RunnelError::plan(
+                        SqlState::INVALID_PARAMETER_VALUE,
+                        format!("NUMERIC scale {s} must be between 0 and precision {p}"),
+                    )
+                })?;
+                DataType::Decimal128(p, s)
+            }
+        },
+        S::Text
+        | S::Varchar(_)
+        | S::CharacterVarying(_)
+        | S::CharVarying(_)
+        | S::Char(_)
+        | S::Character(_)
+        | S::String(_)
+        | S::JSON
+        | S::JSONB
+        | S::Uuid => DataType::Utf8,
+        S::Bytea => DataType::Binary,
+        S::Date => DataType::Date32,
+        S::Timestamp(_, tz) => match tz {
+            ast::TimezoneInfo::Tz | ast::TimezoneInfo::WithTimeZone => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+            }
+            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
+        },
+        S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
+        S::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+        }
+        other => {
+            return Err(RunnelError::not_implemented(format!(
+                "column type {other}"
+            )))
+        }
+    })
+}
+
+fn clamp_precision(p: u64) -> Result<u8> {
+    if (1..=38).contains(&p) {
+        Ok(p as u8)
+    } else {
+        Err(RunnelError::plan(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!("NUMERIC precision {p} must be between 1 and 38"),
+        ))
+    }
+}

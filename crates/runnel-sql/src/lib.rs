@@ -1,0 +1,13 @@
+//! Runnel's SQL frontend: splitting and classifying statements (Runnel's DDL rides on sqlparser
+//! with the PostgreSQL dialect), CREATE STREAM/TABLE definitions, the catalog's objects, and the
+//! lowering of DataFusion logical plans to the streaming plan IR. No I/O happens here.
+
+pub mod catalog;
+pub mod ddl;
+pub mod lower;
+pub mod statement;
+
+pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
+pub use ddl::{relation_def, RelationDef};
+pub use lower::{lower_view, RelationResolver};
+pub use statement::{parse_statements, ObjectKind, ParsedStatement, ShowKind, Statement};

@@ -1,0 +1,409 @@
+//! Lowering: a DataFusion `LogicalPlan` (analysed and optimised) becomes a [`StreamPlan`], the
+//! operator graph the runtime maintains incrementally. Every construct without an incremental
+//! operator is refused here with a message that names it.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
+use datafusion::logical_expr::{
+    expr::AggregateFunction as DfAggregate, Distinct, Expr, JoinType as DfJoinType, LogicalPlan,
+    Volatility,
+};
+use runnel_common::{Result, RunnelError};
+use runnel_plan::{
+    AggregateCall, AggregateFunction, JoinType, NodeKind, ObjectId, PlanNode, RelationKind,
+    StreamPlan,
+};
+
+/// Finds a relation by name for the lowering: its id and kind.
+pub trait RelationResolver {
+    fn resolve_relation(&self, name: &str) -> Result<(ObjectId, RelationKind)>;
+}
+
+/// Lowers `plan` into a stream plan whose last node materializes `view`.
+pub fn lower_view(
+    plan: &LogicalPlan,
+    view: ObjectId,
+    resolver: &dyn RelationResolver,
+) -> Result<StreamPlan> {
+    let mut lowering = Lowering {
+        nodes: Vec::new(),
+        resolver,
+    };
+    let output = lowering.lower(plan)?;
+    let schema = plan.schema().clone();
+    let append_only = lowering.nodes[output].append_only;
+    lowering.push(
+        NodeKind::Materialize { view },
+        vec![output],
+        vec![schema.clone()],
+        schema,
+        append_only,
+    );
+    Ok(StreamPlan {
+        nodes: lowering.nodes,
+    })
+}
+
+struct Lowering<'a> {
+    nodes: Vec<PlanNode>,
+    resolver: &'a dyn RelationResolver,
+}
+
+impl Lowering<'_> {
+    fn push(
+        &mut self,
+        kind: NodeKind,
+        inputs: Vec<usize>,
+        input_schemas: Vec<DFSchemaRef>,
+        schema: DFSchemaRef,
+        append_only: bool,
+    ) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(PlanNode {
+            id,
+            kind,
+            inputs,
+            input_schemas,
+            schema,
+            append_only,
+        });
+        id
+    }
+
+    fn append_only(&self, node: usize) -> bool {
+        self.nodes[node].append_only
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<usize> {
+        match plan {
+            LogicalPlan::TableScan(scan) => {
+                if !scan.filters.is_empty() || scan.fetch.is_some() {
+                    return Err(RunnelError::internal(
+                        "a table scan with pushed-down filters or limit reached the lowering",
+                    ));
+                }
+                let name = scan.table_name.table().to_string();
+                let (relation, relation_kind) = self.resolver.resolve_relation(&name)?;
+                let full = Arc::new(DFSchema::try_from_qualified_schema(
+                    scan.table_name.clone(),
+                    &scan.source.schema(),
+                )?);
+                let source = self.push(
+                    NodeKind::Source {
+                        relation,
+                        relation_kind,
+                        name,
+                    },
+                    vec![],
+                    vec![],
+                    full.clone(),
+                    relation_kind == RelationKind::Stream,
+                );
+                match &scan.projection {
+                    None => Ok(source),
+                    Some(indices) => {
+                        let exprs = indices
+                            .iter()
+                            .map(|&i| {
+                                let (qualifier, field) = full.qualified_field(i);
+                                Expr::Column(Column::new(qualifier.cloned(), field.name()))
+                            })
+                            .collect();
+                        let append_only = self.append_only(source);
+                        Ok(self.push(
+                            NodeKind::Project { exprs },
+                            vec![source],
+                            vec![full],
+                            scan.projected_schema.clone(),
+                            append_only,
+                        ))
+                    }
+                }
+            }
+            LogicalPlan::Projection(projection) => {
+                for expr in &projection.expr {
+                    check_expr(expr)?;
+                }
+                let input = self.lower(&projection.input)?;
+                let append_only = self.append_only(input);
+                Ok(self.push(
+                    NodeKind::Project {
+                        exprs: projection.expr.clone(),
+                    },
+                    vec![input],
+                    vec![projection.input.schema().clone()],
+                    projection.schema.clone(),
+                    append_only,
+                ))
+            }
+            LogicalPlan::Filter(filter) => {
+                check_expr(&filter.predicate)?;
+                let input = self.lower(&filter.input)?;
+                let append_only = self.append_only(input);
+                Ok(self.push(
+                    NodeKind::Filter {
+                        predicate: filter.predicate.clone(),
+                    },
+                    vec![input],
+                    vec![filter.input.schema().clone()],
+                    filter.input.schema().clone(),
+                    append_only,
+                ))
+            }
+            LogicalPlan::Aggregate(aggregate) => {
+                for expr in &aggregate.group_expr {
+                    if matches!(expr, Expr::GroupingSet(_)) {
+                        return Err(RunnelError::not_implemented(
+                            "GROUPING SETS / ROLLUP / CUBE in a materialized view",
+                        ));
+                    }
+                    check_expr(expr)?;
+                }
+                let group_count = aggregate.group_expr.len();
+                let aggregates = aggregate
+                    .aggr_expr
+                    .iter()
+                    .enumerate()
+                    .map(|(i, expr)| {
+                        let output_type = aggregate
+                            .schema
+                            .field(group_count + i)
+                            .data_type()
+                            .clone();
+                        aggregate_call(expr, output_type)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let input = self.lower(&aggregate.input)?;
+                Ok(self.push(
+                    NodeKind::Aggregate {
+                        group_exprs: aggregate.group_expr.clone(),
+                        aggregates,
+                    },
+                    vec![input],
+                    vec![aggregate.input.schema().clone()],
+                    aggregate.schema.clone(),
+                    false,
+                ))
+            }
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let schema = input.schema().clone();
+                let group_exprs = schema.columns().into_iter().map(Expr::Column).collect();
+                let input_node = self.lower(input)?;
+                Ok(self.push(
+                    NodeKind::Aggregate {
+                        group_exprs,
+                        aggregates: vec![],
+                    },
+                    vec![input_node],
+                    vec![schema.clone()],
+                    schema,
+                    false,
+                ))
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(RunnelError::not_implemented(
+                "DISTINCT ON in a materialized view",
+            )),
+            LogicalPlan::Join(join) => {
+                let join_type = match join.join_type {
+                    DfJoinType::Inner => JoinType::Inner,
+                    DfJoinType::Left => JoinType::Left,
+                    DfJoinType::Right => {
+                        return Err(RunnelError::not_implemented(
+                            "RIGHT JOIN in a materialized view (write it as a LEFT JOIN)",
+                        ))
+                    }
+                    DfJoinType::Full => {
+                        return Err(RunnelError::not_implemented(
+                            "FULL OUTER JOIN in a materialized view",
+                        ))
+                    }
+                    other => {
+                        return Err(RunnelError::not_implemented(format!(
+                            "{other} join (IN/EXISTS subqueries) in a materialized view"
+                        )))
+                    }
+                };
+                if join.null_equality == NullEquality::NullEqualsNull {
+                    return Err(RunnelError::not_implemented(
+                        "joins where NULL keys match (INTERSECT/EXCEPT) in a materialized view",
+                    ));
+                }
+                if join.on.is_empty() {
+                    return Err(RunnelError::not_implemented(
+                        "joins without an equality condition (cross joins) in a materialized view",
+                    ));
+                }
+                if join_type == JoinType::Left && join.filter.is_some() {
+                    return Err(RunnelError::not_implemented(
+                        "LEFT JOIN with a non-equality condition in ON in a materialized view",
+                    ));
+                }
+                let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) =
+                    join.on.iter().cloned().unzip();
+                for e in left_keys.iter().chain(&right_keys).chain(&join.filter) {
+                    check_expr(e)?;
+                }
+                let left = self.lower(&join.left)?;
+                let right = self.lower(&join.right)?;
+                let append_only = join_type == JoinType::Inner
+                    && self.append_only(left)
+                    && self.append_only(right);
+                Ok(self.push(
+                    NodeKind::Join {
+                        join_type,
+                        left_keys,
+                        right_keys,
+                        filter: join.filter.clone(),
+                    },
+                    vec![left, right],
+                    vec![join.left.schema().clone(), join.right.schema().clone()],
+                    join.schema.clone(),
+                    append_only,
+                ))
+            }
+            LogicalPlan::Union(union) => {
+                let mut inputs = Vec::new();
+                for input in &union.inputs {
+                    inputs.push(self.lower(input)?);
+                }
+                let append_only = inputs.iter().all(|&i| self.append_only(i));
+                Ok(self.push(
+                    NodeKind::Union,
+                    inputs,
+                    union.inputs.iter().map(|i| i.schema().clone()).collect(),
+                    union.schema.clone(),
+                    append_only,
+                ))
+            }
+            LogicalPlan::SubqueryAlias(alias) => self.lower(&alias.input),
+            LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.lower(&sort.input),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(RunnelError::not_implemented(
+                "LIMIT in a materialized view (top-N views come with windows)",
+            )),
+            LogicalPlan::Window(_) => Err(RunnelError::not_implemented(
+                "window functions (OVER) in a materialized view",
+            )),
+            LogicalPlan::Values(_) => Err(RunnelError::not_implemented(
+                "VALUES in a materialized view",
+            )),
+            LogicalPlan::EmptyRelation(_) => Err(RunnelError::not_implemented(
+                "a materialized view without FROM (or whose filter is always false)",
+            )),
+            LogicalPlan::RecursiveQuery(_) => Err(RunnelError::not_implemented(
+                "WITH RECURSIVE in a materialized view",
+            )),
+            LogicalPlan::Unnest(_) => {
+                Err(RunnelError::not_implemented("UNNEST in a materialized view"))
+            }
+            other => Err(RunnelError::not_implemented(format!(
+                "{} in a materialized view",
+                other.display()
+            ))),
+        }
+    }
+}
+
+fn aggregate_call(expr: &Expr, output_type: datafusion::arrow::datatypes::DataType) -> Result<AggregateCall> {
+    let expr = match expr {
+        Expr::Alias(alias) => alias.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(DfAggregate { func, params }) = expr else {
+        return Err(RunnelError::not_implemented(format!(
+            "aggregate expression {expr} in a materialized view"
+        )));
+    };
+    if !params.order_by.is_empty() {
+        return Err(RunnelError::not_implemented(
+            "ORDER BY inside an aggregate in a materialized view",
+        ));
+    }
+    let name = func.name().to_ascii_lowercase();
+    let arg = params.args.first().cloned();
+    if params.args.len() > 1 {
+        return Err(RunnelError::not_implemented(format!(
+            "{name} with several arguments in a materialized view"
+        )));
+    }
+    for e in arg.iter().chain(params.filter.as_deref()) {
+        check_expr(e)?;
+    }
+    let filter = params.filter.as_deref().cloned();
+    let is_count_star = |arg: &Option<Expr>| match arg {
+        None => true,
+        Some(Expr::Literal(v, _)) => !v.is_null(),
+        _ => false,
+    };
+    let (function, distinct) = match name.as_str() {
+        "count" if !params.distinct && is_count_star(&arg) => (AggregateFunction::CountStar, false),
+        "count" => (AggregateFunction::Count, params.distinct),
+        "sum" => (AggregateFunction::Sum, params.distinct),
+        "avg" | "mean" => (AggregateFunction::Avg, params.distinct),
+        // min/max are the same with or without DISTINCT.
+        "min" => (AggregateFunction::Min, false),
+        "max" => (AggregateFunction::Max, false),
+        other => {
+            return Err(RunnelError::not_implemented(format!(
+                "aggregate function {other} in a materialized view (supported: count, sum, avg, min, max)"
+            )))
+        }
+    };
+    if distinct && function != AggregateFunction::Count {
+        return Err(RunnelError::not_implemented(format!(
+            "{name}(DISTINCT ...) in a materialized view (count(DISTINCT ...) is supported)"
+        )));
+    }
+    let arg = if function == AggregateFunction::CountStar {
+        None
+    } else {
+        Some(arg.ok_or_else(|| {
+            RunnelError::not_implemented(format!("{name}() without an argument"))
+        })?)
+    };
+    Ok(AggregateCall {
+        function,
+        distinct,
+        arg,
+        filter,
+        output_type,
+    })
+}
+
+/// Refuses expressions a view cannot maintain: subqueries left after decorrelation, and
+/// functions whose value depends on when they run (the wall clock, randomness).
+fn check_expr(expr: &Expr) -> Result<()> {
+    let mut problem: Option<String> = None;
+    expr.apply(|e| {
+        match e {
+            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                problem = Some("this subquery".to_string());
+            }
+            Expr::Placeholder(p) => {
+                problem = Some(format!("parameter {}", p.id));
+            }
+            Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable => {
+                problem = Some(format!(
+                    "{}() (its value depends on when it runs; event-time NOW() comes with watermarks)",
+                    f.func.name()
+                ));
+            }
+            Expr::WindowFunction(_) => {
+                problem = Some("window functions (OVER)".to_string());
+            }
+            _ => {}
+        }
+        Ok(if problem.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    match problem {
+        Some(p) => Err(RunnelError::not_implemented(format!(
+            "{p} in a materialized view"
+        ))),
+        None => Ok(()),
+    }
+}

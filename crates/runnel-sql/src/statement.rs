@@ -1,0 +1,523 @@
+//! Splits a query string into statements and classifies each into a [`Statement`]: Runnel's own
+//! commands (CREATE STREAM, SHOW STREAMS, FLUSH, EXPLAIN CREATE MATERIALIZED VIEW, ...) are
+//! recognised by their leading keywords; everything else is parsed by sqlparser with the
+//! PostgreSQL dialect.
+
+use datafusion::sql::sqlparser::ast::{self, ObjectType};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use runnel_common::{Result, RunnelError, SqlState};
+
+/// The kind of catalog object a statement names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Stream,
+    Table,
+    MaterializedView,
+}
+
+impl ObjectKind {
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ObjectKind::Stream => "stream",
+            ObjectKind::Table => "table",
+            ObjectKind::MaterializedView => "materialized view",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShowKind {
+    Streams,
+    Tables,
+    MaterializedViews,
+    Sinks,
+    Progress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionCommand {
+    Begin,
+    Commit,
+    Rollback,
+}
+
+/// One classified statement, with its own SQL text (the catalog stores it).
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub sql: String,
+    pub kind: Statement,
+}
+
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// CREATE STREAM / CREATE TABLE, parsed as sqlparser's CREATE TABLE.
+    CreateRelation {
+        kind: ObjectKind,
+        create: Box<ast::CreateTable>,
+    },
+    CreateMaterializedView {
+        view: Box<ast::CreateView>,
+        /// Only describe the operator graph.
+        explain: bool,
+    },
+    Drop {
+        kind: ObjectKind,
+        names: Vec<String>,
+        if_exists: bool,
+        cascade: bool,
+    },
+    Show(ShowKind),
+    Flush,
+    /// SET/RESET/DISCARD and friends: accepted and ignored.
+    Set,
+    Transaction(TransactionCommand),
+    Copy {
+        table: String,
+        columns: Vec<String>,
+        options: CopyOptions,
+    },
+    /// Queries and DML, planned by DataFusion.
+    Query(Box<ast::Statement>),
+}
+
+/// Options of `COPY ... FROM STDIN`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyOptions {
+    pub csv: bool,
+    pub header: bool,
+    pub delimiter: u8,
+    /// The string that stands for NULL.
+    pub null: String,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            csv: false,
+            header: false,
+            delimiter: b'\t',
+            null: "\\N".to_string(),
+        }
+    }
+}
+
+/// Splits `sql` at top-level semicolons and classifies every non-empty statement.
+pub fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
+    split_statements(sql)?
+        .into_iter()
+        .map(|text| {
+            let kind = classify(&text)?;
+            Ok(ParsedStatement { sql: text, kind })
+        })
+        .collect()
+}
+
+/// Splits at semicolons outside strings, identifiers and comments.
+pub fn split_statements(sql: &str) -> Result<Vec<String>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax_error(sql, &e.to_string()))?;
+    let line_starts = line_starts(sql);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    let mut has_content = false;
+    for t in &tokens {
+        match &t.token {
+            Token::SemiColon => {
+                let end = byte_offset(sql, &line_starts, t.span.start.line, t.span.start.column);
+                if has_content {
+                    out.push(sql[start..end].trim().to_string());
+                }
+                start = end + 1;
+                has_content = false;
+            }
+            Token::Whitespace(_) => {}
+            _ => has_content = true,
+        }
+    }
+    if has_content && start < sql.len() {
+        out.push(sql[start..].trim().to_string());
+    }
+    Ok(out)
+}
+
+fn line_starts(sql: &str) -> Vec<usize> {
+    let mut starts = vec![0];
+    for (i, b) in sql.bytes().enumerate() {
+        if b == b'\n' {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
+/// Byte offset of a 1-based (line, column-in-chars) location.
+fn byte_offset(sql: &str, line_starts: &[usize], line: u64, column: u64) -> usize {
+    let line_start = line_starts
+        .get((line.max(1) - 1) as usize)
+        .copied()
+        .unwrap_or(sql.len());
+    sql[line_start..]
+        .char_indices()
+        .nth((column.max(1) - 1) as usize)
+        .map(|(i, _)| line_start + i)
+        .unwrap_or(sql.len())
+}
+
+/// Upper-cased leading words of a statement (up to `n`), skipping comments.
+fn leading_words(sql: &str, n: usize) -> Vec<String> {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return Vec::new();
+    };
+    tokens
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .take(n)
+        .map(|t| match t {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+fn classify(sql: &str) -> Result<Statement> {
+    let words = leading_words(sql, 4);
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["CREATE", "STREAM", ..] => {
+            let rewritten = replace_word(sql, "STREAM", "TABLE");
+            match parse_one(&rewritten)? {
+                ast::Statement::CreateTable(create) => Ok(Statement::CreateRelation {
+                    kind: ObjectKind::Stream,
+                    create: Box::new(create),
+                }),
+                _ => Err(syntax_error(sql, "expected CREATE STREAM name (columns)")),
+            }
+        }
+        ["DROP", "STREAM", ..] => {
+            let rewritten = replace_word(sql, "STREAM", "TABLE");
+            drop_statement(parse_one(&rewritten)?, Some(ObjectKind::Stream))
+        }
+        ["EXPLAIN", "CREATE", ..] => {
+            let rest = strip_first_word(sql, "EXPLAIN");
+            match classify(rest)? {
+                Statement::CreateMaterializedView { view, .. } => {
+                    Ok(Statement::CreateMaterializedView {
+                        view,
+                        explain: true,
+                    })
+                }
+                _ => Err(RunnelError::not_implemented(
+                    "EXPLAIN is supported for CREATE MATERIALIZED VIEW and queries",
+                )),
+            }
+        }
+        ["SHOW", "STREAMS"] => Ok(Statement::Show(ShowKind::Streams)),
+        ["SHOW", "TABLES"] => Ok(Statement::Show(ShowKind::Tables)),
+        ["SHOW", "MATERIALIZED", "VIEWS"] => Ok(Statement::Show(ShowKind::MaterializedViews)),
+        ["SHOW", "SINKS"] => Ok(Statement::Show(ShowKind::Sinks)),
+        ["SHOW", "PROGRESS"] => Ok(Statement::Show(ShowKind::Progress)),
+        ["FLUSH"] => Ok(Statement::Flush),
+        ["SET", ..] | ["RESET", ..] | ["DISCARD", ..] | ["DEALLOCATE", ..] => Ok(Statement::Set),
+        ["BEGIN", ..] | ["START", "TRANSACTION", ..] => {
+            Ok(Statement::Transaction(TransactionCommand::Begin))
+        }
+        ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionCommand::Commit)),
+        ["ROLLBACK", ..] | ["ABORT", ..] => {
+            Ok(Statement::Transaction(TransactionCommand::Rollback))
+        }
+        _ => {
+            let statement = parse_one(sql)?;
+            match statement {
+                ast::Statement::CreateTable(create) => Ok(Statement::CreateRelation {
+                    kind: ObjectKind::Table,
+                    create: Box::new(create),
+                }),
+                ast::Statement::CreateView(view) => {
+                    if !view.materialized {
+                        return Err(RunnelError::not_implemented(
+                            "CREATE VIEW without MATERIALIZED; use CREATE MATERIALIZED VIEW",
+                        ));
+                    }
+                    Ok(Statement::CreateMaterializedView {
+                        view: Box::new(view),
+                        explain: false,
+                    })
+                }
+                drop @ ast::Statement::Drop { .. } => drop_statement(drop, None),
+                ast::Statement::Copy {
+                    source,
+                    to,
+                    target,
+                    options,
+                    legacy_options,
+                    ..
+                } => copy_statement(source, to, target, options, legacy_options),
+                ast::Statement::Set(_) => Ok(Statement::Set),
+                ast::Statement::StartTransaction { .. } => {
+                    Ok(Statement::Transaction(TransactionCommand::Begin))
+                }
+                ast::Statement::Commit { .. } => {
+                    Ok(Statement::Transaction(TransactionCommand::Commit))
+                }
+                ast::Statement::Rollback { .. } => {
+                    Ok(Statement::Transaction(TransactionCommand::Rollback))
+                }
+                other => Ok(Statement::Query(Box::new(other))),
+            }
+        }
+    }
+}
+
+fn drop_statement(statement: ast::Statement, forced: Option<ObjectKind>) -> Result<Statement> {
+    let ast::Statement::Drop {
+        object_type,
+        if_exists,
+        names,
+        cascade,
+        ..
+    } = statement
+    else {
+        return Err(RunnelError::internal("drop_statement given a non-DROP"));
+    };
+    let kind = match (forced, object_type) {
+        (Some(kind), _) => kind,
+        (None, ObjectType::Table) => ObjectKind::Table,
+        (None, ObjectType::MaterializedView) => ObjectKind::MaterializedView,
+        (None, ObjectType::View) => ObjectKind::MaterializedView,
+        (None, other) => {
+            return Err(RunnelError::not_implemented(format!(
+                "DROP {other} (Runnel has streams, tables and materialized views)"
+            )))
+        }
+    };
+    Ok(Statement::Drop {
+        kind,
+        names: names.iter().map(object_name).collect(),
+        if_exists,
+        cascade,
+    })
+}
+
+fn copy_statement(
+    source: ast::CopySource,
+    to: bool,
+    target: ast::CopyTarget,
+    options: Vec<ast::CopyOption>,
+    legacy_options: Vec<ast::CopyLegacyOption>,
+) -> Result<Statement> {
+    let ast::CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
+        return Err(RunnelError::not_implemented("COPY (query) TO"));
+    };
+    if to || !matches!(target, ast::CopyTarget::Stdin) {
+        return Err(RunnelError::not_implemented(
+            "COPY is supported as COPY name FROM STDIN",
+        ));
+    }
+    let mut opts = CopyOptions::default();
+    let mut null_set = false;
+    let mut delimiter_set = false;
+    for option in options {
+        match option {
+            ast::CopyOption::Format(f) => opts.csv = f.value.eq_ignore_ascii_case("csv"),
+            ast::CopyOption::Header(h) => opts.header = h,
+            ast::CopyOption::Delimiter(d) => {
+                opts.delimiter = d as u8;
+                delimiter_set = true;
+            }
+            ast::CopyOption::Null(n) => {
+                opts.null = n;
+                null_set = true;
+            }
+            ast::CopyOption::Quote(_) | ast::CopyOption::Escape(_) => {}
+            other => {
+                return Err(RunnelError::not_implemented(format!(
+                    "COPY option {other}"
+                )))
+            }
+        }
+    }
+    for option in legacy_options {
+        let text = option.to_string().to_ascii_uppercase();
+        if text.starts_with("CSV") {
+            opts.csv = true;
+            if text.contains("HEADER") {
+                opts.header = true;
+            }
+        } else if text == "HEADER" {
+            opts.header = true;
+        } else if let ast::CopyLegacyOption::Delimiter(d) = option {
+            opts.delimiter = d as u8;
+            delimiter_set = true;
+        } else if let ast::CopyLegacyOption::Null(n) = option {
+            opts.null = n;
+            null_set = true;
+        } else {
+            return Err(RunnelError::not_implemented(format!("COPY option {text}")));
+        }
+    }
+    if opts.csv {
+        if !delimiter_set {
+            opts.delimiter = b',';
+        }
+        if !null_set {
+            opts.null = String::new();
+        }
+    }
+    Ok(Statement::Copy {
+        table: object_name(&table_name),
+        columns: columns.iter().map(ident_name).collect(),
+        options: opts,
+    })
+}
+
+/// Parses exactly one statement with the PostgreSQL dialect.
+pub fn parse_one(sql: &str) -> Result<ast::Statement> {
+    let dialect = PostgreSqlDialect {};
+    let mut statements = Parser::parse_sql(&dialect, sql).map_err(|e| match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => syntax_error(sql, &m),
+        ParserError::RecursionLimitExceeded => {
+            RunnelError::plan(SqlState::SYNTAX_ERROR, "statement is nested too deeply")
+        }
+    })?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        _ => Err(RunnelError::plan(
+            SqlState::SYNTAX_ERROR,
+            "expected exactly one statement",
+        )),
+    }
+}
+
+/// A syntax error with the position sqlparser reported ("... at Line: 1, Column: 8").
+fn syntax_error(sql: &str, message: &str) -> RunnelError {
+    let position = parse_location(message).map(|(line, col)| {
+        let starts = line_starts(sql);
+        let byte = byte_offset(sql, &starts, line, col);
+        sql[..byte].chars().count() as u32 + 1
+    });
+    let clean = message
+        .split(" at Line: ")
+        .next()
+        .unwrap_or(message)
+        .trim()
+        .to_string();
+    RunnelError::Plan {
+        state: SqlState::SYNTAX_ERROR,
+        message: format!("syntax error: {clean}"),
+        position,
+    }
+}
+
+fn parse_location(message: &str) -> Option<(u64, u64)> {
+    let idx = message.rfind("Line: ")?;
+    let rest = &message[idx + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let col: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+/// Replaces the first occurrence of a keyword (as a whole word, any case) in `sql`.
+fn replace_word(sql: &str, word: &str, with: &str) -> String {
+    let upper = sql.to_ascii_uppercase();
+    let mut from = 0;
+    while let Some(pos) = upper[from..].find(word) {
+        let start = from + pos;
+        let end = start + word.len();
+        let before_ok = start == 0 || !is_ident_byte(upper.as_bytes()[start - 1]);
+        let after_ok = end == upper.len() || !is_ident_byte(upper.as_bytes()[end]);
+        if before_ok && after_ok {
+            return format!("{}{}{}", &sql[..start], with, &sql[end..]);
+        }
+        from = end;
+    }
+    sql.to_string()
+}
+
+fn strip_first_word<'a>(sql: &'a str, word: &str) -> &'a str {
+    let trimmed = sql.trim_start();
+    if trimmed.len() >= word.len() && trimmed[..word.len()].eq_ignore_ascii_case(word) {
+        &trimmed[word.len()..]
+    } else {
+        sql
+    }
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// A relation name as Runnel's catalog keys it: the last part, normalised like Postgres
+/// (unquoted identifiers fold to lower case).
+pub fn object_name(name: &ast::ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|part| part.as_ident())
+        .map(ident_name)
+        .unwrap_or_else(|| name.to_string())
+}
+
+pub fn ident_name(ident: &ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_ascii_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_top_level_semicolons_only() {
+        let parts = split_statements("select ';'; select 2 ; -- c; \n ;").unwrap();
+        assert_eq!(parts, vec!["select ';'", "select 2"]);
+    }
+
+    #[test]
+    fn classifies_runnel_commands() {
+        let s = parse_statements("CREATE STREAM s (a BIGINT); FLUSH; SHOW materialized views")
+            .unwrap();
+        assert!(matches!(
+            s[0].kind,
+            Statement::CreateRelation {
+                kind: ObjectKind::Stream,
+                ..
+            }
+        ));
+        assert!(matches!(s[1].kind, Statement::Flush));
+        assert!(matches!(
+            s[2].kind,
+            Statement::Show(ShowKind::MaterializedViews)
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let err = parse_one("SELECT * FORM t").unwrap_err();
+        assert_eq!(err.sqlstate(), SqlState::SYNTAX_ERROR);
+        assert!(err.position().is_some());
+    }
+
+    #[test]
+    fn copy_options() {
+        let s = parse_statements("COPY s FROM STDIN WITH (FORMAT csv, HEADER true)").unwrap();
+        match &s[0].kind {
+            Statement::Copy { table, options, .. } => {
+                assert_eq!(table, "s");
+                assert!(options.csv && options.header);
+                assert_eq!(options.delimiter, b',');
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The key layout of Runnel's single RocksDB keyspace. Every key starts with a one-byte
+//! namespace, then big-endian ids, so each object's data is one contiguous, prefix-scannable
+//! range and dropping an object is a handful of range deletes.
+//!
+//! | namespace | key                                   | value                                  |
+//! |-----------|---------------------------------------|----------------------------------------|
+//! | 0x01      | object id                             | catalog entry (JSON)                   |
+//! | 0x02      | name                                  | metadata (next object id, ...)         |
+//! | 0x03      | source id, sequence number (u64)      | one change batch (Arrow IPC)           |
+//! | 0x04      | source id                             | next sequence number the dataflow reads|
+//! | 0x05      | table id, encoded primary key         | the row (codec-encoded)                |
+//! | 0x06      | view id, encoded row                  | multiplicity (i64, little endian)      |
+//! | 0x07      | view id, node id (u32), operator key  | operator state                         |
+
+use runnel_plan::ObjectId;
+
+pub const CATALOG: u8 = 0x01;
+pub const META: u8 = 0x02;
+pub const LOG: u8 = 0x03;
+pub const POSITION: u8 = 0x04;
+pub const TABLE_ROW: u8 = 0x05;
+pub const VIEW_ROW: u8 = 0x06;
+pub const OPERATOR: u8 = 0x07;
+
+fn with_id(namespace: u8, id: ObjectId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.push(namespace);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+pub fn catalog_prefix() -> Vec<u8> {
+    vec![CATALOG]
+}
+
+pub fn catalog_entry(id: ObjectId) -> Vec<u8> {
+    with_id(CATALOG, id)
+}
+
+pub fn meta(name: &str) -> Vec<u8> {
+    let mut key = vec![META];
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn log_prefix(source: ObjectId) -> Vec<u8> {
+    with_id(LOG, source)
+}
+
+pub fn log_entry(source: ObjectId, seq: u64) -> Vec<u8> {
+    let mut key = log_prefix(source);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence number of a log entry key.
+pub fn log_entry_seq(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(5..13)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+pub fn position(source: ObjectId) -> Vec<u8> {
+    with_id(POSITION, source)
+}
+
+pub fn table_prefix(table: ObjectId) -> Vec<u8> {
+    with_id(TABLE_ROW, table)
+}
+
+pub fn view_prefix(view: ObjectId) -> Vec<u8> {
+    with_id(VIEW_ROW, view)
+}
+
+pub fn view_operators_prefix(view: ObjectId) -> Vec<u8> {
+    with_id(OPERATOR, view)
+}
+
+pub fn operator_prefix(view: ObjectId, node: u32) -> Vec<u8> {
+    let mut key = view_operators_prefix(view);
+    key.extend_from_slice(&node.to_be_bytes());
+    key
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only an all-0xff prefix gets here; namespaces never are.
+    vec![0xff; prefix.len() + 1]
+}
+
+/// Every key range an object owns, for DROP.
+pub fn object_ranges(id: ObjectId) -> Vec<(Vec<u8>, Vec<u8>)> {
+    [
+        catalog_entry(id),
+        log_prefix(id),
+        position(id),
+        table_prefix(id),
+        view_prefix(id),
+        view_operators_prefix(id),
+    ]
+    .into_iter()
+    .map(|p| {
+        let end = prefix_end(&p);
+        (p, end)
+    })
+    .collect()
+}

@@ -1,0 +1,190 @@
+//! CREATE MATERIALIZED VIEW (and EXPLAIN of it): plan the query with DataFusion, lower it to
+//! the streaming plan, and have the worker backfill and start maintaining it. The catalog
+//! entry is committed with the view's first checkpoint.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
+use runnel_common::{Result, RunnelError, SqlState};
+use runnel_plan::{ObjectId, RelationKind, StreamPlan};
+use runnel_pgwire::QueryResponse;
+use runnel_sql::ddl::sql_options;
+use runnel_sql::statement::ident_name;
+use runnel_sql::{lower_view, Catalog, CatalogEntry, ObjectKind, RelationResolver, Statement, StoredEntry};
+
+use super::{text_rows, text_schema};
+use crate::engine::Shared;
+use crate::session::RunnelSession;
+
+struct CatalogResolver<'a>(&'a Catalog);
+
+impl RelationResolver for CatalogResolver<'_> {
+    fn resolve_relation(&self, name: &str) -> Result<(ObjectId, RelationKind)> {
+        let entry = self.0.resolve(name)?;
+        Ok((entry.id, entry.relation_kind()))
+    }
+}
+
+/// A view's plan and its output schema (Postgres-style column names, all nullable).
+pub struct PlannedView {
+    pub plan: StreamPlan,
+    pub schema: SchemaRef,
+}
+
+pub async fn plan_view(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    id: ObjectId,
+    view: &ast::CreateView,
+) -> Result<PlannedView> {
+    let options = sql_options(&view.options)?;
+    if let Some((key, _)) = options.first() {
+        return Err(RunnelError::not_implemented(format!(
+            "materialized view option {key}"
+        )));
+    }
+    let state = ctx.state();
+    let statement = DfStatement::Statement(Box::new(ast::Statement::Query(view.query.clone())));
+    let logical = state.statement_to_plan(statement).await?;
+    let mut names = postgres_column_names(&logical);
+    if !view.columns.is_empty() {
+        if view.columns.len() != names.len() {
+            return Err(RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                format!(
+                    "the view's column list names {} columns but the query returns {}",
+                    view.columns.len(),
+                    names.len()
+                ),
+            ));
+        }
+        names = view.columns.iter().map(|c| ident_name(&c.name)).collect();
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(RunnelError::plan(
+                SqlState::DUPLICATE_COLUMN,
+                format!("column \"{name}\" specified more than once; give the columns distinct names with AS"),
+            ));
+        }
+    }
+    let optimized = state.optimize(&logical)?;
+    let plan = lower_view(&optimized, id, &CatalogResolver(catalog))?;
+    let fields: Vec<Field> = logical
+        .schema()
+        .fields()
+        .iter()
+        .zip(&names)
+        .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
+        .collect();
+    Ok(PlannedView {
+        plan,
+        schema: Arc::new(Schema::new(fields)),
+    })
+}
+
+/// Column names as Postgres would give them: the alias or column name, the function name
+/// for an unaliased call, `?column?` otherwise.
+fn postgres_column_names(plan: &LogicalPlan) -> Vec<String> {
+    let exprs: Option<&[Expr]> = match plan {
+        LogicalPlan::Projection(p) => Some(&p.expr),
+        _ => None,
+    };
+    plan.schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| match exprs.and_then(|e| e.get(i)) {
+            Some(Expr::Alias(a)) => a.name.clone(),
+            Some(Expr::Column(c)) => c.name.clone(),
+            Some(Expr::AggregateFunction(f)) => f.func.name().to_string(),
+            Some(Expr::ScalarFunction(f)) => f.func.name().to_string(),
+            Some(Expr::Cast(_)) | Some(Expr::TryCast(_)) => field.name().clone(),
+            Some(_) => "?column?".to_string(),
+            None => field.name().clone(),
+        })
+        .collect()
+}
+
+pub async fn handle(
+    session: &mut RunnelSession,
+    view: &ast::CreateView,
+    explain: bool,
+    sql: &str,
+) -> Result<QueryResponse> {
+    let shared = session.shared.clone();
+    let name = runnel_sql::statement::object_name(&view.name);
+    if explain {
+        let planned = plan_view(&session.ctx, &shared.catalog(), 0, view).await?;
+        let text = planned.plan.to_string();
+        let rows = text.lines().map(|l| vec![Some(l.to_string())]).collect();
+        return text_rows(text_schema(&["QUERY PLAN"]), rows);
+    }
+    let _ddl = shared.ddl.lock().await;
+    let catalog = shared.catalog();
+    if let Some(existing) = catalog.get(&name) {
+        if view.if_not_exists {
+            return Ok(QueryResponse::Command {
+                tag: "CREATE MATERIALIZED VIEW".into(),
+            });
+        }
+        return Err(RunnelError::plan(
+            SqlState::DUPLICATE_TABLE,
+            format!(
+                "relation \"{name}\" already exists (a {})",
+                existing.kind.sql_name()
+            ),
+        ));
+    }
+    let (id, id_write) = shared.allocate_id();
+    let planned = plan_view(&session.ctx, &catalog, id, view).await?;
+    let entry = CatalogEntry {
+        id,
+        name,
+        kind: ObjectKind::MaterializedView,
+        sql: sql.to_string(),
+        schema: planned.schema.clone(),
+        primary_key: vec![],
+        dependencies: planned.plan.dependencies(),
+    };
+    let writes = vec![Shared::catalog_write(&entry)?, id_write];
+    shared
+        .worker
+        .add_view(id, planned.plan, planned.schema, true, writes)
+        .await?;
+    shared.update_catalog(|c| c.insert(entry));
+    Ok(QueryResponse::Command {
+        tag: "CREATE MATERIALIZED VIEW".into(),
+    })
+}
+
+/// Re-creates a view from its stored definition at start-up; its state is already stored.
+pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
+    let parsed = runnel_sql::parse_statements(&stored.sql)?;
+    let Some(Statement::CreateMaterializedView { view, .. }) = parsed.first().map(|p| &p.kind)
+    else {
+        return Err(RunnelError::internal("stored definition is not CREATE MATERIALIZED VIEW"));
+    };
+    let ctx = shared.session_context();
+    let catalog = shared.catalog();
+    let planned = plan_view(&ctx, &catalog, stored.id, view).await?;
+    let entry = CatalogEntry {
+        id: stored.id,
+        name: stored.name.clone(),
+        kind: ObjectKind::MaterializedView,
+        sql: stored.sql.clone(),
+        schema: planned.schema.clone(),
+        primary_key: vec![],
+        dependencies: planned.plan.dependencies(),
+    };
+    shared
+        .worker
+        .add_view(stored.id, planned.plan, planned.schema, false, vec![])
+        .await?;
+    shared.update_catalog(|c| c.insert(entry));
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! INSERT, UPDATE and DELETE. DataFusion plans the statement; Runnel runs the plan's input
+//! (the new rows, or the rows the WHERE clause selects) and appends the resulting changes to
+//! the relation's log. For tables the scan and the write happen under the table's writer lock,
+//! so concurrent statements cannot interleave between reading rows and changing them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, Projection};
+use hashbrown::HashSet;
+use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
+use runnel_pgwire::QueryResponse;
+use runnel_sql::{CatalogEntry, ObjectKind};
+use runnel_state::codec::{encode_rows, EncodedRows};
+use runnel_state::{keys, WriteBatch};
+
+use crate::engine::Shared;
+use crate::session::RunnelSession;
+use crate::writer::LockedWriter;
+
+fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntry>> {
+    let name = dml.table_name.table();
+    let entry = session.shared.catalog().resolve(name)?.clone();
+    if entry.kind == ObjectKind::MaterializedView {
+        return Err(RunnelError::plan(
+            SqlState::WRONG_OBJECT_TYPE,
+            format!("cannot change materialized view \"{name}\": it is computed from its inputs"),
+        ));
+    }
+    Ok(entry)
+}
+
+/// Runs a plan to completion.
+async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
+    Ok(session.ctx.execute_logical_plan(plan).await?.collect().await?)
+}
+
+/// Casts the columns of `batches` (by position) to `schema` and checks NOT NULL columns.
+pub fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result<RecordBatch> {
+    let parts = conform_each(schema, batches, offset)?;
+    Ok(concat_batches(schema, &parts)?)
+}
+
+/// Like [`conform`], keeping the batches apart.
+pub fn conform_each(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result<Vec<RecordBatch>> {
+    let mut out: Vec<RecordBatch> = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (i, field) in schema.fields().iter().enumerate() {
+            let column = batch.column(offset + i);
+            let column = if column.data_type() == field.data_type() {
+                column.clone()
+            } else {
+                cast(column, field.data_type())?
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(RunnelError::execution(
+                    SqlState::NOT_NULL_VIOLATION,
+                    format!(
+                        "null value in column \"{}\" violates not-null constraint",
+                        field.name()
+                    ),
+                ));
+            }
+            columns.push(column);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        out.push(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?);
+    }
+    Ok(out)
+}
+
+pub async fn insert(session: &mut RunnelSession, dml: &DmlStatement) -> Result<QueryResponse> {
+    let entry = target(session, dml)?;
+    let batches = run(session, dml.input.as_ref().clone()).await?;
+    let rows = conform_each(&entry.schema, &batches, 0)?;
+    let n = insert_rows(&session.shared, &entry, rows).await?;
+    Ok(QueryResponse::Command {
+        tag: format!("INSERT 0 {n}"),
+    })
+}
+
+/// Appends rows to a stream, or inserts them into a table (refusing duplicate keys).
+pub async fn insert_rows(shared: &Arc<Shared>, entry: &CatalogEntry, rows: Vec<RecordBatch>) -> Result<u64> {
+    let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    if n == 0 {
+        return Ok(0);
+    }
+    let writer = shared.writer(entry.id)?;
+    let mut locked = writer.lock().await;
+    match entry.kind {
+        ObjectKind::Stream => {
+            let changes: Vec<ChangeBatch> = rows.into_iter().map(ChangeBatch::inserts).collect();
+            locked.commit(&shared.store, &changes, WriteBatch::default())?;
+        }
+        _ => {
+            let rows = concat_batches(&entry.schema, &rows)?;
+            let empty = RecordBatch::new_empty(entry.schema.clone());
+            write_table_changes(shared, entry, &mut locked, &empty, &rows)?;
+        }
+    }
+    drop(locked);
+    shared.worker.wake();
+    Ok(n)
+}
+
+/// Applies deletes of `old` rows and inserts of `new` rows to a table, with key checks.
+fn write_table_changes(
+    shared: &Shared,
+    entry: &CatalogEntry,
+    locked: &mut LockedWriter<'_>,
+    old: &RecordBatch,
+    new: &RecordBatch,
+) -> Result<()> {
+    let prefix = keys::table_prefix(entry.id);
+    let pk_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
+        entry.primary_key.iter().map(|&i| batch.column(i).clone()).collect()
+    };
+    let mut old_keys = EncodedRows::new();
+    encode_rows(&prefix, &pk_columns(old), &mut old_keys)?;
+    let mut new_keys = EncodedRows::new();
+    encode_rows(&prefix, &pk_columns(new), &mut new_keys)?;
+    let mut new_values = EncodedRows::new();
+    encode_rows(&[], new.columns(), &mut new_values)?;
+
+    let removed: HashSet<&[u8]> = old_keys.iter().collect();
+    let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut to_check: Vec<&[u8]> = Vec::new();
+    for key in new_keys.iter() {
+        if !seen.insert(key) {
+            return Err(duplicate_key(entry));
+        }
+        if !removed.contains(key) {
+            to_check.push(key);
+        }
+    }
+    let existing = shared.store.multi_get(&to_check)?;
+    if existing.iter().any(|v| v.is_some()) {
+        return Err(duplicate_key(entry));
+    }
+    let mut batch = WriteBatch::default();
+    for key in old_keys.iter() {
+        batch.delete(key);
+    }
+    for (key, value) in new_keys.iter().zip(new_values.iter()) {
+        batch.put(key, value);
+    }
+    let changes = [
+        ChangeBatch::uniform(old.clone(), -1),
+        ChangeBatch::inserts(new.clone()),
+    ];
+    locked.commit(&shared.store, &changes, batch)
+}
+
+fn duplicate_key(entry: &CatalogEntry) -> RunnelError {
+    let cols: Vec<&str> = entry
+        .primary_key
+        .iter()
+        .map(|&i| entry.schema.field(i).name().as_str())
+        .collect();
+    RunnelError::execution(
+        SqlState::UNIQUE_VIOLATION,
+        format!(
+            "duplicate key value violates unique constraint \"{}_pkey\": a row with this ({}) already exists",
+            entry.name,
+            cols.join(", ")
+        ),
+    )
+}
+
+fn require_table(entry: &CatalogEntry, verb: &str) -> Result<()> {
+    if entry.kind == ObjectKind::Stream {
+        return Err(RunnelError::plan(
+            SqlState::WRONG_OBJECT_TYPE,
+            format!(
+                "cannot {verb} stream \"{}\": streams are append-only (use a TABLE for rows that change)",
+                entry.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn delete(session: &mut RunnelSession, dml: &DmlStatement) -> Result<QueryResponse> {
+    let entry = target(session, dml)?;
+    require_table(&entry, "DELETE FROM")?;
+    let shared = session.shared.clone();
+    let writer = shared.writer(entry.id)?;
+    let mut locked = writer.lock().await;
+    let batches = run(session, dml.input.as_ref().clone()).await?;
+    let old = conform(&entry.schema, &batches, 0)?;
+    let n = old.num_rows();
+    if n > 0 {
+        let empty = RecordBatch::new_empty(entry.schema.clone());
+        write_table_changes(&shared, &entry, &mut locked, &old, &empty)?;
+    }
+    drop(locked);
+    shared.worker.wake();
+    Ok(QueryResponse::Command {
+        tag: format!("DELETE {n}"),
+    })
+}
+
+pub async fn update(session: &mut RunnelSession, dml: &DmlStatement) -> Result<QueryResponse> {
+    let entry = target(session, dml)?;
+    require_table(&entry, "UPDATE")?;
+    // DataFusion plans UPDATE as a projection of every column's new value over the selected
+    // rows; project the old columns next to it so each row's before and after are paired.
+    let LogicalPlan::Projection(projection) = dml.input.as_ref() else {
+        return Err(RunnelError::internal("UPDATE plan is not a projection"));
+    };
+    let width = entry.schema.fields().len();
+    if projection.expr.len() != width {
+        return Err(RunnelError::internal("UPDATE projection does not cover every column"));
+    }
+    let mut exprs: Vec<Expr> = projection
+        .input
+        .schema()
+        .columns()
+        .into_iter()
+        .take(width)
+        .map(Expr::Column)
+        .collect();
+    for (i, e) in projection.expr.iter().enumerate() {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref().clone(),
+            other => other.clone(),
+        };
+        exprs.push(inner.alias(format!("__runnel_new_{i}")));
+    }
+    let paired = LogicalPlan::Projection(Projection::try_new(exprs, projection.input.clone())?);
+    let shared = session.shared.clone();
+    let writer = shared.writer(entry.id)?;
+    let mut locked = writer.lock().await;
+    let batches = run(session, paired).await?;
+    let old = conform(&entry.schema, &batches, 0)?;
+    let new = conform(&entry.schema, &batches, width)?;
+    let n = old.num_rows();
+    if n > 0 {
+        write_table_changes(&shared, &entry, &mut locked, &old, &new)?;
+    }
+    drop(locked);
+    shared.worker.wake();
+    Ok(QueryResponse::Command {
+        tag: format!("UPDATE {n}"),
+    })
+}

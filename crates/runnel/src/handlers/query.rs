@@ -1,0 +1,135 @@
+//! Queries and DML planned by DataFusion: SELECT, EXPLAIN, and INSERT/UPDATE/DELETE (whose
+//! plans are intercepted and applied to Runnel's streams and tables), with `$n` parameters.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast;
+use runnel_common::{Result, RunnelError, SqlState};
+use runnel_pgwire::{ParamValue, QueryResponse, StatementDescription};
+
+use super::dml;
+use crate::session::RunnelSession;
+
+async fn plan(session: &RunnelSession, statement: &ast::Statement) -> Result<LogicalPlan> {
+    let state = session.ctx.state();
+    let plan = state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+        .await?;
+    match &plan {
+        LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
+            "statement {}",
+            first_words(&statement.to_string())
+        ))),
+        LogicalPlan::Statement(_) => Err(RunnelError::not_implemented(format!(
+            "statement {}",
+            first_words(&statement.to_string())
+        ))),
+        _ => Ok(plan),
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Parameter types by position (`$1` first); `None` where DataFusion could not infer one.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
+    let types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    let mut out = Vec::new();
+    for (name, t) in types {
+        let idx: usize = name
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| RunnelError::not_implemented(format!("parameter {name}")))?;
+        if idx == 0 {
+            return Err(RunnelError::plan(SqlState::SYNTAX_ERROR, "there is no parameter $0"));
+        }
+        if out.len() < idx {
+            out.resize(idx, None);
+        }
+        out[idx - 1] = t;
+    }
+    Ok(out)
+}
+
+pub async fn describe(
+    session: &mut RunnelSession,
+    statement: &ast::Statement,
+    declared: &[u32],
+) -> Result<StatementDescription> {
+    let plan = plan(session, statement).await?;
+    let types = parameter_types(&plan)?;
+    let count = types.len().max(declared.len());
+    let param_oids = (0..count)
+        .map(|i| match declared.get(i) {
+            Some(&oid) if oid != 0 => oid,
+            _ => types
+                .get(i)
+                .cloned()
+                .flatten()
+                .map_or(25, |t| crate::convert::type_oid(&t)),
+        })
+        .collect();
+    let fields = match &plan {
+        LogicalPlan::Dml(_) => None,
+        other => Some(crate::convert::nullable_arrow_schema(other.schema().as_arrow())),
+    };
+    Ok(StatementDescription { param_oids, fields })
+}
+
+/// Turns bound parameters into typed values, parsing their text as the inferred type.
+fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
+    let types = parameter_types(plan)?;
+    let values = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let target = types
+                .get(i)
+                .cloned()
+                .flatten()
+                .or_else(|| crate::convert::oid_type(p.type_oid))
+                .unwrap_or(DataType::Utf8);
+            let text = ScalarValue::Utf8(p.text.clone());
+            text.cast_to(&target).map_err(|e| {
+                RunnelError::execution(
+                    SqlState::INVALID_TEXT_REPRESENTATION,
+                    format!(
+                        "invalid value for parameter ${}: {:?} is not a valid {target} ({e})",
+                        i + 1,
+                        p.text.as_deref().unwrap_or("NULL")
+                    ),
+                )
+            })
+            .map(Into::into)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ParamValues::List(values))
+}
+
+pub async fn handle(
+    session: &mut RunnelSession,
+    statement: &ast::Statement,
+    params: &[ParamValue],
+) -> Result<QueryResponse> {
+    let mut plan = plan(session, statement).await?;
+    if !params.is_empty() {
+        let values = bind(&plan, params)?;
+        plan = plan.with_param_values(values)?;
+    }
+    if let LogicalPlan::Dml(dml) = &plan {
+        return match dml.op {
+            WriteOp::Insert(_) => dml::insert(session, dml).await,
+            WriteOp::Update => dml::update(session, dml).await,
+            WriteOp::Delete => dml::delete(session, dml).await,
+            _ => Err(RunnelError::not_implemented(format!("{}", dml.op))),
+        };
+    }
+    let schema = crate::convert::nullable_arrow_schema(plan.schema().as_arrow());
+    let batches = session.ctx.execute_logical_plan(plan).await?.collect().await?;
+    Ok(QueryResponse::Rows { schema, batches })
+}

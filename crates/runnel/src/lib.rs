@@ -1,0 +1,12 @@
+//! The Runnel server: wires the store, the dataflow worker and the SQL frontend behind the
+//! Postgres wire protocol. Each statement kind has its own handler in [`handlers`].
+
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod handlers;
+pub mod serving;
+pub mod session;
+pub mod writer;
+
+pub use engine::{Engine, EngineConfig};

@@ -1,0 +1,65 @@
+//! `runnel serve`: starts the engine on a data directory and serves Postgres clients.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::Parser;
+use runnel::config::{Cli, Command};
+use runnel::Engine;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runnel: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runnel: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(serve(config)) {
+        eprintln!("runnel: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
+    let engine = Engine::open(&config.data_dir, config.engine.clone())
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("no local address: {e}"))?;
+    println!("runnel listening on {addr} (data directory {})", config.data_dir.display());
+    let _ = std::io::stdout().flush();
+    let server = runnel_pgwire::serve(listener, engine.clone());
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
+    tokio::select! {
+        result = server => result.map_err(|e| format!("server failed: {e}"))?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
+    }
+    let engine: Arc<Engine> = engine;
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .map_err(|e| format!("shutdown failed: {e}"))?;
+    Ok(())
+}
