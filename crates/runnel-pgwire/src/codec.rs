@@ -415,7 +415,7 @@ pub struct FieldDescription {
 }
 
 /// Starts a message of type `tag`; returns where it starts, for [`end_message`].
-pub fn begin_message(buf: &mut BytesMut, tag: u8) -> usize {
+pub(crate) fn begin_message(buf: &mut BytesMut, tag: u8) -> usize {
     let start = buf.len();
     buf.put_u8(tag);
     buf.put_i32(0);
@@ -426,7 +426,7 @@ pub fn begin_message(buf: &mut BytesMut, tag: u8) -> usize {
 ///
 /// DataRow sizes are checked against the protocol's limit before they are encoded, and every
 /// other message is built from short strings, so a length beyond `i32` is a bug.
-pub fn end_message(buf: &mut BytesMut, start: usize) {
+pub(crate) fn end_message(buf: &mut BytesMut, start: usize) {
     let len = i32::try_from(buf.len() - start - 1)
         .expect("backend message longer than 2 GiB: DataRow sizes are checked before encoding");
     buf[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());

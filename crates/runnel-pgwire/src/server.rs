@@ -538,7 +538,21 @@ where
                     .statements
                     .get(name)
                     .ok_or_else(|| missing_statement(name))?;
-                codec::parameter_description(&mut self.out, &prepared.description.param_oids);
+                // A parameter whose type nobody knows is described as `text`, as Postgres
+                // does: clients cannot bind a parameter of type 0.
+                let oids: Vec<u32> = prepared
+                    .description
+                    .param_oids
+                    .iter()
+                    .map(|&oid| {
+                        if oid == 0 {
+                            crate::types::oid::TEXT
+                        } else {
+                            oid
+                        }
+                    })
+                    .collect();
+                codec::parameter_description(&mut self.out, &oids);
                 match &prepared.description.fields {
                     Some(schema) => {
                         let formats = vec![Format::Text; schema.fields().len()];

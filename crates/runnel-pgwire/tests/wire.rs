@@ -237,6 +237,11 @@ async fn extended_query_decodes_binary_parameters() {
         ]
     );
 
+    // A parameter of unknown type (0) is described as text and arrives as text.
+    let rows = client.query("echo 0", &[&"abc"]).await.expect("echo runs");
+    assert_eq!(rows[0].get::<_, String>(0), "abc");
+    assert_eq!(rows[0].get::<_, String>(1), "0");
+
     // NULL parameters, and a prepared statement run twice.
     let statement = client.prepare("echo 23 25").await.expect("prepares");
     assert_eq!(statement.params(), &[Type::INT4, Type::TEXT]);

@@ -90,8 +90,20 @@ pub async fn plan_view(
 /// Column names as Postgres would give them: the alias or column name, the function name
 /// for an unaliased call, `?column?` otherwise.
 fn postgres_column_names(plan: &LogicalPlan) -> Vec<String> {
+    match plan {
+        LogicalPlan::Sort(sort) => return postgres_column_names(&sort.input),
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
+            return postgres_column_names(input)
+        }
+        _ => {}
+    }
+    let aggregate_exprs: Vec<Expr>;
     let exprs: Option<&[Expr]> = match plan {
         LogicalPlan::Projection(p) => Some(&p.expr),
+        LogicalPlan::Aggregate(a) => {
+            aggregate_exprs = a.group_expr.iter().chain(&a.aggr_expr).cloned().collect();
+            Some(&aggregate_exprs)
+        }
         _ => None,
     };
     plan.schema()

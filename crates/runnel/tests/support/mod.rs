@@ -1,0 +1,112 @@
+//! Test support: runs a real `runnel serve` process on a free port with its own data directory,
+//! and connects to it with tokio-postgres, so tests exercise the same wire protocol users do.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+/// A running server process. Dropping it kills the process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory inside `dir`.
+    pub fn start(dir: &Path) -> TestServer {
+        Self::start_on(dir.join("data"))
+    }
+
+    /// Starts a server on `data_dir` (new or existing).
+    pub fn start_on(data_dir: PathBuf) -> TestServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUNNEL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the runnel binary must start (built by cargo for integration tests)");
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("reading server stdout");
+            assert!(n > 0, "server exited before listening");
+            if let Some(rest) = line.strip_prefix("runnel listening on ") {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+            assert!(Instant::now() < deadline, "server did not start in time");
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        TestServer {
+            child: Some(child),
+            addr,
+            data_dir,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+    }
+
+    /// A connection string for tokio-postgres / psql.
+    pub fn conninfo(&self) -> String {
+        format!("host=127.0.0.1 port={} user=runnel dbname=runnel", self.port())
+    }
+
+    pub async fn connect(&self) -> Client {
+        let (client, connection) = tokio_postgres::connect(&self.conninfo(), NoTls)
+            .await
+            .expect("connect to the test server");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// kill -9: no shutdown hook runs.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the process and starts a new one on the same data directory.
+    pub fn restart(mut self) -> TestServer {
+        self.kill();
+        TestServer::start_on(self.data_dir.clone())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every row of a simple-protocol query as text cells (`None` for NULL).
+pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+    let mut rows = Vec::new();
+    for message in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            rows.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect());
+        }
+    }
+    Ok(rows)
+}

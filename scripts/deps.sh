@@ -1,0 +1,33 @@
+# Shared by run.sh, test.sh and bench.sh: installs what building and testing Runnel needs.
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+# RocksDB's bindings need clang/libclang (bindgen); librdkafka and RocksDB need a C/C++ toolchain.
+install_build_deps() {
+    apt_install build-essential clang libclang-dev pkg-config
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
+        exit 1
+    fi
+}
+
+# psql for manual checks, Python with psycopg/pytest/duckdb for the client tests and benchmarks.
+install_test_deps() {
+    install_build_deps
+    apt_install postgresql-client python3 python3-venv python3-pip
+    if [ ! -x .venv/bin/python ]; then
+        python3 -m venv .venv
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb
+}
