@@ -97,7 +97,9 @@ impl ChangeBatch {
     pub fn from_stored(stored: &RecordBatch, schema: SchemaRef) -> Result<ChangeBatch> {
         let n = stored.num_columns();
         if n == 0 || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {
-            return Err(RunnelError::internal("stored change batch lacks its weight column"));
+            return Err(RunnelError::internal(
+                "stored change batch lacks its weight column",
+            ));
         }
         let weights = stored
             .column(n - 1)
@@ -106,8 +108,11 @@ impl ChangeBatch {
             .ok_or_else(|| RunnelError::internal("stored weight column is not Int64"))?
             .clone();
         let options = RecordBatchOptions::new().with_row_count(Some(stored.num_rows()));
-        let data =
-            RecordBatch::try_new_with_options(schema, stored.columns()[..n - 1].to_vec(), &options)?;
+        let data = RecordBatch::try_new_with_options(
+            schema,
+            stored.columns()[..n - 1].to_vec(),
+            &options,
+        )?;
         Ok(ChangeBatch { data, weights })
     }
 

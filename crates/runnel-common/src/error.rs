@@ -136,7 +136,9 @@ fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
         ArrowError::DivideByZero => {
             RunnelError::execution(SqlState::DIVISION_BY_ZERO, "division by zero")
         }
-        ArrowError::CastError(m) | ArrowError::ParseError(m) | ArrowError::InvalidArgumentError(m) => {
+        ArrowError::CastError(m)
+        | ArrowError::ParseError(m)
+        | ArrowError::InvalidArgumentError(m) => {
             RunnelError::execution(SqlState::INVALID_TEXT_REPRESENTATION, m)
         }
         ArrowError::ComputeError(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),

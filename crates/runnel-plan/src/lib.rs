@@ -36,7 +36,9 @@ pub struct StreamPlan {
 impl StreamPlan {
     pub fn output(&self) -> &PlanNode {
         // A plan always ends with its output node; lowering never builds an empty plan.
-        self.nodes.last().expect("a stream plan has at least one node")
+        self.nodes
+            .last()
+            .expect("a stream plan has at least one node")
     }
 
     /// The relations this plan reads, without duplicates.
@@ -188,7 +190,11 @@ impl fmt::Display for StreamPlan {
                 NodeKind::Union => "Union".to_string(),
                 NodeKind::Materialize { .. } => "Materialize".to_string(),
             };
-            let append = if node.append_only { " [append-only]" } else { "" };
+            let append = if node.append_only {
+                " [append-only]"
+            } else {
+                ""
+            };
             writeln!(f, "{indent}{detail}{append}")?;
             for &input in &node.inputs {
                 write_node(plan, input, depth + 1, f)?;
@@ -196,7 +202,11 @@ impl fmt::Display for StreamPlan {
             Ok(())
         }
         fn list(exprs: &[Expr]) -> String {
-            exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+            exprs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
         if self.nodes.is_empty() {
             return Ok(());

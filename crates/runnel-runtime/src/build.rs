@@ -69,7 +69,10 @@ pub fn build_operator(
                     AggregateSlot::new(
                         call,
                         call.arg.as_ref().map(|e| compile(e, schema)).transpose()?,
-                        call.filter.as_ref().map(|e| compile(e, schema)).transpose()?,
+                        call.filter
+                            .as_ref()
+                            .map(|e| compile(e, schema))
+                            .transpose()?,
                         arg_type.as_ref(),
                         input_append_only,
                     )
@@ -100,12 +103,14 @@ pub fn build_operator(
                     let t = if lt == rt {
                         lt
                     } else {
-                        datafusion::logical_expr::type_coercion::binary::comparison_coercion(&lt, &rt)
-                            .ok_or_else(|| {
-                                RunnelError::not_implemented(format!(
-                                    "join keys of types {lt} and {rt}"
-                                ))
-                            })?
+                        datafusion::logical_expr::type_coercion::binary::comparison_coercion(
+                            &lt, &rt,
+                        )
+                        .ok_or_else(|| {
+                            RunnelError::not_implemented(format!(
+                                "join keys of types {lt} and {rt}"
+                            ))
+                        })?
                     };
                     check_supported(&t)?;
                     Ok(t)

@@ -68,9 +68,12 @@ impl Dataflow {
     /// Registers a stream or table log, resuming from its committed position.
     pub fn add_source(&mut self, id: ObjectId, schema: SchemaRef) -> Result<()> {
         let position = match self.store.get(&keys::position(id))? {
-            Some(bytes) => u64::from_le_bytes(bytes.as_slice().try_into().map_err(|_| {
-                RunnelError::internal("stored source position is not 8 bytes")
-            })?),
+            Some(bytes) => u64::from_le_bytes(
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| RunnelError::internal("stored source position is not 8 bytes"))?,
+            ),
             None => 0,
         };
         self.sources.insert(
@@ -157,7 +160,9 @@ impl Dataflow {
         // Initial output (global aggregates), in topological order.
         for node in &plan.nodes {
             let mut out = Vec::new();
-            self.node_mut(base + node.id)?.op.on_start(backfill, &mut out)?;
+            self.node_mut(base + node.id)?
+                .op
+                .on_start(backfill, &mut out)?;
             for batch in out {
                 self.forward(base + node.id, batch);
             }
@@ -293,7 +298,13 @@ impl Dataflow {
     }
 
     /// Feeds log entries `[from, to)` of `source` into one node only (backfill).
-    fn replay(&mut self, source: ObjectId, from: u64, to: u64, target: (usize, usize)) -> Result<()> {
+    fn replay(
+        &mut self,
+        source: ObjectId,
+        from: u64,
+        to: u64,
+        target: (usize, usize),
+    ) -> Result<()> {
         let mut next = from;
         while next < to {
             let entries = self.read_log(source, next, to, LOG_READ_CHUNK)?;
@@ -381,6 +392,9 @@ impl Dataflow {
 
     /// Next sequence number each source will be read from.
     pub fn positions(&self) -> Vec<(ObjectId, u64)> {
-        self.sources.iter().map(|(id, s)| (*id, s.position)).collect()
+        self.sources
+            .iter()
+            .map(|(id, s)| (*id, s.position))
+            .collect()
     }
 }

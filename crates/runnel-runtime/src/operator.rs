@@ -14,8 +14,12 @@ use runnel_state::WriteBatch;
 
 pub trait Operator: Send {
     /// Handles one input batch on `port`, appending any output to `out`.
-    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>)
-        -> Result<()>;
+    fn process(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()>;
 
     /// Output owed before any input (the one row of a global aggregate over nothing).
     fn on_start(&mut self, _fresh: bool, _out: &mut Vec<ChangeBatch>) -> Result<()> {

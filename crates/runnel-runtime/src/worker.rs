@@ -64,6 +64,9 @@ enum Command {
         reply: oneshot::Sender<WorkerStatus>,
     },
     Wake,
+    /// Starts reading source logs (the worker starts paused so that restoring views can
+    /// finish before any of them sees new data).
+    Resume,
 }
 
 /// Handle to the worker thread; cheap to clone.
@@ -89,6 +92,7 @@ impl Worker {
                     interval: checkpoint_interval,
                     last_checkpoint: Instant::now(),
                     dirty: false,
+                    paused: true,
                 };
                 state.run(rx);
             })
@@ -106,6 +110,11 @@ impl Worker {
             .map_err(|_| RunnelError::internal("dataflow worker has stopped"))?;
         rx.await
             .map_err(|_| RunnelError::internal("dataflow worker dropped a request"))
+    }
+
+    /// Lets the worker start reading source logs; call once every restored view is added.
+    pub fn resume(&self) {
+        let _ = self.tx.send(Command::Resume);
     }
 
     /// Tells the worker that a source log has new entries.
@@ -163,11 +172,16 @@ struct WorkerState {
     interval: Duration,
     last_checkpoint: Instant,
     dirty: bool,
+    paused: bool,
 }
 
 impl WorkerState {
     fn run(&mut self, rx: Receiver<Command>) {
         loop {
+            if !self.dirty {
+                // Nothing to commit: the next checkpoint is due one interval after new work.
+                self.last_checkpoint = Instant::now();
+            }
             let timeout = self.interval.saturating_sub(self.last_checkpoint.elapsed());
             match rx.recv_timeout(timeout) {
                 Ok(cmd) => self.handle(cmd),
@@ -190,6 +204,9 @@ impl WorkerState {
 
     /// Processes every available log entry, checkpointing on schedule along the way.
     fn drain(&mut self) {
+        if self.paused {
+            return;
+        }
         loop {
             match self.dataflow.poll_sources() {
                 Ok(true) => {
@@ -231,6 +248,7 @@ impl WorkerState {
     fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Wake => {}
+            Command::Resume => self.paused = false,
             Command::AddSource {
                 id,
                 schema,

@@ -88,9 +88,7 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
                         .ok_or_else(|| {
                             RunnelError::plan(
                                 SqlState::UNDEFINED_COLUMN,
-                                format!(
-                                    "column \"{col_name}\" named in key does not exist"
-                                ),
+                                format!("column \"{col_name}\" named in key does not exist"),
                             )
                         })?;
                     fields[idx] = fields[idx].clone().with_nullable(false);
@@ -184,12 +182,15 @@ pub fn sql_to_arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
             ExactNumberInfo::Precision(p) => DataType::Decimal128(clamp_precision(*p)?, 0),
             ExactNumberInfo::PrecisionAndScale(p, s) => {
                 let p = clamp_precision(*p)?;
-                let s = i8::try_from(*s).ok().filter(|s| (*s as u8) <= p).ok_or_else(|| {
-                    RunnelError::plan(
-                        SqlState::INVALID_PARAMETER_VALUE,
-                        format!("NUMERIC scale {s} must be between 0 and precision {p}"),
-                    )
-                })?;
+                let s = i8::try_from(*s)
+                    .ok()
+                    .filter(|s| (*s as u8) <= p)
+                    .ok_or_else(|| {
+                        RunnelError::plan(
+                            SqlState::INVALID_PARAMETER_VALUE,
+                            format!("NUMERIC scale {s} must be between 0 and precision {p}"),
+                        )
+                    })?;
                 DataType::Decimal128(p, s)
             }
         },
@@ -215,11 +216,7 @@ pub fn sql_to_arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
         S::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
             DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
         }
-        other => {
-            return Err(RunnelError::not_implemented(format!(
-                "column type {other}"
-            )))
-        }
+        other => return Err(RunnelError::not_implemented(format!("column type {other}"))),
     })
 }
 

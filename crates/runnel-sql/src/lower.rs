@@ -167,11 +167,8 @@ impl Lowering<'_> {
                     .iter()
                     .enumerate()
                     .map(|(i, expr)| {
-                        let output_type = aggregate
-                            .schema
-                            .field(group_count + i)
-                            .data_type()
-                            .clone();
+                        let output_type =
+                            aggregate.schema.field(group_count + i).data_type().clone();
                         aggregate_call(expr, output_type)
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -294,9 +291,9 @@ impl Lowering<'_> {
             LogicalPlan::RecursiveQuery(_) => Err(RunnelError::not_implemented(
                 "WITH RECURSIVE in a materialized view",
             )),
-            LogicalPlan::Unnest(_) => {
-                Err(RunnelError::not_implemented("UNNEST in a materialized view"))
-            }
+            LogicalPlan::Unnest(_) => Err(RunnelError::not_implemented(
+                "UNNEST in a materialized view",
+            )),
             other => Err(RunnelError::not_implemented(format!(
                 "{} in a materialized view",
                 other.display()
@@ -305,7 +302,10 @@ impl Lowering<'_> {
     }
 }
 
-fn aggregate_call(expr: &Expr, output_type: datafusion::arrow::datatypes::DataType) -> Result<AggregateCall> {
+fn aggregate_call(
+    expr: &Expr,
+    output_type: datafusion::arrow::datatypes::DataType,
+) -> Result<AggregateCall> {
     let expr = match expr {
         Expr::Alias(alias) => alias.expr.as_ref(),
         other => other,
@@ -355,13 +355,14 @@ fn aggregate_call(expr: &Expr, output_type: datafusion::arrow::datatypes::DataTy
             "{name}(DISTINCT ...) in a materialized view (count(DISTINCT ...) is supported)"
         )));
     }
-    let arg = if function == AggregateFunction::CountStar {
-        None
-    } else {
-        Some(arg.ok_or_else(|| {
-            RunnelError::not_implemented(format!("{name}() without an argument"))
-        })?)
-    };
+    let arg =
+        if function == AggregateFunction::CountStar {
+            None
+        } else {
+            Some(arg.ok_or_else(|| {
+                RunnelError::not_implemented(format!("{name}() without an argument"))
+            })?)
+        };
     Ok(AggregateCall {
         function,
         distinct,

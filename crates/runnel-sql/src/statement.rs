@@ -338,11 +338,7 @@ fn copy_statement(
                 null_set = true;
             }
             ast::CopyOption::Quote(_) | ast::CopyOption::Escape(_) => {}
-            other => {
-                return Err(RunnelError::not_implemented(format!(
-                    "COPY option {other}"
-                )))
-            }
+            other => return Err(RunnelError::not_implemented(format!("COPY option {other}"))),
         }
     }
     for option in legacy_options {
@@ -485,8 +481,8 @@ mod tests {
 
     #[test]
     fn classifies_runnel_commands() {
-        let s = parse_statements("CREATE STREAM s (a BIGINT); FLUSH; SHOW materialized views")
-            .unwrap();
+        let s =
+            parse_statements("CREATE STREAM s (a BIGINT); FLUSH; SHOW materialized views").unwrap();
         assert!(matches!(
             s[0].kind,
             Statement::CreateRelation {

@@ -94,7 +94,11 @@ impl Store {
     }
 
     /// The last key in `[start, end)`, if any.
-    pub fn last_key_in_range(&self, start: &[u8], end: &[u8]) -> Result<Option<Box<[u8]>>, StateError> {
+    pub fn last_key_in_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<Box<[u8]>>, StateError> {
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(start.to_vec());
         read.set_iterate_upper_bound(end.to_vec());

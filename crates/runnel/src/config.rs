@@ -14,7 +14,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:6875";
 pub const DEFAULT_DATA_DIR: &str = "./runnel-data";
 
 #[derive(Debug, Parser)]
-#[command(name = "runnel", version, about = "Runnel: incremental materialized views over streams, served over the Postgres protocol")]
+#[command(
+    name = "runnel",
+    version,
+    about = "Runnel: incremental materialized views over streams, served over the Postgres protocol"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -1,7 +1,5 @@
 //! Conversions between Arrow and Postgres type identities used when describing statements.
 
-
-
 use datafusion::arrow::datatypes::{DataType, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use runnel_common::change::nullable_schema;
 
@@ -47,4 +45,3 @@ pub fn oid_type(oid: u32) -> Option<DataType> {
 pub fn nullable_arrow_schema(schema: &Schema) -> SchemaRef {
     nullable_schema(schema)
 }
-

@@ -166,6 +166,7 @@ impl Engine {
             worker_thread: Mutex::new(Some(join)),
         });
         engine.restore().await?;
+        shared.worker.resume();
         Ok(engine)
     }
 
@@ -173,9 +174,10 @@ impl Engine {
         let stored = self.shared.store.scan_prefix(&keys::catalog_prefix())?;
         let mut entries: Vec<StoredEntry> = Vec::with_capacity(stored.len());
         for (_, value) in stored {
-            entries.push(serde_json::from_slice(&value).map_err(|e| {
-                RunnelError::internal(format!("unreadable catalog entry: {e}"))
-            })?);
+            entries
+                .push(serde_json::from_slice(&value).map_err(|e| {
+                    RunnelError::internal(format!("unreadable catalog entry: {e}"))
+                })?);
         }
         entries.sort_by_key(|e| e.id);
         for entry in entries {

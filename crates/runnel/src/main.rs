@@ -24,7 +24,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runnel: cannot start the async runtime: {e}");
@@ -47,7 +50,10 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
-    println!("runnel listening on {addr} (data directory {})", config.data_dir.display());
+    println!(
+        "runnel listening on {addr} (data directory {})",
+        config.data_dir.display()
+    );
     let _ = std::io::stdout().flush();
     let server = runnel_pgwire::serve(listener, engine.clone());
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -2,7 +2,6 @@
 //! stream logs, table rows and view contents straight from the store. Ad-hoc SELECTs,
 //! INSERT ... SELECT and the scans behind UPDATE/DELETE all go through here.
 
-
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -97,7 +96,6 @@ impl TableProvider for RelationTable {
     }
 }
 
-
 /// Reads a relation's current contents from the store.
 pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBatch>> {
     let schema = entry.schema.clone();
@@ -125,18 +123,30 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
                 .collect()
         }
         ObjectKind::Table => {
-            let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+            let types: Vec<DataType> = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
             let rows = store.scan_prefix(&keys::table_prefix(entry.id))?;
             rows.chunks(SCAN_BATCH_ROWS)
                 .map(|chunk| {
                     let columns = decode_rows(chunk.iter().map(|(_, v)| &v[..]), &types)?;
                     let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-                    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+                    Ok(RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        columns,
+                        &options,
+                    )?)
                 })
                 .collect()
         }
         ObjectKind::MaterializedView => {
-            let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+            let types: Vec<DataType> = schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
             let prefix = keys::view_prefix(entry.id);
             let rows = store.scan_prefix(&prefix)?;
             let mut out = Vec::new();
@@ -162,7 +172,11 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
                         .map(|c| take(c.as_ref(), &idx, None))
                         .collect::<std::result::Result<Vec<_>, _>>()?;
                     let options = RecordBatchOptions::new().with_row_count(Some(idx.len()));
-                    out.push(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?);
+                    out.push(RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        columns,
+                        &options,
+                    )?);
                 } else {
                     out.push(batch);
                 }

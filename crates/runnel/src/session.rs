@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use datafusion::execution::context::SessionContext;
 use runnel_common::RunnelError;
 use runnel_pgwire::{
-    PgEngine, PgError, PgSession, ParamValue, QueryResponse, StartupInfo, StatementDescription,
+    ParamValue, PgEngine, PgError, PgSession, QueryResponse, StartupInfo, StatementDescription,
     TransactionStatus,
 };
 use runnel_sql::statement::TransactionCommand;

@@ -49,7 +49,12 @@ pub struct LockedWriter<'a> {
 
 impl LockedWriter<'_> {
     /// Appends `changes` to the log and applies `extra` (table rows) in one atomic write.
-    pub fn commit(&mut self, store: &Store, changes: &[ChangeBatch], mut batch: WriteBatch) -> Result<()> {
+    pub fn commit(
+        &mut self,
+        store: &Store,
+        changes: &[ChangeBatch],
+        mut batch: WriteBatch,
+    ) -> Result<()> {
         let mut seq = *self.next_seq;
         for change in changes {
             if change.is_empty() {

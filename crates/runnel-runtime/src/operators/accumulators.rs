@@ -361,7 +361,8 @@ impl GroupAccumulator for AvgAcc {
                 for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
                     if values.is_valid(i) && mask_allows(mask, i) {
                         let g = g as usize;
-                        self.decimal_sums[g] = self.decimal_sums[g].add_weighted(values.value(i), w);
+                        self.decimal_sums[g] =
+                            self.decimal_sums[g].add_weighted(values.value(i), w);
                         self.counts[g] += w;
                     }
                 }
@@ -582,7 +583,8 @@ impl GroupAccumulator for MultisetAcc {
         weights: &[i64],
         mask: Option<&BooleanArray>,
     ) -> Result<()> {
-        let values = values.ok_or_else(|| RunnelError::internal("aggregate without an argument"))?;
+        let values =
+            values.ok_or_else(|| RunnelError::internal("aggregate without an argument"))?;
         let values = if self.output == MultisetOutput::CountDistinct {
             values.clone()
         } else {
@@ -613,11 +615,11 @@ impl GroupAccumulator for MultisetAcc {
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
         match self.output {
-            MultisetOutput::CountDistinct => Ok(Arc::new(Int64Array::from_iter_values(
-                groups
-                    .iter()
-                    .map(|&g| self.sets[g as usize].values().filter(|&&c| c > 0).count() as i64),
-            ))),
+            MultisetOutput::CountDistinct => {
+                Ok(Arc::new(Int64Array::from_iter_values(groups.iter().map(
+                    |&g| self.sets[g as usize].values().filter(|&&c| c > 0).count() as i64,
+                ))))
+            }
             MultisetOutput::Min => evaluate_encoded(
                 groups.iter().map(|&g| {
                     self.sets[g as usize]

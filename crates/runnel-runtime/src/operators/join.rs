@@ -11,7 +11,6 @@
 
 use std::any::Any;
 
-
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -162,9 +161,10 @@ impl JoinOp {
                     let (row, rest) = bytes.split_at(len);
                     let (count, rest) = rest.split_at(8);
                     bytes = rest;
-                    let count = i64::from_le_bytes(count.try_into().map_err(|_| {
-                        RunnelError::internal("join state count is not 8 bytes")
-                    })?);
+                    let count =
+                        i64::from_le_bytes(count.try_into().map_err(|_| {
+                            RunnelError::internal("join state count is not 8 bytes")
+                        })?);
                     self.sides[side].add(s, row, count);
                 }
             }
@@ -177,7 +177,13 @@ impl JoinOp {
 
     /// Builds output rows. `side` is the batch's side; the other side's columns come from
     /// encoded state rows, or NULLs where a state row is absent (left-join padding).
-    fn build(&self, side: usize, batch: &RecordBatch, pairs: &Pairs, padded_state: bool) -> Result<Option<RecordBatch>> {
+    fn build(
+        &self,
+        side: usize,
+        batch: &RecordBatch,
+        pairs: &Pairs,
+        padded_state: bool,
+    ) -> Result<Option<RecordBatch>> {
         let n = pairs.weights.len();
         if n == 0 {
             return Ok(None);
@@ -196,7 +202,10 @@ impl JoinOp {
                 .map(|t| new_null_array(t, n))
                 .collect()
         } else {
-            decode_rows(pairs.state_rows.iter().copied(), &self.sides[other].row_types)?
+            decode_rows(
+                pairs.state_rows.iter().copied(),
+                &self.sides[other].row_types,
+            )?
         };
         let columns = if side == 0 {
             batch_cols.into_iter().chain(other_cols).collect()
@@ -262,7 +271,12 @@ fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
 }
 
 impl Operator for JoinOp {
-    fn process(&mut self, port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -405,4 +419,3 @@ impl Operator for JoinOp {
         self
     }
 }
-

@@ -28,7 +28,11 @@ pub struct MaterializeOp {
 
 impl MaterializeOp {
     pub fn new(store: Arc<Store>, prefix: Vec<u8>, schema: SchemaRef) -> Self {
-        let types = schema.fields().iter().map(|f| f.data_type().clone()).collect();
+        let types = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         MaterializeOp {
             store,
             prefix,
@@ -73,7 +77,12 @@ pub fn decode_count(value: &[u8]) -> Result<i64> {
 }
 
 impl Operator for MaterializeOp {
-    fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }

@@ -21,7 +21,12 @@ impl ProjectOp {
 }
 
 impl Operator for ProjectOp {
-    fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }

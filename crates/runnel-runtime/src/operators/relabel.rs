@@ -18,7 +18,12 @@ impl RelabelOp {
 }
 
 impl Operator for RelabelOp {
-    fn process(&mut self, _port: usize, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
         if !batch.is_empty() {
             out.push(batch.with_schema(self.schema.clone())?);
         }

@@ -68,7 +68,10 @@ pub fn handle(
     if !options.null.is_empty() {
         let pattern = format!("^{}$", regex::escape(&options.null));
         let re = regex::Regex::new(&pattern).map_err(|e| {
-            RunnelError::plan(SqlState::INVALID_PARAMETER_VALUE, format!("bad NULL string: {e}"))
+            RunnelError::plan(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("bad NULL string: {e}"),
+            )
         })?;
         builder = builder.with_null_regex(re);
     }
@@ -149,7 +152,9 @@ impl CopySink {
                 .collect::<Vec<_>>(),
         ));
         let options = RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 }
 
@@ -189,6 +194,9 @@ impl CopyInSink for CopySink {
     }
 
     async fn abort(self: Box<Self>, message: String) {
-        tracing::info!("COPY into {} aborted by the client: {message}", self.entry.name);
+        tracing::info!(
+            "COPY into {} aborted by the client: {message}",
+            self.entry.name
+        );
     }
 }

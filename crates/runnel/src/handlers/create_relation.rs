@@ -60,7 +60,9 @@ pub async fn handle(
 pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
     let Some(Statement::CreateRelation { kind, create }) = parsed.first().map(|p| &p.kind) else {
-        return Err(RunnelError::internal("stored definition is not CREATE STREAM/TABLE"));
+        return Err(RunnelError::internal(
+            "stored definition is not CREATE STREAM/TABLE",
+        ));
     };
     let def = relation_def(*kind, create)?;
     let entry = CatalogEntry {

@@ -10,11 +10,13 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
-use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_pgwire::QueryResponse;
+use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_sql::ddl::sql_options;
 use runnel_sql::statement::ident_name;
-use runnel_sql::{lower_view, Catalog, CatalogEntry, ObjectKind, RelationResolver, Statement, StoredEntry};
+use runnel_sql::{
+    lower_view, Catalog, CatalogEntry, ObjectKind, RelationResolver, Statement, StoredEntry,
+};
 
 use super::{text_rows, text_schema};
 use crate::engine::Shared;
@@ -179,7 +181,9 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
     let Some(Statement::CreateMaterializedView { view, .. }) = parsed.first().map(|p| &p.kind)
     else {
-        return Err(RunnelError::internal("stored definition is not CREATE MATERIALIZED VIEW"));
+        return Err(RunnelError::internal(
+            "stored definition is not CREATE MATERIALIZED VIEW",
+        ));
     };
     let ctx = shared.session_context();
     let catalog = shared.catalog();

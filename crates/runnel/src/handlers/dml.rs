@@ -35,7 +35,12 @@ fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntr
 
 /// Runs a plan to completion.
 async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-    Ok(session.ctx.execute_logical_plan(plan).await?.collect().await?)
+    Ok(session
+        .ctx
+        .execute_logical_plan(plan)
+        .await?
+        .collect()
+        .await?)
 }
 
 /// Casts the columns of `batches` (by position) to `schema` and checks NOT NULL columns.
@@ -45,7 +50,11 @@ pub fn conform(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Re
 }
 
 /// Like [`conform`], keeping the batches apart.
-pub fn conform_each(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) -> Result<Vec<RecordBatch>> {
+pub fn conform_each(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    offset: usize,
+) -> Result<Vec<RecordBatch>> {
     let mut out: Vec<RecordBatch> = Vec::with_capacity(batches.len());
     for batch in batches {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
@@ -68,7 +77,11 @@ pub fn conform_each(schema: &SchemaRef, batches: &[RecordBatch], offset: usize) 
             columns.push(column);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        out.push(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?);
+        out.push(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &options,
+        )?);
     }
     Ok(out)
 }
@@ -84,7 +97,11 @@ pub async fn insert(session: &mut RunnelSession, dml: &DmlStatement) -> Result<Q
 }
 
 /// Appends rows to a stream, or inserts them into a table (refusing duplicate keys).
-pub async fn insert_rows(shared: &Arc<Shared>, entry: &CatalogEntry, rows: Vec<RecordBatch>) -> Result<u64> {
+pub async fn insert_rows(
+    shared: &Arc<Shared>,
+    entry: &CatalogEntry,
+    rows: Vec<RecordBatch>,
+) -> Result<u64> {
     let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
     if n == 0 {
         return Ok(0);
@@ -117,7 +134,11 @@ fn write_table_changes(
 ) -> Result<()> {
     let prefix = keys::table_prefix(entry.id);
     let pk_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
-        entry.primary_key.iter().map(|&i| batch.column(i).clone()).collect()
+        entry
+            .primary_key
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect()
     };
     let mut old_keys = EncodedRows::new();
     encode_rows(&prefix, &pk_columns(old), &mut old_keys)?;
@@ -214,7 +235,9 @@ pub async fn update(session: &mut RunnelSession, dml: &DmlStatement) -> Result<Q
     };
     let width = entry.schema.fields().len();
     if projection.expr.len() != width {
-        return Err(RunnelError::internal("UPDATE projection does not cover every column"));
+        return Err(RunnelError::internal(
+            "UPDATE projection does not cover every column",
+        ));
     }
     let mut exprs: Vec<Expr> = projection
         .input

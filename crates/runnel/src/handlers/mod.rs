@@ -64,7 +64,9 @@ pub async fn describe(
     let fields = match &statement.kind {
         Statement::Query(query) => return query::describe(session, query, param_oids).await,
         Statement::Show(kind) => Some(show::schema(*kind)),
-        Statement::CreateMaterializedView { explain: true, .. } => Some(text_schema(&["QUERY PLAN"])),
+        Statement::CreateMaterializedView { explain: true, .. } => {
+            Some(text_schema(&["QUERY PLAN"]))
+        }
         _ => None,
     };
     Ok(StatementDescription {
@@ -86,9 +88,7 @@ pub fn text_schema(names: &[&str]) -> SchemaRef {
 /// A result of text rows.
 pub fn text_rows(schema: SchemaRef, rows: Vec<Vec<Option<String>>>) -> Result<QueryResponse> {
     let columns: Vec<ArrayRef> = (0..schema.fields().len())
-        .map(|c| {
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r[c].clone()))) as ArrayRef
-        })
+        .map(|c| Arc::new(StringArray::from_iter(rows.iter().map(|r| r[c].clone()))) as ArrayRef)
         .collect();
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(QueryResponse::Rows {

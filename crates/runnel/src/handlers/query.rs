@@ -46,7 +46,10 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
             .parse()
             .map_err(|_| RunnelError::not_implemented(format!("parameter {name}")))?;
         if idx == 0 {
-            return Err(RunnelError::plan(SqlState::SYNTAX_ERROR, "there is no parameter $0"));
+            return Err(RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                "there is no parameter $0",
+            ));
         }
         if out.len() < idx {
             out.resize(idx, None);
@@ -76,7 +79,9 @@ pub async fn describe(
         .collect();
     let fields = match &plan {
         LogicalPlan::Dml(_) => None,
-        other => Some(crate::convert::nullable_arrow_schema(other.schema().as_arrow())),
+        other => Some(crate::convert::nullable_arrow_schema(
+            other.schema().as_arrow(),
+        )),
     };
     Ok(StatementDescription { param_oids, fields })
 }
@@ -95,17 +100,18 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                 .or_else(|| crate::convert::oid_type(p.type_oid))
                 .unwrap_or(DataType::Utf8);
             let text = ScalarValue::Utf8(p.text.clone());
-            text.cast_to(&target).map_err(|e| {
-                RunnelError::execution(
-                    SqlState::INVALID_TEXT_REPRESENTATION,
-                    format!(
-                        "invalid value for parameter ${}: {:?} is not a valid {target} ({e})",
-                        i + 1,
-                        p.text.as_deref().unwrap_or("NULL")
-                    ),
-                )
-            })
-            .map(Into::into)
+            text.cast_to(&target)
+                .map_err(|e| {
+                    RunnelError::execution(
+                        SqlState::INVALID_TEXT_REPRESENTATION,
+                        format!(
+                            "invalid value for parameter ${}: {:?} is not a valid {target} ({e})",
+                            i + 1,
+                            p.text.as_deref().unwrap_or("NULL")
+                        ),
+                    )
+                })
+                .map(Into::into)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(ParamValues::List(values))
@@ -130,6 +136,11 @@ pub async fn handle(
         };
     }
     let schema = crate::convert::nullable_arrow_schema(plan.schema().as_arrow());
-    let batches = session.ctx.execute_logical_plan(plan).await?.collect().await?;
+    let batches = session
+        .ctx
+        .execute_logical_plan(plan)
+        .await?
+        .collect()
+        .await?;
     Ok(QueryResponse::Rows { schema, batches })
 }

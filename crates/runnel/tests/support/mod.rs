@@ -92,6 +92,42 @@ impl TestServer {
         self.kill();
         TestServer::start_on(self.data_dir.clone())
     }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then waits (up to two minutes) for the process to exit; returns its exit
+    /// status. Kills it and panics if it does not exit in time.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed: {status}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not exit within two minutes of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (clean shutdown, which must succeed) and a new process on the same data
+    /// directory.
+    pub fn restart_gracefully(mut self) -> TestServer {
+        let status = self.terminate();
+        assert!(status.success(), "the server exited with {status} after SIGTERM");
+        TestServer::start_on(self.data_dir.clone())
+    }
 }
 
 impl Drop for TestServer {
