@@ -61,12 +61,19 @@ impl TestServer {
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port")
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
     }
 
     /// A connection string for tokio-postgres / psql.
     pub fn conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user=runnel dbname=runnel", self.port())
+        format!(
+            "host=127.0.0.1 port={} user=runnel dbname=runnel",
+            self.port()
+        )
     }
 
     pub async fn connect(&self) -> Client {
@@ -125,7 +132,10 @@ impl TestServer {
     /// directory.
     pub fn restart_gracefully(mut self) -> TestServer {
         let status = self.terminate();
-        assert!(status.success(), "the server exited with {status} after SIGTERM");
+        assert!(
+            status.success(),
+            "the server exited with {status} after SIGTERM"
+        );
         TestServer::start_on(self.data_dir.clone())
     }
 }
@@ -137,11 +147,18 @@ impl Drop for TestServer {
 }
 
 /// Every row of a simple-protocol query as text cells (`None` for NULL).
-pub async fn query_text(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
+pub async fn query_text(
+    client: &Client,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, tokio_postgres::Error> {
     let mut rows = Vec::new();
     for message in client.simple_query(sql).await? {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-            rows.push((0..row.len()).map(|i| row.get(i).map(str::to_string)).collect());
+            rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            );
         }
     }
     Ok(rows)
