@@ -152,6 +152,13 @@ fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
 /// SQLSTATE a Postgres user would expect.
 fn classify_datafusion(err: DataFusionError) -> RunnelError {
     use datafusion::common::SchemaError;
+    let text = err.to_string();
+    if text.contains("declared as non-nullable but contains null") {
+        return RunnelError::execution(
+            SqlState::NOT_NULL_VIOLATION,
+            format!("null value violates not-null constraint ({})", text.trim()),
+        );
+    }
     match err {
         DataFusionError::SchemaError(schema_err, _) => {
             let message = schema_err.to_string();

@@ -46,6 +46,12 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
                 ColumnOption::NotNull => nullable = false,
                 ColumnOption::Null => nullable = true,
                 ColumnOption::PrimaryKey(_) => {
+                    if !primary_key.is_empty() {
+                        return Err(RunnelError::plan(
+                            SqlState::INVALID_TABLE_DEFINITION,
+                            format!("multiple primary keys for table \"{name}\" are not allowed"),
+                        ));
+                    }
                     nullable = false;
                     primary_key.push(i);
                 }
@@ -91,6 +97,12 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
                                 format!("column \"{col_name}\" named in key does not exist"),
                             )
                         })?;
+                    if primary_key.contains(&idx) {
+                        return Err(RunnelError::plan(
+                            SqlState::DUPLICATE_COLUMN,
+                            format!("column \"{col_name}\" appears twice in primary key constraint"),
+                        ));
+                    }
                     fields[idx] = fields[idx].clone().with_nullable(false);
                     primary_key.push(idx);
                 }

@@ -9,5 +9,5 @@ pub mod statement;
 
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
 pub use ddl::{relation_def, RelationDef};
-pub use lower::{lower_view, RelationResolver};
+pub use lower::{check_view_plan, lower_view, RelationResolver};
 pub use statement::{parse_statements, ObjectKind, ParsedStatement, ShowKind, Statement};

@@ -21,6 +21,28 @@ pub trait RelationResolver {
     fn resolve_relation(&self, name: &str) -> Result<(ObjectId, RelationKind)>;
 }
 
+/// Refuses, before optimisation folds them into constants, functions whose value depends on
+/// when they run (`now()`, `random()`, ...) anywhere in a view's plan.
+pub fn check_view_plan(plan: &LogicalPlan) -> Result<()> {
+    let mut result = Ok(());
+    plan.apply(|node| {
+        node.apply_expressions(|e| {
+            result = check_expr(e);
+            Ok(if result.is_err() {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        })?;
+        Ok(if result.is_err() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    result
+}
+
 /// Lowers `plan` into a stream plan whose last node materializes `view`.
 pub fn lower_view(
     plan: &LogicalPlan,

@@ -74,6 +74,7 @@ pub async fn plan_view(
             ));
         }
     }
+    runnel_sql::check_view_plan(&logical)?;
     let optimized = state.optimize(&logical)?;
     let plan = lower_view(&optimized, id, &CatalogResolver(catalog))?;
     let fields: Vec<Field> = logical
