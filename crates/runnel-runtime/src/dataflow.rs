@@ -43,6 +43,13 @@ struct ViewState {
     nodes: Vec<usize>,
     output: usize,
     failed: Option<String>,
+    /// The failure is not yet recorded in the store.
+    failure_unsaved: bool,
+}
+
+/// Where a view's failure is recorded (inside the view's operator range, so DROP removes it).
+fn failure_key(view: ObjectId) -> Vec<u8> {
+    keys::operator_prefix(view, u32::MAX)
 }
 
 pub struct Dataflow {
@@ -148,12 +155,18 @@ impl Dataflow {
             self.nodes.push(Some(NodeSlot { op, view, outputs }));
         }
         let output = base + plan.nodes.len() - 1;
+        // A view that failed before a restart stays failed: its state stopped at the failure.
+        let failed = match self.store.get(&failure_key(view))? {
+            Some(message) if !backfill => Some(String::from_utf8_lossy(&message).into_owned()),
+            _ => None,
+        };
         self.views.insert(
             view,
             ViewState {
                 nodes: (base..base + plan.nodes.len()).collect(),
                 output,
-                failed: None,
+                failed,
+                failure_unsaved: false,
             },
         );
 
@@ -200,7 +213,11 @@ impl Dataflow {
                 }
             }
         }
-        if let Some(err) = self.views.get(&view).and_then(|v| v.failed.clone()) {
+        let backfill_error = match backfill {
+            true => self.views.get(&view).and_then(|v| v.failed.clone()),
+            false => None,
+        };
+        if let Some(err) = backfill_error {
             self.remove_view(view);
             return Err(RunnelError::execution(
                 runnel_common::SqlState::DATA_EXCEPTION,
@@ -370,6 +387,7 @@ impl Dataflow {
                     tracing::error!(view, "view maintenance failed: {err}");
                     if let Some(v) = self.views.get_mut(&view) {
                         v.failed = Some(err.to_string());
+                        v.failure_unsaved = true;
                     }
                 }
             }
@@ -380,6 +398,14 @@ impl Dataflow {
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         for slot in self.nodes.iter_mut().flatten() {
             slot.op.checkpoint(batch)?;
+        }
+        for (id, view) in &mut self.views {
+            if view.failure_unsaved {
+                if let Some(message) = &view.failed {
+                    batch.put(failure_key(*id), message.as_bytes());
+                }
+                view.failure_unsaved = false;
+            }
         }
         for (id, source) in &mut self.sources {
             if source.position_dirty {

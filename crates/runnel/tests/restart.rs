@@ -802,12 +802,10 @@ async fn catalog_changes_survive_kill() {
     );
 }
 
-/// BUG (ignored until fixed): a view that failed (here on a division by zero) is reported
-/// `failed: ...` by SHOW MATERIALIZED VIEWS; after a kill -9 and restart it comes back as
-/// `running`, without the row that failed it and without any error, and keeps updating. The
-/// row is then silently missing from the view. It must stay failed (or fail again).
+/// A view that failed (here on a division by zero) is reported `failed: ...` by SHOW
+/// MATERIALIZED VIEWS, and must stay failed after a kill -9 and restart rather than come back
+/// `running` without the row that failed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: a failed view comes back as running after a restart, silently missing the failing row"]
 async fn failed_view_stays_failed_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = blocking(|| TestServer::start(dir.path()));
