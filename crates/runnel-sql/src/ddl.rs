@@ -100,7 +100,9 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
                     if primary_key.contains(&idx) {
                         return Err(RunnelError::plan(
                             SqlState::DUPLICATE_COLUMN,
-                            format!("column \"{col_name}\" appears twice in primary key constraint"),
+                            format!(
+                                "column \"{col_name}\" appears twice in primary key constraint"
+                            ),
                         ));
                     }
                     fields[idx] = fields[idx].clone().with_nullable(false);
