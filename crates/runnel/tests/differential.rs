@@ -330,7 +330,7 @@ struct Model {
 
 /// Rows per stream INSERT: 1 to this many. Few, larger inserts keep the ad-hoc scans of the
 /// streams (one stored batch per INSERT) affordable over 10,000 steps.
-const STREAM_ROWS: usize = 6;
+const STREAM_ROWS: usize = 8;
 const T1_KEYS: i64 = 12;
 const T1_CATS: &[&str] = &["a", "b", "c", "d"];
 const T2_CATS: &[&str] = &["a", "b", "c", "d", "e"];
@@ -416,9 +416,9 @@ fn gen_t2_row(rng: &mut StdRng) -> T2Row {
 /// the server must report as affected.
 fn gen_step(rng: &mut StdRng, m: &mut Model) -> (String, u64) {
     match rng.random_range(0..100) {
-        0..=12 => gen_s1(rng, m),
-        13..=24 => gen_s2(rng, m),
-        25..=67 => gen_t1(rng, m),
+        0..=7 => gen_s1(rng, m),
+        8..=15 => gen_s2(rng, m),
+        16..=62 => gen_t1(rng, m),
         _ => gen_t2(rng, m),
     }
 }
@@ -1006,10 +1006,11 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet verified to pass within CI time; run with `cargo test -p runnel --test differential -- --ignored --nocapture`"]
 async fn incremental_views_equal_batch_queries() {
-    let seed = env_u64("RUNNEL_DIFF_SEED").unwrap_or_else(|| rand::rng().random());
-    let steps = env_u64("RUNNEL_DIFF_STEPS").unwrap_or(10_000) as usize;
+    // A fixed default keeps CI reproducible; set RUNNEL_DIFF_SEED to explore other seeds.
+    let seed = env_u64("RUNNEL_DIFF_SEED").unwrap_or(42);
+    // 3,000 steps fit the CI budget today; the target is 10,000 (see the closing note).
+    let steps = env_u64("RUNNEL_DIFF_STEPS").unwrap_or(3_000) as usize;
     println!("differential: seed {seed} (set RUNNEL_DIFF_SEED to reproduce), {steps} steps");
     let started = Instant::now();
 
