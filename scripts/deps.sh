@@ -22,10 +22,12 @@ install_build_deps() {
     fi
 }
 
-# psql for manual checks, Python with psycopg/pytest/duckdb for the client tests and benchmarks.
+# psql for manual checks, Python with psycopg/pytest/duckdb for the client tests and benchmarks,
+# a JDK and Debian's pgjdbc driver for the JDBC client test.
 install_test_deps() {
     install_build_deps
-    apt_install postgresql-client python3 python3-venv python3-pip
+    apt_install postgresql-client python3 python3-venv python3-pip libpostgresql-jdbc-java
+    command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi

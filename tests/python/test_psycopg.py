@@ -6,30 +6,21 @@ is reused. The tests create streams, tables and views, write through parameters,
 and COPY, FLUSH, and check contents and Python result types. Every expected value is computed
 here from the inputs.
 
-Environment: RUNNEL_BIN (default: target/debug/runnel under the repository root).
+The `server` fixture (conftest.py) starts the server; RUNNEL_BIN names the binary.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
-import re
-import shutil
-import subprocess
-import tempfile
-import threading
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import psycopg
 import psycopg.errors
 import pytest
 from psycopg.postgres import types as pg_types
 
-REPO = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT = 120
 
 _names = itertools.count()
 
@@ -41,47 +32,6 @@ def unique(prefix: str) -> str:
 
 def oid(name: str) -> int:
     return pg_types.get(name).oid
-
-
-@pytest.fixture(scope="module")
-def server():
-    binary = os.environ.get("RUNNEL_BIN") or str(REPO / "target" / "debug" / "runnel")
-    if not os.path.isabs(binary):
-        binary = str(REPO / binary)
-    assert os.path.exists(binary), f"runnel binary not found at {binary} (build it or set RUNNEL_BIN)"
-    data_dir = tempfile.mkdtemp(prefix="runnel-psycopg-")
-    proc = subprocess.Popen(
-        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(data_dir, "data")],
-        stdout=subprocess.PIPE,
-        stderr=None,
-        text=True,
-        env={**os.environ, "RUNNEL_LOG": os.environ.get("RUNNEL_LOG", "warn")},
-    )
-    found: dict[str, str] = {}
-    ready = threading.Event()
-
-    def read_stdout():
-        # Parse the address, then keep draining so the server never blocks on a full pipe.
-        for line in proc.stdout:
-            m = re.match(r"runnel listening on (\S+):(\d+)", line)
-            if m and not ready.is_set():
-                found["host"], found["port"] = m.group(1), m.group(2)
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=read_stdout, daemon=True).start()
-    try:
-        assert ready.wait(STARTUP_TIMEOUT), "runnel did not print its address in time"
-        assert "port" in found, f"runnel exited before listening (exit code {proc.poll()})"
-        yield found["host"], int(found["port"])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -395,7 +345,6 @@ def test_copy_rows_then_view(conn):
             assert r[5] is None or type(r[5]) is Decimal
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: COPY does not parse Postgres booleans t/f")
 def test_copy_rows_with_booleans(conn):
     """psycopg writes booleans in COPY text format as t/f, as Postgres does."""
     s = unique("copied_bool")
@@ -409,7 +358,6 @@ def test_copy_rows_with_booleans(conn):
         assert cur.fetchall() == rows
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: COPY text format does not decode backslash escapes")
 def test_copy_text_escapes(conn):
     """COPY text format escapes: backslash, tab, newline and carriage return inside values."""
     s = unique("copied_text")
@@ -423,7 +371,6 @@ def test_copy_text_escapes(conn):
         assert cur.fetchall() == rows
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: COPY CSV reads a quoted empty field as NULL")
 def test_copy_csv_distinguishes_empty_string_from_null(conn):
     """In CSV, an unquoted empty field is NULL and a quoted one ("") is the empty string."""
     s = unique("copied_csv")

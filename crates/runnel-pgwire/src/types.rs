@@ -146,6 +146,36 @@ pub fn pg_type(data_type: &DataType) -> PgType {
     }
 }
 
+/// The SQL name Postgres uses in messages for the type with this OID (`type_oid` for others).
+pub fn type_name(type_oid: u32) -> String {
+    let name = match type_oid {
+        oid::BOOL => "boolean",
+        oid::BYTEA => "bytea",
+        oid::CHAR => "\"char\"",
+        oid::NAME => "name",
+        oid::INT8 => "bigint",
+        oid::INT2 => "smallint",
+        oid::INT4 => "integer",
+        oid::TEXT => "text",
+        oid::OID => "oid",
+        oid::JSON => "json",
+        oid::FLOAT4 => "real",
+        oid::FLOAT8 => "double precision",
+        oid::BPCHAR => "character",
+        oid::VARCHAR => "character varying",
+        oid::DATE => "date",
+        oid::TIME => "time without time zone",
+        oid::TIMESTAMP => "timestamp without time zone",
+        oid::TIMESTAMPTZ => "timestamp with time zone",
+        oid::INTERVAL => "interval",
+        oid::NUMERIC => "numeric",
+        oid::UUID => "uuid",
+        oid::JSONB => "jsonb",
+        other => return format!("type {other}"),
+    };
+    name.to_string()
+}
+
 /// The Arrow type an engine would naturally use for a parameter of type `oid`, for the types
 /// whose choice is unambiguous (`numeric`, whose precision is unknown, and unknown OIDs give
 /// `None`).

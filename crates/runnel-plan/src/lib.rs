@@ -41,6 +41,56 @@ impl StreamPlan {
             .expect("a stream plan has at least one node")
     }
 
+    /// Output columns of `node` whose values identify at most one row in its output (which
+    /// is then a set, each row with weight 1), when the plan's structure guarantees it: the
+    /// group columns of an aggregate (none for a global aggregate: at most one row), kept
+    /// through filters and through projections that pass every key column on unchanged.
+    pub fn unique_key(&self, node: usize) -> Option<Vec<usize>> {
+        let n = &self.nodes[node];
+        match &n.kind {
+            NodeKind::Aggregate { group_exprs, .. } => Some((0..group_exprs.len()).collect()),
+            NodeKind::Filter { .. } | NodeKind::Materialize { .. } => self.unique_key(n.inputs[0]),
+            NodeKind::Project { exprs } => {
+                let input_key = self.unique_key(n.inputs[0])?;
+                let input_schema = &n.input_schemas[0];
+                let passes_through = |expr: &Expr, column: usize| {
+                    let mut expr = expr;
+                    while let Expr::Alias(alias) = expr {
+                        expr = &alias.expr;
+                    }
+                    match expr {
+                        Expr::Column(c) => input_schema.index_of_column(c).ok() == Some(column),
+                        _ => false,
+                    }
+                };
+                input_key
+                    .iter()
+                    .map(|&column| exprs.iter().position(|e| passes_through(e, column)))
+                    .collect()
+            }
+            NodeKind::Source { .. } | NodeKind::Join { .. } | NodeKind::Union => None,
+        }
+    }
+
+    /// The storage key of the view this plan materializes.
+    pub fn view_key(&self) -> Option<&[usize]> {
+        match &self.output().kind {
+            NodeKind::Materialize { key, .. } => key.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Sets the storage key of the view (a restored view keeps the layout it was stored in).
+    pub fn set_view_key(&mut self, view_key: Option<Vec<usize>>) {
+        if let Some(PlanNode {
+            kind: NodeKind::Materialize { key, .. },
+            ..
+        }) = self.nodes.last_mut()
+        {
+            *key = view_key;
+        }
+    }
+
     /// The relations this plan reads, without duplicates.
     pub fn dependencies(&self) -> Vec<ObjectId> {
         let mut deps = Vec::new();
@@ -98,8 +148,13 @@ pub enum NodeKind {
     },
     /// UNION ALL of inputs with identical column types.
     Union,
-    /// The view's output: writes its contents to state.
-    Materialize { view: ObjectId },
+    /// The view's output: writes its contents to state. With a `key` (output columns that
+    /// identify a row, see [`StreamPlan::unique_key`]) the view is stored one row per key;
+    /// without, as a multiset of whole rows with their counts.
+    Materialize {
+        view: ObjectId,
+        key: Option<Vec<usize>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +243,14 @@ impl fmt::Display for StreamPlan {
                     format!("{join_type:?}Join: on=[{}]{filter}", on.join(", "))
                 }
                 NodeKind::Union => "Union".to_string(),
-                NodeKind::Materialize { .. } => "Materialize".to_string(),
+                NodeKind::Materialize { key: None, .. } => "Materialize".to_string(),
+                NodeKind::Materialize { key: Some(key), .. } => {
+                    let names: Vec<&str> = key
+                        .iter()
+                        .map(|&i| node.schema.field(i).name().as_str())
+                        .collect();
+                    format!("Materialize: key=[{}]", names.join(", "))
+                }
             };
             let append = if node.append_only {
                 " [append-only]"

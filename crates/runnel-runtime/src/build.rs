@@ -139,7 +139,7 @@ pub fn build_operator(
                 output_schema,
             )?)
         }
-        NodeKind::Materialize { .. } => {
+        NodeKind::Materialize { key, .. } => {
             for field in output_schema.fields() {
                 check_supported(field.data_type())?;
             }
@@ -147,6 +147,7 @@ pub fn build_operator(
                 store.clone(),
                 keys::view_prefix(view),
                 output_schema,
+                key.as_deref(),
             ))
         }
     })

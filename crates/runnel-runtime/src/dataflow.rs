@@ -204,8 +204,21 @@ impl Dataflow {
                 }
                 RelationKind::Stream | RelationKind::Table => {
                     if backfill {
-                        let end = self.sources[relation].position;
+                        // A source nobody read yet was never advanced: its log end is where
+                        // the live part starts. Otherwise the position is current (the
+                        // worker drains before adding a view) and later entries arrive live.
+                        let unread = self.sources[relation].subscribers.is_empty();
+                        let end = match unread {
+                            true => self.log_end(*relation)?,
+                            false => self.sources[relation].position,
+                        };
                         self.replay(*relation, 0, end, target)?;
+                        if let Some(source) = self.sources.get_mut(relation) {
+                            if unread && source.position != end {
+                                source.position = end;
+                                source.position_dirty = true;
+                            }
+                        }
                     }
                     if let Some(source) = self.sources.get_mut(relation) {
                         source.subscribers.push(target);
@@ -284,6 +297,20 @@ impl Dataflow {
             }
         }
         Ok(any)
+    }
+
+    /// One past the last sequence number in `source`'s log (0 when empty).
+    fn log_end(&self, source: ObjectId) -> Result<u64> {
+        let prefix = keys::log_prefix(source);
+        let last = self
+            .store
+            .last_key_in_range(&prefix, &keys::prefix_end(&prefix))?;
+        match last {
+            None => Ok(0),
+            Some(key) => keys::log_entry_seq(&key)
+                .map(|seq| seq + 1)
+                .ok_or_else(|| RunnelError::internal("bad log key")),
+        }
     }
 
     /// Log entries `[from, to)` of `source`, at most `limit` of them.

@@ -1,12 +1,13 @@
 //! Runnel's incremental runtime: the operator contract, one operator per file, the dataflow
 //! graph that connects every view's operators to the source logs, and the worker thread that
-//! drives it and commits checkpoints.
+//! drives it and commits checkpoints, and the layout of view rows in the store.
 
 pub mod build;
 pub mod dataflow;
 pub mod expr;
 pub mod operator;
 pub mod operators;
+pub mod view_rows;
 pub mod worker;
 
 pub use operator::Operator;

@@ -26,6 +26,9 @@ pub struct CatalogEntry {
     pub primary_key: Vec<usize>,
     /// Objects this one reads (views).
     pub dependencies: Vec<ObjectId>,
+    /// Views: the columns the view's rows are stored by, one row per key (`None`: stored as
+    /// a multiset of rows with counts). Fixed when the view is created.
+    pub view_key: Option<Vec<usize>>,
 }
 
 impl CatalogEntry {
@@ -45,6 +48,9 @@ pub struct StoredEntry {
     pub name: String,
     pub kind: StoredKind,
     pub sql: String,
+    /// See [`CatalogEntry::view_key`]; absent in entries written before views had keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_key: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -81,6 +87,7 @@ impl CatalogEntry {
             name: self.name.clone(),
             kind: self.kind.into(),
             sql: self.sql.clone(),
+            view_key: self.view_key.clone(),
         }
     }
 }

@@ -57,15 +57,17 @@ pub fn lower_view(
     let schema = plan.schema().clone();
     let append_only = lowering.nodes[output].append_only;
     lowering.push(
-        NodeKind::Materialize { view },
+        NodeKind::Materialize { view, key: None },
         vec![output],
         vec![schema.clone()],
         schema,
         append_only,
     );
-    Ok(StreamPlan {
+    let mut plan = StreamPlan {
         nodes: lowering.nodes,
-    })
+    };
+    plan.set_view_key(plan.unique_key(output));
+    Ok(plan)
 }
 
 struct Lowering<'a> {

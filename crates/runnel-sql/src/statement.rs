@@ -90,6 +90,11 @@ pub struct CopyOptions {
     pub delimiter: u8,
     /// The string that stands for NULL.
     pub null: String,
+    /// CSV: the quote character.
+    pub quote: u8,
+    /// CSV: the character that makes a quote inside a quoted field literal (the quote itself
+    /// unless set).
+    pub escape: u8,
 }
 
 impl Default for CopyOptions {
@@ -99,6 +104,8 @@ impl Default for CopyOptions {
             header: false,
             delimiter: b'\t',
             null: "\\N".to_string(),
+            quote: b'"',
+            escape: b'"',
         }
     }
 }
@@ -325,39 +332,78 @@ fn copy_statement(
     let mut opts = CopyOptions::default();
     let mut null_set = false;
     let mut delimiter_set = false;
+    let mut escape_set = false;
+    let single_byte = |what: &str, c: char| -> Result<u8> {
+        u8::try_from(c).ok().filter(u8::is_ascii).ok_or_else(|| {
+            RunnelError::plan(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("COPY {what} must be a single one-byte character"),
+            )
+        })
+    };
     for option in options {
         match option {
-            ast::CopyOption::Format(f) => opts.csv = f.value.eq_ignore_ascii_case("csv"),
+            ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
+                "csv" => opts.csv = true,
+                "text" => opts.csv = false,
+                "binary" => return Err(RunnelError::not_implemented("COPY FORMAT binary")),
+                other => {
+                    return Err(RunnelError::plan(
+                        SqlState::INVALID_PARAMETER_VALUE,
+                        format!("COPY format \"{other}\" not recognized"),
+                    ))
+                }
+            },
             ast::CopyOption::Header(h) => opts.header = h,
             ast::CopyOption::Delimiter(d) => {
-                opts.delimiter = d as u8;
+                opts.delimiter = single_byte("delimiter", d)?;
                 delimiter_set = true;
             }
             ast::CopyOption::Null(n) => {
                 opts.null = n;
                 null_set = true;
             }
-            ast::CopyOption::Quote(_) | ast::CopyOption::Escape(_) => {}
+            ast::CopyOption::Quote(q) => opts.quote = single_byte("quote", q)?,
+            ast::CopyOption::Escape(e) => {
+                opts.escape = single_byte("escape", e)?;
+                escape_set = true;
+            }
             other => return Err(RunnelError::not_implemented(format!("COPY option {other}"))),
         }
     }
     for option in legacy_options {
-        let text = option.to_string().to_ascii_uppercase();
-        if text.starts_with("CSV") {
-            opts.csv = true;
-            if text.contains("HEADER") {
-                opts.header = true;
+        match option {
+            ast::CopyLegacyOption::Csv(csv_options) => {
+                opts.csv = true;
+                for csv_option in csv_options {
+                    match csv_option {
+                        ast::CopyLegacyCsvOption::Header => opts.header = true,
+                        ast::CopyLegacyCsvOption::Quote(q) => opts.quote = single_byte("quote", q)?,
+                        ast::CopyLegacyCsvOption::Escape(e) => {
+                            opts.escape = single_byte("escape", e)?;
+                            escape_set = true;
+                        }
+                        other => {
+                            return Err(RunnelError::not_implemented(format!(
+                                "COPY option {other}"
+                            )))
+                        }
+                    }
+                }
             }
-        } else if text == "HEADER" {
-            opts.header = true;
-        } else if let ast::CopyLegacyOption::Delimiter(d) = option {
-            opts.delimiter = d as u8;
-            delimiter_set = true;
-        } else if let ast::CopyLegacyOption::Null(n) = option {
-            opts.null = n;
-            null_set = true;
-        } else {
-            return Err(RunnelError::not_implemented(format!("COPY option {text}")));
+            ast::CopyLegacyOption::Header => opts.header = true,
+            ast::CopyLegacyOption::Delimiter(d) => {
+                opts.delimiter = single_byte("delimiter", d)?;
+                delimiter_set = true;
+            }
+            ast::CopyLegacyOption::Null(n) => {
+                opts.null = n;
+                null_set = true;
+            }
+            ast::CopyLegacyOption::Binary => {
+                return Err(RunnelError::not_implemented("COPY FORMAT binary"))
+            }
+            other => return Err(RunnelError::not_implemented(format!("COPY option {other}"))),
         }
     }
     if opts.csv {
@@ -366,6 +412,9 @@ fn copy_statement(
         }
         if !null_set {
             opts.null = String::new();
+        }
+        if !escape_set {
+            opts.escape = opts.quote;
         }
     }
     Ok(Statement::Copy {

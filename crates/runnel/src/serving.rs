@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -16,6 +15,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use runnel_common::change::WEIGHT_COLUMN;
 use runnel_common::{Result, RunnelError};
+use runnel_runtime::view_rows::{read_view, ViewLayout};
 use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
 use runnel_state::{ipc, keys, Store};
@@ -107,7 +107,8 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
                 out.push(ipc::decode_batch(value)?);
                 Ok(true)
             })?;
-            out.into_iter()
+            let entries = out
+                .into_iter()
                 .map(|stored| {
                     let n = stored.num_columns();
                     if n == 0 || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {
@@ -120,7 +121,8 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
                         &options,
                     )?)
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            coalesce(&schema, entries)
         }
         ObjectKind::Table => {
             let types: Vec<DataType> = schema
@@ -142,46 +144,40 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
                 .collect()
         }
         ObjectKind::MaterializedView => {
-            let types: Vec<DataType> = schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect();
-            let prefix = keys::view_prefix(entry.id);
-            let rows = store.scan_prefix(&prefix)?;
-            let mut out = Vec::new();
-            for chunk in rows.chunks(SCAN_BATCH_ROWS) {
-                let columns = decode_rows(chunk.iter().map(|(k, _)| &k[prefix.len()..]), &types)?;
-                let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-                let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
-                // Rows present n times are stored once with count n.
-                let mut repeat: Vec<u32> = Vec::with_capacity(chunk.len());
-                let mut duplicated = false;
-                for (i, (_, v)) in chunk.iter().enumerate() {
-                    let count = runnel_runtime::operators::materialize::decode_count(v)?;
-                    duplicated |= count != 1;
-                    for _ in 0..count.max(0) {
-                        repeat.push(i as u32);
-                    }
-                }
-                if duplicated {
-                    let idx = UInt32Array::from(repeat);
-                    let columns = batch
-                        .columns()
-                        .iter()
-                        .map(|c| take(c.as_ref(), &idx, None))
-                        .collect::<std::result::Result<Vec<_>, _>>()?;
-                    let options = RecordBatchOptions::new().with_row_count(Some(idx.len()));
-                    out.push(RecordBatch::try_new_with_options(
-                        schema.clone(),
-                        columns,
-                        &options,
-                    )?);
-                } else {
-                    out.push(batch);
-                }
-            }
-            Ok(out)
+            let layout = ViewLayout::new(entry.view_key.as_deref(), schema.fields().len());
+            read_view(store, &keys::view_prefix(entry.id), &layout, &schema)
         }
     }
+}
+
+/// Merges runs of small batches (a stream log holds one entry per INSERT) into batches of about
+/// [`SCAN_BATCH_ROWS`] rows, so a query over many small writes is not run batch by batch. Log
+/// order is kept.
+fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    fn flush(
+        schema: &SchemaRef,
+        pending: &mut Vec<RecordBatch>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        match pending.len() {
+            0 => {}
+            1 => out.extend(pending.pop()),
+            _ => out.push(concat_batches(schema, pending.iter())?),
+        }
+        pending.clear();
+        Ok(())
+    }
+    let mut out = Vec::new();
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    for batch in batches {
+        if pending_rows + batch.num_rows() > SCAN_BATCH_ROWS {
+            flush(schema, &mut pending, &mut out)?;
+            pending_rows = 0;
+        }
+        pending_rows += batch.num_rows();
+        pending.push(batch);
+    }
+    flush(schema, &mut pending, &mut out)?;
+    Ok(out)
 }

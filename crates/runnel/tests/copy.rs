@@ -316,10 +316,9 @@ async fn acknowledged_copy_survives_kill() {
     drop(server);
 }
 
-/// BUG (ignored until fixed): in CSV, a quoted empty field `""` is an empty string, only an
-/// unquoted empty field is NULL (Postgres COPY semantics). Runnel stores NULL for both.
+/// In CSV, a quoted empty field `""` is an empty string, only an unquoted empty field is NULL
+/// (Postgres COPY semantics).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: COPY CSV reads a quoted empty field as NULL instead of ''"]
 async fn copy_csv_quoted_empty_string_is_not_null() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = blocking(|| TestServer::start(dir.path()));
@@ -341,10 +340,8 @@ async fn copy_csv_quoted_empty_string_is_not_null() {
     );
 }
 
-/// BUG (ignored until fixed): the text format decodes backslash escapes (`\t`, `\n`, `\\`);
-/// Runnel keeps them as two characters.
+/// The text format decodes backslash escapes (`\t`, `\n`, `\\`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: COPY text format does not decode backslash escapes"]
 async fn copy_text_decodes_backslash_escapes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = blocking(|| TestServer::start(dir.path()));

@@ -77,7 +77,10 @@ pub fn create_accumulator(
         AggregateFunction::Min | AggregateFunction::Max => {
             let is_min = call.function == AggregateFunction::Min;
             if append_only {
-                Box::new(ExtremeAcc::new(is_min, out))
+                match native_extreme(is_min, &out) {
+                    Some(native) => native,
+                    None => Box::new(ExtremeAcc::new(is_min, out)),
+                }
             } else {
                 let output = if is_min {
                     MultisetOutput::Min
@@ -412,9 +415,9 @@ impl GroupAccumulator for AvgAcc {
     fn save(&self, group: u32, out: &mut Vec<u8>) {
         let g = group as usize;
         if self.decimal.is_some() {
-            self.decimal_sums[g].write_le(out);
+            SumNative::write_le(self.decimal_sums[g], out);
         } else {
-            self.float_sums[g].write_le(out);
+            SumNative::write_le(self.float_sums[g], out);
         }
         out.extend_from_slice(&self.counts[g].to_le_bytes());
     }
@@ -422,9 +425,9 @@ impl GroupAccumulator for AvgAcc {
     fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
         let g = group as usize;
         if self.decimal.is_some() {
-            self.decimal_sums[g] = i128::read_le(bytes)?;
+            self.decimal_sums[g] = <i128 as SumNative>::read_le(bytes)?;
         } else {
-            self.float_sums[g] = f64::read_le(bytes)?;
+            self.float_sums[g] = <f64 as SumNative>::read_le(bytes)?;
         }
         self.counts[g] = read_i64(bytes)?;
         Ok(())
@@ -438,6 +441,197 @@ impl GroupAccumulator for AvgAcc {
         } else {
             self.float_sums[g] = 0.0;
         }
+    }
+}
+
+/// A primitive value kept natively by [`NativeExtremeAcc`], compared in SQL order.
+trait ExtremeNative: Copy + Send + 'static {
+    /// `self < other` in SQL order (for floats: `-0.0 = +0.0`, NaN greater than everything).
+    fn sql_lt(self, other: Self) -> bool;
+    /// The value stored for `self` (floats: `+0.0` for `-0.0`, as the row codec does).
+    fn canonical(self) -> Self;
+    fn write_le(self, out: &mut Vec<u8>);
+    fn read_le(bytes: &mut &[u8]) -> Result<Self>;
+}
+
+macro_rules! extreme_native_int {
+    ($($t:ty),*) => {$(
+        impl ExtremeNative for $t {
+            fn sql_lt(self, other: Self) -> bool {
+                self < other
+            }
+            fn canonical(self) -> Self {
+                self
+            }
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read_le(bytes: &mut &[u8]) -> Result<Self> {
+                let (head, rest) = bytes
+                    .split_first_chunk::<{ std::mem::size_of::<$t>() }>()
+                    .ok_or_else(|| RunnelError::internal("truncated aggregate state"))?;
+                *bytes = rest;
+                Ok(<$t>::from_le_bytes(*head))
+            }
+        }
+    )*};
+}
+extreme_native_int!(i8, i16, i32, i64, i128);
+
+impl ExtremeNative for f64 {
+    fn sql_lt(self, other: Self) -> bool {
+        match (self.is_nan(), other.is_nan()) {
+            (false, true) => true,
+            (_, false) if !self.is_nan() => self < other,
+            _ => false,
+        }
+    }
+    fn canonical(self) -> Self {
+        if self == 0.0 {
+            0.0
+        } else if self.is_nan() {
+            f64::NAN
+        } else {
+            self
+        }
+    }
+    fn write_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn read_le(bytes: &mut &[u8]) -> Result<Self> {
+        let (head, rest) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| RunnelError::internal("truncated aggregate state"))?;
+        *bytes = rest;
+        Ok(f64::from_le_bytes(*head))
+    }
+}
+
+/// The native min/max accumulator for append-only input of a primitive type, if there is one.
+fn native_extreme(is_min: bool, out: &DataType) -> Option<Box<dyn GroupAccumulator>> {
+    use datafusion::arrow::datatypes::{
+        Date32Type, Int16Type, Int32Type, Int8Type, TimeUnit, TimestampMicrosecondType,
+        TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    let out = out.clone();
+    Some(match &out {
+        DataType::Int8 => Box::new(NativeExtremeAcc::<Int8Type>::new(is_min, out)),
+        DataType::Int16 => Box::new(NativeExtremeAcc::<Int16Type>::new(is_min, out)),
+        DataType::Int32 => Box::new(NativeExtremeAcc::<Int32Type>::new(is_min, out)),
+        DataType::Int64 => Box::new(NativeExtremeAcc::<Int64Type>::new(is_min, out)),
+        DataType::Float64 => Box::new(NativeExtremeAcc::<Float64Type>::new(is_min, out)),
+        DataType::Date32 => Box::new(NativeExtremeAcc::<Date32Type>::new(is_min, out)),
+        DataType::Decimal128(_, _) => {
+            Box::new(NativeExtremeAcc::<Decimal128Type>::new(is_min, out))
+        }
+        DataType::Timestamp(unit, _) => match unit {
+            TimeUnit::Second => Box::new(NativeExtremeAcc::<TimestampSecondType>::new(is_min, out)),
+            TimeUnit::Millisecond => Box::new(NativeExtremeAcc::<TimestampMillisecondType>::new(
+                is_min, out,
+            )),
+            TimeUnit::Microsecond => Box::new(NativeExtremeAcc::<TimestampMicrosecondType>::new(
+                is_min, out,
+            )),
+            TimeUnit::Nanosecond => Box::new(NativeExtremeAcc::<TimestampNanosecondType>::new(
+                is_min, out,
+            )),
+        },
+        _ => return None,
+    })
+}
+
+/// min/max over append-only input of a primitive type: the current extreme per group, kept
+/// as a native value (one comparison per row, no allocation).
+struct NativeExtremeAcc<T: ArrowPrimitiveType>
+where
+    T::Native: ExtremeNative,
+{
+    is_min: bool,
+    output_type: DataType,
+    extremes: Vec<T::Native>,
+    present: Vec<bool>,
+}
+
+impl<T: ArrowPrimitiveType> NativeExtremeAcc<T>
+where
+    T::Native: ExtremeNative,
+{
+    fn new(is_min: bool, output_type: DataType) -> Self {
+        NativeExtremeAcc {
+            is_min,
+            output_type,
+            extremes: Vec::new(),
+            present: Vec::new(),
+        }
+    }
+}
+
+impl<T: ArrowPrimitiveType> GroupAccumulator for NativeExtremeAcc<T>
+where
+    T::Native: ExtremeNative,
+{
+    fn resize(&mut self, groups: usize) {
+        self.extremes.resize(groups, T::Native::default());
+        self.present.resize(groups, false);
+    }
+
+    fn update(
+        &mut self,
+        groups: &[u32],
+        values: Option<&ArrayRef>,
+        weights: &[i64],
+        mask: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let values = values.ok_or_else(|| RunnelError::internal("min/max without an argument"))?;
+        let values = cast(values, &self.output_type)?;
+        let values = values.as_primitive::<T>();
+        let raw = values.values();
+        for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
+            if w <= 0 || !values.is_valid(i) || !mask_allows(mask, i) {
+                continue;
+            }
+            let g = g as usize;
+            let v = raw[i];
+            let better = !self.present[g]
+                || if self.is_min {
+                    v.sql_lt(self.extremes[g])
+                } else {
+                    self.extremes[g].sql_lt(v)
+                };
+            if better {
+                self.extremes[g] = v.canonical();
+                self.present[g] = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
+        let array: PrimitiveArray<T> = groups
+            .iter()
+            .map(|&g| self.present[g as usize].then(|| self.extremes[g as usize]))
+            .collect();
+        Ok(Arc::new(array.with_data_type(self.output_type.clone())))
+    }
+
+    fn save(&self, group: u32, out: &mut Vec<u8>) {
+        let g = group as usize;
+        out.push(self.present[g] as u8);
+        self.extremes[g].write_le(out);
+    }
+
+    fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
+        let (&present, rest) = bytes
+            .split_first()
+            .ok_or_else(|| RunnelError::internal("truncated aggregate state"))?;
+        *bytes = rest;
+        self.present[group as usize] = present != 0;
+        self.extremes[group as usize] = T::Native::read_le(bytes)?;
+        Ok(())
+    }
+
+    fn reset(&mut self, group: u32) {
+        self.present[group as usize] = false;
     }
 }
 

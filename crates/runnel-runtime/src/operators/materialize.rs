@@ -1,79 +1,169 @@
-//! The view's output: keeps the view's contents in the store as a multiset (key: the encoded
-//! row, value: its multiplicity) and forwards every change to views that read this one.
+//! The view's output: keeps the view's contents in the store (layouts in
+//! [`crate::view_rows`]) and forwards every change to views that read this one.
 //!
-//! Changes accumulate as per-row deltas between checkpoints; a checkpoint reads the affected
-//! rows' counts with one multi-get and writes the new counts (deleting rows that reach zero).
+//! Changes accumulate in memory between checkpoints and are written by the next one:
+//! - keyed views keep, per key touched since the last checkpoint, the latest row (or a
+//!   delete), so a group updated many times is written once and nothing is read back;
+//! - counted views keep per-row count deltas; a checkpoint reads the affected rows' counts
+//!   with one multi-get and writes the new counts (deleting rows that reach zero).
 
 use std::any::Any;
 use std::sync::Arc;
 
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
-use runnel_common::{ChangeBatch, Result, RunnelError};
-use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_common::{ChangeBatch, Result};
+use runnel_state::codec::EncodedRows;
 use runnel_state::{Store, WriteBatch};
 
 use crate::operator::Operator;
+use crate::view_rows::{decode_count, decode_view_rows, encode_columns, ViewLayout};
 
 pub struct MaterializeOp {
     store: Arc<Store>,
     prefix: Vec<u8>,
     schema: SchemaRef,
-    types: Vec<DataType>,
-    deltas: HashMap<Box<[u8]>, i64>,
-    scratch: EncodedRows,
+    layout: ViewLayout,
+    pending: Pending,
+    key_scratch: EncodedRows,
+    value_scratch: EncodedRows,
+}
+
+/// Changes since the last checkpoint.
+enum Pending {
+    /// Per key: the latest row's encoded value columns as a range of `arena`, or `None` for a
+    /// delete. Values are appended to one buffer, so an update allocates nothing per row.
+    Keyed {
+        latest: HashMap<Box<[u8]>, Option<(usize, usize)>>,
+        arena: Vec<u8>,
+    },
+    /// Per encoded row: the change of its count.
+    Counted { deltas: HashMap<Box<[u8]>, i64> },
 }
 
 impl MaterializeOp {
-    pub fn new(store: Arc<Store>, prefix: Vec<u8>, schema: SchemaRef) -> Self {
-        let types = schema
-            .fields()
-            .iter()
-            .map(|f| f.data_type().clone())
-            .collect();
+    pub fn new(
+        store: Arc<Store>,
+        prefix: Vec<u8>,
+        schema: SchemaRef,
+        key: Option<&[usize]>,
+    ) -> Self {
+        let layout = ViewLayout::new(key, schema.fields().len());
+        let pending = match layout {
+            ViewLayout::Keyed { .. } => Pending::Keyed {
+                latest: HashMap::new(),
+                arena: Vec::new(),
+            },
+            ViewLayout::Counted => Pending::Counted {
+                deltas: HashMap::new(),
+            },
+        };
         MaterializeOp {
             store,
             prefix,
             schema,
-            types,
-            deltas: HashMap::new(),
-            scratch: EncodedRows::new(),
+            layout,
+            pending,
+            key_scratch: EncodedRows::new(),
+            value_scratch: EncodedRows::new(),
         }
     }
 
-    /// The view's current contents (committed state plus pending deltas) as one insert batch,
-    /// for backfilling a view that reads this one.
+    /// The view's current contents (committed state plus pending changes) as one insert
+    /// batch, for backfilling a view that reads this one.
     pub fn snapshot(&self) -> Result<ChangeBatch> {
         let prefix_len = self.prefix.len();
-        let mut counts: HashMap<Box<[u8]>, i64> = HashMap::new();
-        for (key, value) in self.store.scan_prefix(&self.prefix)? {
-            counts.insert(key[prefix_len..].into(), decode_count(&value)?);
-        }
-        for (row, delta) in &self.deltas {
-            *counts.entry(row.clone()).or_insert(0) += delta;
-        }
-        let mut rows: Vec<&[u8]> = Vec::with_capacity(counts.len());
-        let mut weights: Vec<i64> = Vec::with_capacity(counts.len());
-        for (row, &count) in &counts {
-            if count > 0 {
-                rows.push(row);
-                weights.push(count);
+        let stored = self.store.scan_prefix(&self.prefix)?;
+        let data = match &self.pending {
+            Pending::Keyed { latest, arena } => {
+                let mut rows: HashMap<&[u8], &[u8]> = stored
+                    .iter()
+                    .map(|(k, v)| (&k[prefix_len..], &v[..]))
+                    .collect();
+                for (key, value) in latest {
+                    match value {
+                        Some((start, end)) => rows.insert(key, &arena[*start..*end]),
+                        None => rows.remove(&key[..]),
+                    };
+                }
+                let rows: Vec<(&[u8], &[u8])> = rows.into_iter().collect();
+                decode_view_rows(&self.layout, &self.schema, rows.iter().copied())?
+            }
+            Pending::Counted { deltas } => {
+                let mut counts: HashMap<&[u8], i64> = HashMap::new();
+                for (key, value) in &stored {
+                    counts.insert(&key[prefix_len..], decode_count(value)?);
+                }
+                for (row, delta) in deltas {
+                    *counts.entry(row).or_insert(0) += delta;
+                }
+                let encoded: Vec<(&[u8], [u8; 8])> = counts
+                    .into_iter()
+                    .filter(|(_, count)| *count > 0)
+                    .map(|(row, count)| (row, count.to_le_bytes()))
+                    .collect();
+                decode_view_rows(
+                    &self.layout,
+                    &self.schema,
+                    encoded.iter().map(|(row, count)| (*row, &count[..])),
+                )?
+            }
+        };
+        Ok(ChangeBatch::inserts(data))
+    }
+
+    fn buffer_keyed(&mut self, batch: &RecordBatch, weights: &[i64]) -> Result<()> {
+        let (ViewLayout::Keyed { key, value }, Pending::Keyed { latest, arena }) =
+            (&self.layout, &mut self.pending)
+        else {
+            return Ok(());
+        };
+        let n = batch.num_rows();
+        encode_columns(batch.columns(), key, n, &mut self.key_scratch)?;
+        encode_columns(batch.columns(), value, n, &mut self.value_scratch)?;
+        // Rows are applied in order: an update arrives as the old row's delete, then the new
+        // row's insert, so the last change per key is the key's state.
+        for (i, &w) in weights.iter().enumerate() {
+            let row = if w > 0 {
+                let start = arena.len();
+                arena.extend_from_slice(self.value_scratch.row(i));
+                Some((start, arena.len()))
+            } else {
+                None
+            };
+            let key = self.key_scratch.row(i);
+            match latest.get_mut(key) {
+                Some(slot) => *slot = row,
+                None => {
+                    latest.insert(key.into(), row);
+                }
             }
         }
-        let columns = decode_rows(rows.iter().copied(), &self.types)?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        let data = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
-        Ok(ChangeBatch::new(data, Int64Array::from(weights)))
+        Ok(())
     }
-}
 
-pub fn decode_count(value: &[u8]) -> Result<i64> {
-    let bytes: [u8; 8] = value
-        .try_into()
-        .map_err(|_| RunnelError::internal("view row count is not 8 bytes"))?;
-    Ok(i64::from_le_bytes(bytes))
+    fn buffer_counted(&mut self, batch: &RecordBatch, weights: &[i64]) -> Result<()> {
+        let Pending::Counted { deltas } = &mut self.pending else {
+            return Ok(());
+        };
+        let all: Vec<usize> = (0..batch.num_columns()).collect();
+        encode_columns(
+            batch.columns(),
+            &all,
+            batch.num_rows(),
+            &mut self.key_scratch,
+        )?;
+        for (row, &w) in self.key_scratch.iter().zip(weights) {
+            match deltas.get_mut(row) {
+                Some(d) => *d += w,
+                None => {
+                    deltas.insert(row.into(), w);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Operator for MaterializeOp {
@@ -86,48 +176,61 @@ impl Operator for MaterializeOp {
         if batch.is_empty() {
             return Ok(());
         }
-        self.scratch.clear();
-        encode_rows(&[], batch.data.columns(), &mut self.scratch)?;
-        for (row, &w) in self.scratch.iter().zip(batch.weights.values().iter()) {
-            match self.deltas.get_mut(row) {
-                Some(d) => *d += w,
-                None => {
-                    self.deltas.insert(row.into(), w);
-                }
-            }
+        match self.layout {
+            ViewLayout::Keyed { .. } => self.buffer_keyed(&batch.data, batch.weights.values())?,
+            ViewLayout::Counted => self.buffer_counted(&batch.data, batch.weights.values())?,
         }
         out.push(batch.with_schema(self.schema.clone())?);
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        let deltas: Vec<(Box<[u8]>, i64)> = self.deltas.drain().filter(|(_, d)| *d != 0).collect();
-        if deltas.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<Vec<u8>> = deltas
-            .iter()
-            .map(|(row, _)| {
-                let mut key = Vec::with_capacity(self.prefix.len() + row.len());
-                key.extend_from_slice(&self.prefix);
-                key.extend_from_slice(row);
-                key
-            })
-            .collect();
-        let current = self.store.multi_get(&keys)?;
-        for ((key, (_, delta)), old) in keys.iter().zip(&deltas).zip(current) {
-            let old = match old {
-                Some(v) => decode_count(&v)?,
-                None => 0,
-            };
-            let new = old + delta;
-            if new > 0 {
-                batch.put(key, new.to_le_bytes());
-            } else {
-                if new < 0 {
-                    tracing::error!("view row count went negative ({new}); dropping the row");
+        let mut key = self.prefix.clone();
+        match &mut self.pending {
+            Pending::Keyed { latest, arena } => {
+                for (row_key, row) in latest.drain() {
+                    key.truncate(self.prefix.len());
+                    key.extend_from_slice(&row_key);
+                    match row {
+                        Some((start, end)) => batch.put(&key, &arena[start..end]),
+                        None => batch.delete(&key),
+                    }
                 }
-                batch.delete(key);
+                arena.clear();
+            }
+            Pending::Counted { deltas } => {
+                let deltas: Vec<(Box<[u8]>, i64)> =
+                    deltas.drain().filter(|(_, d)| *d != 0).collect();
+                if deltas.is_empty() {
+                    return Ok(());
+                }
+                let keys: Vec<Vec<u8>> = deltas
+                    .iter()
+                    .map(|(row, _)| {
+                        let mut key = Vec::with_capacity(self.prefix.len() + row.len());
+                        key.extend_from_slice(&self.prefix);
+                        key.extend_from_slice(row);
+                        key
+                    })
+                    .collect();
+                let current = self.store.multi_get(&keys)?;
+                for ((key, (_, delta)), old) in keys.iter().zip(&deltas).zip(current) {
+                    let old = match old {
+                        Some(v) => decode_count(&v)?,
+                        None => 0,
+                    };
+                    let new = old + delta;
+                    if new > 0 {
+                        batch.put(key, new.to_le_bytes());
+                    } else {
+                        if new < 0 {
+                            tracing::error!(
+                                "view row count went negative ({new}); dropping the row"
+                            );
+                        }
+                        batch.delete(key);
+                    }
+                }
             }
         }
         Ok(())

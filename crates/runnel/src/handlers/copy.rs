@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
-use datafusion::arrow::array::{new_null_array, ArrayRef};
-use datafusion::arrow::csv::reader::Decoder;
-use datafusion::arrow::csv::ReaderBuilder;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::util::display::FormatOptions;
 use runnel_common::{Result, RunnelError, SqlState};
-use runnel_pgwire::{CopyInSink, PgError, QueryResponse};
+use runnel_pgwire::copy_format::{CopyDecoder, CopyFormat};
+use runnel_pgwire::{pg_type, type_name, CopyInSink, PgError, QueryResponse};
 use runnel_sql::statement::CopyOptions;
 use runnel_sql::{CatalogEntry, ObjectKind};
 
@@ -51,41 +52,24 @@ pub fn handle(
             })
             .collect::<Result<_>>()?
     };
-    let data_schema: SchemaRef = Arc::new(Schema::new(
-        indices
-            .iter()
-            .map(|&i| entry.schema.field(i).clone().with_nullable(true))
-            .collect::<Vec<Field>>(),
-    ));
-    let mut builder = ReaderBuilder::new(data_schema.clone())
-        .with_header(options.header)
-        .with_delimiter(options.delimiter)
-        .with_batch_size(COPY_BATCH_ROWS);
-    if !options.csv {
-        // Text format has no quoting; pick a byte that never occurs in text data.
-        builder = builder.with_quote(0x1f);
-    }
-    if !options.null.is_empty() {
-        let pattern = format!("^{}$", regex::escape(&options.null));
-        let re = regex::Regex::new(&pattern).map_err(|e| {
-            RunnelError::plan(
-                SqlState::INVALID_PARAMETER_VALUE,
-                format!("bad NULL string: {e}"),
-            )
-        })?;
-        builder = builder.with_null_regex(re);
-    }
-    let decoder = builder.build_decoder();
+    let format = CopyFormat {
+        csv: options.csv,
+        header: options.header,
+        delimiter: options.delimiter,
+        quote: options.quote,
+        escape: options.escape,
+        null: options.null.as_bytes().to_vec(),
+    };
     Ok(QueryResponse::CopyIn {
         columns: indices.len(),
         sink: Box::new(CopySink {
             shared: session.shared.clone(),
+            decoder: CopyDecoder::new(format, indices.len(), COPY_BATCH_ROWS),
             entry,
             indices,
-            decoder,
-            pending: BytesMut::new(),
+            text: Vec::new(),
             batches: Vec::new(),
-            text_format: !options.csv,
+            rows_typed: 0,
         }),
     })
 }
@@ -94,59 +78,40 @@ struct CopySink {
     shared: Arc<Shared>,
     entry: Arc<CatalogEntry>,
     indices: Vec<usize>,
-    decoder: Decoder,
-    pending: BytesMut,
+    decoder: CopyDecoder,
+    /// Decoded batches of text columns not yet converted.
+    text: Vec<RecordBatch>,
+    /// Converted batches, in the relation's schema, held until the copy completes.
     batches: Vec<RecordBatch>,
-    text_format: bool,
+    /// Rows converted so far, for the row number in a message.
+    rows_typed: u64,
 }
 
 impl CopySink {
-    fn decode_pending(&mut self, eof: bool) -> Result<()> {
-        loop {
-            let consumed = self.decoder.decode(&self.pending)?;
-            self.pending.advance(consumed);
-            if self.decoder.capacity() == 0 {
-                self.flush_batch()?;
-                continue;
-            }
-            if consumed == 0 || self.pending.is_empty() {
-                break;
-            }
-        }
-        if eof {
-            // An empty slice tells the decoder the input ended (completes a last unterminated line).
-            self.decoder.decode(&[])?;
-            self.flush_batch()?;
+    /// Converts decoded text batches to the relation's column types, widened to its full
+    /// schema (NULL in columns the COPY does not list).
+    fn convert_pending(&mut self) -> Result<()> {
+        let text = std::mem::take(&mut self.text);
+        for batch in text {
+            let typed = self.convert(&batch)?;
+            self.rows_typed += batch.num_rows() as u64;
+            self.batches.push(typed);
         }
         Ok(())
     }
 
-    fn flush_batch(&mut self) -> Result<()> {
-        if let Some(batch) = self.decoder.flush()? {
-            if batch.num_rows() > 0 {
-                self.batches.push(batch);
-            }
-        }
-        Ok(())
-    }
-
-    /// Widens a batch of the copied columns to the relation's full schema (NULL elsewhere).
-    fn widen(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+    fn convert(&self, batch: &RecordBatch) -> Result<RecordBatch> {
         let n = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = self
-            .entry
-            .schema
-            .fields()
+        let fields = self.entry.schema.fields();
+        let mut columns: Vec<ArrayRef> = fields
             .iter()
             .map(|f| new_null_array(f.data_type(), n))
             .collect();
         for (pos, &i) in self.indices.iter().enumerate() {
-            columns[i] = batch.column(pos).clone();
+            columns[i] = self.parse_column(batch.column(pos), &fields[i])?;
         }
         let schema = Arc::new(Schema::new(
-            self.entry
-                .schema
-                .fields()
+            fields
                 .iter()
                 .map(|f| f.as_ref().clone().with_nullable(true))
                 .collect::<Vec<_>>(),
@@ -156,38 +121,70 @@ impl CopySink {
             schema, columns, &options,
         )?)
     }
+
+    /// Parses a column of text values as the column's type, with Postgres's message for the
+    /// first value that is not valid.
+    fn parse_column(&self, text: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+        let target = field.data_type();
+        if target == &DataType::Utf8 {
+            return Ok(text.clone());
+        }
+        let strict = CastOptions {
+            safe: false,
+            format_options: FormatOptions::default(),
+        };
+        match cast_with_options(text, target, &strict) {
+            Ok(parsed) => Ok(parsed),
+            Err(error) => {
+                // Find the value that failed: it is the first one the lenient cast nulls out.
+                let lenient = cast_with_options(text, target, &CastOptions::default())?;
+                let bad = (0..text.len()).find(|&r| !text.is_null(r) && lenient.is_null(r));
+                let strings = text
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>()
+                    .ok_or_else(|| RunnelError::internal("COPY decoded a non-text column"))?;
+                let type_name = type_name(pg_type(target).oid);
+                Err(match bad {
+                    Some(r) => RunnelError::execution(
+                        SqlState::INVALID_TEXT_REPRESENTATION,
+                        format!(
+                            "invalid input syntax for type {type_name}: \"{}\" (COPY {}, row {}, column {})",
+                            strings.value(r),
+                            self.entry.name,
+                            self.rows_typed + r as u64 + 1,
+                            field.name()
+                        ),
+                    ),
+                    None => RunnelError::execution(
+                        SqlState::INVALID_TEXT_REPRESENTATION,
+                        format!(
+                            "invalid input for column {} of type {type_name} (COPY {}): {error}",
+                            field.name(),
+                            self.entry.name
+                        ),
+                    ),
+                })
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl CopyInSink for CopySink {
     async fn write(&mut self, data: Bytes) -> Result<(), PgError> {
-        self.pending.extend_from_slice(&data);
-        self.decode_pending(false).map_err(to_pg_error)
+        self.decoder.write(&data, &mut self.text)?;
+        self.convert_pending().map_err(to_pg_error)
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64, PgError> {
+        let decoder = std::mem::replace(
+            &mut self.decoder,
+            CopyDecoder::new(CopyFormat::text(), 0, 1),
+        );
+        decoder.finish(&mut self.text)?;
         let finish = async {
-            if self.text_format {
-                // psql may send the end-of-data marker line `\.`.
-                let trimmed_len = {
-                    let p = &self.pending[..];
-                    if p.ends_with(b"\\.\n") {
-                        p.len() - 3
-                    } else if p.ends_with(b"\\.") {
-                        p.len() - 2
-                    } else {
-                        p.len()
-                    }
-                };
-                self.pending.truncate(trimmed_len);
-            }
-            self.decode_pending(true)?;
-            let widened = self
-                .batches
-                .iter()
-                .map(|b| self.widen(b))
-                .collect::<Result<Vec<_>>>()?;
-            let rows = conform_each(&self.entry.schema, &widened, 0)?;
+            self.convert_pending()?;
+            let rows = conform_each(&self.entry.schema, &self.batches, 0)?;
             insert_rows(&self.shared, &self.entry, rows).await
         };
         finish.await.map_err(to_pg_error)

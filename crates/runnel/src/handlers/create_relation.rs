@@ -45,6 +45,7 @@ pub async fn handle(
         sql: sql.to_string(),
         schema: def.schema,
         primary_key: def.primary_key,
+        view_key: None,
         dependencies: vec![],
     };
     let writes = vec![Shared::catalog_write(&entry)?, id_write];
@@ -72,6 +73,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         sql: stored.sql.clone(),
         schema: def.schema,
         primary_key: def.primary_key,
+        view_key: None,
         dependencies: vec![],
     };
     shared

@@ -165,6 +165,7 @@ pub async fn handle(
         schema: planned.schema.clone(),
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
+        view_key: planned.plan.view_key().map(<[usize]>::to_vec),
     };
     let writes = vec![Shared::catalog_write(&entry)?, id_write];
     shared
@@ -188,7 +189,9 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     };
     let ctx = shared.session_context();
     let catalog = shared.catalog();
-    let planned = plan_view(&ctx, &catalog, stored.id, view).await?;
+    let mut planned = plan_view(&ctx, &catalog, stored.id, view).await?;
+    // The stored rows' layout is the one chosen at creation, whatever planning says today.
+    planned.plan.set_view_key(stored.view_key.clone());
     let entry = CatalogEntry {
         id: stored.id,
         name: stored.name.clone(),
@@ -197,6 +200,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         schema: planned.schema.clone(),
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
+        view_key: stored.view_key.clone(),
     };
     shared
         .worker

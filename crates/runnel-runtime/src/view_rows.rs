@@ -1,0 +1,167 @@
+//! How a materialized view's rows are laid out in the store, under `keys::view_prefix(view)`.
+//! The materialize operator writes them; serving and views over views read them back here.
+//!
+//! Two layouts, fixed when the view is created (the catalog records which):
+//! - **keyed**, when the plan proves that some output columns identify a row (the group
+//!   columns of an aggregate): key = the encoded key columns, value = the encoded remaining
+//!   columns in schema order. An update is one put, with no read of the old row.
+//! - **counted**, otherwise: key = the encoded whole row, value = its multiplicity (`i64`
+//!   little-endian), so duplicate rows are stored once.
+
+use datafusion::arrow::array::{ArrayRef, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use runnel_common::{Result, RunnelError};
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::{KeyValue, Store};
+
+/// Rows per batch when reading a view out of the store.
+pub const READ_BATCH_ROWS: usize = 8192;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewLayout {
+    /// One row per key: `key` and `value` are the schema's column indices in each part.
+    Keyed { key: Vec<usize>, value: Vec<usize> },
+    /// A multiset of whole rows with counts.
+    Counted,
+}
+
+impl ViewLayout {
+    pub fn new(key: Option<&[usize]>, num_columns: usize) -> Self {
+        match key {
+            Some(key) => ViewLayout::Keyed {
+                key: key.to_vec(),
+                value: (0..num_columns).filter(|c| !key.contains(c)).collect(),
+            },
+            None => ViewLayout::Counted,
+        }
+    }
+}
+
+/// Encodes rows `0..num_rows` of `columns` (selected by `indices`) into `out`, one row each,
+/// also when no column is selected (then every row is empty).
+pub fn encode_columns(
+    columns: &[ArrayRef],
+    indices: &[usize],
+    num_rows: usize,
+    out: &mut EncodedRows,
+) -> Result<()> {
+    out.clear();
+    if indices.is_empty() {
+        for _ in 0..num_rows {
+            out.push_row(&[]);
+        }
+        return Ok(());
+    }
+    let selected: Vec<ArrayRef> = indices.iter().map(|&i| columns[i].clone()).collect();
+    encode_rows(&[], &selected, out)?;
+    Ok(())
+}
+
+pub fn decode_count(value: &[u8]) -> Result<i64> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| RunnelError::internal("view row count is not 8 bytes"))?;
+    Ok(i64::from_le_bytes(bytes))
+}
+
+/// Decodes stored rows (keys without the view prefix, and values) into one batch.
+pub fn decode_view_rows<'a>(
+    layout: &ViewLayout,
+    schema: &SchemaRef,
+    rows: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) -> Result<RecordBatch> {
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let n = rows.len();
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    match layout {
+        ViewLayout::Keyed { key, value } => {
+            let pick = |indices: &[usize]| indices.iter().map(|&i| types[i].clone()).collect();
+            let key_types: Vec<DataType> = pick(key);
+            let value_types: Vec<DataType> = pick(value);
+            let key_columns = decode_rows(rows.clone().map(|(k, _)| k), &key_types)?;
+            let value_columns = decode_rows(rows.map(|(_, v)| v), &value_types)?;
+            let mut columns: Vec<Option<ArrayRef>> = vec![None; types.len()];
+            for (&i, column) in key.iter().zip(key_columns) {
+                columns[i] = Some(column);
+            }
+            for (&i, column) in value.iter().zip(value_columns) {
+                columns[i] = Some(column);
+            }
+            let columns = columns
+                .into_iter()
+                .map(|c| c.ok_or_else(|| RunnelError::internal("view layout misses a column")))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &options,
+            )?)
+        }
+        ViewLayout::Counted => {
+            let columns = decode_rows(rows.clone().map(|(k, _)| k), &types)?;
+            let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
+            // Rows present n times are stored once with count n.
+            let mut repeat: Vec<u32> = Vec::with_capacity(n);
+            let mut duplicated = false;
+            for (i, (_, v)) in rows.enumerate() {
+                let count = decode_count(v)?;
+                duplicated |= count != 1;
+                for _ in 0..count.max(0) {
+                    repeat.push(i as u32);
+                }
+            }
+            if !duplicated {
+                return Ok(batch);
+            }
+            let idx = UInt32Array::from(repeat);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(idx.len()));
+            Ok(RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &options,
+            )?)
+        }
+    }
+}
+
+/// Decodes stored key/value pairs (full keys, view prefix of `prefix_len` bytes included) in
+/// batches of at most [`READ_BATCH_ROWS`] rows.
+pub fn decode_stored(
+    layout: &ViewLayout,
+    schema: &SchemaRef,
+    prefix_len: usize,
+    stored: &[KeyValue],
+) -> Result<Vec<RecordBatch>> {
+    stored
+        .chunks(READ_BATCH_ROWS)
+        .map(|chunk| {
+            decode_view_rows(
+                layout,
+                schema,
+                chunk.iter().map(|(k, v)| (&k[prefix_len..], &v[..])),
+            )
+        })
+        .collect()
+}
+
+/// The committed contents of a view.
+pub fn read_view(
+    store: &Store,
+    prefix: &[u8],
+    layout: &ViewLayout,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let stored = store.scan_prefix(prefix)?;
+    decode_stored(layout, schema, prefix.len(), &stored)
+}
