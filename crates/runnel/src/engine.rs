@@ -17,6 +17,7 @@ use runnel_state::{keys, Store, StoreOptions};
 
 use crate::handlers::{create_relation, create_view};
 use crate::serving::RunnelSchema;
+use crate::stream_cache::StreamLogCache;
 use crate::writer::SourceWriter;
 
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct Shared {
     /// Serialises catalog changes.
     pub ddl: tokio::sync::Mutex<()>,
     writers: Mutex<HashMap<ObjectId, Arc<SourceWriter>>>,
+    /// Decoded stream logs for ad-hoc reads.
+    pub stream_cache: StreamLogCache,
 }
 
 impl fmt::Debug for Shared {
@@ -52,6 +55,9 @@ impl fmt::Debug for Shared {
 }
 
 const NEXT_ID: &str = "next_id";
+
+/// Arrow memory for decoded stream logs kept for ad-hoc reads, all streams together.
+const STREAM_CACHE_BYTES: usize = 256 << 20;
 
 impl Shared {
     /// A snapshot of the catalog.
@@ -160,6 +166,7 @@ impl Engine {
             next_id: Mutex::new(next_id),
             ddl: tokio::sync::Mutex::new(()),
             writers: Mutex::new(HashMap::new()),
+            stream_cache: StreamLogCache::new(STREAM_CACHE_BYTES),
         });
         let engine = Arc::new(Engine {
             shared: shared.clone(),

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod handlers;
 pub mod serving;
 pub mod session;
+pub mod stream_cache;
 pub mod writer;
 
 pub use engine::{Engine, EngineConfig};

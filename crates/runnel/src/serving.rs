@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
@@ -13,12 +12,11 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use runnel_common::change::WEIGHT_COLUMN;
-use runnel_common::{Result, RunnelError};
+use runnel_common::Result;
 use runnel_runtime::view_rows::{read_view, ViewLayout};
 use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
-use runnel_state::{ipc, keys, Store};
+use runnel_state::keys;
 
 use crate::engine::Shared;
 
@@ -51,7 +49,7 @@ impl SchemaProvider for RunnelSchema {
         Ok(self.shared.catalog().get(name).map(|entry| {
             Arc::new(RelationTable {
                 entry: entry.clone(),
-                store: self.shared.store.clone(),
+                shared: self.shared.clone(),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -65,7 +63,7 @@ impl SchemaProvider for RunnelSchema {
 #[derive(Debug)]
 pub struct RelationTable {
     pub entry: Arc<CatalogEntry>,
-    store: Arc<Store>,
+    shared: Arc<Shared>,
 }
 
 #[async_trait]
@@ -88,7 +86,7 @@ impl TableProvider for RelationTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batches = read_relation(&self.store, &self.entry)
+        let batches = read_relation(&self.shared, &self.entry)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let exec =
             MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;
@@ -97,33 +95,11 @@ impl TableProvider for RelationTable {
 }
 
 /// Reads a relation's current contents from the store.
-pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBatch>> {
+pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<RecordBatch>> {
     let schema = entry.schema.clone();
+    let store = &shared.store;
     match entry.kind {
-        ObjectKind::Stream => {
-            let mut out = Vec::new();
-            let prefix = keys::log_prefix(entry.id);
-            store.for_each_in_range(&prefix, &keys::prefix_end(&prefix), |_, value| {
-                out.push(ipc::decode_batch(value)?);
-                Ok(true)
-            })?;
-            let entries = out
-                .into_iter()
-                .map(|stored| {
-                    let n = stored.num_columns();
-                    if n == 0 || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {
-                        return Err(RunnelError::internal("stream log entry lacks weights"));
-                    }
-                    let options = RecordBatchOptions::new().with_row_count(Some(stored.num_rows()));
-                    Ok(RecordBatch::try_new_with_options(
-                        schema.clone(),
-                        stored.columns()[..n - 1].to_vec(),
-                        &options,
-                    )?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            coalesce(&schema, entries)
-        }
+        ObjectKind::Stream => shared.stream_cache.read(&shared.store, entry.id, &schema),
         ObjectKind::Table => {
             let types: Vec<DataType> = schema
                 .fields()
@@ -148,36 +124,4 @@ pub fn read_relation(store: &Store, entry: &CatalogEntry) -> Result<Vec<RecordBa
             read_view(store, &keys::view_prefix(entry.id), &layout, &schema)
         }
     }
-}
-
-/// Merges runs of small batches (a stream log holds one entry per INSERT) into batches of about
-/// [`SCAN_BATCH_ROWS`] rows, so a query over many small writes is not run batch by batch. Log
-/// order is kept.
-fn coalesce(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    fn flush(
-        schema: &SchemaRef,
-        pending: &mut Vec<RecordBatch>,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
-        match pending.len() {
-            0 => {}
-            1 => out.extend(pending.pop()),
-            _ => out.push(concat_batches(schema, pending.iter())?),
-        }
-        pending.clear();
-        Ok(())
-    }
-    let mut out = Vec::new();
-    let mut pending: Vec<RecordBatch> = Vec::new();
-    let mut pending_rows = 0;
-    for batch in batches {
-        if pending_rows + batch.num_rows() > SCAN_BATCH_ROWS {
-            flush(schema, &mut pending, &mut out)?;
-            pending_rows = 0;
-        }
-        pending_rows += batch.num_rows();
-        pending.push(batch);
-    }
-    flush(schema, &mut pending, &mut out)?;
-    Ok(out)
 }

@@ -71,6 +71,7 @@ pub async fn handle(
         });
         for id in ids {
             shared.forget_writer(id);
+            shared.stream_cache.forget(id);
         }
     }
     let tag = match kind {

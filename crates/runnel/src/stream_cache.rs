@@ -1,0 +1,157 @@
+//! Decoded stream logs for ad-hoc reads. A stream's log is append-only: an entry, once
+//! written at a sequence number, never changes, and entries are written in sequence order,
+//! each in one atomic write. So a scan only needs to decode the entries written since the
+//! previous scan; the rest is kept here, already decoded and merged into batches of about
+//! [`TARGET_BATCH_ROWS`] rows. RocksDB stays the truth: the cache holds copies of committed
+//! entries only, and a stream it does not hold (over budget) is read from the store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use runnel_common::change::WEIGHT_COLUMN;
+use runnel_common::{Result, RunnelError};
+use runnel_plan::ObjectId;
+use runnel_state::{ipc, keys, Store};
+
+/// Rows per merged batch handed to DataFusion.
+pub const TARGET_BATCH_ROWS: usize = 8192;
+
+/// The decoded log of one stream, up to (not including) `next_seq`.
+#[derive(Default)]
+struct CachedLog {
+    next_seq: u64,
+    /// Merged batches; the last one may still grow.
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+/// Decoded stream logs, at most `budget_bytes` of Arrow memory in all.
+pub struct StreamLogCache {
+    logs: Mutex<HashMap<ObjectId, CachedLog>>,
+    budget_bytes: usize,
+}
+
+impl StreamLogCache {
+    pub fn new(budget_bytes: usize) -> Self {
+        StreamLogCache {
+            logs: Mutex::new(HashMap::new()),
+            budget_bytes,
+        }
+    }
+
+    /// Every row of stream `id` committed so far, in log order.
+    pub fn read(
+        &self,
+        store: &Store,
+        id: ObjectId,
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = logs.remove(&id).unwrap_or_default();
+        let used: usize = logs.values().map(|l| l.bytes).sum();
+        // Decoding happens under the lock: concurrent scans of one stream would otherwise
+        // decode the same new entries twice, and the work is bounded by what is new.
+        let mut log = cached;
+        let new = read_entries(store, id, log.next_seq, schema)?;
+        if let Some((last_seq, _)) = new.last() {
+            log.next_seq = last_seq + 1;
+        }
+        append_merged(schema, &mut log.batches, new.into_iter().map(|(_, b)| b))?;
+        log.bytes = log
+            .batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        let batches = log.batches.clone();
+        if used + log.bytes <= self.budget_bytes {
+            logs.insert(id, log);
+        }
+        Ok(batches)
+    }
+
+    /// Forgets a dropped stream.
+    pub fn forget(&self, id: ObjectId) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
+/// Log entries of stream `id` from sequence number `from` on, without their weight column.
+fn read_entries(
+    store: &Store,
+    id: ObjectId,
+    from: u64,
+    schema: &SchemaRef,
+) -> Result<Vec<(u64, RecordBatch)>> {
+    let prefix = keys::log_prefix(id);
+    let mut stored = Vec::new();
+    store.for_each_in_range(
+        &keys::log_entry(id, from),
+        &keys::prefix_end(&prefix),
+        |key, value| {
+            stored.push((keys::log_entry_seq(key), ipc::decode_batch(value)?));
+            Ok(true)
+        },
+    )?;
+    stored
+        .into_iter()
+        .map(|(seq, batch)| {
+            let seq = seq.ok_or_else(|| RunnelError::internal("bad stream log key"))?;
+            let n = batch.num_columns();
+            if n == 0 || batch.schema().field(n - 1).name() != WEIGHT_COLUMN {
+                return Err(RunnelError::internal("stream log entry lacks weights"));
+            }
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            let rows = RecordBatch::try_new_with_options(
+                schema.clone(),
+                batch.columns()[..n - 1].to_vec(),
+                &options,
+            )?;
+            Ok((seq, rows))
+        })
+        .collect()
+}
+
+/// Appends `new` batches to `batches`, merging small ones so that batches hold about
+/// [`TARGET_BATCH_ROWS`] rows (a stream log holds one entry per INSERT). Order is kept.
+fn append_merged(
+    schema: &SchemaRef,
+    batches: &mut Vec<RecordBatch>,
+    new: impl Iterator<Item = RecordBatch>,
+) -> Result<()> {
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    // The last batch, if not full, is merged again with what follows.
+    if let Some(last) = batches.last() {
+        if last.num_rows() < TARGET_BATCH_ROWS {
+            pending_rows = last.num_rows();
+            pending.extend(batches.pop());
+        }
+    }
+    let flush = |pending: &mut Vec<RecordBatch>, batches: &mut Vec<RecordBatch>| -> Result<()> {
+        match pending.len() {
+            0 => {}
+            1 => batches.extend(pending.pop()),
+            _ => batches.push(concat_batches(schema, pending.iter())?),
+        }
+        pending.clear();
+        Ok(())
+    };
+    for batch in new {
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        if pending_rows + batch.num_rows() > TARGET_BATCH_ROWS {
+            flush(&mut pending, batches)?;
+            pending_rows = 0;
+        }
+        pending_rows += batch.num_rows();
+        pending.push(batch);
+    }
+    flush(&mut pending, batches)
+}
