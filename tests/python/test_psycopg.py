@@ -454,3 +454,21 @@ def test_prepare_threshold_zero_reuses_statements(server):
                 if i % 20 == 19:
                     cur.execute("FLUSH")
                     check_per_user(cur, v, rows)
+
+
+def test_result_column_names_follow_postgres(conn):
+    """Unaliased result columns are named as Postgres names them: the column, the function,
+    the cast's type name, or ?column?; aliases win."""
+    s = unique("named")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE STREAM {s} (k INT, name TEXT)")
+        cur.execute(f"INSERT INTO {s} VALUES (1, 'a'), (2, 'b')")
+        cur.execute(
+            f"SELECT k, count(*), CAST(k * 2 AS BIGINT), k + 1, upper(name), max(k) AS top "
+            f"FROM {s} GROUP BY k, name ORDER BY k LIMIT 5"
+        )
+        assert [d.name for d in cur.description] == ["k", "count", "int8", "?column?", "upper", "top"]
+        assert cur.fetchall() == [(1, 1, 2, 2, "A", 1), (2, 1, 4, 3, "B", 2)]
+        cur.execute("SELECT 1.5 * 2, CAST(1.005 AS NUMERIC(10,2))")
+        assert [d.name for d in cur.description] == ["?column?", "numeric"]
+        assert cur.fetchall() == [(Decimal("3.0"), Decimal("1.01"))]

@@ -17,6 +17,7 @@ impl SqlState {
     pub const DUPLICATE_TABLE: SqlState = SqlState("42P07");
     pub const DUPLICATE_COLUMN: SqlState = SqlState("42701");
     pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
+    pub const GROUPING_ERROR: SqlState = SqlState("42803");
     pub const INVALID_TABLE_DEFINITION: SqlState = SqlState("42P16");
     pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
@@ -172,7 +173,13 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
         }
         DataFusionError::SQL(e, _) => RunnelError::plan(SqlState::SYNTAX_ERROR, e.to_string()),
         DataFusionError::Plan(m) => {
-            let state = if m.contains("table") && m.contains("not found") {
+            let state = if m.contains("must appear in the GROUP BY clause")
+                || m.contains("Aggregate functions are not allowed in the WHERE clause")
+            {
+                SqlState::GROUPING_ERROR
+            } else if m.contains("non-boolean predicate") {
+                SqlState::DATATYPE_MISMATCH
+            } else if m.contains("table") && m.contains("not found") {
                 SqlState::UNDEFINED_TABLE
             } else if m.contains("No function matches")
                 || m.contains("Invalid function")

@@ -1,7 +1,10 @@
-//! Conversions between Arrow and Postgres type identities used when describing statements.
+//! Conversions between Arrow and Postgres identities used when describing statements: type
+//! OIDs and names, and the column names Postgres would give a query's results.
 
-use datafusion::arrow::datatypes::{DataType, IntervalUnit, Schema, SchemaRef, TimeUnit};
-use runnel_common::change::nullable_schema;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 
 /// The Postgres type OID a column of this Arrow type is reported as.
 pub fn type_oid(t: &DataType) -> u32 {
@@ -42,6 +45,103 @@ pub fn oid_type(oid: u32) -> Option<DataType> {
     })
 }
 
-pub fn nullable_arrow_schema(schema: &Schema) -> SchemaRef {
-    nullable_schema(schema)
+/// The Postgres type name (`pg_type.typname`) of a column of this Arrow type, which Postgres
+/// uses as the name of an unaliased `CAST`.
+pub fn typname(t: &DataType) -> &'static str {
+    match t {
+        DataType::Boolean => "bool",
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "int2",
+        DataType::Int32 | DataType::UInt16 => "int4",
+        DataType::Int64 | DataType::UInt32 => "int8",
+        DataType::Float16 | DataType::Float32 => "float4",
+        DataType::Float64 => "float8",
+        DataType::UInt64 | DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => "numeric",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea",
+        DataType::Date32 | DataType::Date64 => "date",
+        DataType::Timestamp(_, None) => "timestamp",
+        DataType::Timestamp(_, Some(_)) => "timestamptz",
+        DataType::Interval(_) => "interval",
+        DataType::Time32(_) | DataType::Time64(_) => "time",
+        _ => "text",
+    }
+}
+
+/// Column names as Postgres would give them: the alias or column name, the function name
+/// for an unaliased call, the type name for an unaliased cast, `?column?` otherwise. A column
+/// that refers to a computed column below it (an aggregate under a projection) keeps that
+/// column's name.
+pub fn postgres_column_names(plan: &LogicalPlan) -> Vec<String> {
+    let (exprs, input): (Vec<&Expr>, &LogicalPlan) = match plan {
+        LogicalPlan::Sort(sort) => return postgres_column_names(&sort.input),
+        LogicalPlan::Limit(limit) => return postgres_column_names(&limit.input),
+        LogicalPlan::Filter(filter) => return postgres_column_names(&filter.input),
+        LogicalPlan::Distinct(Distinct::All(input)) => return postgres_column_names(input),
+        LogicalPlan::Projection(p) => (p.expr.iter().collect(), &p.input),
+        // Aliases inside an aggregate are DataFusion's own (`count(*)`); the user's are in
+        // the projection above it.
+        LogicalPlan::Aggregate(a) => (
+            a.group_expr
+                .iter()
+                .chain(&a.aggr_expr)
+                .map(|e| match e {
+                    Expr::Alias(alias) => alias.expr.as_ref(),
+                    other => other,
+                })
+                .collect(),
+            &a.input,
+        ),
+        other => {
+            return other
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        }
+    };
+    let mut input_names: Option<Vec<String>> = None;
+    exprs
+        .into_iter()
+        .map(|expr| expr_column_name(expr, input, &mut input_names))
+        .collect()
+}
+
+/// The Postgres name of one output column computed by `expr` over `input` (whose own names
+/// are computed once, when a column refers to them).
+fn expr_column_name(
+    expr: &Expr,
+    input: &LogicalPlan,
+    input_names: &mut Option<Vec<String>>,
+) -> String {
+    match expr {
+        // DataFusion's own alias for `count(*)`; a user's alias is kept.
+        Expr::Alias(a) if a.name == "count(*)" => expr_column_name(&a.expr, input, input_names),
+        Expr::Alias(a) => a.name.clone(),
+        Expr::Column(c) => match input.schema().index_of_column(c) {
+            Ok(i) => input_names
+                .get_or_insert_with(|| postgres_column_names(input))
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| c.name.clone()),
+            Err(_) => c.name.clone(),
+        },
+        Expr::AggregateFunction(f) => f.func.name().to_string(),
+        Expr::ScalarFunction(f) => f.func.name().to_string(),
+        Expr::Cast(c) => typname(c.field.data_type()).to_string(),
+        Expr::TryCast(c) => typname(c.field.data_type()).to_string(),
+        _ => "?column?".to_string(),
+    }
+}
+
+/// The schema a query's rows are described with: nullable, with Postgres's column names.
+pub fn result_schema(plan: &LogicalPlan) -> SchemaRef {
+    let names = postgres_column_names(plan);
+    let fields: Vec<Field> = plan
+        .schema()
+        .fields()
+        .iter()
+        .zip(names)
+        .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
+        .collect();
+    Arc::new(Schema::new(fields))
 }

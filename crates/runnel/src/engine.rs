@@ -119,6 +119,8 @@ impl Shared {
             .with_default_catalog_and_schema("runnel", "public");
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
+        // `1.005` is a numeric literal, as in Postgres, not a float that rounds on the way.
+        options.sql_parser.parse_float_as_decimal = true;
         options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);

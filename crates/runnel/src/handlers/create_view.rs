@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::execution::context::SessionContext;
-use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
@@ -52,7 +51,7 @@ pub async fn plan_view(
     let state = ctx.state();
     let statement = DfStatement::Statement(Box::new(ast::Statement::Query(view.query.clone())));
     let logical = state.statement_to_plan(statement).await?;
-    let mut names = postgres_column_names(&logical);
+    let mut names = crate::convert::postgres_column_names(&logical);
     if !view.columns.is_empty() {
         if view.columns.len() != names.len() {
             return Err(RunnelError::plan(
@@ -88,41 +87,6 @@ pub async fn plan_view(
         plan,
         schema: Arc::new(Schema::new(fields)),
     })
-}
-
-/// Column names as Postgres would give them: the alias or column name, the function name
-/// for an unaliased call, `?column?` otherwise.
-fn postgres_column_names(plan: &LogicalPlan) -> Vec<String> {
-    match plan {
-        LogicalPlan::Sort(sort) => return postgres_column_names(&sort.input),
-        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
-            return postgres_column_names(input)
-        }
-        _ => {}
-    }
-    let aggregate_exprs: Vec<Expr>;
-    let exprs: Option<&[Expr]> = match plan {
-        LogicalPlan::Projection(p) => Some(&p.expr),
-        LogicalPlan::Aggregate(a) => {
-            aggregate_exprs = a.group_expr.iter().chain(&a.aggr_expr).cloned().collect();
-            Some(&aggregate_exprs)
-        }
-        _ => None,
-    };
-    plan.schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| match exprs.and_then(|e| e.get(i)) {
-            Some(Expr::Alias(a)) => a.name.clone(),
-            Some(Expr::Column(c)) => c.name.clone(),
-            Some(Expr::AggregateFunction(f)) => f.func.name().to_string(),
-            Some(Expr::ScalarFunction(f)) => f.func.name().to_string(),
-            Some(Expr::Cast(_)) | Some(Expr::TryCast(_)) => field.name().clone(),
-            Some(_) => "?column?".to_string(),
-            None => field.name().clone(),
-        })
-        .collect()
 }
 
 pub async fn handle(

@@ -79,9 +79,7 @@ pub async fn describe(
         .collect();
     let fields = match &plan {
         LogicalPlan::Dml(_) => None,
-        other => Some(crate::convert::nullable_arrow_schema(
-            other.schema().as_arrow(),
-        )),
+        other => Some(crate::convert::result_schema(other)),
     };
     Ok(StatementDescription { param_oids, fields })
 }
@@ -135,7 +133,7 @@ pub async fn handle(
             _ => Err(RunnelError::not_implemented(format!("{}", dml.op))),
         };
     }
-    let schema = crate::convert::nullable_arrow_schema(plan.schema().as_arrow());
+    let schema = crate::convert::result_schema(&plan);
     let batches = session
         .ctx
         .execute_logical_plan(plan)
