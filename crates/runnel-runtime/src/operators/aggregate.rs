@@ -269,7 +269,10 @@ impl Operator for AggregateOp {
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         let mut key = self.prefix.clone();
         let mut value = Vec::new();
-        for g in std::mem::take(&mut self.dirty_list) {
+        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
+        let mut dirty = std::mem::take(&mut self.dirty_list);
+        dirty.sort_unstable_by(|a, b| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
+        for g in dirty {
             let gi = g as usize;
             self.dirty[gi] = false;
             key.truncate(self.prefix.len());

@@ -188,7 +188,10 @@ impl Operator for MaterializeOp {
         let mut key = self.prefix.clone();
         match &mut self.pending {
             Pending::Keyed { latest, arena } => {
-                for (row_key, row) in latest.drain() {
+                // In key order: RocksDB's memtable inserts sorted keys far faster.
+                let mut rows: Vec<(Box<[u8]>, Option<(usize, usize)>)> = latest.drain().collect();
+                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (row_key, row) in rows {
                     key.truncate(self.prefix.len());
                     key.extend_from_slice(&row_key);
                     match row {
