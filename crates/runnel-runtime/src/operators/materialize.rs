@@ -189,7 +189,7 @@ impl Operator for MaterializeOp {
         match &mut self.pending {
             Pending::Keyed { latest, arena } => {
                 // In key order: RocksDB's memtable inserts sorted keys far faster.
-                let mut rows: Vec<(Box<[u8]>, Option<(usize, usize)>)> = latest.drain().collect();
+                let mut rows: Vec<_> = latest.drain().collect();
                 rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (row_key, row) in rows {
                     key.truncate(self.prefix.len());
