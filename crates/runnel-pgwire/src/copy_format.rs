@@ -137,9 +137,11 @@ impl CopyDecoder {
     }
 
     /// The input ended: decodes a last row without a line break and returns the last batch.
-    pub fn finish(mut self, out: &mut Vec<RecordBatch>) -> Result<u64, PgError> {
+    /// Later writes are ignored.
+    pub fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<u64, PgError> {
         if !self.ended {
             self.decode_rows(true, out)?;
+            self.ended = true;
         }
         if self.rows_in_batch > 0 {
             out.push(self.flush_batch());

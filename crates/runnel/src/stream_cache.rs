@@ -50,11 +50,10 @@ impl StreamLogCache {
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let cached = logs.remove(&id).unwrap_or_default();
+        let mut log = logs.remove(&id).unwrap_or_default();
         let used: usize = logs.values().map(|l| l.bytes).sum();
         // Decoding happens under the lock: concurrent scans of one stream would otherwise
         // decode the same new entries twice, and the work is bounded by what is new.
-        let mut log = cached;
         let new = read_entries(store, id, log.next_seq, schema)?;
         if let Some((last_seq, _)) = new.last() {
             log.next_seq = last_seq + 1;

@@ -177,11 +177,7 @@ impl CopyInSink for CopySink {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64, PgError> {
-        let decoder = std::mem::replace(
-            &mut self.decoder,
-            CopyDecoder::new(CopyFormat::text(), 0, 1),
-        );
-        decoder.finish(&mut self.text)?;
+        self.decoder.finish(&mut self.text)?;
         let finish = async {
             self.convert_pending()?;
             let rows = conform_each(&self.entry.schema, &self.batches, 0)?;
