@@ -15,21 +15,36 @@ apt_install() {
 
 # RocksDB's bindings need clang/libclang (bindgen); librdkafka and RocksDB need a C/C++ toolchain.
 install_build_deps() {
-    apt_install build-essential clang libclang-dev pkg-config
+    apt_install build-essential clang libclang-dev pkg-config zlib1g-dev
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
         exit 1
     fi
 }
 
+# The Kafka-protocol broker the Kafka tests and benchmark run against (Tansu, a broker written
+# in Rust; Apache Kafka cannot be downloaded here). Skipped when already installed.
+TANSU_VERSION=0.6.0
+install_tansu() {
+    local bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+    if [ -x "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+        return
+    fi
+    cargo install tansu --locked --version "$TANSU_VERSION" --features libsql -j2
+}
+
 # psql for manual checks, Python with psycopg/pytest/duckdb for the client tests and benchmarks,
-# a JDK and Debian's pgjdbc driver for the JDBC client test.
+# confluent-kafka as the independent Kafka client, a JDK and Debian's pgjdbc driver for the
+# JDBC client test, docker-compose to check the compose file, and the Tansu broker.
 install_test_deps() {
     install_build_deps
-    apt_install postgresql-client python3 python3-venv python3-pip libpostgresql-jdbc-java
+    apt_install postgresql-client python3 python3-venv python3-pip libpostgresql-jdbc-java \
+        docker-compose
     command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv
     fi
-    .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb
+    .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb \
+        "confluent-kafka>=2.6"
+    install_tansu
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, kernels};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -13,6 +13,11 @@ use crate::error::{Result, RunnelError};
 
 /// Name of the weight column when a change batch is stored as one Arrow batch (source logs).
 pub const WEIGHT_COLUMN: &str = "__weight";
+
+/// Hidden columns a Kafka stream's log entries carry before the weight: each row's partition
+/// (Int32) and offset (Int64), so that a view can start from a position of the topic.
+pub const KAFKA_PARTITION_COLUMN: &str = "__kafka_partition";
+pub const KAFKA_OFFSET_COLUMN: &str = "__kafka_offset";
 
 #[derive(Debug, Clone)]
 pub struct ChangeBatch {
@@ -93,10 +98,13 @@ impl ChangeBatch {
         )?)
     }
 
-    /// Inverse of [`ChangeBatch::to_stored`], relabelled with `schema`.
+    /// Inverse of [`ChangeBatch::to_stored`], relabelled with `schema`: the first
+    /// `schema.fields().len()` columns are the data; hidden columns between them and the
+    /// weight (see [`KAFKA_OFFSET_COLUMN`]) are left out.
     pub fn from_stored(stored: &RecordBatch, schema: SchemaRef) -> Result<ChangeBatch> {
         let n = stored.num_columns();
-        if n == 0 || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {
+        let width = schema.fields().len();
+        if n == 0 || width >= n || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {
             return Err(RunnelError::internal(
                 "stored change batch lacks its weight column",
             ));
@@ -110,10 +118,22 @@ impl ChangeBatch {
         let options = RecordBatchOptions::new().with_row_count(Some(stored.num_rows()));
         let data = RecordBatch::try_new_with_options(
             schema,
-            stored.columns()[..n - 1].to_vec(),
+            stored.columns()[..width].to_vec(),
             &options,
         )?;
         Ok(ChangeBatch { data, weights })
+    }
+
+    /// The per-row Kafka partition and offset of a stored log entry, if it has them.
+    pub fn stored_kafka_positions(
+        stored: &RecordBatch,
+    ) -> Option<(Int32Array, Int64Array)> {
+        let partition = stored.column_by_name(KAFKA_PARTITION_COLUMN)?;
+        let offset = stored.column_by_name(KAFKA_OFFSET_COLUMN)?;
+        Some((
+            partition.as_any().downcast_ref::<Int32Array>()?.clone(),
+            offset.as_any().downcast_ref::<Int64Array>()?.clone(),
+        ))
     }
 
     /// Concatenates batches of one schema.

@@ -4,5 +4,5 @@
 pub mod change;
 pub mod error;
 
-pub use change::ChangeBatch;
+pub use change::{ChangeBatch, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN};
 pub use error::{Result, RunnelError, SqlState};

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow::array::{BooleanArray, Int32Array, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, RelationKind, StreamPlan};
@@ -35,7 +36,41 @@ struct SourceLog {
     position: u64,
     /// Source nodes reading this log: (node, port).
     subscribers: Vec<(usize, usize)>,
+    /// Subscribers that read a Kafka stream from a start position: per partition, the first
+    /// offset they see (rows before it are filtered out of every entry, live or replayed).
+    starts: HashMap<(usize, usize), Arc<StartOffsets>>,
     position_dirty: bool,
+}
+
+/// Per Kafka partition, the first offset a view reads (partitions not named: all).
+pub type StartOffsets = BTreeMap<i32, i64>;
+
+/// A log entry as read: sequence number, the change batch, and (Kafka streams) each row's
+/// partition and offset.
+type LogEntry = (u64, ChangeBatch, Option<(Int32Array, Int64Array)>);
+
+/// Keeps the rows at or after `starts` (a row without a position is kept).
+fn from_start(
+    batch: ChangeBatch,
+    positions: Option<&(Int32Array, Int64Array)>,
+    starts: &StartOffsets,
+) -> Result<Option<ChangeBatch>> {
+    let Some((partitions, offsets)) = positions else {
+        return Ok(Some(batch));
+    };
+    let mask: BooleanArray = partitions
+        .values()
+        .iter()
+        .zip(offsets.values().iter())
+        .map(|(p, o)| Some(starts.get(p).is_none_or(|start| o >= start)))
+        .collect();
+    if mask.true_count() == batch.num_rows() {
+        return Ok(Some(batch));
+    }
+    if mask.true_count() == 0 {
+        return Ok(None);
+    }
+    batch.filter(&mask).map(Some)
 }
 
 /// What the dataflow knows about a view.
@@ -89,6 +124,7 @@ impl Dataflow {
                 schema,
                 position,
                 subscribers: Vec::new(),
+                starts: HashMap::new(),
                 position_dirty: false,
             },
         );
@@ -102,12 +138,14 @@ impl Dataflow {
     /// Instantiates a view's operators and wires them in. With `backfill`, the view is new:
     /// it first receives everything its inputs hold up to their current positions. Without,
     /// its state is restored from the store and it continues from the common positions.
+    /// `starts` gives, per Kafka stream, the topic position the view starts from.
     pub fn add_view(
         &mut self,
         view: ObjectId,
         plan: &StreamPlan,
         view_schema: SchemaRef,
         backfill: bool,
+        starts: &BTreeMap<ObjectId, StartOffsets>,
     ) -> Result<()> {
         let base = self.nodes.len();
         let mut built: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
@@ -203,6 +241,7 @@ impl Dataflow {
                     self.node_mut(upstream)?.outputs.push(target);
                 }
                 RelationKind::Stream | RelationKind::Table => {
+                    let start = starts.get(relation).cloned().map(Arc::new);
                     if backfill {
                         // A source nobody read yet was never advanced: its log end is where
                         // the live part starts. Otherwise the position is current (the
@@ -212,7 +251,7 @@ impl Dataflow {
                             true => self.log_end(*relation)?,
                             false => self.sources[relation].position,
                         };
-                        self.replay(*relation, 0, end, target)?;
+                        self.replay(*relation, 0, end, target, start.as_deref())?;
                         if let Some(source) = self.sources.get_mut(relation) {
                             if unread && source.position != end {
                                 source.position = end;
@@ -222,6 +261,9 @@ impl Dataflow {
                     }
                     if let Some(source) = self.sources.get_mut(relation) {
                         source.subscribers.push(target);
+                        if let Some(start) = start {
+                            source.starts.insert(target, start);
+                        }
                     }
                 }
             }
@@ -253,6 +295,7 @@ impl Dataflow {
         }
         for source in self.sources.values_mut() {
             source.subscribers.retain(|(n, _)| !state.nodes.contains(n));
+            source.starts.retain(|(n, _), _| !state.nodes.contains(n));
         }
     }
 
@@ -283,12 +326,23 @@ impl Dataflow {
             }
             any = true;
             let mut last = position;
-            for (seq, batch) in entries {
+            for (seq, batch, positions) in entries {
                 last = seq;
                 *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
-                let subscribers = self.sources[&id].subscribers.clone();
-                for (node, port) in subscribers {
-                    self.push(node, port, batch.clone());
+                let source = &self.sources[&id];
+                let subscribers: Vec<((usize, usize), Option<Arc<StartOffsets>>)> = source
+                    .subscribers
+                    .iter()
+                    .map(|t| (*t, source.starts.get(t).cloned()))
+                    .collect();
+                for ((node, port), start) in subscribers {
+                    let batch = match start {
+                        Some(start) => from_start(batch.clone(), positions.as_ref(), &start)?,
+                        None => Some(batch.clone()),
+                    };
+                    if let Some(batch) = batch {
+                        self.push(node, port, batch);
+                    }
                 }
             }
             if let Some(s) = self.sources.get_mut(&id) {
@@ -320,7 +374,7 @@ impl Dataflow {
         from: u64,
         to: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, ChangeBatch)>> {
+    ) -> Result<Vec<LogEntry>> {
         let schema = self.sources[&source].schema.clone();
         let start = keys::log_entry(source, from);
         let end = if to == u64::MAX {
@@ -337,7 +391,14 @@ impl Dataflow {
             Ok(out.len() < limit)
         })?;
         out.into_iter()
-            .map(|(seq, stored)| Ok((seq, ChangeBatch::from_stored(&stored, schema.clone())?)))
+            .map(|(seq, stored)| {
+                let positions = ChangeBatch::stored_kafka_positions(&stored);
+                Ok((
+                    seq,
+                    ChangeBatch::from_stored(&stored, schema.clone())?,
+                    positions,
+                ))
+            })
             .collect()
     }
 
@@ -348,6 +409,7 @@ impl Dataflow {
         from: u64,
         to: u64,
         target: (usize, usize),
+        start: Option<&StartOffsets>,
     ) -> Result<()> {
         let mut next = from;
         while next < to {
@@ -355,10 +417,82 @@ impl Dataflow {
             if entries.is_empty() {
                 break;
             }
-            for (seq, batch) in entries {
+            for (seq, batch, positions) in entries {
                 next = seq + 1;
-                self.push(target.0, target.1, batch);
+                let batch = match start {
+                    Some(start) => from_start(batch, positions.as_ref(), start)?,
+                    None => Some(batch),
+                };
+                if let Some(batch) = batch {
+                    self.push(target.0, target.1, batch);
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Adds a sink reading `input` (a view, or a stream's or table's log). With `backfill`
+    /// (a new sink) it first receives the input's current contents as inserts.
+    pub fn add_sink(
+        &mut self,
+        sink: ObjectId,
+        input: ObjectId,
+        input_kind: RelationKind,
+        op: Box<dyn Operator>,
+        backfill: bool,
+    ) -> Result<()> {
+        let known = match input_kind {
+            RelationKind::View => self.views.contains_key(&input),
+            _ => self.sources.contains_key(&input),
+        };
+        if !known {
+            return Err(RunnelError::internal(format!(
+                "sink input {input} is not in the dataflow"
+            )));
+        }
+        let node = self.nodes.len();
+        self.nodes.push(Some(NodeSlot {
+            op,
+            view: sink,
+            outputs: Vec::new(),
+        }));
+        self.views.insert(
+            sink,
+            ViewState {
+                nodes: vec![node],
+                output: node,
+                failed: None,
+                failure_unsaved: false,
+            },
+        );
+        match input_kind {
+            RelationKind::View => {
+                let upstream = self.views[&input].output;
+                if backfill {
+                    let snapshot = self.materialize(upstream)?.snapshot()?;
+                    if !snapshot.is_empty() {
+                        self.push(node, 0, snapshot);
+                    }
+                }
+                self.node_mut(upstream)?.outputs.push((node, 0));
+            }
+            RelationKind::Stream | RelationKind::Table => {
+                if backfill {
+                    let end = self.sources[&input].position;
+                    self.replay(input, 0, end, (node, 0), None)?;
+                }
+                if let Some(source) = self.sources.get_mut(&input) {
+                    source.subscribers.push((node, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every operator whether a checkpoint may be committed now (sinks flush).
+    pub fn prepare_checkpoint(&mut self) -> Result<()> {
+        for slot in self.nodes.iter_mut().flatten() {
+            slot.op.prepare_checkpoint()?;
         }
         Ok(())
     }

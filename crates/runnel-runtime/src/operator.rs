@@ -4,8 +4,10 @@
 //! 2. [`Operator::on_start`] once, `fresh` when the view is being created (not restored);
 //! 3. [`Operator::process`] for every change batch arriving on one of its input ports, in the
 //!    order the batches were produced upstream;
-//! 4. [`Operator::checkpoint`] at every checkpoint, adding its dirty state to the one atomic
-//!    write that also records the source positions.
+//! 4. at every checkpoint, [`Operator::prepare_checkpoint`] on every operator (a sink waits
+//!    for its records to be acknowledged; an error postpones the checkpoint), then
+//!    [`Operator::checkpoint`], adding its dirty state to the one atomic write that also
+//!    records the source positions.
 
 use std::any::Any;
 
@@ -23,6 +25,12 @@ pub trait Operator: Send {
 
     /// Output owed before any input (the one row of a global aggregate over nothing).
     fn on_start(&mut self, _fresh: bool, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called before a checkpoint is assembled; an error means the checkpoint must not be
+    /// committed yet (a sink whose records are not acknowledged).
+    fn prepare_checkpoint(&mut self) -> Result<()> {
         Ok(())
     }
 

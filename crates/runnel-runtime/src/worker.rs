@@ -17,7 +17,10 @@ use runnel_plan::{ObjectId, StreamPlan};
 use runnel_state::{keys, Store, WriteBatch};
 use tokio::sync::oneshot;
 
-use crate::dataflow::Dataflow;
+use crate::dataflow::{Dataflow, StartOffsets};
+use crate::operator::Operator;
+use runnel_plan::RelationKind;
+use std::collections::BTreeMap;
 
 /// Extra key/value writes to commit with the next checkpoint (catalog entries, metadata).
 pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
@@ -49,6 +52,16 @@ enum Command {
         id: ObjectId,
         plan: Box<StreamPlan>,
         schema: SchemaRef,
+        backfill: bool,
+        starts: BTreeMap<ObjectId, StartOffsets>,
+        writes: Writes,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    AddSink {
+        id: ObjectId,
+        input: ObjectId,
+        input_kind: RelationKind,
+        op: Box<dyn Operator>,
         backfill: bool,
         writes: Writes,
         reply: oneshot::Sender<Result<()>>,
@@ -138,12 +151,36 @@ impl Worker {
         plan: StreamPlan,
         schema: SchemaRef,
         backfill: bool,
+        starts: BTreeMap<ObjectId, StartOffsets>,
         writes: Writes,
     ) -> Result<()> {
         self.call(|reply| Command::AddView {
             id,
             plan: Box::new(plan),
             schema,
+            backfill,
+            starts,
+            writes,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a sink over `input`; `writes` are committed with the checkpoint that follows.
+    pub async fn add_sink(
+        &self,
+        id: ObjectId,
+        input: ObjectId,
+        input_kind: RelationKind,
+        op: Box<dyn Operator>,
+        backfill: bool,
+        writes: Writes,
+    ) -> Result<()> {
+        self.call(|reply| Command::AddSink {
+            id,
+            input,
+            input_kind,
+            op,
             backfill,
             writes,
             reply,
@@ -225,6 +262,12 @@ impl WorkerState {
     }
 
     fn checkpoint(&mut self, writes: Writes) -> Result<()> {
+        self.dataflow.prepare_checkpoint()?;
+        self.commit(writes)
+    }
+
+    /// Writes the checkpoint (the caller has prepared it).
+    fn commit(&mut self, writes: Writes) -> Result<()> {
         let mut batch = WriteBatch::default();
         self.dataflow.checkpoint(&mut batch)?;
         for (k, v) in writes {
@@ -239,7 +282,14 @@ impl WorkerState {
     /// A checkpoint that cannot be written leaves memory ahead of the store; the only safe
     /// continuation is a restart from the last good checkpoint.
     fn checkpoint_or_die(&mut self, writes: Writes) {
-        if let Err(err) = self.checkpoint(writes) {
+        if let Err(err) = self.dataflow.prepare_checkpoint() {
+            // A sink has not delivered yet: keep the work in memory and try again next
+            // interval; committing now could lose its records.
+            tracing::warn!("checkpoint postponed: {err}");
+            self.last_checkpoint = Instant::now();
+            return;
+        }
+        if let Err(err) = self.commit(writes) {
             tracing::error!("checkpoint failed, exiting to recover from the last one: {err}");
             std::process::exit(70);
         }
@@ -266,11 +316,12 @@ impl WorkerState {
                 plan,
                 schema,
                 backfill,
+                starts,
                 writes,
                 reply,
             } => {
                 self.drain();
-                let result = match self.dataflow.add_view(id, &plan, schema, backfill) {
+                let result = match self.dataflow.add_view(id, &plan, schema, backfill, &starts) {
                     Ok(()) => self.checkpoint(writes),
                     Err(err) => {
                         self.dataflow.remove_view(id);
@@ -279,13 +330,36 @@ impl WorkerState {
                 };
                 let _ = reply.send(result);
             }
+            Command::AddSink {
+                id,
+                input,
+                input_kind,
+                op,
+                backfill,
+                writes,
+                reply,
+            } => {
+                self.drain();
+                let result = match self.dataflow.add_sink(id, input, input_kind, op, backfill) {
+                    Ok(()) => self.checkpoint(writes),
+                    Err(err) => Err(err),
+                };
+                if result.is_err() {
+                    self.dataflow.remove_view(id);
+                }
+                let _ = reply.send(result);
+            }
             Command::Drop { ids, reply } => {
                 let mut batch = WriteBatch::default();
                 for &id in &ids {
                     self.dataflow.remove_view(id);
                     self.dataflow.remove_source(id);
                 }
-                let result = self.dataflow.checkpoint(&mut batch).and_then(|()| {
+                let result = self
+                    .dataflow
+                    .prepare_checkpoint()
+                    .and_then(|()| self.dataflow.checkpoint(&mut batch))
+                    .and_then(|()| {
                     for &id in &ids {
                         for (start, end) in keys::object_ranges(id) {
                             batch.delete_range(start, end);

@@ -29,6 +29,9 @@ pub struct CatalogEntry {
     /// Views: the columns the view's rows are stored by, one row per key (`None`: stored as
     /// a multiset of rows with counts). Fixed when the view is created.
     pub view_key: Option<Vec<usize>>,
+    /// Views created with a start position: per Kafka stream read, the first offset of each
+    /// partition the view sees, resolved once at creation (so a restart keeps them).
+    pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
 }
 
 impl CatalogEntry {
@@ -36,7 +39,8 @@ impl CatalogEntry {
         match self.kind {
             ObjectKind::Stream => RelationKind::Stream,
             ObjectKind::Table => RelationKind::Table,
-            ObjectKind::MaterializedView => RelationKind::View,
+            // A sink is never read as a relation; it is listed only to share the namespace.
+            ObjectKind::MaterializedView | ObjectKind::Sink => RelationKind::View,
         }
     }
 }
@@ -51,6 +55,9 @@ pub struct StoredEntry {
     /// See [`CatalogEntry::view_key`]; absent in entries written before views had keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_key: Option<Vec<usize>>,
+    /// See [`CatalogEntry::start_offsets`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,6 +65,7 @@ pub enum StoredKind {
     Stream,
     Table,
     MaterializedView,
+    Sink,
 }
 
 impl From<ObjectKind> for StoredKind {
@@ -66,6 +74,7 @@ impl From<ObjectKind> for StoredKind {
             ObjectKind::Stream => StoredKind::Stream,
             ObjectKind::Table => StoredKind::Table,
             ObjectKind::MaterializedView => StoredKind::MaterializedView,
+            ObjectKind::Sink => StoredKind::Sink,
         }
     }
 }
@@ -76,6 +85,7 @@ impl From<StoredKind> for ObjectKind {
             StoredKind::Stream => ObjectKind::Stream,
             StoredKind::Table => ObjectKind::Table,
             StoredKind::MaterializedView => ObjectKind::MaterializedView,
+            StoredKind::Sink => ObjectKind::Sink,
         }
     }
 }
@@ -88,6 +98,7 @@ impl CatalogEntry {
             kind: self.kind.into(),
             sql: self.sql.clone(),
             view_key: self.view_key.clone(),
+            start_offsets: self.start_offsets.clone(),
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct RelationDef {
     pub schema: SchemaRef,
     /// Column indices of the primary key (tables only).
     pub primary_key: Vec<usize>,
+    /// Columns declared JSON or JSONB (stored as their JSON text).
+    pub json_columns: Vec<usize>,
     pub options: Vec<(String, String)>,
 }
 
@@ -31,7 +33,11 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
     }
     let mut fields = Vec::with_capacity(create.columns.len());
     let mut primary_key: Vec<usize> = Vec::new();
+    let mut json_columns: Vec<usize> = Vec::new();
     for (i, column) in create.columns.iter().enumerate() {
+        if matches!(column.data_type, ast::DataType::JSON | ast::DataType::JSONB) {
+            json_columns.push(i);
+        }
         let col_name = ident_name(&column.name);
         if fields.iter().any(|f: &Field| f.name() == &col_name) {
             return Err(RunnelError::plan(
@@ -135,17 +141,14 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
         }
         _ => {}
     }
+    // Connector options are checked by the server, which knows the connectors.
     let options = sql_options(&create.table_options)?;
-    if let Some((key, _)) = options.iter().find(|(k, _)| k == "connector") {
-        return Err(RunnelError::not_implemented(format!(
-            "option {key}: only embedded streams and tables exist so far (omit connector)"
-        )));
-    }
     Ok(RelationDef {
         name,
         kind,
         schema: Arc::new(Schema::new(fields)),
         primary_key,
+        json_columns,
         options,
     })
 }

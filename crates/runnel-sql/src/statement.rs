@@ -15,6 +15,8 @@ pub enum ObjectKind {
     Stream,
     Table,
     MaterializedView,
+    /// Not a relation: writes a view's or stream's changes out (to Kafka).
+    Sink,
 }
 
 impl ObjectKind {
@@ -23,6 +25,7 @@ impl ObjectKind {
             ObjectKind::Stream => "stream",
             ObjectKind::Table => "table",
             ObjectKind::MaterializedView => "materialized view",
+            ObjectKind::Sink => "sink",
         }
     }
 }
@@ -61,6 +64,13 @@ pub enum Statement {
         view: Box<ast::CreateView>,
         /// Only describe the operator graph.
         explain: bool,
+    },
+    /// `CREATE SINK [IF NOT EXISTS] name FROM relation WITH (...)`.
+    CreateSink {
+        name: String,
+        from: String,
+        options: Vec<(String, String)>,
+        if_not_exists: bool,
     },
     Drop {
         kind: ObjectKind,
@@ -209,6 +219,11 @@ fn classify(sql: &str) -> Result<Statement> {
             let rewritten = replace_word(sql, "STREAM", "TABLE");
             drop_statement(parse_one(&rewritten)?, Some(ObjectKind::Stream))
         }
+        ["DROP", "SINK", ..] => {
+            let rewritten = replace_word(sql, "SINK", "TABLE");
+            drop_statement(parse_one(&rewritten)?, Some(ObjectKind::Sink))
+        }
+        ["CREATE", "SINK", ..] => create_sink(sql),
         ["EXPLAIN", "CREATE", ..] => {
             let rest = strip_first_word(sql, "EXPLAIN");
             match classify(rest)? {
@@ -278,6 +293,52 @@ fn classify(sql: &str) -> Result<Statement> {
             }
         }
     }
+}
+
+/// `CREATE SINK [IF NOT EXISTS] name FROM relation WITH (k = v, ...)`.
+fn create_sink(sql: &str) -> Result<Statement> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .map_err(|e| parse_error(sql, e))?;
+    let expect_word = |parser: &mut Parser<'_>, word: &str| -> Result<()> {
+        match parser.next_token().token {
+            Token::Word(w) if w.value.eq_ignore_ascii_case(word) => Ok(()),
+            _ => Err(syntax_error(
+                sql,
+                "expected CREATE SINK name FROM relation WITH (...)",
+            )),
+        }
+    };
+    expect_word(&mut parser, "CREATE")?;
+    expect_word(&mut parser, "SINK")?;
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser
+        .parse_object_name(false)
+        .map_err(|e| parse_error(sql, e))?;
+    parser
+        .expect_keyword(Keyword::FROM)
+        .map_err(|e| parse_error(sql, e))?;
+    let from = parser
+        .parse_object_name(false)
+        .map_err(|e| parse_error(sql, e))?;
+    let options = parser
+        .parse_options(Keyword::WITH)
+        .map_err(|e| parse_error(sql, e))?;
+    let _ = parser.consume_token(&Token::SemiColon);
+    if parser.peek_token().token != Token::EOF {
+        return Err(syntax_error(
+            sql,
+            "unexpected text after CREATE SINK ... WITH (...)",
+        ));
+    }
+    Ok(Statement::CreateSink {
+        name: object_name(&name),
+        from: object_name(&from),
+        options: crate::ddl::sql_options(&ast::CreateTableOptions::With(options))?,
+        if_not_exists,
+    })
 }
 
 fn drop_statement(statement: ast::Statement, forced: Option<ObjectKind>) -> Result<Statement> {
@@ -427,18 +488,22 @@ fn copy_statement(
 /// Parses exactly one statement with the PostgreSQL dialect.
 pub fn parse_one(sql: &str) -> Result<ast::Statement> {
     let dialect = PostgreSqlDialect {};
-    let mut statements = Parser::parse_sql(&dialect, sql).map_err(|e| match e {
-        ParserError::TokenizerError(m) | ParserError::ParserError(m) => syntax_error(sql, &m),
-        ParserError::RecursionLimitExceeded => {
-            RunnelError::plan(SqlState::SYNTAX_ERROR, "statement is nested too deeply")
-        }
-    })?;
+    let mut statements = Parser::parse_sql(&dialect, sql).map_err(|e| parse_error(sql, e))?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
         _ => Err(RunnelError::plan(
             SqlState::SYNTAX_ERROR,
             "expected exactly one statement",
         )),
+    }
+}
+
+fn parse_error(sql: &str, e: ParserError) -> RunnelError {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => syntax_error(sql, &m),
+        ParserError::RecursionLimitExceeded => {
+            RunnelError::plan(SqlState::SYNTAX_ERROR, "statement is nested too deeply")
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! | 0x05      | table id, encoded primary key         | the row (codec-encoded)                |
 //! | 0x06      | view id, encoded row                  | multiplicity (i64, little endian)      |
 //! | 0x07      | view id, node id (u32), operator key  | operator state                         |
+//! | 0x08      | source id, Kafka partition (u32)      | next offset to ingest (i64, LE)        |
 
 use runnel_plan::ObjectId;
 
@@ -21,6 +22,7 @@ pub const POSITION: u8 = 0x04;
 pub const TABLE_ROW: u8 = 0x05;
 pub const VIEW_ROW: u8 = 0x06;
 pub const OPERATOR: u8 = 0x07;
+pub const KAFKA_OFFSET: u8 = 0x08;
 
 fn with_id(namespace: u8, id: ObjectId) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
@@ -81,6 +83,22 @@ pub fn operator_prefix(view: ObjectId, node: u32) -> Vec<u8> {
     key
 }
 
+pub fn kafka_offsets_prefix(source: ObjectId) -> Vec<u8> {
+    with_id(KAFKA_OFFSET, source)
+}
+
+pub fn kafka_offset(source: ObjectId, partition: i32) -> Vec<u8> {
+    let mut key = kafka_offsets_prefix(source);
+    key.extend_from_slice(&(partition as u32).to_be_bytes());
+    key
+}
+
+/// The partition of a [`kafka_offset`] key.
+pub fn kafka_offset_partition(key: &[u8]) -> Option<i32> {
+    let bytes: [u8; 4] = key.get(5..9)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes) as i32)
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -103,6 +121,7 @@ pub fn object_ranges(id: ObjectId) -> Vec<(Vec<u8>, Vec<u8>)> {
         table_prefix(id),
         view_prefix(id),
         view_operators_prefix(id),
+        kafka_offsets_prefix(id),
     ]
     .into_iter()
     .map(|p| {

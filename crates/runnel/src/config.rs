@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Directory holding all state [default: ./runnel-data]
     #[arg(long, env = "RUNNEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes
+    /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
+    /// kafka_bootstrap_servers
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -47,6 +48,10 @@ pub struct ServeArgs {
     /// fsync every write (survives power loss, not only process crashes) [default: false]
     #[arg(long, env = "RUNNEL_SYNC_WRITES")]
     pub sync_writes: Option<bool>,
+    /// Kafka brokers (host:port,...) for streams, tables and sinks that don't name
+    /// bootstrap_servers in their WITH options
+    #[arg(long, env = "RUNNEL_KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +61,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub checkpoint_interval_ms: Option<u64>,
     pub sync_writes: Option<bool>,
+    pub kafka_bootstrap_servers: Option<String>,
 }
 
 /// The resolved configuration of `runnel serve`.
@@ -94,6 +100,10 @@ impl ServeArgs {
             engine: EngineConfig {
                 checkpoint_interval: Duration::from_millis(interval),
                 sync_writes: self.sync_writes.or(file.sync_writes).unwrap_or(false),
+                kafka_bootstrap_servers: self
+                    .kafka_bootstrap_servers
+                    .or(file.kafka_bootstrap_servers)
+                    .filter(|s| !s.trim().is_empty()),
             },
         })
     }

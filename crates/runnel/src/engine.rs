@@ -15,7 +15,9 @@ use runnel_runtime::{Worker, WorkerThread};
 use runnel_sql::{Catalog, CatalogEntry, StoredEntry};
 use runnel_state::{keys, Store, StoreOptions};
 
-use crate::handlers::{create_relation, create_view};
+use crate::handlers::create_sink::SinkInfo;
+use crate::handlers::{create_relation, create_sink, create_view};
+use crate::kafka_ingest::Ingests;
 use crate::serving::RunnelSchema;
 use crate::stream_cache::StreamLogCache;
 use crate::writer::SourceWriter;
@@ -24,6 +26,8 @@ use crate::writer::SourceWriter;
 pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     pub sync_writes: bool,
+    /// Default `bootstrap_servers` of Kafka streams, tables and sinks.
+    pub kafka_bootstrap_servers: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +35,7 @@ impl Default for EngineConfig {
         EngineConfig {
             checkpoint_interval: Duration::from_millis(1000),
             sync_writes: false,
+            kafka_bootstrap_servers: None,
         }
     }
 }
@@ -46,6 +51,11 @@ pub struct Shared {
     writers: Mutex<HashMap<ObjectId, Arc<SourceWriter>>>,
     /// Decoded stream logs for ad-hoc reads.
     pub stream_cache: StreamLogCache,
+    pub config: EngineConfig,
+    /// Running Kafka ingestion, per stream or table.
+    pub ingests: Ingests,
+    /// Sinks, for SHOW SINKS.
+    pub sinks: Mutex<HashMap<ObjectId, SinkInfo>>,
 }
 
 impl fmt::Debug for Shared {
@@ -169,6 +179,9 @@ impl Engine {
             ddl: tokio::sync::Mutex::new(()),
             writers: Mutex::new(HashMap::new()),
             stream_cache: StreamLogCache::new(STREAM_CACHE_BYTES),
+            config: config.clone(),
+            ingests: Ingests::default(),
+            sinks: Mutex::new(HashMap::new()),
         });
         let engine = Arc::new(Engine {
             shared: shared.clone(),
@@ -194,6 +207,7 @@ impl Engine {
                 runnel_sql::StoredKind::MaterializedView => {
                     create_view::restore(&self.shared, &entry).await
                 }
+                runnel_sql::StoredKind::Sink => create_sink::restore(&self.shared, &entry).await,
                 _ => create_relation::restore(&self.shared, &entry).await,
             };
             if let Err(err) = result {

@@ -5,9 +5,11 @@ pub mod config;
 pub mod convert;
 pub mod engine;
 pub mod handlers;
+pub mod kafka_ingest;
 pub mod serving;
 pub mod session;
 pub mod stream_cache;
+pub mod table_upsert;
 pub mod writer;
 
 pub use engine::{Engine, EngineConfig};

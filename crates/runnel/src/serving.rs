@@ -41,12 +41,15 @@ impl SchemaProvider for RunnelSchema {
         self.shared
             .catalog()
             .entries()
+            .filter(|e| e.kind != ObjectKind::Sink)
             .map(|e| e.name.clone())
             .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.shared.catalog().get(name).map(|entry| {
+        let catalog = self.shared.catalog();
+        let relation = catalog.get(name).filter(|e| e.kind != ObjectKind::Sink);
+        Ok(relation.map(|entry| {
             Arc::new(RelationTable {
                 entry: entry.clone(),
                 shared: self.shared.clone(),
@@ -55,7 +58,10 @@ impl SchemaProvider for RunnelSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.shared.catalog().get(name).is_some()
+        self.shared
+            .catalog()
+            .get(name)
+            .is_some_and(|e| e.kind != ObjectKind::Sink)
     }
 }
 
@@ -119,6 +125,7 @@ pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<Record
                 })
                 .collect()
         }
+        ObjectKind::Sink => Ok(Vec::new()),
         ObjectKind::MaterializedView => {
             let layout = ViewLayout::new(entry.view_key.as_deref(), schema.fields().len());
             read_view(store, &keys::view_prefix(entry.id), &layout, &schema)

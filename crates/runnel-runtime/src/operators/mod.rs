@@ -7,6 +7,7 @@ pub mod join;
 pub mod materialize;
 pub mod project;
 pub mod relabel;
+pub mod sink;
 
 pub use aggregate::AggregateOp;
 pub use filter::FilterOp;
@@ -14,3 +15,4 @@ pub use join::JoinOp;
 pub use materialize::MaterializeOp;
 pub use project::ProjectOp;
 pub use relabel::RelabelOp;
+pub use sink::{SinkOp, SinkWriter};

@@ -36,6 +36,7 @@ pub fn handle(
             format!("cannot copy into materialized view \"{table}\""),
         ));
     }
+    super::dml::refuse_kafka(&session.shared, &entry)?;
     // The columns the data holds, in order.
     let indices: Vec<usize> = if columns.is_empty() {
         (0..entry.schema.fields().len()).collect()

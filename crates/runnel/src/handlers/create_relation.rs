@@ -1,5 +1,7 @@
 //! CREATE STREAM and CREATE TABLE: validate the definition, persist it and register its log
-//! with the dataflow.
+//! with the dataflow. A Kafka stream or table (`connector = 'kafka'`) also resolves its start
+//! position against the broker, stores it as its first offsets (committed with the catalog
+//! entry, so a restart never re-resolves 'latest'), and starts its ingestion thread.
 
 use std::sync::Arc;
 
@@ -8,7 +10,10 @@ use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
 use runnel_sql::{relation_def, CatalogEntry, ObjectKind, Statement, StoredEntry};
 
+use runnel_connectors::KafkaOptions;
+
 use crate::engine::Shared;
+use crate::kafka_ingest;
 use crate::session::RunnelSession;
 
 pub async fn handle(
@@ -18,6 +23,10 @@ pub async fn handle(
     sql: &str,
 ) -> Result<QueryResponse> {
     let def = relation_def(kind, create)?;
+    let kafka = KafkaOptions::from_options(
+        &def.options,
+        session.shared.config.kafka_bootstrap_servers.as_deref(),
+    )?;
     let tag = match kind {
         ObjectKind::Stream => "CREATE STREAM",
         _ => "CREATE TABLE",
@@ -37,23 +46,43 @@ pub async fn handle(
             ),
         ));
     }
+    let prepared = match &kafka {
+        Some(options) => {
+            let (def, options) = (def.clone(), options.clone());
+            let prepared = tokio::task::spawn_blocking(move || kafka_ingest::prepare(&def, &options))
+                .await
+                .map_err(|e| RunnelError::internal(format!("Kafka check panicked: {e}")))??;
+            Some(prepared)
+        }
+        None => None,
+    };
     let (id, id_write) = shared.allocate_id();
     let entry = CatalogEntry {
         id,
-        name: def.name,
+        name: def.name.clone(),
         kind,
         sql: sql.to_string(),
-        schema: def.schema,
-        primary_key: def.primary_key,
+        schema: def.schema.clone(),
+        primary_key: def.primary_key.clone(),
         view_key: None,
         dependencies: vec![],
+        start_offsets: Default::default(),
     };
-    let writes = vec![Shared::catalog_write(&entry)?, id_write];
+    let mut writes = vec![Shared::catalog_write(&entry)?, id_write];
+    if let Some((_, start)) = &prepared {
+        writes.extend(kafka_ingest::offset_writes(id, start));
+    }
     shared
         .worker
         .add_source(id, entry.schema.clone(), writes)
         .await?;
-    shared.update_catalog(|c| c.insert(entry));
+    let entry = Arc::new(entry);
+    shared.update_catalog(|c| c.insert((*entry).clone()));
+    if let (Some(options), Some((layout, _))) = (kafka, prepared) {
+        shared
+            .ingests
+            .start(&shared, entry, options, layout, def.primary_key)?;
+    }
     Ok(QueryResponse::Command { tag: tag.into() })
 }
 
@@ -66,20 +95,30 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         ));
     };
     let def = relation_def(*kind, create)?;
-    let entry = CatalogEntry {
+    let kafka =
+        KafkaOptions::from_options(&def.options, shared.config.kafka_bootstrap_servers.as_deref())?;
+    let entry = Arc::new(CatalogEntry {
         id: stored.id,
         name: stored.name.clone(),
         kind: *kind,
         sql: stored.sql.clone(),
-        schema: def.schema,
-        primary_key: def.primary_key,
+        schema: def.schema.clone(),
+        primary_key: def.primary_key.clone(),
         view_key: None,
         dependencies: vec![],
-    };
+        start_offsets: Default::default(),
+    });
     shared
         .worker
         .add_source(entry.id, entry.schema.clone(), vec![])
         .await?;
-    shared.update_catalog(|c| c.insert(entry));
+    shared.update_catalog(|c| c.insert((*entry).clone()));
+    if let Some(options) = kafka {
+        // The broker may be down at start-up: the thread waits for it.
+        let layout = kafka_ingest::Layout::new(&def)?;
+        shared
+            .ingests
+            .start(shared, entry, options, layout, def.primary_key)?;
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! the streaming plan, and have the worker backfill and start maintaining it. The catalog
 //! entry is committed with the view's first checkpoint.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -11,6 +12,8 @@ use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{ObjectId, RelationKind, StreamPlan};
+use runnel_connectors::kafka::resolve_start as resolve_topic_start;
+use runnel_connectors::StartPosition;
 use runnel_sql::ddl::sql_options;
 use runnel_sql::statement::ident_name;
 use runnel_sql::{
@@ -43,9 +46,9 @@ pub async fn plan_view(
     view: &ast::CreateView,
 ) -> Result<PlannedView> {
     let options = sql_options(&view.options)?;
-    if let Some((key, _)) = options.first() {
+    if let Some((key, _)) = options.iter().find(|(k, _)| k != "start") {
         return Err(RunnelError::not_implemented(format!(
-            "materialized view option {key}"
+            "materialized view option {key} (views take only start)"
         )));
     }
     let state = ctx.state();
@@ -121,6 +124,7 @@ pub async fn handle(
     }
     let (id, id_write) = shared.allocate_id();
     let planned = plan_view(&session.ctx, &catalog, id, view).await?;
+    let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
     let entry = CatalogEntry {
         id,
         name,
@@ -130,11 +134,19 @@ pub async fn handle(
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
         view_key: planned.plan.view_key().map(<[usize]>::to_vec),
+        start_offsets,
     };
     let writes = vec![Shared::catalog_write(&entry)?, id_write];
     shared
         .worker
-        .add_view(id, planned.plan, planned.schema, true, writes)
+        .add_view(
+            id,
+            planned.plan,
+            planned.schema,
+            true,
+            entry.start_offsets.clone(),
+            writes,
+        )
         .await?;
     shared.update_catalog(|c| c.insert(entry));
     Ok(QueryResponse::Command {
@@ -165,11 +177,66 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
         view_key: stored.view_key.clone(),
+        start_offsets: stored.start_offsets.clone(),
     };
     shared
         .worker
-        .add_view(stored.id, planned.plan, planned.schema, false, vec![])
+        .add_view(
+            stored.id,
+            planned.plan,
+            planned.schema,
+            false,
+            stored.start_offsets.clone(),
+            vec![],
+        )
         .await?;
     shared.update_catalog(|c| c.insert(entry));
     Ok(())
+}
+
+/// A view's `WITH (start = ...)`: per Kafka stream it reads, the first offset of each
+/// partition, resolved against the broker now ('latest' and timestamps mean as of creation).
+/// `earliest` (the default) is everything the streams ingested and needs no offsets.
+async fn resolve_start(
+    shared: &Arc<Shared>,
+    catalog: &Catalog,
+    plan: &StreamPlan,
+    view: &ast::CreateView,
+) -> Result<BTreeMap<ObjectId, BTreeMap<i32, i64>>> {
+    let options = sql_options(&view.options)?;
+    let Some((_, text)) = options.iter().rev().find(|(k, _)| k == "start") else {
+        return Ok(BTreeMap::new());
+    };
+    let start = StartPosition::parse(text)?;
+    if start == StartPosition::Earliest {
+        return Ok(BTreeMap::new());
+    }
+    let mut out = BTreeMap::new();
+    for dep in plan.dependencies() {
+        let Some(entry) = catalog.get_by_id(dep) else {
+            continue;
+        };
+        if entry.kind != ObjectKind::Stream {
+            continue;
+        }
+        let Some(options) = shared.ingests.options(dep) else {
+            continue;
+        };
+        let position = start.clone();
+        let offsets = tokio::task::spawn_blocking(move || {
+            resolve_topic_start(&options.bootstrap_servers, &options.topic, &position)
+        })
+        .await
+        .map_err(|e| RunnelError::internal(format!("start resolution panicked: {e}")))??;
+        out.insert(dep, offsets);
+    }
+    if out.is_empty() {
+        return Err(RunnelError::plan(
+            SqlState::INVALID_PARAMETER_VALUE,
+            format!(
+                "start = '{text}' applies to Kafka streams, and this view reads none (only 'earliest' is allowed here)"
+            ),
+        ));
+    }
+    Ok(out)
 }

@@ -30,7 +30,25 @@ fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntr
             format!("cannot change materialized view \"{name}\": it is computed from its inputs"),
         ));
     }
+    refuse_kafka(&session.shared, &entry)?;
     Ok(entry)
+}
+
+/// A Kafka stream or table is written only by its topic: a second writer would put rows in
+/// its log that no offset accounts for, and a replay would not reproduce them.
+pub fn refuse_kafka(shared: &Shared, entry: &CatalogEntry) -> Result<()> {
+    match shared.ingests.options(entry.id) {
+        Some(options) => Err(RunnelError::plan(
+            SqlState::WRONG_OBJECT_TYPE,
+            format!(
+                "{} \"{}\" is fed by Kafka topic '{}'; produce to the topic instead",
+                entry.kind.sql_name(),
+                entry.name,
+                options.topic
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Runs a plan to completion.

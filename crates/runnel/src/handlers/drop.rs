@@ -63,6 +63,13 @@ pub async fn handle(
     if !ids.is_empty() {
         // Dependents first, so no view is left reading a dropped input.
         ids.sort_unstable_by(|a, b| b.cmp(a));
+        // A Kafka source's thread must be gone before its key ranges are deleted.
+        for &id in &ids {
+            let ingests = shared.clone();
+            tokio::task::spawn_blocking(move || ingests.ingests.stop(id))
+                .await
+                .map_err(|e| RunnelError::internal(format!("stopping a Kafka reader: {e}")))?;
+        }
         shared.worker.drop_objects(ids.clone()).await?;
         shared.update_catalog(|c| {
             for id in &ids {
@@ -72,12 +79,14 @@ pub async fn handle(
         for id in ids {
             shared.forget_writer(id);
             shared.stream_cache.forget(id);
+            super::create_sink::forget(&shared, id);
         }
     }
     let tag = match kind {
         ObjectKind::Stream => "DROP STREAM",
         ObjectKind::Table => "DROP TABLE",
         ObjectKind::MaterializedView => "DROP MATERIALIZED VIEW",
+        ObjectKind::Sink => "DROP SINK",
     };
     Ok(QueryResponse::Command { tag: tag.into() })
 }

@@ -3,6 +3,7 @@
 
 pub mod copy;
 pub mod create_relation;
+pub mod create_sink;
 pub mod create_view;
 pub mod dml;
 pub mod drop;
@@ -33,6 +34,12 @@ pub async fn execute(
         Statement::CreateMaterializedView { view, explain } => {
             create_view::handle(session, view, *explain, &statement.sql).await
         }
+        Statement::CreateSink {
+            name,
+            from,
+            options,
+            if_not_exists,
+        } => create_sink::handle(session, name, from, options, *if_not_exists, &statement.sql).await,
         Statement::Drop {
             kind,
             names,

@@ -2,6 +2,7 @@
 
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::Result;
+use runnel_connectors::SinkMode;
 use runnel_pgwire::QueryResponse;
 use runnel_sql::{ObjectKind, ShowKind};
 use runnel_state::keys;
@@ -11,15 +12,20 @@ use crate::session::RunnelSession;
 
 pub fn schema(kind: ShowKind) -> SchemaRef {
     match kind {
-        ShowKind::Streams | ShowKind::Tables | ShowKind::Sinks => text_schema(&["name"]),
+        ShowKind::Streams | ShowKind::Tables => text_schema(&["name"]),
+        ShowKind::Sinks => text_schema(&["name", "source", "topic", "mode", "status"]),
         ShowKind::MaterializedViews => text_schema(&["name", "status"]),
         ShowKind::Progress => text_schema(&[
             "source",
             "partition",
-            "committed_offset",
+            "offset",
             "end_offset",
             "lag",
-            "rows_read",
+            "events_per_sec",
+            "backfill",
+            "errors",
+            "last_error",
+            "status",
         ]),
     }
 }
@@ -38,7 +44,36 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
     let rows = match kind {
         ShowKind::Streams => names(ObjectKind::Stream),
         ShowKind::Tables => names(ObjectKind::Table),
-        ShowKind::Sinks => vec![],
+        ShowKind::Sinks => {
+            let sinks = session
+                .shared
+                .sinks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let mut rows: Vec<Vec<Option<String>>> = catalog
+                .entries()
+                .filter(|e| e.kind == ObjectKind::Sink)
+                .filter_map(|e| {
+                    let info = sinks.get(&e.id)?;
+                    Some(vec![
+                        Some(e.name.clone()),
+                        Some(info.from.clone()),
+                        Some(info.topic.clone()),
+                        Some(
+                            match info.mode {
+                                SinkMode::Append => "append",
+                                SinkMode::Upsert => "upsert",
+                            }
+                            .to_string(),
+                        ),
+                        Some(info.describe_status()),
+                    ])
+                })
+                .collect();
+            rows.sort();
+            rows
+        }
         ShowKind::MaterializedViews => {
             let status = session.shared.worker.status().await?;
             let mut views: Vec<(String, String)> = catalog
@@ -60,30 +95,83 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
                 .map(|(n, s)| vec![Some(n), Some(s)])
                 .collect()
         }
-        ShowKind::Progress => {
-            let status = session.shared.worker.status().await?;
-            let store = &session.shared.store;
-            let mut rows = Vec::new();
-            for source in status.sources {
-                let Some(entry) = catalog.get_by_id(source.id) else {
-                    continue;
-                };
-                let prefix = keys::log_prefix(source.id);
-                let end = store
-                    .last_key_in_range(&prefix, &keys::prefix_end(&prefix))?
-                    .and_then(|k| keys::log_entry_seq(&k))
-                    .map_or(0, |s| s + 1);
-                rows.push(vec![
-                    Some(entry.name.clone()),
-                    Some("0".to_string()),
-                    Some(source.position.to_string()),
-                    Some(end.to_string()),
-                    Some(end.saturating_sub(source.position).to_string()),
-                    Some(source.rows_read.to_string()),
-                ]);
-            }
-            rows
-        }
+        ShowKind::Progress => progress_rows(session).await?,
     };
     text_rows(schema(kind), rows)
+}
+
+/// One row per Kafka partition (offsets are Kafka offsets) and one per embedded stream or
+/// table (offsets are log sequence numbers, as read by the dataflow).
+async fn progress_rows(session: &RunnelSession) -> Result<Vec<Vec<Option<String>>>> {
+    let catalog = session.shared.catalog();
+    let kafka = session.shared.ingests.progress();
+    let mut rows = Vec::new();
+    for (id, progress) in &kafka {
+        let Some(entry) = catalog.get_by_id(*id) else {
+            continue;
+        };
+        for (partition, part) in &progress.partitions {
+            let end = part.end_offset.map(|e| e.max(part.offset));
+            let backfill = part.backfill.and_then(|(from, to)| {
+                (to > from && part.offset < to).then(|| {
+                    let done = (part.offset - from) as f64 / (to - from) as f64;
+                    format!("{:.1}%", 100.0 * done)
+                })
+            });
+            rows.push(vec![
+                Some(entry.name.clone()),
+                Some(partition.to_string()),
+                Some(part.offset.to_string()),
+                end.map(|e| e.to_string()),
+                end.map(|e| (e - part.offset).to_string()),
+                Some(format!("{:.0}", progress.events_per_sec)),
+                backfill,
+                Some(progress.errors.to_string()),
+                progress.last_error.clone(),
+                Some(progress.status.clone()),
+            ]);
+        }
+        if progress.partitions.is_empty() {
+            rows.push(vec![
+                Some(entry.name.clone()),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(progress.errors.to_string()),
+                progress.last_error.clone(),
+                Some(progress.status.clone()),
+            ]);
+        }
+    }
+    let status = session.shared.worker.status().await?;
+    let store = &session.shared.store;
+    for source in status.sources {
+        if kafka.iter().any(|(id, _)| *id == source.id) {
+            continue;
+        }
+        let Some(entry) = catalog.get_by_id(source.id) else {
+            continue;
+        };
+        let prefix = keys::log_prefix(source.id);
+        let end = store
+            .last_key_in_range(&prefix, &keys::prefix_end(&prefix))?
+            .and_then(|k| keys::log_entry_seq(&k))
+            .map_or(0, |s| s + 1);
+        rows.push(vec![
+            Some(entry.name.clone()),
+            None,
+            Some(source.position.to_string()),
+            Some(end.to_string()),
+            Some(end.saturating_sub(source.position).to_string()),
+            None,
+            None,
+            Some("0".to_string()),
+            None,
+            Some("embedded".to_string()),
+        ]);
+    }
+    Ok(rows)
 }

@@ -1,0 +1,294 @@
+//! Record formats. A [`RecordDecoder`] turns a chunk of record values into one Arrow batch of
+//! the relation's value columns. The whole chunk is decoded in one vectorised pass; only when
+//! that fails (or yields the wrong number of rows) is it decoded again one record at a time,
+//! so a bad record costs its neighbours nothing but time and is reported with its index.
+
+mod csv;
+mod json;
+pub mod json_encode;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::options::Format;
+
+/// The outcome of decoding a chunk of records.
+#[derive(Debug)]
+pub struct Decoded {
+    /// One row per good record, in record order, with the decoder's (nullable) value schema.
+    pub batch: RecordBatch,
+    /// For each row of `batch`, the index of the record it came from.
+    pub rows: Vec<usize>,
+    /// Records that could not be decoded: (index, why).
+    pub errors: Vec<(usize, String)>,
+}
+
+/// Decodes record values of one format into the value columns of a relation.
+pub struct RecordDecoder {
+    format: Format,
+    /// The value columns, all nullable: NOT NULL is checked after decoding so that a missing
+    /// field is one bad record rather than a failed chunk.
+    schema: SchemaRef,
+    /// Columns that must not be null (indices into `schema`).
+    not_null: Vec<usize>,
+    /// JSON-typed columns (indices into `schema`): nested values are kept as JSON text.
+    json_columns: Vec<usize>,
+}
+
+impl RecordDecoder {
+    /// `columns` are the value columns in declared order (metadata columns excluded), with
+    /// their real nullability; `json_columns` index into them.
+    pub fn new(format: Format, columns: &Schema, json_columns: Vec<usize>) -> RecordDecoder {
+        let not_null = columns
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.is_nullable())
+            .map(|(i, _)| i)
+            .collect();
+        let fields: Vec<Field> = columns
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        RecordDecoder {
+            format,
+            schema: Arc::new(Schema::new(fields)),
+            not_null,
+            json_columns,
+        }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes `values` (a `None` value is a record without one, which is an error here).
+    pub fn decode(&self, values: &[Option<&[u8]>]) -> Decoded {
+        let mut errors = Vec::new();
+        let mut present: Vec<usize> = Vec::with_capacity(values.len());
+        let mut payloads: Vec<std::borrow::Cow<'_, [u8]>> = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let Some(bytes) = value else {
+                errors.push((i, "record has no value".to_string()));
+                continue;
+            };
+            match self.prepare(bytes) {
+                Ok(p) => {
+                    present.push(i);
+                    payloads.push(p);
+                }
+                Err(e) => errors.push((i, e)),
+            }
+        }
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| p.as_ref()).collect();
+        let (batch, mut rows) = match self.decode_chunk(&refs) {
+            Ok(batch) if batch.num_rows() == refs.len() => (batch, present),
+            _ => self.decode_one_by_one(&refs, &present, &mut errors),
+        };
+        let (batch, rows) = self.check_not_null(batch, &mut rows, &mut errors);
+        errors.sort_by_key(|(i, _)| *i);
+        Decoded {
+            batch,
+            rows,
+            errors,
+        }
+    }
+
+    fn prepare<'a>(&self, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+        match self.format {
+            Format::Json if !self.json_columns.is_empty() => {
+                json::nested_as_text(bytes, &self.schema, &self.json_columns).map(Into::into)
+            }
+            _ => Ok(bytes.into()),
+        }
+    }
+
+    fn decode_chunk(&self, payloads: &[&[u8]]) -> Result<RecordBatch, String> {
+        match self.format {
+            Format::Json => json::decode(&self.schema, payloads),
+            Format::Csv => csv::decode(&self.schema, payloads),
+        }
+    }
+
+    fn decode_one_by_one(
+        &self,
+        payloads: &[&[u8]],
+        present: &[usize],
+        errors: &mut Vec<(usize, String)>,
+    ) -> (RecordBatch, Vec<usize>) {
+        let mut batches = Vec::new();
+        let mut rows = Vec::new();
+        for (payload, &index) in payloads.iter().zip(present) {
+            match self.decode_chunk(std::slice::from_ref(payload)) {
+                Ok(b) if b.num_rows() == 1 => {
+                    batches.push(b);
+                    rows.push(index);
+                }
+                Ok(b) => errors.push((
+                    index,
+                    format!("expected one row per record, found {}", b.num_rows()),
+                )),
+                Err(e) => errors.push((index, e)),
+            }
+        }
+        let batch = concat_batches(&self.schema, &batches)
+            .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+        if batch.num_rows() != rows.len() {
+            // Only a bug gets here (batches of one schema always concatenate).
+            for &i in &rows {
+                errors.push((i, "internal error: decoded rows did not concatenate".into()));
+            }
+            return (RecordBatch::new_empty(self.schema.clone()), Vec::new());
+        }
+        (batch, rows)
+    }
+
+    fn check_not_null(
+        &self,
+        batch: RecordBatch,
+        rows: &mut Vec<usize>,
+        errors: &mut Vec<(usize, String)>,
+    ) -> (RecordBatch, Vec<usize>) {
+        let bad: Vec<usize> = self
+            .not_null
+            .iter()
+            .copied()
+            .filter(|&c| batch.column(c).null_count() > 0)
+            .collect();
+        if bad.is_empty() {
+            return (batch, std::mem::take(rows));
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        for &c in &bad {
+            let column = batch.column(c);
+            for (r, k) in keep.iter_mut().enumerate() {
+                if *k && column.is_null(r) {
+                    *k = false;
+                    errors.push((
+                        rows[r],
+                        format!(
+                            "missing value for NOT NULL column \"{}\"",
+                            self.schema.field(c).name()
+                        ),
+                    ));
+                }
+            }
+        }
+        let kept_rows: Vec<usize> = rows
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| *r)
+            .collect();
+        let mask = BooleanArray::from(keep);
+        let batch = filter_record_batch(&batch, &mask)
+            .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
+        (batch, kept_rows)
+    }
+}
+
+/// Rows `indices` of `batch`, in that order.
+pub fn take_rows(batch: &RecordBatch, indices: &[u32]) -> datafusion::arrow::error::Result<RecordBatch> {
+    take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("price", DataType::Float64, true),
+            Field::new("name", DataType::Utf8, true),
+        ])
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<i64> {
+        let a = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        a.values().to_vec()
+    }
+
+    #[test]
+    fn json_good_chunk_in_one_pass() {
+        let d = RecordDecoder::new(Format::Json, &schema(), vec![]);
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1,"price":2.5,"name":"a","extra":true}"#),
+            Some(br#"{"price":1,"id":2}"#),
+        ];
+        let out = d.decode(&values);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.rows, vec![0, 1]);
+        assert_eq!(ids(&out.batch), vec![1, 2]);
+        let price = out.batch.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(price.value(1), 1.0);
+        let name = out.batch.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        assert!(name.is_null(1));
+    }
+
+    #[test]
+    fn json_bad_records_are_isolated() {
+        let d = RecordDecoder::new(Format::Json, &schema(), vec![]);
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1}"#),
+            Some(b"{not json"),
+            Some(br#"{"id":"abc"}"#),
+            None,
+            Some(br#"{"price":3}"#),
+            Some(br#"{"id":6}{"id":7}"#),
+            Some(br#"{"id":8}"#),
+        ];
+        let out = d.decode(&values);
+        assert_eq!(out.rows, vec![0, 6]);
+        assert_eq!(ids(&out.batch), vec![1, 8]);
+        let bad: Vec<usize> = out.errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![1, 2, 3, 4, 5]);
+        assert!(out.errors[3].1.contains("\"id\""), "{}", out.errors[3].1);
+    }
+
+    #[test]
+    fn json_nested_values_become_text() {
+        let s = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("doc", DataType::Utf8, true),
+        ]);
+        let d = RecordDecoder::new(Format::Json, &s, vec![1]);
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1,"doc":{"a":[1,2],"b":"x"}}"#),
+            Some(br#"{"id":2,"doc":"plain"}"#),
+            Some(br#"{"id":3}"#),
+        ];
+        let out = d.decode(&values);
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let doc = out.batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(doc.value(0), r#"{"a":[1,2],"b":"x"}"#);
+        assert_eq!(doc.value(1), r#""plain""#);
+        assert!(doc.is_null(2));
+    }
+
+    #[test]
+    fn csv_records() {
+        let d = RecordDecoder::new(Format::Csv, &schema(), vec![]);
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(b"1,2.5,a"),
+            Some(b"2,oops,b"),
+            Some(b"3,,\"c,d\"\n"),
+            Some(b"4,1"),
+            Some(b",1,x"),
+        ];
+        let out = d.decode(&values);
+        assert_eq!(ids(&out.batch), vec![1, 3]);
+        let name = out.batch.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(name.value(1), "c,d");
+        let bad: Vec<usize> = out.errors.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, vec![1, 3, 4]);
+    }
+}

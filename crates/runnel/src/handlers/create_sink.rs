@@ -1,0 +1,231 @@
+//! CREATE SINK: every change of a view (or every row of a stream) written to a Kafka topic as
+//! JSON, in append or upsert mode. The sink is a node of the dataflow after its input; the
+//! worker flushes it before each checkpoint, so delivery is at least once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
+use runnel_connectors::kafka::{DeliveryStatus, KafkaSink};
+use runnel_connectors::{SinkMode, SinkOptions};
+use runnel_pgwire::QueryResponse;
+use runnel_plan::{ObjectId, RelationKind};
+use runnel_runtime::operators::{SinkOp, SinkWriter};
+use runnel_sql::{CatalogEntry, ObjectKind, Statement, StoredEntry};
+
+use crate::engine::Shared;
+use crate::session::RunnelSession;
+
+/// How long a checkpoint waits for a sink's records to be acknowledged before it is
+/// postponed.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What SHOW SINKS shows of a sink.
+#[derive(Debug, Clone)]
+pub struct SinkInfo {
+    pub from: String,
+    pub topic: String,
+    pub mode: SinkMode,
+    pub status: Arc<DeliveryStatus>,
+}
+
+impl SinkInfo {
+    pub fn describe_status(&self) -> String {
+        let delivered = self.status.delivered.load(Ordering::Relaxed);
+        let failed = self.status.failed.load(Ordering::Relaxed);
+        let last = self
+            .status
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match last {
+            Some(e) if failed > 0 => {
+                format!("retrying: {failed} deliveries failed, last: {e} ({delivered} delivered)")
+            }
+            _ => format!("running ({delivered} records delivered)"),
+        }
+    }
+}
+
+struct KafkaSinkWriter(KafkaSink);
+
+impl SinkWriter for KafkaSinkWriter {
+    fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        Ok(self.0.write(&batch.data, &batch.weights)?)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.0.flush(FLUSH_TIMEOUT)?)
+    }
+}
+
+/// The input's kind and the key columns an upsert sink uses.
+fn sink_input(
+    from: &CatalogEntry,
+    options: &SinkOptions,
+) -> Result<(RelationKind, Vec<usize>)> {
+    let all: Vec<usize> = (0..from.schema.fields().len()).collect();
+    let kind = match from.kind {
+        ObjectKind::Sink => {
+            return Err(RunnelError::plan(
+                SqlState::WRONG_OBJECT_TYPE,
+                format!("\"{}\" is a sink; a sink reads a view, stream or table", from.name),
+            ))
+        }
+        _ => from.relation_kind(),
+    };
+    let key = match (from.kind, options.mode) {
+        (ObjectKind::Stream, SinkMode::Upsert) => {
+            return Err(RunnelError::plan(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!(
+                    "stream \"{}\" has no key to upsert by; use mode = 'append'",
+                    from.name
+                ),
+            ))
+        }
+        (ObjectKind::Table, _) => from.primary_key.clone(),
+        (ObjectKind::MaterializedView, _) => from.view_key.clone().unwrap_or(all),
+        _ => all,
+    };
+    Ok((kind, key))
+}
+
+async fn connect(
+    options: &SinkOptions,
+    key: Vec<usize>,
+    client_id: String,
+    check_topic: bool,
+) -> Result<KafkaSink> {
+    let options = options.clone();
+    tokio::task::spawn_blocking(move || {
+        KafkaSink::connect(&options, key, &client_id, check_topic)
+    })
+    .await
+    .map_err(|e| RunnelError::internal(format!("sink connect panicked: {e}")))?
+    .map_err(Into::into)
+}
+
+pub async fn handle(
+    session: &mut RunnelSession,
+    name: &str,
+    from: &str,
+    options: &[(String, String)],
+    if_not_exists: bool,
+    sql: &str,
+) -> Result<QueryResponse> {
+    let shared = session.shared.clone();
+    let options =
+        SinkOptions::from_options(options, shared.config.kafka_bootstrap_servers.as_deref())?;
+    let _ddl = shared.ddl.lock().await;
+    let catalog = shared.catalog();
+    if let Some(existing) = catalog.get(name) {
+        if if_not_exists {
+            return Ok(QueryResponse::Command {
+                tag: "CREATE SINK".into(),
+            });
+        }
+        return Err(RunnelError::plan(
+            SqlState::DUPLICATE_TABLE,
+            format!(
+                "\"{name}\" already exists (a {})",
+                existing.kind.sql_name()
+            ),
+        ));
+    }
+    let input = catalog.resolve(from)?.clone();
+    let (input_kind, key) = sink_input(&input, &options)?;
+    let (id, id_write) = shared.allocate_id();
+    let sink = connect(&options, key, format!("runnel-sink-{name}-{id}"), true).await?;
+    let entry = CatalogEntry {
+        id,
+        name: name.to_string(),
+        kind: ObjectKind::Sink,
+        sql: sql.to_string(),
+        schema: input.schema.clone(),
+        primary_key: vec![],
+        dependencies: vec![input.id],
+        view_key: None,
+        start_offsets: Default::default(),
+    };
+    register(&shared, id, &input.name, &options, &sink);
+    let writes = vec![Shared::catalog_write(&entry)?, id_write];
+    let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
+    if let Err(e) = shared
+        .worker
+        .add_sink(id, input.id, input_kind, op, true, writes)
+        .await
+    {
+        forget(&shared, id);
+        return Err(e);
+    }
+    shared.update_catalog(|c| c.insert(entry));
+    Ok(QueryResponse::Command {
+        tag: "CREATE SINK".into(),
+    })
+}
+
+fn register(shared: &Shared, id: ObjectId, from: &str, options: &SinkOptions, sink: &KafkaSink) {
+    shared
+        .sinks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            id,
+            SinkInfo {
+                from: from.to_string(),
+                topic: options.topic.clone(),
+                mode: options.mode,
+                status: sink.status(),
+            },
+        );
+}
+
+pub fn forget(shared: &Shared, id: ObjectId) {
+    shared
+        .sinks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+}
+
+/// Re-creates a sink at start-up. The broker may be down: records queue until it is back.
+pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
+    let parsed = runnel_sql::parse_statements(&stored.sql)?;
+    let Some(Statement::CreateSink { from, options, .. }) = parsed.first().map(|p| &p.kind)
+    else {
+        return Err(RunnelError::internal("stored definition is not CREATE SINK"));
+    };
+    let options =
+        SinkOptions::from_options(options, shared.config.kafka_bootstrap_servers.as_deref())?;
+    let input = shared.catalog().resolve(from)?.clone();
+    let (input_kind, key) = sink_input(&input, &options)?;
+    let sink = connect(
+        &options,
+        key,
+        format!("runnel-sink-{}-{}", stored.name, stored.id),
+        false,
+    )
+    .await?;
+    register(shared, stored.id, &input.name, &options, &sink);
+    let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
+    shared
+        .worker
+        .add_sink(stored.id, input.id, input_kind, op, false, vec![])
+        .await?;
+    let entry = CatalogEntry {
+        id: stored.id,
+        name: stored.name.clone(),
+        kind: ObjectKind::Sink,
+        sql: stored.sql.clone(),
+        schema: input.schema.clone(),
+        primary_key: vec![],
+        dependencies: vec![input.id],
+        view_key: None,
+        start_offsets: Default::default(),
+    };
+    shared.update_catalog(|c| c.insert(entry));
+    Ok(())
+}

@@ -1,0 +1,723 @@
+//! Kafka ingestion: one thread per Kafka stream or table reads every partition of its topic
+//! from the offsets stored in RocksDB, decodes each chunk of records into an Arrow batch, and
+//! appends it to the relation's log **in the same atomic write** as the partitions' next
+//! offsets. A crash at any point leaves the log holding exactly the records before the stored
+//! offsets, so restarting resumes without loss or duplicates; the dataflow then reads the log
+//! like any other (its own positions are checkpointed with the view state).
+//!
+//! Bad records never stop the thread unless `on_error = 'fail'`: they are counted, the last
+//! error is kept for `SHOW PROGRESS`, and with `dlq:<topic>` the raw record is copied to a
+//! dead-letter topic before the offsets that pass it are committed. A broker that goes away
+//! only changes the status; librdkafka reconnects and reading resumes at the next offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use runnel_common::{
+    ChangeBatch, Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN,
+};
+use runnel_connectors::formats::{take_rows, RecordDecoder};
+use runnel_connectors::kafka::{record_timestamp_ms, KafkaRecord, TopicReader};
+use runnel_connectors::{Format, KafkaOptions, OnError};
+use runnel_plan::ObjectId;
+use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
+use runnel_state::{keys, Store, WriteBatch};
+
+use crate::engine::Shared;
+use crate::table_upsert::{upsert, TableOp};
+
+/// Records per chunk (one log entry and one atomic write per chunk).
+const CHUNK_RECORDS: usize = 16_384;
+/// How long a poll waits for the first record, and then for the rest of a chunk.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+const POLL_LINGER: Duration = Duration::from_millis(20);
+
+/// Where a relation column's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnSource {
+    /// The n-th value column (decoded from the record value).
+    Value(usize),
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+}
+
+/// How a Kafka relation's columns map onto records.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    columns: Vec<ColumnSource>,
+    /// The columns decoded from the record value, in declared order.
+    value_schema: Schema,
+    /// JSON-typed value columns (indices into `value_schema`).
+    json_columns: Vec<usize>,
+}
+
+impl Layout {
+    /// Maps a definition's columns; `_partition`, `_offset`, `_timestamp` and `_key` are
+    /// metadata columns filled from the record.
+    pub fn new(def: &RelationDef) -> Result<Layout> {
+        let mut columns = Vec::new();
+        let mut value_fields = Vec::new();
+        let mut json_columns = Vec::new();
+        for (i, field) in def.schema.fields().iter().enumerate() {
+            let (source, natural) = match field.name().as_str() {
+                "_partition" => (ColumnSource::Partition, DataType::Int32),
+                "_offset" => (ColumnSource::Offset, DataType::Int64),
+                "_timestamp" => (
+                    ColumnSource::Timestamp,
+                    DataType::Timestamp(
+                        datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                        Some(runnel_sql::ddl::UTC.into()),
+                    ),
+                ),
+                "_key" => (ColumnSource::Key, DataType::Utf8),
+                _ => {
+                    if def.json_columns.contains(&i) {
+                        json_columns.push(value_fields.len());
+                    }
+                    columns.push(ColumnSource::Value(value_fields.len()));
+                    value_fields.push(field.as_ref().clone());
+                    continue;
+                }
+            };
+            let ok = match source {
+                ColumnSource::Key => matches!(field.data_type(), DataType::Utf8 | DataType::Binary),
+                _ => datafusion::arrow::compute::can_cast_types(&natural, field.data_type()),
+            };
+            if !ok {
+                return Err(RunnelError::plan(
+                    SqlState::DATATYPE_MISMATCH,
+                    format!(
+                        "metadata column \"{}\" cannot have type {} (use {})",
+                        field.name(),
+                        field.data_type(),
+                        match source {
+                            ColumnSource::Partition => "INT",
+                            ColumnSource::Offset => "BIGINT",
+                            ColumnSource::Timestamp => "TIMESTAMPTZ",
+                            _ => "TEXT or BYTEA",
+                        }
+                    ),
+                ));
+            }
+            columns.push(source);
+        }
+        if value_fields.is_empty() && def.kind == ObjectKind::Table {
+            return Err(RunnelError::plan(
+                SqlState::INVALID_TABLE_DEFINITION,
+                "a Kafka table needs value columns besides the metadata columns",
+            ));
+        }
+        if def.kind == ObjectKind::Table
+            && def
+                .primary_key
+                .iter()
+                .any(|&k| !matches!(columns[k], ColumnSource::Value(_)))
+        {
+            return Err(RunnelError::plan(
+                SqlState::INVALID_TABLE_DEFINITION,
+                "a Kafka table's primary key must be made of value columns",
+            ));
+        }
+        Ok(Layout {
+            columns,
+            value_schema: Schema::new(value_fields),
+            json_columns,
+        })
+    }
+}
+
+/// Progress of one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionProgress {
+    /// Next offset to read: every record before it is committed.
+    pub offset: i64,
+    /// The high watermark, as last seen.
+    pub end_offset: Option<i64>,
+    /// Where the current catch-up started and where it ends (the end offset seen when
+    /// reading started); `None` when there was nothing to catch up on.
+    pub backfill: Option<(i64, i64)>,
+}
+
+/// What `SHOW PROGRESS` shows of one Kafka source.
+#[derive(Debug, Clone, Default)]
+pub struct IngestProgress {
+    pub topic: String,
+    pub partitions: BTreeMap<i32, PartitionProgress>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub status: String,
+    pub events_per_sec: f64,
+}
+
+struct Ingest {
+    stop: Arc<AtomicBool>,
+    join: Option<JoinHandle<()>>,
+    progress: Arc<Mutex<IngestProgress>>,
+    options: KafkaOptions,
+}
+
+/// The running ingestion threads.
+#[derive(Default)]
+pub struct Ingests {
+    running: Mutex<HashMap<ObjectId, Ingest>>,
+}
+
+impl Ingests {
+    /// Starts reading `entry`'s topic from its stored offsets.
+    pub fn start(
+        &self,
+        shared: &Arc<Shared>,
+        entry: Arc<CatalogEntry>,
+        options: KafkaOptions,
+        layout: Layout,
+        primary_key: Vec<usize>,
+    ) -> Result<()> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(Mutex::new(IngestProgress {
+            topic: options.topic.clone(),
+            status: "connecting".into(),
+            ..Default::default()
+        }));
+        let task = IngestTask {
+            shared: shared.clone(),
+            entry: entry.clone(),
+            options: options.clone(),
+            layout,
+            primary_key,
+            stop: stop.clone(),
+            progress: progress.clone(),
+        };
+        let join = std::thread::Builder::new()
+            .name(format!("runnel-kafka-{}", entry.name))
+            .spawn(move || task.run())
+            .map_err(|e| RunnelError::external(format!("cannot start a Kafka reader: {e}")))?;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                entry.id,
+                Ingest {
+                    stop,
+                    join: Some(join),
+                    progress,
+                    options,
+                },
+            );
+        Ok(())
+    }
+
+    /// Stops a source's thread and waits for it (its last write is complete or not begun).
+    pub fn stop(&self, id: ObjectId) {
+        let ingest = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(mut ingest) = ingest {
+            ingest.stop.store(true, Ordering::SeqCst);
+            if let Some(join) = ingest.join.take() {
+                let _ = join.join();
+            }
+        }
+    }
+
+    pub fn progress(&self) -> Vec<(ObjectId, IngestProgress)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(ObjectId, IngestProgress)> = running
+            .iter()
+            .map(|(id, i)| {
+                (
+                    *id,
+                    i.progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                )
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// The Kafka options of a source that is being ingested.
+    pub fn options(&self, id: ObjectId) -> Option<KafkaOptions> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|i| i.options.clone())
+    }
+}
+
+/// The stored next offsets of a source, per partition.
+pub fn stored_offsets(store: &Store, id: ObjectId) -> Result<BTreeMap<i32, i64>> {
+    let mut out = BTreeMap::new();
+    for (key, value) in store.scan_prefix(&keys::kafka_offsets_prefix(id))? {
+        let partition = keys::kafka_offset_partition(&key)
+            .ok_or_else(|| RunnelError::internal("malformed Kafka offset key"))?;
+        let bytes: [u8; 8] = value[..]
+            .try_into()
+            .map_err(|_| RunnelError::internal("stored Kafka offset is not 8 bytes"))?;
+        out.insert(partition, i64::from_le_bytes(bytes));
+    }
+    Ok(out)
+}
+
+/// The writes that record `offsets` as a source's next offsets.
+pub fn offset_writes(id: ObjectId, offsets: &BTreeMap<i32, i64>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    offsets
+        .iter()
+        .map(|(&p, &o)| (keys::kafka_offset(id, p), o.to_le_bytes().to_vec()))
+        .collect()
+}
+
+struct IngestTask {
+    shared: Arc<Shared>,
+    entry: Arc<CatalogEntry>,
+    options: KafkaOptions,
+    layout: Layout,
+    primary_key: Vec<usize>,
+    stop: Arc<AtomicBool>,
+    progress: Arc<Mutex<IngestProgress>>,
+}
+
+/// What became of a chunk of records.
+struct ChunkOutcome {
+    /// Next offsets per partition after the chunk (or after the records kept, on a failure).
+    offsets: BTreeMap<i32, i64>,
+    ingested: usize,
+    /// `on_error = 'fail'` hit a bad record: stop after committing what came before it.
+    failed: Option<String>,
+}
+
+impl IngestTask {
+    fn set_status(&self, status: String) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .status = status;
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `d`, waking early when asked to stop.
+    fn pause(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn run(self) {
+        let client_id = format!("{}-{}", self.entry.name, self.entry.id);
+        let reader = loop {
+            if self.stopped() {
+                return;
+            }
+            match TopicReader::connect(&self.options.bootstrap_servers, &self.options.topic, &client_id) {
+                Ok(r) => break r,
+                Err(e) => {
+                    self.set_status(format!("connecting: {e}"));
+                    self.pause(Duration::from_secs(1));
+                }
+            }
+        };
+        if let Err(e) = self.read(&reader) {
+            tracing::error!(source = %self.entry.name, "Kafka ingestion stopped: {e}");
+            self.set_status(format!("failed: {e}"));
+        }
+    }
+
+    fn read(&self, reader: &TopicReader) -> Result<()> {
+        let store = &self.shared.store;
+        let mut positions = stored_offsets(store, self.entry.id)?;
+        for &p in reader.partitions() {
+            if let std::collections::btree_map::Entry::Vacant(v) = positions.entry(p) {
+                // A partition added after the source was created: read all of it.
+                v.insert(reader.watermarks(p).map(|(low, _)| low).unwrap_or(0));
+            }
+        }
+        reader.assign(&positions).map_err(RunnelError::from)?;
+        {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            for (&p, &offset) in &positions {
+                let end = reader.watermarks(p).ok().map(|(_, high)| high);
+                progress.partitions.insert(
+                    p,
+                    PartitionProgress {
+                        offset,
+                        end_offset: end,
+                        backfill: end.filter(|&e| e > offset).map(|e| (offset, e)),
+                    },
+                );
+            }
+            progress.status = "running".into();
+        }
+        let decoder = RecordDecoder::new(
+            self.options.format,
+            &self.layout.value_schema,
+            self.layout.json_columns.clone(),
+        );
+        let key_decoder = (self.entry.kind == ObjectKind::Table).then(|| {
+            let fields: Vec<Field> = self
+                .primary_key
+                .iter()
+                .map(|&k| self.entry.schema.field(k).clone())
+                .collect();
+            RecordDecoder::new(Format::Json, &Schema::new(fields), vec![])
+        });
+        let dlq = match &self.options.on_error {
+            OnError::DeadLetter(topic) => Some(DeadLetters::connect(
+                &self.options.bootstrap_servers,
+                topic,
+            )?),
+            _ => None,
+        };
+        let mut window_start = Instant::now();
+        let mut window_count = 0usize;
+        while !self.stopped() {
+            let (records, error) = reader.poll_chunk(CHUNK_RECORDS, POLL_WAIT, POLL_LINGER);
+            if let Some(e) = &error {
+                if records.is_empty() {
+                    self.set_status(format!("connecting: {e}"));
+                    self.pause(Duration::from_millis(200));
+                }
+            }
+            if !records.is_empty() {
+                let outcome = self.ingest(&records, &decoder, key_decoder.as_ref(), dlq.as_ref())?;
+                window_count += outcome.ingested;
+                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                for (p, o) in &outcome.offsets {
+                    let part = progress.partitions.entry(*p).or_default();
+                    part.offset = *o;
+                }
+                if error.is_none() && !progress.status.starts_with("failed") {
+                    progress.status = "running".into();
+                }
+                if let Some(why) = outcome.failed {
+                    progress.status = format!("failed: {why}");
+                    return Ok(());
+                }
+            } else if error.is_none() {
+                self.set_status("running".into());
+            }
+            let elapsed = window_start.elapsed();
+            if elapsed >= Duration::from_secs(1) {
+                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                progress.events_per_sec = window_count as f64 / elapsed.as_secs_f64();
+                for (&p, part) in progress.partitions.iter_mut() {
+                    if let Ok((_, high)) = reader.watermarks(p) {
+                        part.end_offset = Some(high);
+                    }
+                    if part.backfill.is_some_and(|(_, to)| part.offset >= to) {
+                        part.backfill = None;
+                    }
+                }
+                window_start = Instant::now();
+                window_count = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes and commits one chunk; returns the offsets reached.
+    fn ingest(
+        &self,
+        records: &[KafkaRecord<'_>],
+        decoder: &RecordDecoder,
+        key_decoder: Option<&RecordDecoder>,
+        dlq: Option<&DeadLetters>,
+    ) -> Result<ChunkOutcome> {
+        let is_table = key_decoder.is_some();
+        // Tables: a record without a value is a tombstone, not a bad record.
+        let value_records: Vec<usize> = (0..records.len())
+            .filter(|&i| !is_table || records[i].payload().is_some())
+            .collect();
+        let values: Vec<Option<&[u8]>> = value_records.iter().map(|&i| records[i].payload()).collect();
+        let decoded = decoder.decode(&values);
+        let mut errors: Vec<(usize, String)> = decoded
+            .errors
+            .iter()
+            .map(|(i, e)| (value_records[*i], e.clone()))
+            .collect();
+        let row_records: Vec<usize> = decoded.rows.iter().map(|&r| value_records[r]).collect();
+
+        let mut tombstones: Vec<usize> = Vec::new();
+        let mut key_batch = None;
+        if let Some(kd) = key_decoder {
+            let candidates: Vec<usize> = (0..records.len())
+                .filter(|&i| records[i].payload().is_none())
+                .collect();
+            let key_texts: Vec<Option<Vec<u8>>> = candidates
+                .iter()
+                .map(|&i| records[i].key().map(|k| key_as_json(k, kd.schema())))
+                .collect();
+            let key_refs: Vec<Option<&[u8]>> = key_texts.iter().map(|k| k.as_deref()).collect();
+            let keys = kd.decode(&key_refs);
+            for (i, e) in &keys.errors {
+                errors.push((candidates[*i], format!("tombstone key: {e}")));
+            }
+            tombstones = keys.rows.iter().map(|&r| candidates[r]).collect();
+            key_batch = Some(keys.batch);
+        }
+        errors.sort_by_key(|(i, _)| *i);
+
+        // on_error = 'fail': keep only what precedes the first bad record.
+        let (cut, failed) = match (&self.options.on_error, errors.first()) {
+            (OnError::Fail, Some((i, why))) => (*i, Some(self.describe(&records[*i], why))),
+            _ => (records.len(), None),
+        };
+        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        for r in &records[..cut] {
+            let next = offsets.entry(r.partition()).or_insert(0);
+            *next = (*next).max(r.offset() + 1);
+        }
+        let bad: Vec<&(usize, String)> = errors.iter().filter(|(i, _)| *i < cut).collect();
+        if let Some(dlq) = dlq {
+            for (i, why) in &bad {
+                dlq.send(&records[*i], why, self.options.topic.as_str())?;
+            }
+            if !bad.is_empty() {
+                dlq.flush()?;
+            }
+        }
+        if !bad.is_empty() || failed.is_some() {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            progress.errors += bad.len() as u64 + u64::from(failed.is_some());
+            if let Some((i, why)) = bad.last() {
+                progress.last_error = Some(self.describe(&records[*i], why));
+            }
+            if let Some(f) = &failed {
+                progress.last_error = Some(f.clone());
+            }
+        }
+
+        let kept: Vec<u32> = (0..row_records.len())
+            .filter(|&r| row_records[r] < cut)
+            .map(|r| r as u32)
+            .collect();
+        let rows = take_rows(&decoded.batch, &kept)?;
+        let row_records: Vec<usize> = kept.iter().map(|&r| row_records[r as usize]).collect();
+        let data = self.relation_rows(records, &rows, &row_records)?;
+        let writer = self.shared.writer(self.entry.id)?;
+        let mut locked = futures::executor::block_on(writer.lock());
+        let mut extra = WriteBatch::default();
+        for (k, v) in offset_writes(self.entry.id, &offsets) {
+            extra.put(k, v);
+        }
+        let ingested = data.num_rows() + tombstones.iter().filter(|&&i| i < cut).count();
+        if is_table {
+            // Apply upserts and tombstones in record order.
+            let keys = key_batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::empty())));
+            let mut ops: Vec<(usize, TableOp)> = row_records
+                .iter()
+                .enumerate()
+                .map(|(row, &rec)| (rec, TableOp::Upsert(row as u32)))
+                .collect();
+            ops.extend(
+                tombstones
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &rec)| rec < cut)
+                    .map(|(k, &rec)| (rec, TableOp::Delete(k as u32))),
+            );
+            ops.sort_by_key(|(rec, _)| *rec);
+            let ops: Vec<TableOp> = ops.into_iter().map(|(_, op)| op).collect();
+            let data = strip_hidden(&data, self.entry.schema.clone())?;
+            upsert(&self.shared, &self.entry, &mut locked, &data, &keys, &ops, extra)?;
+        } else {
+            let changes = [ChangeBatch::inserts(data)];
+            locked.commit(store_of(&self.shared), &changes, extra)?;
+        }
+        drop(locked);
+        self.shared.worker.wake();
+        Ok(ChunkOutcome {
+            offsets,
+            ingested,
+            failed,
+        })
+    }
+
+    fn describe(&self, record: &KafkaRecord<'_>, why: &str) -> String {
+        format!(
+            "partition {} offset {}: {why}",
+            record.partition(),
+            record.offset()
+        )
+    }
+
+    /// The relation's columns for the decoded rows (metadata columns filled from the
+    /// records), plus, for streams, the hidden partition/offset columns.
+    fn relation_rows(
+        &self,
+        records: &[KafkaRecord<'_>],
+        values: &RecordBatch,
+        row_records: &[usize],
+    ) -> Result<RecordBatch> {
+        let schema = &self.entry.schema;
+        let partitions = || -> ArrayRef {
+            Arc::new(Int32Array::from_iter_values(
+                row_records.iter().map(|&i| records[i].partition()),
+            ))
+        };
+        let offsets = || -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                row_records.iter().map(|&i| records[i].offset()),
+            ))
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len() + 2);
+        for (field, source) in schema.fields().iter().zip(&self.layout.columns) {
+            let column: ArrayRef = match source {
+                ColumnSource::Value(v) => values.column(*v).clone(),
+                ColumnSource::Partition => partitions(),
+                ColumnSource::Offset => offsets(),
+                ColumnSource::Timestamp => Arc::new(
+                    TimestampMicrosecondArray::from_iter(
+                        row_records
+                            .iter()
+                            .map(|&i| record_timestamp_ms(&records[i]).map(|ms| ms * 1000)),
+                    )
+                    .with_timezone(runnel_sql::ddl::UTC),
+                ),
+                ColumnSource::Key => match field.data_type() {
+                    DataType::Binary => Arc::new(BinaryArray::from_iter(
+                        row_records.iter().map(|&i| records[i].key()),
+                    )),
+                    _ => Arc::new(StringArray::from_iter(row_records.iter().map(|&i| {
+                        records[i].key().map(|k| String::from_utf8_lossy(k).into_owned())
+                    }))),
+                },
+            };
+            let column = if column.data_type() == field.data_type() {
+                column
+            } else {
+                cast(&column, field.data_type())?
+            };
+            columns.push(column);
+        }
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if self.entry.kind == ObjectKind::Stream {
+            fields.push(Field::new(KAFKA_PARTITION_COLUMN, DataType::Int32, false));
+            fields.push(Field::new(KAFKA_OFFSET_COLUMN, DataType::Int64, false));
+            columns.push(partitions());
+            columns.push(offsets());
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(row_records.len()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &options,
+        )?)
+    }
+}
+
+fn store_of(shared: &Shared) -> &Store {
+    &shared.store
+}
+
+/// The first `schema.len()` columns of `batch` under `schema`.
+fn strip_hidden(batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
+    let width = schema.fields().len();
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        batch.columns()[..width].to_vec(),
+        &options,
+    )?)
+}
+
+/// A record key as a JSON object of the key columns: an object is taken as is; for a
+/// one-column key a bare JSON value, or else the key's text, is that column's value.
+fn key_as_json(key: &[u8], key_schema: &SchemaRef) -> Vec<u8> {
+    let trimmed = key.trim_ascii();
+    if trimmed.first() == Some(&b'{') || key_schema.fields().len() != 1 {
+        return key.to_vec();
+    }
+    let name = serde_json::to_string(key_schema.field(0).name()).unwrap_or_default();
+    let value = match serde_json::from_slice::<serde_json::Value>(trimmed) {
+        Ok(v) if !v.is_object() && !v.is_array() => v.to_string(),
+        _ => serde_json::to_string(&String::from_utf8_lossy(key)).unwrap_or_default(),
+    };
+    format!("{{{name}:{value}}}").into_bytes()
+}
+
+/// The dead-letter producer of a stream with `on_error = 'dlq:<topic>'`.
+struct DeadLetters {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    topic: String,
+}
+
+impl DeadLetters {
+    fn connect(bootstrap: &str, topic: &str) -> Result<DeadLetters> {
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "0")
+            .create()
+            .map_err(|e| RunnelError::from(runnel_connectors::ConnectorError::from(e)))?;
+        Ok(DeadLetters {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    fn send(&self, record: &KafkaRecord<'_>, why: &str, source_topic: &str) -> Result<()> {
+        let partition = record.partition().to_string();
+        let offset = record.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "runnel.error", value: Some(why) })
+            .insert(Header { key: "runnel.source.topic", value: Some(source_topic) })
+            .insert(Header { key: "runnel.source.partition", value: Some(&partition) })
+            .insert(Header { key: "runnel.source.offset", value: Some(&offset) });
+        let mut out: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
+        if let Some(k) = record.key() {
+            out = out.key(k);
+        }
+        if let Some(v) = record.payload() {
+            out = out.payload(v);
+        }
+        loop {
+            match self.producer.send(out) {
+                Ok(()) => return Ok(()),
+                Err((rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ), back)) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    out = back;
+                }
+                Err((e, _)) => {
+                    return Err(runnel_connectors::ConnectorError::from(e).into());
+                }
+            }
+        }
+    }
+
+    /// Waits until the dead letters are on the broker, before their offsets are committed.
+    fn flush(&self) -> Result<()> {
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| RunnelError::from(runnel_connectors::ConnectorError::from(e)))
+    }
+}
+
+/// Checks a Kafka relation's options and definition, and resolves where it starts reading:
+/// connects to the broker (so a typo in the topic fails the CREATE, not later).
+pub fn prepare(def: &RelationDef, options: &KafkaOptions) -> Result<(Layout, BTreeMap<i32, i64>)> {
+    let layout = Layout::new(def)?;
+    let reader = TopicReader::connect(&options.bootstrap_servers, &options.topic, "runnel-create")?;
+    let start = reader.resolve(&options.start)?;
+    Ok((layout, start))
+}
+
