@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Benchmark (prints numbers, never part of the test suite): COPY N rows into an embedded
-# stream while a view maintains count/sum/avg/min/max per key, compared with DuckDB computing
-# the same aggregate over the same rows. Usage: scripts/bench.sh [--rows N] [--keys K]
+# Benchmarks (print numbers, never part of the test suite).
+#   scripts/bench.sh [--rows N] [--keys K]       COPY N rows into an embedded stream while a view
+#                                                maintains count/sum/avg/min/max per key, vs DuckDB.
+#   scripts/bench.sh kafka [--events N]          backfill a per-user view from a 4-partition
+#                                                topic (default 5,000,000 JSON events) vs a raw
+#                                                librdkafka consumer and DuckDB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 install_test_deps
 cargo build --release -j2 -p runnel
+if [ "${1:-}" = "kafka" ]; then
+    shift
+    cargo build --release -j2 -p runnel-connectors --example kafka_read_rate
+    exec .venv/bin/python benches/kafka_backfill.py --bin target/release/runnel \
+        --read-rate-bin target/release/examples/kafka_read_rate "$@"
+fi
 exec .venv/bin/python benches/copy_aggregate.py --bin target/release/runnel "$@"

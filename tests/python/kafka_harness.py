@@ -127,7 +127,12 @@ def _kill_leftover_brokers() -> None:
 
 
 class Broker:
-    def __init__(self, port: int | None = None, data_dir: str | None = None, binary: str | None = None):
+    def __init__(self, port: int | None = None, data_dir: str | None = None, binary: str | None = None,
+                 storage: str = "sqlite"):
+        # storage: "sqlite" (correct watermarks and offsets-for-times: the tests) or "memory"
+        # (faster, wrong watermarks: load for benchmarks only).
+        assert storage in ("sqlite", "memory"), storage
+        self.storage = storage
         self.binary = binary or tansu_binary()
         self.port = port or free_port()
         self._own_dir = data_dir is None
@@ -152,7 +157,8 @@ class Broker:
             # Tansu resolves the sqlite URL's path against its working directory, even an
             # absolute one (sqlite:///tmp/x.db opens ./tmp/x.db), so run it in self.dir and
             # name the file relatively.
-            "--storage-engine", f"sqlite://{os.path.basename(self.db_path)}",
+            "--storage-engine",
+            f"sqlite://{os.path.basename(self.db_path)}" if self.storage == "sqlite" else "memory://tansu/",
         ]
 
     def start(self, timeout: float = STARTUP_TIMEOUT) -> "Broker":

@@ -122,8 +122,10 @@ def test_upsert_sink_of_a_stream_table_join(broker, kafka_conn):
     rows = view_dicts(kafka_conn, "SHOW SINKS")
     mine = [r for r in rows if r["name"] == sink]
     assert len(mine) == 1, rows
-    assert list(mine[0]) == ["name", "source", "topic", "mode", "status"]
+    assert list(mine[0]) == ["name", "source", "topic", "mode", "status", "delivered"]
     assert (mine[0]["source"], mine[0]["topic"], mine[0]["mode"], mine[0]["status"]) == (v, out_topic, "upsert", "running")
+    # Every record read back was acknowledged to the sink (tombstones and updates included).
+    assert int(mine[0]["delivered"]) >= len(expected_topic)
     execute(kafka_conn, f"DROP SINK {sink}")
     assert not [r for r in view_dicts(kafka_conn, "SHOW SINKS") if r["name"] == sink]
 

@@ -125,9 +125,7 @@ impl ChangeBatch {
     }
 
     /// The per-row Kafka partition and offset of a stored log entry, if it has them.
-    pub fn stored_kafka_positions(
-        stored: &RecordBatch,
-    ) -> Option<(Int32Array, Int64Array)> {
+    pub fn stored_kafka_positions(stored: &RecordBatch) -> Option<(Int32Array, Int64Array)> {
         let partition = stored.column_by_name(KAFKA_PARTITION_COLUMN)?;
         let offset = stored.column_by_name(KAFKA_OFFSET_COLUMN)?;
         Some((

@@ -192,7 +192,14 @@ impl KafkaOptions {
         }
         check_known(
             options,
-            &["connector", "topic", "bootstrap_servers", "format", "start", "on_error"],
+            &[
+                "connector",
+                "topic",
+                "bootstrap_servers",
+                "format",
+                "start",
+                "on_error",
+            ],
             "a kafka stream or table",
         )?;
         Ok(Some(KafkaOptions {
@@ -277,8 +284,14 @@ mod tests {
 
     #[test]
     fn start_positions_parse() {
-        assert_eq!(StartPosition::parse("earliest").unwrap(), StartPosition::Earliest);
-        assert_eq!(StartPosition::parse(" LATEST ").unwrap(), StartPosition::Latest);
+        assert_eq!(
+            StartPosition::parse("earliest").unwrap(),
+            StartPosition::Earliest
+        );
+        assert_eq!(
+            StartPosition::parse(" LATEST ").unwrap(),
+            StartPosition::Latest
+        );
         let offsets = StartPosition::parse("offsets:0=42, 1=17").unwrap();
         assert_eq!(
             offsets,
@@ -288,27 +301,50 @@ mod tests {
             StartPosition::parse("timestamp:2026-06-10T00:00:01Z").unwrap(),
             StartPosition::Timestamp(1_781_049_601_000)
         );
-        for bad in ["", "offsets:", "offsets:0", "offsets:a=1", "offsets:0=-1", "offsets:0=1,0=2", "timestamp:yesterday", "first"] {
-            assert!(StartPosition::parse(bad).is_err(), "{bad} should be refused");
+        for bad in [
+            "",
+            "offsets:",
+            "offsets:0",
+            "offsets:a=1",
+            "offsets:0=-1",
+            "offsets:0=1,0=2",
+            "timestamp:yesterday",
+            "first",
+        ] {
+            assert!(
+                StartPosition::parse(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 
     fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn kafka_options_defaults_and_errors() {
-        let o = KafkaOptions::from_options(&opts(&[("connector", "kafka"), ("topic", "t")]), Some("b:1"))
-            .unwrap()
-            .unwrap();
+        let o = KafkaOptions::from_options(
+            &opts(&[("connector", "kafka"), ("topic", "t")]),
+            Some("b:1"),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(o.bootstrap_servers, "b:1");
         assert_eq!(o.format, Format::Json);
         assert_eq!(o.start, StartPosition::Earliest);
         assert_eq!(o.on_error, OnError::Skip);
         assert!(KafkaOptions::from_options(&[], None).unwrap().is_none());
         let dlq = KafkaOptions::from_options(
-            &opts(&[("connector", "kafka"), ("topic", "t"), ("on_error", "dlq:bad"), ("format", "csv")]),
+            &opts(&[
+                ("connector", "kafka"),
+                ("topic", "t"),
+                ("on_error", "dlq:bad"),
+                ("format", "csv"),
+            ]),
             Some("b:1"),
         )
         .unwrap()
@@ -323,20 +359,35 @@ mod tests {
             opts(&[("connector", "kafka"), ("topic", "t"), ("format", "avro")]),
             opts(&[("connector", "kafka"), ("topic", "t"), ("on_error", "dlq:")]),
         ] {
-            assert!(KafkaOptions::from_options(&bad, Some("b:1")).is_err(), "{bad:?}");
+            assert!(
+                KafkaOptions::from_options(&bad, Some("b:1")).is_err(),
+                "{bad:?}"
+            );
         }
-        assert!(KafkaOptions::from_options(&opts(&[("connector", "kafka"), ("topic", "t")]), None).is_err());
+        assert!(
+            KafkaOptions::from_options(&opts(&[("connector", "kafka"), ("topic", "t")]), None)
+                .is_err()
+        );
     }
 
     #[test]
     fn sink_options() {
         let s = SinkOptions::from_options(
-            &opts(&[("connector", "kafka"), ("topic", "o"), ("mode", "upsert"), ("format", "json")]),
+            &opts(&[
+                ("connector", "kafka"),
+                ("topic", "o"),
+                ("mode", "upsert"),
+                ("format", "json"),
+            ]),
             Some("b:1"),
         )
         .unwrap();
         assert_eq!(s.mode, SinkMode::Upsert);
-        assert!(SinkOptions::from_options(&opts(&[("connector", "kafka"), ("topic", "o"), ("mode", "x")]), Some("b")).is_err());
+        assert!(SinkOptions::from_options(
+            &opts(&[("connector", "kafka"), ("topic", "o"), ("mode", "x")]),
+            Some("b")
+        )
+        .is_err());
         assert!(SinkOptions::from_options(&opts(&[("topic", "o")]), Some("b")).is_err());
     }
 }

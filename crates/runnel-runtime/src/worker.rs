@@ -360,14 +360,14 @@ impl WorkerState {
                     .prepare_checkpoint()
                     .and_then(|()| self.dataflow.checkpoint(&mut batch))
                     .and_then(|()| {
-                    for &id in &ids {
-                        for (start, end) in keys::object_ranges(id) {
-                            batch.delete_range(start, end);
+                        for &id in &ids {
+                            for (start, end) in keys::object_ranges(id) {
+                                batch.delete_range(start, end);
+                            }
                         }
-                    }
-                    self.store.write(batch)?;
-                    Ok(())
-                });
+                        self.store.write(batch)?;
+                        Ok(())
+                    });
                 let _ = reply.send(result);
             }
             Command::Flush { reply } => {

@@ -630,4 +630,49 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    #[test]
+    fn create_and_drop_sink() {
+        let parsed = parse_statements(
+            "CREATE SINK IF NOT EXISTS out FROM v WITH (connector = 'kafka', topic = 'recs', mode = 'upsert');",
+        )
+        .unwrap();
+        match &parsed[0].kind {
+            Statement::CreateSink {
+                name,
+                from,
+                options,
+                if_not_exists,
+            } => {
+                assert_eq!((name.as_str(), from.as_str(), *if_not_exists), ("out", "v", true));
+                assert_eq!(
+                    options,
+                    &vec![
+                        ("connector".to_string(), "kafka".to_string()),
+                        ("topic".to_string(), "recs".to_string()),
+                        ("mode".to_string(), "upsert".to_string()),
+                    ]
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for bad in [
+            "CREATE SINK out v WITH (topic = 't')",
+            "CREATE SINK out FROM v WITH (topic = 't') extra",
+            "CREATE SINK FROM v",
+        ] {
+            let err = parse_statements(bad).unwrap_err();
+            assert_eq!(err.sqlstate(), SqlState::SYNTAX_ERROR, "{bad}");
+        }
+        match &parse_statements("DROP SINK IF EXISTS a, b").unwrap()[0].kind {
+            Statement::Drop {
+                kind, names, if_exists, ..
+            } => {
+                assert_eq!(*kind, ObjectKind::Sink);
+                assert_eq!(names, &vec!["a".to_string(), "b".to_string()]);
+                assert!(*if_exists);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use runnel_common::{
     ChangeBatch, Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN,
 };
@@ -43,6 +43,8 @@ const CHUNK_RECORDS: usize = 16_384;
 /// How long a poll waits for the first record, and then for the rest of a chunk.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 const POLL_LINGER: Duration = Duration::from_millis(20);
+/// How often a stream catching up logs how far it got.
+const BACKFILL_LOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Where a relation column's values come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +329,11 @@ impl IngestTask {
             if self.stopped() {
                 return;
             }
-            match TopicReader::connect(&self.options.bootstrap_servers, &self.options.topic, &client_id) {
+            match TopicReader::connect(
+                &self.options.bootstrap_servers,
+                &self.options.topic,
+                &client_id,
+            ) {
                 Ok(r) => break r,
                 Err(e) => {
                     self.set_status(format!("connecting: {e}"));
@@ -388,6 +394,8 @@ impl IngestTask {
         };
         let mut window_start = Instant::now();
         let mut window_count = 0usize;
+        let mut last_logged = Instant::now();
+        let mut was_backfilling = false;
         while !self.stopped() {
             let (records, error) = reader.poll_chunk(CHUNK_RECORDS, POLL_WAIT, POLL_LINGER);
             if let Some(e) = &error {
@@ -397,7 +405,8 @@ impl IngestTask {
                 }
             }
             if !records.is_empty() {
-                let outcome = self.ingest(&records, &decoder, key_decoder.as_ref(), dlq.as_ref())?;
+                let outcome =
+                    self.ingest(&records, &decoder, key_decoder.as_ref(), dlq.as_ref())?;
                 window_count += outcome.ingested;
                 let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 for (p, o) in &outcome.offsets {
@@ -426,6 +435,23 @@ impl IngestTask {
                         part.backfill = None;
                     }
                 }
+                let (done, total) = progress
+                    .partitions
+                    .values()
+                    .filter_map(|p| p.backfill.map(|(from, to)| (p.offset - from, to - from)))
+                    .fold((0, 0), |(d, t), (pd, pt)| (d + pd, t + pt));
+                if total > 0 && last_logged.elapsed() >= BACKFILL_LOG_EVERY {
+                    tracing::info!(
+                        source = %self.entry.name,
+                        "backfill {:.1}% ({done} of {total} records behind the end offsets seen at start), {:.0} events/s",
+                        100.0 * done as f64 / total as f64,
+                        progress.events_per_sec
+                    );
+                    last_logged = Instant::now();
+                } else if total == 0 && was_backfilling {
+                    tracing::info!(source = %self.entry.name, "backfill done; reading live");
+                }
+                was_backfilling = total > 0;
                 window_start = Instant::now();
                 window_count = 0;
             }
@@ -446,7 +472,10 @@ impl IngestTask {
         let value_records: Vec<usize> = (0..records.len())
             .filter(|&i| !is_table || records[i].payload().is_some())
             .collect();
-        let values: Vec<Option<&[u8]>> = value_records.iter().map(|&i| records[i].payload()).collect();
+        let values: Vec<Option<&[u8]>> = value_records
+            .iter()
+            .map(|&i| records[i].payload())
+            .collect();
         let decoded = decoder.decode(&values);
         let mut errors: Vec<(usize, String)> = decoded
             .errors
@@ -521,7 +550,8 @@ impl IngestTask {
         let ingested = data.num_rows() + tombstones.iter().filter(|&&i| i < cut).count();
         if is_table {
             // Apply upserts and tombstones in record order.
-            let keys = key_batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::empty())));
+            let keys =
+                key_batch.unwrap_or_else(|| RecordBatch::new_empty(Arc::new(Schema::empty())));
             let mut ops: Vec<(usize, TableOp)> = row_records
                 .iter()
                 .enumerate()
@@ -537,7 +567,15 @@ impl IngestTask {
             ops.sort_by_key(|(rec, _)| *rec);
             let ops: Vec<TableOp> = ops.into_iter().map(|(_, op)| op).collect();
             let data = strip_hidden(&data, self.entry.schema.clone())?;
-            upsert(&self.shared, &self.entry, &mut locked, &data, &keys, &ops, extra)?;
+            upsert(
+                &self.shared,
+                &self.entry,
+                &mut locked,
+                &data,
+                &keys,
+                &ops,
+                extra,
+            )?;
         } else {
             let changes = [ChangeBatch::inserts(data)];
             locked.commit(store_of(&self.shared), &changes, extra)?;
@@ -597,7 +635,9 @@ impl IngestTask {
                         row_records.iter().map(|&i| records[i].key()),
                     )),
                     _ => Arc::new(StringArray::from_iter(row_records.iter().map(|&i| {
-                        records[i].key().map(|k| String::from_utf8_lossy(k).into_owned())
+                        records[i]
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
                     }))),
                 },
             };
@@ -677,10 +717,22 @@ impl DeadLetters {
         let partition = record.partition().to_string();
         let offset = record.offset().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "runnel.error", value: Some(why) })
-            .insert(Header { key: "runnel.source.topic", value: Some(source_topic) })
-            .insert(Header { key: "runnel.source.partition", value: Some(&partition) })
-            .insert(Header { key: "runnel.source.offset", value: Some(&offset) });
+            .insert(Header {
+                key: "runnel.error",
+                value: Some(why),
+            })
+            .insert(Header {
+                key: "runnel.source.topic",
+                value: Some(source_topic),
+            })
+            .insert(Header {
+                key: "runnel.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "runnel.source.offset",
+                value: Some(&offset),
+            });
         let mut out: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).headers(headers);
         if let Some(k) = record.key() {
             out = out.key(k);
@@ -691,9 +743,12 @@ impl DeadLetters {
         loop {
             match self.producer.send(out) {
                 Ok(()) => return Ok(()),
-                Err((rdkafka::error::KafkaError::MessageProduction(
-                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                ), back)) => {
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    back,
+                )) => {
                     std::thread::sleep(Duration::from_millis(5));
                     out = back;
                 }
@@ -720,4 +775,3 @@ pub fn prepare(def: &RelationDef, options: &KafkaOptions) -> Result<(Layout, BTr
     let start = reader.resolve(&options.start)?;
     Ok((layout, start))
 }
-

@@ -10,9 +10,8 @@ use std::sync::Mutex;
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use runnel_common::change::WEIGHT_COLUMN;
-use runnel_common::{Result, RunnelError};
+use datafusion::arrow::record_batch::RecordBatch;
+use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::ObjectId;
 use runnel_state::{ipc, keys, Store};
 
@@ -101,16 +100,8 @@ fn read_entries(
         .into_iter()
         .map(|(seq, batch)| {
             let seq = seq.ok_or_else(|| RunnelError::internal("bad stream log key"))?;
-            let n = batch.num_columns();
-            if n == 0 || batch.schema().field(n - 1).name() != WEIGHT_COLUMN {
-                return Err(RunnelError::internal("stream log entry lacks weights"));
-            }
-            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            let rows = RecordBatch::try_new_with_options(
-                schema.clone(),
-                batch.columns()[..n - 1].to_vec(),
-                &options,
-            )?;
+            // Stream entries are all inserts; hidden Kafka columns are left out.
+            let rows = ChangeBatch::from_stored(&batch, schema.clone())?.data;
             Ok((seq, rows))
         })
         .collect()

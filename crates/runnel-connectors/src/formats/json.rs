@@ -32,7 +32,11 @@ pub fn decode(schema: &SchemaRef, payloads: &[&[u8]]) -> Result<RecordBatch, Str
 
 /// Rewrites one record so that each JSON-typed column's value, whatever its JSON type, is a
 /// string holding its JSON text (the form Runnel stores JSON columns in).
-pub fn nested_as_text(bytes: &[u8], schema: &Schema, json_columns: &[usize]) -> Result<Vec<u8>, String> {
+pub fn nested_as_text(
+    bytes: &[u8],
+    schema: &Schema,
+    json_columns: &[usize],
+) -> Result<Vec<u8>, String> {
     let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
     let Some(object) = value.as_object_mut() else {

@@ -50,7 +50,6 @@ pub fn with_field(object: &[u8], name: &str, value: &str) -> Vec<u8> {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -76,6 +75,9 @@ mod tests {
         assert_eq!(first, serde_json::json!({"k": 1, "s": "a\"b"}));
         let second: serde_json::Value =
             serde_json::from_slice(&with_field(&rows[1], "_op", "delete")).unwrap();
-        assert_eq!(second, serde_json::json!({"k": null, "s": "c", "_op": "delete"}));
+        assert_eq!(
+            second,
+            serde_json::json!({"k": null, "s": "c", "_op": "delete"})
+        );
     }
 }

@@ -193,7 +193,10 @@ impl RecordDecoder {
 }
 
 /// Rows `indices` of `batch`, in that order.
-pub fn take_rows(batch: &RecordBatch, indices: &[u32]) -> datafusion::arrow::error::Result<RecordBatch> {
+pub fn take_rows(
+    batch: &RecordBatch,
+    indices: &[u32],
+) -> datafusion::arrow::error::Result<RecordBatch> {
     take_record_batch(batch, &UInt32Array::from(indices.to_vec()))
 }
 
@@ -213,7 +216,11 @@ mod tests {
     }
 
     fn ids(batch: &RecordBatch) -> Vec<i64> {
-        let a = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let a = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
         a.values().to_vec()
     }
 
@@ -228,9 +235,19 @@ mod tests {
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         assert_eq!(out.rows, vec![0, 1]);
         assert_eq!(ids(&out.batch), vec![1, 2]);
-        let price = out.batch.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let price = out
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!(price.value(1), 1.0);
-        let name = out.batch.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let name = out
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert!(name.is_null(1));
     }
 
@@ -268,7 +285,12 @@ mod tests {
         ];
         let out = d.decode(&values);
         assert!(out.errors.is_empty(), "{:?}", out.errors);
-        let doc = out.batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        let doc = out
+            .batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(doc.value(0), r#"{"a":[1,2],"b":"x"}"#);
         assert_eq!(doc.value(1), r#""plain""#);
         assert!(doc.is_null(2));
@@ -286,7 +308,12 @@ mod tests {
         ];
         let out = d.decode(&values);
         assert_eq!(ids(&out.batch), vec![1, 3]);
-        let name = out.batch.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+        let name = out
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
         assert_eq!(name.value(1), "c,d");
         let bad: Vec<usize> = out.errors.iter().map(|(i, _)| *i).collect();
         assert_eq!(bad, vec![1, 3, 4]);

@@ -49,9 +49,10 @@ pub async fn handle(
     let prepared = match &kafka {
         Some(options) => {
             let (def, options) = (def.clone(), options.clone());
-            let prepared = tokio::task::spawn_blocking(move || kafka_ingest::prepare(&def, &options))
-                .await
-                .map_err(|e| RunnelError::internal(format!("Kafka check panicked: {e}")))??;
+            let prepared =
+                tokio::task::spawn_blocking(move || kafka_ingest::prepare(&def, &options))
+                    .await
+                    .map_err(|e| RunnelError::internal(format!("Kafka check panicked: {e}")))??;
             Some(prepared)
         }
         None => None,
@@ -95,8 +96,10 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         ));
     };
     let def = relation_def(*kind, create)?;
-    let kafka =
-        KafkaOptions::from_options(&def.options, shared.config.kafka_bootstrap_servers.as_deref())?;
+    let kafka = KafkaOptions::from_options(
+        &def.options,
+        shared.config.kafka_bootstrap_servers.as_deref(),
+    )?;
     let entry = Arc::new(CatalogEntry {
         id: stored.id,
         name: stored.name.clone(),

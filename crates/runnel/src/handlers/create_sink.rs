@@ -31,8 +31,8 @@ pub struct SinkInfo {
 }
 
 impl SinkInfo {
+    /// `running`, or `retrying: ...` while deliveries fail (librdkafka retries them).
     pub fn describe_status(&self) -> String {
-        let delivered = self.status.delivered.load(Ordering::Relaxed);
         let failed = self.status.failed.load(Ordering::Relaxed);
         let last = self
             .status
@@ -41,11 +41,13 @@ impl SinkInfo {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         match last {
-            Some(e) if failed > 0 => {
-                format!("retrying: {failed} deliveries failed, last: {e} ({delivered} delivered)")
-            }
-            _ => format!("running ({delivered} records delivered)"),
+            Some(e) if failed > 0 => format!("retrying: {failed} deliveries failed, last: {e}"),
+            _ => "running".to_string(),
         }
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.status.delivered.load(Ordering::Relaxed)
     }
 }
 
@@ -62,16 +64,16 @@ impl SinkWriter for KafkaSinkWriter {
 }
 
 /// The input's kind and the key columns an upsert sink uses.
-fn sink_input(
-    from: &CatalogEntry,
-    options: &SinkOptions,
-) -> Result<(RelationKind, Vec<usize>)> {
+fn sink_input(from: &CatalogEntry, options: &SinkOptions) -> Result<(RelationKind, Vec<usize>)> {
     let all: Vec<usize> = (0..from.schema.fields().len()).collect();
     let kind = match from.kind {
         ObjectKind::Sink => {
             return Err(RunnelError::plan(
                 SqlState::WRONG_OBJECT_TYPE,
-                format!("\"{}\" is a sink; a sink reads a view, stream or table", from.name),
+                format!(
+                    "\"{}\" is a sink; a sink reads a view, stream or table",
+                    from.name
+                ),
             ))
         }
         _ => from.relation_kind(),
@@ -100,12 +102,10 @@ async fn connect(
     check_topic: bool,
 ) -> Result<KafkaSink> {
     let options = options.clone();
-    tokio::task::spawn_blocking(move || {
-        KafkaSink::connect(&options, key, &client_id, check_topic)
-    })
-    .await
-    .map_err(|e| RunnelError::internal(format!("sink connect panicked: {e}")))?
-    .map_err(Into::into)
+    tokio::task::spawn_blocking(move || KafkaSink::connect(&options, key, &client_id, check_topic))
+        .await
+        .map_err(|e| RunnelError::internal(format!("sink connect panicked: {e}")))?
+        .map_err(Into::into)
 }
 
 pub async fn handle(
@@ -129,10 +129,7 @@ pub async fn handle(
         }
         return Err(RunnelError::plan(
             SqlState::DUPLICATE_TABLE,
-            format!(
-                "\"{name}\" already exists (a {})",
-                existing.kind.sql_name()
-            ),
+            format!("\"{name}\" already exists (a {})", existing.kind.sql_name()),
         ));
     }
     let input = catalog.resolve(from)?.clone();
@@ -194,9 +191,10 @@ pub fn forget(shared: &Shared, id: ObjectId) {
 /// Re-creates a sink at start-up. The broker may be down: records queue until it is back.
 pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
-    let Some(Statement::CreateSink { from, options, .. }) = parsed.first().map(|p| &p.kind)
-    else {
-        return Err(RunnelError::internal("stored definition is not CREATE SINK"));
+    let Some(Statement::CreateSink { from, options, .. }) = parsed.first().map(|p| &p.kind) else {
+        return Err(RunnelError::internal(
+            "stored definition is not CREATE SINK",
+        ));
     };
     let options =
         SinkOptions::from_options(options, shared.config.kafka_bootstrap_servers.as_deref())?;

@@ -10,10 +10,10 @@ use datafusion::execution::context::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
-use runnel_pgwire::QueryResponse;
-use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_connectors::kafka::resolve_start as resolve_topic_start;
 use runnel_connectors::StartPosition;
+use runnel_pgwire::QueryResponse;
+use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_sql::ddl::sql_options;
 use runnel_sql::statement::ident_name;
 use runnel_sql::{

@@ -39,7 +39,9 @@ pub async fn execute(
             from,
             options,
             if_not_exists,
-        } => create_sink::handle(session, name, from, options, *if_not_exists, &statement.sql).await,
+        } => {
+            create_sink::handle(session, name, from, options, *if_not_exists, &statement.sql).await
+        }
         Statement::Drop {
             kind,
             names,

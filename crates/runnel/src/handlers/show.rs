@@ -13,7 +13,7 @@ use crate::session::RunnelSession;
 pub fn schema(kind: ShowKind) -> SchemaRef {
     match kind {
         ShowKind::Streams | ShowKind::Tables => text_schema(&["name"]),
-        ShowKind::Sinks => text_schema(&["name", "source", "topic", "mode", "status"]),
+        ShowKind::Sinks => text_schema(&["name", "source", "topic", "mode", "status", "delivered"]),
         ShowKind::MaterializedViews => text_schema(&["name", "status"]),
         ShowKind::Progress => text_schema(&[
             "source",
@@ -68,6 +68,7 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
                             .to_string(),
                         ),
                         Some(info.describe_status()),
+                        Some(info.delivered().to_string()),
                     ])
                 })
                 .collect();
