@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 install_test_deps
+install_tansu
 cargo build --release -j2 -p runnel
 if [ "${1:-}" = "kafka" ]; then
     shift

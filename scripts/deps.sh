@@ -23,7 +23,8 @@ install_build_deps() {
 }
 
 # The Kafka-protocol broker the Kafka tests and benchmark run against (Tansu, a broker written
-# in Rust; Apache Kafka cannot be downloaded here). Skipped when already installed.
+# in Rust; Apache Kafka cannot be downloaded here). Skipped when already installed. Its build
+# is mostly serial (one core), so test.sh runs it beside Runnel's own build.
 TANSU_VERSION=0.6.0
 install_tansu() {
     local bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
@@ -46,5 +47,4 @@ install_test_deps() {
     fi
     .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb \
         "confluent-kafka>=2.6"
-    install_tansu
 }

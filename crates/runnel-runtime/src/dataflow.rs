@@ -42,6 +42,9 @@ struct SourceLog {
     position_dirty: bool,
 }
 
+/// A node's input: (node, port).
+type Port = (usize, usize);
+
 /// Per Kafka partition, the first offset a view reads (partitions not named: all).
 pub type StartOffsets = BTreeMap<i32, i64>;
 
@@ -330,7 +333,7 @@ impl Dataflow {
                 last = seq;
                 *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
                 let source = &self.sources[&id];
-                let subscribers: Vec<((usize, usize), Option<Arc<StartOffsets>>)> = source
+                let subscribers: Vec<(Port, Option<Arc<StartOffsets>>)> = source
                     .subscribers
                     .iter()
                     .map(|t| (*t, source.starts.get(t).cloned()))

@@ -644,7 +644,10 @@ mod tests {
                 options,
                 if_not_exists,
             } => {
-                assert_eq!((name.as_str(), from.as_str(), *if_not_exists), ("out", "v", true));
+                assert_eq!(
+                    (name.as_str(), from.as_str(), *if_not_exists),
+                    ("out", "v", true)
+                );
                 assert_eq!(
                     options,
                     &vec![
@@ -666,7 +669,10 @@ mod tests {
         }
         match &parse_statements("DROP SINK IF EXISTS a, b").unwrap()[0].kind {
             Statement::Drop {
-                kind, names, if_exists, ..
+                kind,
+                names,
+                if_exists,
+                ..
             } => {
                 assert_eq!(*kind, ObjectKind::Sink);
                 assert_eq!(names, &vec!["a".to_string(), "b".to_string()]);

@@ -28,7 +28,7 @@ use support::{query_text, TestServer};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Every view is compared at least once every `ROTATION` steps.
-const ROTATION: usize = 5;
+const ROTATION: usize = 10;
 /// How many DML statements the failure report shows.
 const HISTORY: usize = 40;
 /// No single statement may take longer than this (a hang is reported, not waited out).

@@ -52,8 +52,8 @@ impl TopicReader {
         };
         if let Some(err) = t.error() {
             return Err(ConnectorError::Broker(format!(
-                "topic '{topic}': {:?}",
-                rdkafka::types::RDKafkaRespErr::from(err)
+                "topic '{topic}': {}",
+                rdkafka::error::RDKafkaErrorCode::from(err)
             )));
         }
         let mut partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
