@@ -1,6 +1,6 @@
 """A `runnel serve` process that tests can start, kill -9 and restart on the same data directory.
 
-Used by the Kafka end-to-end tests (the plain `server` fixture in conftest.py stays as it is).
+Used by every Python test (the `server` fixture in conftest.py starts one without Kafka).
 
     proc = RunnelProcess(kafka_bootstrap_servers=broker.bootstrap_servers)
     proc.start()                    # waits for "runnel listening on HOST:PORT"
