@@ -2,10 +2,12 @@
 against the broker's ceiling (a plain librdkafka consumer) and DuckDB over the same events.
 Prints numbers; never fails on speed.
 
-1. Starts Tansu (memory storage engine: fast, fine for load) and fills a 4-partition topic
+1. Starts Tansu (sqlite storage engine; the memory engine needs a build feature, dynostore,
+   that the installed broker lacks) and fills a 4-partition topic
    with N JSON events of about 100 bytes (confluent-kafka, an independent client); the same
    events go to a JSON-lines file.
-2. Raw consumer: `kafka_read_rate` (bundled librdkafka, no decoding) reads the whole topic.
+2. Raw consumer: `runnel kafka-read-rate` (the same bundled librdkafka, no decoding, no state)
+   reads the whole topic.
 3. Runnel: CREATE STREAM (start = 'earliest') and the view
    `SELECT user_id, count(*), avg(price) FROM s GROUP BY user_id`; the clock runs from CREATE
    STREAM until every partition is ingested (SHOW PROGRESS) and FLUSH has returned: Kafka read,
@@ -84,8 +86,8 @@ def fill(broker: Broker, topic: str, events: int, users: int, path: str) -> floa
 
 
 def raw_consumer(binary: str, broker: Broker, topic: str) -> dict:
-    out = subprocess.run([binary, broker.bootstrap_servers, topic], capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run([binary, "kafka-read-rate", broker.bootstrap_servers, topic],
+                         capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(f"kafka_read_rate failed: {out.stderr}")
     return dict(kv.split("=") for kv in out.stdout.split())
@@ -107,13 +109,12 @@ def start_runnel(binary: str, data_dir: str, bootstrap: str):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/runnel")
-    ap.add_argument("--read-rate-bin", default="target/release/examples/kafka_read_rate")
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--users", type=int, default=100_000)
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="runnel-kafka-bench-")
-    broker = Broker(storage="memory")
+    broker = Broker(storage="sqlite")
     proc = None
     try:
         broker.start()
@@ -124,7 +125,7 @@ def main():
         print(f"filled {topic}: {args.events:,} events, {size / args.events:.0f} bytes each, "
               f"{produce_s:.1f} s ({args.events / produce_s:,.0f} events/s produced)")
 
-        raw = raw_consumer(args.read_rate_bin, broker, topic)
+        raw = raw_consumer(args.bin, broker, topic)
         raw_rate = float(raw["records_per_sec"])
         print(f"raw librdkafka consumer: {int(raw['records']):,} records in {float(raw['seconds']):.2f} s "
               f"= {raw_rate:,.0f} records/s")

@@ -13,8 +13,6 @@ install_tansu
 cargo build --release -j2 -p runnel
 if [ "${1:-}" = "kafka" ]; then
     shift
-    cargo build --release -j2 -p runnel-connectors --example kafka_read_rate
-    exec .venv/bin/python benches/kafka_backfill.py --bin target/release/runnel \
-        --read-rate-bin target/release/examples/kafka_read_rate "$@"
+    exec .venv/bin/python benches/kafka_backfill.py --bin target/release/runnel "$@"
 fi
 exec .venv/bin/python benches/copy_aggregate.py --bin target/release/runnel "$@"

@@ -28,6 +28,13 @@ pub struct Cli {
 pub enum Command {
     /// Start the server.
     Serve(ServeArgs),
+    /// Benchmark helper: read a whole topic with a plain consumer and print the rate (the
+    /// broker's ceiling in `benches/kafka_backfill.py`).
+    #[command(hide = true)]
+    KafkaReadRate {
+        bootstrap_servers: String,
+        topic: String,
+    },
 }
 
 #[derive(Debug, Args, Default)]

@@ -1,4 +1,5 @@
 //! `runnel serve`: starts the engine on a data directory and serves Postgres clients.
+//! (`runnel kafka-read-rate`, hidden, is the Kafka benchmark's raw-consumer baseline.)
 
 use std::io::Write;
 use std::sync::Arc;
@@ -16,7 +17,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => args,
+        Command::KafkaReadRate {
+            bootstrap_servers,
+            topic,
+        } => read_rate(&bootstrap_servers, &topic),
+    };
     let config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -37,6 +44,25 @@ fn main() {
     if let Err(e) = runtime.block_on(serve(config)) {
         eprintln!("runnel: {e}");
         std::process::exit(1);
+    }
+}
+
+fn read_rate(bootstrap: &str, topic: &str) -> ! {
+    match runnel_connectors::kafka::measure_read_rate(bootstrap, topic) {
+        Ok(r) => {
+            println!(
+                "records={} bytes={} seconds={:.3} records_per_sec={:.0}",
+                r.records,
+                r.bytes,
+                r.seconds,
+                r.records as f64 / r.seconds
+            );
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("runnel: {e}");
+            std::process::exit(1);
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 //! offsets it stores itself, in the same atomic write as the data read (see the server's
 //! ingest loop). That is what makes replay and recovery exactly once.
 
+mod read_rate;
 mod reader;
 mod sink;
 
+pub use read_rate::{measure_read_rate, ReadRate};
 pub use reader::{record_timestamp_ms, resolve_start, KafkaRecord, TopicReader};
 pub use sink::{DeliveryStatus, KafkaSink};
 
