@@ -428,7 +428,7 @@ impl IngestTask {
                 let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
                 progress.events_per_sec = window_count as f64 / elapsed.as_secs_f64();
                 for (&p, part) in progress.partitions.iter_mut() {
-                    if let Ok((_, high)) = reader.watermarks(p) {
+                    if let Some(high) = reader.cached_high_watermark(p) {
                         part.end_offset = Some(high);
                     }
                     if part.backfill.is_some_and(|(_, to)| part.offset >= to) {

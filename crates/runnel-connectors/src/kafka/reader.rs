@@ -3,18 +3,49 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::BROKER_TIMEOUT;
 use crate::error::{ConnectorError, Result};
 use crate::options::StartPosition;
 
+/// Keeps the high watermarks that fetch responses carry (librdkafka's statistics, once a
+/// second), so progress reporting needs no extra broker requests: a ListOffsets request per
+/// partition per second is costly on some brokers (Tansu's sqlite engine scans for it).
+#[derive(Default)]
+pub struct ReaderContext {
+    high_watermarks: Mutex<HashMap<i32, i64>>,
+}
+
+impl ClientContext for ReaderContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut high = self
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for topic in statistics.topics.values() {
+            for (&partition, p) in &topic.partitions {
+                if partition >= 0 && p.hi_offset >= 0 {
+                    high.insert(partition, p.hi_offset);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 /// A consumer over all partitions of one topic.
 pub struct TopicReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
     partitions: Vec<i32>,
 }
@@ -37,7 +68,8 @@ fn consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", "100")
         .set("queued.min.messages", "200000")
         .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.max.ms", "2000");
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("statistics.interval.ms", "1000");
     config
 }
 
@@ -45,7 +77,8 @@ impl TopicReader {
     /// Connects and reads the topic's partitions; fails if the broker is unreachable or the
     /// topic does not exist.
     pub fn connect(bootstrap: &str, topic: &str, client_id: &str) -> Result<TopicReader> {
-        let consumer: BaseConsumer = consumer_config(bootstrap, client_id).create()?;
+        let consumer: BaseConsumer<ReaderContext> =
+            consumer_config(bootstrap, client_id).create_with_context(ReaderContext::default())?;
         let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(ConnectorError::Broker(format!("topic '{topic}' not found")));
@@ -83,6 +116,17 @@ impl TopicReader {
         Ok(self
             .consumer
             .fetch_watermarks(&self.topic, partition, BROKER_TIMEOUT)?)
+    }
+
+    /// The high watermark of a partition as of the last fetch response (no request).
+    pub fn cached_high_watermark(&self, partition: i32) -> Option<i64> {
+        self.consumer
+            .context()
+            .high_watermarks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .copied()
     }
 
     /// The next offset to read per partition for `start`.
