@@ -359,14 +359,14 @@ impl IngestTask {
         reader.assign(&positions).map_err(RunnelError::from)?;
         {
             let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            // End offsets (and so the backfill target) come with the first fetch responses.
             for (&p, &offset) in &positions {
-                let end = reader.watermarks(p).ok().map(|(_, high)| high);
                 progress.partitions.insert(
                     p,
                     PartitionProgress {
                         offset,
-                        end_offset: end,
-                        backfill: end.filter(|&e| e > offset).map(|e| (offset, e)),
+                        end_offset: None,
+                        backfill: None,
                     },
                 );
             }
@@ -429,6 +429,10 @@ impl IngestTask {
                 progress.events_per_sec = window_count as f64 / elapsed.as_secs_f64();
                 for (&p, part) in progress.partitions.iter_mut() {
                     if let Some(high) = reader.cached_high_watermark(p) {
+                        if part.end_offset.is_none() && high > part.offset {
+                            // The first end offset seen: catching up to it is the backfill.
+                            part.backfill = Some((part.offset, high));
+                        }
                         part.end_offset = Some(high);
                     }
                     if part.backfill.is_some_and(|(_, to)| part.offset >= to) {

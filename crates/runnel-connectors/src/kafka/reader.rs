@@ -134,8 +134,10 @@ impl TopicReader {
         let mut out = BTreeMap::new();
         match start {
             StartPosition::Earliest => {
+                // Offset 0 needs no request: where the broker no longer holds it, the consumer
+                // resets to the first offset it does hold (`auto.offset.reset`).
                 for &p in &self.partitions {
-                    out.insert(p, self.watermarks(p)?.0);
+                    out.insert(p, 0);
                 }
             }
             StartPosition::Latest => {
