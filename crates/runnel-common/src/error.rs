@@ -33,8 +33,6 @@ impl SqlState {
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
     /// The server could not reach a system it depends on (a Kafka broker).
     pub const CONNECTION_EXCEPTION: SqlState = SqlState("08001");
-    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
-    pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
 }
 
 /// A Runnel error. The variant says whose fault it is.

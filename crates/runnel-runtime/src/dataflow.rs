@@ -52,13 +52,14 @@ pub type StartOffsets = BTreeMap<i32, i64>;
 /// partition and offset.
 type LogEntry = (u64, ChangeBatch, Option<(Int32Array, Int64Array)>);
 
-/// Keeps the rows at or after `starts` (a row without a position is kept).
+/// Keeps the rows at or after `starts` (everything without a start, or a row without a
+/// position); `None` when no row is left.
 fn from_start(
     batch: ChangeBatch,
     positions: Option<&(Int32Array, Int64Array)>,
-    starts: &StartOffsets,
+    starts: Option<&StartOffsets>,
 ) -> Result<Option<ChangeBatch>> {
-    let Some((partitions, offsets)) = positions else {
+    let (Some(starts), Some((partitions, offsets))) = (starts, positions) else {
         return Ok(Some(batch));
     };
     let mask: BooleanArray = partitions
@@ -168,11 +169,7 @@ impl Dataflow {
                 name,
             } = &node.kind
             {
-                let known = match relation_kind {
-                    RelationKind::View => self.views.contains_key(relation),
-                    _ => self.sources.contains_key(relation),
-                };
-                if !known {
+                if !self.has_input(*relation, *relation_kind) {
                     return Err(RunnelError::internal(format!(
                         "view input {name} is not in the dataflow"
                     )));
@@ -231,45 +228,14 @@ impl Dataflow {
             else {
                 continue;
             };
-            let target = (base + node.id, 0);
-            match relation_kind {
-                RelationKind::View => {
-                    let upstream = self.views[relation].output;
-                    if backfill {
-                        let snapshot = self.materialize(upstream)?.snapshot()?;
-                        if !snapshot.is_empty() {
-                            self.push(target.0, target.1, snapshot);
-                        }
-                    }
-                    self.node_mut(upstream)?.outputs.push(target);
-                }
-                RelationKind::Stream | RelationKind::Table => {
-                    let start = starts.get(relation).cloned().map(Arc::new);
-                    if backfill {
-                        // A source nobody read yet was never advanced: its log end is where
-                        // the live part starts. Otherwise the position is current (the
-                        // worker drains before adding a view) and later entries arrive live.
-                        let unread = self.sources[relation].subscribers.is_empty();
-                        let end = match unread {
-                            true => self.log_end(*relation)?,
-                            false => self.sources[relation].position,
-                        };
-                        self.replay(*relation, 0, end, target, start.as_deref())?;
-                        if let Some(source) = self.sources.get_mut(relation) {
-                            if unread && source.position != end {
-                                source.position = end;
-                                source.position_dirty = true;
-                            }
-                        }
-                    }
-                    if let Some(source) = self.sources.get_mut(relation) {
-                        source.subscribers.push(target);
-                        if let Some(start) = start {
-                            source.starts.insert(target, start);
-                        }
-                    }
-                }
-            }
+            let start = starts.get(relation).cloned().map(Arc::new);
+            self.wire_input(
+                *relation,
+                *relation_kind,
+                (base + node.id, 0),
+                backfill,
+                start,
+            )?;
         }
         let backfill_error = match backfill {
             true => self.views.get(&view).and_then(|v| v.failed.clone()),
@@ -281,6 +247,66 @@ impl Dataflow {
                 runnel_common::SqlState::DATA_EXCEPTION,
                 err,
             ));
+        }
+        Ok(())
+    }
+
+    /// Whether `relation` (of `kind`) is in the dataflow, so a new view or sink can read it.
+    fn has_input(&self, relation: ObjectId, kind: RelationKind) -> bool {
+        match kind {
+            RelationKind::View => self.views.contains_key(&relation),
+            _ => self.sources.contains_key(&relation),
+        }
+    }
+
+    /// Connects `target` to an input: a view's output, or a stream's or table's log. With
+    /// `backfill` (a new view or sink) it first receives the input's current contents: the
+    /// view's snapshot, or the log replayed up to the current position (from `start`, for a
+    /// view that starts at a Kafka position).
+    fn wire_input(
+        &mut self,
+        relation: ObjectId,
+        kind: RelationKind,
+        target: Port,
+        backfill: bool,
+        start: Option<Arc<StartOffsets>>,
+    ) -> Result<()> {
+        match kind {
+            RelationKind::View => {
+                let upstream = self.views[&relation].output;
+                if backfill {
+                    let snapshot = self.materialize(upstream)?.snapshot()?;
+                    if !snapshot.is_empty() {
+                        self.push(target.0, target.1, snapshot);
+                    }
+                }
+                self.node_mut(upstream)?.outputs.push(target);
+            }
+            RelationKind::Stream | RelationKind::Table => {
+                if backfill {
+                    // A source nobody read yet was never advanced: its log end is where
+                    // the live part starts. Otherwise the position is current (the
+                    // worker drains before adding a view) and later entries arrive live.
+                    let unread = self.sources[&relation].subscribers.is_empty();
+                    let end = match unread {
+                        true => self.log_end(relation)?,
+                        false => self.sources[&relation].position,
+                    };
+                    self.replay(relation, 0, end, target, start.as_deref())?;
+                    if let Some(source) = self.sources.get_mut(&relation) {
+                        if unread && source.position != end {
+                            source.position = end;
+                            source.position_dirty = true;
+                        }
+                    }
+                }
+                if let Some(source) = self.sources.get_mut(&relation) {
+                    source.subscribers.push(target);
+                    if let Some(start) = start {
+                        source.starts.insert(target, start);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -339,10 +365,7 @@ impl Dataflow {
                     .map(|t| (*t, source.starts.get(t).cloned()))
                     .collect();
                 for ((node, port), start) in subscribers {
-                    let batch = match start {
-                        Some(start) => from_start(batch.clone(), positions.as_ref(), &start)?,
-                        None => Some(batch.clone()),
-                    };
+                    let batch = from_start(batch.clone(), positions.as_ref(), start.as_deref())?;
                     if let Some(batch) = batch {
                         self.push(node, port, batch);
                     }
@@ -422,11 +445,7 @@ impl Dataflow {
             }
             for (seq, batch, positions) in entries {
                 next = seq + 1;
-                let batch = match start {
-                    Some(start) => from_start(batch, positions.as_ref(), start)?,
-                    None => Some(batch),
-                };
-                if let Some(batch) = batch {
+                if let Some(batch) = from_start(batch, positions.as_ref(), start)? {
                     self.push(target.0, target.1, batch);
                 }
             }
@@ -444,11 +463,7 @@ impl Dataflow {
         op: Box<dyn Operator>,
         backfill: bool,
     ) -> Result<()> {
-        let known = match input_kind {
-            RelationKind::View => self.views.contains_key(&input),
-            _ => self.sources.contains_key(&input),
-        };
-        if !known {
+        if !self.has_input(input, input_kind) {
             return Err(RunnelError::internal(format!(
                 "sink input {input} is not in the dataflow"
             )));
@@ -468,28 +483,7 @@ impl Dataflow {
                 failure_unsaved: false,
             },
         );
-        match input_kind {
-            RelationKind::View => {
-                let upstream = self.views[&input].output;
-                if backfill {
-                    let snapshot = self.materialize(upstream)?.snapshot()?;
-                    if !snapshot.is_empty() {
-                        self.push(node, 0, snapshot);
-                    }
-                }
-                self.node_mut(upstream)?.outputs.push((node, 0));
-            }
-            RelationKind::Stream | RelationKind::Table => {
-                if backfill {
-                    let end = self.sources[&input].position;
-                    self.replay(input, 0, end, (node, 0), None)?;
-                }
-                if let Some(source) = self.sources.get_mut(&input) {
-                    source.subscribers.push((node, 0));
-                }
-            }
-        }
-        Ok(())
+        self.wire_input(input, input_kind, (node, 0), backfill, None)
     }
 
     /// Asks every operator whether a checkpoint may be committed now (sinks flush).

@@ -6,6 +6,7 @@
 //! that first includes its state, so a crash never leaves a view in the catalog without the
 //! state that matches the stored positions.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,14 +14,12 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{Result, RunnelError};
-use runnel_plan::{ObjectId, StreamPlan};
+use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_state::{keys, Store, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::dataflow::{Dataflow, StartOffsets};
 use crate::operator::Operator;
-use runnel_plan::RelationKind;
-use std::collections::BTreeMap;
 
 /// Extra key/value writes to commit with the next checkpoint (catalog entries, metadata).
 pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
@@ -340,10 +339,10 @@ impl WorkerState {
                 reply,
             } => {
                 self.drain();
-                let result = match self.dataflow.add_sink(id, input, input_kind, op, backfill) {
-                    Ok(()) => self.checkpoint(writes),
-                    Err(err) => Err(err),
-                };
+                let result = self
+                    .dataflow
+                    .add_sink(id, input, input_kind, op, backfill)
+                    .and_then(|()| self.checkpoint(writes));
                 if result.is_err() {
                     self.dataflow.remove_view(id);
                 }

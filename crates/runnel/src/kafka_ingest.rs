@@ -29,7 +29,7 @@ use runnel_common::{
     ChangeBatch, Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN,
 };
 use runnel_connectors::formats::{take_rows, RecordDecoder};
-use runnel_connectors::kafka::{record_timestamp_ms, KafkaRecord, TopicReader};
+use runnel_connectors::kafka::{KafkaRecord, TopicReader};
 use runnel_connectors::{Format, KafkaOptions, OnError};
 use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
@@ -157,7 +157,6 @@ pub struct PartitionProgress {
 /// What `SHOW PROGRESS` shows of one Kafka source.
 #[derive(Debug, Clone, Default)]
 pub struct IngestProgress {
-    pub topic: String,
     pub partitions: BTreeMap<i32, PartitionProgress>,
     pub errors: u64,
     pub last_error: Option<String>,
@@ -186,11 +185,9 @@ impl Ingests {
         entry: Arc<CatalogEntry>,
         options: KafkaOptions,
         layout: Layout,
-        primary_key: Vec<usize>,
     ) -> Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(Mutex::new(IngestProgress {
-            topic: options.topic.clone(),
             status: "connecting".into(),
             ..Default::default()
         }));
@@ -199,7 +196,6 @@ impl Ingests {
             entry: entry.clone(),
             options: options.clone(),
             layout,
-            primary_key,
             stop: stop.clone(),
             progress: progress.clone(),
         };
@@ -289,7 +285,6 @@ struct IngestTask {
     entry: Arc<CatalogEntry>,
     options: KafkaOptions,
     layout: Layout,
-    primary_key: Vec<usize>,
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<IngestProgress>>,
 }
@@ -351,10 +346,8 @@ impl IngestTask {
         let store = &self.shared.store;
         let mut positions = stored_offsets(store, self.entry.id)?;
         for &p in reader.partitions() {
-            if let std::collections::btree_map::Entry::Vacant(v) = positions.entry(p) {
-                // A partition added after the source was created: read all of it.
-                v.insert(reader.watermarks(p).map(|(low, _)| low).unwrap_or(0));
-            }
+            // A partition added after the source was created: read all of it (as 'earliest').
+            positions.entry(p).or_insert(0);
         }
         reader.assign(&positions).map_err(RunnelError::from)?;
         {
@@ -379,6 +372,7 @@ impl IngestTask {
         );
         let key_decoder = (self.entry.kind == ObjectKind::Table).then(|| {
             let fields: Vec<Field> = self
+                .entry
                 .primary_key
                 .iter()
                 .map(|&k| self.entry.schema.field(k).clone())
@@ -413,7 +407,7 @@ impl IngestTask {
                     let part = progress.partitions.entry(*p).or_default();
                     part.offset = *o;
                 }
-                if error.is_none() && !progress.status.starts_with("failed") {
+                if error.is_none() {
                     progress.status = "running".into();
                 }
                 if let Some(why) = outcome.failed {
@@ -570,7 +564,6 @@ impl IngestTask {
             );
             ops.sort_by_key(|(rec, _)| *rec);
             let ops: Vec<TableOp> = ops.into_iter().map(|(_, op)| op).collect();
-            let data = strip_hidden(&data, self.entry.schema.clone())?;
             upsert(
                 &self.shared,
                 &self.entry,
@@ -582,7 +575,7 @@ impl IngestTask {
             )?;
         } else {
             let changes = [ChangeBatch::inserts(data)];
-            locked.commit(store_of(&self.shared), &changes, extra)?;
+            locked.commit(&self.shared.store, &changes, extra)?;
         }
         drop(locked);
         self.shared.worker.wake();
@@ -630,7 +623,7 @@ impl IngestTask {
                     TimestampMicrosecondArray::from_iter(
                         row_records
                             .iter()
-                            .map(|&i| record_timestamp_ms(&records[i]).map(|ms| ms * 1000)),
+                            .map(|&i| records[i].timestamp().to_millis().map(|ms| ms * 1000)),
                     )
                     .with_timezone(runnel_sql::ddl::UTC),
                 ),
@@ -666,21 +659,6 @@ impl IngestTask {
             &options,
         )?)
     }
-}
-
-fn store_of(shared: &Shared) -> &Store {
-    &shared.store
-}
-
-/// The first `schema.len()` columns of `batch` under `schema`.
-fn strip_hidden(batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
-    let width = schema.fields().len();
-    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(
-        schema,
-        batch.columns()[..width].to_vec(),
-        &options,
-    )?)
 }
 
 /// A record key as a JSON object of the key columns: an object is taken as is; for a

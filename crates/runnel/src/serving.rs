@@ -100,6 +100,26 @@ impl TableProvider for RelationTable {
     }
 }
 
+/// Stored table rows (codec-encoded values) as one batch of the table's schema.
+pub fn decode_table_rows<'a>(
+    schema: &SchemaRef,
+    rows: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Result<RecordBatch> {
+    let n = rows.len();
+    let types: Vec<DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().clone())
+        .collect();
+    let columns = decode_rows(rows, &types)?;
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
 /// Reads a relation's current contents from the store.
 pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<RecordBatch>> {
     let schema = entry.schema.clone();
@@ -107,22 +127,9 @@ pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<Record
     match entry.kind {
         ObjectKind::Stream => shared.stream_cache.read(&shared.store, entry.id, &schema),
         ObjectKind::Table => {
-            let types: Vec<DataType> = schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect();
             let rows = store.scan_prefix(&keys::table_prefix(entry.id))?;
             rows.chunks(SCAN_BATCH_ROWS)
-                .map(|chunk| {
-                    let columns = decode_rows(chunk.iter().map(|(_, v)| &v[..]), &types)?;
-                    let options = RecordBatchOptions::new().with_row_count(Some(chunk.len()));
-                    Ok(RecordBatch::try_new_with_options(
-                        schema.clone(),
-                        columns,
-                        &options,
-                    )?)
-                })
+                .map(|chunk| decode_table_rows(&schema, chunk.iter().map(|(_, v)| &v[..])))
                 .collect()
         }
         ObjectKind::Sink => Ok(Vec::new()),

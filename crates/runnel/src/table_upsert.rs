@@ -5,16 +5,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result};
 use runnel_connectors::formats::take_rows;
 use runnel_sql::CatalogEntry;
-use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::codec::{encode_rows, EncodedRows};
 use runnel_state::{keys, WriteBatch};
 
 use crate::engine::Shared;
+use crate::serving::decode_table_rows;
 use crate::writer::LockedWriter;
 
 /// One record's effect, in record order.
@@ -38,23 +38,17 @@ pub fn upsert(
     mut extra: WriteBatch,
 ) -> Result<()> {
     let prefix = keys::table_prefix(entry.id);
-    let mut upsert_keys = EncodedRows::new();
     let pk: Vec<_> = entry
         .primary_key
         .iter()
         .map(|&i| rows.column(i).clone())
         .collect();
-    if rows.num_rows() > 0 {
-        encode_rows(&prefix, &pk, &mut upsert_keys)?;
-    }
+    let mut upsert_keys = EncodedRows::new();
+    encode_rows(&prefix, &pk, &mut upsert_keys)?;
     let mut values = EncodedRows::new();
-    if rows.num_rows() > 0 {
-        encode_rows(&[], rows.columns(), &mut values)?;
-    }
+    encode_rows(&[], rows.columns(), &mut values)?;
     let mut deleted = EncodedRows::new();
-    if delete_keys.num_rows() > 0 {
-        encode_rows(&prefix, delete_keys.columns(), &mut deleted)?;
-    }
+    encode_rows(&prefix, delete_keys.columns(), &mut deleted)?;
 
     // The last op per key decides; `order` keeps first-seen order for a deterministic log.
     let mut last: HashMap<&[u8], Option<u32>> = HashMap::with_capacity(ops.len());
@@ -88,15 +82,7 @@ pub fn upsert(
             (None, None) => {}
         }
     }
-    let types: Vec<DataType> = entry
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.data_type().clone())
-        .collect();
-    let old_columns = decode_rows(old_rows.iter().map(Vec::as_slice), &types)?;
-    let options = RecordBatchOptions::new().with_row_count(Some(old_rows.len()));
-    let old = RecordBatch::try_new_with_options(entry.schema.clone(), old_columns, &options)?;
+    let old = decode_table_rows(&entry.schema, old_rows.iter().map(Vec::as_slice))?;
     let new = take_rows(rows, &new_rows)?;
     let changes = [ChangeBatch::uniform(old, -1), ChangeBatch::inserts(new)];
     locked.commit(&shared.store, &changes, extra)

@@ -9,7 +9,7 @@ mod reader;
 mod sink;
 
 pub use read_rate::{measure_read_rate, ReadRate};
-pub use reader::{record_timestamp_ms, resolve_start, KafkaRecord, TopicReader};
+pub use reader::{resolve_start, KafkaRecord, TopicReader};
 pub use sink::{DeliveryStatus, KafkaSink};
 
 use std::time::Duration;

@@ -255,8 +255,3 @@ pub fn resolve_start(
     let reader = TopicReader::connect(bootstrap, topic, "runnel-resolve")?;
     reader.resolve(start)
 }
-
-/// Record metadata helpers used by the ingest loop.
-pub fn record_timestamp_ms(record: &KafkaRecord<'_>) -> Option<i64> {
-    record.timestamp().to_millis()
-}

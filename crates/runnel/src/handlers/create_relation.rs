@@ -80,9 +80,7 @@ pub async fn handle(
     let entry = Arc::new(entry);
     shared.update_catalog(|c| c.insert((*entry).clone()));
     if let (Some(options), Some((layout, _))) = (kafka, prepared) {
-        shared
-            .ingests
-            .start(&shared, entry, options, layout, def.primary_key)?;
+        shared.ingests.start(&shared, entry, options, layout)?;
     }
     Ok(QueryResponse::Command { tag: tag.into() })
 }
@@ -119,9 +117,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     if let Some(options) = kafka {
         // The broker may be down at start-up: the thread waits for it.
         let layout = kafka_ingest::Layout::new(&def)?;
-        shared
-            .ingests
-            .start(shared, entry, options, layout, def.primary_key)?;
+        shared.ingests.start(shared, entry, options, layout)?;
     }
     Ok(())
 }

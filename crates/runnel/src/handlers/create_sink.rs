@@ -136,17 +136,7 @@ pub async fn handle(
     let (input_kind, key) = sink_input(&input, &options)?;
     let (id, id_write) = shared.allocate_id();
     let sink = connect(&options, key, format!("runnel-sink-{name}-{id}"), true).await?;
-    let entry = CatalogEntry {
-        id,
-        name: name.to_string(),
-        kind: ObjectKind::Sink,
-        sql: sql.to_string(),
-        schema: input.schema.clone(),
-        primary_key: vec![],
-        dependencies: vec![input.id],
-        view_key: None,
-        start_offsets: Default::default(),
-    };
+    let entry = sink_entry(id, name, sql, &input);
     register(&shared, id, &input.name, &options, &sink);
     let writes = vec![Shared::catalog_write(&entry)?, id_write];
     let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
@@ -162,6 +152,21 @@ pub async fn handle(
     Ok(QueryResponse::Command {
         tag: "CREATE SINK".into(),
     })
+}
+
+/// A sink's catalog entry: not a relation, but it shares the namespace and depends on its input.
+fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> CatalogEntry {
+    CatalogEntry {
+        id,
+        name: name.to_string(),
+        kind: ObjectKind::Sink,
+        sql: sql.to_string(),
+        schema: input.schema.clone(),
+        primary_key: vec![],
+        dependencies: vec![input.id],
+        view_key: None,
+        start_offsets: Default::default(),
+    }
 }
 
 fn register(shared: &Shared, id: ObjectId, from: &str, options: &SinkOptions, sink: &KafkaSink) {
@@ -213,17 +218,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         .worker
         .add_sink(stored.id, input.id, input_kind, op, false, vec![])
         .await?;
-    let entry = CatalogEntry {
-        id: stored.id,
-        name: stored.name.clone(),
-        kind: ObjectKind::Sink,
-        sql: stored.sql.clone(),
-        schema: input.schema.clone(),
-        primary_key: vec![],
-        dependencies: vec![input.id],
-        view_key: None,
-        start_offsets: Default::default(),
-    };
+    let entry = sink_entry(stored.id, &stored.name, &stored.sql, &input);
     shared.update_catalog(|c| c.insert(entry));
     Ok(())
 }
