@@ -40,8 +40,9 @@ def rss_mib(pid: int, field: str) -> float:
     return float("nan")
 
 
-def start_server(binary: str, data_dir: str):
-    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+def start_server(binary: str, data_dir: str, extra_args: tuple[str, ...] = ()):
+    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
+                             *extra_args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "RUNNEL_LOG": "warn"})
     line = proc.stdout.readline()

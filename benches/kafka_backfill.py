@@ -17,10 +17,8 @@ Prints numbers; never fails on speed.
 """
 
 import argparse
-import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -31,17 +29,10 @@ import duckdb
 import psycopg
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "python"))
+from copy_aggregate import rss_mib, start_server  # noqa: E402  (same folder)
 from kafka_harness import Broker  # noqa: E402
 
 QUERY = "SELECT user_id, count(*) AS n, avg(price) AS avg_price FROM {src} GROUP BY user_id"
-
-
-def rss_mib(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def fill(broker: Broker, topic: str, events: int, users: int, path: str) -> float:
@@ -93,19 +84,6 @@ def raw_consumer(binary: str, broker: Broker, topic: str) -> dict:
     return dict(kv.split("=") for kv in out.stdout.split())
 
 
-def start_runnel(binary: str, data_dir: str, bootstrap: str):
-    proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                             "--kafka-bootstrap-servers", bootstrap],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "RUNNEL_LOG": "warn"})
-    line = proc.stdout.readline()
-    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"runnel did not start: {line!r}")
-    return proc, int(m.group(1))
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/runnel")
@@ -130,7 +108,8 @@ def main():
         print(f"raw librdkafka consumer: {int(raw['records']):,} records in {float(raw['seconds']):.2f} s "
               f"= {raw_rate:,.0f} records/s")
 
-        proc, port = start_runnel(args.bin, os.path.join(work, "runnel"), broker.bootstrap_servers)
+        proc, port = start_server(args.bin, os.path.join(work, "runnel"),
+                                  ("--kafka-bootstrap-servers", broker.bootstrap_servers))
         conn = psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="runnel", autocommit=True)
         started = time.monotonic()
         conn.execute("CREATE STREAM s (user_id BIGINT, item_id BIGINT, price DOUBLE PRECISION, ts TIMESTAMPTZ) "
