@@ -29,7 +29,7 @@ use runnel_common::{
     ChangeBatch, Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN,
 };
 use runnel_connectors::formats::{take_rows, RecordDecoder};
-use runnel_connectors::kafka::{KafkaRecord, TopicReader};
+use runnel_connectors::kafka::{send_waiting, KafkaRecord, TopicReader};
 use runnel_connectors::{Format, KafkaOptions, OnError};
 use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
@@ -722,23 +722,7 @@ impl DeadLetters {
         if let Some(v) = record.payload() {
             out = out.payload(v);
         }
-        loop {
-            match self.producer.send(out) {
-                Ok(()) => return Ok(()),
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(
-                        rdkafka::types::RDKafkaErrorCode::QueueFull,
-                    ),
-                    back,
-                )) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    out = back;
-                }
-                Err((e, _)) => {
-                    return Err(runnel_connectors::ConnectorError::from(e).into());
-                }
-            }
-        }
+        send_waiting(&self.producer, out).map_err(Into::into)
     }
 
     /// Waits until the dead letters are on the broker, before their offsets are committed.

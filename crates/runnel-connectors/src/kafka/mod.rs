@@ -10,7 +10,7 @@ mod sink;
 
 pub use read_rate::{measure_read_rate, ReadRate};
 pub use reader::{resolve_start, KafkaRecord, TopicReader};
-pub use sink::{DeliveryStatus, KafkaSink};
+pub use sink::{send_waiting, DeliveryStatus, KafkaSink};
 
 use std::time::Duration;
 

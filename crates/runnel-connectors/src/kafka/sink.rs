@@ -56,6 +56,24 @@ impl ProducerContext for SinkContext {
     }
 }
 
+/// Queues `record`, waiting while librdkafka's queue is full (the producer's own thread
+/// drains it) rather than dropping or failing the record.
+pub fn send_waiting<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                std::thread::sleep(Duration::from_millis(5));
+                record = back;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
 pub struct KafkaSink {
     producer: ThreadedProducer<SinkContext>,
     topic: String,
@@ -174,17 +192,7 @@ impl KafkaSink {
         if let Some(v) = value {
             record = record.payload(v);
         }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The producer's own thread drains the queue; wait for room.
-                    std::thread::sleep(Duration::from_millis(5));
-                    record = back;
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        send_waiting(&self.producer, record)
     }
 
     /// Waits until every queued record is acknowledged (or `timeout` passes, or a delivery
