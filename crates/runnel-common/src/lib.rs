@@ -1,8 +1,11 @@
 //! Shared vocabulary of every Runnel crate: the error type (by whose fault, with its SQLSTATE)
-//! and the change batch, the unit of data that flows between operators.
+//! the change batch, the unit of data that flows between operators, and event time (watermark
+//! definitions and the clock that enforces them).
 
 pub mod change;
 pub mod error;
+pub mod time;
 
 pub use change::{ChangeBatch, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN};
 pub use error::{Result, RunnelError, SqlState};
+pub use time::{WatermarkClock, WatermarkDef};

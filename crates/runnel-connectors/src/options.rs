@@ -129,6 +129,27 @@ pub struct KafkaOptions {
     pub format: Format,
     pub start: StartPosition,
     pub on_error: OnError,
+    /// A partition that sent nothing for this long, with nothing left to read, stops holding
+    /// the stream's watermark back (`idle_timeout`, default 10 seconds).
+    pub idle_timeout: std::time::Duration,
+}
+
+/// The default of `idle_timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A duration option such as '10 seconds' or '500 milliseconds'.
+fn parse_duration(key: &str, text: &str) -> Result<std::time::Duration> {
+    use datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano;
+    parse_interval_month_day_nano(text)
+        .ok()
+        .and_then(runnel_common::time::interval_micros)
+        .and_then(|us| u64::try_from(us).ok())
+        .map(std::time::Duration::from_micros)
+        .ok_or_else(|| {
+            ConnectorError::Options(format!(
+                "{key} = '{text}' is not a duration (write e.g. '10 seconds')"
+            ))
+        })
 }
 
 fn take(options: &[(String, String)], key: &str) -> Option<String> {
@@ -199,6 +220,7 @@ impl KafkaOptions {
                 "format",
                 "start",
                 "on_error",
+                "idle_timeout",
             ],
             "a kafka stream or table",
         )?;
@@ -217,6 +239,10 @@ impl KafkaOptions {
                 .map(|s| OnError::parse(&s))
                 .transpose()?
                 .unwrap_or(OnError::Skip),
+            idle_timeout: take(options, "idle_timeout")
+                .map(|s| parse_duration("idle_timeout", &s))
+                .transpose()?
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT),
         }))
     }
 }

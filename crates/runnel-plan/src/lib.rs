@@ -28,6 +28,35 @@ pub enum RelationKind {
     View,
 }
 
+/// A lower bound on a column's future values in terms of the event-time clock: once the
+/// clock (the watermark reaching the node) is at `W`, every change the node still emits has
+/// `column >= W - lag_micros`. So a group whose value in `column` is below `W - lag_micros`
+/// is closed: nothing can change it any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimeBound {
+    pub column: usize,
+    pub lag_micros: i64,
+}
+
+/// What a relation or plan node knows about event time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventTime {
+    /// An event-time clock reaches this node: some stream it reads has a watermark.
+    pub timed: bool,
+    /// Columns bounded by the clock (see [`TimeBound`]).
+    pub bounds: Vec<TimeBound>,
+}
+
+impl EventTime {
+    /// The bound on `column`, if it has one.
+    pub fn lag_of(&self, column: usize) -> Option<i64> {
+        self.bounds
+            .iter()
+            .find(|b| b.column == column)
+            .map(|b| b.lag_micros)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub nodes: Vec<PlanNode>,
@@ -119,6 +148,8 @@ pub struct PlanNode {
     pub schema: DFSchemaRef,
     /// True when every change this node emits is an insert (lets min/max skip retraction state).
     pub append_only: bool,
+    /// Whether an event-time clock reaches this node, and which output columns it bounds.
+    pub event_time: EventTime,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,59 @@ struct NodeSlot {
     view: ObjectId,
     /// Where this node's output goes: (node, input port).
     outputs: Vec<(usize, usize)>,
+    /// Per input port: whether an event-time clock comes in on it, and its latest value.
+    input_clocks: Vec<PortClock>,
+    /// The node's clock: the minimum over its timed ports, once each has one.
+    watermark: Option<i64>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct PortClock {
+    timed: bool,
+    watermark: Option<i64>,
+}
+
+impl NodeSlot {
+    fn new(
+        op: Box<dyn Operator>,
+        view: ObjectId,
+        outputs: Vec<Port>,
+        timed_ports: Vec<bool>,
+    ) -> Self {
+        NodeSlot {
+            op,
+            view,
+            outputs,
+            input_clocks: timed_ports
+                .into_iter()
+                .map(|timed| PortClock {
+                    timed,
+                    watermark: None,
+                })
+                .collect(),
+            watermark: None,
+        }
+    }
+
+    /// Records `watermark` on `port`; returns the node's clock when that moved it.
+    fn advance_clock(&mut self, port: usize, watermark: i64) -> Option<i64> {
+        let clock = self.input_clocks.get_mut(port)?;
+        if !clock.timed || clock.watermark.is_some_and(|w| w >= watermark) {
+            return None;
+        }
+        clock.watermark = Some(watermark);
+        let mut combined: Option<i64> = None;
+        for c in self.input_clocks.iter().filter(|c| c.timed) {
+            let w = c.watermark?;
+            combined = Some(combined.map_or(w, |m| m.min(w)));
+        }
+        let combined = combined?;
+        if self.watermark.is_some_and(|w| w >= combined) {
+            return None;
+        }
+        self.watermark = Some(combined);
+        Some(combined)
+    }
 }
 
 /// A base relation whose log the dataflow reads.
@@ -40,6 +93,8 @@ struct SourceLog {
     /// offset they see (rows before it are filtered out of every entry, live or replayed).
     starts: HashMap<(usize, usize), Arc<StartOffsets>>,
     position_dirty: bool,
+    /// The stream's watermark as of `position` (from the log entries read so far).
+    watermark: Option<i64>,
 }
 
 /// A node's input: (node, port).
@@ -48,9 +103,25 @@ type Port = (usize, usize);
 /// Per Kafka partition, the first offset a view reads (partitions not named: all).
 pub type StartOffsets = BTreeMap<i32, i64>;
 
-/// A log entry as read: sequence number, the change batch, and (Kafka streams) each row's
-/// partition and offset.
-type LogEntry = (u64, ChangeBatch, Option<(Int32Array, Int64Array)>);
+/// A log entry as read.
+struct LogEntry {
+    seq: u64,
+    /// `None` for an entry that only moves the watermark.
+    batch: Option<ChangeBatch>,
+    /// Kafka streams: each row's partition and offset.
+    positions: Option<(Int32Array, Int64Array)>,
+    /// Streams with a watermark: the watermark after this entry.
+    watermark: Option<i64>,
+}
+
+/// The watermark a stored log entry carries in its schema metadata.
+fn stored_watermark(stored: &datafusion::arrow::record_batch::RecordBatch) -> Option<i64> {
+    stored
+        .schema_ref()
+        .metadata()
+        .get(runnel_common::time::WATERMARK_METADATA)
+        .and_then(|w| w.parse().ok())
+}
 
 /// Keeps the rows at or after `starts` (everything without a start, or a row without a
 /// position); `None` when no row is left.
@@ -122,6 +193,16 @@ impl Dataflow {
             ),
             None => 0,
         };
+        // The clock as of the position: carried by the last entry read before it.
+        let watermark = match position {
+            0 => None,
+            p => self
+                .store
+                .get(&keys::log_entry(id, p - 1))?
+                .map(|bytes| ipc::decode_batch(&bytes))
+                .transpose()?
+                .and_then(|stored| stored_watermark(&stored)),
+        };
         self.sources.insert(
             id,
             SourceLog {
@@ -130,6 +211,7 @@ impl Dataflow {
                 subscribers: Vec::new(),
                 starts: HashMap::new(),
                 position_dirty: false,
+                watermark,
             },
         );
         Ok(())
@@ -177,6 +259,14 @@ impl Dataflow {
             }
         }
         for (op, node) in built.into_iter().zip(&plan.nodes) {
+            let timed_ports = match node.kind {
+                NodeKind::Source { .. } => vec![node.event_time.timed],
+                _ => node
+                    .inputs
+                    .iter()
+                    .map(|&i| plan.nodes[i].event_time.timed)
+                    .collect(),
+            };
             let outputs = plan
                 .nodes
                 .iter()
@@ -190,7 +280,8 @@ impl Dataflow {
                         .collect::<Vec<_>>()
                 })
                 .collect();
-            self.nodes.push(Some(NodeSlot { op, view, outputs }));
+            self.nodes
+                .push(Some(NodeSlot::new(op, view, outputs, timed_ports)));
         }
         let output = base + plan.nodes.len() - 1;
         // A view that failed before a restart stays failed: its state stopped at the failure.
@@ -280,6 +371,9 @@ impl Dataflow {
                         self.push(target.0, target.1, snapshot);
                     }
                 }
+                if let Some(wm) = self.node_mut(upstream)?.watermark {
+                    self.push_watermark(target.0, target.1, wm);
+                }
                 self.node_mut(upstream)?.outputs.push(target);
             }
             RelationKind::Stream | RelationKind::Table => {
@@ -292,13 +386,19 @@ impl Dataflow {
                         true => self.log_end(relation)?,
                         false => self.sources[&relation].position,
                     };
-                    self.replay(relation, 0, end, target, start.as_deref())?;
+                    let replayed_clock = self.replay(relation, 0, end, target, start.as_deref())?;
                     if let Some(source) = self.sources.get_mut(&relation) {
                         if unread && source.position != end {
                             source.position = end;
                             source.position_dirty = true;
+                            source.watermark = source.watermark.max(replayed_clock);
                         }
                     }
+                }
+                // A restored view resumes at the source's clock (replay brought a new one
+                // there already; pushing it again is a no-op).
+                if let Some(wm) = self.sources.get(&relation).and_then(|s| s.watermark) {
+                    self.push_watermark(target.0, target.1, wm);
                 }
                 if let Some(source) = self.sources.get_mut(&relation) {
                     source.subscribers.push(target);
@@ -355,19 +455,34 @@ impl Dataflow {
             }
             any = true;
             let mut last = position;
-            for (seq, batch, positions) in entries {
-                last = seq;
-                *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
+            for entry in entries {
+                last = entry.seq;
                 let source = &self.sources[&id];
                 let subscribers: Vec<(Port, Option<Arc<StartOffsets>>)> = source
                     .subscribers
                     .iter()
                     .map(|t| (*t, source.starts.get(t).cloned()))
                     .collect();
-                for ((node, port), start) in subscribers {
-                    let batch = from_start(batch.clone(), positions.as_ref(), start.as_deref())?;
-                    if let Some(batch) = batch {
-                        self.push(node, port, batch);
+                if let Some(batch) = &entry.batch {
+                    *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
+                    for &((node, port), ref start) in &subscribers {
+                        let batch =
+                            from_start(batch.clone(), entry.positions.as_ref(), start.as_deref())?;
+                        if let Some(batch) = batch {
+                            self.push(node, port, batch);
+                        }
+                    }
+                }
+                if let Some(wm) = entry.watermark {
+                    let source = self
+                        .sources
+                        .get_mut(&id)
+                        .expect("the source being polled exists");
+                    if source.watermark.is_none_or(|w| wm > w) {
+                        source.watermark = Some(wm);
+                        for &((node, port), _) in &subscribers {
+                            self.push_watermark(node, port, wm);
+                        }
                     }
                 }
             }
@@ -418,17 +533,27 @@ impl Dataflow {
         })?;
         out.into_iter()
             .map(|(seq, stored)| {
-                let positions = ChangeBatch::stored_kafka_positions(&stored);
-                Ok((
+                let watermark = stored_watermark(&stored);
+                if stored.num_rows() == 0 {
+                    return Ok(LogEntry {
+                        seq,
+                        batch: None,
+                        positions: None,
+                        watermark,
+                    });
+                }
+                Ok(LogEntry {
                     seq,
-                    ChangeBatch::from_stored(&stored, schema.clone())?,
-                    positions,
-                ))
+                    positions: ChangeBatch::stored_kafka_positions(&stored),
+                    batch: Some(ChangeBatch::from_stored(&stored, schema.clone())?),
+                    watermark,
+                })
             })
             .collect()
     }
 
-    /// Feeds log entries `[from, to)` of `source` into one node only (backfill).
+    /// Feeds log entries `[from, to)` of `source` into one node only (backfill); returns the
+    /// watermark the last of them carried.
     fn replay(
         &mut self,
         source: ObjectId,
@@ -436,21 +561,28 @@ impl Dataflow {
         to: u64,
         target: (usize, usize),
         start: Option<&StartOffsets>,
-    ) -> Result<()> {
+    ) -> Result<Option<i64>> {
+        let mut clock = None;
         let mut next = from;
         while next < to {
             let entries = self.read_log(source, next, to, LOG_READ_CHUNK)?;
             if entries.is_empty() {
                 break;
             }
-            for (seq, batch, positions) in entries {
-                next = seq + 1;
-                if let Some(batch) = from_start(batch, positions.as_ref(), start)? {
-                    self.push(target.0, target.1, batch);
+            for entry in entries {
+                next = entry.seq + 1;
+                if let Some(batch) = entry.batch {
+                    if let Some(batch) = from_start(batch, entry.positions.as_ref(), start)? {
+                        self.push(target.0, target.1, batch);
+                    }
+                }
+                if let Some(wm) = entry.watermark {
+                    self.push_watermark(target.0, target.1, wm);
+                    clock = Some(wm);
                 }
             }
         }
-        Ok(())
+        Ok(clock)
     }
 
     /// Adds a sink reading `input` (a view, or a stream's or table's log). With `backfill`
@@ -469,11 +601,8 @@ impl Dataflow {
             )));
         }
         let node = self.nodes.len();
-        self.nodes.push(Some(NodeSlot {
-            op,
-            view: sink,
-            outputs: Vec::new(),
-        }));
+        self.nodes
+            .push(Some(NodeSlot::new(op, sink, Vec::new(), vec![false])));
         self.views.insert(
             sink,
             ViewState {
@@ -548,6 +677,44 @@ impl Dataflow {
                         v.failure_unsaved = true;
                     }
                 }
+            }
+        }
+    }
+
+    /// Moves the clock of `port` of `node` to `watermark` and, when that moves the node's
+    /// clock, lets the operator act on it (its output goes downstream first), then passes
+    /// the clock on to every consumer.
+    fn push_watermark(&mut self, node: usize, port: usize, watermark: i64) {
+        let mut stack = vec![(node, port, watermark)];
+        while let Some((node, port, watermark)) = stack.pop() {
+            let Some(slot) = self.nodes.get_mut(node).and_then(|s| s.as_mut()) else {
+                continue;
+            };
+            let Some(clock) = slot.advance_clock(port, watermark) else {
+                continue;
+            };
+            let view = slot.view;
+            if self.views.get(&view).is_some_and(|v| v.failed.is_some()) {
+                continue;
+            }
+            let mut out = Vec::new();
+            if let Err(err) = slot.op.on_watermark(clock, &mut out) {
+                tracing::error!(view, "view maintenance failed: {err}");
+                if let Some(v) = self.views.get_mut(&view) {
+                    v.failed = Some(err.to_string());
+                    v.failure_unsaved = true;
+                }
+                continue;
+            }
+            let outputs = slot.outputs.clone();
+            for produced in out {
+                for &(next, next_port) in &outputs {
+                    self.push(next, next_port, produced.clone());
+                }
+            }
+            // Reversed so the stack visits consumers in order.
+            for &(next, next_port) in outputs.iter().rev() {
+                stack.push((next, next_port, clock));
             }
         }
     }

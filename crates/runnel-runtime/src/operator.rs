@@ -4,7 +4,10 @@
 //! 2. [`Operator::on_start`] once, `fresh` when the view is being created (not restored);
 //! 3. [`Operator::process`] for every change batch arriving on one of its input ports, in the
 //!    order the batches were produced upstream;
-//! 4. at every checkpoint, [`Operator::prepare_checkpoint`] on every operator (a sink waits
+//! 4. [`Operator::on_watermark`] when the event-time clock of its inputs advances (the
+//!    minimum over its timed inputs; never backwards), after every batch produced before
+//!    that point of the sources' logs;
+//! 5. at every checkpoint, [`Operator::prepare_checkpoint`] on every operator (a sink waits
 //!    for its records to be acknowledged; an error postpones the checkpoint), then
 //!    [`Operator::checkpoint`], adding its dirty state to the one atomic write that also
 //!    records the source positions.
@@ -25,6 +28,14 @@ pub trait Operator: Send {
 
     /// Output owed before any input (the one row of a global aggregate over nothing).
     fn on_start(&mut self, _fresh: bool, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        Ok(())
+    }
+
+    /// The event-time clock reaching this operator moved to `watermark` (microseconds since
+    /// the epoch). Output produced here (expired rows, closed windows) goes downstream
+    /// before the watermark does. The call must be idempotent: after a restart the clock
+    /// is replayed from the checkpoint.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
         Ok(())
     }
 

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_common::{Result, RunnelError, SqlState};
-use runnel_plan::{ObjectId, RelationKind};
+use runnel_common::{Result, RunnelError, SqlState, WatermarkDef};
+use runnel_plan::{EventTime, ObjectId, RelationKind};
 use serde::{Deserialize, Serialize};
 
 use crate::statement::ObjectKind;
@@ -32,6 +32,11 @@ pub struct CatalogEntry {
     /// Views created with a start position: per Kafka stream read, the first offset of each
     /// partition the view sees, resolved once at creation (so a restart keeps them).
     pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
+    /// Streams: `WATERMARK FOR ...`.
+    pub watermark: Option<WatermarkDef>,
+    /// Whether an event-time clock paces the relation, and the columns it bounds (a stream's
+    /// watermark column, a view's output columns derived from its plan).
+    pub event_time: EventTime,
 }
 
 impl CatalogEntry {

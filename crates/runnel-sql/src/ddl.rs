@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, ExactNumberInfo, TableConstraint};
-use runnel_common::{Result, RunnelError, SqlState};
+use runnel_common::time::interval_micros;
+use runnel_common::{Result, RunnelError, SqlState, WatermarkDef};
 
-use crate::statement::{ident_name, object_name, ObjectKind};
+use crate::statement::{ident_name, object_name, ObjectKind, WatermarkClause};
 
 /// The time zone Runnel attaches to TIMESTAMPTZ columns (DataFusion's default).
 pub const UTC: &str = "+00:00";
@@ -21,10 +22,16 @@ pub struct RelationDef {
     pub primary_key: Vec<usize>,
     /// Columns declared JSON or JSONB (stored as their JSON text).
     pub json_columns: Vec<usize>,
+    /// The stream's event-time column and watermark delay.
+    pub watermark: Option<WatermarkDef>,
     pub options: Vec<(String, String)>,
 }
 
-pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<RelationDef> {
+pub fn relation_def(
+    kind: ObjectKind,
+    create: &ast::CreateTable,
+    watermark: Option<&WatermarkClause>,
+) -> Result<RelationDef> {
     let name = object_name(&create.name);
     if create.query.is_some() {
         return Err(RunnelError::not_implemented(
@@ -141,6 +148,9 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
         }
         _ => {}
     }
+    let watermark = watermark
+        .map(|clause| watermark_def(clause, &fields))
+        .transpose()?;
     // Connector options are checked by the server, which knows the connectors.
     let options = sql_options(&create.table_options)?;
     Ok(RelationDef {
@@ -149,8 +159,95 @@ pub fn relation_def(kind: ObjectKind, create: &ast::CreateTable) -> Result<Relat
         schema: Arc::new(Schema::new(fields)),
         primary_key,
         json_columns,
+        watermark,
         options,
     })
+}
+
+/// `WATERMARK FOR ts AS ts - INTERVAL '...'` (or `AS ts`): the column must be a timestamp and
+/// the expression that column minus a fixed, non-negative interval.
+fn watermark_def(clause: &WatermarkClause, fields: &[Field]) -> Result<WatermarkDef> {
+    let column = fields
+        .iter()
+        .position(|f| f.name() == &clause.column)
+        .ok_or_else(|| {
+            RunnelError::plan(
+                SqlState::UNDEFINED_COLUMN,
+                format!(
+                    "column \"{}\" named in WATERMARK does not exist",
+                    clause.column
+                ),
+            )
+        })?;
+    if !matches!(
+        fields[column].data_type(),
+        DataType::Timestamp(TimeUnit::Microsecond, _)
+    ) {
+        return Err(RunnelError::plan(
+            SqlState::DATATYPE_MISMATCH,
+            format!(
+                "WATERMARK column \"{}\" must be a TIMESTAMP or TIMESTAMPTZ, not {}",
+                clause.column,
+                fields[column].data_type()
+            ),
+        ));
+    }
+    let shape_error = || {
+        RunnelError::plan(
+            SqlState::INVALID_TABLE_DEFINITION,
+            format!(
+                "WATERMARK FOR {c} must be AS {c} - INTERVAL '...' (a fixed delay), got {}",
+                clause.expr,
+                c = clause.column
+            ),
+        )
+    };
+    let is_column =
+        |e: &ast::Expr| matches!(e, ast::Expr::Identifier(i) if ident_name(i) == clause.column);
+    let delay_micros = match &clause.expr {
+        e if is_column(e) => 0,
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::Minus,
+            right,
+        } if is_column(left) => match right.as_ref() {
+            ast::Expr::Interval(interval) => interval_literal_micros(interval)?,
+            _ => return Err(shape_error()),
+        },
+        _ => return Err(shape_error()),
+    };
+    if delay_micros < 0 {
+        return Err(shape_error());
+    }
+    Ok(WatermarkDef {
+        column,
+        delay_micros,
+    })
+}
+
+/// An `INTERVAL '...'` literal of fixed length, in microseconds.
+pub fn interval_literal_micros(interval: &ast::Interval) -> Result<i64> {
+    let text = match interval.value.as_ref() {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let text = match &interval.leading_field {
+        Some(field) => format!("{text} {field}"),
+        None => text,
+    };
+    let bad = || {
+        RunnelError::plan(
+            SqlState::INVALID_DATETIME_FORMAT,
+            format!("invalid interval \"{text}\" (a fixed length such as '5 seconds' is needed)"),
+        )
+    };
+    let parsed =
+        datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(&text)
+            .map_err(|_| bad())?;
+    interval_micros(parsed).ok_or_else(bad)
 }
 
 /// `WITH (k = v, ...)` options as lower-cased keys and unquoted values.

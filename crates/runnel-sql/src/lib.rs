@@ -4,10 +4,13 @@
 
 pub mod catalog;
 pub mod ddl;
+pub mod event_time;
 pub mod lower;
 pub mod statement;
 
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
 pub use ddl::{relation_def, RelationDef};
-pub use lower::{check_view_plan, lower_view, RelationResolver};
-pub use statement::{parse_statements, ObjectKind, ParsedStatement, ShowKind, Statement};
+pub use lower::{check_view_plan, lower_view, RelationInfo, RelationResolver};
+pub use statement::{
+    parse_statements, ObjectKind, ParsedStatement, ShowKind, Statement, WatermarkClause,
+};

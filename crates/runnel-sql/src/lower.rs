@@ -12,13 +12,24 @@ use datafusion::logical_expr::{
 };
 use runnel_common::{Result, RunnelError};
 use runnel_plan::{
-    AggregateCall, AggregateFunction, JoinType, NodeKind, ObjectId, PlanNode, RelationKind,
-    StreamPlan,
+    AggregateCall, AggregateFunction, EventTime, JoinType, NodeKind, ObjectId, PlanNode,
+    RelationKind, StreamPlan,
 };
 
-/// Finds a relation by name for the lowering: its id and kind.
+use crate::event_time::derive_event_time;
+
+/// What the lowering needs to know about a relation a view reads.
+#[derive(Debug, Clone)]
+pub struct RelationInfo {
+    pub id: ObjectId,
+    pub kind: RelationKind,
+    /// A stream's watermark column (bound with lag 0), or a view's output bounds.
+    pub event_time: EventTime,
+}
+
+/// Finds a relation by name for the lowering.
 pub trait RelationResolver {
-    fn resolve_relation(&self, name: &str) -> Result<(ObjectId, RelationKind)>;
+    fn resolve_relation(&self, name: &str) -> Result<RelationInfo>;
 }
 
 /// Refuses, before optimisation folds them into constants, functions whose value depends on
@@ -85,6 +96,9 @@ impl Lowering<'_> {
         append_only: bool,
     ) -> usize {
         let id = self.nodes.len();
+        let input_times: Vec<&EventTime> =
+            inputs.iter().map(|&i| &self.nodes[i].event_time).collect();
+        let event_time = derive_event_time(&kind, &input_times, &input_schemas);
         self.nodes.push(PlanNode {
             id,
             kind,
@@ -92,6 +106,7 @@ impl Lowering<'_> {
             input_schemas,
             schema,
             append_only,
+            event_time,
         });
         id
     }
@@ -109,7 +124,8 @@ impl Lowering<'_> {
                     ));
                 }
                 let name = scan.table_name.table().to_string();
-                let (relation, relation_kind) = self.resolver.resolve_relation(&name)?;
+                let info = self.resolver.resolve_relation(&name)?;
+                let (relation, relation_kind) = (info.id, info.kind);
                 let full = Arc::new(DFSchema::try_from_qualified_schema(
                     scan.table_name.clone(),
                     &scan.source.schema(),
@@ -125,6 +141,7 @@ impl Lowering<'_> {
                     full.clone(),
                     relation_kind == RelationKind::Stream,
                 );
+                self.nodes[source].event_time = info.event_time;
                 match &scan.projection {
                     None => Ok(source),
                     Some(indices) => {

@@ -37,6 +37,7 @@ pub enum ShowKind {
     MaterializedViews,
     Sinks,
     Progress,
+    Watermarks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub enum Statement {
     CreateRelation {
         kind: ObjectKind,
         create: Box<ast::CreateTable>,
+        /// `WATERMARK FOR column AS expr` (streams), taken out before sqlparser saw the rest.
+        watermark: Option<Box<WatermarkClause>>,
     },
     CreateMaterializedView {
         view: Box<ast::CreateView>,
@@ -90,6 +93,13 @@ pub enum Statement {
     },
     /// Queries and DML, planned by DataFusion.
     Query(Box<ast::Statement>),
+}
+
+/// A stream's `WATERMARK FOR column AS expr` clause, as written.
+#[derive(Debug, Clone)]
+pub struct WatermarkClause {
+    pub column: String,
+    pub expr: ast::Expr,
 }
 
 /// Options of `COPY ... FROM STDIN`.
@@ -206,11 +216,13 @@ fn classify(sql: &str) -> Result<Statement> {
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
         ["CREATE", "STREAM", ..] => {
-            let rewritten = replace_word(sql, "STREAM", "TABLE");
+            let (without_watermark, watermark) = take_watermark_clause(sql)?;
+            let rewritten = replace_word(&without_watermark, "STREAM", "TABLE");
             match parse_one(&rewritten)? {
                 ast::Statement::CreateTable(create) => Ok(Statement::CreateRelation {
                     kind: ObjectKind::Stream,
                     create: Box::new(create),
+                    watermark,
                 }),
                 _ => Err(syntax_error(sql, "expected CREATE STREAM name (columns)")),
             }
@@ -243,6 +255,7 @@ fn classify(sql: &str) -> Result<Statement> {
         ["SHOW", "MATERIALIZED", "VIEWS"] => Ok(Statement::Show(ShowKind::MaterializedViews)),
         ["SHOW", "SINKS"] => Ok(Statement::Show(ShowKind::Sinks)),
         ["SHOW", "PROGRESS"] => Ok(Statement::Show(ShowKind::Progress)),
+        ["SHOW", "WATERMARKS"] => Ok(Statement::Show(ShowKind::Watermarks)),
         ["FLUSH"] => Ok(Statement::Flush),
         ["SET", ..] | ["RESET", ..] | ["DISCARD", ..] | ["DEALLOCATE", ..] => Ok(Statement::Set),
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => {
@@ -258,6 +271,7 @@ fn classify(sql: &str) -> Result<Statement> {
                 ast::Statement::CreateTable(create) => Ok(Statement::CreateRelation {
                     kind: ObjectKind::Table,
                     create: Box::new(create),
+                    watermark: None,
                 }),
                 ast::Statement::CreateView(view) => {
                     if !view.materialized {
@@ -293,6 +307,113 @@ fn classify(sql: &str) -> Result<Statement> {
             }
         }
     }
+}
+
+/// Takes a `WATERMARK FOR column AS expr` element out of a CREATE STREAM's column list
+/// (sqlparser does not know it): the statement without it, and the clause parsed.
+fn take_watermark_clause(sql: &str) -> Result<(String, Option<Box<WatermarkClause>>)> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| syntax_error(sql, &e.to_string()))?;
+    let line_starts = line_starts(sql);
+    let offset = |t: &datafusion::sql::sqlparser::tokenizer::TokenWithSpan| {
+        byte_offset(sql, &line_starts, t.span.start.line, t.span.start.column)
+    };
+    let mut depth = 0usize;
+    // The last token at depth 1 that was not whitespace, and where the element began.
+    let mut previous: Option<usize> = None;
+    let mut found: Option<(usize, usize)> = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth = depth.saturating_sub(1),
+            Token::Word(w)
+                if depth == 1
+                    && w.quote_style.is_none()
+                    && w.value.eq_ignore_ascii_case("WATERMARK")
+                    && previous.is_some_and(|p| {
+                        matches!(tokens[p].token, Token::Comma | Token::LParen)
+                    }) =>
+            {
+                if found.is_some() {
+                    return Err(RunnelError::plan(
+                        SqlState::INVALID_TABLE_DEFINITION,
+                        "a stream can have only one WATERMARK",
+                    ));
+                }
+                found = Some((previous.unwrap_or(i), i));
+            }
+            _ => {}
+        }
+        if !matches!(t.token, Token::Whitespace(_)) && depth >= 1 {
+            previous = Some(i);
+        }
+    }
+    let Some((before, start)) = found else {
+        return Ok((sql.to_string(), None));
+    };
+    // The element ends at the next comma at depth 1 or at the list's closing parenthesis.
+    let mut depth = 1usize;
+    let mut end = tokens.len();
+    for (i, t) in tokens.iter().enumerate().skip(start + 1) {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen if depth == 1 => {
+                end = i;
+                break;
+            }
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 1 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let clause_tokens: Vec<Token> = tokens[start + 1..end]
+        .iter()
+        .map(|t| t.token.clone())
+        .collect();
+    let mut parser = Parser::new(&dialect).with_tokens(clause_tokens);
+    let expect = "expected WATERMARK FOR column AS column - INTERVAL '...'";
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    parser
+        .expect_keyword(Keyword::FOR)
+        .map_err(|_| syntax_error(sql, expect))?;
+    let column = parser
+        .parse_identifier()
+        .map_err(|_| syntax_error(sql, expect))?;
+    parser
+        .expect_keyword(Keyword::AS)
+        .map_err(|_| syntax_error(sql, expect))?;
+    let expr = parser.parse_expr().map_err(|e| parse_error(sql, e))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(syntax_error(sql, expect));
+    }
+    // Cut from the separating comma before the clause (or, when it comes first, up to and
+    // including the comma after it).
+    let end_offset = match tokens.get(end) {
+        Some(t) if tokens[before].token == Token::LParen && t.token == Token::Comma => {
+            offset(t) + 1
+        }
+        Some(t) => offset(t),
+        None => sql.len(),
+    };
+    let cut_from = match tokens[before].token {
+        Token::Comma => offset(&tokens[before]),
+        _ => offset(&tokens[start]),
+    };
+    let mut rest = String::with_capacity(sql.len());
+    rest.push_str(&sql[..cut_from]);
+    rest.push_str(&sql[end_offset..]);
+    Ok((
+        rest,
+        Some(Box::new(WatermarkClause {
+            column: ident_name(&column),
+            expr,
+        })),
+    ))
 }
 
 /// `CREATE SINK [IF NOT EXISTS] name FROM relation WITH (k = v, ...)`.

@@ -12,6 +12,7 @@
 //! | 0x06      | view id, encoded row                  | multiplicity (i64, little endian)      |
 //! | 0x07      | view id, node id (u32), operator key  | operator state                         |
 //! | 0x08      | source id, Kafka partition (u32)      | next offset to ingest (i64, LE)        |
+//! | 0x09      | source id                             | the stream's event-time clock (JSON)   |
 
 use runnel_plan::ObjectId;
 
@@ -23,6 +24,7 @@ pub const TABLE_ROW: u8 = 0x05;
 pub const VIEW_ROW: u8 = 0x06;
 pub const OPERATOR: u8 = 0x07;
 pub const KAFKA_OFFSET: u8 = 0x08;
+pub const WATERMARK_CLOCK: u8 = 0x09;
 
 fn with_id(namespace: u8, id: ObjectId) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
@@ -99,6 +101,10 @@ pub fn kafka_offset_partition(key: &[u8]) -> Option<i32> {
     Some(u32::from_be_bytes(bytes) as i32)
 }
 
+pub fn watermark_clock(source: ObjectId) -> Vec<u8> {
+    with_id(WATERMARK_CLOCK, source)
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -122,6 +128,7 @@ pub fn object_ranges(id: ObjectId) -> Vec<(Vec<u8>, Vec<u8>)> {
         view_prefix(id),
         view_operators_prefix(id),
         kafka_offsets_prefix(id),
+        watermark_clock(id),
     ]
     .into_iter()
     .map(|p| {

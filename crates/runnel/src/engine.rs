@@ -109,7 +109,8 @@ impl Shared {
         if let Some(w) = writers.get(&id) {
             return Ok(w.clone());
         }
-        let w = Arc::new(SourceWriter::open(&self.store, id)?);
+        let watermark = self.catalog().get_by_id(id).and_then(|e| e.watermark);
+        let w = Arc::new(SourceWriter::open(&self.store, id, watermark)?);
         writers.insert(id, w.clone());
         Ok(w)
     }

@@ -25,9 +25,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use runnel_common::{
-    ChangeBatch, Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN,
-};
+use runnel_common::{Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN};
 use runnel_connectors::formats::{take_rows, RecordDecoder};
 use runnel_connectors::kafka::{send_waiting, KafkaRecord, TopicReader};
 use runnel_connectors::{Format, KafkaOptions, OnError};
@@ -350,6 +348,16 @@ impl IngestTask {
             positions.entry(p).or_insert(0);
         }
         reader.assign(&positions).map_err(RunnelError::from)?;
+        let partitions: Vec<i32> = positions.keys().copied().collect();
+        let timed = self.entry.watermark.is_some();
+        if timed {
+            let writer = self.shared.writer(self.entry.id)?;
+            futures::executor::block_on(writer.lock()).add_partitions(&partitions);
+        }
+        // When each partition last sent a record (idle partitions stop holding the
+        // watermark back).
+        let mut last_record: BTreeMap<i32, Instant> =
+            partitions.iter().map(|&p| (p, Instant::now())).collect();
         {
             let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             // End offsets (and so the backfill target) come with the first fetch responses.
@@ -397,6 +405,13 @@ impl IngestTask {
                     self.set_status(format!("connecting: {e}"));
                     self.pause(Duration::from_millis(200));
                 }
+            }
+            let now = Instant::now();
+            for r in &records {
+                last_record.insert(r.partition(), now);
+            }
+            if timed && records.is_empty() {
+                self.mark_idle(&last_record)?;
             }
             if !records.is_empty() {
                 let outcome =
@@ -453,6 +468,40 @@ impl IngestTask {
                 window_start = Instant::now();
                 window_count = 0;
             }
+        }
+        Ok(())
+    }
+
+    /// Marks partitions idle that sent nothing for `idle_timeout` and have nothing left to
+    /// read, so they stop holding the stream's watermark back.
+    fn mark_idle(&self, last_record: &BTreeMap<i32, Instant>) -> Result<()> {
+        let caught_up: Vec<i32> = {
+            let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            last_record
+                .iter()
+                .filter(|(_, at)| at.elapsed() >= self.options.idle_timeout)
+                .filter(|(p, _)| {
+                    progress
+                        .partitions
+                        .get(p)
+                        .is_some_and(|part| part.end_offset.is_some_and(|end| part.offset >= end))
+                })
+                .map(|(&p, _)| p)
+                .collect()
+        };
+        if caught_up.is_empty() {
+            return Ok(());
+        }
+        let writer = self.shared.writer(self.entry.id)?;
+        let mut locked = futures::executor::block_on(writer.lock());
+        let idle = locked.idle_partitions();
+        let newly: Vec<i32> = caught_up
+            .into_iter()
+            .filter(|p| !idle.contains(p))
+            .collect();
+        if !newly.is_empty() && locked.set_idle(&self.shared.store, &newly)? {
+            drop(locked);
+            self.shared.worker.wake();
         }
         Ok(())
     }
@@ -574,8 +623,7 @@ impl IngestTask {
                 extra,
             )?;
         } else {
-            let changes = [ChangeBatch::inserts(data)];
-            locked.commit(&self.shared.store, &changes, extra)?;
+            locked.commit_stream(&self.shared.store, data, extra)?;
         }
         drop(locked);
         self.shared.worker.wake();

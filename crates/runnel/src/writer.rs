@@ -1,24 +1,45 @@
 //! Appending to source logs. Each stream and table has one writer that hands out sequence
 //! numbers under a lock held until the write is committed, so entries become visible in
 //! sequence order and the dataflow never skips one.
+//!
+//! A stream with a watermark runs its event-time clock here (see `runnel_common::time`):
+//! late rows are dropped and counted before they reach the log, every entry records the
+//! watermark after it in its schema metadata, and the clock's state is committed in the same
+//! write as the entry. So the log alone decides what every view sees, live or replayed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use runnel_common::{ChangeBatch, Result, RunnelError};
+use datafusion::arrow::array::{Int32Array, RecordBatch, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::Schema;
+use runnel_common::time::WATERMARK_METADATA;
+use runnel_common::{
+    ChangeBatch, Result, RunnelError, WatermarkClock, WatermarkDef, KAFKA_PARTITION_COLUMN,
+};
 use runnel_plan::ObjectId;
 use runnel_state::{ipc, keys, Store, WriteBatch};
 
 pub struct SourceWriter {
     id: ObjectId,
-    /// The next sequence number; the lock also serialises a table's read-modify-write.
-    next_seq: tokio::sync::Mutex<u64>,
+    /// The lock also serialises a table's read-modify-write.
+    state: tokio::sync::Mutex<WriterState>,
+}
+
+struct WriterState {
+    next_seq: u64,
+    /// Streams with a watermark.
+    clock: Option<WatermarkClock>,
 }
 
 impl SourceWriter {
-    pub fn open(store: &Arc<Store>, id: ObjectId) -> Result<SourceWriter> {
+    pub fn open(
+        store: &Arc<Store>,
+        id: ObjectId,
+        watermark: Option<WatermarkDef>,
+    ) -> Result<SourceWriter> {
         let prefix = keys::log_prefix(id);
         let last = store.last_key_in_range(&prefix, &keys::prefix_end(&prefix))?;
-        let next = match last {
+        let next_seq = match last {
             Some(key) => {
                 keys::log_entry_seq(&key)
                     .ok_or_else(|| RunnelError::internal("malformed log key"))?
@@ -26,9 +47,18 @@ impl SourceWriter {
             }
             None => 0,
         };
+        let clock = match watermark {
+            None => None,
+            Some(def) => Some(match store.get(&keys::watermark_clock(id))? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    RunnelError::internal(format!("stored watermark clock is corrupt: {e}"))
+                })?,
+                None => WatermarkClock::new(def),
+            }),
+        };
         Ok(SourceWriter {
             id,
-            next_seq: tokio::sync::Mutex::new(next),
+            state: tokio::sync::Mutex::new(WriterState { next_seq, clock }),
         })
     }
 
@@ -37,14 +67,19 @@ impl SourceWriter {
     pub async fn lock(&self) -> LockedWriter<'_> {
         LockedWriter {
             id: self.id,
-            next_seq: self.next_seq.lock().await,
+            state: self.state.lock().await,
         }
+    }
+
+    /// The stream's event-time clock as last committed (`None` without a watermark).
+    pub async fn clock(&self) -> Option<WatermarkClock> {
+        self.state.lock().await.clock.clone()
     }
 }
 
 pub struct LockedWriter<'a> {
     id: ObjectId,
-    next_seq: tokio::sync::MutexGuard<'a, u64>,
+    state: tokio::sync::MutexGuard<'a, WriterState>,
 }
 
 impl LockedWriter<'_> {
@@ -53,19 +88,136 @@ impl LockedWriter<'_> {
         &mut self,
         store: &Store,
         changes: &[ChangeBatch],
+        batch: WriteBatch,
+    ) -> Result<()> {
+        let stored: Vec<RecordBatch> = changes
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(ChangeBatch::to_stored)
+            .collect::<Result<_>>()?;
+        self.append(store, &stored, batch)
+    }
+
+    /// Appends rows to a stream's log (after its clock dropped the late ones) with `extra`
+    /// (Kafka offsets) in one atomic write. Returns how many rows were appended.
+    pub fn commit_stream(
+        &mut self,
+        store: &Store,
+        rows: RecordBatch,
+        mut extra: WriteBatch,
+    ) -> Result<usize> {
+        let Some(clock) = self.state.clock.as_mut() else {
+            let n = rows.num_rows();
+            self.commit(store, &[ChangeBatch::inserts(rows)], extra)?;
+            return Ok(n);
+        };
+        let before = clock.watermark;
+        let event_times = rows
+            .column(clock.def.column)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| {
+                RunnelError::internal("watermark column is not a microsecond timestamp")
+            })?;
+        let partitions = rows
+            .column_by_name(KAFKA_PARTITION_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>());
+        let keep = clock.observe(event_times, partitions);
+        let rows = match keep {
+            Some(mask) => datafusion::arrow::compute::filter_record_batch(&rows, &mask)?,
+            None => rows,
+        };
+        let moved = clock.watermark != before;
+        extra.put(keys::watermark_clock(self.id), clock_bytes(clock)?);
+        let n = rows.num_rows();
+        let mut entries = Vec::new();
+        if n > 0 || moved {
+            entries.push(with_watermark(
+                ChangeBatch::inserts(rows).to_stored()?,
+                clock.watermark,
+            )?);
+        }
+        self.append(store, &entries, extra)?;
+        Ok(n)
+    }
+
+    /// Registers a Kafka stream's partitions with its clock (each holds the watermark back
+    /// until it sends or goes idle).
+    pub fn add_partitions(&mut self, partitions: &[i32]) {
+        if let Some(clock) = self.state.clock.as_mut() {
+            clock.add_partitions(partitions.iter().copied());
+        }
+    }
+
+    /// Marks partitions idle; when that moves the watermark, appends an entry without rows
+    /// that carries it. Returns whether the watermark moved.
+    pub fn set_idle(&mut self, store: &Store, partitions: &[i32]) -> Result<bool> {
+        let Some(clock) = self.state.clock.as_mut() else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        for &p in partitions {
+            moved |= clock.set_idle(p);
+        }
+        let mut extra = WriteBatch::default();
+        extra.put(keys::watermark_clock(self.id), clock_bytes(clock)?);
+        let mut entries = Vec::new();
+        if moved {
+            let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+            entries.push(with_watermark(
+                ChangeBatch::inserts(empty).to_stored()?,
+                clock.watermark,
+            )?);
+        }
+        self.append(store, &entries, extra)?;
+        Ok(moved)
+    }
+
+    /// Partitions of the clock that are currently idle.
+    pub fn idle_partitions(&self) -> Vec<i32> {
+        self.state.clock.as_ref().map_or_else(Vec::new, |c| {
+            c.partitions
+                .iter()
+                .filter(|(_, p)| p.idle)
+                .map(|(&id, _)| id)
+                .collect()
+        })
+    }
+
+    fn append(
+        &mut self,
+        store: &Store,
+        entries: &[RecordBatch],
         mut batch: WriteBatch,
     ) -> Result<()> {
-        let mut seq = *self.next_seq;
-        for change in changes {
-            if change.is_empty() {
-                continue;
-            }
-            let stored = change.to_stored()?;
-            batch.put(keys::log_entry(self.id, seq), ipc::encode_batch(&stored)?);
+        let mut seq = self.state.next_seq;
+        for stored in entries {
+            batch.put(keys::log_entry(self.id, seq), ipc::encode_batch(stored)?);
             seq += 1;
         }
         store.write(batch)?;
-        *self.next_seq = seq;
+        self.state.next_seq = seq;
         Ok(())
     }
+}
+
+fn clock_bytes(clock: &WatermarkClock) -> Result<Vec<u8>> {
+    serde_json::to_vec(clock)
+        .map_err(|e| RunnelError::internal(format!("watermark clock not serialisable: {e}")))
+}
+
+/// The stored entry with the stream's watermark after it in its schema metadata.
+fn with_watermark(stored: RecordBatch, watermark: Option<i64>) -> Result<RecordBatch> {
+    let Some(wm) = watermark else {
+        return Ok(stored);
+    };
+    let schema = stored
+        .schema()
+        .as_ref()
+        .clone()
+        .with_metadata(HashMap::from([(
+            WATERMARK_METADATA.to_string(),
+            wm.to_string(),
+        )]));
+    Ok(stored.with_schema(Arc::new(schema))?)
 }

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
-use runnel_sql::{relation_def, CatalogEntry, ObjectKind, Statement, StoredEntry};
+use runnel_plan::{EventTime, TimeBound};
+use runnel_sql::{
+    relation_def, CatalogEntry, ObjectKind, RelationDef, Statement, StoredEntry, WatermarkClause,
+};
 
 use runnel_connectors::KafkaOptions;
 
@@ -16,13 +19,28 @@ use crate::engine::Shared;
 use crate::kafka_ingest;
 use crate::session::RunnelSession;
 
+/// A stream's event time as views see it: its watermark column, bounded with lag 0.
+fn stream_event_time(def: &RelationDef) -> EventTime {
+    match def.watermark {
+        Some(wm) => EventTime {
+            timed: true,
+            bounds: vec![TimeBound {
+                column: wm.column,
+                lag_micros: 0,
+            }],
+        },
+        None => EventTime::default(),
+    }
+}
+
 pub async fn handle(
     session: &mut RunnelSession,
     kind: ObjectKind,
     create: &ast::CreateTable,
+    watermark: Option<&WatermarkClause>,
     sql: &str,
 ) -> Result<QueryResponse> {
-    let def = relation_def(kind, create)?;
+    let def = relation_def(kind, create, watermark)?;
     let kafka = KafkaOptions::from_options(
         &def.options,
         session.shared.config.kafka_bootstrap_servers.as_deref(),
@@ -68,6 +86,8 @@ pub async fn handle(
         view_key: None,
         dependencies: vec![],
         start_offsets: Default::default(),
+        watermark: def.watermark,
+        event_time: stream_event_time(&def),
     };
     let mut writes = vec![Shared::catalog_write(&entry)?, id_write];
     if let Some((_, start)) = &prepared {
@@ -88,12 +108,17 @@ pub async fn handle(
 /// Re-creates a stream or table from its stored definition at start-up.
 pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
-    let Some(Statement::CreateRelation { kind, create }) = parsed.first().map(|p| &p.kind) else {
+    let Some(Statement::CreateRelation {
+        kind,
+        create,
+        watermark,
+    }) = parsed.first().map(|p| &p.kind)
+    else {
         return Err(RunnelError::internal(
             "stored definition is not CREATE STREAM/TABLE",
         ));
     };
-    let def = relation_def(*kind, create)?;
+    let def = relation_def(*kind, create, watermark.as_deref())?;
     let kafka = KafkaOptions::from_options(
         &def.options,
         shared.config.kafka_bootstrap_servers.as_deref(),
@@ -108,6 +133,8 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         view_key: None,
         dependencies: vec![],
         start_offsets: Default::default(),
+        watermark: def.watermark,
+        event_time: stream_event_time(&def),
     });
     shared
         .worker

@@ -166,6 +166,8 @@ fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> Cata
         dependencies: vec![input.id],
         view_key: None,
         start_offsets: Default::default(),
+        watermark: None,
+        event_time: Default::default(),
     }
 }
 

@@ -13,11 +13,12 @@ use runnel_common::{Result, RunnelError, SqlState};
 use runnel_connectors::kafka::resolve_start as resolve_topic_start;
 use runnel_connectors::StartPosition;
 use runnel_pgwire::QueryResponse;
-use runnel_plan::{ObjectId, RelationKind, StreamPlan};
+use runnel_plan::{ObjectId, StreamPlan};
 use runnel_sql::ddl::sql_options;
 use runnel_sql::statement::ident_name;
 use runnel_sql::{
-    lower_view, Catalog, CatalogEntry, ObjectKind, RelationResolver, Statement, StoredEntry,
+    lower_view, Catalog, CatalogEntry, ObjectKind, RelationInfo, RelationResolver, Statement,
+    StoredEntry,
 };
 
 use super::{text_rows, text_schema};
@@ -27,9 +28,13 @@ use crate::session::RunnelSession;
 struct CatalogResolver<'a>(&'a Catalog);
 
 impl RelationResolver for CatalogResolver<'_> {
-    fn resolve_relation(&self, name: &str) -> Result<(ObjectId, RelationKind)> {
+    fn resolve_relation(&self, name: &str) -> Result<RelationInfo> {
         let entry = self.0.resolve(name)?;
-        Ok((entry.id, entry.relation_kind()))
+        Ok(RelationInfo {
+            id: entry.id,
+            kind: entry.relation_kind(),
+            event_time: entry.event_time.clone(),
+        })
     }
 }
 
@@ -135,6 +140,8 @@ pub async fn handle(
         dependencies: planned.plan.dependencies(),
         view_key: planned.plan.view_key().map(<[usize]>::to_vec),
         start_offsets,
+        watermark: None,
+        event_time: planned.plan.output().event_time.clone(),
     };
     let writes = vec![Shared::catalog_write(&entry)?, id_write];
     shared
@@ -178,6 +185,8 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         dependencies: planned.plan.dependencies(),
         view_key: stored.view_key.clone(),
         start_offsets: stored.start_offsets.clone(),
+        watermark: None,
+        event_time: planned.plan.output().event_time.clone(),
     };
     shared
         .worker

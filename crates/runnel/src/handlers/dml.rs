@@ -161,7 +161,7 @@ pub async fn insert_rows(
     entry: &CatalogEntry,
     rows: Vec<RecordBatch>,
 ) -> Result<u64> {
-    let n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
+    let mut n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
     if n == 0 {
         return Ok(0);
     }
@@ -169,8 +169,9 @@ pub async fn insert_rows(
     let mut locked = writer.lock().await;
     match entry.kind {
         ObjectKind::Stream => {
-            let changes: Vec<ChangeBatch> = rows.into_iter().map(ChangeBatch::inserts).collect();
-            locked.commit(&shared.store, &changes, WriteBatch::default())?;
+            // Late rows (behind the stream's watermark) are dropped: count what was appended.
+            let rows = concat_batches(&entry.schema, &rows)?;
+            n = locked.commit_stream(&shared.store, rows, WriteBatch::default())? as u64;
         }
         _ => {
             let rows = concat_batches(&entry.schema, &rows)?;

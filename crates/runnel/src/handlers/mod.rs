@@ -28,8 +28,13 @@ pub async fn execute(
     params: &[ParamValue],
 ) -> Result<QueryResponse> {
     match &statement.kind {
-        Statement::CreateRelation { kind, create } => {
-            create_relation::handle(session, *kind, create, &statement.sql).await
+        Statement::CreateRelation {
+            kind,
+            create,
+            watermark,
+        } => {
+            create_relation::handle(session, *kind, create, watermark.as_deref(), &statement.sql)
+                .await
         }
         Statement::CreateMaterializedView { view, explain } => {
             create_view::handle(session, view, *explain, &statement.sql).await

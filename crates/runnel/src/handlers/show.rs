@@ -1,6 +1,7 @@
-//! SHOW STREAMS / TABLES / MATERIALIZED VIEWS / SINKS / PROGRESS.
+//! SHOW STREAMS / TABLES / MATERIALIZED VIEWS / SINKS / PROGRESS / WATERMARKS.
 
 use datafusion::arrow::datatypes::SchemaRef;
+use runnel_common::time::{format_duration_micros, format_micros};
 use runnel_common::Result;
 use runnel_connectors::SinkMode;
 use runnel_pgwire::QueryResponse;
@@ -27,6 +28,15 @@ pub fn schema(kind: ShowKind) -> SchemaRef {
             "last_error",
             "status",
         ]),
+        ShowKind::Watermarks => text_schema(&[
+            "stream",
+            "watermark_column",
+            "delay",
+            "watermark",
+            "late_events",
+            "partitions",
+            "idle_partitions",
+        ]),
     }
 }
 
@@ -42,6 +52,38 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
         names.into_iter().map(|n| vec![Some(n)]).collect()
     };
     let rows = match kind {
+        ShowKind::Watermarks => {
+            let mut rows = Vec::new();
+            let mut streams: Vec<_> = catalog
+                .entries()
+                .filter(|e| e.watermark.is_some())
+                .cloned()
+                .collect();
+            streams.sort_by(|a, b| a.name.cmp(&b.name));
+            for e in streams {
+                let Some(def) = e.watermark else { continue };
+                let clock = session.shared.writer(e.id)?.clock().await;
+                let (watermark, late, partitions, idle) = match &clock {
+                    Some(c) => (
+                        c.watermark.map(format_micros),
+                        c.late_rows,
+                        c.partitions.len().max(1),
+                        c.idle_partitions(),
+                    ),
+                    None => (None, 0, 1, 0),
+                };
+                rows.push(vec![
+                    Some(e.name.clone()),
+                    Some(e.schema.field(def.column).name().clone()),
+                    Some(format_duration_micros(def.delay_micros)),
+                    watermark,
+                    Some(late.to_string()),
+                    Some(partitions.to_string()),
+                    Some(idle.to_string()),
+                ]);
+            }
+            rows
+        }
         ShowKind::Streams => names(ObjectKind::Stream),
         ShowKind::Tables => names(ObjectKind::Table),
         ShowKind::Sinks => {
