@@ -78,7 +78,9 @@ impl StreamPlan {
         let n = &self.nodes[node];
         match &n.kind {
             NodeKind::Aggregate { group_exprs, .. } => Some((0..group_exprs.len()).collect()),
-            NodeKind::Filter { .. } | NodeKind::Materialize { .. } => self.unique_key(n.inputs[0]),
+            NodeKind::Filter { .. }
+            | NodeKind::TemporalFilter { .. }
+            | NodeKind::Materialize { .. } => self.unique_key(n.inputs[0]),
             NodeKind::Project { exprs } => {
                 let input_key = self.unique_key(n.inputs[0])?;
                 let input_schema = &n.input_schemas[0];
@@ -164,10 +166,23 @@ pub enum NodeKind {
     Project { exprs: Vec<Expr> },
     /// Keeps rows where the predicate is true.
     Filter { predicate: Expr },
-    /// GROUP BY: group expressions first, then one column per aggregate.
+    /// A condition on the event-time clock (`NOW()` in a view): each row has a threshold
+    /// `time + offset_micros` (microseconds) and is in the output while the clock is before
+    /// it ([`TemporalBound::Until`], `ts > NOW() - INTERVAL ...`) or once the clock reaches
+    /// it ([`TemporalBound::From`], `ts <= NOW() - INTERVAL ...`).
+    TemporalFilter {
+        time: Expr,
+        offset_micros: i64,
+        bound: TemporalBound,
+    },
+    /// GROUP BY: group expressions first, then one column per aggregate. A group whose
+    /// time-bounded column (see [`EventTime`]) falls behind the clock is closed and its state
+    /// freed; with `emit_on_close` (EMIT ON WINDOW CLOSE) its only output is its final row,
+    /// emitted then.
     Aggregate {
         group_exprs: Vec<Expr>,
         aggregates: Vec<AggregateCall>,
+        emit_on_close: bool,
     },
     /// Equi-join; output is the left columns then the right columns.
     Join {
@@ -186,6 +201,14 @@ pub enum NodeKind {
         view: ObjectId,
         key: Option<Vec<usize>>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemporalBound {
+    /// Visible while the clock is before the threshold, then retracted.
+    Until,
+    /// Held back until the clock reaches the threshold, then visible for good.
+    From,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,9 +258,26 @@ impl fmt::Display for StreamPlan {
                 } => format!("Source: {name} ({relation_kind:?})"),
                 NodeKind::Project { exprs } => format!("Project: {}", list(exprs)),
                 NodeKind::Filter { predicate } => format!("Filter: {predicate}"),
+                NodeKind::TemporalFilter {
+                    time,
+                    offset_micros,
+                    bound,
+                } => {
+                    let shift = match offset_micros {
+                        0 => String::new(),
+                        o if *o > 0 => format!(" + {o}us"),
+                        o => format!(" - {}us", -o),
+                    };
+                    let test = match bound {
+                        TemporalBound::Until => "visible while now() <",
+                        TemporalBound::From => "visible once now() >=",
+                    };
+                    format!("TemporalFilter: {test} {time}{shift}")
+                }
                 NodeKind::Aggregate {
                     group_exprs,
                     aggregates,
+                    emit_on_close,
                 } => {
                     let aggs: Vec<String> = aggregates
                         .iter()
@@ -251,8 +291,13 @@ impl fmt::Display for StreamPlan {
                             format!("{:?}({distinct}{arg}){filter}", a.function)
                         })
                         .collect();
+                    let emit = if *emit_on_close {
+                        " emit=on window close"
+                    } else {
+                        ""
+                    };
                     format!(
-                        "Aggregate: group=[{}] aggregates=[{}]",
+                        "Aggregate: group=[{}] aggregates=[{}]{emit}",
                         list(group_exprs),
                         aggs.join(", ")
                     )

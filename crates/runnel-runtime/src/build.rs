@@ -14,8 +14,10 @@ use runnel_state::{keys, Store};
 
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
-use crate::operators::aggregate::AggregateSlot;
-use crate::operators::{AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp};
+use crate::operators::aggregate::{AggregateSlot, GroupClosing};
+use crate::operators::{
+    AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp, TemporalFilterOp,
+};
 
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
 pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
@@ -46,9 +48,22 @@ pub fn build_operator(
         NodeKind::Filter { predicate } => {
             Box::new(FilterOp::new(compile(predicate, input_schema(0)?)?))
         }
+        NodeKind::TemporalFilter {
+            time,
+            offset_micros,
+            bound,
+        } => Box::new(TemporalFilterOp::new(
+            store,
+            prefix,
+            compile(time, input_schema(0)?)?,
+            *offset_micros,
+            *bound,
+            output_schema,
+        )?),
         NodeKind::Aggregate {
             group_exprs,
             aggregates,
+            emit_on_close,
         } => {
             let schema = input_schema(0)?;
             for field in output_schema.fields().iter().take(group_exprs.len()) {
@@ -78,12 +93,25 @@ pub fn build_operator(
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // Groups close on the first time-bounded group column (window_start and
+            // window_end close together).
+            let closing = node
+                .event_time
+                .bounds
+                .iter()
+                .find(|b| b.column < group_exprs.len())
+                .map(|b| GroupClosing {
+                    column: b.column,
+                    lag_micros: b.lag_micros,
+                    emit_on_close: *emit_on_close,
+                });
             Box::new(AggregateOp::new(
                 store,
                 prefix,
                 compile_all(group_exprs, schema)?,
                 slots,
                 output_schema,
+                closing,
             )?)
         }
         NodeKind::Join {

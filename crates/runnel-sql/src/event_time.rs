@@ -35,7 +35,9 @@ pub fn derive_event_time(
     };
     let bounds = match kind {
         NodeKind::Source { .. } | NodeKind::Join { .. } => Vec::new(),
-        NodeKind::Filter { .. } | NodeKind::Materialize { .. } => inputs[0].bounds.clone(),
+        NodeKind::Filter { .. }
+        | NodeKind::TemporalFilter { .. }
+        | NodeKind::Materialize { .. } => inputs[0].bounds.clone(),
         NodeKind::Project { exprs } => bounds_of(exprs),
         NodeKind::Aggregate { group_exprs, .. } => bounds_of(group_exprs),
         NodeKind::Union => inputs[0]

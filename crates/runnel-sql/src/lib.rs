@@ -7,6 +7,8 @@ pub mod ddl;
 pub mod event_time;
 pub mod lower;
 pub mod statement;
+pub mod temporal;
+pub mod windows;
 
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
 pub use ddl::{relation_def, RelationDef};

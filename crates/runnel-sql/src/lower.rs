@@ -6,17 +6,21 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     expr::AggregateFunction as DfAggregate, Distinct, Expr, JoinType as DfJoinType, LogicalPlan,
     Volatility,
 };
-use runnel_common::{Result, RunnelError};
+use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::{
     AggregateCall, AggregateFunction, EventTime, JoinType, NodeKind, ObjectId, PlanNode,
-    RelationKind, StreamPlan,
+    RelationKind, StreamPlan, TemporalBound,
 };
 
 use crate::event_time::derive_event_time;
+use crate::temporal::{
+    expand_between, is_event_time_now, mentions_event_time_now, temporal_conjunct,
+};
 
 /// What the lowering needs to know about a relation a view reads.
 #[derive(Debug, Clone)]
@@ -38,7 +42,11 @@ pub fn check_view_plan(plan: &LogicalPlan) -> Result<()> {
     let mut result = Ok(());
     plan.apply(|node| {
         node.apply_expressions(|e| {
-            result = check_expr(e);
+            // The lowering decides where the event-time now() may appear.
+            result = match mentions_event_time_now(e) {
+                true => Ok(()),
+                false => check_expr(e),
+            };
             Ok(if result.is_err() {
                 TreeNodeRecursion::Stop
             } else {
@@ -55,16 +63,22 @@ pub fn check_view_plan(plan: &LogicalPlan) -> Result<()> {
 }
 
 /// Lowers `plan` into a stream plan whose last node materializes `view`.
+/// With `emit_on_window_close`, the aggregate nearest the output emits each group once, when
+/// its window closes.
 pub fn lower_view(
     plan: &LogicalPlan,
     view: ObjectId,
     resolver: &dyn RelationResolver,
+    emit_on_window_close: bool,
 ) -> Result<StreamPlan> {
     let mut lowering = Lowering {
         nodes: Vec::new(),
         resolver,
     };
     let output = lowering.lower(plan)?;
+    if emit_on_window_close {
+        lowering.emit_on_window_close(output)?;
+    }
     let schema = plan.schema().clone();
     let append_only = lowering.nodes[output].append_only;
     lowering.push(
@@ -109,6 +123,50 @@ impl Lowering<'_> {
             event_time,
         });
         id
+    }
+
+    /// Makes the aggregate that `output` reads (through filters and projections) emit each
+    /// group once, final, when the clock closes it. Its output is then append-only.
+    fn emit_on_window_close(&mut self, output: usize) -> Result<()> {
+        let refuse = |why: &str| {
+            Err(RunnelError::plan(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("EMIT ON WINDOW CLOSE {why}"),
+            ))
+        };
+        let mut node = output;
+        let mut path = vec![node];
+        loop {
+            match &self.nodes[node].kind {
+                NodeKind::Project { .. } | NodeKind::Filter { .. } => {
+                    node = self.nodes[node].inputs[0];
+                    path.push(node);
+                }
+                NodeKind::Aggregate { group_exprs, .. } => {
+                    let windowed = self.nodes[node]
+                        .event_time
+                        .bounds
+                        .iter()
+                        .any(|b| b.column < group_exprs.len());
+                    if !windowed {
+                        return refuse("needs GROUP BY a window column (window_start or window_end of TUMBLE/HOP over a stream with a WATERMARK, or the watermark column itself)");
+                    }
+                    break;
+                }
+                _ => return refuse("applies to a view whose result is a GROUP BY over windows (optionally filtered or projected)"),
+            }
+        }
+        if let NodeKind::Aggregate { emit_on_close, .. } = &mut self.nodes[node].kind {
+            *emit_on_close = true;
+        }
+        for &n in path.iter().rev() {
+            let input_append_only = match n == node {
+                true => true,
+                false => self.nodes[self.nodes[n].inputs[0]].append_only,
+            };
+            self.nodes[n].append_only = input_append_only;
+        }
+        Ok(())
     }
 
     fn append_only(&self, node: usize) -> bool {
@@ -180,18 +238,61 @@ impl Lowering<'_> {
                 ))
             }
             LogicalPlan::Filter(filter) => {
-                check_expr(&filter.predicate)?;
-                let input = self.lower(&filter.input)?;
-                let append_only = self.append_only(input);
-                Ok(self.push(
-                    NodeKind::Filter {
-                        predicate: filter.predicate.clone(),
-                    },
-                    vec![input],
-                    vec![filter.input.schema().clone()],
-                    filter.input.schema().clone(),
-                    append_only,
-                ))
+                // Conjuncts over the event-time clock become temporal filters after the rest.
+                let (temporal, plain): (Vec<Expr>, Vec<Expr>) =
+                    split_conjunction_owned(filter.predicate.clone())
+                        .into_iter()
+                        .flat_map(expand_between)
+                        .partition(mentions_event_time_now);
+                let conditions = temporal
+                    .iter()
+                    .map(|c| {
+                        temporal_conjunct(c).ok_or_else(|| {
+                            RunnelError::not_implemented(format!(
+                                "the condition {c} in a materialized view: NOW() is supported in WHERE conditions of the form time_column > NOW() - INTERVAL '...' (or <, >=, <=, BETWEEN)"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for c in &plain {
+                    check_expr(c)?;
+                }
+                for c in &conditions {
+                    check_expr(&c.time)?;
+                }
+                let schema = filter.input.schema().clone();
+                let mut node = self.lower(&filter.input)?;
+                if let Some(predicate) = conjunction(plain) {
+                    let append_only = self.append_only(node);
+                    node = self.push(
+                        NodeKind::Filter { predicate },
+                        vec![node],
+                        vec![schema.clone()],
+                        schema.clone(),
+                        append_only,
+                    );
+                }
+                for c in conditions {
+                    if !self.nodes[node].event_time.timed {
+                        return Err(RunnelError::plan(
+                            SqlState::INVALID_PARAMETER_VALUE,
+                            "NOW() in a materialized view is the event-time clock, and no stream this view reads has a WATERMARK (declare one in CREATE STREAM: WATERMARK FOR ts AS ts - INTERVAL '5 seconds')",
+                        ));
+                    }
+                    let append_only = c.bound == TemporalBound::From && self.append_only(node);
+                    node = self.push(
+                        NodeKind::TemporalFilter {
+                            time: c.time,
+                            offset_micros: c.offset_micros,
+                            bound: c.bound,
+                        },
+                        vec![node],
+                        vec![schema.clone()],
+                        schema.clone(),
+                        append_only,
+                    );
+                }
+                Ok(node)
             }
             LogicalPlan::Aggregate(aggregate) => {
                 for expr in &aggregate.group_expr {
@@ -218,6 +319,7 @@ impl Lowering<'_> {
                     NodeKind::Aggregate {
                         group_exprs: aggregate.group_expr.clone(),
                         aggregates,
+                        emit_on_close: false,
                     },
                     vec![input],
                     vec![aggregate.input.schema().clone()],
@@ -233,6 +335,7 @@ impl Lowering<'_> {
                     NodeKind::Aggregate {
                         group_exprs,
                         aggregates: vec![],
+                        emit_on_close: false,
                     },
                     vec![input_node],
                     vec![schema.clone()],
@@ -424,6 +527,12 @@ fn check_expr(expr: &Expr) -> Result<()> {
             }
             Expr::Placeholder(p) => {
                 problem = Some(format!("parameter {}", p.id));
+            }
+            e if is_event_time_now(e) => {
+                problem = Some(
+                    "NOW() outside a WHERE condition on a time column (the event-time clock can only filter rows)"
+                        .to_string(),
+                );
             }
             Expr::ScalarFunction(f) if f.func.signature().volatility != Volatility::Immutable => {
                 problem = Some(format!(

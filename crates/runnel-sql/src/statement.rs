@@ -67,6 +67,8 @@ pub enum Statement {
         view: Box<ast::CreateView>,
         /// Only describe the operator graph.
         explain: bool,
+        /// `... EMIT ON WINDOW CLOSE`: each window's row once, final, when it closes.
+        emit_on_window_close: bool,
     },
     /// `CREATE SINK [IF NOT EXISTS] name FROM relation WITH (...)`.
     CreateSink {
@@ -239,12 +241,15 @@ fn classify(sql: &str) -> Result<Statement> {
         ["EXPLAIN", "CREATE", ..] => {
             let rest = strip_first_word(sql, "EXPLAIN");
             match classify(rest)? {
-                Statement::CreateMaterializedView { view, .. } => {
-                    Ok(Statement::CreateMaterializedView {
-                        view,
-                        explain: true,
-                    })
-                }
+                Statement::CreateMaterializedView {
+                    view,
+                    emit_on_window_close,
+                    ..
+                } => Ok(Statement::CreateMaterializedView {
+                    view,
+                    explain: true,
+                    emit_on_window_close,
+                }),
                 _ => Err(RunnelError::not_implemented(
                     "EXPLAIN is supported for CREATE MATERIALIZED VIEW and queries",
                 )),
@@ -266,6 +271,11 @@ fn classify(sql: &str) -> Result<Statement> {
             Ok(Statement::Transaction(TransactionCommand::Rollback))
         }
         _ => {
+            let (sql, emit_on_window_close) = match w.as_slice() {
+                ["CREATE", "MATERIALIZED", "VIEW", ..] => take_emit_on_window_close(sql),
+                _ => (sql.to_string(), false),
+            };
+            let sql = sql.as_str();
             let statement = parse_one(sql)?;
             match statement {
                 ast::Statement::CreateTable(create) => Ok(Statement::CreateRelation {
@@ -282,6 +292,7 @@ fn classify(sql: &str) -> Result<Statement> {
                     Ok(Statement::CreateMaterializedView {
                         view: Box::new(view),
                         explain: false,
+                        emit_on_window_close,
                     })
                 }
                 drop @ ast::Statement::Drop { .. } => drop_statement(drop, None),
@@ -307,6 +318,35 @@ fn classify(sql: &str) -> Result<Statement> {
             }
         }
     }
+}
+
+/// Takes a trailing `EMIT ON WINDOW CLOSE` off a CREATE MATERIALIZED VIEW (sqlparser does
+/// not know it).
+fn take_emit_on_window_close(sql: &str) -> (String, bool) {
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
+        return (sql.to_string(), false);
+    };
+    let words: Vec<(usize, &datafusion::sql::sqlparser::tokenizer::TokenWithSpan)> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t.token, Token::Whitespace(_) | Token::SemiColon))
+        .collect();
+    let tail = ["EMIT", "ON", "WINDOW", "CLOSE"];
+    if words.len() < tail.len() {
+        return (sql.to_string(), false);
+    }
+    let last = &words[words.len() - tail.len()..];
+    let matches = last.iter().zip(tail).all(|((_, t), want)| {
+        matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(want))
+    });
+    if !matches {
+        return (sql.to_string(), false);
+    }
+    let line_starts = line_starts(sql);
+    let span = last[0].1.span.start;
+    let cut = byte_offset(sql, &line_starts, span.line, span.column);
+    (sql[..cut].trim_end().to_string(), true)
 }
 
 /// Takes a `WATERMARK FOR column AS expr` element out of a CREATE STREAM's column list

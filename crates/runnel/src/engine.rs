@@ -135,6 +135,19 @@ impl Shared {
         options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);
+        let shared = self.clone();
+        let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
+            let entry = shared.catalog().get(name)?.clone();
+            (entry.kind != runnel_sql::ObjectKind::Sink).then(|| {
+                datafusion::datasource::provider_as_source(Arc::new(
+                    crate::serving::RelationTable::new(entry, shared.clone()),
+                ))
+            })
+        });
+        ctx.register_relation_planner(Arc::new(runnel_sql::windows::WindowTableFunctions::new(
+            lookup,
+        )))
+        .expect("registering a relation planner on a fresh context cannot fail");
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
         use datafusion::catalog::CatalogProvider;
         // Registering into a fresh in-memory catalog cannot fail.

@@ -50,10 +50,8 @@ impl SchemaProvider for RunnelSchema {
         let catalog = self.shared.catalog();
         let relation = catalog.get(name).filter(|e| e.kind != ObjectKind::Sink);
         Ok(relation.map(|entry| {
-            Arc::new(RelationTable {
-                entry: entry.clone(),
-                shared: self.shared.clone(),
-            }) as Arc<dyn TableProvider>
+            Arc::new(RelationTable::new(entry.clone(), self.shared.clone()))
+                as Arc<dyn TableProvider>
         }))
     }
 
@@ -70,6 +68,12 @@ impl SchemaProvider for RunnelSchema {
 pub struct RelationTable {
     pub entry: Arc<CatalogEntry>,
     shared: Arc<Shared>,
+}
+
+impl RelationTable {
+    pub fn new(entry: Arc<CatalogEntry>, shared: Arc<Shared>) -> Self {
+        RelationTable { entry, shared }
+    }
 }
 
 #[async_trait]

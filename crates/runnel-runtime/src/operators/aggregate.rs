@@ -6,18 +6,25 @@
 //! accumulator's state. It lives in memory and is written to the store at checkpoints for the
 //! groups that changed; a group whose row count drops to zero is deleted, so state is bounded
 //! by the number of live groups, not by the number of events.
+//!
+//! Windows: when a group column is bounded by the event-time clock (`window_end` of a TUMBLE
+//! over a stream with a watermark, see `runnel_plan::TimeBound`), a group whose value falls
+//! behind the clock can never change again. It is closed: its state is freed (its output row
+//! stays in the view), so state is bounded by the open windows. With EMIT ON WINDOW CLOSE the
+//! operator emits nothing while a group is open and its final row when it closes.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 
-use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::compute::{cast, concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::AggregateCall;
-use runnel_state::codec::{encode_rows, EncodedRows};
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
@@ -47,6 +54,35 @@ impl AggregateSlot {
     }
 }
 
+/// How groups close on the clock: `column` (a group column) bounded with `lag_micros`.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupClosing {
+    pub column: usize,
+    pub lag_micros: i64,
+    pub emit_on_close: bool,
+}
+
+/// Open groups ordered by their time value, to find the closed ones on a clock advance.
+struct OpenGroups {
+    closing: GroupClosing,
+    by_time: BTreeSet<(i64, u32)>,
+    /// Per group: its entry in `by_time` (`None` for free slots and null times).
+    time_of: Vec<Option<i64>>,
+    /// Keys of closed groups that may be stored, deleted at the next checkpoint.
+    closed_keys: Vec<Box<[u8]>>,
+}
+
+/// A timestamp column's values in microseconds.
+fn micros(column: &ArrayRef) -> Result<Int64Array> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
+}
+
 pub struct AggregateOp {
     prefix: Vec<u8>,
     group_exprs: Vec<CompiledExpr>,
@@ -64,6 +100,7 @@ pub struct AggregateOp {
     touched_epoch: Vec<u64>,
     epoch: u64,
     scratch: EncodedRows,
+    open: Option<OpenGroups>,
 }
 
 impl AggregateOp {
@@ -73,8 +110,15 @@ impl AggregateOp {
         group_exprs: Vec<CompiledExpr>,
         slots: Vec<AggregateSlot>,
         schema: SchemaRef,
+        closing: Option<GroupClosing>,
     ) -> Result<Self> {
         let global = group_exprs.is_empty();
+        let open = closing.filter(|_| !global).map(|closing| OpenGroups {
+            closing,
+            by_time: BTreeSet::new(),
+            time_of: Vec::new(),
+            closed_keys: Vec::new(),
+        });
         let mut op = AggregateOp {
             prefix,
             group_exprs,
@@ -90,8 +134,10 @@ impl AggregateOp {
             touched_epoch: Vec::new(),
             epoch: 0,
             scratch: EncodedRows::new(),
+            open,
         };
         op.load(store)?;
+        op.index_loaded_groups()?;
         if op.global && op.index.is_empty() {
             op.group_for(&[]);
         }
@@ -113,6 +159,67 @@ impl AggregateOp {
             }
         }
         Ok(())
+    }
+
+    /// The group columns' types (the output's first columns).
+    fn group_types(&self) -> Vec<DataType> {
+        self.schema
+            .fields()
+            .iter()
+            .take(self.group_exprs.len())
+            .map(|f| f.data_type().clone())
+            .collect()
+    }
+
+    /// Enters restored groups into the open-group index by their time value.
+    fn index_loaded_groups(&mut self) -> Result<()> {
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
+        let groups: Vec<u32> = self.index.values().copied().collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let types = self.group_types();
+        let columns = decode_rows(groups.iter().map(|&g| &self.keys[g as usize][..]), &types)?;
+        let times = micros(&columns[open.closing.column])?;
+        for (i, &g) in groups.iter().enumerate() {
+            if times.is_valid(i) {
+                self.track_time(g, times.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn track_time(&mut self, g: u32, time: i64) {
+        if let Some(open) = &mut self.open {
+            if open.time_of.len() <= g as usize {
+                open.time_of.resize(g as usize + 1, None);
+            }
+            open.time_of[g as usize] = Some(time);
+            open.by_time.insert((time, g));
+        }
+    }
+
+    fn untrack_time(&mut self, g: u32) {
+        if let Some(open) = &mut self.open {
+            if let Some(time) = open.time_of.get_mut(g as usize).and_then(Option::take) {
+                open.by_time.remove(&(time, g));
+            }
+        }
+    }
+
+    /// Frees a group's slot (its stored state is deleted by the caller).
+    fn free_group(&mut self, g: u32) {
+        let gi = g as usize;
+        self.untrack_time(g);
+        self.index.remove(&self.keys[gi]);
+        self.rows[gi] = 0;
+        for slot in &mut self.slots {
+            slot.accumulator.reset(g);
+        }
+        self.keys[gi] = Box::from([]);
+        self.free.push(g);
     }
 
     /// The group id for an encoded key, creating the group if needed.
@@ -208,6 +315,19 @@ impl Operator for AggregateOp {
             }
         }
         self.scratch = scratch;
+        if let Some(column) = self.open.as_ref().map(|o| o.closing.column) {
+            let times = micros(&group_columns[column])?;
+            for (&g, &r) in touched.iter().zip(&first_rows) {
+                let untracked = self
+                    .open
+                    .as_ref()
+                    .is_some_and(|o| o.time_of.get(g as usize).is_none_or(Option::is_none));
+                if untracked && times.is_valid(r as usize) {
+                    self.track_time(g, times.value(r as usize));
+                }
+            }
+        }
+        let emit_on_close = self.open.as_ref().is_some_and(|o| o.closing.emit_on_close);
 
         // Previous output of the touched groups that had one.
         let (old_groups, old_rows): (Vec<u32>, Vec<u32>) = touched
@@ -236,6 +356,10 @@ impl Operator for AggregateOp {
         }
         for &g in &touched {
             self.mark_dirty(g);
+        }
+        if emit_on_close {
+            // Nothing leaves an open window; its final row goes out when it closes.
+            return Ok(());
         }
 
         let (new_groups, new_rows): (Vec<u32>, Vec<u32>) = touched
@@ -266,26 +390,75 @@ impl Operator for AggregateOp {
         Ok(())
     }
 
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let Some(open) = &self.open else {
+            return Ok(());
+        };
+        // A group with time value below the clock minus the lag can never change again.
+        let Some(threshold) = watermark.checked_sub(open.closing.lag_micros) else {
+            return Ok(());
+        };
+        let closed: Vec<u32> = open
+            .by_time
+            .range(..(threshold, 0))
+            .map(|&(_, g)| g)
+            .collect();
+        if closed.is_empty() {
+            return Ok(());
+        }
+        if open.closing.emit_on_close {
+            let live: Vec<u32> = closed
+                .iter()
+                .copied()
+                .filter(|&g| self.rows[g as usize] > 0)
+                .collect();
+            if !live.is_empty() {
+                let types = self.group_types();
+                let group_columns =
+                    decode_rows(live.iter().map(|&g| &self.keys[g as usize][..]), &types)?;
+                let rows = UInt32Array::from_iter_values(0..live.len() as u32);
+                out.push(ChangeBatch::inserts(self.output(
+                    &live,
+                    &group_columns,
+                    &rows,
+                )?));
+            }
+        }
+        for g in closed {
+            let key = self.keys[g as usize].clone();
+            if let Some(open) = &mut self.open {
+                open.closed_keys.push(key);
+            }
+            self.free_group(g);
+        }
+        Ok(())
+    }
+
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         let mut key = self.prefix.clone();
         let mut value = Vec::new();
+        if let Some(open) = &mut self.open {
+            for closed in open.closed_keys.drain(..) {
+                key.truncate(self.prefix.len());
+                key.extend_from_slice(&closed);
+                batch.delete(&key);
+            }
+        }
         // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
         let mut dirty = std::mem::take(&mut self.dirty_list);
         dirty.sort_unstable_by(|a, b| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
         for g in dirty {
             let gi = g as usize;
             self.dirty[gi] = false;
+            if self.keys[gi].is_empty() && !self.global {
+                // Closed (and freed) since it was touched.
+                continue;
+            }
             key.truncate(self.prefix.len());
             key.extend_from_slice(&self.keys[gi]);
             if self.rows[gi] <= 0 && !self.global {
                 batch.delete(&key);
-                self.index.remove(&self.keys[gi]);
-                self.rows[gi] = 0;
-                for slot in &mut self.slots {
-                    slot.accumulator.reset(g);
-                }
-                self.keys[gi] = Box::from([]);
-                self.free.push(g);
+                self.free_group(g);
             } else {
                 value.clear();
                 value.extend_from_slice(&self.rows[gi].to_le_bytes());

@@ -8,6 +8,7 @@ pub mod materialize;
 pub mod project;
 pub mod relabel;
 pub mod sink;
+pub mod temporal_filter;
 
 pub use aggregate::AggregateOp;
 pub use filter::FilterOp;
@@ -16,3 +17,4 @@ pub use materialize::MaterializeOp;
 pub use project::ProjectOp;
 pub use relabel::RelabelOp;
 pub use sink::{SinkOp, SinkWriter};
+pub use temporal_filter::TemporalFilterOp;

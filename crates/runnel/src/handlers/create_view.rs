@@ -49,6 +49,7 @@ pub async fn plan_view(
     catalog: &Catalog,
     id: ObjectId,
     view: &ast::CreateView,
+    emit_on_window_close: bool,
 ) -> Result<PlannedView> {
     let options = sql_options(&view.options)?;
     if let Some((key, _)) = options.iter().find(|(k, _)| k != "start") {
@@ -58,7 +59,8 @@ pub async fn plan_view(
     }
     let state = ctx.state();
     let statement = DfStatement::Statement(Box::new(ast::Statement::Query(view.query.clone())));
-    let logical = state.statement_to_plan(statement).await?;
+    let logical =
+        runnel_sql::temporal::bind_event_time_now(state.statement_to_plan(statement).await?)?;
     let mut names = crate::convert::postgres_column_names(&logical);
     if !view.columns.is_empty() {
         if view.columns.len() != names.len() {
@@ -83,7 +85,12 @@ pub async fn plan_view(
     }
     runnel_sql::check_view_plan(&logical)?;
     let optimized = state.optimize(&logical)?;
-    let plan = lower_view(&optimized, id, &CatalogResolver(catalog))?;
+    let plan = lower_view(
+        &optimized,
+        id,
+        &CatalogResolver(catalog),
+        emit_on_window_close,
+    )?;
     let fields: Vec<Field> = logical
         .schema()
         .fields()
@@ -101,12 +108,20 @@ pub async fn handle(
     session: &mut RunnelSession,
     view: &ast::CreateView,
     explain: bool,
+    emit_on_window_close: bool,
     sql: &str,
 ) -> Result<QueryResponse> {
     let shared = session.shared.clone();
     let name = runnel_sql::statement::object_name(&view.name);
     if explain {
-        let planned = plan_view(&session.ctx, &shared.catalog(), 0, view).await?;
+        let planned = plan_view(
+            &session.ctx,
+            &shared.catalog(),
+            0,
+            view,
+            emit_on_window_close,
+        )
+        .await?;
         let text = planned.plan.to_string();
         let rows = text.lines().map(|l| vec![Some(l.to_string())]).collect();
         return text_rows(text_schema(&["QUERY PLAN"]), rows);
@@ -128,7 +143,7 @@ pub async fn handle(
         ));
     }
     let (id, id_write) = shared.allocate_id();
-    let planned = plan_view(&session.ctx, &catalog, id, view).await?;
+    let planned = plan_view(&session.ctx, &catalog, id, view, emit_on_window_close).await?;
     let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
     let entry = CatalogEntry {
         id,
@@ -164,7 +179,11 @@ pub async fn handle(
 /// Re-creates a view from its stored definition at start-up; its state is already stored.
 pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
-    let Some(Statement::CreateMaterializedView { view, .. }) = parsed.first().map(|p| &p.kind)
+    let Some(Statement::CreateMaterializedView {
+        view,
+        emit_on_window_close,
+        ..
+    }) = parsed.first().map(|p| &p.kind)
     else {
         return Err(RunnelError::internal(
             "stored definition is not CREATE MATERIALIZED VIEW",
@@ -172,7 +191,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     };
     let ctx = shared.session_context();
     let catalog = shared.catalog();
-    let mut planned = plan_view(&ctx, &catalog, stored.id, view).await?;
+    let mut planned = plan_view(&ctx, &catalog, stored.id, view, *emit_on_window_close).await?;
     // The stored rows' layout is the one chosen at creation, whatever planning says today.
     planned.plan.set_view_key(stored.view_key.clone());
     let entry = CatalogEntry {

@@ -36,8 +36,19 @@ pub async fn execute(
             create_relation::handle(session, *kind, create, watermark.as_deref(), &statement.sql)
                 .await
         }
-        Statement::CreateMaterializedView { view, explain } => {
-            create_view::handle(session, view, *explain, &statement.sql).await
+        Statement::CreateMaterializedView {
+            view,
+            explain,
+            emit_on_window_close,
+        } => {
+            create_view::handle(
+                session,
+                view,
+                *explain,
+                *emit_on_window_close,
+                &statement.sql,
+            )
+            .await
         }
         Statement::CreateSink {
             name,

@@ -1,0 +1,234 @@
+//! Window table functions in FROM: `TUMBLE(relation, time_column, size)` and
+//! `HOP(relation, time_column, slide, size)`, a DataFusion relation-planner extension.
+//!
+//! Each returns the relation's columns plus `window_start` and `window_end` (of the time
+//! column's type; windows are aligned to the Unix epoch and include their start, not their
+//! end). They are planned as ordinary relational algebra, so ad-hoc queries and views get
+//! the same answer and the lowering needs nothing new:
+//! - TUMBLE is a projection: `window_start = date_bin(size, t)`, `window_end = window_start + size`;
+//! - HOP is a UNION ALL of `ceil(size / slide)` such projections, the k-th placing each row in
+//!   the window starting `k` slides before its latest one (filtered to windows that contain
+//!   the row when the size is not a multiple of the slide).
+//!
+//! Watermark derivation (see [`crate::event_time`]) recognises these expressions, so a
+//! window over a stream's watermark column knows when each window is closed.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano};
+use datafusion::common::{plan_err, Column, DFSchema, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::planner::{
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::logical_expr::{
+    cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, TableSource,
+};
+use datafusion::sql::sqlparser::ast::{
+    self, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor,
+};
+
+use crate::event_time::interval_literal;
+
+/// Finds a relation by name. DataFusion resolves a statement's tables before planning it and
+/// does not see a relation named only as a table function's argument, so the planner looks
+/// such relations up itself.
+pub type TableLookup = dyn Fn(&str) -> Option<Arc<dyn TableSource>> + Send + Sync;
+
+/// Plans TUMBLE and HOP in FROM clauses.
+pub struct WindowTableFunctions {
+    lookup: Arc<TableLookup>,
+}
+
+impl WindowTableFunctions {
+    pub fn new(lookup: Arc<TableLookup>) -> Self {
+        WindowTableFunctions { lookup }
+    }
+}
+
+impl std::fmt::Debug for WindowTableFunctions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WindowTableFunctions")
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WindowKind {
+    Tumble,
+    Hop,
+}
+
+impl RelationPlanner for WindowTableFunctions {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> DfResult<RelationPlanning> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = &relation
+        else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let kind = match name.to_string().to_ascii_lowercase().as_str() {
+            "tumble" => WindowKind::Tumble,
+            "hop" => WindowKind::Hop,
+            _ => return Ok(RelationPlanning::Original(Box::new(relation))),
+        };
+        let usage = match kind {
+            WindowKind::Tumble => "TUMBLE(relation, time_column, INTERVAL 'size')",
+            WindowKind::Hop => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
+        };
+        let exprs: Vec<&ast::Expr> = args
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+                _ => plan_err!("{usage}: arguments are positional"),
+            })
+            .collect::<DfResult<_>>()?;
+        let expected = if kind == WindowKind::Tumble { 3 } else { 4 };
+        if exprs.len() != expected {
+            return plan_err!("{usage} takes {expected} arguments, got {}", exprs.len());
+        }
+        let source_name = match exprs[0] {
+            ast::Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
+            ast::Expr::CompoundIdentifier(parts) => ObjectName::from(parts.clone()),
+            other => {
+                return plan_err!("{usage}: the first argument must name a relation, got {other}")
+            }
+        };
+        let time_name = match exprs[1] {
+            ast::Expr::Identifier(i) => context.normalize_ident(i.clone()),
+            other => {
+                return plan_err!("{usage}: the second argument must be a column, got {other}")
+            }
+        };
+        let mut interval = |e: &ast::Expr, what: &str| -> DfResult<(Expr, i64)> {
+            let expr = context.sql_to_expr(e.clone(), &DFSchema::empty())?;
+            match interval_literal(&expr) {
+                Some(us) if us > 0 => Ok((expr, us)),
+                _ => plan_err!("{usage}: the {what} must be a positive fixed interval such as INTERVAL '1 minute', got {e}"),
+            }
+        };
+        let (slide, size) = match kind {
+            WindowKind::Tumble => {
+                let size = interval(exprs[2], "size")?;
+                (size.clone(), size)
+            }
+            WindowKind::Hop => (interval(exprs[2], "slide")?, interval(exprs[3], "size")?),
+        };
+
+        let mut source = relation.clone();
+        if let TableFactor::Table {
+            name, args, alias, ..
+        } = &mut source
+        {
+            *name = source_name.clone();
+            *args = None;
+            *alias = None;
+        }
+        // A CTE or a relation DataFusion resolved already; otherwise the catalog.
+        let input = match context.plan(source) {
+            Ok(plan) => plan,
+            Err(err) => {
+                let name = source_name.to_string();
+                match (self.lookup)(&name) {
+                    Some(table) => LogicalPlanBuilder::scan(name, table, None)?.build()?,
+                    None => return Err(err),
+                }
+            }
+        };
+        let time_column = match input
+            .schema()
+            .qualified_field_with_unqualified_name(&time_name)
+        {
+            Ok((qualifier, field)) => {
+                if !matches!(field.data_type(), DataType::Timestamp(_, _)) {
+                    return plan_err!(
+                        "{usage}: time column {time_name} must be a timestamp, not {}",
+                        field.data_type()
+                    );
+                }
+                Expr::Column(Column::new(qualifier.cloned(), field.name()))
+            }
+            Err(_) => {
+                return plan_err!("{usage}: column {time_name} does not exist in {source_name}")
+            }
+        };
+        for reserved in ["window_start", "window_end"] {
+            if input.schema().has_column_with_unqualified_name(reserved) {
+                return plan_err!("{usage}: {source_name} already has a column {reserved}");
+            }
+        }
+        let plan = window_plan(input, &time_column, slide, size)?;
+        let alias = alias.clone().or_else(|| {
+            source_name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| TableAlias {
+                    explicit: false,
+                    name: Ident::new(i.value.clone()),
+                    columns: vec![],
+                    at: None,
+                })
+        });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan, alias,
+        ))))
+    }
+}
+
+fn interval_expr(micros: i64) -> Expr {
+    lit(ScalarValue::IntervalMonthDayNano(Some(
+        IntervalMonthDayNano::new(0, 0, micros * 1_000),
+    )))
+}
+
+/// The input's columns plus `window_start`/`window_end`: one projection per window a row
+/// falls in (one for tumbling windows), unioned.
+fn window_plan(
+    input: LogicalPlan,
+    time: &Expr,
+    (slide_expr, slide): (Expr, i64),
+    (size_expr, size): (Expr, i64),
+) -> DfResult<LogicalPlan> {
+    let date_bin = datafusion::functions::datetime::date_bin();
+    // date_bin computes in nanoseconds; the window columns keep the time column's type.
+    let time_type = time.get_type(input.schema())?;
+    let latest_start = cast(date_bin.call(vec![slide_expr, time.clone()]), time_type);
+    let windows_per_row = (size + slide - 1) / slide;
+    let columns: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let input = Arc::new(input);
+    let mut branches = Vec::with_capacity(windows_per_row as usize);
+    for k in 0..windows_per_row {
+        let start = match k {
+            0 => latest_start.clone(),
+            k => latest_start.clone() - interval_expr(k * slide),
+        };
+        let end = start.clone() + size_expr.clone();
+        let mut builder = LogicalPlanBuilder::from(input.clone());
+        if size % slide != 0 && k == windows_per_row - 1 {
+            // The oldest candidate window may end before the row.
+            builder = builder.filter(time.clone().lt(end.clone()))?;
+        }
+        let mut exprs = columns.clone();
+        exprs.push(start.alias("window_start"));
+        exprs.push(end.alias("window_end"));
+        branches.push(builder.project(exprs)?.build()?);
+    }
+    let mut branches = branches.into_iter();
+    let mut builder = LogicalPlanBuilder::from(branches.next().expect("at least one window"));
+    for branch in branches {
+        builder = builder.union(branch)?;
+    }
+    builder.build()
+}
