@@ -99,7 +99,10 @@ impl StreamPlan {
                     .map(|&column| exprs.iter().position(|e| passes_through(e, column)))
                     .collect()
             }
-            NodeKind::Source { .. } | NodeKind::Join { .. } | NodeKind::Union => None,
+            NodeKind::Source { .. }
+            | NodeKind::Join { .. }
+            | NodeKind::Union
+            | NodeKind::Window { .. } => None,
         }
     }
 
@@ -192,6 +195,19 @@ pub enum NodeKind {
         /// Extra non-equi condition over the joined row (inner joins only).
         filter: Option<Expr>,
     },
+    /// OVER: the input's columns plus one column per window function (`window_exprs`, DataFusion
+    /// `Expr::WindowFunction`s sharing one PARTITION BY / ORDER BY). Frames only look back
+    /// (`... PRECEDING AND CURRENT ROW`), so a change can only affect rows at or after it.
+    Window {
+        window_exprs: Vec<Expr>,
+        partition_by: Vec<Expr>,
+        order_by: Vec<datafusion::logical_expr::SortExpr>,
+        /// How far back the frames reach (and so how far forward a change reaches).
+        reach: WindowReach,
+        /// Top-N: only rows among the first `n` of their partition (and their ORDER BY peers)
+        /// are wanted downstream (`WHERE row_number() ... <= n`).
+        rank_limit: Option<u64>,
+    },
     /// UNION ALL of inputs with identical column types.
     Union,
     /// The view's output: writes its contents to state. With a `key` (output columns that
@@ -201,6 +217,20 @@ pub enum NodeKind {
         view: ObjectId,
         key: Option<Vec<usize>>,
     },
+}
+
+/// How far back an OVER window's frames reach from the current row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowReach {
+    /// No ORDER BY (or `... AND UNBOUNDED FOLLOWING`): every row's value depends on the whole
+    /// partition.
+    Partition,
+    /// UNBOUNDED PRECEDING and ranking functions: everything before the row.
+    Unbounded,
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW` (and `lag(x, n)`).
+    Rows(u64),
+    /// `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` over a timestamp ORDER BY.
+    RangeMicros(i64),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,6 +347,15 @@ impl fmt::Display for StreamPlan {
                         .as_ref()
                         .map_or(String::new(), |e| format!(" filter={e}"));
                     format!("{join_type:?}Join: on=[{}]{filter}", on.join(", "))
+                }
+                NodeKind::Window {
+                    window_exprs,
+                    reach,
+                    rank_limit,
+                    ..
+                } => {
+                    let limit = rank_limit.map_or(String::new(), |n| format!(" limit={n}"));
+                    format!("Window: {} reach={reach:?}{limit}", list(window_exprs))
                 }
                 NodeKind::Union => "Union".to_string(),
                 NodeKind::Materialize { key: None, .. } => "Materialize".to_string(),

@@ -15,8 +15,9 @@ use runnel_state::{keys, Store};
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
 use crate::operators::aggregate::{AggregateSlot, GroupClosing};
+use crate::operators::window::OrderColumn;
 use crate::operators::{
-    AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp, TemporalFilterOp,
+    AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp, TemporalFilterOp, WindowOp,
 };
 
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
@@ -165,6 +166,74 @@ pub fn build_operator(
                 types(right),
                 filter,
                 output_schema,
+            )?)
+        }
+        NodeKind::Window {
+            window_exprs,
+            partition_by,
+            order_by,
+            reach,
+            rank_limit,
+        } => {
+            use datafusion::logical_expr::execution_props::ExecutionProps;
+            use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+            let schema = input_schema(0)?;
+            let order = order_by
+                .iter()
+                .map(|s| {
+                    Ok(OrderColumn {
+                        expr: compile(&s.expr, schema)?,
+                        options: datafusion::arrow::compute::SortOptions {
+                            descending: !s.asc,
+                            nulls_first: s.nulls_first,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let windows = window_exprs
+                .iter()
+                .map(|e| {
+                    Ok(datafusion::physical_planner::create_window_expr(
+                        e,
+                        schema,
+                        &ExecutionProps::new(),
+                        &PhysicalPlanningContext::default(),
+                    )?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let range_type = match reach {
+                runnel_plan::WindowReach::RangeMicros(r) if *r > 0 => {
+                    let sort = &order_by[0];
+                    let t = sort.expr.get_type(schema)?;
+                    if !matches!(t, DataType::Timestamp(_, _)) || !sort.asc {
+                        return Err(RunnelError::not_implemented(
+                            "RANGE frames with an INTERVAL need one ascending timestamp ORDER BY column",
+                        ));
+                    }
+                    Some(t)
+                }
+                _ => None,
+            };
+            let input = node.inputs.first().map(|&i| &plan.nodes[i]);
+            let order_lag = match (order_by.first().map(|s| &s.expr), input) {
+                (Some(datafusion::logical_expr::Expr::Column(c)), Some(input)) => schema
+                    .index_of_column(c)
+                    .ok()
+                    .and_then(|i| input.event_time.lag_of(i)),
+                _ => None,
+            };
+            Box::new(WindowOp::new(
+                store,
+                prefix,
+                compile_all(partition_by, schema)?,
+                order,
+                windows,
+                *reach,
+                *rank_limit,
+                node_arrow_schema(schema),
+                output_schema,
+                range_type,
+                order_lag,
             )?)
         }
         NodeKind::Materialize { key, .. } => {

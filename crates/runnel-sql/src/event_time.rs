@@ -38,6 +38,24 @@ pub fn derive_event_time(
         NodeKind::Filter { .. }
         | NodeKind::TemporalFilter { .. }
         | NodeKind::Materialize { .. } => inputs[0].bounds.clone(),
+        // A change to a window's input changes output rows at or after it in ORDER BY order,
+        // so only an ascending bounded ORDER BY column stays bounded.
+        NodeKind::Window { order_by, .. } => match order_by.first() {
+            Some(sort) if sort.asc => match &sort.expr {
+                Expr::Column(c) => input_schemas[0]
+                    .index_of_column(c)
+                    .ok()
+                    .and_then(|column| {
+                        inputs[0]
+                            .lag_of(column)
+                            .map(|lag_micros| TimeBound { column, lag_micros })
+                    })
+                    .into_iter()
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        },
         NodeKind::Project { exprs } => bounds_of(exprs),
         NodeKind::Aggregate { group_exprs, .. } => bounds_of(group_exprs),
         NodeKind::Union => inputs[0]

@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::{
     AggregateCall, AggregateFunction, EventTime, JoinType, NodeKind, ObjectId, PlanNode,
-    RelationKind, StreamPlan, TemporalBound,
+    RelationKind, StreamPlan, TemporalBound, WindowReach,
 };
 
 use crate::event_time::derive_event_time;
@@ -169,6 +169,73 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// `rank_column <= n` (or `< n`, `= 1`) over a ranking window function: only the first
+    /// rows of each partition matter, so the window node need not compute the rest.
+    fn limit_ranking(&mut self, node: usize, schema: &DFSchemaRef, conjunct: &Expr) {
+        let Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right }) = conjunct
+        else {
+            return;
+        };
+        let (Expr::Column(c), Expr::Literal(value, _)) = (left.as_ref(), right.as_ref()) else {
+            return;
+        };
+        let Some(n) = value
+            .cast_to(&datafusion::arrow::datatypes::DataType::Int64)
+            .ok()
+            .and_then(|v| match v {
+                datafusion::common::ScalarValue::Int64(Some(n)) => Some(n),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        let limit = match op {
+            datafusion::logical_expr::Operator::LtEq => n,
+            datafusion::logical_expr::Operator::Lt => n - 1,
+            datafusion::logical_expr::Operator::Eq if n == 1 => 1,
+            _ => return,
+        };
+        let Ok(mut column) = schema.index_of_column(c) else {
+            return;
+        };
+        // Follow the column down through projections and filters to the window node.
+        let mut at = node;
+        loop {
+            let n = &self.nodes[at];
+            match &n.kind {
+                NodeKind::Filter { .. } | NodeKind::TemporalFilter { .. } => at = n.inputs[0],
+                NodeKind::Project { exprs } => {
+                    let mut e = &exprs[column];
+                    while let Expr::Alias(a) = e {
+                        e = &a.expr;
+                    }
+                    let Expr::Column(inner) = e else { return };
+                    let Ok(i) = n.input_schemas[0].index_of_column(inner) else {
+                        return;
+                    };
+                    column = i;
+                    at = n.inputs[0];
+                }
+                NodeKind::Window { window_exprs, .. } => {
+                    let inputs = n.input_schemas[0].fields().len();
+                    let Some(expr) = column.checked_sub(inputs).and_then(|i| window_exprs.get(i))
+                    else {
+                        return;
+                    };
+                    if !is_ranking(expr) || limit < 1 {
+                        return;
+                    }
+                    if let NodeKind::Window { rank_limit, .. } = &mut self.nodes[at].kind {
+                        let limit = limit as u64;
+                        *rank_limit = Some(rank_limit.map_or(limit, |l| l.min(limit)));
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
     fn append_only(&self, node: usize) -> bool {
         self.nodes[node].append_only
     }
@@ -262,6 +329,9 @@ impl Lowering<'_> {
                 }
                 let schema = filter.input.schema().clone();
                 let mut node = self.lower(&filter.input)?;
+                for c in &plain {
+                    self.limit_ranking(node, &schema, c);
+                }
                 if let Some(predicate) = conjunction(plain) {
                     let append_only = self.append_only(node);
                     node = self.push(
@@ -423,9 +493,26 @@ impl Lowering<'_> {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(RunnelError::not_implemented(
                 "LIMIT in a materialized view (top-N views come with windows)",
             )),
-            LogicalPlan::Window(_) => Err(RunnelError::not_implemented(
-                "window functions (OVER) in a materialized view",
-            )),
+            LogicalPlan::Window(window) => {
+                let (partition_by, order_by, reach) = window_spec(&window.window_expr)?;
+                for e in partition_by.iter().chain(order_by.iter().map(|s| &s.expr)) {
+                    check_expr(e)?;
+                }
+                let input = self.lower(&window.input)?;
+                Ok(self.push(
+                    NodeKind::Window {
+                        window_exprs: window.window_expr.clone(),
+                        partition_by,
+                        order_by,
+                        reach,
+                        rank_limit: None,
+                    },
+                    vec![input],
+                    vec![window.input.schema().clone()],
+                    window.schema.clone(),
+                    false,
+                ))
+            }
             LogicalPlan::Values(_) => Err(RunnelError::not_implemented(
                 "VALUES in a materialized view",
             )),
@@ -444,6 +531,171 @@ impl Lowering<'_> {
             ))),
         }
     }
+}
+
+/// row_number() / rank(), whose value for the first rows of a partition depends only on them.
+fn is_ranking(expr: &Expr) -> bool {
+    let mut e = expr;
+    while let Expr::Alias(a) = e {
+        e = &a.expr;
+    }
+    matches!(e, Expr::WindowFunction(w) if matches!(w.fun.name(), "row_number" | "rank"))
+}
+
+/// The shared PARTITION BY / ORDER BY of a window node's functions, and how far back their
+/// frames reach. Frames must end at the current row (or take the whole partition).
+fn window_spec(
+    exprs: &[Expr],
+) -> Result<(
+    Vec<Expr>,
+    Vec<datafusion::logical_expr::SortExpr>,
+    WindowReach,
+)> {
+    use datafusion::logical_expr::{WindowFrameBound, WindowFrameUnits};
+    let mut spec: Option<(Vec<Expr>, Vec<datafusion::logical_expr::SortExpr>)> = None;
+    let mut reach: Option<WindowReach> = None;
+    let widest = |a: WindowReach, b: WindowReach| -> WindowReach {
+        use WindowReach::*;
+        match (a, b) {
+            (Partition, _) | (_, Partition) => Partition,
+            (Unbounded, _) | (_, Unbounded) => Unbounded,
+            (Rows(x), Rows(y)) => Rows(x.max(y)),
+            (RangeMicros(x), RangeMicros(y)) => RangeMicros(x.max(y)),
+            // Rows against a time range: nothing tighter is known.
+            _ => Unbounded,
+        }
+    };
+    for expr in exprs {
+        let mut e = expr;
+        while let Expr::Alias(a) = e {
+            e = &a.expr;
+        }
+        let Expr::WindowFunction(w) = e else {
+            return Err(RunnelError::not_implemented(format!(
+                "window expression {e} in a materialized view"
+            )));
+        };
+        let name = w.fun.name().to_ascii_lowercase();
+        let p = &w.params;
+        for a in p.args.iter().chain(p.filter.as_deref()) {
+            check_expr(a)?;
+        }
+        if p.distinct {
+            return Err(RunnelError::not_implemented(format!(
+                "{name}(DISTINCT ...) OVER in a materialized view"
+            )));
+        }
+        match &spec {
+            None => spec = Some((p.partition_by.clone(), p.order_by.clone())),
+            Some((pb, ob)) if *pb == p.partition_by && *ob == p.order_by => {}
+            Some(_) => {
+                return Err(RunnelError::not_implemented(
+                    "window functions with different PARTITION BY / ORDER BY in one SELECT of a materialized view (use a subquery per window)",
+                ))
+            }
+        }
+        let frame = &p.window_frame;
+        let unbounded = |b: &WindowFrameBound| match b {
+            WindowFrameBound::Preceding(v) | WindowFrameBound::Following(v) => v.is_null(),
+            WindowFrameBound::CurrentRow => false,
+        };
+        let this = match name.as_str() {
+            "row_number" | "rank" | "dense_rank" => WindowReach::Unbounded,
+            "lag" => {
+                let k = match p.args.get(1) {
+                    None => 1,
+                    Some(Expr::Literal(v, _)) => v
+                        .cast_to(&datafusion::arrow::datatypes::DataType::UInt64)
+                        .ok()
+                        .and_then(|v| match v {
+                            datafusion::common::ScalarValue::UInt64(Some(k)) => Some(k),
+                            _ => None,
+                        })
+                        .ok_or_else(|| {
+                            RunnelError::not_implemented("lag with a non-constant offset")
+                        })?,
+                    Some(_) => {
+                        return Err(RunnelError::not_implemented(
+                            "lag with a non-constant offset in a materialized view",
+                        ))
+                    }
+                };
+                WindowReach::Rows(k)
+            }
+            "count" | "sum" | "avg" | "min" | "max" => {
+                match (&frame.start_bound, &frame.end_bound) {
+                    (_, WindowFrameBound::Following(v)) if v.is_null() => WindowReach::Partition,
+                    (_, WindowFrameBound::Following(_)) => {
+                        return Err(RunnelError::not_implemented(
+                            "window frames ending after the current row (n FOLLOWING) in a materialized view",
+                        ))
+                    }
+                    (start, _) if unbounded(start) => WindowReach::Unbounded,
+                    (WindowFrameBound::CurrentRow, _) => match frame.units {
+                        WindowFrameUnits::Rows => WindowReach::Rows(0),
+                        _ => WindowReach::RangeMicros(0),
+                    },
+                    (WindowFrameBound::Preceding(v), _) => match frame.units {
+                        WindowFrameUnits::Rows => WindowReach::Rows(
+                            v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64)
+                                .ok()
+                                .and_then(|v| match v {
+                                    datafusion::common::ScalarValue::UInt64(Some(k)) => Some(k),
+                                    _ => None,
+                                })
+                                .ok_or_else(|| {
+                                    RunnelError::not_implemented(format!("ROWS frame {v} PRECEDING"))
+                                })?,
+                        ),
+                        WindowFrameUnits::Range => {
+                            let micros = crate::event_time::interval_literal(&Expr::Literal(
+                                v.clone(),
+                                None,
+                            ))
+                            .ok_or_else(|| {
+                                RunnelError::not_implemented(
+                                    "RANGE frames in a materialized view take an INTERVAL over a timestamp ORDER BY (e.g. RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW)",
+                                )
+                            })?;
+                            WindowReach::RangeMicros(micros)
+                        }
+                        WindowFrameUnits::Groups => {
+                            return Err(RunnelError::not_implemented(
+                                "GROUPS frames in a materialized view",
+                            ))
+                        }
+                    },
+                    (WindowFrameBound::Following(_), _) => {
+                        return Err(RunnelError::not_implemented(
+                            "window frames starting after the current row in a materialized view",
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(RunnelError::not_implemented(format!(
+                    "window function {other} in a materialized view (supported: count, sum, avg, min, max, row_number, rank, dense_rank, lag)"
+                )))
+            }
+        };
+        reach = Some(match reach {
+            None => this,
+            Some(r) => widest(r, this),
+        });
+    }
+    let (partition_by, order_by) = spec.unwrap_or_default();
+    let mut reach = reach.unwrap_or(WindowReach::Partition);
+    if order_by.is_empty() {
+        reach = WindowReach::Partition;
+    }
+    if let WindowReach::RangeMicros(_) = reach {
+        if order_by.len() != 1 {
+            return Err(RunnelError::not_implemented(
+                "RANGE frames over several ORDER BY columns in a materialized view",
+            ));
+        }
+    }
+    Ok((partition_by, order_by, reach))
 }
 
 fn aggregate_call(
@@ -539,9 +791,6 @@ fn check_expr(expr: &Expr) -> Result<()> {
                     "{}() (its value depends on when it runs; event-time NOW() comes with watermarks)",
                     f.func.name()
                 ));
-            }
-            Expr::WindowFunction(_) => {
-                problem = Some("window functions (OVER)".to_string());
             }
             _ => {}
         }

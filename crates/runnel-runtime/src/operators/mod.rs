@@ -9,6 +9,7 @@ pub mod project;
 pub mod relabel;
 pub mod sink;
 pub mod temporal_filter;
+pub mod window;
 
 pub use aggregate::AggregateOp;
 pub use filter::FilterOp;
@@ -18,3 +19,4 @@ pub use project::ProjectOp;
 pub use relabel::RelabelOp;
 pub use sink::{SinkOp, SinkWriter};
 pub use temporal_filter::TemporalFilterOp;
+pub use window::WindowOp;

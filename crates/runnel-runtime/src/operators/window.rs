@@ -1,0 +1,429 @@
+//! OVER windows: each input row with its window function values (per-event features such as
+//! "average price of this user's views in the 30 minutes before this one", and ranks).
+//!
+//! State per partition: every row, ordered by its ORDER BY key (then by its bytes, so ties
+//! have a fixed order), with its weight. Frames only look back, so a change at order key `k`
+//! can only change the values of rows at or after `k`, up to how far the frames reach:
+//! - `RANGE INTERVAL r PRECEDING`: rows with keys in `[k, k + r]`;
+//! - bounded `ROWS`, UNBOUNDED PRECEDING and ranks: every row from `k` on;
+//! - no ORDER BY (whole-partition frames): every row of the partition.
+//!
+//! For each touched partition the operator evaluates the window functions (DataFusion's own
+//! window expressions, so the values are exactly the batch ones) over the affected rows and
+//! the rows their frames read, once before and once after applying the changes, and emits
+//! the old rows as deletes and the new rows as inserts. In an in-order stream the affected
+//! rows are just the new ones.
+//!
+//! With a RANGE frame over a clock-bounded ORDER BY column, rows too old for any future frame
+//! are freed when the clock passes them (their output rows stay in the view). A top-N filter
+//! above (`row_number() ... <= n`) limits evaluation to each partition's first rows.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::compute::{cast, concat_batches, SortOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::physical_expr::window::WindowExpr;
+use hashbrown::HashMap;
+use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_plan::WindowReach;
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::{Store, WriteBatch};
+
+use crate::expr::{evaluate, evaluate_all, CompiledExpr};
+use crate::operator::Operator;
+
+type Key = Box<[u8]>;
+/// A partition's rows: (order key, row bytes) -> weight.
+type Partition = BTreeMap<(Key, Key), i64>;
+
+/// One ORDER BY expression.
+pub struct OrderColumn {
+    pub expr: CompiledExpr,
+    pub options: SortOptions,
+}
+
+pub struct WindowOp {
+    prefix: Vec<u8>,
+    partition_exprs: Vec<CompiledExpr>,
+    order: Vec<OrderColumn>,
+    window_exprs: Vec<Arc<dyn WindowExpr>>,
+    reach: WindowReach,
+    rank_limit: Option<u64>,
+    input_schema: SchemaRef,
+    input_types: Vec<DataType>,
+    output_schema: SchemaRef,
+    /// RANGE frames: the ORDER BY column's type (a timestamp).
+    range_type: Option<DataType>,
+    /// The lag of the ORDER BY column behind the clock, when it is bounded (rows can be freed).
+    order_lag: Option<i64>,
+    partitions: HashMap<Key, Partition>,
+    dirty: HashSet<(Key, Key, Key)>,
+    /// The clock at the last freeing of old rows.
+    freed_at: Option<i64>,
+}
+
+/// A value's microseconds since the epoch.
+fn micros(column: &ArrayRef) -> Result<Int64Array> {
+    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
+}
+
+impl WindowOp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &Store,
+        prefix: Vec<u8>,
+        partition_exprs: Vec<CompiledExpr>,
+        order: Vec<OrderColumn>,
+        window_exprs: Vec<Arc<dyn WindowExpr>>,
+        reach: WindowReach,
+        rank_limit: Option<u64>,
+        input_schema: SchemaRef,
+        output_schema: SchemaRef,
+        range_type: Option<DataType>,
+        order_lag: Option<i64>,
+    ) -> Result<Self> {
+        let input_types = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect::<Vec<_>>();
+        for t in &input_types {
+            runnel_state::codec::check_supported(t)?;
+        }
+        let mut op = WindowOp {
+            prefix,
+            partition_exprs,
+            order,
+            window_exprs,
+            reach,
+            rank_limit,
+            input_schema,
+            input_types,
+            output_schema,
+            range_type,
+            order_lag,
+            partitions: HashMap::new(),
+            dirty: HashSet::new(),
+            freed_at: None,
+        };
+        op.load(store)?;
+        Ok(op)
+    }
+
+    fn load(&mut self, store: &Store) -> Result<()> {
+        let corrupt = || RunnelError::internal("window state key is malformed");
+        for (key, value) in store.scan_prefix(&self.prefix)? {
+            let rest = &key[self.prefix.len()..];
+            let (plen, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let plen = u32::from_be_bytes(*plen) as usize;
+            let (pkey, rest) = rest.split_at_checked(plen).ok_or_else(corrupt)?;
+            let (olen, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let olen = u32::from_be_bytes(*olen) as usize;
+            let (okey, row) = rest.split_at_checked(olen).ok_or_else(corrupt)?;
+            let weight = i64::from_le_bytes(value[..].try_into().map_err(|_| corrupt())?);
+            self.partitions
+                .entry(pkey.into())
+                .or_default()
+                .insert((okey.into(), row.into()), weight);
+        }
+        Ok(())
+    }
+
+    fn store_key(&self, p: &[u8], o: &[u8], r: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + 8 + p.len() + o.len() + r.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        key.extend_from_slice(p);
+        key.extend_from_slice(&(o.len() as u32).to_be_bytes());
+        key.extend_from_slice(o);
+        key.extend_from_slice(r);
+        key
+    }
+
+    /// Per row: the ORDER BY key, each column as a null flag (placed by NULLS FIRST/LAST)
+    /// and its order-preserving bytes (inverted for DESC).
+    fn order_keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let n = batch.num_rows();
+        let mut keys = vec![Vec::new(); n];
+        let mut encoded = EncodedRows::new();
+        for column in &self.order {
+            let values = evaluate(&column.expr, batch)?;
+            encoded.clear();
+            encode_rows(&[], std::slice::from_ref(&values), &mut encoded)?;
+            for (i, key) in keys.iter_mut().enumerate() {
+                let null = values.is_null(i);
+                key.push(u8::from(null != column.options.nulls_first));
+                if !null {
+                    let bytes = encoded.row(i);
+                    match column.options.descending {
+                        false => key.extend_from_slice(bytes),
+                        true => key.extend(bytes.iter().map(|b| !b)),
+                    }
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The order key of a timestamp (RANGE frames: one ascending timestamp ORDER BY).
+    fn time_key(&self, micros: i64) -> Result<Vec<u8>> {
+        let data_type = self
+            .range_type
+            .as_ref()
+            .ok_or_else(|| RunnelError::internal("RANGE frame without a timestamp ORDER BY"))?;
+        let value: ArrayRef = Arc::new(Int64Array::from(vec![micros]));
+        let value = cast(
+            &cast(&value, &DataType::Timestamp(TimeUnit::Microsecond, None))?,
+            data_type,
+        )?;
+        let mut encoded = EncodedRows::new();
+        encode_rows(&[], &[value], &mut encoded)?;
+        let mut key = vec![u8::from(self.order[0].options.nulls_first)];
+        key.extend_from_slice(encoded.row(0));
+        Ok(key)
+    }
+
+    /// The output rows of `partition` for entries with order key in `[from, to]` (`to`
+    /// inclusive; `None`: no limit), evaluated over entries from `context` on.
+    fn evaluate(
+        &self,
+        partition: Option<&Partition>,
+        context: Option<&[u8]>,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+    ) -> Result<Option<RecordBatch>> {
+        let Some(partition) = partition else {
+            return Ok(None);
+        };
+        let start: Bound<(Key, Key)> = match context {
+            Some(c) => Bound::Included((c.into(), Box::from([]))),
+            None => Bound::Unbounded,
+        };
+        let mut rows: Vec<&[u8]> = Vec::new();
+        let mut first_output: Option<usize> = None;
+        let mut last_key: Option<&[u8]> = None;
+        for ((okey, row), &weight) in partition.range((start, Bound::Unbounded)) {
+            if to.is_some_and(|to| okey.as_ref() > to) {
+                break;
+            }
+            if let Some(limit) = self.rank_limit {
+                // Past the first `limit` rows, only peers of the last one still count.
+                if rows.len() as u64 >= limit && last_key != Some(okey.as_ref()) {
+                    break;
+                }
+            }
+            if first_output.is_none() && from.is_none_or(|f| okey.as_ref() >= f) {
+                first_output = Some(rows.len());
+            }
+            for _ in 0..weight.max(0) {
+                rows.push(row);
+            }
+            last_key = Some(okey);
+        }
+        let Some(first) = first_output else {
+            return Ok(None);
+        };
+        if first >= rows.len() {
+            return Ok(None);
+        }
+        let columns = decode_rows(rows.iter().copied(), &self.input_types)?;
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let input =
+            RecordBatch::try_new_with_options(self.input_schema.clone(), columns, &options)?;
+        let mut out: Vec<ArrayRef> = input.columns().to_vec();
+        for w in &self.window_exprs {
+            let values = w.evaluate(&input)?;
+            let field = &self.output_schema.fields()[out.len()];
+            let values = match values.data_type() == field.data_type() {
+                true => values,
+                false => cast(&values, field.data_type())?,
+            };
+            out.push(values);
+        }
+        let n = rows.len() - first;
+        let out: Vec<ArrayRef> = out.iter().map(|c| c.slice(first, n)).collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(Some(RecordBatch::try_new_with_options(
+            self.output_schema.clone(),
+            out,
+            &options,
+        )?))
+    }
+
+    /// Frees rows older than any future frame can reach (RANGE frames over a bounded
+    /// ORDER BY column).
+    fn free_old_rows(&mut self, clock: i64) -> Result<()> {
+        let (WindowReach::RangeMicros(range), Some(lag)) = (self.reach, self.order_lag) else {
+            return Ok(());
+        };
+        // Now and then, not on every clock tick: a pass visits every partition.
+        let step = (range / 4).max(1_000_000);
+        if self.freed_at.is_some_and(|at| clock - at < step) {
+            return Ok(());
+        }
+        self.freed_at = Some(clock);
+        let Some(cutoff) = clock.checked_sub(lag).and_then(|c| c.checked_sub(range)) else {
+            return Ok(());
+        };
+        let cutoff_key: Key = self.time_key(cutoff)?.into();
+        let mut emptied = Vec::new();
+        for (pkey, partition) in self.partitions.iter_mut() {
+            let keep = partition.split_off(&(cutoff_key.clone(), Box::from([])));
+            let old = std::mem::replace(partition, keep);
+            for (o, r) in old.into_keys() {
+                self.dirty.insert((pkey.clone(), o, r));
+            }
+            if partition.is_empty() {
+                emptied.push(pkey.clone());
+            }
+        }
+        for pkey in emptied {
+            self.partitions.remove(&pkey);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for WindowOp {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let data = &batch.data;
+        let mut partition_keys = EncodedRows::new();
+        if !self.partition_exprs.is_empty() {
+            let columns = evaluate_all(&self.partition_exprs, data)?;
+            encode_rows(&[], &columns, &mut partition_keys)?;
+        }
+        let order_keys = self.order_keys(data)?;
+        let mut row_bytes = EncodedRows::new();
+        encode_rows(&[], data.columns(), &mut row_bytes)?;
+        let order_micros = match self.reach {
+            WindowReach::RangeMicros(r) if r > 0 => {
+                Some(micros(&evaluate(&self.order[0].expr, data)?)?)
+            }
+            _ => None,
+        };
+        let mut by_partition: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for i in 0..n {
+            let key: &[u8] = match self.partition_exprs.is_empty() {
+                true => &[],
+                false => partition_keys.row(i),
+            };
+            by_partition.entry(key).or_default().push(i);
+        }
+        let mut old_batches = Vec::new();
+        let mut new_batches = Vec::new();
+        for (pkey, rows) in by_partition {
+            let min_key = rows
+                .iter()
+                .map(|&i| &order_keys[i])
+                .min()
+                .expect("a partition has rows");
+            // Which rows' values may change, and which rows their frames read.
+            let (context, to): (Option<Vec<u8>>, Option<Vec<u8>>) = match self.reach {
+                WindowReach::Partition => (None, None),
+                WindowReach::Unbounded | WindowReach::Rows(_) => (None, None),
+                WindowReach::RangeMicros(0) => {
+                    let max_key = rows.iter().map(|&i| &order_keys[i]).max().cloned();
+                    (Some(min_key.clone()), max_key)
+                }
+                WindowReach::RangeMicros(range) => {
+                    let times = order_micros.as_ref().expect("RANGE frames evaluate times");
+                    let valid: Vec<i64> = rows
+                        .iter()
+                        .filter(|&&i| times.is_valid(i))
+                        .map(|&i| times.value(i))
+                        .collect();
+                    let has_null = valid.len() < rows.len();
+                    match (valid.iter().min(), valid.iter().max()) {
+                        (Some(&lo), Some(&hi)) if !has_null => (
+                            Some(self.time_key(lo.saturating_sub(range))?),
+                            Some(self.time_key(hi.saturating_add(range))?),
+                        ),
+                        _ => (None, None),
+                    }
+                }
+            };
+            let from = match self.reach {
+                WindowReach::Partition => None,
+                _ => Some(min_key.as_slice()),
+            };
+            let partition = self.partitions.get(pkey);
+            if let Some(old) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
+                old_batches.push(old);
+            }
+            let partition = self.partitions.entry(Key::from(pkey)).or_default();
+            for &i in &rows {
+                let entry = (
+                    Key::from(order_keys[i].as_slice()),
+                    Key::from(row_bytes.row(i)),
+                );
+                let w = partition.entry(entry.clone()).or_insert(0);
+                *w += batch.weights.value(i);
+                if *w == 0 {
+                    partition.remove(&entry);
+                }
+                self.dirty.insert((Key::from(pkey), entry.0, entry.1));
+            }
+            let partition = self.partitions.get(pkey);
+            if let Some(new) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
+                new_batches.push(new);
+            }
+            if self.partitions.get(pkey).is_some_and(|p| p.is_empty()) {
+                self.partitions.remove(pkey);
+            }
+        }
+        let old_rows: usize = old_batches.iter().map(|b| b.num_rows()).sum();
+        let new_rows: usize = new_batches.iter().map(|b| b.num_rows()).sum();
+        if old_rows + new_rows == 0 {
+            return Ok(());
+        }
+        let data = concat_batches(&self.output_schema, old_batches.iter().chain(&new_batches))?;
+        let mut weights = Vec::with_capacity(old_rows + new_rows);
+        weights.extend(std::iter::repeat_n(-1i64, old_rows));
+        weights.extend(std::iter::repeat_n(1i64, new_rows));
+        out.push(ChangeBatch::new(data, Int64Array::from(weights)));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        self.free_old_rows(watermark)
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (p, o, r) in std::mem::take(&mut self.dirty) {
+            let key = self.store_key(&p, &o, &r);
+            let weight = self
+                .partitions
+                .get(&p)
+                .and_then(|part| part.get(&(o, r)))
+                .copied();
+            match weight {
+                Some(w) if w != 0 => batch.put(&key, w.to_le_bytes()),
+                _ => batch.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
