@@ -101,7 +101,13 @@ impl ChangeBatch {
     /// Inverse of [`ChangeBatch::to_stored`], relabelled with `schema`: the first
     /// `schema.fields().len()` columns are the data; hidden columns between them and the
     /// weight (see [`KAFKA_OFFSET_COLUMN`]) are left out.
+    ///
+    /// An entry without rows (one that only carries a stream's watermark) may have no columns
+    /// at all; it reads as an empty batch.
     pub fn from_stored(stored: &RecordBatch, schema: SchemaRef) -> Result<ChangeBatch> {
+        if stored.num_rows() == 0 {
+            return Ok(ChangeBatch::inserts(RecordBatch::new_empty(schema)));
+        }
         let n = stored.num_columns();
         let width = schema.fields().len();
         if n == 0 || width >= n || stored.schema().field(n - 1).name() != WEIGHT_COLUMN {

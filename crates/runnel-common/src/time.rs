@@ -122,10 +122,18 @@ impl WatermarkClock {
     }
 
     /// Minimum partition watermark over partitions that are not idle; `None` when one of them
-    /// has sent nothing yet, or when every partition is idle.
+    /// has sent nothing yet. When every partition is idle, the minimum over those that sent
+    /// something: nothing is arriving, so what was sent is all there is.
     fn combined(&self) -> Option<i64> {
+        let active: Vec<&PartitionClock> = self.partitions.values().filter(|p| !p.idle).collect();
         let mut min: Option<i64> = None;
-        for p in self.partitions.values().filter(|p| !p.idle) {
+        if active.is_empty() {
+            for t in self.partitions.values().filter_map(|p| p.max_event_time) {
+                min = Some(min.map_or(t, |m| m.min(t)));
+            }
+            return min.map(|t| t - self.def.delay_micros);
+        }
+        for p in active {
             let wm = p.max_event_time? - self.def.delay_micros;
             min = Some(min.map_or(wm, |m| m.min(wm)));
         }
@@ -156,6 +164,10 @@ impl WatermarkClock {
         let single = partitions.is_none() || self.partitions.len() <= 1;
         for i in 0..n {
             let partition = partitions.map_or(0, |p| p.value(i));
+            // Any record, late or not, shows the partition is sending again.
+            if let Some(clock) = self.partitions.get_mut(&partition) {
+                clock.idle = false;
+            }
             let late = event_times.is_null(i)
                 || self.watermark.is_some_and(|wm| event_times.value(i) < wm);
             if late {
@@ -182,15 +194,16 @@ impl WatermarkClock {
         keep.map(BooleanArray::from)
     }
 
-    /// Marks a partition idle (it stops holding the watermark back); true if the watermark
-    /// moved as a result.
-    pub fn set_idle(&mut self, partition: i32) -> bool {
-        let clock = self.partitions.entry(partition).or_default();
-        if clock.idle {
-            return false;
+    /// Marks partitions idle (they stop holding the watermark back), all at once; true if
+    /// the watermark moved as a result.
+    pub fn set_idle(&mut self, partitions: &[i32]) -> bool {
+        let mut changed = false;
+        for &p in partitions {
+            let clock = self.partitions.entry(p).or_default();
+            changed |= !clock.idle;
+            clock.idle = true;
         }
-        clock.idle = true;
-        self.advance()
+        changed && self.advance()
     }
 }
 
@@ -233,7 +246,7 @@ mod tests {
         let parts = Int32Array::from(vec![1]);
         c.observe(&ts, Some(&parts));
         assert_eq!(c.watermark, Some(50));
-        assert!(c.set_idle(1));
+        assert!(c.set_idle(&[1]));
         assert_eq!(c.watermark, Some(200));
         // The idle partition sends again, behind the watermark: late, and active again.
         let ts = TimestampMicrosecondArray::from(vec![60, 300]);
@@ -243,6 +256,19 @@ mod tests {
         assert!(!c.partitions[&1].idle);
         // Never backwards: partition 0 (at 200) is now the minimum.
         assert_eq!(c.watermark, Some(200));
+    }
+
+    #[test]
+    fn all_idle_partitions_release_what_they_sent_whatever_their_order() {
+        for sender in [0, 1] {
+            let mut c = clock(5);
+            c.add_partitions([0, 1]);
+            let ts = TimestampMicrosecondArray::from(vec![100]);
+            c.observe(&ts, Some(&Int32Array::from(vec![sender])));
+            assert_eq!(c.watermark, None);
+            assert!(c.set_idle(&[0, 1]));
+            assert_eq!(c.watermark, Some(95), "data in partition {sender}");
+        }
     }
 
     #[test]

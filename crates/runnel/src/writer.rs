@@ -155,10 +155,7 @@ impl LockedWriter<'_> {
         let Some(clock) = self.state.clock.as_mut() else {
             return Ok(false);
         };
-        let mut moved = false;
-        for &p in partitions {
-            moved |= clock.set_idle(p);
-        }
+        let moved = clock.set_idle(partitions);
         let mut extra = WriteBatch::default();
         extra.put(keys::watermark_clock(self.id), clock_bytes(clock)?);
         let mut entries = Vec::new();
