@@ -13,7 +13,9 @@
 pub mod error;
 pub mod formats;
 pub mod kafka;
+pub mod nexmark;
 pub mod options;
 
 pub use error::ConnectorError;
+pub use nexmark::{NexmarkGenerator, NexmarkOptions, NexmarkTable};
 pub use options::{Format, KafkaOptions, OnError, SinkMode, SinkOptions, StartPosition};

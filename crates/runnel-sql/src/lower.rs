@@ -169,6 +169,73 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// A semi join (the optimiser's form of joining a subquery whose rows are unique on the
+    /// join keys, or of `IN`/`EXISTS`) whose right side is unique on its join keys: then
+    /// each left row matches at most one right row and the semi join is the inner join
+    /// projected to the left columns.
+    fn lower_semi_join(&mut self, join: &datafusion::logical_expr::Join) -> Result<usize> {
+        if join.null_equality == NullEquality::NullEqualsNull || join.on.is_empty() {
+            return Err(RunnelError::not_implemented(
+                "this IN/EXISTS subquery (a semi join without equality keys) in a materialized view",
+            ));
+        }
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+        for e in left_keys.iter().chain(&right_keys).chain(&join.filter) {
+            check_expr(e)?;
+        }
+        let left = self.lower(&join.left)?;
+        let right = self.lower(&join.right)?;
+        let right_schema = join.right.schema();
+        let key_columns: Option<Vec<usize>> = right_keys
+            .iter()
+            .map(|e| match e {
+                Expr::Column(c) => right_schema.index_of_column(c).ok(),
+                _ => None,
+            })
+            .collect();
+        let unique = StreamPlan {
+            nodes: self.nodes.clone(),
+        }
+        .unique_key(right);
+        let covered = match (&key_columns, &unique) {
+            (Some(keys), Some(unique)) => unique.iter().all(|u| keys.contains(u)),
+            _ => false,
+        };
+        if !covered {
+            return Err(RunnelError::not_implemented(
+                "IN/EXISTS subqueries in a materialized view (unless the subquery's rows are unique on the matched columns, e.g. it GROUPs BY them)",
+            ));
+        }
+        let joined_schema = Arc::new(join.left.schema().join(right_schema)?);
+        let append_only = self.append_only(left) && self.append_only(right);
+        let joined = self.push(
+            NodeKind::Join {
+                join_type: JoinType::Inner,
+                left_keys,
+                right_keys,
+                filter: join.filter.clone(),
+            },
+            vec![left, right],
+            vec![join.left.schema().clone(), right_schema.clone()],
+            joined_schema.clone(),
+            append_only,
+        );
+        let exprs = join
+            .left
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column)
+            .collect();
+        Ok(self.push(
+            NodeKind::Project { exprs },
+            vec![joined],
+            vec![joined_schema],
+            join.schema.clone(),
+            append_only,
+        ))
+    }
+
     /// `rank_column <= n` (or `< n`, `= 1`) over a ranking window function: only the first
     /// rows of each partition matter, so the window node need not compute the rest.
     fn limit_ranking(&mut self, node: usize, schema: &DFSchemaRef, conjunct: &Expr) {
@@ -416,6 +483,9 @@ impl Lowering<'_> {
             LogicalPlan::Distinct(Distinct::On(_)) => Err(RunnelError::not_implemented(
                 "DISTINCT ON in a materialized view",
             )),
+            LogicalPlan::Join(join) if join.join_type == DfJoinType::LeftSemi => {
+                self.lower_semi_join(join)
+            }
             LogicalPlan::Join(join) => {
                 let join_type = match join.join_type {
                     DfJoinType::Inner => JoinType::Inner,

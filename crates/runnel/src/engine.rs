@@ -54,6 +54,8 @@ pub struct Shared {
     pub config: EngineConfig,
     /// Running Kafka ingestion, per stream or table.
     pub ingests: Ingests,
+    /// Nexmark streams' generator threads.
+    pub generators: crate::nexmark_ingest::Generators,
     /// Sinks, for SHOW SINKS.
     pub sinks: Mutex<HashMap<ObjectId, SinkInfo>>,
 }
@@ -195,6 +197,7 @@ impl Engine {
             stream_cache: StreamLogCache::new(STREAM_CACHE_BYTES),
             config: config.clone(),
             ingests: Ingests::default(),
+            generators: Default::default(),
             sinks: Mutex::new(HashMap::new()),
         });
         let engine = Arc::new(Engine {

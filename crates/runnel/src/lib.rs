@@ -6,6 +6,7 @@ pub mod convert;
 pub mod engine;
 pub mod handlers;
 pub mod kafka_ingest;
+pub mod nexmark_ingest;
 pub mod serving;
 pub mod session;
 pub mod stream_cache;

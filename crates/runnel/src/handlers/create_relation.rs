@@ -13,11 +13,32 @@ use runnel_sql::{
     relation_def, CatalogEntry, ObjectKind, RelationDef, Statement, StoredEntry, WatermarkClause,
 };
 
-use runnel_connectors::KafkaOptions;
+use runnel_connectors::{KafkaOptions, NexmarkGenerator, NexmarkOptions};
 
 use crate::engine::Shared;
 use crate::kafka_ingest;
 use crate::session::RunnelSession;
+
+/// `connector = 'nexmark'`: the stream's generator (streams only).
+fn nexmark_generator(def: &RelationDef) -> Result<Option<NexmarkGenerator>> {
+    let is_nexmark = def
+        .options
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "connector")
+        .is_some_and(|(_, v)| v.eq_ignore_ascii_case("nexmark"));
+    if !is_nexmark {
+        return Ok(None);
+    }
+    if def.kind != ObjectKind::Stream {
+        return Err(RunnelError::plan(
+            SqlState::INVALID_TABLE_DEFINITION,
+            "connector 'nexmark' makes streams (CREATE STREAM person / auction / bid)",
+        ));
+    }
+    let options = NexmarkOptions::from_options(&def.options, &def.name)?;
+    Ok(Some(NexmarkGenerator::new(options, &def.schema)?))
+}
 
 /// A stream's event time as views see it: its watermark column, bounded with lag 0.
 fn stream_event_time(def: &RelationDef) -> EventTime {
@@ -41,10 +62,14 @@ pub async fn handle(
     sql: &str,
 ) -> Result<QueryResponse> {
     let def = relation_def(kind, create, watermark)?;
-    let kafka = KafkaOptions::from_options(
-        &def.options,
-        session.shared.config.kafka_bootstrap_servers.as_deref(),
-    )?;
+    let nexmark = nexmark_generator(&def)?;
+    let kafka = match nexmark {
+        Some(_) => None,
+        None => KafkaOptions::from_options(
+            &def.options,
+            session.shared.config.kafka_bootstrap_servers.as_deref(),
+        )?,
+    };
     let tag = match kind {
         ObjectKind::Stream => "CREATE STREAM",
         _ => "CREATE TABLE",
@@ -101,6 +126,8 @@ pub async fn handle(
     shared.update_catalog(|c| c.insert((*entry).clone()));
     if let (Some(options), Some((layout, _))) = (kafka, prepared) {
         shared.ingests.start(&shared, entry, options, layout)?;
+    } else if let Some(generator) = nexmark {
+        shared.generators.start(&shared, entry, generator)?;
     }
     Ok(QueryResponse::Command { tag: tag.into() })
 }
@@ -119,10 +146,14 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         ));
     };
     let def = relation_def(*kind, create, watermark.as_deref())?;
-    let kafka = KafkaOptions::from_options(
-        &def.options,
-        shared.config.kafka_bootstrap_servers.as_deref(),
-    )?;
+    let nexmark = nexmark_generator(&def)?;
+    let kafka = match nexmark {
+        Some(_) => None,
+        None => KafkaOptions::from_options(
+            &def.options,
+            shared.config.kafka_bootstrap_servers.as_deref(),
+        )?,
+    };
     let entry = Arc::new(CatalogEntry {
         id: stored.id,
         name: stored.name.clone(),
@@ -145,6 +176,8 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         // The broker may be down at start-up: the thread waits for it.
         let layout = kafka_ingest::Layout::new(&def)?;
         shared.ingests.start(shared, entry, options, layout)?;
+    } else if let Some(generator) = nexmark {
+        shared.generators.start(shared, entry, generator)?;
     }
     Ok(())
 }

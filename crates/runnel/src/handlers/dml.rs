@@ -37,6 +37,15 @@ fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntr
 /// A Kafka stream or table is written only by its topic: a second writer would put rows in
 /// its log that no offset accounts for, and a replay would not reproduce them.
 pub fn refuse_kafka(shared: &Shared, entry: &CatalogEntry) -> Result<()> {
+    if shared.generators.is_generated(entry.id) {
+        return Err(RunnelError::plan(
+            SqlState::WRONG_OBJECT_TYPE,
+            format!(
+                "stream \"{}\" is generated (connector 'nexmark') and takes no INSERT or COPY",
+                entry.name
+            ),
+        ));
+    }
     match shared.ingests.options(entry.id) {
         Some(options) => Err(RunnelError::plan(
             SqlState::WRONG_OBJECT_TYPE,

@@ -66,9 +66,12 @@ pub async fn handle(
         // A Kafka source's thread must be gone before its key ranges are deleted.
         for &id in &ids {
             let ingests = shared.clone();
-            tokio::task::spawn_blocking(move || ingests.ingests.stop(id))
-                .await
-                .map_err(|e| RunnelError::internal(format!("stopping a Kafka reader: {e}")))?;
+            tokio::task::spawn_blocking(move || {
+                ingests.ingests.stop(id);
+                ingests.generators.stop(id);
+            })
+            .await
+            .map_err(|e| RunnelError::internal(format!("stopping a Kafka reader: {e}")))?;
         }
         shared.worker.drop_objects(ids.clone()).await?;
         shared.update_catalog(|c| {

@@ -147,7 +147,9 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
 /// table (offsets are log sequence numbers, as read by the dataflow).
 async fn progress_rows(session: &RunnelSession) -> Result<Vec<Vec<Option<String>>>> {
     let catalog = session.shared.catalog();
-    let kafka = session.shared.ingests.progress();
+    let mut kafka = session.shared.ingests.progress();
+    kafka.extend(session.shared.generators.progress());
+    kafka.sort_by_key(|(id, _)| *id);
     let mut rows = Vec::new();
     for (id, progress) in &kafka {
         let Some(entry) = catalog.get_by_id(*id) else {

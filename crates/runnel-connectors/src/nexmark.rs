@@ -1,0 +1,634 @@
+//! The Nexmark benchmark's event generator: people, auctions and bids of an online auction
+//! site, as three streams (`connector = 'nexmark'`, `table = 'person' | 'auction' | 'bid'`).
+//!
+//! It follows the Nexmark event model (the Beam/Flink generator's): one global sequence of
+//! events in which every 50 events hold 1 person, 3 auctions and 46 bids; ids grow with the
+//! sequence; auctions are sold by recent people; bids go to recent auctions and come from
+//! recent people, half of them to "hot" auctions and three quarters from "hot" bidders;
+//! prices are log-uniform. Event `n`'s time is `start_time + n / event_time_rate`.
+//!
+//! Everything about event `n` is a pure function of `(seed, n)`, so a stream can resume at
+//! any event after a restart and every run with the same seed produces the same events.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+use crate::error::{ConnectorError, Result};
+
+const PERSON_PROPORTION: u64 = 1;
+const AUCTION_PROPORTION: u64 = 3;
+const BID_PROPORTION: u64 = 46;
+const PROPORTION_DENOMINATOR: u64 = PERSON_PROPORTION + AUCTION_PROPORTION + BID_PROPORTION;
+const FIRST_PERSON_ID: i64 = 1000;
+const FIRST_AUCTION_ID: i64 = 1000;
+const FIRST_CATEGORY_ID: i64 = 10;
+const NUM_CATEGORIES: u64 = 5;
+const NUM_ACTIVE_PEOPLE: u64 = 1000;
+const PERSON_ID_LEAD: u64 = 10;
+const NUM_IN_FLIGHT_AUCTIONS: u64 = 100;
+const AUCTION_ID_LEAD: u64 = 10;
+const HOT_AUCTION_RATIO: u64 = 2;
+const HOT_BIDDER_RATIO: u64 = 4;
+const HOT_SELLER_RATIO: u64 = 4;
+/// How long an auction runs, in event-time microseconds (10 s to 10 min).
+const MIN_AUCTION_MICROS: u64 = 10_000_000;
+const MAX_AUCTION_MICROS: u64 = 600_000_000;
+
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
+const CITIES: [&str; 10] = [
+    "phoenix",
+    "los angeles",
+    "san francisco",
+    "boise",
+    "portland",
+    "bend",
+    "redmond",
+    "seattle",
+    "kent",
+    "cheyenne",
+];
+const STATES: [&str; 6] = ["az", "ca", "id", "or", "wa", "wy"];
+const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+const URLS: [&str; 4] = [
+    "https://www.nexmark.com/item.htm?query=1",
+    "https://www.nexmark.com/item.htm?query=1&channel_id=1",
+    "https://www.nexmark.com/item.htm?query=1&channel_id=2",
+    "https://www.nexmark.com/item.htm?query=1&channel_id=3",
+];
+const ITEMS: [&str; 8] = [
+    "vase", "lamp", "rug", "clock", "print", "chair", "mirror", "desk",
+];
+const ADJECTIVES: [&str; 6] = ["antique", "rare", "signed", "mint", "restored", "vintage"];
+
+/// Which of the three Nexmark streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NexmarkTable {
+    Person,
+    Auction,
+    Bid,
+}
+
+impl NexmarkTable {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "person" => Ok(NexmarkTable::Person),
+            "auction" => Ok(NexmarkTable::Auction),
+            "bid" => Ok(NexmarkTable::Bid),
+            other => Err(ConnectorError::Options(format!(
+                "nexmark table '{other}' is not one of person, auction, bid"
+            ))),
+        }
+    }
+
+    /// The stream's columns as the generator makes them (TIMESTAMP columns may be declared
+    /// TIMESTAMPTZ; a stream may declare any subset, in any order).
+    pub fn schema(self) -> SchemaRef {
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, None);
+        let f = |name: &str, t: DataType| Field::new(name, t, false);
+        let fields = match self {
+            NexmarkTable::Person => vec![
+                f("id", DataType::Int64),
+                f("name", DataType::Utf8),
+                f("email_address", DataType::Utf8),
+                f("credit_card", DataType::Utf8),
+                f("city", DataType::Utf8),
+                f("state", DataType::Utf8),
+                f("date_time", ts()),
+                f("extra", DataType::Utf8),
+            ],
+            NexmarkTable::Auction => vec![
+                f("id", DataType::Int64),
+                f("item_name", DataType::Utf8),
+                f("description", DataType::Utf8),
+                f("initial_bid", DataType::Int64),
+                f("reserve", DataType::Int64),
+                f("date_time", ts()),
+                f("expires", ts()),
+                f("seller", DataType::Int64),
+                f("category", DataType::Int64),
+                f("extra", DataType::Utf8),
+            ],
+            NexmarkTable::Bid => vec![
+                f("auction", DataType::Int64),
+                f("bidder", DataType::Int64),
+                f("price", DataType::Int64),
+                f("channel", DataType::Utf8),
+                f("url", DataType::Utf8),
+                f("date_time", ts()),
+                f("extra", DataType::Utf8),
+            ],
+        };
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Whether event `n` of the global sequence is of this kind.
+    fn owns(self, n: u64) -> bool {
+        let offset = n % PROPORTION_DENOMINATOR;
+        match self {
+            NexmarkTable::Person => offset < PERSON_PROPORTION,
+            NexmarkTable::Auction => {
+                (PERSON_PROPORTION..PERSON_PROPORTION + AUCTION_PROPORTION).contains(&offset)
+            }
+            NexmarkTable::Bid => offset >= PERSON_PROPORTION + AUCTION_PROPORTION,
+        }
+    }
+}
+
+/// A `connector = 'nexmark'` stream's options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NexmarkOptions {
+    pub table: NexmarkTable,
+    /// Events of the global sequence to generate (all kinds); `None`: no end.
+    pub events: Option<u64>,
+    /// Events generated per wall-clock second (all kinds); `None`: as fast as possible.
+    pub rate: Option<f64>,
+    pub seed: u64,
+    /// Events per second of event time: event `n` happens at `start_time + n / event_time_rate`.
+    pub event_time_rate: u64,
+    /// Microseconds since the epoch of event 0.
+    pub start_time: i64,
+}
+
+impl NexmarkOptions {
+    /// The options of a `connector = 'nexmark'` stream (`table` defaults to the stream's name).
+    pub fn from_options(options: &[(String, String)], stream_name: &str) -> Result<Self> {
+        let known = [
+            "connector",
+            "table",
+            "events",
+            "rate",
+            "seed",
+            "event_time_rate",
+            "start_time",
+        ];
+        if let Some((k, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(ConnectorError::Options(format!(
+                "unknown option '{k}' for a nexmark stream (known: {})",
+                known.join(", ")
+            )));
+        }
+        let take = |key: &str| {
+            options
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        let number = |key: &str, text: &str| -> Result<u64> {
+            text.trim().replace('_', "").parse::<u64>().map_err(|_| {
+                ConnectorError::Options(format!("{key} = '{text}' is not a non-negative integer"))
+            })
+        };
+        let table = NexmarkTable::parse(take("table").unwrap_or(stream_name))?;
+        let events = take("events").map(|t| number("events", t)).transpose()?;
+        let rate = match take("rate") {
+            None => Some(10_000.0),
+            Some(t) if t.eq_ignore_ascii_case("unlimited") => None,
+            Some(t) => {
+                let r = t.trim().parse::<f64>().ok().filter(|r| *r > 0.0).ok_or_else(|| {
+                    ConnectorError::Options(format!(
+                        "rate = '{t}' is not a positive number of events per second (or 'unlimited')"
+                    ))
+                })?;
+                Some(r)
+            }
+        };
+        let seed = take("seed")
+            .map(|t| number("seed", t))
+            .transpose()?
+            .unwrap_or(0);
+        let event_time_rate = take("event_time_rate")
+            .map(|t| number("event_time_rate", t))
+            .transpose()?
+            .unwrap_or(10_000)
+            .max(1);
+        let start_time = match take("start_time") {
+            None => 1_767_225_600_000_000, // 2026-01-01 00:00:00 UTC
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| d.timestamp_micros())
+                .map_err(|_| {
+                    ConnectorError::Options(format!(
+                        "start_time = '{t}' is not an RFC 3339 time such as 2026-01-01T00:00:00Z"
+                    ))
+                })?,
+        };
+        Ok(NexmarkOptions {
+            table,
+            events,
+            rate,
+            seed,
+            event_time_rate,
+            start_time,
+        })
+    }
+}
+
+fn internal(e: datafusion::arrow::error::ArrowError) -> ConnectorError {
+    ConnectorError::Internal(format!("nexmark batch: {e}"))
+}
+
+/// SplitMix64's finaliser: a bijective 64-bit hash.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A small fast generator seeded per event (SplitMix64).
+struct Random(u64);
+
+impl Random {
+    /// Event `n`'s own stream: its start is a hash of (seed, n), so neighbouring events'
+    /// streams do not overlap.
+    fn for_event(seed: u64, n: u64) -> Self {
+        Random(mix(seed ^ mix(n.wrapping_add(0x632B_E59B_D9B4_E019))))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// The id (base 0) of the last person created at or before event `n`.
+fn last_base0_person_id(n: u64) -> u64 {
+    let epoch = n / PROPORTION_DENOMINATOR;
+    let offset = (n % PROPORTION_DENOMINATOR).min(PERSON_PROPORTION - 1);
+    epoch * PERSON_PROPORTION + offset
+}
+
+/// The id (base 0) of the last auction created at or before event `n`.
+fn last_base0_auction_id(n: u64) -> u64 {
+    let mut epoch = n / PROPORTION_DENOMINATOR;
+    let mut offset = n % PROPORTION_DENOMINATOR;
+    if offset < PERSON_PROPORTION {
+        // Before this epoch's auctions: the previous epoch's last one.
+        if epoch == 0 {
+            return 0;
+        }
+        epoch -= 1;
+        offset = AUCTION_PROPORTION - 1;
+    } else if offset >= PERSON_PROPORTION + AUCTION_PROPORTION {
+        offset = AUCTION_PROPORTION - 1;
+    } else {
+        offset -= PERSON_PROPORTION;
+    }
+    epoch * AUCTION_PROPORTION + offset
+}
+
+/// A recent person (or one about to be created).
+fn next_base0_person_id(n: u64, rng: &mut Random) -> u64 {
+    let people = last_base0_person_id(n) + 1;
+    let active = people.min(NUM_ACTIVE_PEOPLE);
+    people - active + rng.below(active + PERSON_ID_LEAD)
+}
+
+/// A recent auction (or one about to be created).
+fn next_base0_auction_id(n: u64, rng: &mut Random) -> u64 {
+    let max = last_base0_auction_id(n);
+    let min = max.saturating_sub(NUM_IN_FLIGHT_AUCTIONS);
+    min + rng.below(max - min + 1 + AUCTION_ID_LEAD)
+}
+
+/// A log-uniform price between 1 and 1,000,000 dollars, in cents.
+fn next_price(rng: &mut Random) -> i64 {
+    (10f64.powf(rng.unit() * 6.0) * 100.0).round() as i64
+}
+
+/// Generates the events of one stream.
+pub struct NexmarkGenerator {
+    options: NexmarkOptions,
+    /// The declared columns: for each, its index in the generator's schema and its type.
+    columns: Vec<(usize, DataType)>,
+    schema: SchemaRef,
+}
+
+impl NexmarkGenerator {
+    /// A generator producing `declared`'s columns (matched by name to the table's columns).
+    pub fn new(options: NexmarkOptions, declared: &Schema) -> Result<Self> {
+        let natural = options.table.schema();
+        let mut columns = Vec::with_capacity(declared.fields().len());
+        for field in declared.fields() {
+            let Some((index, source)) = natural.column_with_name(field.name()) else {
+                let names: Vec<&str> = natural.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(ConnectorError::Options(format!(
+                    "nexmark {:?} has no column \"{}\" (columns: {})",
+                    options.table,
+                    field.name(),
+                    names.join(", ")
+                )));
+            };
+            let compatible = match (source.data_type(), field.data_type()) {
+                (DataType::Timestamp(_, _), DataType::Timestamp(TimeUnit::Microsecond, _)) => true,
+                (a, b) => a == b,
+            };
+            if !compatible {
+                return Err(ConnectorError::Options(format!(
+                    "nexmark column \"{}\" is {}, not {}",
+                    field.name(),
+                    source.data_type(),
+                    field.data_type()
+                )));
+            }
+            columns.push((index, field.data_type().clone()));
+        }
+        Ok(NexmarkGenerator {
+            options,
+            columns,
+            schema: Arc::new(declared.clone()),
+        })
+    }
+
+    pub fn options(&self) -> &NexmarkOptions {
+        &self.options
+    }
+
+    /// The global event number after `from` up to which a chunk of at most `rows` of this
+    /// stream's events reaches (bounded by the `events` option).
+    pub fn chunk_end(&self, from: u64, rows: usize) -> u64 {
+        let per_epoch = match self.options.table {
+            NexmarkTable::Person => PERSON_PROPORTION,
+            NexmarkTable::Auction => AUCTION_PROPORTION,
+            NexmarkTable::Bid => BID_PROPORTION,
+        };
+        let epochs = (rows as u64 / per_epoch).max(1);
+        let end = from.saturating_add(epochs * PROPORTION_DENOMINATOR);
+        match self.options.events {
+            Some(limit) => end.min(limit),
+            None => end,
+        }
+    }
+
+    fn event_time(&self, n: u64) -> i64 {
+        let rate = self.options.event_time_rate as i128;
+        self.options.start_time + (n as i128 * 1_000_000 / rate) as i64
+    }
+
+    /// This stream's events among global events `from..to`, as the declared columns.
+    pub fn generate(&self, from: u64, to: u64) -> Result<RecordBatch> {
+        let natural = self.options.table.schema();
+        let n_cols = natural.fields().len();
+        let capacity = ((to - from) as usize).min(1 << 20);
+        let mut ints: Vec<Option<Int64Builder>> = Vec::with_capacity(n_cols);
+        let mut strings: Vec<Option<StringBuilder>> = Vec::with_capacity(n_cols);
+        let mut times: Vec<Option<TimestampMicrosecondBuilder>> = Vec::with_capacity(n_cols);
+        for field in natural.fields() {
+            ints.push(
+                matches!(field.data_type(), DataType::Int64)
+                    .then(|| Int64Builder::with_capacity(capacity)),
+            );
+            strings.push(
+                matches!(field.data_type(), DataType::Utf8)
+                    .then(|| StringBuilder::with_capacity(capacity, capacity * 16)),
+            );
+            times.push(
+                matches!(field.data_type(), DataType::Timestamp(_, _))
+                    .then(|| TimestampMicrosecondBuilder::with_capacity(capacity)),
+            );
+        }
+        let int = |b: &mut Vec<Option<Int64Builder>>, i: usize, v: i64| {
+            if let Some(b) = b[i].as_mut() {
+                b.append_value(v);
+            }
+        };
+        let text = |b: &mut Vec<Option<StringBuilder>>, i: usize, v: &str| {
+            if let Some(b) = b[i].as_mut() {
+                b.append_value(v);
+            }
+        };
+        let time = |b: &mut Vec<Option<TimestampMicrosecondBuilder>>, i: usize, v: i64| {
+            if let Some(b) = b[i].as_mut() {
+                b.append_value(v);
+            }
+        };
+        let mut rows = 0usize;
+        let mut scratch = String::new();
+        for n in from..to {
+            if !self.options.table.owns(n) {
+                continue;
+            }
+            rows += 1;
+            let mut rng = Random::for_event(self.options.seed, n);
+            let at = self.event_time(n);
+            match self.options.table {
+                NexmarkTable::Person => {
+                    let id = last_base0_person_id(n) as i64 + FIRST_PERSON_ID;
+                    let first = rng.pick(&FIRST_NAMES);
+                    let last = rng.pick(&LAST_NAMES);
+                    int(&mut ints, 0, id);
+                    scratch.clear();
+                    scratch.push_str(first);
+                    scratch.push(' ');
+                    scratch.push_str(last);
+                    text(&mut strings, 1, &scratch);
+                    scratch.clear();
+                    scratch.push_str(&last.to_ascii_lowercase());
+                    scratch.push_str("@example.com");
+                    text(&mut strings, 2, &scratch);
+                    scratch.clear();
+                    let card = rng.next();
+                    for group in 0..4 {
+                        if group > 0 {
+                            scratch.push(' ');
+                        }
+                        scratch.push_str(&format!("{:04}", (card >> (group * 16)) % 10_000));
+                    }
+                    text(&mut strings, 3, &scratch);
+                    let city = rng.below(CITIES.len() as u64) as usize;
+                    text(&mut strings, 4, CITIES[city]);
+                    text(&mut strings, 5, rng.pick(&STATES));
+                    time(&mut times, 6, at);
+                    text(&mut strings, 7, "");
+                }
+                NexmarkTable::Auction => {
+                    let id = last_base0_auction_id(n) as i64 + FIRST_AUCTION_ID;
+                    int(&mut ints, 0, id);
+                    let adjective = rng.pick(&ADJECTIVES);
+                    let item = rng.pick(&ITEMS);
+                    scratch.clear();
+                    scratch.push_str(adjective);
+                    scratch.push(' ');
+                    scratch.push_str(item);
+                    text(&mut strings, 1, &scratch);
+                    text(&mut strings, 2, &scratch);
+                    let initial = next_price(&mut rng);
+                    int(&mut ints, 3, initial);
+                    int(&mut ints, 4, initial + next_price(&mut rng));
+                    time(&mut times, 5, at);
+                    let length =
+                        MIN_AUCTION_MICROS + rng.below(MAX_AUCTION_MICROS - MIN_AUCTION_MICROS);
+                    time(&mut times, 6, at + length as i64);
+                    let seller = if rng.below(HOT_SELLER_RATIO) > 0 {
+                        (last_base0_person_id(n) / HOT_SELLER_RATIO) * HOT_SELLER_RATIO
+                    } else {
+                        next_base0_person_id(n, &mut rng)
+                    };
+                    int(&mut ints, 7, seller as i64 + FIRST_PERSON_ID);
+                    int(
+                        &mut ints,
+                        8,
+                        FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64,
+                    );
+                    text(&mut strings, 9, "");
+                }
+                NexmarkTable::Bid => {
+                    let auction = if rng.below(HOT_AUCTION_RATIO) > 0 {
+                        (last_base0_auction_id(n) / HOT_AUCTION_RATIO) * HOT_AUCTION_RATIO
+                    } else {
+                        next_base0_auction_id(n, &mut rng)
+                    };
+                    let bidder = if rng.below(HOT_BIDDER_RATIO) > 0 {
+                        (last_base0_person_id(n) / HOT_BIDDER_RATIO) * HOT_BIDDER_RATIO + 1
+                    } else {
+                        next_base0_person_id(n, &mut rng)
+                    };
+                    int(&mut ints, 0, auction as i64 + FIRST_AUCTION_ID);
+                    int(&mut ints, 1, bidder as i64 + FIRST_PERSON_ID);
+                    int(&mut ints, 2, next_price(&mut rng));
+                    let channel = rng.below(CHANNELS.len() as u64) as usize;
+                    text(&mut strings, 3, CHANNELS[channel]);
+                    text(&mut strings, 4, URLS[channel]);
+                    time(&mut times, 5, at);
+                    text(&mut strings, 6, "");
+                }
+            }
+        }
+        let mut natural_columns: Vec<Option<ArrayRef>> = (0..n_cols)
+            .map(|i| {
+                if let Some(b) = ints[i].as_mut() {
+                    Some(Arc::new(b.finish()) as ArrayRef)
+                } else if let Some(b) = strings[i].as_mut() {
+                    Some(Arc::new(b.finish()) as ArrayRef)
+                } else {
+                    times[i].as_mut().map(|b| Arc::new(b.finish()) as ArrayRef)
+                }
+            })
+            .collect();
+        let mut columns = Vec::with_capacity(self.columns.len());
+        for (index, data_type) in &self.columns {
+            let column = natural_columns[*index]
+                .clone()
+                .ok_or_else(|| ConnectorError::Options("nexmark column not generated".into()))?;
+            let column = match column.data_type() == data_type {
+                true => column,
+                false => cast(&column, data_type).map_err(internal)?,
+            };
+            columns.push(column);
+        }
+        natural_columns.clear();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options).map_err(internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(table: NexmarkTable) -> NexmarkOptions {
+        NexmarkOptions::from_options(
+            &[],
+            match table {
+                NexmarkTable::Person => "person",
+                NexmarkTable::Auction => "auction",
+                NexmarkTable::Bid => "bid",
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn proportions_and_ids_follow_the_model() {
+        let count = |t| {
+            NexmarkGenerator::new(options(t), &t.schema())
+                .unwrap()
+                .generate(0, 5000)
+                .unwrap()
+        };
+        let people = count(NexmarkTable::Person);
+        let auctions = count(NexmarkTable::Auction);
+        let bids = count(NexmarkTable::Bid);
+        assert_eq!(
+            (people.num_rows(), auctions.num_rows(), bids.num_rows()),
+            (100, 300, 4600)
+        );
+        let ids = people
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        assert_eq!(ids.values().to_vec(), (1000..1100).collect::<Vec<i64>>());
+        let auction_ids = auctions
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        assert_eq!(
+            auction_ids.values().to_vec(),
+            (1000..1300).collect::<Vec<i64>>()
+        );
+        // Every bid goes to an auction that exists or is about to.
+        let bid_auctions = bids
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        assert!(bid_auctions
+            .values()
+            .iter()
+            .all(|&a| (1000..1300 + AUCTION_ID_LEAD as i64).contains(&a)));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_events_in_any_chunking() {
+        let g =
+            NexmarkGenerator::new(options(NexmarkTable::Bid), &NexmarkTable::Bid.schema()).unwrap();
+        let whole = g.generate(0, 1000).unwrap();
+        let a = g.generate(0, 437).unwrap();
+        let b = g.generate(437, 1000).unwrap();
+        let joined = datafusion::arrow::compute::concat_batches(&whole.schema(), [&a, &b]).unwrap();
+        assert_eq!(whole, joined);
+    }
+
+    #[test]
+    fn declared_columns_are_matched_by_name() {
+        let declared = Schema::new(vec![
+            Field::new("price", DataType::Int64, true),
+            Field::new(
+                "date_time",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
+                true,
+            ),
+        ]);
+        let g = NexmarkGenerator::new(options(NexmarkTable::Bid), &declared).unwrap();
+        let batch = g.generate(0, 100).unwrap();
+        assert_eq!(batch.num_columns(), 2);
+        assert_eq!(batch.num_rows(), 92);
+        let bad = Schema::new(vec![Field::new("nope", DataType::Int64, true)]);
+        assert!(NexmarkGenerator::new(options(NexmarkTable::Bid), &bad).is_err());
+    }
+}
