@@ -276,9 +276,9 @@ impl Random {
 
 /// The id (base 0) of the last person created at or before event `n`.
 fn last_base0_person_id(n: u64) -> u64 {
+    // With one person per epoch, it is the epoch's own person (the first event of each).
     let epoch = n / PROPORTION_DENOMINATOR;
-    let offset = (n % PROPORTION_DENOMINATOR).min(PERSON_PROPORTION - 1);
-    epoch * PERSON_PROPORTION + offset
+    epoch * PERSON_PROPORTION + (PERSON_PROPORTION - 1)
 }
 
 /// The id (base 0) of the last auction created at or before event `n`.
