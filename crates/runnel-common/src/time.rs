@@ -45,7 +45,15 @@ pub fn interval_micros(interval: IntervalMonthDayNano) -> Option<i64> {
 pub fn format_micros(micros: i64) -> String {
     use datafusion::arrow::temporal_conversions::timestamp_us_to_datetime;
     match timestamp_us_to_datetime(micros) {
-        Some(t) => t.format("%Y-%m-%d %H:%M:%S%.f+00").to_string(),
+        Some(t) => {
+            // Like Postgres: the fraction without trailing zeros.
+            let us = micros.rem_euclid(1_000_000);
+            let fraction = match us {
+                0 => String::new(),
+                us => format!(".{us:06}").trim_end_matches('0').to_string(),
+            };
+            format!("{}{fraction}+00", t.format("%Y-%m-%d %H:%M:%S"))
+        }
         None => micros.to_string(),
     }
 }

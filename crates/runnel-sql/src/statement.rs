@@ -271,6 +271,14 @@ fn classify(sql: &str) -> Result<Statement> {
             Ok(Statement::Transaction(TransactionCommand::Rollback))
         }
         _ => {
+            if matches!(w.as_slice(), ["CREATE", "TABLE", ..])
+                && take_watermark_clause(sql)?.1.is_some()
+            {
+                return Err(RunnelError::plan(
+                    SqlState::INVALID_TABLE_DEFINITION,
+                    "tables have no event time: WATERMARK FOR belongs in CREATE STREAM",
+                ));
+            }
             let (sql, emit_on_window_close) = match w.as_slice() {
                 ["CREATE", "MATERIALIZED", "VIEW", ..] => take_emit_on_window_close(sql),
                 _ => (sql.to_string(), false),

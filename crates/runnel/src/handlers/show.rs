@@ -63,6 +63,18 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
             for e in streams {
                 let Some(def) = e.watermark else { continue };
                 let clock = session.shared.writer(e.id)?.clock().await;
+                // Shown like a value of the column: with a time zone only for TIMESTAMPTZ.
+                let with_zone = matches!(
+                    e.schema.field(def.column).data_type(),
+                    datafusion::arrow::datatypes::DataType::Timestamp(_, Some(_))
+                );
+                let format_micros = |us: i64| {
+                    let text = format_micros(us);
+                    match with_zone {
+                        true => text,
+                        false => text.trim_end_matches("+00").to_string(),
+                    }
+                };
                 let (watermark, late, partitions, idle) = match &clock {
                     Some(c) => (
                         c.watermark.map(format_micros),
