@@ -101,6 +101,7 @@ impl StreamPlan {
             }
             NodeKind::Source { .. }
             | NodeKind::Join { .. }
+            | NodeKind::AsofJoin { .. }
             | NodeKind::Union
             | NodeKind::Window { .. } => None,
         }
@@ -207,6 +208,16 @@ pub enum NodeKind {
         /// Top-N: only rows among the first `n` of their partition (and their ORDER BY peers)
         /// are wanted downstream (`WHERE row_number() ... <= n`).
         rank_limit: Option<u64>,
+    },
+    /// ASOF JOIN (left): each left row with the right row of equal keys whose time is the
+    /// latest at or before the left row's (before it, when `strict`), or NULLs. Output is
+    /// the left columns then the right columns.
+    AsofJoin {
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        left_time: Expr,
+        right_time: Expr,
+        strict: bool,
     },
     /// UNION ALL of inputs with identical column types.
     Union,
@@ -356,6 +367,24 @@ impl fmt::Display for StreamPlan {
                 } => {
                     let limit = rank_limit.map_or(String::new(), |n| format!(" limit={n}"));
                     format!("Window: {} reach={reach:?}{limit}", list(window_exprs))
+                }
+                NodeKind::AsofJoin {
+                    left_keys,
+                    right_keys,
+                    left_time,
+                    right_time,
+                    strict,
+                } => {
+                    let on: Vec<String> = left_keys
+                        .iter()
+                        .zip(right_keys)
+                        .map(|(l, r)| format!("{l} = {r}"))
+                        .collect();
+                    let op = if *strict { ">" } else { ">=" };
+                    format!(
+                        "AsofJoin: on=[{}] match={left_time} {op} {right_time}",
+                        on.join(", ")
+                    )
                 }
                 NodeKind::Union => "Union".to_string(),
                 NodeKind::Materialize { key: None, .. } => "Materialize".to_string(),

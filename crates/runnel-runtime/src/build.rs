@@ -15,9 +15,11 @@ use runnel_state::{keys, Store};
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
 use crate::operators::aggregate::{AggregateSlot, GroupClosing};
+use crate::operators::asof_join::AsofSide;
 use crate::operators::window::OrderColumn;
 use crate::operators::{
-    AggregateOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp, TemporalFilterOp, WindowOp,
+    AggregateOp, AsofJoinOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp,
+    TemporalFilterOp, WindowOp,
 };
 
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
@@ -234,6 +236,44 @@ pub fn build_operator(
                 output_schema,
                 range_type,
                 order_lag,
+            )?)
+        }
+        NodeKind::AsofJoin {
+            left_keys,
+            right_keys,
+            left_time,
+            right_time,
+            strict,
+        } => {
+            let side = |keys: &[datafusion::logical_expr::Expr],
+                        time: &datafusion::logical_expr::Expr,
+                        schema: &DFSchema|
+             -> Result<AsofSide> {
+                let t = time.get_type(schema)?;
+                if !matches!(t, DataType::Timestamp(_, _)) {
+                    return Err(RunnelError::not_implemented(format!(
+                        "ASOF JOIN's MATCH_CONDITION compares timestamps, not {t}"
+                    )));
+                }
+                Ok(AsofSide {
+                    keys: compile_all(keys, schema)?,
+                    time: compile(time, schema)?,
+                    types: schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.data_type().clone())
+                        .collect(),
+                })
+            };
+            let left = side(left_keys, left_time, input_schema(0)?)?;
+            let right = side(right_keys, right_time, input_schema(1)?)?;
+            Box::new(AsofJoinOp::new(
+                store,
+                prefix,
+                left,
+                right,
+                *strict,
+                output_schema,
             )?)
         }
         NodeKind::Materialize { key, .. } => {

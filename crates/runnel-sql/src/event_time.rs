@@ -34,7 +34,7 @@ pub fn derive_event_time(
             .collect()
     };
     let bounds = match kind {
-        NodeKind::Source { .. } | NodeKind::Join { .. } => Vec::new(),
+        NodeKind::Source { .. } | NodeKind::Join { .. } | NodeKind::AsofJoin { .. } => Vec::new(),
         NodeKind::Filter { .. }
         | NodeKind::TemporalFilter { .. }
         | NodeKind::Materialize { .. } => inputs[0].bounds.clone(),

@@ -2,6 +2,7 @@
 //! with the PostgreSQL dialect), CREATE STREAM/TABLE definitions, the catalog's objects, and the
 //! lowering of DataFusion logical plans to the streaming plan IR. No I/O happens here.
 
+pub mod asof;
 pub mod catalog;
 pub mod ddl;
 pub mod event_time;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
-use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     expr::AggregateFunction as DfAggregate, Distinct, Expr, JoinType as DfJoinType, LogicalPlan,
     Volatility,
@@ -17,6 +17,7 @@ use runnel_plan::{
     RelationKind, StreamPlan, TemporalBound, WindowReach,
 };
 
+use crate::asof::asof_condition;
 use crate::event_time::derive_event_time;
 use crate::temporal::{
     expand_between, is_event_time_now, mentions_event_time_now, temporal_conjunct,
@@ -43,7 +44,7 @@ pub fn check_view_plan(plan: &LogicalPlan) -> Result<()> {
     plan.apply(|node| {
         node.apply_expressions(|e| {
             // The lowering decides where the event-time now() may appear.
-            result = match mentions_event_time_now(e) {
+            result = match mentions_event_time_now(e) || crate::asof::mentions_asof(e) {
                 true => Ok(()),
                 false => check_expr(e),
             };
@@ -167,6 +168,78 @@ impl Lowering<'_> {
             self.nodes[n].append_only = input_append_only;
         }
         Ok(())
+    }
+
+    /// ASOF JOIN (rewritten by [`crate::asof`] into a left join whose filter is the marked
+    /// match condition).
+    fn lower_asof_join(&mut self, join: &datafusion::logical_expr::Join) -> Result<usize> {
+        use datafusion::logical_expr::{BinaryExpr, Operator};
+        let filter = join.filter.as_ref().expect("checked by the caller");
+        let conjuncts = split_conjunction(filter);
+        let [only] = conjuncts.as_slice() else {
+            return Err(RunnelError::not_implemented(
+                "ASOF JOIN with conditions besides the equality keys and MATCH_CONDITION in a materialized view",
+            ));
+        };
+        let condition = asof_condition(only)
+            .ok_or_else(|| RunnelError::internal("ASOF marker missing from the join filter"))?;
+        let shape = || {
+            RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                format!("ASOF JOIN's MATCH_CONDITION must compare a left time with a right time using >= or > (left first), got {condition}"),
+            )
+        };
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = condition else {
+            return Err(shape());
+        };
+        let refers_to = |e: &Expr, schema: &DFSchemaRef| {
+            e.column_refs().iter().all(|c| schema.has_column(c)) && !e.column_refs().is_empty()
+        };
+        let (left_schema, right_schema) = (join.left.schema(), join.right.schema());
+        let (left_time, right_time, strict) =
+            if refers_to(left, left_schema) && refers_to(right, right_schema) {
+                match op {
+                    Operator::GtEq => (left.as_ref(), right.as_ref(), false),
+                    Operator::Gt => (left.as_ref(), right.as_ref(), true),
+                    _ => return Err(shape()),
+                }
+            } else if refers_to(left, right_schema) && refers_to(right, left_schema) {
+                match op {
+                    Operator::LtEq => (right.as_ref(), left.as_ref(), false),
+                    Operator::Lt => (right.as_ref(), left.as_ref(), true),
+                    _ => return Err(shape()),
+                }
+            } else {
+                return Err(shape());
+            };
+        if join.on.is_empty() {
+            return Err(RunnelError::not_implemented(
+                "ASOF JOIN without equality keys in ON in a materialized view",
+            ));
+        }
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+        for e in left_keys
+            .iter()
+            .chain(&right_keys)
+            .chain([left_time, right_time])
+        {
+            check_expr(e)?;
+        }
+        let left_node = self.lower(&join.left)?;
+        let right_node = self.lower(&join.right)?;
+        Ok(self.push(
+            NodeKind::AsofJoin {
+                left_keys,
+                right_keys,
+                left_time: left_time.clone(),
+                right_time: right_time.clone(),
+                strict,
+            },
+            vec![left_node, right_node],
+            vec![left_schema.clone(), right_schema.clone()],
+            join.schema.clone(),
+            false,
+        ))
     }
 
     /// A semi join (the optimiser's form of joining a subquery whose rows are unique on the
@@ -485,6 +558,16 @@ impl Lowering<'_> {
             )),
             LogicalPlan::Join(join) if join.join_type == DfJoinType::LeftSemi => {
                 self.lower_semi_join(join)
+            }
+            LogicalPlan::Join(join)
+                if join.join_type == DfJoinType::Left
+                    && join.filter.as_ref().is_some_and(|f| {
+                        split_conjunction(f)
+                            .iter()
+                            .any(|c| asof_condition(c).is_some())
+                    }) =>
+            {
+                self.lower_asof_join(join)
             }
             LogicalPlan::Join(join) => {
                 let join_type = match join.join_type {

@@ -137,6 +137,7 @@ impl Shared {
         options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_config(config);
+        ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
         let shared = self.clone();
         let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
             let entry = shared.catalog().get(name)?.clone();

@@ -2,6 +2,7 @@
 
 pub mod accumulators;
 pub mod aggregate;
+pub mod asof_join;
 pub mod filter;
 pub mod join;
 pub mod materialize;
@@ -12,6 +13,7 @@ pub mod temporal_filter;
 pub mod window;
 
 pub use aggregate::AggregateOp;
+pub use asof_join::AsofJoinOp;
 pub use filter::FilterOp;
 pub use join::JoinOp;
 pub use materialize::MaterializeOp;

@@ -58,7 +58,9 @@ pub async fn plan_view(
         )));
     }
     let state = ctx.state();
-    let statement = DfStatement::Statement(Box::new(ast::Statement::Query(view.query.clone())));
+    let mut query = view.query.clone();
+    runnel_sql::asof::rewrite_asof_joins(&mut query)?;
+    let statement = DfStatement::Statement(Box::new(ast::Statement::Query(query)));
     let logical =
         runnel_sql::temporal::bind_event_time_now(state.statement_to_plan(statement).await?)?;
     let mut names = crate::convert::postgres_column_names(&logical);

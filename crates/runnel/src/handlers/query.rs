@@ -16,6 +16,11 @@ use crate::session::RunnelSession;
 
 async fn plan(session: &RunnelSession, statement: &ast::Statement) -> Result<LogicalPlan> {
     let state = session.ctx.state();
+    let mut statement = statement.clone();
+    if let ast::Statement::Query(query) = &mut statement {
+        // Planned, so that running it says ASOF JOIN belongs in a view.
+        runnel_sql::asof::rewrite_asof_joins(query)?;
+    }
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await?;

@@ -1,0 +1,350 @@
+//! ASOF JOIN (left): every left row with the right row of the same key whose time is the
+//! latest at or before its own (strictly before when `strict`), or NULL right columns.
+//!
+//! State per key: the left rows and the right rows, each ordered by (time, row bytes) with
+//! their weights. A left change looks its match up. A right change at time `t` can only
+//! change the match of left rows from `t` up to the next right time after the changed
+//! ones, so the operator emits those left rows' old joined rows as deletes and their new
+//! ones as inserts. Among right rows with the same key and time the one with the greatest
+//! row bytes wins, so the answer does not depend on arrival order.
+//!
+//! State lives in memory and is written to the store at checkpoints for the entries that
+//! changed (key: side, encoded join key, time, row).
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use hashbrown::HashMap;
+use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::{Store, WriteBatch};
+
+use crate::expr::{evaluate, evaluate_all, CompiledExpr};
+use crate::operator::Operator;
+
+type Key = Box<[u8]>;
+/// Rows of one side for one key: (time, row bytes) -> weight.
+type Rows = BTreeMap<(i64, Key), i64>;
+
+#[derive(Default)]
+struct KeyState {
+    left: Rows,
+    right: Rows,
+}
+
+const LEFT: u8 = 0;
+const RIGHT: u8 = 1;
+
+/// One side's compiled expressions.
+pub struct AsofSide {
+    pub keys: Vec<CompiledExpr>,
+    pub time: CompiledExpr,
+    pub types: Vec<DataType>,
+}
+
+pub struct AsofJoinOp {
+    prefix: Vec<u8>,
+    sides: [AsofSide; 2],
+    strict: bool,
+    schema: SchemaRef,
+    state: HashMap<Key, KeyState>,
+    /// (side, key, time, row) changed since the last checkpoint.
+    dirty: HashSet<(u8, Key, i64, Key)>,
+}
+
+/// A timestamp column's values in microseconds.
+fn micros(column: &ArrayRef) -> Result<Int64Array> {
+    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
+}
+
+/// One output row before decoding: the left row, its match, the weight.
+type Joined<'a> = (&'a [u8], Option<&'a [u8]>, i64);
+
+impl AsofJoinOp {
+    pub fn new(
+        store: &Store,
+        prefix: Vec<u8>,
+        left: AsofSide,
+        right: AsofSide,
+        strict: bool,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        for t in left.types.iter().chain(&right.types) {
+            runnel_state::codec::check_supported(t)?;
+        }
+        let mut op = AsofJoinOp {
+            prefix,
+            sides: [left, right],
+            strict,
+            schema,
+            state: HashMap::new(),
+            dirty: HashSet::new(),
+        };
+        op.load(store)?;
+        Ok(op)
+    }
+
+    fn store_key(&self, side: u8, key: &[u8], time: i64, row: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 13 + key.len() + row.len());
+        k.extend_from_slice(&self.prefix);
+        k.push(side);
+        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        k.extend_from_slice(key);
+        k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
+        k.extend_from_slice(row);
+        k
+    }
+
+    fn load(&mut self, store: &Store) -> Result<()> {
+        let corrupt = || RunnelError::internal("ASOF join state key is malformed");
+        for (k, v) in store.scan_prefix(&self.prefix)? {
+            let rest = &k[self.prefix.len()..];
+            let (&side, rest) = rest.split_first().ok_or_else(corrupt)?;
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let (key, rest) = rest
+                .split_at_checked(u32::from_be_bytes(*len) as usize)
+                .ok_or_else(corrupt)?;
+            let (time, row) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let time = (u64::from_be_bytes(*time) ^ (1 << 63)) as i64;
+            let weight = i64::from_le_bytes(v[..].try_into().map_err(|_| corrupt())?);
+            let state = self.state.entry(key.into()).or_default();
+            let rows = if side == LEFT {
+                &mut state.left
+            } else {
+                &mut state.right
+            };
+            rows.insert((time, row.into()), weight);
+        }
+        Ok(())
+    }
+
+    /// The right row a left row at `time` matches, with its weight.
+    fn matching(right: &Rows, time: i64, strict: bool) -> Option<(&[u8], i64)> {
+        let upper = match strict {
+            true => Bound::Excluded((time, Box::from([]) as Key)),
+            false => match time.checked_add(1) {
+                Some(next) => Bound::Excluded((next, Box::from([]) as Key)),
+                None => Bound::Unbounded,
+            },
+        };
+        right
+            .range((Bound::Unbounded, upper))
+            .rev()
+            .find(|(_, w)| **w > 0)
+            .map(|((_, row), w)| (row.as_ref(), *w))
+    }
+
+    /// Decodes joined rows into an output batch.
+    fn build(&self, joined: &[Joined<'_>]) -> Result<Option<ChangeBatch>> {
+        if joined.is_empty() {
+            return Ok(None);
+        }
+        let mut columns = decode_rows(joined.iter().map(|(l, _, _)| *l), &self.sides[0].types)?;
+        let matched: Vec<&[u8]> = joined.iter().filter_map(|(_, r, _)| *r).collect();
+        let right_columns = decode_rows(matched.iter().copied(), &self.sides[1].types)?;
+        let mut next = 0u32;
+        let indices: UInt32Array = joined
+            .iter()
+            .map(|(_, r, _)| {
+                r.map(|_| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        for c in &right_columns {
+            columns.push(take(c.as_ref(), &indices, None)?);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(joined.len()));
+        let data = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let weights = Int64Array::from_iter_values(joined.iter().map(|(_, _, w)| *w));
+        Ok(Some(ChangeBatch::new(data, weights)))
+    }
+
+    /// Encoded keys (`None` when a key column is null: such rows never match), times and
+    /// rows of one side's batch.
+    fn encode(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+    ) -> Result<(EncodedRows, Vec<bool>, Int64Array, EncodedRows)> {
+        let s = &self.sides[side];
+        let key_columns = evaluate_all(&s.keys, data)?;
+        let valid: Vec<bool> = (0..data.num_rows())
+            .map(|i| key_columns.iter().all(|c| c.is_valid(i)))
+            .collect();
+        let mut keys = EncodedRows::new();
+        encode_rows(&[], &key_columns, &mut keys)?;
+        let times = micros(&evaluate(&s.time, data)?)?;
+        let mut rows = EncodedRows::new();
+        encode_rows(&[], data.columns(), &mut rows)?;
+        Ok((keys, valid, times, rows))
+    }
+
+    fn process_left(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let (keys, valid, times, rows) = self.encode(0, &batch.data)?;
+        let mut joined: Vec<(Key, Option<Key>, i64)> = Vec::with_capacity(batch.num_rows());
+        for i in 0..batch.num_rows() {
+            let w = batch.weights.value(i);
+            let row: Key = rows.row(i).into();
+            if !valid[i] || times.is_null(i) {
+                joined.push((row, None, w));
+                continue;
+            }
+            let (key, time) = (Key::from(keys.row(i)), times.value(i));
+            let state = self.state.entry(key.clone()).or_default();
+            let m = Self::matching(&state.right, time, self.strict);
+            match m {
+                Some((r, rw)) => joined.push((row.clone(), Some(r.into()), w * rw)),
+                None => joined.push((row.clone(), None, w)),
+            }
+            let entry = state.left.entry((time, row.clone())).or_insert(0);
+            *entry += w;
+            if *entry == 0 {
+                state.left.remove(&(time, row.clone()));
+            }
+            self.dirty.insert((LEFT, key, time, row));
+        }
+        let refs: Vec<Joined<'_>> = joined
+            .iter()
+            .map(|(l, r, w)| (l.as_ref(), r.as_deref(), *w))
+            .collect();
+        if let Some(b) = self.build(&refs)? {
+            out.push(b);
+        }
+        Ok(())
+    }
+
+    /// Joined rows of left rows with times in `[from, to)` under the current right rows.
+    fn joined_range(
+        &self,
+        key: &[u8],
+        from: i64,
+        to: Option<i64>,
+        sign: i64,
+    ) -> Vec<(Key, Option<Key>, i64)> {
+        let Some(state) = self.state.get(key) else {
+            return Vec::new();
+        };
+        let upper = match to {
+            Some(t) => Bound::Excluded((t, Box::from([]) as Key)),
+            None => Bound::Unbounded,
+        };
+        state
+            .left
+            .range((Bound::Included((from, Box::from([]) as Key)), upper))
+            .filter(|(_, w)| **w != 0)
+            .map(
+                |((time, row), w)| match Self::matching(&state.right, *time, self.strict) {
+                    Some((r, rw)) => (row.clone(), Some(Key::from(r)), sign * w * rw),
+                    None => (row.clone(), None, sign * w),
+                },
+            )
+            .collect()
+    }
+
+    fn process_right(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let (keys, valid, times, rows) = self.encode(1, &batch.data)?;
+        let mut by_key: HashMap<Key, Vec<usize>> = HashMap::new();
+        for i in 0..batch.num_rows() {
+            if valid[i] && times.is_valid(i) {
+                by_key.entry(keys.row(i).into()).or_default().push(i);
+            }
+        }
+        let mut changes: Vec<(Key, Option<Key>, i64)> = Vec::new();
+        for (key, indices) in by_key {
+            let lo = indices
+                .iter()
+                .map(|&i| times.value(i))
+                .min()
+                .expect("non-empty");
+            let hi = indices
+                .iter()
+                .map(|&i| times.value(i))
+                .max()
+                .expect("non-empty");
+            // Left rows whose match can change: from the first changed time (after it, when
+            // strict) up to the first right time after the last changed one (inclusive of
+            // it when strict, as a strict match excludes equal times).
+            let next_right = self.state.get(&key).and_then(|s| {
+                let after = hi.checked_add(1)?;
+                s.right
+                    .range((after, Key::from([]))..)
+                    .next()
+                    .map(|((t, _), _)| *t)
+            });
+            let from = if self.strict {
+                lo.saturating_add(1)
+            } else {
+                lo
+            };
+            let to = next_right.map(|t| if self.strict { t.saturating_add(1) } else { t });
+            changes.extend(self.joined_range(&key, from, to, -1));
+            let state = self.state.entry(key.clone()).or_default();
+            for &i in &indices {
+                let entry = (times.value(i), Key::from(rows.row(i)));
+                let w = state.right.entry(entry.clone()).or_insert(0);
+                *w += batch.weights.value(i);
+                if *w == 0 {
+                    state.right.remove(&entry);
+                }
+                self.dirty.insert((RIGHT, key.clone(), entry.0, entry.1));
+            }
+            changes.extend(self.joined_range(&key, from, to, 1));
+        }
+        let refs: Vec<Joined<'_>> = changes
+            .iter()
+            .map(|(l, r, w)| (l.as_ref(), r.as_deref(), *w))
+            .collect();
+        if let Some(b) = self.build(&refs)? {
+            out.push(b);
+        }
+        Ok(())
+    }
+}
+
+impl Operator for AsofJoinOp {
+    fn process(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match port {
+            0 => self.process_left(&batch, out),
+            _ => self.process_right(&batch, out),
+        }
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        for (side, key, time, row) in std::mem::take(&mut self.dirty) {
+            let store_key = self.store_key(side, &key, time, &row);
+            let weight = self.state.get(&key).and_then(|s| {
+                let rows = if side == LEFT { &s.left } else { &s.right };
+                rows.get(&(time, row.clone())).copied()
+            });
+            match weight {
+                Some(w) if w != 0 => batch.put(&store_key, w.to_le_bytes()),
+                _ => batch.delete(&store_key),
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
