@@ -194,10 +194,10 @@ impl AsofJoinOp {
     fn process_left(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let (keys, valid, times, rows) = self.encode(0, &batch.data)?;
         let mut joined: Vec<(Key, Option<Key>, i64)> = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
+        for (i, &key_valid) in valid.iter().enumerate() {
             let w = batch.weights.value(i);
             let row: Key = rows.row(i).into();
-            if !valid[i] || times.is_null(i) {
+            if !key_valid || times.is_null(i) {
                 joined.push((row, None, w));
                 continue;
             }
@@ -256,8 +256,8 @@ impl AsofJoinOp {
     fn process_right(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let (keys, valid, times, rows) = self.encode(1, &batch.data)?;
         let mut by_key: HashMap<Key, Vec<usize>> = HashMap::new();
-        for i in 0..batch.num_rows() {
-            if valid[i] && times.is_valid(i) {
+        for (i, &key_valid) in valid.iter().enumerate() {
+            if key_valid && times.is_valid(i) {
                 by_key.entry(keys.row(i).into()).or_default().push(i);
             }
         }
