@@ -5,6 +5,12 @@
 #   scripts/bench.sh kafka [--events N]          backfill a per-user view from a 4-partition
 #                                                topic (default 5,000,000 JSON events) vs a raw
 #                                                librdkafka consumer and DuckDB.
+#   scripts/bench.sh nexmark [--events N] [--queries q0,q1,...]
+#                                                the Nexmark queries (q0-q5, q7, q8) and the
+#                                                30-minute feature over the built-in generator
+#                                                (default 10,000,000 events per query): events/s,
+#                                                events per CPU-second, peak RSS, latency;
+#                                                chart in target/bench/nexmark.svg (+ .json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -14,5 +20,9 @@ cargo build --release -j2 -p runnel
 if [ "${1:-}" = "kafka" ]; then
     shift
     exec .venv/bin/python benches/kafka_backfill.py --bin target/release/runnel "$@"
+fi
+if [ "${1:-}" = "nexmark" ]; then
+    shift
+    exec .venv/bin/python benches/nexmark.py --bin target/release/runnel "$@"
 fi
 exec .venv/bin/python benches/copy_aggregate.py --bin target/release/runnel "$@"

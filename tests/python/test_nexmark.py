@@ -35,6 +35,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -167,51 +168,51 @@ assert set(DUCK_QUERIES) == set(QUERIES)
 # Comparison
 
 
-def normalise(value, as_float: bool):
-    if value is None:
-        return None
-    if as_float:
-        return float(value)
-    return value
+def normalise(rows: list[tuple], float_cols: set[int]) -> list[tuple]:
+    """Numerics in float_cols as floats (Runnel's and DuckDB's NUMERIC come back as Decimal,
+    averages as float); everything else as psycopg / DuckDB return it (int, str, datetime)."""
+    return [tuple(float(v) if i in float_cols and v is not None else v for i, v in enumerate(r))
+            for r in rows]
 
 
 def assert_same_rows(name: str, actual: list[tuple], expected: list[tuple], float_cols=()):
-    """actual == expected as multisets; columns in float_cols compared with REL_TOL."""
+    """actual == expected as multisets; the columns in float_cols compared with REL_TOL."""
     float_cols = set(float_cols)
-    norm = lambda rows: [  # noqa: E731
-        tuple(normalise(v, i in float_cols) for i, v in enumerate(r)) for r in rows
-    ]
-    a, e = norm(actual), norm(expected)
-    assert len(a) == len(e) or Counter(a) == Counter(e), (
-        f"{name}: {len(a)} rows in the view, {len(e)} from DuckDB\n" + diff_summary(a, e)
-    )
+    a, e = normalise(actual, float_cols), normalise(expected, float_cols)
     if not float_cols:
-        assert Counter(a) == Counter(e), f"{name}: rows differ\n" + diff_summary(a, e)
+        assert Counter(a) == Counter(e), (
+            f"{name}: {len(a)} rows in the view, {len(e)} from DuckDB\n"
+            + diff_summary(a, e, float_cols))
         return
+    assert len(a) == len(e), (
+        f"{name}: {len(a)} rows in the view, {len(e)} from DuckDB\n"
+        + diff_summary(a, e, float_cols))
 
     def key(r):
-        return tuple((0, "") if v is None else (1, v) for v in r)
+        return tuple((0, 0) if v is None else (1, v) for v in r)
 
-    a_sorted, e_sorted = sorted(a, key=key), sorted(e, key=key)
-    for got, want in zip(a_sorted, e_sorted):
-        same = all(
-            (g == w) if i not in float_cols else (
-                g is not None and w is not None and math.isclose(g, w, rel_tol=REL_TOL)
-            ) or (g is None and w is None)
-            for i, (g, w) in enumerate(zip(got, want))
-        )
-        assert same, (
-            f"{name}: first differing row (sorted): view {got!r}, DuckDB {want!r}\n"
-            + diff_summary(a, e)
-        )
+    def close(i, g, w):
+        if i not in float_cols or g is None or w is None:
+            return g == w
+        return math.isclose(g, w, rel_tol=REL_TOL)
+
+    # Sorted with the floats as the last tie-breakers, equal rows pair up.
+    for got, want in zip(sorted(a, key=key), sorted(e, key=key)):
+        assert all(close(i, g, w) for i, (g, w) in enumerate(zip(got, want))), (
+            f"{name}: first differing row in sorted order: view {got!r}, DuckDB {want!r}\n"
+            + diff_summary(a, e, float_cols))
 
 
-def diff_summary(a: list[tuple], e: list[tuple], n: int = 5) -> str:
-    ca, ce = Counter(a), Counter(e)
-    extra = list((ca - ce).items())[:n]
-    missing = list((ce - ca).items())[:n]
-    return (f"only in the view ({sum((ca - ce).values())}): {extra}\n"
-            f"only in DuckDB ({sum((ce - ca).values())}): {missing}")
+def diff_summary(a: list[tuple], e: list[tuple], float_cols: set[int], n: int = 5) -> str:
+    """Rows only on one side (floats rounded to 9 significant digits)."""
+    def rounded(rows):
+        return Counter(tuple(float(f"{v:.9g}") if i in float_cols and v is not None else v
+                             for i, v in enumerate(r)) for r in rows)
+
+    ca, ce = rounded(a), rounded(e)
+    extra, missing = ca - ce, ce - ca
+    return (f"only in the view ({sum(extra.values())} rows): {list(extra.items())[:n]}\n"
+            f"only in DuckDB ({sum(missing.values())} rows): {list(missing.items())[:n]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,11 +226,11 @@ class Run:
     duck: duckdb.DuckDBPyConnection
     progress: list[dict]
     watermarks: dict[str, dict]
-    rows: dict[str, list[tuple]]
     timings: dict[str, float]
 
 
-def load_into_duckdb(duck, conn, stream: str, tmp: str) -> list[tuple]:
+def load_into_duckdb(duck, conn, stream: str, tmp: str) -> None:
+    """The stream's rows, read over pgwire, as a DuckDB table of the same name and types."""
     rows = query(conn, f"SELECT * FROM {stream}")
     path = os.path.join(tmp, f"{stream}.csv")
     with open(path, "w", newline="") as f:
@@ -244,7 +245,6 @@ def load_into_duckdb(duck, conn, stream: str, tmp: str) -> list[tuple]:
     )
     (count,) = duck.execute(f"SELECT count(*) FROM {stream}").fetchone()
     assert count == len(rows)
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -295,16 +295,15 @@ def run(server):
         r.duck = duckdb.connect()
         for m in DUCK_MACROS:
             r.duck.execute(m)
-        r.rows = {s: load_into_duckdb(r.duck, conn, s, tmp) for s in STREAMS}
+        for stream in STREAMS:
+            load_into_duckdb(r.duck, conn, stream, tmp)
         r.timings["rows loaded into duckdb"] = time.monotonic() - t0
         r.conn = conn
         print(f"nexmark test setup timings (s from the first CREATE STREAM): {r.timings}")
         yield r
     finally:
         conn.close()
-        for f in os.listdir(tmp):
-            os.unlink(os.path.join(tmp, f))
-        os.rmdir(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def parse_ts(text: str) -> datetime:

@@ -195,6 +195,10 @@ pub enum NodeKind {
         right_keys: Vec<Expr>,
         /// Extra non-equi condition over the joined row (inner joins only).
         filter: Option<Expr>,
+        /// Per side (left, right): rows whose `time` (an expression over that side's input)
+        /// is below the clock minus the lag can match no future row of the other side (an
+        /// interval join's time condition), so they are freed.
+        expire: [Option<(Expr, i64)>; 2],
     },
     /// OVER: the input's columns plus one column per window function (`window_exprs`, DataFusion
     /// `Expr::WindowFunction`s sharing one PARTITION BY / ORDER BY). Frames only look back
@@ -348,6 +352,7 @@ impl fmt::Display for StreamPlan {
                     left_keys,
                     right_keys,
                     filter,
+                    ..
                 } => {
                     let on: Vec<String> = left_keys
                         .iter()

@@ -16,6 +16,7 @@ use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
 use crate::operators::aggregate::{AggregateSlot, GroupClosing};
 use crate::operators::asof_join::AsofSide;
+use crate::operators::join::Expiry;
 use crate::operators::window::OrderColumn;
 use crate::operators::{
     AggregateOp, AsofJoinOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp,
@@ -25,6 +26,16 @@ use crate::operators::{
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
 pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
     nullable_schema(schema.as_arrow())
+}
+
+/// A join side's expiry rule compiled against that side's input.
+fn expiry_of(
+    rule: &Option<(datafusion::logical_expr::Expr, i64)>,
+    schema: &DFSchema,
+) -> Result<Option<Expiry>> {
+    rule.as_ref()
+        .map(|(time, lag)| Ok(Expiry::new(compile(time, schema)?, *lag)))
+        .transpose()
 }
 
 /// Builds the operator for one node of `view`'s plan.
@@ -122,6 +133,7 @@ pub fn build_operator(
             left_keys,
             right_keys,
             filter,
+            expire,
         } => {
             let left = input_schema(0)?;
             let right = input_schema(1)?;
@@ -168,6 +180,7 @@ pub fn build_operator(
                 types(right),
                 filter,
                 output_schema,
+                [expiry_of(&expire[0], left)?, expiry_of(&expire[1], right)?],
             )?)
         }
         NodeKind::Window {

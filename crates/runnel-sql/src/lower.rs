@@ -287,6 +287,7 @@ impl Lowering<'_> {
                 left_keys,
                 right_keys,
                 filter: join.filter.clone(),
+                expire: [None, None],
             },
             vec![left, right],
             vec![join.left.schema().clone(), right_schema.clone()],
@@ -614,12 +615,22 @@ impl Lowering<'_> {
                 let append_only = join_type == JoinType::Inner
                     && self.append_only(left)
                     && self.append_only(right);
+                let expire = match (join_type, &join.filter) {
+                    (JoinType::Inner, Some(filter)) => interval_join_expiry(
+                        filter,
+                        join.left.schema(),
+                        join.right.schema(),
+                        [&self.nodes[left].event_time, &self.nodes[right].event_time],
+                    ),
+                    _ => [None, None],
+                };
                 Ok(self.push(
                     NodeKind::Join {
                         join_type,
                         left_keys,
                         right_keys,
                         filter: join.filter.clone(),
+                        expire,
                     },
                     vec![left, right],
                     vec![join.left.schema().clone(), join.right.schema().clone()],
@@ -684,6 +695,109 @@ impl Lowering<'_> {
             ))),
         }
     }
+}
+
+/// An interval join's state expiry, from its time conditions. A conjunct
+/// `small <= big + c` (after moving `± INTERVAL` shifts across), where `small` is a column of
+/// one side bounded by the clock with lag `L`, means rows of the other side with
+/// `big < W - L - c` can match no future row (whose `small` is at least `W - L`): they are
+/// freed. Per side, the rule freeing most is kept.
+fn interval_join_expiry(
+    filter: &Expr,
+    left: &DFSchemaRef,
+    right: &DFSchemaRef,
+    times: [&EventTime; 2],
+) -> [Option<(Expr, i64)>; 2] {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    // A column of one side plus a constant shift.
+    let shifted = |e: &Expr| -> Option<(usize, Expr, i64)> {
+        let (base, shift) = match e {
+            Expr::BinaryExpr(BinaryExpr {
+                left: l,
+                op,
+                right: r,
+            }) => {
+                let c = crate::event_time::interval_literal(r)?;
+                match op {
+                    Operator::Plus => (l.as_ref(), c),
+                    Operator::Minus => (l.as_ref(), -c),
+                    _ => return None,
+                }
+            }
+            other => (other, 0),
+        };
+        let mut column = base;
+        while let Expr::Cast(c) = column {
+            column = &c.expr;
+        }
+        let Expr::Column(c) = column else { return None };
+        let side = if left.has_column(c) {
+            0
+        } else if right.has_column(c) {
+            1
+        } else {
+            return None;
+        };
+        Some((side, Expr::Column(c.clone()), shift))
+    };
+    let mut rules: [Option<(Expr, i64)>; 2] = [None, None];
+    for conjunct in split_conjunction_owned(filter.clone())
+        .into_iter()
+        .flat_map(|c| match c {
+            Expr::Between(b) if !b.negated => vec![
+                Expr::BinaryExpr(BinaryExpr::new(b.expr.clone(), Operator::GtEq, b.low)),
+                Expr::BinaryExpr(BinaryExpr::new(b.expr, Operator::LtEq, b.high)),
+            ],
+            other => vec![other],
+        })
+    {
+        let Expr::BinaryExpr(BinaryExpr {
+            left: a,
+            op,
+            right: b,
+        }) = &conjunct
+        else {
+            continue;
+        };
+        let (small, big) = match op {
+            Operator::Lt | Operator::LtEq => (a.as_ref(), b.as_ref()),
+            Operator::Gt | Operator::GtEq => (b.as_ref(), a.as_ref()),
+            _ => continue,
+        };
+        let (Some((small_side, small_col, small_shift)), Some((big_side, big_col, big_shift))) =
+            (shifted(small), shifted(big))
+        else {
+            continue;
+        };
+        if small_side == big_side {
+            continue;
+        }
+        let schema = if small_side == 0 { left } else { right };
+        let Expr::Column(c) = &small_col else {
+            continue;
+        };
+        let Some(lag) = schema
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| times[small_side].lag_of(i))
+        else {
+            continue;
+        };
+        // small_col + small_shift <= big_col + big_shift  =>  small_col <= big_col + c.
+        let Some(c) = big_shift.checked_sub(small_shift) else {
+            continue;
+        };
+        let Some(rule_lag) = lag.checked_add(c) else {
+            continue;
+        };
+        let better = rules[big_side]
+            .as_ref()
+            .is_none_or(|(_, existing)| rule_lag < *existing);
+        if better {
+            rules[big_side] = Some((big_col, rule_lag));
+        }
+    }
+    rules
 }
 
 /// row_number() / rank(), whose value for the first rows of a partition depends only on them.

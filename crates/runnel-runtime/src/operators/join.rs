@@ -8,8 +8,14 @@
 //! never match, as in SQL.
 //!
 //! State per side and key: the multiset of encoded rows, one store value per key.
+//!
+//! Interval joins (`a.ts BETWEEN b.ts - INTERVAL ... AND b.ts` over streams with watermarks):
+//! the plan gives, per side, a time below which a row can match no future row of the other
+//! side; such rows are freed as the clock passes (their joined rows stay in the view), so
+//! the state holds only the rows still inside the interval.
 
 use std::any::Any;
+use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
@@ -21,11 +27,41 @@ use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
-use crate::expr::{evaluate_all, evaluate_predicate, CompiledExpr};
+use crate::expr::{evaluate, evaluate_all, evaluate_predicate, CompiledExpr};
 use crate::operator::Operator;
+
+/// Rows of a side freed once the clock passes their time plus `lag_micros`.
+pub struct Expiry {
+    pub time: CompiledExpr,
+    pub lag_micros: i64,
+    /// (time, slot, row) of the side's live rows.
+    by_time: BTreeSet<(i64, u32, Box<[u8]>)>,
+}
+
+impl Expiry {
+    pub fn new(time: CompiledExpr, lag_micros: i64) -> Self {
+        Expiry {
+            time,
+            lag_micros,
+            by_time: BTreeSet::new(),
+        }
+    }
+}
+
+/// A timestamp column's values in microseconds.
+fn micros(column: &ArrayRef) -> Result<Int64Array> {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
+}
 
 struct JoinSide {
     key_exprs: Vec<CompiledExpr>,
+    expiry: Option<Expiry>,
     row_types: Vec<DataType>,
     index: HashMap<Box<[u8]>, u32>,
     keys: Vec<Box<[u8]>>,
@@ -36,9 +72,10 @@ struct JoinSide {
 }
 
 impl JoinSide {
-    fn new(key_exprs: Vec<CompiledExpr>, row_types: Vec<DataType>) -> Self {
+    fn new(key_exprs: Vec<CompiledExpr>, row_types: Vec<DataType>, expiry: Option<Expiry>) -> Self {
         JoinSide {
             key_exprs,
+            expiry,
             row_types,
             index: HashMap::new(),
             keys: Vec::new(),
@@ -124,13 +161,15 @@ impl JoinOp {
         right_types: Vec<DataType>,
         filter: Option<CompiledExpr>,
         schema: SchemaRef,
+        expiry: [Option<Expiry>; 2],
     ) -> Result<Self> {
+        let [left_expiry, right_expiry] = expiry;
         let mut op = JoinOp {
             prefix,
             join_type,
             sides: [
-                JoinSide::new(left_keys, left_types),
-                JoinSide::new(right_keys, right_types),
+                JoinSide::new(left_keys, left_types, left_expiry),
+                JoinSide::new(right_keys, right_types, right_expiry),
             ],
             key_types,
             filter,
@@ -171,6 +210,50 @@ impl JoinOp {
             let side_state = &mut self.sides[side];
             side_state.dirty.iter_mut().for_each(|d| *d = false);
             side_state.dirty_list.clear();
+            self.index_restored_times(side)?;
+        }
+        Ok(())
+    }
+
+    /// Enters a side's restored rows into its expiry index (their times are re-evaluated).
+    fn index_restored_times(&mut self, side: usize) -> Result<()> {
+        let state = &self.sides[side];
+        let Some(expiry) = &state.expiry else {
+            return Ok(());
+        };
+        let rows: Vec<(u32, &[u8])> = state
+            .rows
+            .iter()
+            .enumerate()
+            .flat_map(|(s, rows)| rows.keys().map(move |r| (s as u32, &r[..])))
+            .collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns = decode_rows(rows.iter().map(|(_, r)| *r), &state.row_types)?;
+        let fields: Vec<datafusion::arrow::datatypes::Field> = state
+            .row_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                datafusion::arrow::datatypes::Field::new(format!("c{i}"), t.clone(), true)
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+        let batch = RecordBatch::try_new_with_options(
+            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            columns,
+            &options,
+        )?;
+        let times = micros(&evaluate(&expiry.time, &batch)?)?;
+        let entries: Vec<(i64, u32, Box<[u8]>)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| times.is_valid(*i))
+            .map(|(i, (s, r))| (times.value(i), *s, Box::from(*r)))
+            .collect();
+        if let Some(expiry) = self.sides[side].expiry.as_mut() {
+            expiry.by_time.extend(entries);
         }
         Ok(())
     }
@@ -338,10 +421,25 @@ impl Operator for JoinOp {
                     outputs.push(ChangeBatch::new(data, Int64Array::from(padded.weights)));
                 }
             }
+            let times = match &self.sides[side].expiry {
+                Some(expiry) => Some(micros(&evaluate(&expiry.time, &batch.data)?)?),
+                None => None,
+            };
             for i in 0..n {
                 if !has_null(i) {
-                    let s = self.sides[side].slot(keys.row(i));
-                    self.sides[side].add(s, rows.row(i), weights[i]);
+                    let state = &mut self.sides[side];
+                    let s = state.slot(keys.row(i));
+                    state.add(s, rows.row(i), weights[i]);
+                    if let (Some(expiry), Some(times)) = (state.expiry.as_mut(), &times) {
+                        if times.is_valid(i) {
+                            let entry = (times.value(i), s, Box::from(rows.row(i)));
+                            if state.rows[s as usize].contains_key(rows.row(i)) {
+                                expiry.by_time.insert(entry);
+                            } else {
+                                expiry.by_time.remove(&entry);
+                            }
+                        }
+                    }
                 }
             }
         } else {
@@ -384,6 +482,32 @@ impl Operator for JoinOp {
         }
         for b in outputs {
             self.emit(b, out)?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        for state in &mut self.sides {
+            let Some(expiry) = state.expiry.as_mut() else {
+                continue;
+            };
+            let Some(cutoff) = watermark.checked_sub(expiry.lag_micros) else {
+                continue;
+            };
+            while let Some(first) = expiry.by_time.first() {
+                if first.0 >= cutoff {
+                    break;
+                }
+                let (_, slot, row) = expiry.by_time.pop_first().expect("checked non-empty");
+                let s = slot as usize;
+                if let Some(count) = state.rows[s].remove(&row) {
+                    state.totals[s] -= count;
+                    if !state.dirty[s] {
+                        state.dirty[s] = true;
+                        state.dirty_list.push(slot);
+                    }
+                }
+            }
         }
         Ok(())
     }
