@@ -146,12 +146,3 @@ def kind_count(stream: str, events: int) -> int:
     full, rest = divmod(events, PROPORTION_DENOMINATOR)
     return full * (hi - lo) + max(0, min(rest, hi) - lo)
 
-
-def kind_event(stream: str, count: int) -> int:
-    """The global event number of `stream`'s count-th event (1-based); -1 for count 0.
-    Inverse of kind_count: kind_count(stream, kind_event(stream, c) + 1) == c."""
-    if count <= 0:
-        return -1
-    lo, hi = _kind_range(stream)
-    group, index = divmod(count - 1, hi - lo)
-    return group * PROPORTION_DENOMINATOR + lo + index

@@ -7,7 +7,8 @@ sequence (2,200 people, 6,600 auctions, 101,200 bids). Every query exists twice:
 - `<q>` is created right after the three CREATE STREAMs, while the throttled generators
   (20,000 events/s, about 6 s in all) are still producing, so it is maintained live, chunk by
   chunk (the fixture prints how many events had been generated when the last live view
-  existed: none or a few thousand; this is reported, not asserted, as it depends on timing);
+  existed: 0 to 22,000 of the 110,000 in our runs; printed, not asserted, as it depends on
+  timing);
 - `<q>_backfill` is created after generation has finished and FLUSH returned, so it is built
   by replaying the streams' logs.
 
@@ -27,7 +28,8 @@ of the Unix epoch would give different answers. The test checks (on the DuckDB s
 that these filters do remove rows.
 
 No expected value comes from Runnel's own output except the final watermark, which is itself
-checked against max(date_time) - 4 s computed in DuckDB. Takes about 15 s on the debug build.
+checked against max(date_time) - 4 s computed in DuckDB. Takes about 20 s on the debug build
+(2 cores).
 """
 
 from __future__ import annotations
