@@ -298,6 +298,7 @@ pub fn build_operator(
                 keys::view_prefix(view),
                 output_schema,
                 key.as_deref(),
+                node.append_only,
             ))
         }
     })

@@ -1,5 +1,6 @@
-//! Window table functions in FROM: `TUMBLE(relation, time_column, size)` and
-//! `HOP(relation, time_column, slide, size)`, a DataFusion relation-planner extension.
+//! Window table functions in FROM: `TUMBLE(relation, time_column, size)`,
+//! `HOP(relation, time_column, slide, size)` and `SESSION(relation, time_column, gap[, key,
+//! ...])`, a DataFusion relation-planner extension.
 //!
 //! Each returns the relation's columns plus `window_start` and `window_end` (of the time
 //! column's type; windows are aligned to the Unix epoch and include their start, not their
@@ -10,8 +11,15 @@
 //!   the window starting `k` slides before its latest one (filtered to windows that contain
 //!   the row when the size is not a multiple of the slide).
 //!
-//! Watermark derivation (see [`crate::event_time`]) recognises these expressions, so a
-//! window over a stream's watermark column knows when each window is closed.
+//! - SESSION is a chain of OVER windows: a row starts a new session (per key) when the
+//!   previous row is `gap` or more before it; a running count of starts numbers the
+//!   sessions; `window_start` is the session's first time and `window_end` its last plus
+//!   `gap`. A late row that bridges two sessions merges them, so rows change windows
+//!   (the OVER operator retracts and re-emits them).
+//!
+//! Watermark derivation (see [`crate::event_time`]) recognises the TUMBLE and HOP
+//! expressions, so a window over a stream's watermark column knows when each window is
+//! closed. SESSION windows are not yet closed by the clock (their state is kept).
 
 use std::sync::Arc;
 
@@ -55,6 +63,7 @@ impl std::fmt::Debug for WindowTableFunctions {
 enum WindowKind {
     Tumble,
     Hop,
+    Session,
 }
 
 impl RelationPlanner for WindowTableFunctions {
@@ -75,11 +84,15 @@ impl RelationPlanner for WindowTableFunctions {
         let kind = match name.to_string().to_ascii_lowercase().as_str() {
             "tumble" => WindowKind::Tumble,
             "hop" => WindowKind::Hop,
+            "session" => WindowKind::Session,
             _ => return Ok(RelationPlanning::Original(Box::new(relation))),
         };
         let usage = match kind {
             WindowKind::Tumble => "TUMBLE(relation, time_column, INTERVAL 'size')",
             WindowKind::Hop => "HOP(relation, time_column, INTERVAL 'slide', INTERVAL 'size')",
+            WindowKind::Session => {
+                "SESSION(relation, time_column, INTERVAL 'gap'[, key_column, ...])"
+            }
         };
         let exprs: Vec<&ast::Expr> = args
             .args
@@ -89,9 +102,13 @@ impl RelationPlanner for WindowTableFunctions {
                 _ => plan_err!("{usage}: arguments are positional"),
             })
             .collect::<DfResult<_>>()?;
-        let expected = if kind == WindowKind::Tumble { 3 } else { 4 };
-        if exprs.len() != expected {
-            return plan_err!("{usage} takes {expected} arguments, got {}", exprs.len());
+        let arity_ok = match kind {
+            WindowKind::Tumble => exprs.len() == 3,
+            WindowKind::Hop => exprs.len() == 4,
+            WindowKind::Session => exprs.len() >= 3,
+        };
+        if !arity_ok {
+            return plan_err!("{usage}: wrong number of arguments ({})", exprs.len());
         }
         let source_name = match exprs[0] {
             ast::Expr::Identifier(i) => ObjectName::from(vec![i.clone()]),
@@ -114,11 +131,28 @@ impl RelationPlanner for WindowTableFunctions {
             }
         };
         let (slide, size) = match kind {
-            WindowKind::Tumble => {
-                let size = interval(exprs[2], "size")?;
+            WindowKind::Tumble | WindowKind::Session => {
+                let size = interval(
+                    exprs[2],
+                    if kind == WindowKind::Tumble {
+                        "size"
+                    } else {
+                        "gap"
+                    },
+                )?;
                 (size.clone(), size)
             }
             WindowKind::Hop => (interval(exprs[2], "slide")?, interval(exprs[3], "size")?),
+        };
+        let session_keys: Vec<String> = match kind {
+            WindowKind::Session => exprs[3..]
+                .iter()
+                .map(|e| match e {
+                    ast::Expr::Identifier(i) => Ok(context.normalize_ident(i.clone())),
+                    other => plan_err!("{usage}: key arguments must be columns, got {other}"),
+                })
+                .collect::<DfResult<_>>()?,
+            _ => Vec::new(),
         };
 
         let mut source = relation.clone();
@@ -163,7 +197,23 @@ impl RelationPlanner for WindowTableFunctions {
                 return plan_err!("{usage}: {source_name} already has a column {reserved}");
             }
         }
-        let plan = window_plan(input, &time_column, slide, size)?;
+        let plan = match kind {
+            WindowKind::Session => {
+                let keys = session_keys
+                    .iter()
+                    .map(
+                        |k| match input.schema().qualified_field_with_unqualified_name(k) {
+                            Ok((q, f)) => Ok(Expr::Column(Column::new(q.cloned(), f.name()))),
+                            Err(_) => {
+                                plan_err!("{usage}: column {k} does not exist in {source_name}")
+                            }
+                        },
+                    )
+                    .collect::<DfResult<Vec<_>>>()?;
+                session_plan(input, &time_column, keys, size)?
+            }
+            _ => window_plan(input, &time_column, slide, size)?,
+        };
         let alias = alias.clone().or_else(|| {
             source_name
                 .0
@@ -186,6 +236,79 @@ fn interval_expr(micros: i64) -> Expr {
     lit(ScalarValue::IntervalMonthDayNano(Some(
         IntervalMonthDayNano::new(0, 0, micros * 1_000),
     )))
+}
+
+/// SESSION windows as OVER windows (see the module docs).
+fn session_plan(
+    input: LogicalPlan,
+    time: &Expr,
+    keys: Vec<Expr>,
+    (gap_expr, _gap): (Expr, i64),
+) -> DfResult<LogicalPlan> {
+    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
+    use datafusion::functions_aggregate::sum::sum_udaf;
+    use datafusion::functions_window::expr_fn::lag;
+    use datafusion::logical_expr::expr::WindowFunction;
+    use datafusion::logical_expr::{when, ExprFunctionExt};
+    let over = |udaf: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr| -> Expr {
+        Expr::from(WindowFunction::new(udaf, vec![arg]))
+    };
+    let columns: Vec<Expr> = input
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    let order = vec![time.clone().sort(true, false)];
+    let previous = lag(time.clone(), Some(1), None)
+        .partition_by(keys.clone())
+        .order_by(order.clone())
+        .build()?
+        .alias("__session_previous");
+    let with_previous = LogicalPlanBuilder::from(input)
+        .window(vec![previous])?
+        .build()?;
+    let previous_col = Expr::Column(Column::from_name("__session_previous"));
+    let starts = when(previous_col.clone().is_null(), lit(1i64))
+        .when(
+            time.clone().gt_eq(previous_col + gap_expr.clone()),
+            lit(1i64),
+        )
+        .otherwise(lit(0i64))?
+        .alias("__session_starts");
+    let mut exprs = columns.clone();
+    exprs.push(starts);
+    let flagged = LogicalPlanBuilder::from(with_previous)
+        .project(exprs)?
+        .build()?;
+    let number = over(
+        sum_udaf(),
+        Expr::Column(Column::from_name("__session_starts")),
+    )
+    .partition_by(keys.clone())
+    .order_by(order)
+    .build()?
+    .alias("__session");
+    let numbered = LogicalPlanBuilder::from(flagged)
+        .window(vec![number])?
+        .build()?;
+    let mut session_keys = keys;
+    session_keys.push(Expr::Column(Column::from_name("__session")));
+    let first = over(min_udaf(), time.clone())
+        .partition_by(session_keys.clone())
+        .build()?
+        .alias("__session_first");
+    let last = over(max_udaf(), time.clone())
+        .partition_by(session_keys)
+        .build()?
+        .alias("__session_last");
+    let bounded = LogicalPlanBuilder::from(numbered)
+        .window(vec![first, last])?
+        .build()?;
+    let mut exprs = columns;
+    exprs.push(Expr::Column(Column::from_name("__session_first")).alias("window_start"));
+    exprs.push((Expr::Column(Column::from_name("__session_last")) + gap_expr).alias("window_end"));
+    LogicalPlanBuilder::from(bounded).project(exprs)?.build()
 }
 
 /// The input's columns plus `window_start`/`window_end`: one projection per window a row

@@ -12,6 +12,27 @@ pub use rocksdb::WriteBatch;
 use crate::error::StateError;
 use crate::keys::prefix_end;
 
+/// The merge operator of the store: a value written with `WriteBatch::merge` is a
+/// little-endian i64 added to the stored one (append-only views count rows without reading
+/// them back).
+const ADD_I64: &str = "runnel.add_i64";
+
+fn add_i64(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let read = |bytes: &[u8]| -> Option<i64> { Some(i64::from_le_bytes(bytes.try_into().ok()?)) };
+    let mut total = match existing {
+        Some(v) => read(v)?,
+        None => 0,
+    };
+    for op in operands {
+        total = total.checked_add(read(op)?)?;
+    }
+    Some(total.to_le_bytes().to_vec())
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreOptions {
     /// fsync the WAL on every write (survives power loss, not only a process crash).
@@ -34,6 +55,7 @@ impl Store {
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(64 << 20);
+        opts.set_merge_operator_associative(ADD_I64, add_i64);
         let db = DB::open(&opts, path)?;
         Ok(Arc::new(Store {
             db,

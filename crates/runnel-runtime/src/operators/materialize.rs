@@ -26,6 +26,8 @@ pub struct MaterializeOp {
     schema: SchemaRef,
     layout: ViewLayout,
     pending: Pending,
+    /// Only inserts arrive: counts are added with the store's merge operator, unread.
+    append_only: bool,
     key_scratch: EncodedRows,
     value_scratch: EncodedRows,
 }
@@ -48,6 +50,7 @@ impl MaterializeOp {
         prefix: Vec<u8>,
         schema: SchemaRef,
         key: Option<&[usize]>,
+        append_only: bool,
     ) -> Self {
         let layout = ViewLayout::new(key, schema.fields().len());
         let pending = match layout {
@@ -65,6 +68,7 @@ impl MaterializeOp {
             schema,
             layout,
             pending,
+            append_only,
             key_scratch: EncodedRows::new(),
             value_scratch: EncodedRows::new(),
         }
@@ -205,6 +209,17 @@ impl Operator for MaterializeOp {
                 let deltas: Vec<(Box<[u8]>, i64)> =
                     deltas.drain().filter(|(_, d)| *d != 0).collect();
                 if deltas.is_empty() {
+                    return Ok(());
+                }
+                if self.append_only {
+                    // Counts only grow: add them in the store without reading them.
+                    let mut sorted = deltas;
+                    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    for (row, delta) in sorted {
+                        key.truncate(self.prefix.len());
+                        key.extend_from_slice(&row);
+                        batch.merge(&key, delta.to_le_bytes());
+                    }
                     return Ok(());
                 }
                 let keys: Vec<Vec<u8>> = deltas
