@@ -9,7 +9,7 @@ and the views that read it:
    and counted (`late_events`), a row ahead of it is kept; the watermark never moves back.
 2. `test_live_views_equal_replayed_views_and_the_oracle`: a 3-partition topic, random events
    (out of order, late, NULL event times) produced in rounds while a NOW() feature, TUMBLE,
-   HOP and EMIT ON WINDOW CLOSE views run live. The live views equal a Python computation
+   HOP, EMIT ON WINDOW CLOSE and per-event OVER feature (RANGE 30 minutes) views run live. The live views equal a Python computation
    over the rows the stream kept and its final watermark, and the same views built later by
    replay (`WITH (start = 'earliest')`) equal the live ones row for row.
 3. `test_new_stream_over_the_same_topic_replays_identically`: on a 1-partition topic (the
@@ -186,6 +186,20 @@ def recent_oracle(rows, watermark_us: int, window_ms: int) -> list[tuple]:
             acc[uid][0] += 1
             acc[uid][1] += price
     return sorted((uid, round(total / n, 9), n) for uid, (n, total) in acc.items())
+
+
+def over_oracle(rows, window_ms: int) -> list[tuple]:
+    """Each row with the average price of its user's rows in [ts - window, ts] (RANGE frames
+    include the current row's peers): [(uid, ts_us, price, avg rounded to 9 digits)]."""
+    by_user: dict[int, list] = defaultdict(list)
+    for uid, price, ts in rows:
+        by_user[uid].append((ts, price))
+    out = []
+    for uid, events in by_user.items():
+        for ts, price in events:
+            frame = [p for t, p in events if ts - window_ms * 1000 <= t <= ts]
+            out.append((uid, ts, price, round(sum(frame) / len(frame), 9)))
+    return sorted(out)
 
 
 def as_micros_rows(rows, ts_columns: tuple[int, ...]) -> list[tuple]:
@@ -392,13 +406,25 @@ HOP_SQL = (
     "GROUP BY uid, window_start, window_end"
 )
 EOWC_SQL = TUMBLE_SQL + " EMIT ON WINDOW CLOSE"
+# The per-event feature: each event with its user's 30-minute average as of its own time.
+OVER_SQL = (
+    "SELECT uid, ts, price, avg(price) OVER (PARTITION BY uid ORDER BY ts "
+    "RANGE BETWEEN INTERVAL '30 minutes' PRECEDING AND CURRENT ROW) AS avg_30m FROM {s}"
+)
 VIEW_COLUMNS = {
     "recent": "uid, avg_price, n",
     "tumble": "uid, window_start, window_end, n, total",
     "hop": "uid, window_start, window_end, n, total, top",
     "eowc": "uid, window_start, window_end, n, total",
+    "over": "uid, ts, price, avg_30m",
 }
-VIEW_SQL = {"recent": RECENT_SQL, "tumble": TUMBLE_SQL, "hop": HOP_SQL, "eowc": EOWC_SQL}
+VIEW_SQL = {
+    "recent": RECENT_SQL,
+    "tumble": TUMBLE_SQL,
+    "hop": HOP_SQL,
+    "eowc": EOWC_SQL,
+    "over": OVER_SQL,
+}
 
 
 def generate_round(rng: random.Random, first: int, n: int, partitions: int, allow_far: bool):
@@ -484,6 +510,7 @@ def test_live_views_equal_replayed_views_and_the_oracle(broker, kafka_conn):
         "tumble": tumble_oracle(kept, MINUTE),
         "hop": hop_oracle(kept, MINUTE, 5 * MINUTE),
         "eowc": tumble_oracle(kept, MINUTE, closed_by=watermark),
+        "over": over_oracle(kept, 30 * MINUTE),
     }
     assert expected["eowc"] and len(expected["eowc"]) < len(expected["tumble"])
     assert len(expected["recent"]) > 0
@@ -491,6 +518,8 @@ def test_live_views_equal_replayed_views_and_the_oracle(broker, kafka_conn):
     def normalised(kind: str, got: list[tuple]) -> list[tuple]:
         if kind == "recent":
             return round_avg(got, 1)
+        if kind == "over":
+            return round_avg(as_micros_rows(got, (1,)), 3)
         return as_micros_rows(got, (1, 2))
 
     def read(kind: str, name: str) -> list[tuple]:
