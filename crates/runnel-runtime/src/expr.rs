@@ -35,6 +35,18 @@ pub fn evaluate_all(exprs: &[CompiledExpr], batch: &RecordBatch) -> Result<Vec<A
     exprs.iter().map(|e| evaluate(e, batch)).collect()
 }
 
+/// A timestamp column's values as microseconds since the epoch (the unit of event time).
+pub fn timestamp_micros(column: &ArrayRef) -> Result<datafusion::arrow::array::Int64Array> {
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+    let us = cast(&us, &DataType::Int64)?;
+    us.as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .cloned()
+        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
+}
+
 /// Evaluates a predicate; NULL counts as false wherever the caller filters with it.
 pub fn evaluate_predicate(expr: &CompiledExpr, batch: &RecordBatch) -> Result<BooleanArray> {
     let array = evaluate(expr, batch)?;

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
-use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
@@ -28,7 +28,7 @@ use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
-use crate::expr::{evaluate, evaluate_all, evaluate_predicate, CompiledExpr};
+use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
 /// One aggregate call with its compiled argument and FILTER.
@@ -70,17 +70,6 @@ struct OpenGroups {
     time_of: Vec<Option<i64>>,
     /// Keys of closed groups that may be stored, deleted at the next checkpoint.
     closed_keys: Vec<Box<[u8]>>,
-}
-
-/// A timestamp column's values in microseconds.
-fn micros(column: &ArrayRef) -> Result<Int64Array> {
-    use datafusion::arrow::datatypes::TimeUnit;
-    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let us = cast(&us, &DataType::Int64)?;
-    us.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
 }
 
 pub struct AggregateOp {
@@ -182,7 +171,7 @@ impl AggregateOp {
         }
         let types = self.group_types();
         let columns = decode_rows(groups.iter().map(|&g| &self.keys[g as usize][..]), &types)?;
-        let times = micros(&columns[open.closing.column])?;
+        let times = timestamp_micros(&columns[open.closing.column])?;
         for (i, &g) in groups.iter().enumerate() {
             if times.is_valid(i) {
                 self.track_time(g, times.value(i));
@@ -316,7 +305,7 @@ impl Operator for AggregateOp {
         }
         self.scratch = scratch;
         if let Some(column) = self.open.as_ref().map(|o| o.closing.column) {
-            let times = micros(&group_columns[column])?;
+            let times = timestamp_micros(&group_columns[column])?;
             for (&g, &r) in touched.iter().zip(&first_rows) {
                 let untracked = self
                     .open

@@ -15,16 +15,16 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
-use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
-use crate::expr::{evaluate, evaluate_all, CompiledExpr};
+use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
 type Key = Box<[u8]>;
@@ -55,16 +55,6 @@ pub struct AsofJoinOp {
     state: HashMap<Key, KeyState>,
     /// (side, key, time, row) changed since the last checkpoint.
     dirty: HashSet<(u8, Key, i64, Key)>,
-}
-
-/// A timestamp column's values in microseconds.
-fn micros(column: &ArrayRef) -> Result<Int64Array> {
-    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let us = cast(&us, &DataType::Int64)?;
-    us.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
 }
 
 /// One output row before decoding: the left row, its match, the weight.
@@ -185,7 +175,7 @@ impl AsofJoinOp {
             .collect();
         let mut keys = EncodedRows::new();
         encode_rows(&[], &key_columns, &mut keys)?;
-        let times = micros(&evaluate(&s.time, data)?)?;
+        let times = timestamp_micros(&evaluate(&s.time, data)?)?;
         let mut rows = EncodedRows::new();
         encode_rows(&[], data.columns(), &mut rows)?;
         Ok((keys, valid, times, rows))

@@ -27,7 +27,7 @@ use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
-use crate::expr::{evaluate, evaluate_all, evaluate_predicate, CompiledExpr};
+use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
 /// Rows of a side freed once the clock passes their time plus `lag_micros`.
@@ -46,17 +46,6 @@ impl Expiry {
             by_time: BTreeSet::new(),
         }
     }
-}
-
-/// A timestamp column's values in microseconds.
-fn micros(column: &ArrayRef) -> Result<Int64Array> {
-    use datafusion::arrow::datatypes::TimeUnit;
-    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let us = cast(&us, &DataType::Int64)?;
-    us.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
 }
 
 struct JoinSide {
@@ -245,7 +234,7 @@ impl JoinOp {
             columns,
             &options,
         )?;
-        let times = micros(&evaluate(&expiry.time, &batch)?)?;
+        let times = timestamp_micros(&evaluate(&expiry.time, &batch)?)?;
         let entries: Vec<(i64, u32, Box<[u8]>)> = rows
             .iter()
             .enumerate()
@@ -422,7 +411,7 @@ impl Operator for JoinOp {
                 }
             }
             let times = match &self.sides[side].expiry {
-                Some(expiry) => Some(micros(&evaluate(&expiry.time, &batch.data)?)?),
+                Some(expiry) => Some(timestamp_micros(&evaluate(&expiry.time, &batch.data)?)?),
                 None => None,
             };
             for i in 0..n {

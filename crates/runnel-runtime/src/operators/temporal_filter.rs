@@ -17,16 +17,15 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::TemporalBound;
 use runnel_state::codec::{decode_rows, encode_selected_rows, EncodedRows};
 use runnel_state::{keys, Store, WriteBatch};
 
-use crate::expr::{evaluate, CompiledExpr};
+use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
 /// A waiting row's change since the last checkpoint: its weight is `delta` plus the stored
@@ -89,13 +88,7 @@ impl TemporalFilterOp {
 
     /// Each row's threshold (null when its time is null or out of range).
     fn thresholds(&self, batch: &RecordBatch) -> Result<Vec<Option<i64>>> {
-        let times = evaluate(&self.time, batch)?;
-        let micros = cast(&times, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let micros = cast(&micros, &DataType::Int64)?;
-        let micros = micros
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))?;
+        let micros = timestamp_micros(&evaluate(&self.time, batch)?)?;
         Ok(micros
             .iter()
             .map(|t| t.and_then(|t| t.checked_add(self.offset_micros)))

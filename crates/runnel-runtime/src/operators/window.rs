@@ -34,7 +34,7 @@ use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::{Store, WriteBatch};
 
-use crate::expr::{evaluate, evaluate_all, CompiledExpr};
+use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
 type Key = Box<[u8]>;
@@ -65,16 +65,6 @@ pub struct WindowOp {
     dirty: HashSet<(Key, Key, Key)>,
     /// The clock at the last freeing of old rows.
     freed_at: Option<i64>,
-}
-
-/// A value's microseconds since the epoch.
-fn micros(column: &ArrayRef) -> Result<Int64Array> {
-    let us = cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let us = cast(&us, &DataType::Int64)?;
-    us.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| RunnelError::internal("timestamp cast did not give Int64"))
 }
 
 impl WindowOp {
@@ -316,7 +306,7 @@ impl Operator for WindowOp {
         encode_rows(&[], data.columns(), &mut row_bytes)?;
         let order_micros = match self.reach {
             WindowReach::RangeMicros(r) if r > 0 => {
-                Some(micros(&evaluate(&self.order[0].expr, data)?)?)
+                Some(timestamp_micros(&evaluate(&self.order[0].expr, data)?)?)
             }
             _ => None,
         };
