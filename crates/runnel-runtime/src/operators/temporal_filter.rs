@@ -10,8 +10,8 @@
 //! State: the rows waiting for their threshold, keyed by `threshold, row` (threshold as an
 //! order-preserving big-endian integer), with their weights, so a clock advance is one range
 //! scan. Changes since the last checkpoint are kept in memory as weight deltas (or
-//! removals) and merged with the store when read; a checkpoint writes them with one
-//! multi-get for the rows whose stored weight is needed.
+//! removals) and merged with the store when read; a checkpoint adds the deltas with the
+//! store's merge operator, without reading anything.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -127,7 +127,8 @@ impl TemporalFilterOp {
             }
             *weight += change.delta;
         }
-        Ok(merged.into_iter().filter(|(_, w)| *w != 0).collect())
+        // Zero weights too: they are released (deleted) with the rest.
+        Ok(merged.into_iter().collect())
     }
 }
 
@@ -182,7 +183,17 @@ impl Operator for TemporalFilterOp {
             return Ok(());
         }
         self.clock = Some(watermark);
-        let due = self.due(watermark)?;
+        let (due, zero): (Vec<(Vec<u8>, i64)>, Vec<(Vec<u8>, i64)>) =
+            self.due(watermark)?.into_iter().partition(|(_, w)| *w != 0);
+        for (key, _) in zero {
+            self.pending.insert(
+                key,
+                Pending {
+                    released: true,
+                    delta: 0,
+                },
+            );
+        }
         if due.is_empty() {
             return Ok(());
         }
@@ -213,27 +224,16 @@ impl Operator for TemporalFilterOp {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let pending = std::mem::take(&mut self.pending);
-        // Only rows still counting their stored weight need it read.
-        let reads: Vec<&Vec<u8>> = pending
-            .iter()
-            .filter(|(_, p)| !p.released)
-            .map(|(k, _)| k)
-            .collect();
-        let mut stored = self.store.multi_get(&reads)?.into_iter();
-        for (key, change) in &pending {
-            let before = match change.released {
-                true => 0,
-                false => match stored.next().flatten() {
-                    Some(v) => i64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
-                        RunnelError::internal("temporal filter weight is not 8 bytes")
-                    })?),
-                    None => 0,
-                },
-            };
-            match before + change.delta {
-                0 => batch.delete(key),
-                w => batch.put(key, w.to_le_bytes()),
+        // Weight changes are added in the store (its merge operator), so nothing is read
+        // back; a released row is deleted, and re-added weight after a release starts over.
+        for (key, change) in std::mem::take(&mut self.pending) {
+            if change.released {
+                batch.delete(&key);
+                if change.delta != 0 {
+                    batch.put(&key, change.delta.to_le_bytes());
+                }
+            } else if change.delta != 0 {
+                batch.merge(&key, change.delta.to_le_bytes());
             }
         }
         Ok(())
