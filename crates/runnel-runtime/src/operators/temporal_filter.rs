@@ -28,6 +28,9 @@ use runnel_state::{keys, Store, WriteBatch};
 use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
+/// A waiting row: its store key and weight.
+type Waiting = (Vec<u8>, i64);
+
 /// A waiting row's change since the last checkpoint: its weight is `delta` plus the stored
 /// weight, unless the row was released since (then the stored weight no longer counts).
 #[derive(Clone, Copy, Default)]
@@ -104,7 +107,7 @@ impl TemporalFilterOp {
 
     /// Waiting rows with a threshold at or before `clock`: (store key, weight), store and
     /// pending changes merged.
-    fn due(&self, clock: i64) -> Result<Vec<(Vec<u8>, i64)>> {
+    fn due(&self, clock: i64) -> Result<Vec<Waiting>> {
         let start = self.prefix.clone();
         let mut end = self.prefix.clone();
         match clock.checked_add(1) {
@@ -183,7 +186,7 @@ impl Operator for TemporalFilterOp {
             return Ok(());
         }
         self.clock = Some(watermark);
-        let (due, zero): (Vec<(Vec<u8>, i64)>, Vec<(Vec<u8>, i64)>) =
+        let (due, zero): (Vec<Waiting>, Vec<Waiting>) =
             self.due(watermark)?.into_iter().partition(|(_, w)| *w != 0);
         for (key, _) in zero {
             self.pending.insert(
