@@ -507,7 +507,10 @@ impl Operator for JoinOp {
             let state = &mut self.sides[side];
             let mut key = prefix.clone();
             let mut value = Vec::new();
-            for s in std::mem::take(&mut state.dirty_list) {
+            // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
+            let mut dirty = std::mem::take(&mut state.dirty_list);
+            dirty.sort_unstable_by(|a, b| state.keys[*a as usize].cmp(&state.keys[*b as usize]));
+            for s in dirty {
                 let si = s as usize;
                 state.dirty[si] = false;
                 key.truncate(prefix.len());
