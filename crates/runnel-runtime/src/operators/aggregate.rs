@@ -259,6 +259,23 @@ impl AggregateOp {
         )?)
     }
 
+    /// Output rows of the `touched` groups that currently have rows (every group of a global
+    /// aggregate), their group columns taken at `first_rows`.
+    fn live_output(
+        &self,
+        touched: &[u32],
+        first_rows: &[u32],
+        group_columns: &[ArrayRef],
+    ) -> Result<RecordBatch> {
+        let (groups, rows): (Vec<u32>, Vec<u32>) = touched
+            .iter()
+            .zip(first_rows)
+            .filter(|(&g, _)| self.global || self.rows[g as usize] > 0)
+            .map(|(&g, &r)| (g, r))
+            .unzip();
+        self.output(&groups, group_columns, &UInt32Array::from(rows))
+    }
+
     fn mark_dirty(&mut self, g: u32) {
         if !self.dirty[g as usize] {
             self.dirty[g as usize] = true;
@@ -318,14 +335,11 @@ impl Operator for AggregateOp {
         }
         let emit_on_close = self.open.as_ref().is_some_and(|o| o.closing.emit_on_close);
 
-        // Previous output of the touched groups that had one.
-        let (old_groups, old_rows): (Vec<u32>, Vec<u32>) = touched
-            .iter()
-            .zip(&first_rows)
-            .filter(|(&g, _)| self.global || self.rows[g as usize] > 0)
-            .map(|(&g, &r)| (g, r))
-            .unzip();
-        let old = self.output(&old_groups, &group_columns, &UInt32Array::from(old_rows))?;
+        // Previous output of the touched groups that had one (none leaves an open window).
+        let old = match emit_on_close {
+            true => None,
+            false => Some(self.live_output(&touched, &first_rows, &group_columns)?),
+        };
 
         let weights = batch.weights.values();
         for (&g, &w) in group_ids.iter().zip(weights.iter()) {
@@ -346,18 +360,11 @@ impl Operator for AggregateOp {
         for &g in &touched {
             self.mark_dirty(g);
         }
-        if emit_on_close {
-            // Nothing leaves an open window; its final row goes out when it closes.
+        let Some(old) = old else {
+            // EMIT ON WINDOW CLOSE: a window's final row goes out when it closes.
             return Ok(());
-        }
-
-        let (new_groups, new_rows): (Vec<u32>, Vec<u32>) = touched
-            .iter()
-            .zip(&first_rows)
-            .filter(|(&g, _)| self.global || self.rows[g as usize] > 0)
-            .map(|(&g, &r)| (g, r))
-            .unzip();
-        let new = self.output(&new_groups, &group_columns, &UInt32Array::from(new_rows))?;
+        };
+        let new = self.live_output(&touched, &first_rows, &group_columns)?;
 
         let mut weights: Vec<i64> = Vec::with_capacity(old.num_rows() + new.num_rows());
         weights.extend(std::iter::repeat_n(-1, old.num_rows()));
