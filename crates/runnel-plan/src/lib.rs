@@ -75,36 +75,7 @@ impl StreamPlan {
     /// group columns of an aggregate (none for a global aggregate: at most one row), kept
     /// through filters and through projections that pass every key column on unchanged.
     pub fn unique_key(&self, node: usize) -> Option<Vec<usize>> {
-        let n = &self.nodes[node];
-        match &n.kind {
-            NodeKind::Aggregate { group_exprs, .. } => Some((0..group_exprs.len()).collect()),
-            NodeKind::Filter { .. }
-            | NodeKind::TemporalFilter { .. }
-            | NodeKind::Materialize { .. } => self.unique_key(n.inputs[0]),
-            NodeKind::Project { exprs } => {
-                let input_key = self.unique_key(n.inputs[0])?;
-                let input_schema = &n.input_schemas[0];
-                let passes_through = |expr: &Expr, column: usize| {
-                    let mut expr = expr;
-                    while let Expr::Alias(alias) = expr {
-                        expr = &alias.expr;
-                    }
-                    match expr {
-                        Expr::Column(c) => input_schema.index_of_column(c).ok() == Some(column),
-                        _ => false,
-                    }
-                };
-                input_key
-                    .iter()
-                    .map(|&column| exprs.iter().position(|e| passes_through(e, column)))
-                    .collect()
-            }
-            NodeKind::Source { .. }
-            | NodeKind::Join { .. }
-            | NodeKind::AsofJoin { .. }
-            | NodeKind::Union
-            | NodeKind::Window { .. } => None,
-        }
+        unique_key(&self.nodes, node)
     }
 
     /// The storage key of the view this plan materializes.
@@ -137,6 +108,40 @@ impl StreamPlan {
             }
         }
         deps
+    }
+}
+
+/// [`StreamPlan::unique_key`] over plan nodes still being built (the lowering's).
+pub fn unique_key(nodes: &[PlanNode], node: usize) -> Option<Vec<usize>> {
+    let n = &nodes[node];
+    match &n.kind {
+        NodeKind::Aggregate { group_exprs, .. } => Some((0..group_exprs.len()).collect()),
+        NodeKind::Filter { .. }
+        | NodeKind::TemporalFilter { .. }
+        | NodeKind::Materialize { .. } => unique_key(nodes, n.inputs[0]),
+        NodeKind::Project { exprs } => {
+            let input_key = unique_key(nodes, n.inputs[0])?;
+            let input_schema = &n.input_schemas[0];
+            let passes_through = |expr: &Expr, column: usize| {
+                let mut expr = expr;
+                while let Expr::Alias(alias) = expr {
+                    expr = &alias.expr;
+                }
+                match expr {
+                    Expr::Column(c) => input_schema.index_of_column(c).ok() == Some(column),
+                    _ => false,
+                }
+            };
+            input_key
+                .iter()
+                .map(|&column| exprs.iter().position(|e| passes_through(e, column)))
+                .collect()
+        }
+        NodeKind::Source { .. }
+        | NodeKind::Join { .. }
+        | NodeKind::AsofJoin { .. }
+        | NodeKind::Union
+        | NodeKind::Window { .. } => None,
     }
 }
 

@@ -266,10 +266,7 @@ impl Lowering<'_> {
                 _ => None,
             })
             .collect();
-        let unique = StreamPlan {
-            nodes: self.nodes.clone(),
-        }
-        .unique_key(right);
+        let unique = runnel_plan::unique_key(&self.nodes, right);
         let covered = match (&key_columns, &unique) {
             (Some(keys), Some(unique)) => unique.iter().all(|u| keys.contains(u)),
             _ => false,
