@@ -59,10 +59,12 @@ pub fn encode_columns(
     Ok(())
 }
 
+/// A stored count or weight (i64, little endian): view row counts and the waiting rows of
+/// temporal filters, windows and ASOF joins.
 pub fn decode_count(value: &[u8]) -> Result<i64> {
     let bytes: [u8; 8] = value
         .try_into()
-        .map_err(|_| RunnelError::internal("view row count is not 8 bytes"))?;
+        .map_err(|_| RunnelError::internal("stored count is not 8 bytes"))?;
     Ok(i64::from_le_bytes(bytes))
 }
 

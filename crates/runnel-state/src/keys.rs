@@ -105,6 +105,32 @@ pub fn watermark_clock(source: ObjectId) -> Vec<u8> {
     with_id(WATERMARK_CLOCK, source)
 }
 
+/// Order-preserving bytes of a signed integer inside an operator key (big endian with the
+/// sign bit flipped, so byte order is numeric order).
+pub fn ordered_i64(v: i64) -> [u8; 8] {
+    ((v as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// Inverse of [`ordered_i64`].
+pub fn ordered_i64_from(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// Appends a length-prefixed part (u32 big-endian length, then the bytes) to an operator key,
+/// so that variable-length parts can be split apart again with [`take_sized`].
+pub fn push_sized(key: &mut Vec<u8>, part: &[u8]) {
+    key.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    key.extend_from_slice(part);
+}
+
+/// Splits a [`push_sized`] part off the front of `rest`; `None` when `rest` is too short.
+pub fn take_sized<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    let (part, tail) = tail.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+    *rest = tail;
+    Some(part)
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -136,4 +162,34 @@ pub fn object_ranges(id: ObjectId) -> Vec<(Vec<u8>, Vec<u8>)> {
         (p, end)
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_i64_sorts_numerically_and_round_trips() {
+        let values = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
+        for pair in values.windows(2) {
+            assert!(ordered_i64(pair[0]) < ordered_i64(pair[1]));
+        }
+        for v in values {
+            assert_eq!(ordered_i64_from(ordered_i64(v)), v);
+        }
+    }
+
+    #[test]
+    fn sized_parts_split_back() {
+        let mut key = Vec::new();
+        push_sized(&mut key, b"ab");
+        push_sized(&mut key, b"");
+        key.extend_from_slice(b"rest");
+        let mut rest = &key[..];
+        assert_eq!(take_sized(&mut rest), Some(&b"ab"[..]));
+        assert_eq!(take_sized(&mut rest), Some(&b""[..]));
+        assert_eq!(rest, b"rest");
+        let mut short = &[0u8, 0, 0, 9, 1][..];
+        assert_eq!(take_sized(&mut short), None);
+    }
 }

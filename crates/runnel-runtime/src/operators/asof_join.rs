@@ -22,10 +22,11 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{Store, WriteBatch};
+use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
+use crate::view_rows::decode_count;
 
 type Key = Box<[u8]>;
 /// Rows of one side for one key: (time, row bytes) -> weight.
@@ -88,9 +89,8 @@ impl AsofJoinOp {
         let mut k = Vec::with_capacity(self.prefix.len() + 13 + key.len() + row.len());
         k.extend_from_slice(&self.prefix);
         k.push(side);
-        k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-        k.extend_from_slice(key);
-        k.extend_from_slice(&((time as u64) ^ (1 << 63)).to_be_bytes());
+        keys::push_sized(&mut k, key);
+        k.extend_from_slice(&keys::ordered_i64(time));
         k.extend_from_slice(row);
         k
     }
@@ -99,14 +99,11 @@ impl AsofJoinOp {
         let corrupt = || RunnelError::internal("ASOF join state key is malformed");
         for (k, v) in store.scan_prefix(&self.prefix)? {
             let rest = &k[self.prefix.len()..];
-            let (&side, rest) = rest.split_first().ok_or_else(corrupt)?;
-            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-            let (key, rest) = rest
-                .split_at_checked(u32::from_be_bytes(*len) as usize)
-                .ok_or_else(corrupt)?;
+            let (&side, mut rest) = rest.split_first().ok_or_else(corrupt)?;
+            let key = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
             let (time, row) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let time = (u64::from_be_bytes(*time) ^ (1 << 63)) as i64;
-            let weight = i64::from_le_bytes(v[..].try_into().map_err(|_| corrupt())?);
+            let time = keys::ordered_i64_from(*time);
+            let weight = decode_count(&v)?;
             let state = self.state.entry(key.into()).or_default();
             let rows = if side == LEFT {
                 &mut state.left

@@ -20,13 +20,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_common::{ChangeBatch, Result};
 use runnel_plan::TemporalBound;
 use runnel_state::codec::{decode_rows, encode_selected_rows, EncodedRows};
 use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
+use crate::view_rows::decode_count;
 
 /// A waiting row: its store key and weight.
 type Waiting = (Vec<u8>, i64);
@@ -51,11 +52,6 @@ pub struct TemporalFilterOp {
     /// Full store keys (prefix, threshold, row) touched since the last checkpoint.
     pending: BTreeMap<Vec<u8>, Pending>,
     scratch: EncodedRows,
-}
-
-/// Order-preserving encoding of a signed threshold.
-fn threshold_bytes(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
 impl TemporalFilterOp {
@@ -111,17 +107,12 @@ impl TemporalFilterOp {
         let start = self.prefix.clone();
         let mut end = self.prefix.clone();
         match clock.checked_add(1) {
-            Some(next) => end.extend_from_slice(&threshold_bytes(next)),
+            Some(next) => end.extend_from_slice(&keys::ordered_i64(next)),
             None => end = keys::prefix_end(&self.prefix),
         }
         let mut merged: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
         for (key, value) in self.store.scan_range(&start, &end)? {
-            let weight = i64::from_le_bytes(
-                value[..]
-                    .try_into()
-                    .map_err(|_| RunnelError::internal("temporal filter weight is not 8 bytes"))?,
-            );
-            merged.insert(key.to_vec(), weight);
+            merged.insert(key.to_vec(), decode_count(&value)?);
         }
         for (key, change) in self.pending.range(start..end) {
             let weight = merged.entry(key.clone()).or_insert(0);
@@ -168,7 +159,7 @@ impl Operator for TemporalFilterOp {
                 let row = self.scratch.row(n);
                 let mut key = Vec::with_capacity(self.prefix.len() + 8 + row.len());
                 key.extend_from_slice(&self.prefix);
-                key.extend_from_slice(&threshold_bytes(threshold));
+                key.extend_from_slice(&keys::ordered_i64(threshold));
                 key.extend_from_slice(row);
                 self.pending.entry(key).or_default().delta += batch.weights.value(i as usize);
             }

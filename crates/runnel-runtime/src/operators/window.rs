@@ -32,10 +32,11 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{Store, WriteBatch};
+use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
+use crate::view_rows::decode_count;
 
 type Key = Box<[u8]>;
 /// A partition's rows: (order key, row bytes) -> weight.
@@ -113,14 +114,11 @@ impl WindowOp {
     fn load(&mut self, store: &Store) -> Result<()> {
         let corrupt = || RunnelError::internal("window state key is malformed");
         for (key, value) in store.scan_prefix(&self.prefix)? {
-            let rest = &key[self.prefix.len()..];
-            let (plen, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-            let plen = u32::from_be_bytes(*plen) as usize;
-            let (pkey, rest) = rest.split_at_checked(plen).ok_or_else(corrupt)?;
-            let (olen, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-            let olen = u32::from_be_bytes(*olen) as usize;
-            let (okey, row) = rest.split_at_checked(olen).ok_or_else(corrupt)?;
-            let weight = i64::from_le_bytes(value[..].try_into().map_err(|_| corrupt())?);
+            let mut rest = &key[self.prefix.len()..];
+            let pkey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
+            let okey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
+            let row = rest;
+            let weight = decode_count(&value)?;
             self.partitions
                 .entry(pkey.into())
                 .or_default()
@@ -132,10 +130,8 @@ impl WindowOp {
     fn store_key(&self, p: &[u8], o: &[u8], r: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(self.prefix.len() + 8 + p.len() + o.len() + r.len());
         key.extend_from_slice(&self.prefix);
-        key.extend_from_slice(&(p.len() as u32).to_be_bytes());
-        key.extend_from_slice(p);
-        key.extend_from_slice(&(o.len() as u32).to_be_bytes());
-        key.extend_from_slice(o);
+        keys::push_sized(&mut key, p);
+        keys::push_sized(&mut key, o);
         key.extend_from_slice(r);
         key
     }
