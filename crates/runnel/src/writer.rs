@@ -128,15 +128,8 @@ impl LockedWriter<'_> {
             None => rows,
         };
         let moved = clock.watermark != before;
-        extra.put(keys::watermark_clock(self.id), clock_bytes(clock)?);
         let n = rows.num_rows();
-        let mut entries = Vec::new();
-        if n > 0 || moved {
-            entries.push(with_watermark(
-                ChangeBatch::inserts(rows).to_stored()?,
-                clock.watermark,
-            )?);
-        }
+        let entries = clocked_entries(self.id, clock, rows, moved, &mut extra)?;
         self.append(store, &entries, extra)?;
         Ok(n)
     }
@@ -157,15 +150,8 @@ impl LockedWriter<'_> {
         };
         let moved = clock.set_idle(partitions);
         let mut extra = WriteBatch::default();
-        extra.put(keys::watermark_clock(self.id), clock_bytes(clock)?);
-        let mut entries = Vec::new();
-        if moved {
-            let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
-            entries.push(with_watermark(
-                ChangeBatch::inserts(empty).to_stored()?,
-                clock.watermark,
-            )?);
-        }
+        let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
+        let entries = clocked_entries(self.id, clock, empty, moved, &mut extra)?;
         self.append(store, &entries, extra)?;
         Ok(moved)
     }
@@ -198,9 +184,23 @@ impl LockedWriter<'_> {
     }
 }
 
-fn clock_bytes(clock: &WatermarkClock) -> Result<Vec<u8>> {
-    serde_json::to_vec(clock)
-        .map_err(|e| RunnelError::internal(format!("watermark clock not serialisable: {e}")))
+/// What a stream with a clock appends: the clock's state (into `extra`), and the rows as
+/// one log entry carrying the watermark, when there are rows or the watermark `moved`.
+fn clocked_entries(
+    id: ObjectId,
+    clock: &WatermarkClock,
+    rows: RecordBatch,
+    moved: bool,
+    extra: &mut WriteBatch,
+) -> Result<Vec<RecordBatch>> {
+    let state = serde_json::to_vec(clock)
+        .map_err(|e| RunnelError::internal(format!("watermark clock not serialisable: {e}")))?;
+    extra.put(keys::watermark_clock(id), state);
+    if rows.num_rows() == 0 && !moved {
+        return Ok(Vec::new());
+    }
+    let stored = ChangeBatch::inserts(rows).to_stored()?;
+    Ok(vec![with_watermark(stored, clock.watermark)?])
 }
 
 /// The stored entry with the stream's watermark after it in its schema metadata.
