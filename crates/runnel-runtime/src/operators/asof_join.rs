@@ -58,8 +58,8 @@ pub struct AsofJoinOp {
     dirty: HashSet<(u8, Key, i64, Key)>,
 }
 
-/// One output row before decoding: the left row, its match, the weight.
-type Joined<'a> = (&'a [u8], Option<&'a [u8]>, i64);
+/// One output row before decoding: the left row, its match (if any), the weight.
+type Joined = (Key, Option<Key>, i64);
 
 impl AsofJoinOp {
     pub fn new(
@@ -131,19 +131,22 @@ impl AsofJoinOp {
             .map(|((_, row), w)| (row.as_ref(), *w))
     }
 
-    /// Decodes joined rows into an output batch.
-    fn build(&self, joined: &[Joined<'_>]) -> Result<Option<ChangeBatch>> {
+    /// Decodes joined rows into an output batch and emits it.
+    fn emit(&self, joined: &[Joined], out: &mut Vec<ChangeBatch>) -> Result<()> {
         if joined.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
-        let mut columns = decode_rows(joined.iter().map(|(l, _, _)| *l), &self.sides[0].types)?;
-        let matched: Vec<&[u8]> = joined.iter().filter_map(|(_, r, _)| *r).collect();
+        let mut columns = decode_rows(
+            joined.iter().map(|(l, _, _)| l.as_ref()),
+            &self.sides[0].types,
+        )?;
+        let matched: Vec<&[u8]> = joined.iter().filter_map(|(_, r, _)| r.as_deref()).collect();
         let right_columns = decode_rows(matched.iter().copied(), &self.sides[1].types)?;
         let mut next = 0u32;
         let indices: UInt32Array = joined
             .iter()
             .map(|(_, r, _)| {
-                r.map(|_| {
+                r.as_ref().map(|_| {
                     next += 1;
                     next - 1
                 })
@@ -155,7 +158,8 @@ impl AsofJoinOp {
         let options = RecordBatchOptions::new().with_row_count(Some(joined.len()));
         let data = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
         let weights = Int64Array::from_iter_values(joined.iter().map(|(_, _, w)| *w));
-        Ok(Some(ChangeBatch::new(data, weights)))
+        out.push(ChangeBatch::new(data, weights));
+        Ok(())
     }
 
     /// Encoded keys (`None` when a key column is null: such rows never match), times and
@@ -180,7 +184,7 @@ impl AsofJoinOp {
 
     fn process_left(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
         let (keys, valid, times, rows) = self.encode(0, &batch.data)?;
-        let mut joined: Vec<(Key, Option<Key>, i64)> = Vec::with_capacity(batch.num_rows());
+        let mut joined: Vec<Joined> = Vec::with_capacity(batch.num_rows());
         for (i, &key_valid) in valid.iter().enumerate() {
             let w = batch.weights.value(i);
             let row: Key = rows.row(i).into();
@@ -202,14 +206,7 @@ impl AsofJoinOp {
             }
             self.dirty.insert((LEFT, key, time, row));
         }
-        let refs: Vec<Joined<'_>> = joined
-            .iter()
-            .map(|(l, r, w)| (l.as_ref(), r.as_deref(), *w))
-            .collect();
-        if let Some(b) = self.build(&refs)? {
-            out.push(b);
-        }
-        Ok(())
+        self.emit(&joined, out)
     }
 
     /// Joined rows of left rows with times in `[from, to)` under the current right rows.
@@ -248,7 +245,7 @@ impl AsofJoinOp {
                 by_key.entry(keys.row(i).into()).or_default().push(i);
             }
         }
-        let mut changes: Vec<(Key, Option<Key>, i64)> = Vec::new();
+        let mut changes: Vec<Joined> = Vec::new();
         for (key, indices) in by_key {
             let lo = indices
                 .iter()
@@ -289,14 +286,7 @@ impl AsofJoinOp {
             }
             changes.extend(self.joined_range(&key, from, to, 1));
         }
-        let refs: Vec<Joined<'_>> = changes
-            .iter()
-            .map(|(l, r, w)| (l.as_ref(), r.as_deref(), *w))
-            .collect();
-        if let Some(b) = self.build(&refs)? {
-            out.push(b);
-        }
-        Ok(())
+        self.emit(&changes, out)
     }
 }
 
