@@ -797,6 +797,14 @@ fn interval_join_expiry(
     rules
 }
 
+/// A literal as a non-negative integer (a frame's or lag's row count).
+fn literal_u64(value: &datafusion::common::ScalarValue) -> Option<u64> {
+    match value.cast_to(&datafusion::arrow::datatypes::DataType::UInt64) {
+        Ok(datafusion::common::ScalarValue::UInt64(Some(k))) => Some(k),
+        _ => None,
+    }
+}
+
 /// row_number() / rank(), whose value for the first rows of a partition depends only on them.
 fn is_ranking(expr: &Expr) -> bool {
     let mut e = expr;
@@ -868,14 +876,7 @@ fn window_spec(
             "lag" => {
                 let k = match p.args.get(1) {
                     None => 1,
-                    Some(Expr::Literal(v, _)) => v
-                        .cast_to(&datafusion::arrow::datatypes::DataType::UInt64)
-                        .ok()
-                        .and_then(|v| match v {
-                            datafusion::common::ScalarValue::UInt64(Some(k)) => Some(k),
-                            _ => None,
-                        })
-                        .ok_or_else(|| {
+                    Some(Expr::Literal(v, _)) => literal_u64(v).ok_or_else(|| {
                             RunnelError::not_implemented("lag with a non-constant offset")
                         })?,
                     Some(_) => {
@@ -901,13 +902,7 @@ fn window_spec(
                     },
                     (WindowFrameBound::Preceding(v), _) => match frame.units {
                         WindowFrameUnits::Rows => WindowReach::Rows(
-                            v.cast_to(&datafusion::arrow::datatypes::DataType::UInt64)
-                                .ok()
-                                .and_then(|v| match v {
-                                    datafusion::common::ScalarValue::UInt64(Some(k)) => Some(k),
-                                    _ => None,
-                                })
-                                .ok_or_else(|| {
+                            literal_u64(v).ok_or_else(|| {
                                     RunnelError::not_implemented(format!("ROWS frame {v} PRECEDING"))
                                 })?,
                         ),

@@ -210,13 +210,7 @@ impl AsofJoinOp {
     }
 
     /// Joined rows of left rows with times in `[from, to)` under the current right rows.
-    fn joined_range(
-        &self,
-        key: &[u8],
-        from: i64,
-        to: Option<i64>,
-        sign: i64,
-    ) -> Vec<(Key, Option<Key>, i64)> {
+    fn joined_range(&self, key: &[u8], from: i64, to: Option<i64>, sign: i64) -> Vec<Joined> {
         let Some(state) = self.state.get(key) else {
             return Vec::new();
         };
