@@ -76,6 +76,11 @@ enum Command {
         reply: oneshot::Sender<WorkerStatus>,
     },
     Wake,
+    /// Drains, commits a last checkpoint and ends the thread (shutdown), so that nothing
+    /// uses the store while the process exits.
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
     /// Starts reading source logs (the worker starts paused so that restoring views can
     /// finish before any of them sees new data).
     Resume,
@@ -197,6 +202,11 @@ impl Worker {
         self.call(|reply| Command::Flush { reply }).await?
     }
 
+    /// Ends the worker thread after a last checkpoint (join it afterwards).
+    pub async fn stop(&self) -> Result<()> {
+        self.call(|reply| Command::Stop { reply }).await
+    }
+
     pub async fn status(&self) -> Result<WorkerStatus> {
         self.call(|reply| Command::Status { reply }).await
     }
@@ -220,6 +230,7 @@ impl WorkerState {
             }
             let timeout = self.interval.saturating_sub(self.last_checkpoint.elapsed());
             match rx.recv_timeout(timeout) {
+                Ok(Command::Stop { reply }) => return self.stop(reply),
                 Ok(cmd) => self.handle(cmd),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -229,13 +240,22 @@ impl WorkerState {
                 }
             }
             while let Ok(cmd) = rx.try_recv() {
-                self.handle(cmd);
+                match cmd {
+                    Command::Stop { reply } => return self.stop(reply),
+                    cmd => self.handle(cmd),
+                }
             }
             self.drain();
             if self.dirty && self.last_checkpoint.elapsed() >= self.interval {
                 self.checkpoint_or_die(Vec::new());
             }
         }
+    }
+
+    fn stop(&mut self, reply: oneshot::Sender<()>) {
+        self.drain();
+        self.checkpoint_or_die(Vec::new());
+        let _ = reply.send(());
     }
 
     /// Processes every available log entry, checkpointing on schedule along the way.
@@ -298,6 +318,7 @@ impl WorkerState {
         match cmd {
             Command::Wake => {}
             Command::Resume => self.paused = false,
+            Command::Stop { .. } => unreachable!("run() takes Stop before it reaches handle()"),
             Command::AddSource {
                 id,
                 schema,

@@ -250,9 +250,15 @@ impl Engine {
             .take();
         if let Some(handle) = handle {
             let shared = self.shared.clone();
-            let flush = async move { shared.worker.flush().await };
-            let _ = futures::executor::block_on(flush);
-            drop(handle);
+            // The worker must be gone before the process exits: a thread still inside
+            // RocksDB while exit tears it down aborts ("pthread lock: Invalid argument").
+            let stop = async move {
+                let _ = shared.worker.flush().await;
+                shared.worker.stop().await
+            };
+            if futures::executor::block_on(stop).is_ok() {
+                let _ = handle.join();
+            }
         }
     }
 }
