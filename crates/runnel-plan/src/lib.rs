@@ -140,6 +140,7 @@ pub fn unique_key(nodes: &[PlanNode], node: usize) -> Option<Vec<usize>> {
         NodeKind::Source { .. }
         | NodeKind::Join { .. }
         | NodeKind::AsofJoin { .. }
+        | NodeKind::SessionWindow { .. }
         | NodeKind::Union
         | NodeKind::Window { .. } => None,
     }
@@ -227,6 +228,14 @@ pub enum NodeKind {
         left_time: Expr,
         right_time: Expr,
         strict: bool,
+    },
+    /// SESSION windows: each input row plus its session's `window_start` (first `time`) and
+    /// `window_end` (last `time` plus the gap); per `keys`, rows less than the gap apart share
+    /// a session.
+    SessionWindow {
+        time: Expr,
+        keys: Vec<Expr>,
+        gap_micros: i64,
     },
     /// UNION ALL of inputs with identical column types.
     Union,
@@ -396,6 +405,15 @@ impl fmt::Display for StreamPlan {
                         on.join(", ")
                     )
                 }
+                NodeKind::SessionWindow {
+                    time,
+                    keys,
+                    gap_micros,
+                } => format!(
+                    "SessionWindow: time={time} gap={} keys=[{}]",
+                    runnel_common::time::format_duration_micros(*gap_micros),
+                    list(keys)
+                ),
                 NodeKind::Union => "Union".to_string(),
                 NodeKind::Materialize { key: None, .. } => "Materialize".to_string(),
                 NodeKind::Materialize { key: Some(key), .. } => {

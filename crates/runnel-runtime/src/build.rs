@@ -20,7 +20,7 @@ use crate::operators::join::Expiry;
 use crate::operators::window::OrderColumn;
 use crate::operators::{
     AggregateOp, AsofJoinOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp,
-    TemporalFilterOp, WindowOp,
+    SessionWindowOp, TemporalFilterOp, WindowOp,
 };
 
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
@@ -249,6 +249,38 @@ pub fn build_operator(
                 output_schema,
                 range_type,
                 order_lag,
+            )?)
+        }
+        NodeKind::SessionWindow {
+            time,
+            keys: session_keys,
+            gap_micros,
+        } => {
+            let schema = input_schema(0)?;
+            let time_type = time.get_type(schema)?;
+            if !matches!(time_type, DataType::Timestamp(_, _)) {
+                return Err(RunnelError::not_implemented(format!(
+                    "SESSION windows over a time column of type {time_type}"
+                )));
+            }
+            let input = node.inputs.first().map(|&i| &plan.nodes[i]);
+            let time_lag = match (time, input) {
+                (datafusion::logical_expr::Expr::Column(c), Some(input)) => schema
+                    .index_of_column(c)
+                    .ok()
+                    .and_then(|i| input.event_time.lag_of(i)),
+                _ => None,
+            };
+            Box::new(SessionWindowOp::new(
+                store,
+                prefix,
+                compile(time, schema)?,
+                time_type,
+                compile_all(session_keys, schema)?,
+                *gap_micros,
+                time_lag,
+                node_arrow_schema(schema),
+                output_schema,
             )?)
         }
         NodeKind::AsofJoin {

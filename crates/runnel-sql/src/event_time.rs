@@ -6,10 +6,11 @@
 //! filters and unions (the weakest lag wins), and through projections whose expression is
 //! monotone in a bounded column: the column itself, a cast, `± INTERVAL`, and `date_bin`
 //! (the window columns TUMBLE and HOP compute). An aggregate keeps the bounds of its group
-//! columns: a group only changes when one of its rows arrives. Joins keep none, since a
+//! columns: a group only changes when one of its rows arrives. A SESSION window bounds its
+//! `window_end` as its time column is bounded. Joins keep none, since a
 //! join's output can pair a new row with an arbitrarily old one.
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use runnel_common::time::interval_micros;
@@ -56,6 +57,23 @@ pub fn derive_event_time(
             },
             _ => Vec::new(),
         },
+        // Every change touches a session holding a row at or after the clock's bound on
+        // `time`: a new row's session, or one it merges, ends strictly after that row, so
+        // one tick (a microsecond, unless the column is finer) less lag.
+        NodeKind::SessionWindow { time, .. } => {
+            use datafusion::logical_expr::ExprSchemable;
+            let tick = match time.get_type(&input_schemas[0]) {
+                Ok(DataType::Timestamp(TimeUnit::Nanosecond, _)) | Err(_) => 0,
+                Ok(_) => 1,
+            };
+            expr_lag(time, &input_schemas[0], inputs[0])
+                .map(|lag| TimeBound {
+                    column: input_schemas[0].fields().len() + 1,
+                    lag_micros: lag - tick,
+                })
+                .into_iter()
+                .collect()
+        }
         NodeKind::Project { exprs } => bounds_of(exprs),
         NodeKind::Aggregate { group_exprs, .. } => bounds_of(group_exprs),
         NodeKind::Union => inputs[0]

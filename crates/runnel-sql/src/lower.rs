@@ -674,6 +674,33 @@ impl Lowering<'_> {
                     false,
                 ))
             }
+            LogicalPlan::Extension(extension) => {
+                let Some(session) = extension
+                    .node
+                    .as_any()
+                    .downcast_ref::<crate::session_window::SessionWindow>()
+                else {
+                    return Err(RunnelError::not_implemented(format!(
+                        "{} in a materialized view",
+                        extension.node.name()
+                    )));
+                };
+                for e in std::iter::once(&session.time).chain(&session.keys) {
+                    check_expr(e)?;
+                }
+                let input = self.lower(&session.input)?;
+                Ok(self.push(
+                    NodeKind::SessionWindow {
+                        time: session.time.clone(),
+                        keys: session.keys.clone(),
+                        gap_micros: session.gap_micros,
+                    },
+                    vec![input],
+                    vec![session.input.schema().clone()],
+                    extension.node.schema().clone(),
+                    false,
+                ))
+            }
             LogicalPlan::Values(_) => Err(RunnelError::not_implemented(
                 "VALUES in a materialized view",
             )),

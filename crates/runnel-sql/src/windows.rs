@@ -4,22 +4,18 @@
 //!
 //! Each returns the relation's columns plus `window_start` and `window_end` (of the time
 //! column's type; windows are aligned to the Unix epoch and include their start, not their
-//! end). They are planned as ordinary relational algebra, so ad-hoc queries and views get
-//! the same answer and the lowering needs nothing new:
+//! end). TUMBLE and HOP are planned as ordinary relational algebra, so ad-hoc queries and
+//! views get the same answer and the lowering needs nothing new:
 //! - TUMBLE is a projection: `window_start = date_bin(size, t)`, `window_end = window_start + size`;
 //! - HOP is a UNION ALL of `ceil(size / slide)` such projections, the k-th placing each row in
 //!   the window starting `k` slides before its latest one (filtered to windows that contain
 //!   the row when the size is not a multiple of the slide).
-//!
-//! - SESSION is a chain of OVER windows: a row starts a new session (per key) when the
-//!   previous row is `gap` or more before it; a running count of starts numbers the
-//!   sessions; `window_start` is the session's first time and `window_end` its last plus
-//!   `gap`. A late row that bridges two sessions merges them, so rows change windows
-//!   (the OVER operator retracts and re-emits them).
+//! - SESSION is a logical node of its own ([`crate::session_window`]): views run it as the
+//!   session operator, ad-hoc queries as an equivalent chain of OVER windows.
 //!
 //! Watermark derivation (see [`crate::event_time`]) recognises the TUMBLE and HOP
-//! expressions, so a window over a stream's watermark column knows when each window is
-//! closed. SESSION windows are not yet closed by the clock (their state is kept).
+//! expressions and the session node's `window_end`, so a window over a stream's watermark
+//! column knows when each window is closed.
 
 use std::sync::Arc;
 
@@ -42,7 +38,7 @@ use crate::event_time::interval_literal;
 /// such relations up itself.
 pub type TableLookup = dyn Fn(&str) -> Option<Arc<dyn TableSource>> + Send + Sync;
 
-/// Plans TUMBLE and HOP in FROM clauses.
+/// Plans TUMBLE, HOP and SESSION in FROM clauses.
 pub struct WindowTableFunctions {
     lookup: Arc<TableLookup>,
 }
@@ -210,7 +206,8 @@ impl RelationPlanner for WindowTableFunctions {
                         },
                     )
                     .collect::<DfResult<Vec<_>>>()?;
-                session_plan(input, &time_column, keys, size)?
+                crate::session_window::SessionWindow::try_new(input, time_column, keys, size.1)?
+                    .into_plan()
             }
             _ => window_plan(input, &time_column, slide, size)?,
         };
@@ -232,83 +229,10 @@ impl RelationPlanner for WindowTableFunctions {
     }
 }
 
-fn interval_expr(micros: i64) -> Expr {
+pub(crate) fn interval_expr(micros: i64) -> Expr {
     lit(ScalarValue::IntervalMonthDayNano(Some(
         IntervalMonthDayNano::new(0, 0, micros * 1_000),
     )))
-}
-
-/// SESSION windows as OVER windows (see the module docs).
-fn session_plan(
-    input: LogicalPlan,
-    time: &Expr,
-    keys: Vec<Expr>,
-    (gap_expr, _gap): (Expr, i64),
-) -> DfResult<LogicalPlan> {
-    use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
-    use datafusion::functions_aggregate::sum::sum_udaf;
-    use datafusion::functions_window::expr_fn::lag;
-    use datafusion::logical_expr::expr::WindowFunction;
-    use datafusion::logical_expr::{when, ExprFunctionExt};
-    let over = |udaf: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr| -> Expr {
-        Expr::from(WindowFunction::new(udaf, vec![arg]))
-    };
-    let columns: Vec<Expr> = input
-        .schema()
-        .columns()
-        .into_iter()
-        .map(Expr::Column)
-        .collect();
-    let order = vec![time.clone().sort(true, false)];
-    let previous = lag(time.clone(), Some(1), None)
-        .partition_by(keys.clone())
-        .order_by(order.clone())
-        .build()?
-        .alias("__session_previous");
-    let with_previous = LogicalPlanBuilder::from(input)
-        .window(vec![previous])?
-        .build()?;
-    let previous_col = Expr::Column(Column::from_name("__session_previous"));
-    let starts = when(previous_col.clone().is_null(), lit(1i64))
-        .when(
-            time.clone().gt_eq(previous_col + gap_expr.clone()),
-            lit(1i64),
-        )
-        .otherwise(lit(0i64))?
-        .alias("__session_starts");
-    let mut exprs = columns.clone();
-    exprs.push(starts);
-    let flagged = LogicalPlanBuilder::from(with_previous)
-        .project(exprs)?
-        .build()?;
-    let number = over(
-        sum_udaf(),
-        Expr::Column(Column::from_name("__session_starts")),
-    )
-    .partition_by(keys.clone())
-    .order_by(order)
-    .build()?
-    .alias("__session");
-    let numbered = LogicalPlanBuilder::from(flagged)
-        .window(vec![number])?
-        .build()?;
-    let mut session_keys = keys;
-    session_keys.push(Expr::Column(Column::from_name("__session")));
-    let first = over(min_udaf(), time.clone())
-        .partition_by(session_keys.clone())
-        .build()?
-        .alias("__session_first");
-    let last = over(max_udaf(), time.clone())
-        .partition_by(session_keys)
-        .build()?
-        .alias("__session_last");
-    let bounded = LogicalPlanBuilder::from(numbered)
-        .window(vec![first, last])?
-        .build()?;
-    let mut exprs = columns;
-    exprs.push(Expr::Column(Column::from_name("__session_first")).alias("window_start"));
-    exprs.push((Expr::Column(Column::from_name("__session_last")) + gap_expr).alias("window_end"));
-    LogicalPlanBuilder::from(bounded).project(exprs)?.build()
 }
 
 /// The input's columns plus `window_start`/`window_end`: one projection per window a row

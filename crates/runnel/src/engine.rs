@@ -136,7 +136,9 @@ impl Shared {
         options.sql_parser.parse_float_as_decimal = true;
         options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
         options.execution.time_zone = Some("+00:00".to_string());
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(
+            SessionContext::new_with_config(config).state(),
+        ));
         ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
         let shared = self.clone();
         let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {

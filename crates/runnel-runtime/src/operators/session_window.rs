@@ -1,0 +1,516 @@
+//! SESSION windows: each input row with its session's `window_start` and `window_end`.
+//!
+//! State per key: every row ordered by its time (then its bytes), with its weight. Rows less
+//! than `gap` apart share a session: `window_start` is its first time, `window_end` its last
+//! plus `gap`. A change at time `t` can only change the sessions within reach of `t`: the
+//! operator widens the changed times' span while a neighbouring row is less than `gap` away
+//! (only unchanged rows lie outside the span, so the widened span is made of whole sessions
+//! before and after the change), emits the span's rows with their old bounds as deletes and
+//! with their new bounds as inserts, and drops the pairs that cancel. Rows with a NULL time
+//! are sessions of their own with NULL bounds, and are not kept.
+//!
+//! When the time column is bounded by the clock (every future change has `time >= W - lag`),
+//! a session whose `window_end` is at or before `W - lag` can gain no row: it is closed and
+//! its rows are freed (their output rows stay downstream). The same bound makes
+//! `window_end` bounded, so aggregates over sessions close too.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use hashbrown::HashMap;
+use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::{keys, Store, WriteBatch};
+
+use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
+use crate::operator::Operator;
+use crate::view_rows::decode_count;
+
+type Key = Box<[u8]>;
+/// A key's rows: (time in microseconds, row bytes) -> weight.
+type Sessions = BTreeMap<(i64, Key), i64>;
+
+pub struct SessionWindowOp {
+    prefix: Vec<u8>,
+    time: CompiledExpr,
+    time_type: DataType,
+    keys: Vec<CompiledExpr>,
+    gap: i64,
+    /// The lag of the time column behind the clock, when it is bounded (sessions close).
+    time_lag: Option<i64>,
+    input_types: Vec<DataType>,
+    output_schema: SchemaRef,
+    partitions: HashMap<Key, Sessions>,
+    dirty: HashSet<(Key, i64, Key)>,
+    /// The clock at the last pass that freed closed sessions.
+    freed_at: Option<i64>,
+}
+
+/// One output row: the row's bytes and its session's bounds (microseconds).
+type Bounded = (Key, i64, i64);
+
+impl SessionWindowOp {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &Store,
+        prefix: Vec<u8>,
+        time: CompiledExpr,
+        time_type: DataType,
+        keys: Vec<CompiledExpr>,
+        gap: i64,
+        time_lag: Option<i64>,
+        input_schema: SchemaRef,
+        output_schema: SchemaRef,
+    ) -> Result<Self> {
+        let input_types = input_schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect::<Vec<_>>();
+        for t in &input_types {
+            runnel_state::codec::check_supported(t)?;
+        }
+        if !matches!(time_type, DataType::Timestamp(_, _)) || gap <= 0 {
+            return Err(RunnelError::internal(
+                "a session window needs a timestamp column and a positive gap",
+            ));
+        }
+        let mut op = SessionWindowOp {
+            prefix,
+            time,
+            time_type,
+            keys,
+            gap,
+            time_lag,
+            input_types,
+            output_schema,
+            partitions: HashMap::new(),
+            dirty: HashSet::new(),
+            freed_at: None,
+        };
+        op.load(store)?;
+        Ok(op)
+    }
+
+    fn load(&mut self, store: &Store) -> Result<()> {
+        let corrupt = || RunnelError::internal("session window state key is malformed");
+        for (key, value) in store.scan_prefix(&self.prefix)? {
+            let mut rest = &key[self.prefix.len()..];
+            let pkey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
+            let (time, row) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let weight = decode_count(&value)?;
+            self.partitions
+                .entry(pkey.into())
+                .or_default()
+                .insert((keys::ordered_i64_from(*time), row.into()), weight);
+        }
+        Ok(())
+    }
+
+    /// Widens `[lo, hi]` while a row outside it is less than the gap away.
+    fn reach(&self, rows: &Sessions, mut lo: i64, mut hi: i64) -> (i64, i64) {
+        while let Some(((t, _), _)) = rows.range(..(lo, Key::default())).next_back() {
+            if lo - t >= self.gap {
+                break;
+            }
+            lo = *t;
+        }
+        while let Some(((t, _), _)) = hi
+            .checked_add(1)
+            .and_then(|next| rows.range((next, Key::default())..).next())
+        {
+            if t - hi >= self.gap {
+                break;
+            }
+            hi = *t;
+        }
+        (lo, hi)
+    }
+
+    /// Adds `sign` times the weight of every row in `[lo, hi]`, with its session's bounds.
+    fn sessions_in(
+        &self,
+        rows: Option<&Sessions>,
+        (lo, hi): (i64, i64),
+        sign: i64,
+        out: &mut HashMap<Bounded, i64>,
+    ) {
+        let Some(rows) = rows else { return };
+        let mut session: Vec<(&Key, i64)> = Vec::new();
+        let mut start = 0;
+        let mut last = 0;
+        let mut flush = |session: &mut Vec<(&Key, i64)>, start: i64, last: i64| {
+            for (row, weight) in session.drain(..) {
+                *out.entry((row.clone(), start, last + self.gap))
+                    .or_insert(0) += sign * weight;
+            }
+        };
+        let upper = hi.saturating_add(1);
+        for ((t, row), &weight) in rows.range((lo, Key::default())..(upper, Key::default())) {
+            if weight <= 0 {
+                continue;
+            }
+            if session.is_empty() {
+                start = *t;
+            } else if t - last >= self.gap {
+                flush(&mut session, start, last);
+                start = *t;
+            }
+            last = *t;
+            session.push((row, weight));
+        }
+        if !session.is_empty() {
+            flush(&mut session, start, last);
+        }
+    }
+
+    /// A timestamp array of the time column's type from microseconds.
+    fn times(&self, micros: Vec<i64>) -> Result<ArrayRef> {
+        let values: ArrayRef = Arc::new(Int64Array::from(micros));
+        let values = cast(&values, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        Ok(cast(&values, &self.time_type)?)
+    }
+
+    /// Output rows (with their weights) for `changes`.
+    fn output(&self, changes: HashMap<Bounded, i64>) -> Result<Option<ChangeBatch>> {
+        let changes: Vec<(Bounded, i64)> = changes.into_iter().filter(|(_, w)| *w != 0).collect();
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let n = changes.len();
+        let mut columns = decode_rows(
+            changes.iter().map(|((r, _, _), _)| &r[..]),
+            &self.input_types,
+        )?;
+        columns.push(self.times(changes.iter().map(|((_, s, _), _)| *s).collect())?);
+        columns.push(self.times(changes.iter().map(|((_, _, e), _)| *e).collect())?);
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let data =
+            RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?;
+        let weights = Int64Array::from_iter_values(changes.iter().map(|(_, w)| *w));
+        Ok(Some(ChangeBatch::new(data, weights)))
+    }
+
+    /// Frees the rows of closed sessions.
+    fn free_closed(&mut self, clock: i64) {
+        let Some(cutoff) = self.time_lag.and_then(|lag| clock.checked_sub(lag)) else {
+            return;
+        };
+        // Now and then, not on every clock tick: a pass visits every key.
+        let step = (self.gap / 4).max(1_000_000);
+        if self.freed_at.is_some_and(|at| clock - at < step) {
+            return;
+        }
+        self.freed_at = Some(clock);
+        let gap = self.gap;
+        let mut emptied = Vec::new();
+        for (pkey, rows) in self.partitions.iter_mut() {
+            // The last time of the last closed session: a session is closed once its last
+            // time plus the gap is at or before the cutoff.
+            let mut closed_until: Option<i64> = None;
+            let mut previous: Option<i64> = None;
+            for &(t, _) in rows.keys() {
+                if let Some(p) = previous {
+                    if t - p >= gap && p.saturating_add(gap) <= cutoff {
+                        closed_until = Some(p);
+                    }
+                }
+                if t.saturating_add(gap) > cutoff {
+                    previous = None;
+                    break;
+                }
+                previous = Some(t);
+            }
+            if let Some(p) = previous {
+                // Every row was visited: the last session is closed too.
+                closed_until = Some(p);
+            }
+            let Some(until) = closed_until else { continue };
+            let keep = match until.checked_add(1) {
+                Some(next) => rows.split_off(&(next, Key::default())),
+                None => Sessions::new(),
+            };
+            for (t, row) in std::mem::replace(rows, keep).into_keys() {
+                self.dirty.insert((pkey.clone(), t, row));
+            }
+            if rows.is_empty() {
+                emptied.push(pkey.clone());
+            }
+        }
+        for pkey in emptied {
+            self.partitions.remove(&pkey);
+        }
+    }
+}
+
+impl Operator for SessionWindowOp {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let data = &batch.data;
+        let times = timestamp_micros(&evaluate(&self.time, data)?)?;
+        let mut partition_keys = EncodedRows::new();
+        if !self.keys.is_empty() {
+            let columns = evaluate_all(&self.keys, data)?;
+            encode_rows(&[], &columns, &mut partition_keys)?;
+        }
+        let mut row_bytes = EncodedRows::new();
+        encode_rows(&[], data.columns(), &mut row_bytes)?;
+
+        let mut untimed = Vec::new();
+        let mut by_partition: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for i in 0..n {
+            if times.is_null(i) {
+                untimed.push(i as u32);
+                continue;
+            }
+            let key: &[u8] = match self.keys.is_empty() {
+                true => &[],
+                false => partition_keys.row(i),
+            };
+            by_partition.entry(key).or_default().push(i);
+        }
+
+        let mut changes: HashMap<Bounded, i64> = HashMap::new();
+        for (pkey, rows) in by_partition {
+            let lo = rows.iter().map(|&i| times.value(i)).min();
+            let hi = rows.iter().map(|&i| times.value(i)).max();
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                continue;
+            };
+            let span = match self.partitions.get(pkey) {
+                Some(existing) => self.reach(existing, lo, hi),
+                None => (lo, hi),
+            };
+            self.sessions_in(self.partitions.get(pkey), span, -1, &mut changes);
+            let partition = self.partitions.entry(Key::from(pkey)).or_default();
+            for &i in &rows {
+                let entry = (times.value(i), Key::from(row_bytes.row(i)));
+                let w = partition.entry(entry.clone()).or_insert(0);
+                *w += batch.weights.value(i);
+                if *w == 0 {
+                    partition.remove(&entry);
+                }
+                self.dirty.insert((Key::from(pkey), entry.0, entry.1));
+            }
+            self.sessions_in(self.partitions.get(pkey), span, 1, &mut changes);
+            if self.partitions.get(pkey).is_some_and(|p| p.is_empty()) {
+                self.partitions.remove(pkey);
+            }
+        }
+        if let Some(changed) = self.output(changes)? {
+            out.push(changed);
+        }
+
+        if !untimed.is_empty() {
+            let indices = UInt32Array::from(untimed);
+            let rows = take_record_batch(data, &indices)?;
+            let mut columns = rows.columns().to_vec();
+            for _ in 0..2 {
+                columns.push(new_null_array(&self.time_type, rows.num_rows()));
+            }
+            let options = RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
+            let data =
+                RecordBatch::try_new_with_options(self.output_schema.clone(), columns, &options)?;
+            let weights = datafusion::arrow::compute::take(&batch.weights, &indices, None)?;
+            let weights = weights
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+                .ok_or_else(|| RunnelError::internal("weights are Int64"))?;
+            out.push(ChangeBatch::new(data, weights));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        self.free_closed(watermark);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
+        let mut dirty: Vec<(Key, i64, Key)> = std::mem::take(&mut self.dirty).into_iter().collect();
+        dirty.sort_unstable();
+        let mut key = Vec::new();
+        for (p, t, r) in dirty {
+            key.clear();
+            key.extend_from_slice(&self.prefix);
+            keys::push_sized(&mut key, &p);
+            key.extend_from_slice(&keys::ordered_i64(t));
+            key.extend_from_slice(&r);
+            let weight = self
+                .partitions
+                .get(&p)
+                .and_then(|rows| rows.get(&(t, r)))
+                .copied();
+            match weight {
+                Some(w) if w != 0 => batch.put(&key, w.to_le_bytes()),
+                _ => batch.delete(&key),
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::col;
+    use runnel_state::StoreOptions;
+
+    const MINUTE: i64 = 60_000_000;
+
+    fn time_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+    }
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ts", time_type(), true),
+        ]))
+    }
+
+    fn operator(store: &Store) -> SessionWindowOp {
+        let input = input_schema();
+        let df = DFSchema::try_from(input.as_ref().clone()).expect("a valid schema");
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("window_start", time_type(), true));
+        fields.push(Field::new("window_end", time_type(), true));
+        SessionWindowOp::new(
+            store,
+            b"sw".to_vec(),
+            crate::expr::compile(&col("ts"), &df).expect("ts compiles"),
+            time_type(),
+            vec![crate::expr::compile(&col("k"), &df).expect("k compiles")],
+            5 * MINUTE,
+            Some(0),
+            input,
+            Arc::new(Schema::new(fields)),
+        )
+        .expect("the operator builds")
+    }
+
+    /// Feeds `(k, minute, weight)` rows; returns the output as sorted
+    /// `(k, minute, start minute, end minute, weight)`.
+    fn feed(op: &mut SessionWindowOp, rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64, i64, i64)> {
+        let data = RecordBatch::try_new(
+            input_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1 * MINUTE))
+                        .with_timezone("+00:00"),
+                ),
+            ],
+        )
+        .expect("a valid batch");
+        let weights = Int64Array::from_iter_values(rows.iter().map(|r| r.2));
+        let mut out = Vec::new();
+        op.process(0, ChangeBatch::new(data, weights), &mut out)
+            .expect("process succeeds");
+        let mut rows = Vec::new();
+        for batch in out {
+            let minutes = |c: usize| timestamp_micros(batch.data.column(c)).expect("timestamps");
+            let k = batch
+                .data
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned();
+            let k = k.expect("k is Int64");
+            let (ts, start, end) = (minutes(1), minutes(2), minutes(3));
+            for i in 0..batch.num_rows() {
+                rows.push((
+                    k.value(i),
+                    ts.value(i) / MINUTE,
+                    start.value(i) / MINUTE,
+                    end.value(i) / MINUTE,
+                    batch.weights.value(i),
+                ));
+            }
+        }
+        rows.sort_unstable();
+        rows
+    }
+
+    fn stored_times(op: &SessionWindowOp, k: i64) -> Vec<i64> {
+        let mut columns = EncodedRows::new();
+        let key: ArrayRef = Arc::new(Int64Array::from(vec![k]));
+        encode_rows(&[], &[key], &mut columns).expect("encodes");
+        op.partitions
+            .get(columns.row(0))
+            .map(|rows| rows.keys().map(|(t, _)| t / MINUTE).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn sessions_merge_split_close_and_restore() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("the store opens");
+        let mut op = operator(&store);
+
+        assert_eq!(
+            feed(&mut op, &[(1, 0, 1), (1, 2, 1), (2, 1, 1)]),
+            vec![(1, 0, 0, 7, 1), (1, 2, 0, 7, 1), (2, 1, 1, 6, 1)]
+        );
+        // 6 is 4 minutes after 2: the session grows to [0, 11).
+        assert_eq!(
+            feed(&mut op, &[(1, 6, 1)]),
+            vec![
+                (1, 0, 0, 7, -1),
+                (1, 0, 0, 11, 1),
+                (1, 2, 0, 7, -1),
+                (1, 2, 0, 11, 1),
+                (1, 6, 0, 11, 1)
+            ]
+        );
+        // Without the row at 2, 0 and 6 are 6 minutes apart: two sessions.
+        assert_eq!(
+            feed(&mut op, &[(1, 2, -1)]),
+            vec![
+                (1, 0, 0, 5, 1),
+                (1, 0, 0, 11, -1),
+                (1, 2, 0, 11, -1),
+                (1, 6, 0, 11, -1),
+                (1, 6, 6, 11, 1)
+            ]
+        );
+
+        // At 10 the sessions ending at 5 (key 1) and 6 (key 2) are closed and freed.
+        op.on_watermark(10 * MINUTE, &mut Vec::new())
+            .expect("the clock advances");
+        assert_eq!(stored_times(&op, 1), vec![6]);
+        assert_eq!(stored_times(&op, 2), Vec::<i64>::new());
+
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).expect("checkpoint succeeds");
+        store.write(batch).expect("the write succeeds");
+        let mut restored = operator(&store);
+        assert_eq!(stored_times(&restored, 1), vec![6]);
+        assert_eq!(
+            feed(&mut restored, &[(1, 8, 1)]),
+            vec![(1, 6, 6, 11, -1), (1, 6, 6, 13, 1), (1, 8, 6, 13, 1)]
+        );
+    }
+}
