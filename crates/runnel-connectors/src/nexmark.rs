@@ -316,7 +316,8 @@ fn next_base0_auction_id(n: u64, rng: &mut Random) -> u64 {
 
 /// A log-uniform price between 1 and 1,000,000 dollars, in cents.
 fn next_price(rng: &mut Random) -> i64 {
-    (10f64.powf(rng.unit() * 6.0) * 100.0).round() as i64
+    // 10^(6u) as e^(6u ln 10): exp is several times cheaper than powf.
+    ((rng.unit() * 6.0 * std::f64::consts::LN_10).exp() * 100.0).round() as i64
 }
 
 /// Generates the events of one stream.

@@ -86,6 +86,25 @@ impl StreamPlan {
         }
     }
 
+    /// Whether the view is stored as blocks of appended rows.
+    pub fn view_appended(&self) -> bool {
+        matches!(
+            self.output().kind,
+            NodeKind::Materialize { appended: true, .. }
+        )
+    }
+
+    /// Sets whether the view is stored as appended blocks (see [`Self::set_view_key`]).
+    pub fn set_view_appended(&mut self, view_appended: bool) {
+        if let Some(PlanNode {
+            kind: NodeKind::Materialize { appended, .. },
+            ..
+        }) = self.nodes.last_mut()
+        {
+            *appended = view_appended;
+        }
+    }
+
     /// Sets the storage key of the view (a restored view keeps the layout it was stored in).
     pub fn set_view_key(&mut self, view_key: Option<Vec<usize>>) {
         if let Some(PlanNode {
@@ -241,10 +260,12 @@ pub enum NodeKind {
     Union,
     /// The view's output: writes its contents to state. With a `key` (output columns that
     /// identify a row, see [`StreamPlan::unique_key`]) the view is stored one row per key;
-    /// without, as a multiset of whole rows with their counts.
+    /// without, as blocks of appended rows when `appended` (the view only ever gets
+    /// inserts), else as a multiset of whole rows with their counts.
     Materialize {
         view: ObjectId,
         key: Option<Vec<usize>>,
+        appended: bool,
     },
 }
 

@@ -321,7 +321,7 @@ pub fn build_operator(
                 output_schema,
             )?)
         }
-        NodeKind::Materialize { key, .. } => {
+        NodeKind::Materialize { key, appended, .. } => {
             for field in output_schema.fields() {
                 check_supported(field.data_type())?;
             }
@@ -330,8 +330,8 @@ pub fn build_operator(
                 keys::view_prefix(view),
                 output_schema,
                 key.as_deref(),
-                node.append_only,
-            ))
+                *appended,
+            )?)
         }
     })
 }

@@ -1,10 +1,14 @@
 //! How a materialized view's rows are laid out in the store, under `keys::view_prefix(view)`.
 //! The materialize operator writes them; serving and views over views read them back here.
 //!
-//! Two layouts, fixed when the view is created (the catalog records which):
+//! Three layouts, fixed when the view is created (the catalog records which):
 //! - **keyed**, when the plan proves that some output columns identify a row (the group
 //!   columns of an aggregate): key = the encoded key columns, value = the encoded remaining
 //!   columns in schema order. An update is one put, with no read of the old row.
+//! - **appended**, when the view has no key and only ever gets inserts (a projection or
+//!   filter of a stream): key = a block number (`u64` big-endian), value = an Arrow IPC
+//!   batch of the rows appended in one checkpoint (at most [`APPEND_BLOCK_ROWS`]). Writing a
+//!   row costs a copy into its block instead of a store entry of its own.
 //! - **counted**, otherwise: key = the encoded whole row, value = its multiplicity (`i64`
 //!   little-endian), so duplicate rows are stored once.
 
@@ -19,24 +23,49 @@ use runnel_state::{KeyValue, Store};
 /// Rows per batch when reading a view out of the store.
 pub const READ_BATCH_ROWS: usize = 8192;
 
+/// Most rows in one block of an appended view.
+pub const APPEND_BLOCK_ROWS: usize = 65_536;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ViewLayout {
     /// One row per key: `key` and `value` are the schema's column indices in each part.
     Keyed { key: Vec<usize>, value: Vec<usize> },
     /// A multiset of whole rows with counts.
     Counted,
+    /// Blocks of appended rows.
+    Appended,
 }
 
 impl ViewLayout {
-    pub fn new(key: Option<&[usize]>, num_columns: usize) -> Self {
+    pub fn new(key: Option<&[usize]>, appended: bool, num_columns: usize) -> Self {
         match key {
             Some(key) => ViewLayout::Keyed {
                 key: key.to_vec(),
                 value: (0..num_columns).filter(|c| !key.contains(c)).collect(),
             },
+            None if appended => ViewLayout::Appended,
             None => ViewLayout::Counted,
         }
     }
+}
+
+/// The store key of block `block` of an appended view under `prefix`.
+pub fn block_key(prefix: &[u8], block: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 8);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&block.to_be_bytes());
+    key
+}
+
+/// A stored block of an appended view, with the view's schema.
+pub fn decode_block(schema: &SchemaRef, value: &[u8]) -> Result<RecordBatch> {
+    let batch = runnel_state::ipc::decode_batch(value)?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        batch.columns().to_vec(),
+        &options,
+    )?)
 }
 
 /// Encodes rows `0..num_rows` of `columns` (selected by `indices`) into `out`, one row each,
@@ -105,6 +134,9 @@ pub fn decode_view_rows<'a>(
                 &options,
             )?)
         }
+        ViewLayout::Appended => Err(RunnelError::internal(
+            "an appended view's blocks are decoded with decode_block",
+        )),
         ViewLayout::Counted => {
             let columns = decode_rows(rows.clone().map(|(k, _)| k), &types)?;
             let batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
@@ -145,6 +177,9 @@ pub fn decode_stored(
     prefix_len: usize,
     stored: &[KeyValue],
 ) -> Result<Vec<RecordBatch>> {
+    if *layout == ViewLayout::Appended {
+        return stored.iter().map(|(_, v)| decode_block(schema, v)).collect();
+    }
     stored
         .chunks(READ_BATCH_ROWS)
         .map(|chunk| {

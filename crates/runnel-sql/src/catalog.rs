@@ -29,6 +29,9 @@ pub struct CatalogEntry {
     /// Views: the columns the view's rows are stored by, one row per key (`None`: stored as
     /// a multiset of rows with counts). Fixed when the view is created.
     pub view_key: Option<Vec<usize>>,
+    /// Views without a key that only ever get inserts: stored as blocks of appended rows.
+    /// Fixed when the view is created.
+    pub view_appended: bool,
     /// Views created with a start position: per Kafka stream read, the first offset of each
     /// partition the view sees, resolved once at creation (so a restart keeps them).
     pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
@@ -60,6 +63,9 @@ pub struct StoredEntry {
     /// See [`CatalogEntry::view_key`]; absent in entries written before views had keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_key: Option<Vec<usize>>,
+    /// See [`CatalogEntry::view_appended`]; absent (false) in entries written before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub view_appended: bool,
     /// See [`CatalogEntry::start_offsets`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
@@ -103,6 +109,7 @@ impl CatalogEntry {
             kind: self.kind.into(),
             sql: self.sql.clone(),
             view_key: self.view_key.clone(),
+            view_appended: self.view_appended,
             start_offsets: self.start_offsets.clone(),
         }
     }

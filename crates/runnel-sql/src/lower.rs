@@ -83,7 +83,11 @@ pub fn lower_view(
     let schema = plan.schema().clone();
     let append_only = lowering.nodes[output].append_only;
     lowering.push(
-        NodeKind::Materialize { view, key: None },
+        NodeKind::Materialize {
+            view,
+            key: None,
+            appended: false,
+        },
         vec![output],
         vec![schema.clone()],
         schema,
@@ -92,7 +96,10 @@ pub fn lower_view(
     let mut plan = StreamPlan {
         nodes: lowering.nodes,
     };
-    plan.set_view_key(plan.unique_key(output));
+    let key = plan.unique_key(output);
+    // Rows that are never retracted are stored as appended blocks, not one entry per row.
+    plan.set_view_appended(key.is_none() && append_only);
+    plan.set_view_key(key);
     Ok(plan)
 }
 

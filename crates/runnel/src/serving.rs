@@ -138,7 +138,11 @@ pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<Record
         }
         ObjectKind::Sink => Ok(Vec::new()),
         ObjectKind::MaterializedView => {
-            let layout = ViewLayout::new(entry.view_key.as_deref(), schema.fields().len());
+            let layout = ViewLayout::new(
+                entry.view_key.as_deref(),
+                entry.view_appended,
+                schema.fields().len(),
+            );
             read_view(store, &keys::view_prefix(entry.id), &layout, &schema)
         }
     }

@@ -23,7 +23,7 @@ const COUNTRIES: [Option<&str>; 4] = [Some("fr"), Some("de"), Some("us"), None];
 
 /// The views of the main scenario: aggregates, joins (inner and left), DISTINCT, UNION ALL,
 /// and views over views (two levels). Expected contents: [`Model::expected`].
-const VIEWS: [(&str, &str); 9] = [
+const VIEWS: [(&str, &str); 10] = [
     (
         "v_user",
         "SELECT user_id, count(*) AS n, sum(amount) AS total, min(amount) AS lo, max(amount) AS hi \
@@ -51,6 +51,11 @@ const VIEWS: [(&str, &str); 9] = [
         "SELECT kind, count(DISTINCT user_id) AS users, count(*) AS n FROM events GROUP BY kind",
     ),
     ("v_countries", "SELECT DISTINCT country FROM users"),
+    // Only inserts: stored as appended blocks, which a restart must continue, not overwrite.
+    (
+        "v_big",
+        "SELECT user_id, amount * 2 AS double FROM events WHERE amount > 100",
+    ),
     (
         "v_union",
         "SELECT id, count(*) AS n FROM \
@@ -112,6 +117,12 @@ struct Model {
 impl Model {
     fn expected(&self, view: &str) -> Rows {
         let rows: Rows = match view {
+            "v_big" => self
+                .events
+                .iter()
+                .filter(|e| e.1 > 100)
+                .map(|&(user, amount, _)| vec![text(user), text(amount * 2)])
+                .collect(),
             "v_user" | "v_top" | "v_top_count" => {
                 let mut per_user: BTreeMap<i64, (i64, i64, i64, i64)> = BTreeMap::new();
                 for &(user, amount, _) in &self.events {

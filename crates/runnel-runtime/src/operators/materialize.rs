@@ -5,20 +5,27 @@
 //! - keyed views keep, per key touched since the last checkpoint, the latest row (or a
 //!   delete), so a group updated many times is written once and nothing is read back;
 //! - counted views keep per-row count deltas; a checkpoint reads the affected rows' counts
-//!   with one multi-get and writes the new counts (deleting rows that reach zero).
+//!   with one multi-get and writes the new counts (deleting rows that reach zero);
+//! - appended views keep the inserted batches; a checkpoint writes them as new blocks.
 
 use std::any::Any;
 use std::sync::Arc;
 
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
-use runnel_common::{ChangeBatch, Result};
+use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::EncodedRows;
+use runnel_state::keys::prefix_end;
 use runnel_state::{Store, WriteBatch};
 
 use crate::operator::Operator;
-use crate::view_rows::{decode_count, decode_view_rows, encode_columns, ViewLayout};
+use crate::view_rows::{
+    block_key, decode_block, decode_count, decode_view_rows, encode_columns, ViewLayout,
+    APPEND_BLOCK_ROWS,
+};
 
 pub struct MaterializeOp {
     store: Arc<Store>,
@@ -26,8 +33,6 @@ pub struct MaterializeOp {
     schema: SchemaRef,
     layout: ViewLayout,
     pending: Pending,
-    /// Only inserts arrive: counts are added with the store's merge operator, unread.
-    append_only: bool,
     key_scratch: EncodedRows,
     value_scratch: EncodedRows,
 }
@@ -42,6 +47,11 @@ enum Pending {
     },
     /// Per encoded row: the change of its count.
     Counted { deltas: HashMap<Box<[u8]>, i64> },
+    /// Inserted rows, and the number of the next block to write.
+    Appended {
+        batches: Vec<RecordBatch>,
+        next_block: u64,
+    },
 }
 
 impl MaterializeOp {
@@ -50,9 +60,9 @@ impl MaterializeOp {
         prefix: Vec<u8>,
         schema: SchemaRef,
         key: Option<&[usize]>,
-        append_only: bool,
-    ) -> Self {
-        let layout = ViewLayout::new(key, schema.fields().len());
+        appended: bool,
+    ) -> Result<Self> {
+        let layout = ViewLayout::new(key, appended, schema.fields().len());
         let pending = match layout {
             ViewLayout::Keyed { .. } => Pending::Keyed {
                 latest: HashMap::new(),
@@ -61,17 +71,32 @@ impl MaterializeOp {
             ViewLayout::Counted => Pending::Counted {
                 deltas: HashMap::new(),
             },
+            ViewLayout::Appended => {
+                let last = store.last_key_in_range(&prefix, &prefix_end(&prefix))?;
+                let next_block = match last {
+                    None => 0,
+                    Some(key) => {
+                        let block: [u8; 8] = key[prefix.len()..].try_into().map_err(|_| {
+                            RunnelError::internal("an appended view's block key is malformed")
+                        })?;
+                        u64::from_be_bytes(block) + 1
+                    }
+                };
+                Pending::Appended {
+                    batches: Vec::new(),
+                    next_block,
+                }
+            }
         };
-        MaterializeOp {
+        Ok(MaterializeOp {
             store,
             prefix,
             schema,
             layout,
             pending,
-            append_only,
             key_scratch: EncodedRows::new(),
             value_scratch: EncodedRows::new(),
-        }
+        })
     }
 
     /// The view's current contents (committed state plus pending changes) as one insert
@@ -113,8 +138,45 @@ impl MaterializeOp {
                     encoded.iter().map(|(row, count)| (*row, &count[..])),
                 )?
             }
+            Pending::Appended { batches, .. } => {
+                let mut all = stored
+                    .iter()
+                    .map(|(_, v)| decode_block(&self.schema, v))
+                    .collect::<Result<Vec<_>>>()?;
+                all.extend(batches.iter().cloned());
+                concat_batches(&self.schema, &all)?
+            }
         };
         Ok(ChangeBatch::inserts(data))
+    }
+
+    fn buffer_appended(&mut self, batch: &RecordBatch, weights: &[i64]) -> Result<()> {
+        let Pending::Appended { batches, .. } = &mut self.pending else {
+            return Ok(());
+        };
+        let rows = if weights.iter().all(|&w| w == 1) {
+            batch.clone()
+        } else {
+            // The plan proved the view only gets inserts; a row can still come n times.
+            let mut repeat: Vec<u32> = Vec::with_capacity(weights.len());
+            for (i, &w) in weights.iter().enumerate() {
+                if w < 0 {
+                    return Err(RunnelError::internal(
+                        "a delete reached a view stored as appended rows",
+                    ));
+                }
+                repeat.extend(std::iter::repeat_n(i as u32, w as usize));
+            }
+            take_record_batch(batch, &UInt32Array::from(repeat))?
+        };
+        let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
+            .with_row_count(Some(rows.num_rows()));
+        batches.push(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            rows.columns().to_vec(),
+            &options,
+        )?);
+        Ok(())
     }
 
     fn buffer_keyed(&mut self, batch: &RecordBatch, weights: &[i64]) -> Result<()> {
@@ -183,6 +245,7 @@ impl Operator for MaterializeOp {
         match self.layout {
             ViewLayout::Keyed { .. } => self.buffer_keyed(&batch.data, batch.weights.values())?,
             ViewLayout::Counted => self.buffer_counted(&batch.data, batch.weights.values())?,
+            ViewLayout::Appended => self.buffer_appended(&batch.data, batch.weights.values())?,
         }
         out.push(batch.with_schema(self.schema.clone())?);
         Ok(())
@@ -191,6 +254,24 @@ impl Operator for MaterializeOp {
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         let mut key = self.prefix.clone();
         match &mut self.pending {
+            Pending::Appended {
+                batches,
+                next_block,
+            } => {
+                if batches.is_empty() {
+                    return Ok(());
+                }
+                let rows = concat_batches(&self.schema, batches.iter())?;
+                batches.clear();
+                let mut offset = 0;
+                while offset < rows.num_rows() {
+                    let len = APPEND_BLOCK_ROWS.min(rows.num_rows() - offset);
+                    let block = runnel_state::ipc::encode_batch(&rows.slice(offset, len))?;
+                    batch.put(block_key(&self.prefix, *next_block), block);
+                    *next_block += 1;
+                    offset += len;
+                }
+            }
             Pending::Keyed { latest, arena } => {
                 // In key order: RocksDB's memtable inserts sorted keys far faster.
                 let mut rows: Vec<_> = latest.drain().collect();
@@ -209,17 +290,6 @@ impl Operator for MaterializeOp {
                 let deltas: Vec<(Box<[u8]>, i64)> =
                     deltas.drain().filter(|(_, d)| *d != 0).collect();
                 if deltas.is_empty() {
-                    return Ok(());
-                }
-                if self.append_only {
-                    // Counts only grow: add them in the store without reading them.
-                    let mut sorted = deltas;
-                    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                    for (row, delta) in sorted {
-                        key.truncate(self.prefix.len());
-                        key.extend_from_slice(&row);
-                        batch.merge(&key, delta.to_le_bytes());
-                    }
                     return Ok(());
                 }
                 let keys: Vec<Vec<u8>> = deltas

@@ -165,6 +165,7 @@ fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> Cata
         primary_key: vec![],
         dependencies: vec![input.id],
         view_key: None,
+        view_appended: false,
         start_offsets: Default::default(),
         watermark: None,
         event_time: Default::default(),

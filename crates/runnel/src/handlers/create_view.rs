@@ -156,6 +156,7 @@ pub async fn handle(
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
         view_key: planned.plan.view_key().map(<[usize]>::to_vec),
+        view_appended: planned.plan.view_appended(),
         start_offsets,
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
@@ -196,6 +197,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let mut planned = plan_view(&ctx, &catalog, stored.id, view, *emit_on_window_close).await?;
     // The stored rows' layout is the one chosen at creation, whatever planning says today.
     planned.plan.set_view_key(stored.view_key.clone());
+    planned.plan.set_view_appended(stored.view_appended);
     let entry = CatalogEntry {
         id: stored.id,
         name: stored.name.clone(),
@@ -205,6 +207,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         primary_key: vec![],
         dependencies: planned.plan.dependencies(),
         view_key: stored.view_key.clone(),
+        view_appended: stored.view_appended,
         start_offsets: stored.start_offsets.clone(),
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
