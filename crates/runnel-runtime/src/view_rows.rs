@@ -178,7 +178,10 @@ pub fn decode_stored(
     stored: &[KeyValue],
 ) -> Result<Vec<RecordBatch>> {
     if *layout == ViewLayout::Appended {
-        return stored.iter().map(|(_, v)| decode_block(schema, v)).collect();
+        return stored
+            .iter()
+            .map(|(_, v)| decode_block(schema, v))
+            .collect();
     }
     stored
         .chunks(READ_BATCH_ROWS)

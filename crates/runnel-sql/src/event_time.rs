@@ -130,6 +130,9 @@ pub fn interval_literal(expr: &Expr) -> Option<i64> {
             Some(v.days as i64 * 86_400_000_000 + v.milliseconds as i64 * 1_000)
         }
         Expr::Literal(ScalarValue::DurationMicrosecond(Some(v)), _) => Some(*v),
+        Expr::Literal(ScalarValue::DurationNanosecond(Some(v)), _) => {
+            (v % 1_000 == 0).then_some(v / 1_000)
+        }
         Expr::Cast(cast) => interval_literal(&cast.expr),
         _ => None,
     }

@@ -235,18 +235,38 @@ pub(crate) fn interval_expr(micros: i64) -> Expr {
     )))
 }
 
+/// A shift of a timestamp of type `time_type` by `micros`: a duration of the same unit when
+/// there is one (Arrow adds it as plain integers; an interval goes through calendar
+/// arithmetic per row, a tenth of a HOP's cost), else an interval.
+pub(crate) fn shift_expr(time_type: &DataType, micros: i64) -> Expr {
+    use datafusion::arrow::datatypes::TimeUnit;
+    match time_type {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            lit(ScalarValue::DurationMicrosecond(Some(micros)))
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => match micros.checked_mul(1_000) {
+            Some(nanos) => lit(ScalarValue::DurationNanosecond(Some(nanos))),
+            None => interval_expr(micros),
+        },
+        _ => interval_expr(micros),
+    }
+}
+
 /// The input's columns plus `window_start`/`window_end`: one projection per window a row
 /// falls in (one for tumbling windows), unioned.
 fn window_plan(
     input: LogicalPlan,
     time: &Expr,
     (slide_expr, slide): (Expr, i64),
-    (size_expr, size): (Expr, i64),
+    (_, size): (Expr, i64),
 ) -> DfResult<LogicalPlan> {
     let date_bin = datafusion::functions::datetime::date_bin();
     // date_bin computes in nanoseconds; the window columns keep the time column's type.
     let time_type = time.get_type(input.schema())?;
-    let latest_start = cast(date_bin.call(vec![slide_expr, time.clone()]), time_type);
+    let latest_start = cast(
+        date_bin.call(vec![slide_expr, time.clone()]),
+        time_type.clone(),
+    );
     let windows_per_row = (size + slide - 1) / slide;
     let columns: Vec<Expr> = input
         .schema()
@@ -259,9 +279,9 @@ fn window_plan(
     for k in 0..windows_per_row {
         let start = match k {
             0 => latest_start.clone(),
-            k => latest_start.clone() - interval_expr(k * slide),
+            k => latest_start.clone() - shift_expr(&time_type, k * slide),
         };
-        let end = start.clone() + size_expr.clone();
+        let end = start.clone() + shift_expr(&time_type, size);
         let mut builder = LogicalPlanBuilder::from(input.clone());
         if size % slide != 0 && k == windows_per_row - 1 {
             // The oldest candidate window may end before the row.

@@ -15,7 +15,7 @@
 //! the state holds only the rows still inside the interval.
 
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
@@ -34,17 +34,42 @@ use crate::operator::Operator;
 pub struct Expiry {
     pub time: CompiledExpr,
     pub lag_micros: i64,
-    /// (time, slot, row) of the side's live rows.
-    by_time: BTreeSet<(i64, u32, Box<[u8]>)>,
+    /// (time, slot, row) of rows added to the side, by time bucket. An entry stays when its
+    /// row goes earlier (expiring finds the row gone), so adding a row is one append; a
+    /// bucket is freed once the cutoff passes its end, at most one bucket late.
+    buckets: BTreeMap<i64, Vec<(i64, u32, Box<[u8]>)>>,
 }
+
+/// The width of an expiry bucket: rows are freed at most this late.
+const EXPIRY_BUCKET_MICROS: i64 = 1_000_000;
 
 impl Expiry {
     pub fn new(time: CompiledExpr, lag_micros: i64) -> Self {
         Expiry {
             time,
             lag_micros,
-            by_time: BTreeSet::new(),
+            buckets: BTreeMap::new(),
         }
+    }
+
+    fn insert(&mut self, time: i64, slot: u32, row: Box<[u8]>) {
+        self.buckets
+            .entry(time.div_euclid(EXPIRY_BUCKET_MICROS))
+            .or_default()
+            .push((time, slot, row));
+    }
+
+    /// Removes and returns the buckets whose rows are all before `cutoff`.
+    fn expired(&mut self, cutoff: i64) -> Vec<Vec<(i64, u32, Box<[u8]>)>> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.buckets.first_entry() {
+            let end = (entry.key() + 1).saturating_mul(EXPIRY_BUCKET_MICROS);
+            if end > cutoff {
+                break;
+            }
+            out.push(entry.remove());
+        }
+        out
     }
 }
 
@@ -58,6 +83,8 @@ struct JoinSide {
     totals: Vec<i64>,
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
+    /// Slots of keys whose rows all went, for reuse.
+    free: Vec<u32>,
 }
 
 impl JoinSide {
@@ -72,11 +99,17 @@ impl JoinSide {
             totals: Vec::new(),
             dirty: Vec::new(),
             dirty_list: Vec::new(),
+            free: Vec::new(),
         }
     }
 
     fn slot(&mut self, key: &[u8]) -> u32 {
         if let Some(&s) = self.index.get(key) {
+            return s;
+        }
+        if let Some(s) = self.free.pop() {
+            self.keys[s as usize] = key.into();
+            self.index.insert(key.into(), s);
             return s;
         }
         let s = self.keys.len() as u32;
@@ -86,6 +119,16 @@ impl JoinSide {
         self.dirty.push(false);
         self.index.insert(key.into(), s);
         s
+    }
+
+    /// Forgets an empty slot's key (after its delete is written), for reuse.
+    fn release(&mut self, slot: u32) {
+        let s = slot as usize;
+        self.index.remove(&self.keys[s]);
+        self.keys[s] = Box::default();
+        self.rows[s] = HashMap::new();
+        self.totals[s] = 0;
+        self.free.push(slot);
     }
 
     fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
@@ -242,7 +285,9 @@ impl JoinOp {
             .map(|(i, (s, r))| (times.value(i), *s, Box::from(*r)))
             .collect();
         if let Some(expiry) = self.sides[side].expiry.as_mut() {
-            expiry.by_time.extend(entries);
+            for (time, slot, row) in entries {
+                expiry.insert(time, slot, row);
+            }
         }
         Ok(())
     }
@@ -334,6 +379,34 @@ impl JoinOp {
     }
 }
 
+/// Sorts `items` by `bytes(item)`: by the first eight bytes as an integer, then by the
+/// whole bytes where those tie (far cheaper than a byte comparison through an indirection
+/// per step).
+fn sort_by_bytes<'a>(items: &mut [u32], bytes: impl Fn(u32) -> &'a [u8]) {
+    let head = |b: &[u8]| {
+        let mut word = [0u8; 8];
+        let n = b.len().min(8);
+        word[..n].copy_from_slice(&b[..n]);
+        u64::from_be_bytes(word)
+    };
+    let mut keyed: Vec<(u64, u32)> = items.iter().map(|&i| (head(bytes(i)), i)).collect();
+    keyed.sort_unstable();
+    let mut start = 0;
+    while start < keyed.len() {
+        let mut end = start + 1;
+        while end < keyed.len() && keyed[end].0 == keyed[start].0 {
+            end += 1;
+        }
+        if end - start > 1 {
+            keyed[start..end].sort_unstable_by(|a, b| bytes(a.1).cmp(bytes(b.1)));
+        }
+        start = end;
+    }
+    for (slot, (_, item)) in items.iter_mut().zip(keyed) {
+        *slot = item;
+    }
+}
+
 fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
     let (head, rest) = bytes
         .split_first_chunk::<4>()
@@ -420,13 +493,8 @@ impl Operator for JoinOp {
                     let s = state.slot(keys.row(i));
                     state.add(s, rows.row(i), weights[i]);
                     if let (Some(expiry), Some(times)) = (state.expiry.as_mut(), &times) {
-                        if times.is_valid(i) {
-                            let entry = (times.value(i), s, Box::from(rows.row(i)));
-                            if state.rows[s as usize].contains_key(rows.row(i)) {
-                                expiry.by_time.insert(entry);
-                            } else {
-                                expiry.by_time.remove(&entry);
-                            }
+                        if times.is_valid(i) && weights[i] > 0 {
+                            expiry.insert(times.value(i), s, Box::from(rows.row(i)));
                         }
                     }
                 }
@@ -483,17 +551,15 @@ impl Operator for JoinOp {
             let Some(cutoff) = watermark.checked_sub(expiry.lag_micros) else {
                 continue;
             };
-            while let Some(first) = expiry.by_time.first() {
-                if first.0 >= cutoff {
-                    break;
-                }
-                let (_, slot, row) = expiry.by_time.pop_first().expect("checked non-empty");
-                let s = slot as usize;
-                if let Some(count) = state.rows[s].remove(&row) {
-                    state.totals[s] -= count;
-                    if !state.dirty[s] {
-                        state.dirty[s] = true;
-                        state.dirty_list.push(slot);
+            for bucket in expiry.expired(cutoff) {
+                for (_, slot, row) in bucket {
+                    let s = slot as usize;
+                    if let Some(count) = state.rows[s].remove(&row) {
+                        state.totals[s] -= count;
+                        if !state.dirty[s] {
+                            state.dirty[s] = true;
+                            state.dirty_list.push(slot);
+                        }
                     }
                 }
             }
@@ -509,7 +575,7 @@ impl Operator for JoinOp {
             let mut value = Vec::new();
             // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
             let mut dirty = std::mem::take(&mut state.dirty_list);
-            dirty.sort_unstable_by(|a, b| state.keys[*a as usize].cmp(&state.keys[*b as usize]));
+            sort_by_bytes(&mut dirty, |s| &state.keys[s as usize]);
             for s in dirty {
                 let si = s as usize;
                 state.dirty[si] = false;
@@ -517,6 +583,7 @@ impl Operator for JoinOp {
                 key.extend_from_slice(&state.keys[si]);
                 if state.rows[si].is_empty() {
                     batch.delete(&key);
+                    state.release(s);
                 } else {
                     value.clear();
                     for (row, count) in &state.rows[si] {
