@@ -24,6 +24,20 @@ use crate::operators::{
 };
 
 /// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
+/// The clock's lag on `expr` when it is a column of `node`'s first input that the clock bounds.
+fn input_column_lag(
+    plan: &StreamPlan,
+    node: &PlanNode,
+    expr: &datafusion::logical_expr::Expr,
+    schema: &DFSchema,
+) -> Option<i64> {
+    let datafusion::logical_expr::Expr::Column(c) = expr else {
+        return None;
+    };
+    let input = &plan.nodes[*node.inputs.first()?];
+    input.event_time.lag_of(schema.index_of_column(c).ok()?)
+}
+
 pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
     nullable_schema(schema.as_arrow())
 }
@@ -229,14 +243,9 @@ pub fn build_operator(
                 }
                 _ => None,
             };
-            let input = node.inputs.first().map(|&i| &plan.nodes[i]);
-            let order_lag = match (order_by.first().map(|s| &s.expr), input) {
-                (Some(datafusion::logical_expr::Expr::Column(c)), Some(input)) => schema
-                    .index_of_column(c)
-                    .ok()
-                    .and_then(|i| input.event_time.lag_of(i)),
-                _ => None,
-            };
+            let order_lag = order_by
+                .first()
+                .and_then(|s| input_column_lag(plan, node, &s.expr, schema));
             Box::new(WindowOp::new(
                 store,
                 prefix,
@@ -263,14 +272,7 @@ pub fn build_operator(
                     "SESSION windows over a time column of type {time_type}"
                 )));
             }
-            let input = node.inputs.first().map(|&i| &plan.nodes[i]);
-            let time_lag = match (time, input) {
-                (datafusion::logical_expr::Expr::Column(c), Some(input)) => schema
-                    .index_of_column(c)
-                    .ok()
-                    .and_then(|i| input.event_time.lag_of(i)),
-                _ => None,
-            };
+            let time_lag = input_column_lag(plan, node, time, schema);
             Box::new(SessionWindowOp::new(
                 store,
                 prefix,

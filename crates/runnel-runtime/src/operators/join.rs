@@ -37,8 +37,11 @@ pub struct Expiry {
     /// (time, slot, row) of rows added to the side, by time bucket. An entry stays when its
     /// row goes earlier (expiring finds the row gone), so adding a row is one append; a
     /// bucket is freed once the cutoff passes its end, at most one bucket late.
-    buckets: BTreeMap<i64, Vec<(i64, u32, Box<[u8]>)>>,
+    buckets: BTreeMap<i64, Vec<ExpiryEntry>>,
 }
+
+/// A row added to a side: (time, slot, row).
+type ExpiryEntry = (i64, u32, Box<[u8]>);
 
 /// The width of an expiry bucket: rows are freed at most this late.
 const EXPIRY_BUCKET_MICROS: i64 = 1_000_000;
@@ -60,7 +63,7 @@ impl Expiry {
     }
 
     /// Removes and returns the buckets whose rows are all before `cutoff`.
-    fn expired(&mut self, cutoff: i64) -> Vec<Vec<(i64, u32, Box<[u8]>)>> {
+    fn expired(&mut self, cutoff: i64) -> Vec<Vec<ExpiryEntry>> {
         let mut out = Vec::new();
         while let Some(entry) = self.buckets.first_entry() {
             let end = (entry.key() + 1).saturating_mul(EXPIRY_BUCKET_MICROS);
