@@ -97,6 +97,14 @@ pub fn decode_count(value: &[u8]) -> Result<i64> {
     Ok(i64::from_le_bytes(bytes))
 }
 
+/// Writes a stored weight (see [`decode_count`]), or deletes the key when there is none left.
+pub fn write_weight(batch: &mut runnel_state::WriteBatch, key: &[u8], weight: Option<i64>) {
+    match weight {
+        Some(w) if w != 0 => batch.put(key, w.to_le_bytes()),
+        _ => batch.delete(key),
+    }
+}
+
 /// Decodes stored rows (keys without the view prefix, and values) into one batch.
 pub fn decode_view_rows<'a>(
     layout: &ViewLayout,

@@ -26,7 +26,7 @@ use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::decode_count;
+use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// Rows of one side for one key: (time, row bytes) -> weight.
@@ -311,10 +311,7 @@ impl Operator for AsofJoinOp {
                 let rows = if side == LEFT { &s.left } else { &s.right };
                 rows.get(&(time, row.clone())).copied()
             });
-            match weight {
-                Some(w) if w != 0 => batch.put(&store_key, w.to_le_bytes()),
-                _ => batch.delete(&store_key),
-            }
+            write_weight(batch, &store_key, weight);
         }
         Ok(())
     }

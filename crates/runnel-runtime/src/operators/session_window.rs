@@ -29,7 +29,7 @@ use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::decode_count;
+use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// A key's rows: (time in microseconds, row bytes) -> weight.
@@ -356,10 +356,7 @@ impl Operator for SessionWindowOp {
                 .get(&p)
                 .and_then(|rows| rows.get(&(t, r)))
                 .copied();
-            match weight {
-                Some(w) if w != 0 => batch.put(&key, w.to_le_bytes()),
-                _ => batch.delete(&key),
-            }
+            write_weight(batch, &key, weight);
         }
         Ok(())
     }

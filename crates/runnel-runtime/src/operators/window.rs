@@ -36,7 +36,7 @@ use runnel_state::{keys, Store, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::decode_count;
+use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// A partition's rows: (order key, row bytes) -> weight.
@@ -404,10 +404,7 @@ impl Operator for WindowOp {
                 .get(&p)
                 .and_then(|part| part.get(&(o, r)))
                 .copied();
-            match weight {
-                Some(w) if w != 0 => batch.put(&key, w.to_le_bytes()),
-                _ => batch.delete(&key),
-            }
+            write_weight(batch, &key, weight);
         }
         Ok(())
     }
