@@ -34,7 +34,8 @@ install_tansu() {
     cargo install tansu --locked --version "$TANSU_VERSION" --features libsql -j2
 }
 
-# psql for manual checks, Python with psycopg/pytest/duckdb for the client tests and benchmarks,
+# psql for manual checks and the meta-command tests, Python with psycopg/psycopg2/asyncpg/
+# SQLAlchemy/pandas/pytest/duckdb for the client tests and benchmarks,
 # confluent-kafka as the independent Kafka client, a JDK and Debian's pgjdbc driver for the
 # JDBC client test, docker-compose to check the compose file, and the Tansu broker.
 install_test_deps() {
@@ -46,5 +47,5 @@ install_test_deps() {
         python3 -m venv .venv
     fi
     .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb \
-        "confluent-kafka>=2.6"
+        "confluent-kafka>=2.6" "sqlalchemy>=2" psycopg2-binary pandas asyncpg
 }

@@ -6,6 +6,7 @@
 // Usage: java -cp postgresql.jar:. JdbcClient HOST PORT   (exit status 0 = every check held)
 
 import java.sql.Connection;
+import java.sql.DatabaseMetaData;
 import java.sql.DriverManager;
 import java.sql.PreparedStatement;
 import java.sql.ResultSet;
@@ -170,6 +171,47 @@ public class JdbcClient {
                 checkEquals(20L, rs.getLong(1), "events with ok = true");
             }
         }
+        metadata(conn);
+    }
+
+    /** What DBeaver and other JDBC tools call to browse the database. */
+    private static void metadata(Connection conn) throws SQLException {
+        DatabaseMetaData md = conn.getMetaData();
+        TreeMap<String, String> tables = new TreeMap<>();
+        try (ResultSet rs = md.getTables(null, "public", "jdbc_%", null)) {
+            while (rs.next()) {
+                tables.put(rs.getString("TABLE_NAME"), rs.getString("TABLE_TYPE"));
+            }
+        }
+        // As against Postgres, with every type asked for, the primary key's index is listed too.
+        checkEquals("{jdbc_events=TABLE, jdbc_per_user=MATERIALIZED VIEW, jdbc_users=TABLE, "
+                + "jdbc_users_pkey=INDEX}", tables.toString(), "getTables");
+        StringBuilder columns = new StringBuilder();
+        try (ResultSet rs = md.getColumns(null, "public", "jdbc_users", null)) {
+            while (rs.next()) {
+                columns.append(rs.getInt("ORDINAL_POSITION")).append(':')
+                        .append(rs.getString("COLUMN_NAME")).append(':')
+                        .append(rs.getString("TYPE_NAME")).append(':')
+                        .append(rs.getInt("NULLABLE")).append(' ');
+            }
+        }
+        checkEquals("1:user_id:int8:0 2:name:text:1 ", columns.toString(), "getColumns");
+        StringBuilder keys = new StringBuilder();
+        try (ResultSet rs = md.getPrimaryKeys(null, "public", "jdbc_users")) {
+            while (rs.next()) {
+                keys.append(rs.getString("COLUMN_NAME")).append(':')
+                        .append(rs.getInt("KEY_SEQ")).append(':')
+                        .append(rs.getString("PK_NAME"));
+            }
+        }
+        checkEquals("user_id:1:jdbc_users_pkey", keys.toString(), "getPrimaryKeys");
+        TreeMap<String, String> schemas = new TreeMap<>();
+        try (ResultSet rs = md.getSchemas()) {
+            while (rs.next()) {
+                schemas.put(rs.getString("TABLE_SCHEM"), "");
+            }
+        }
+        check(schemas.containsKey("public") && schemas.containsKey("pg_catalog"), "getSchemas " + schemas);
     }
 
     private static void expectState(Connection conn, String sql, String state) {

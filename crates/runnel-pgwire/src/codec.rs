@@ -565,6 +565,28 @@ pub fn copy_in_response(buf: &mut BytesMut, columns: usize) {
     });
 }
 
+/// `H` CopyOutResponse: `columns` columns, all in text (`binary` false) or binary format.
+pub fn copy_out_response(buf: &mut BytesMut, columns: usize, binary: bool) {
+    let code = i16::from(binary);
+    put_message(buf, b'H', |b| {
+        b.put_i8(i8::from(binary));
+        put_count(b, columns);
+        for _ in 0..columns {
+            b.put_i16(code);
+        }
+    });
+}
+
+/// `d` CopyData with `data`.
+pub fn copy_data(buf: &mut BytesMut, data: &[u8]) {
+    put_message(buf, b'd', |b| b.extend_from_slice(data));
+}
+
+/// `c` CopyDone.
+pub fn copy_done(buf: &mut BytesMut) {
+    put_message(buf, b'c', |_| {});
+}
+
 /// `E` ErrorResponse with every field of `error` that is present.
 pub fn error_response(buf: &mut BytesMut, error: &PgError) {
     put_message(buf, b'E', |b| {

@@ -1,4 +1,5 @@
-//! The data formats of `COPY ... FROM STDIN`: Postgres text and CSV, decoded into Arrow string
+//! The data formats of COPY: `COPY ... TO STDOUT` rows written in text, CSV or binary
+//! ([`CopyEncoder`]), and `COPY ... FROM STDIN` text and CSV decoded into Arrow string
 //! columns (one per copied column, NULLs included). Turning the strings into the target
 //! columns' types is the database's business; this module only knows how Postgres frames
 //! rows and fields, so its output is what a Postgres server would have read from the same
@@ -62,6 +63,343 @@ impl CopyFormat {
             ..CopyFormat::text()
         }
     }
+}
+
+/// What `COPY ... TO STDOUT` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOutFormat {
+    /// Text or CSV, as framed by the [`CopyFormat`].
+    Text(CopyFormat),
+    /// Postgres's binary COPY format (`PGCOPY` header, length-prefixed binary values).
+    Binary,
+}
+
+/// Writes result batches as COPY data: each value in its Postgres text (or binary) form,
+/// framed and escaped as Postgres's COPY TO writes it, so `COPY ... FROM` (Runnel's or
+/// Postgres's) reads back the same values.
+pub struct CopyEncoder {
+    format: CopyOutFormat,
+    encoder: crate::types::RowEncoder,
+    started: bool,
+}
+
+/// The signature that opens binary COPY data, with its flags and header-extension length.
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+impl CopyEncoder {
+    pub fn new(format: CopyOutFormat) -> Self {
+        CopyEncoder {
+            format,
+            encoder: crate::types::RowEncoder::default(),
+            started: false,
+        }
+    }
+
+    /// Whether the data is in binary format (for CopyOutResponse).
+    pub fn binary(&self) -> bool {
+        self.format == CopyOutFormat::Binary
+    }
+
+    /// What comes before the first row: the binary header, or the CSV header line.
+    pub fn start(&mut self, column_names: &[&str], out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        match &self.format {
+            CopyOutFormat::Binary => out.extend_from_slice(BINARY_HEADER),
+            CopyOutFormat::Text(format) if format.header => {
+                for (i, name) in column_names.iter().enumerate() {
+                    if i > 0 {
+                        out.push(format.delimiter);
+                    }
+                    if format.csv {
+                        write_csv_field(format, name.as_bytes(), out);
+                    } else {
+                        write_text_field(format, name.as_bytes(), out);
+                    }
+                }
+                out.push(b'\n');
+            }
+            CopyOutFormat::Text(_) => {}
+        }
+    }
+
+    /// Appends the rows of `batch`, and the end offset in `out` of each row to `row_ends`
+    /// (Postgres sends each row in a CopyData of its own, and clients such as psycopg parse
+    /// one row per CopyData).
+    pub fn write(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Vec<u8>,
+        row_ends: &mut Vec<usize>,
+    ) -> Result<(), PgError> {
+        let wire = if self.binary() {
+            crate::types::Format::Binary
+        } else {
+            crate::types::Format::Text
+        };
+        let formats = vec![wire; batch.num_columns()];
+        self.encoder.encode(batch, &formats)?;
+        let columns = self.encoder.columns();
+        for row in 0..self.encoder.rows() {
+            match &self.format {
+                CopyOutFormat::Binary => {
+                    out.extend_from_slice(&(columns as i16).to_be_bytes());
+                    for column in 0..columns {
+                        match self.encoder.value(row, column) {
+                            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                            Some(value) => {
+                                out.extend_from_slice(&(value.len() as i32).to_be_bytes());
+                                out.extend_from_slice(value);
+                            }
+                        }
+                    }
+                }
+                CopyOutFormat::Text(format) => {
+                    for column in 0..columns {
+                        if column > 0 {
+                            out.push(format.delimiter);
+                        }
+                        match self.encoder.value(row, column) {
+                            None => out.extend_from_slice(&format.null),
+                            Some(value) if format.csv => write_csv_field(format, value, out),
+                            Some(value) => write_text_field(format, value, out),
+                        }
+                    }
+                    out.push(b'\n');
+                }
+            }
+            row_ends.push(out.len());
+        }
+        Ok(())
+    }
+
+    /// What comes after the last row: the binary trailer.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.binary() {
+            out.extend_from_slice(&(-1i16).to_be_bytes());
+        }
+    }
+}
+
+/// A text-format field: backslash, the delimiter, newline, carriage return and the other
+/// control characters COPY escapes are written as backslash escapes.
+fn write_text_field(format: &CopyFormat, value: &[u8], out: &mut Vec<u8>) {
+    for &byte in value {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            0x0b => out.extend_from_slice(b"\\v"),
+            b if b == format.delimiter => {
+                out.push(b'\\');
+                out.push(b);
+            }
+            b => out.push(b),
+        }
+    }
+}
+
+/// A CSV field: quoted when it holds the delimiter, the quote, a line break, or equals the
+/// NULL string (an unquoted empty field is NULL), with quotes and escapes doubled as CSV
+/// needs.
+fn write_csv_field(format: &CopyFormat, value: &[u8], out: &mut Vec<u8>) {
+    let needs_quotes = value == format.null.as_slice()
+        || value
+            .iter()
+            .any(|&b| b == format.delimiter || b == format.quote || b == b'\n' || b == b'\r')
+        || value.starts_with(b"\\.");
+    if !needs_quotes {
+        out.extend_from_slice(value);
+        return;
+    }
+    out.push(format.quote);
+    for &byte in value {
+        if byte == format.quote || byte == format.escape {
+            out.push(format.escape);
+        }
+        out.push(byte);
+    }
+    out.push(format.quote);
+}
+
+/// Decodes binary COPY data (`COPY ... FROM STDIN (FORMAT binary)`, what asyncpg's
+/// `copy_records_to_table` sends) into batches of string columns: each field is turned into
+/// its Postgres text form from the binary form of its column's type, so the database parses
+/// one representation, as for text COPY.
+pub struct BinaryCopyDecoder {
+    type_oids: Vec<u32>,
+    batch_rows: usize,
+    builders: Vec<StringBuilder>,
+    rows_in_batch: usize,
+    pending: Vec<u8>,
+    header_read: bool,
+    ended: bool,
+    rows: u64,
+}
+
+fn bad_binary_copy(message: impl Into<String>) -> PgError {
+    PgError::new("22P04", message)
+}
+
+impl BinaryCopyDecoder {
+    /// A decoder of rows whose columns have the types `type_oids`.
+    pub fn new(type_oids: Vec<u32>, batch_rows: usize) -> Self {
+        BinaryCopyDecoder {
+            builders: type_oids.iter().map(|_| StringBuilder::new()).collect(),
+            type_oids,
+            batch_rows,
+            rows_in_batch: 0,
+            pending: Vec::new(),
+            header_read: false,
+            ended: false,
+            rows: 0,
+        }
+    }
+
+    /// Decodes the complete rows in `data`; full batches are appended to `out`.
+    pub fn write(&mut self, data: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), PgError> {
+        if self.ended {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        let mut at = 0;
+        if !self.header_read {
+            // Signature, flags, header extension length, extension.
+            if self.pending.len() < BINARY_HEADER.len() {
+                return Ok(());
+            }
+            if self.pending[..11] != BINARY_HEADER[..11] {
+                return Err(bad_binary_copy("COPY file signature not recognized"));
+            }
+            let extension = i32::from_be_bytes([
+                self.pending[15],
+                self.pending[16],
+                self.pending[17],
+                self.pending[18],
+            ]);
+            let extension = usize::try_from(extension)
+                .map_err(|_| bad_binary_copy("invalid COPY file header (missing length)"))?;
+            if self.pending.len() < BINARY_HEADER.len() + extension {
+                return Ok(());
+            }
+            at = BINARY_HEADER.len() + extension;
+            self.header_read = true;
+        }
+        while let Some(consumed) = self.decode_row(at, out)? {
+            at += consumed;
+            if self.ended {
+                break;
+            }
+        }
+        self.pending.drain(..at);
+        Ok(())
+    }
+
+    /// Decodes the row at `at` if it is all there: the bytes it took, or `None`.
+    fn decode_row(
+        &mut self,
+        at: usize,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<Option<usize>, PgError> {
+        let bytes = &self.pending[at..];
+        let Some(count) = bytes.get(..2) else {
+            return Ok(None);
+        };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            self.ended = true;
+            return Ok(Some(2));
+        }
+        if usize::try_from(count).ok() != Some(self.type_oids.len()) {
+            return Err(bad_binary_copy(format!(
+                "row field count is {count}, expected {}",
+                self.type_oids.len()
+            )));
+        }
+        // Find every field before decoding any, so a row is added whole or not at all.
+        let mut fields: Vec<Option<(usize, usize)>> = Vec::with_capacity(self.type_oids.len());
+        let mut offset = 2;
+        for _ in 0..self.type_oids.len() {
+            let Some(length) = bytes.get(offset..offset + 4) else {
+                return Ok(None);
+            };
+            let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+            offset += 4;
+            if length < 0 {
+                fields.push(None);
+                continue;
+            }
+            let length = length as usize;
+            if bytes.len() < offset + length {
+                return Ok(None);
+            }
+            fields.push(Some((offset, offset + length)));
+            offset += length;
+        }
+        for (column, field) in fields.into_iter().enumerate() {
+            let value = match field {
+                None => None,
+                Some((start, end)) => {
+                    let raw = &bytes[start..end];
+                    crate::types::decode_param(
+                        column + 1,
+                        self.type_oids[column],
+                        crate::types::Format::Binary,
+                        Some(raw),
+                    )
+                    .map_err(|e| {
+                        bad_binary_copy(format!(
+                            "COPY row {}, column {}: {}",
+                            self.rows + 1,
+                            column + 1,
+                            e.message
+                        ))
+                    })?
+                    .text
+                }
+            };
+            self.builders[column].append_option(value);
+        }
+        self.rows += 1;
+        self.rows_in_batch += 1;
+        if self.rows_in_batch >= self.batch_rows {
+            out.push(string_batch(&mut self.builders, self.rows_in_batch));
+            self.rows_in_batch = 0;
+        }
+        Ok(Some(offset))
+    }
+
+    /// The input ended: the last batch, and the rows decoded in all.
+    pub fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<u64, PgError> {
+        if !self.ended && !self.pending.is_empty() {
+            return Err(bad_binary_copy("unexpected end of binary COPY data"));
+        }
+        self.ended = true;
+        if self.rows_in_batch > 0 {
+            out.push(string_batch(&mut self.builders, self.rows_in_batch));
+            self.rows_in_batch = 0;
+        }
+        Ok(self.rows)
+    }
+}
+
+/// A batch of the string columns built so far.
+fn string_batch(builders: &mut [StringBuilder], rows: usize) -> RecordBatch {
+    let columns: Vec<ArrayRef> = builders
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    let fields: Vec<Field> = (0..columns.len())
+        .map(|i| Field::new(format!("column{}", i + 1), DataType::Utf8, true))
+        .collect();
+    let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
+        .expect("string columns built to the same row count match their schema")
 }
 
 /// One decoded field of the row being read: a range of the row buffer, or NULL.
@@ -229,19 +567,8 @@ impl CopyDecoder {
     }
 
     fn flush_batch(&mut self) -> RecordBatch {
-        let columns: Vec<ArrayRef> = self
-            .builders
-            .iter_mut()
-            .map(|b| Arc::new(b.finish()) as ArrayRef)
-            .collect();
-        let fields: Vec<Field> = (0..self.columns)
-            .map(|i| Field::new(format!("column{}", i + 1), DataType::Utf8, true))
-            .collect();
-        let options =
-            arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(self.rows_in_batch));
-        self.rows_in_batch = 0;
-        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
-            .expect("string columns built to the same row count match their schema")
+        let rows = std::mem::take(&mut self.rows_in_batch);
+        string_batch(&mut self.builders, rows)
     }
 
     /// Whether the line starting at `start` is the end-of-data marker `\.`; `None` when the

@@ -17,6 +17,8 @@ pub struct StartupInfo {
     pub database: String,
     /// Every `key=value` pair of the startup message, `user` and `database` included.
     pub parameters: Vec<(String, String)>,
+    /// The process id the connection is known by (BackendKeyData, CancelRequest).
+    pub process_id: i32,
 }
 
 /// The database as seen by the protocol layer: it opens one session per connection.
@@ -62,6 +64,14 @@ pub enum QueryResponse {
     CopyIn {
         columns: usize,
         sink: Box<dyn CopyInSink>,
+    },
+    /// `COPY ... TO STDOUT`: the protocol layer answers CopyOutResponse, sends the rows of
+    /// `batches` as CopyData in `format`, CopyDone, and `COPY <n>`.
+    CopyOut {
+        /// Column names (for CSV's HEADER).
+        columns: Vec<String>,
+        format: crate::copy_format::CopyOutFormat,
+        batches: Vec<RecordBatch>,
     },
     /// An empty query string (only whitespace or comments).
     Empty,
@@ -111,5 +121,23 @@ pub trait PgSession: Send + 'static {
 
     fn transaction_status(&self) -> TransactionStatus {
         TransactionStatus::Idle
+    }
+
+    /// How long a statement may run before it is stopped (57014); `None` for no limit.
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether `statement` may be stopped half-way by a cancel or a timeout (the protocol
+    /// layer then drops its execution); statements that must run to completion once started
+    /// say no.
+    fn is_cancellable(&self, _statement: &Self::Statement) -> bool {
+        true
+    }
+
+    /// Run-time parameters whose value the client must be told (ParameterStatus) since the
+    /// last call: all of them right after the session opened, then those a statement changed.
+    fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
+        Vec::new()
     }
 }

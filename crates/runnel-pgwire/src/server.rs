@@ -14,6 +14,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::codec::StartupRequest;
@@ -31,6 +32,7 @@ use crate::types::{decode_param, pg_type, Format, RowEncoder};
 /// descriptors) are logged and retried after a short pause, so this only returns if the task is
 /// dropped.
 pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::io::Result<()> {
+    let cancellations = Cancellations::default();
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -44,9 +46,10 @@ pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::i
             debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
         let engine = Arc::clone(&engine);
+        let cancellations = cancellations.clone();
         tokio::spawn(async move {
             debug!(%peer, "connection opened");
-            match serve_connection(socket, engine).await {
+            match serve_with_cancellations(socket, engine, cancellations).await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(error) => debug!(%peer, %error, "connection lost"),
             }
@@ -64,16 +67,95 @@ where
     E: PgEngine,
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve_with_cancellations(socket, engine, Cancellations::default()).await
+}
+
+/// The statements running on every connection of one listener, by process id, so that a
+/// CancelRequest (which arrives on a connection of its own) can stop one.
+#[derive(Debug, Clone, Default)]
+struct Cancellations {
+    running: Arc<std::sync::Mutex<HashMap<i32, (i32, Arc<Notify>)>>>,
+}
+
+impl Cancellations {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<Notify>)>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new connection's process id and secret key, and what wakes it on a cancel.
+    fn register(&self) -> (i32, i32, Arc<Notify>) {
+        let notify = Arc::new(Notify::new());
+        let mut running = self.running();
+        loop {
+            let process_id = rand::random_range(1..=i32::MAX);
+            if running.contains_key(&process_id) {
+                continue;
+            }
+            let secret = rand::random::<i32>();
+            running.insert(process_id, (secret, notify.clone()));
+            return (process_id, secret, notify);
+        }
+    }
+
+    fn remove(&self, process_id: i32) {
+        self.running().remove(&process_id);
+    }
+
+    /// Stops the statement running on `process_id`, if the key matches. Only a statement
+    /// running now is woken (a cancel of an idle connection does nothing, as in Postgres).
+    fn cancel(&self, process_id: i32, secret: &[u8]) {
+        let running = self.running();
+        if let Some((expected, notify)) = running.get(&process_id) {
+            if secret == expected.to_be_bytes() {
+                notify.notify_waiters();
+            }
+        }
+    }
+}
+
+async fn serve_with_cancellations<E, S>(
+    socket: S,
+    engine: Arc<E>,
+    cancellations: Cancellations,
+) -> std::io::Result<()>
+where
+    E: PgEngine,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut stream = BufWriter::new(socket);
     let mut reader = MessageReader::new();
     let mut out = BytesMut::with_capacity(8 * 1024);
 
-    let startup = match read_startup(&mut stream, &mut reader, &mut out).await {
+    let startup = match read_startup(&mut stream, &mut reader, &mut out, &cancellations).await {
         Ok(Some(startup)) => startup,
         Ok(None) => return Ok(()),
         Err(failure) => return finish_early(&mut stream, &mut out, failure).await,
     };
-    let session = match engine.open_session(&startup).await {
+    let (process_id, secret, cancel) = cancellations.register();
+    let startup = StartupInfo {
+        process_id,
+        ..startup
+    };
+    let result = serve_session(stream, reader, out, engine, startup, secret, cancel).await;
+    cancellations.remove(process_id);
+    result
+}
+
+async fn serve_session<E, S>(
+    mut stream: BufWriter<S>,
+    reader: MessageReader,
+    mut out: BytesMut,
+    engine: Arc<E>,
+    startup: StartupInfo,
+    secret: i32,
+    cancel: Arc<Notify>,
+) -> std::io::Result<()>
+where
+    E: PgEngine,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let process_id = startup.process_id;
+    let mut session = match engine.open_session(&startup).await {
         Ok(session) => session,
         Err(error) => {
             return finish_early(&mut stream, &mut out, Failure::Fatal(error.fatal())).await
@@ -82,29 +164,32 @@ where
     debug!(user = %startup.user, database = %startup.database, "session opened");
 
     codec::authentication_ok(&mut out);
-    let application_name = startup
-        .parameters
-        .iter()
-        .find(|(name, _)| name == "application_name")
-        .map_or("", |(_, value)| value.as_str());
-    for (name, value) in [
-        ("server_version", "15.0"),
-        ("server_encoding", "UTF8"),
-        ("client_encoding", "UTF8"),
-        ("DateStyle", "ISO, MDY"),
-        ("TimeZone", "UTC"),
-        ("IntervalStyle", "postgres"),
-        ("integer_datetimes", "on"),
-        ("standard_conforming_strings", "on"),
-        ("application_name", application_name),
-    ] {
+    let reported = session.take_parameter_changes();
+    if reported.is_empty() {
+        // An engine that keeps no parameters of its own: Postgres's defaults.
+        let application_name = startup
+            .parameters
+            .iter()
+            .find(|(name, _)| name == "application_name")
+            .map_or("", |(_, value)| value.as_str());
+        for (name, value) in [
+            ("server_version", "15.0"),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("IntervalStyle", "postgres"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+            ("application_name", application_name),
+        ] {
+            codec::parameter_status(&mut out, name, value);
+        }
+    }
+    for (name, value) in &reported {
         codec::parameter_status(&mut out, name, value);
     }
-    codec::backend_key_data(
-        &mut out,
-        rand::random_range(1..=i32::MAX),
-        rand::random::<i32>(),
-    );
+    codec::backend_key_data(&mut out, process_id, secret);
 
     let mut connection = Connection {
         stream,
@@ -115,6 +200,7 @@ where
         portals: HashMap::new(),
         encoder: RowEncoder::default(),
         skip_until_sync: false,
+        cancel,
     };
     connection.run().await
 }
@@ -126,6 +212,7 @@ async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut BufWriter<S>,
     reader: &mut MessageReader,
     out: &mut BytesMut,
+    cancellations: &Cancellations,
 ) -> Result<Option<StartupInfo>, Failure> {
     loop {
         match reader.read_startup(stream).await? {
@@ -134,8 +221,12 @@ async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
                 stream.write_all(b"N").await?;
                 stream.flush().await?;
             }
-            Some(StartupRequest::Cancel { process_id, .. }) => {
-                debug!(process_id, "ignoring cancel request");
+            Some(StartupRequest::Cancel {
+                process_id,
+                secret_key,
+            }) => {
+                debug!(process_id, "cancel request");
+                cancellations.cancel(process_id, &secret_key);
                 return Ok(None);
             }
             Some(StartupRequest::Startup {
@@ -175,6 +266,7 @@ async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
                     user,
                     database,
                     parameters,
+                    process_id: 0,
                 }));
             }
         }
@@ -276,6 +368,8 @@ struct Connection<S, P: PgSession> {
     encoder: RowEncoder,
     /// After an error in the extended protocol, messages are discarded until Sync.
     skip_until_sync: bool,
+    /// Woken by a CancelRequest for this connection.
+    cancel: Arc<Notify>,
 }
 
 impl<S, P> Connection<S, P>
@@ -304,15 +398,51 @@ where
                 Err(Failure::Query(error)) => {
                     // Simple queries report their own errors, so this one is from an
                     // extended-protocol message.
+                    // Sent at once, as Postgres does: a client that sent Parse + Describe +
+                    // Flush waits for this answer and sends Sync only after it.
                     debug!(%error, "statement failed");
                     codec::error_response(&mut self.out, &error);
-                    self.send().await?;
+                    self.flush().await?;
                     self.skip_until_sync = true;
                 }
                 Err(Failure::Fatal(error)) => return self.fatal(&error).await,
                 Err(Failure::Closed) => return self.stream.flush().await,
                 Err(Failure::Io(error)) => return Err(error),
             }
+        }
+    }
+
+    /// Runs a statement, stopping it with 57014 when a CancelRequest for this connection
+    /// arrives or the session's statement timeout passes (for the statements the session
+    /// says may stop half-way).
+    async fn execute_statement(
+        &mut self,
+        statement: &P::Statement,
+        params: &[ParamValue],
+    ) -> Result<QueryResponse, PgError> {
+        if !self.session.is_cancellable(statement) {
+            return self.session.execute(statement, params).await;
+        }
+        let timeout = self.session.statement_timeout();
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.notified();
+        let timed_out = async {
+            match timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            response = self.session.execute(statement, params) => response,
+            () = cancelled => Err(PgError::new("57014", "canceling statement due to user request")),
+            () = timed_out => Err(PgError::new("57014", "canceling statement due to statement timeout")),
+        }
+    }
+
+    /// ParameterStatus for every reported parameter the last statement changed.
+    fn report_parameter_changes(&mut self) {
+        for (name, value) in self.session.take_parameter_changes() {
+            codec::parameter_status(&mut self.out, &name, &value);
         }
     }
 
@@ -416,7 +546,9 @@ where
             return Ok(());
         }
         for statement in statements {
-            match self.session.execute(&statement, &[]).await? {
+            let response = self.execute_statement(&statement, &[]).await;
+            self.report_parameter_changes();
+            match response? {
                 QueryResponse::Rows { schema, batches } => {
                     let formats = vec![Format::Text; schema.fields().len()];
                     codec::row_description(&mut self.out, &field_descriptions(&schema, &formats));
@@ -432,6 +564,11 @@ where
                 QueryResponse::Command { tag } => codec::command_complete(&mut self.out, &tag),
                 QueryResponse::Empty => codec::empty_query_response(&mut self.out),
                 QueryResponse::CopyIn { columns, sink } => self.copy_in(columns, sink).await?,
+                QueryResponse::CopyOut {
+                    columns,
+                    format,
+                    batches,
+                } => self.copy_out(&columns, format, &batches).await?,
             }
             self.send().await?;
         }
@@ -607,11 +744,11 @@ where
     ) -> Result<(), Failure> {
         if let PortalState::Ready = portal.state {
             debug!(portal = name, "execute");
-            match self
-                .session
-                .execute(&portal.statement, &portal.params)
-                .await?
-            {
+            let response = self
+                .execute_statement(&portal.statement, &portal.params)
+                .await;
+            self.report_parameter_changes();
+            match response? {
                 QueryResponse::Rows { schema, batches } => {
                     let columns = schema.fields().len();
                     let formats = resolve_formats(&portal.result_formats, columns, |count| {
@@ -649,6 +786,14 @@ where
                 QueryResponse::CopyIn { columns, sink } => {
                     portal.state = PortalState::Done;
                     return self.copy_in(columns, sink).await;
+                }
+                QueryResponse::CopyOut {
+                    columns,
+                    format,
+                    batches,
+                } => {
+                    portal.state = PortalState::Done;
+                    return self.copy_out(&columns, format, &batches).await;
                 }
             }
         }
@@ -706,6 +851,53 @@ where
         }
         let suspended = limit.is_some_and(|limit| sent == limit);
         Ok((u64::try_from(sent).unwrap_or(u64::MAX), suspended))
+    }
+
+    /// Runs COPY TO STDOUT: CopyOutResponse, a CopyData per row (the binary header goes with
+    /// the first, a CSV header line in its own), CopyDone and `COPY <n>`.
+    async fn copy_out(
+        &mut self,
+        columns: &[String],
+        format: crate::copy_format::CopyOutFormat,
+        batches: &[RecordBatch],
+    ) -> Result<(), Failure> {
+        let mut encoder = crate::copy_format::CopyEncoder::new(format);
+        codec::copy_out_response(&mut self.out, columns.len(), encoder.binary());
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let mut data = Vec::new();
+        encoder.start(&names, &mut data);
+        // A CSV header is a line of its own; the binary header prefixes the first row.
+        if !data.is_empty() && !encoder.binary() {
+            codec::copy_data(&mut self.out, &data);
+            data.clear();
+        }
+        let mut row_ends = Vec::new();
+        let mut rows = 0u64;
+        for batch in batches {
+            // A slice at a time, so the encoded rows stay small.
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let take = (batch.num_rows() - offset).min(1024);
+                row_ends.clear();
+                encoder.write(&batch.slice(offset, take), &mut data, &mut row_ends)?;
+                let mut start = 0;
+                for &end in &row_ends {
+                    codec::copy_data(&mut self.out, &data[start..end]);
+                    start = end;
+                }
+                data.clear();
+                self.send().await?;
+                offset += take;
+            }
+            rows += batch.num_rows() as u64;
+        }
+        encoder.finish(&mut data);
+        if !data.is_empty() {
+            codec::copy_data(&mut self.out, &data);
+        }
+        codec::copy_done(&mut self.out);
+        codec::command_complete(&mut self.out, &format!("COPY {rows}"));
+        Ok(())
     }
 
     /// Runs COPY FROM STDIN: CopyInResponse, then CopyData into `sink` until CopyDone or

@@ -6,7 +6,8 @@
 //! | Boolean | `bool` (16) |
 //! | Int8, Int16, UInt8 | `int2` (21) |
 //! | Int32, UInt16 | `int4` (23) |
-//! | Int64, UInt32 | `int8` (20) |
+//! | Int64 | `int8` (20) |
+//! | UInt32 | `oid` (26) |
 //! | UInt64, Decimal32/64/128/256 | `numeric` (1700) |
 //! | Float16, Float32 | `float4` (700) |
 //! | Float64 | `float8` (701) |
@@ -18,6 +19,7 @@
 //! | Timestamp with a zone | `timestamptz` (1184), rendered in UTC |
 //! | Interval, Duration | `interval` (1186) |
 //! | Dictionary | the type of its values |
+//! | List, LargeList | the array type of its element's type (`text[]` for the rest) |
 //! | anything else | `text`, with Arrow's display form |
 //!
 //! Every one of these has a binary encoding (for the `text` fallback it is the same UTF-8 as
@@ -117,7 +119,8 @@ pub fn pg_type(data_type: &DataType) -> PgType {
         DataType::Boolean => PgType::new(oid::BOOL, 1),
         DataType::Int8 | DataType::Int16 | DataType::UInt8 => PgType::new(oid::INT2, 2),
         DataType::Int32 | DataType::UInt16 => PgType::new(oid::INT4, 4),
-        DataType::Int64 | DataType::UInt32 => PgType::new(oid::INT8, 8),
+        DataType::Int64 => PgType::new(oid::INT8, 8),
+        DataType::UInt32 => PgType::new(oid::OID, 4),
         DataType::UInt64 => PgType::new(oid::NUMERIC, -1),
         DataType::Float16 | DataType::Float32 => PgType::new(oid::FLOAT4, 4),
         DataType::Float64 => PgType::new(oid::FLOAT8, 8),
@@ -142,9 +145,55 @@ pub fn pg_type(data_type: &DataType) -> PgType {
         DataType::Timestamp(_, Some(_)) => PgType::new(oid::TIMESTAMPTZ, 8),
         DataType::Interval(_) | DataType::Duration(_) => PgType::new(oid::INTERVAL, 16),
         DataType::Dictionary(_, values) => pg_type(values),
+        DataType::List(element) | DataType::LargeList(element) => {
+            PgType::new(array_oid(pg_type(element.data_type()).oid), -1)
+        }
         _ => PgType::new(oid::TEXT, -1),
     }
 }
+
+/// The OID of the array type whose elements have type `element` (`text[]` for types without
+/// one here).
+pub fn array_oid(element: u32) -> u32 {
+    ARRAY_TYPES
+        .iter()
+        .find(|(e, _)| *e == element)
+        .map_or(1009, |(_, array)| *array)
+}
+
+/// The element type of an array type OID.
+pub fn element_oid(array: u32) -> Option<u32> {
+    ARRAY_TYPES
+        .iter()
+        .find(|(_, a)| *a == array)
+        .map(|(element, _)| *element)
+}
+
+/// (element type, array type) OIDs of the built-in types.
+pub const ARRAY_TYPES: &[(u32, u32)] = &[
+    (oid::BOOL, 1000),
+    (oid::BYTEA, 1001),
+    (oid::CHAR, 1002),
+    (oid::NAME, 1003),
+    (oid::INT2, 1005),
+    (oid::INT4, 1007),
+    (oid::TEXT, 1009),
+    (oid::VARCHAR, 1015),
+    (oid::BPCHAR, 1014),
+    (oid::INT8, 1016),
+    (oid::FLOAT4, 1021),
+    (oid::FLOAT8, 1022),
+    (oid::OID, 1028),
+    (oid::TIMESTAMP, 1115),
+    (oid::DATE, 1182),
+    (oid::TIME, 1183),
+    (oid::TIMESTAMPTZ, 1185),
+    (oid::INTERVAL, 1187),
+    (oid::NUMERIC, 1231),
+    (oid::UUID, 2951),
+    (oid::JSON, 199),
+    (oid::JSONB, 3807),
+];
 
 /// The SQL name Postgres uses in messages for the type with this OID (`type_oid` for others).
 pub fn type_name(type_oid: u32) -> String {
@@ -221,7 +270,7 @@ mod tests {
             (DataType::Int16, oid::INT2, 2),
             (DataType::UInt16, oid::INT4, 4),
             (DataType::Int32, oid::INT4, 4),
-            (DataType::UInt32, oid::INT8, 8),
+            (DataType::UInt32, oid::OID, 4),
             (DataType::Int64, oid::INT8, 8),
             (DataType::UInt64, oid::NUMERIC, -1),
             (DataType::Float32, oid::FLOAT4, 4),
@@ -258,7 +307,7 @@ mod tests {
                     DataType::Int32,
                     true,
                 ))),
-                oid::TEXT,
+                1007,
                 -1,
             ),
         ];

@@ -134,16 +134,8 @@ pub fn relation_def(
             return Err(RunnelError::plan(
                 SqlState::INVALID_TABLE_DEFINITION,
                 format!(
-                    "stream \"{name}\" is append-only and cannot have a PRIMARY KEY; use CREATE TABLE"
-                ),
-            ))
-        }
-        ObjectKind::Table if primary_key.is_empty() => {
-            return Err(RunnelError::plan(
-                SqlState::INVALID_TABLE_DEFINITION,
-                format!(
-                    "table \"{name}\" needs a PRIMARY KEY (rows are upserted by key); use CREATE STREAM for append-only data"
-                ),
+                "stream \"{name}\" is append-only and cannot have a PRIMARY KEY; use CREATE TABLE"
+            ),
             ))
         }
         _ => {}

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod ddl;
 pub mod event_time;
 pub mod lower;
+pub mod pg_compat;
 pub mod session_window;
 pub mod statement;
 pub mod temporal;

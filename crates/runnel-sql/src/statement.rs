@@ -85,12 +85,31 @@ pub enum Statement {
     },
     Show(ShowKind),
     Flush,
-    /// SET/RESET/DISCARD and friends: accepted and ignored.
-    Set,
+    /// `SET [SESSION | LOCAL] name { TO | = } value`, `SET TIME ZONE`, `SET NAMES`;
+    /// `value` is `None` for `DEFAULT`.
+    SetVariable {
+        name: String,
+        value: Option<String>,
+        local: bool,
+    },
+    /// `RESET name`, or `RESET ALL` / `DISCARD ALL` (`None`).
+    ResetVariable(Option<String>),
+    /// `SHOW name` (`SHOW ALL` is the name `all`).
+    ShowVariable(String),
+    /// Statements accepted with nothing to do: `SET TRANSACTION ...` and `SET SESSION
+    /// CHARACTERISTICS` (Runnel has one isolation level), `DEALLOCATE` (prepared statements
+    /// are the protocol layer's), `DISCARD PLANS`/`SEQUENCES`/`TEMP` (Runnel keeps none).
+    /// The tag is the CommandComplete tag.
+    NoOp(&'static str),
     Transaction(TransactionCommand),
     Copy {
         table: String,
         columns: Vec<String>,
+        options: CopyOptions,
+    },
+    /// `COPY { name [(columns)] | (query) } TO STDOUT [WITH (...)]`.
+    CopyTo {
+        source: CopySource,
         options: CopyOptions,
     },
     /// Queries and DML, planned by DataFusion.
@@ -104,10 +123,19 @@ pub struct WatermarkClause {
     pub expr: ast::Expr,
 }
 
-/// Options of `COPY ... FROM STDIN`.
+/// What `COPY ... TO` reads.
+#[derive(Debug, Clone)]
+pub enum CopySource {
+    Relation { name: String, columns: Vec<String> },
+    Query(Box<ast::Query>),
+}
+
+/// Options of `COPY ... FROM STDIN` and `COPY ... TO STDOUT`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyOptions {
     pub csv: bool,
+    /// `FORMAT binary`.
+    pub binary: bool,
     pub header: bool,
     pub delimiter: u8,
     /// The string that stands for NULL.
@@ -123,6 +151,7 @@ impl Default for CopyOptions {
     fn default() -> Self {
         CopyOptions {
             csv: false,
+            binary: false,
             header: false,
             delimiter: b'\t',
             null: "\\N".to_string(),
@@ -262,11 +291,25 @@ fn classify(sql: &str) -> Result<Statement> {
         ["SHOW", "PROGRESS"] => Ok(Statement::Show(ShowKind::Progress)),
         ["SHOW", "WATERMARKS"] => Ok(Statement::Show(ShowKind::Watermarks)),
         ["FLUSH"] => Ok(Statement::Flush),
-        ["SET", ..] | ["RESET", ..] | ["DISCARD", ..] | ["DEALLOCATE", ..] => Ok(Statement::Set),
+        ["DISCARD", "ALL"] => Ok(Statement::ResetVariable(None)),
+        ["DISCARD", ..] => Ok(Statement::NoOp("DISCARD")),
+        ["DEALLOCATE", ..] => Ok(Statement::NoOp("DEALLOCATE")),
+        // Runnel has no cursors yet and no notifications: there is nothing to close or stop
+        // listening to.
+        ["CLOSE", "ALL"] => Ok(Statement::NoOp("CLOSE CURSOR ALL")),
+        ["UNLISTEN", ..] => Ok(Statement::NoOp("UNLISTEN")),
+        ["SET", "SESSION", "CHARACTERISTICS", ..] | ["SET", "TRANSACTION", ..] => {
+            Ok(Statement::NoOp("SET"))
+        }
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => {
             Ok(Statement::Transaction(TransactionCommand::Begin))
         }
         ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionCommand::Commit)),
+        // Writes are not held back per transaction yet (see docs/sql.md), so a savepoint
+        // has nothing to mark.
+        ["SAVEPOINT", ..] => Ok(Statement::NoOp("SAVEPOINT")),
+        ["RELEASE", ..] => Ok(Statement::NoOp("RELEASE")),
+        ["ROLLBACK", "TO", ..] | ["ABORT", "TO", ..] => Ok(Statement::NoOp("ROLLBACK")),
         ["ROLLBACK", ..] | ["ABORT", ..] => {
             Ok(Statement::Transaction(TransactionCommand::Rollback))
         }
@@ -312,7 +355,14 @@ fn classify(sql: &str) -> Result<Statement> {
                     legacy_options,
                     ..
                 } => copy_statement(source, to, target, options, legacy_options),
-                ast::Statement::Set(_) => Ok(Statement::Set),
+                ast::Statement::Set(set) => set_statement(sql, set),
+                ast::Statement::Reset(reset) => Ok(Statement::ResetVariable(match reset.reset {
+                    ast::Reset::ALL => None,
+                    ast::Reset::ConfigurationParameter(name) => Some(setting_name(&name)),
+                })),
+                ast::Statement::ShowVariable { variable } => {
+                    Ok(Statement::ShowVariable(show_variable_name(&variable)))
+                }
                 ast::Statement::StartTransaction { .. } => {
                     Ok(Statement::Transaction(TransactionCommand::Begin))
                 }
@@ -326,6 +376,123 @@ fn classify(sql: &str) -> Result<Statement> {
             }
         }
     }
+}
+
+/// The parameter `SHOW` names: `SHOW TIME ZONE` and `SHOW TRANSACTION ISOLATION LEVEL` are
+/// Postgres's spellings of `TimeZone` and `transaction_isolation`.
+fn show_variable_name(words: &[ast::Ident]) -> String {
+    let joined = words
+        .iter()
+        .map(|w| w.value.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match joined.to_ascii_lowercase().as_str() {
+        "time zone" => "TimeZone".to_string(),
+        "transaction isolation level" => "transaction_isolation".to_string(),
+        "session authorization" => "session_authorization".to_string(),
+        _ => words
+            .iter()
+            .map(|w| w.value.as_str())
+            .collect::<Vec<_>>()
+            .join("."),
+    }
+}
+
+/// `SET` in its Postgres forms.
+fn set_statement(sql: &str, set: ast::Set) -> Result<Statement> {
+    match set {
+        ast::Set::SingleAssignment {
+            scope,
+            variable,
+            values,
+            ..
+        } => {
+            let name = setting_name(&variable);
+            let local = matches!(scope, Some(ast::ContextModifier::Local));
+            let value = set_value(sql, &values)?;
+            Ok(Statement::SetVariable { name, value, local })
+        }
+        ast::Set::SetTimeZone { local, value } => {
+            let value = set_value(sql, std::slice::from_ref(&value))?
+                .filter(|v| !v.eq_ignore_ascii_case("local"));
+            Ok(Statement::SetVariable {
+                name: "TimeZone".to_string(),
+                value,
+                local,
+            })
+        }
+        ast::Set::SetNames { charset_name, .. } => Ok(Statement::SetVariable {
+            name: "client_encoding".to_string(),
+            value: Some(charset_name.value),
+            local: false,
+        }),
+        ast::Set::SetNamesDefault {} => Ok(Statement::SetVariable {
+            name: "client_encoding".to_string(),
+            value: None,
+            local: false,
+        }),
+        ast::Set::SetTransaction { .. } => Ok(Statement::NoOp("SET")),
+        other => Err(RunnelError::not_implemented(format!(
+            "{}",
+            first_words(&other.to_string(), 3)
+        ))),
+    }
+}
+
+/// A parameter's name: its parts joined by dots (`myapp.tenant`), as written.
+fn setting_name(name: &ast::ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| {
+            part.as_ident()
+                .map_or_else(|| part.to_string(), |i| i.value.clone())
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn first_words(sql: &str, n: usize) -> String {
+    sql.split_whitespace().take(n).collect::<Vec<_>>().join(" ")
+}
+
+/// The value of a `SET`, as Postgres keeps it: list items joined by `, `, quotes removed;
+/// `None` for `DEFAULT`.
+fn set_value(sql: &str, values: &[ast::Expr]) -> Result<Option<String>> {
+    let mut parts = Vec::with_capacity(values.len());
+    for value in values {
+        let text = match value {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s)
+                | ast::Value::DoubleQuotedString(s)
+                | ast::Value::EscapedStringLiteral(s) => s.clone(),
+                ast::Value::Number(n, _) => n.to_string(),
+                ast::Value::Boolean(b) => if *b { "on" } else { "off" }.to_string(),
+                other => other.to_string(),
+            },
+            ast::Expr::Identifier(ident) if ident.quote_style.is_none() => {
+                if values.len() == 1 && ident.value.eq_ignore_ascii_case("default") {
+                    return Ok(None);
+                }
+                ident.value.clone()
+            }
+            ast::Expr::Identifier(ident) => ident.value.clone(),
+            ast::Expr::UnaryOp {
+                op: ast::UnaryOperator::Minus,
+                expr,
+            } => format!("-{expr}"),
+            ast::Expr::Interval(interval) => {
+                interval.value.to_string().trim_matches('\'').to_string()
+            }
+            _ => {
+                return Err(syntax_error(
+                    sql,
+                    "expected a value for SET: a string, a number or a name",
+                ))
+            }
+        };
+        parts.push(text);
+    }
+    Ok(Some(parts.join(", ")))
 }
 
 /// Takes a trailing `EMIT ON WINDOW CLOSE` off a CREATE MATERIALIZED VIEW (sqlparser does
@@ -547,17 +714,14 @@ fn copy_statement(
     options: Vec<ast::CopyOption>,
     legacy_options: Vec<ast::CopyLegacyOption>,
 ) -> Result<Statement> {
-    let ast::CopySource::Table {
-        table_name,
-        columns,
-    } = source
-    else {
-        return Err(RunnelError::not_implemented("COPY (query) TO"));
-    };
-    if to || !matches!(target, ast::CopyTarget::Stdin) {
-        return Err(RunnelError::not_implemented(
-            "COPY is supported as COPY name FROM STDIN",
-        ));
+    match (&target, to) {
+        (ast::CopyTarget::Stdin, false) | (ast::CopyTarget::Stdout, true) => {}
+        _ => {
+            return Err(RunnelError::not_implemented(
+                "COPY with a file or program: use COPY ... FROM STDIN or COPY ... TO STDOUT \
+                 (psql's \\copy reads and writes files on the client)",
+            ))
+        }
     }
     let mut opts = CopyOptions::default();
     let mut null_set = false;
@@ -576,7 +740,7 @@ fn copy_statement(
             ast::CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                 "csv" => opts.csv = true,
                 "text" => opts.csv = false,
-                "binary" => return Err(RunnelError::not_implemented("COPY FORMAT binary")),
+                "binary" => opts.binary = true,
                 other => {
                     return Err(RunnelError::plan(
                         SqlState::INVALID_PARAMETER_VALUE,
@@ -630,9 +794,7 @@ fn copy_statement(
                 opts.null = n;
                 null_set = true;
             }
-            ast::CopyLegacyOption::Binary => {
-                return Err(RunnelError::not_implemented("COPY FORMAT binary"))
-            }
+            ast::CopyLegacyOption::Binary => opts.binary = true,
             other => return Err(RunnelError::not_implemented(format!("COPY option {other}"))),
         }
     }
@@ -647,11 +809,37 @@ fn copy_statement(
             opts.escape = opts.quote;
         }
     }
-    Ok(Statement::Copy {
-        table: object_name(&table_name),
-        columns: columns.iter().map(ident_name).collect(),
-        options: opts,
-    })
+    if opts.binary && (opts.csv || opts.header) {
+        return Err(RunnelError::plan(
+            SqlState::SYNTAX_ERROR,
+            "cannot specify CSV options or HEADER in BINARY mode",
+        ));
+    }
+    let source = match source {
+        ast::CopySource::Table {
+            table_name,
+            columns,
+        } => CopySource::Relation {
+            name: object_name(&table_name),
+            columns: columns.iter().map(ident_name).collect(),
+        },
+        ast::CopySource::Query(query) => CopySource::Query(query),
+    };
+    match source {
+        CopySource::Relation { name, columns } if !to => Ok(Statement::Copy {
+            table: name,
+            columns,
+            options: opts,
+        }),
+        CopySource::Query(_) if !to => Err(RunnelError::plan(
+            SqlState::SYNTAX_ERROR,
+            "COPY (query) FROM is not valid: a query can only be copied TO",
+        )),
+        source => Ok(Statement::CopyTo {
+            source,
+            options: opts,
+        }),
+    }
 }
 
 /// Parses exactly one statement with the PostgreSQL dialect.
@@ -677,12 +865,16 @@ fn parse_error(sql: &str, e: ParserError) -> RunnelError {
 }
 
 /// A syntax error with the position sqlparser reported ("... at Line: 1, Column: 8").
+/// The 1-based character position (what an ErrorResponse reports) of a 1-based line and
+/// column in `sql`.
+pub fn char_position(sql: &str, line: u64, column: u64) -> u32 {
+    let starts = line_starts(sql);
+    let byte = byte_offset(sql, &starts, line, column);
+    u32::try_from(sql[..byte].chars().count()).unwrap_or(u32::MAX - 1) + 1
+}
+
 fn syntax_error(sql: &str, message: &str) -> RunnelError {
-    let position = parse_location(message).map(|(line, col)| {
-        let starts = line_starts(sql);
-        let byte = byte_offset(sql, &starts, line, col);
-        sql[..byte].chars().count() as u32 + 1
-    });
+    let position = parse_location(message).map(|(line, col)| char_position(sql, line, col));
     let clean = message
         .split(" at Line: ")
         .next()

@@ -8,22 +8,7 @@ use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 
 /// The Postgres type OID a column of this Arrow type is reported as.
 pub fn type_oid(t: &DataType) -> u32 {
-    match t {
-        DataType::Boolean => 16,
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => 21,
-        DataType::Int32 | DataType::UInt16 => 23,
-        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => 20,
-        DataType::Float16 | DataType::Float32 => 700,
-        DataType::Float64 => 701,
-        DataType::Decimal128(_, _) | DataType::Decimal256(_, _) => 1700,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => 17,
-        DataType::Date32 | DataType::Date64 => 1082,
-        DataType::Timestamp(_, None) => 1114,
-        DataType::Timestamp(_, Some(_)) => 1184,
-        DataType::Interval(_) => 1186,
-        DataType::Time32(_) | DataType::Time64(_) => 1083,
-        _ => 25,
-    }
+    runnel_pgwire::pg_type(t).oid
 }
 
 /// The Arrow type a parameter declared with this OID is parsed as.
@@ -116,6 +101,9 @@ fn expr_column_name(
     match expr {
         // DataFusion's own alias for `count(*)`; a user's alias is kept.
         Expr::Alias(a) if a.name == "count(*)" => expr_column_name(&a.expr, input, input_names),
+        Expr::Alias(a) if a.name.starts_with(runnel_sql::pg_compat::UNNAMED_ALIAS) => {
+            "?column?".to_string()
+        }
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => match input.schema().index_of_column(c) {
             Ok(i) => input_names
@@ -144,4 +132,58 @@ pub fn result_schema(plan: &LogicalPlan) -> SchemaRef {
         .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
         .collect();
     Arc::new(Schema::new(fields))
+}
+
+/// Result columns of type `timestamptz` relabelled with the session's `TimeZone`, so they are
+/// printed in it (the instants are unchanged; only Arrow's zone metadata differs).
+pub fn in_time_zone(
+    schema: SchemaRef,
+    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    zone: &str,
+) -> datafusion::error::Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>)> {
+    let zoned = |t: &DataType| match t {
+        DataType::Timestamp(unit, Some(current)) if current.as_ref() != zone => {
+            Some(DataType::Timestamp(*unit, Some(zone.into())))
+        }
+        _ => None,
+    };
+    if zone == "UTC"
+        || !schema
+            .fields()
+            .iter()
+            .any(|f| zoned(f.data_type()).is_some())
+    {
+        return Ok((schema, batches));
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match zoned(f.data_type()) {
+            Some(t) => Field::new(f.name(), t, f.is_nullable()),
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|batch| {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(column.clone())
+                    } else {
+                        datafusion::arrow::compute::cast(column, field.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+                schema.clone(),
+                columns,
+            )?)
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok((schema, batches))
 }

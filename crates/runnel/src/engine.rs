@@ -20,6 +20,7 @@ use crate::handlers::{create_relation, create_sink, create_view};
 use crate::kafka_ingest::Ingests;
 use crate::serving::RunnelSchema;
 use crate::stream_cache::StreamLogCache;
+use crate::system_catalog::{SessionIdentity, SystemSchema, SystemSchemaKind};
 use crate::writer::SourceWriter;
 
 #[derive(Debug, Clone)]
@@ -124,10 +125,12 @@ impl Shared {
             .remove(&id);
     }
 
-    /// A DataFusion context whose `public` schema is Runnel's catalog.
-    pub fn session_context(self: &Arc<Self>) -> SessionContext {
+    /// A DataFusion context whose `public` schema is Runnel's catalog, with `pg_catalog`
+    /// and `information_schema` beside it and the catalog functions for `session`.
+    pub fn session_context(self: &Arc<Self>, session: &SessionIdentity) -> SessionContext {
         let mut config = SessionConfig::new()
-            .with_information_schema(true)
+            // Runnel's own information_schema replaces DataFusion's.
+            .with_information_schema(false)
             .with_target_partitions(2)
             .with_default_catalog_and_schema("runnel", "public");
         let options = config.options_mut();
@@ -135,11 +138,14 @@ impl Shared {
         // `1.005` is a numeric literal, as in Postgres, not a float that rounds on the way.
         options.sql_parser.parse_float_as_decimal = true;
         options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
+        // Spans let planning errors point at the offending name, as Postgres's do.
+        options.sql_parser.collect_spans = true;
         options.execution.time_zone = Some("+00:00".to_string());
         let ctx = SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(
             SessionContext::new_with_config(config).state(),
         ));
         ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
+        crate::system_catalog::functions::register(&ctx, self, session);
         let shared = self.clone();
         let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
             let entry = shared.catalog().get(name)?.clone();
@@ -156,7 +162,24 @@ impl Shared {
         let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
         use datafusion::catalog::CatalogProvider;
         // Registering into a fresh in-memory catalog cannot fail.
-        let _ = catalog.register_schema("public", Arc::new(RunnelSchema::new(self.clone())));
+        let pg_catalog = Arc::new(SystemSchema::new(
+            SystemSchemaKind::PgCatalog,
+            self.clone(),
+            session.clone(),
+        ));
+        let _ = catalog.register_schema(
+            "public",
+            Arc::new(RunnelSchema::new(self.clone(), pg_catalog.clone())),
+        );
+        let _ = catalog.register_schema("pg_catalog", pg_catalog);
+        let _ = catalog.register_schema(
+            "information_schema",
+            Arc::new(SystemSchema::new(
+                SystemSchemaKind::InformationSchema,
+                self.clone(),
+                session.clone(),
+            )),
+        );
         ctx.register_catalog("runnel", catalog);
         ctx
     }

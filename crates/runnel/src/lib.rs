@@ -9,7 +9,9 @@ pub mod kafka_ingest;
 pub mod nexmark_ingest;
 pub mod serving;
 pub mod session;
+pub mod settings;
 pub mod stream_cache;
+pub mod system_catalog;
 pub mod table_upsert;
 pub mod writer;
 

@@ -19,19 +19,22 @@ use runnel_state::codec::decode_rows;
 use runnel_state::keys;
 
 use crate::engine::Shared;
+use crate::system_catalog::SystemSchema;
 
 /// Rows per batch when scanning rows out of the store.
 const SCAN_BATCH_ROWS: usize = 8192;
 
-/// The `public` schema: every stream, table and materialized view.
+/// The `public` schema: every stream, table and materialized view. An unqualified name that
+/// is none of them resolves in `pg_catalog`, as Postgres's search path puts it first.
 #[derive(Debug)]
 pub struct RunnelSchema {
     shared: Arc<Shared>,
+    pg_catalog: Arc<SystemSchema>,
 }
 
 impl RunnelSchema {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        RunnelSchema { shared }
+    pub fn new(shared: Arc<Shared>, pg_catalog: Arc<SystemSchema>) -> Self {
+        RunnelSchema { shared, pg_catalog }
     }
 }
 
@@ -49,10 +52,13 @@ impl SchemaProvider for RunnelSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let catalog = self.shared.catalog();
         let relation = catalog.get(name).filter(|e| e.kind != ObjectKind::Sink);
-        Ok(relation.map(|entry| {
-            Arc::new(RelationTable::new(entry.clone(), self.shared.clone()))
-                as Arc<dyn TableProvider>
-        }))
+        Ok(match relation {
+            Some(entry) => Some(
+                Arc::new(RelationTable::new(entry.clone(), self.shared.clone()))
+                    as Arc<dyn TableProvider>,
+            ),
+            None => self.pg_catalog.provider(name),
+        })
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -15,24 +15,128 @@ use runnel_sql::{parse_statements, ParsedStatement, Statement};
 
 use crate::engine::{Engine, Shared};
 use crate::handlers;
+use crate::settings::SessionSettings;
+use crate::system_catalog::SessionIdentity;
 
 pub struct RunnelSession {
     pub shared: Arc<Shared>,
     pub ctx: SessionContext,
+    /// Who the session is and its settings (shared with the catalog functions).
+    pub identity: SessionIdentity,
     transaction: TransactionStatus,
+    /// This session wrote since its last flush, so its next query flushes first (when
+    /// `implicit_flush` is on).
+    pub writes_pending: bool,
 }
+
+impl RunnelSession {
+    pub fn settings(&self) -> &SessionSettings {
+        &self.identity.settings
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.transaction != TransactionStatus::Idle
+    }
+}
+
+/// Startup parameters that are not run-time parameters.
+const CONNECTION_PARAMETERS: &[&str] = &["user", "database", "replication", "options"];
 
 #[async_trait]
 impl PgEngine for Engine {
     type Session = RunnelSession;
 
-    async fn open_session(&self, _startup: &StartupInfo) -> Result<RunnelSession, PgError> {
+    async fn open_session(&self, startup: &StartupInfo) -> Result<RunnelSession, PgError> {
+        let settings = SessionSettings::default();
+        // As in Postgres, every other startup parameter, and each `-c name=value` of
+        // `options`, sets a run-time parameter for the session.
+        for (name, value) in &startup.parameters {
+            if name.starts_with("_pq_.") || CONNECTION_PARAMETERS.contains(&name.as_str()) {
+                continue;
+            }
+            settings
+                .set(name, Some(value), false)
+                .map_err(|e| to_pg_error(e).fatal())?;
+        }
+        if let Some((_, options)) = startup.parameters.iter().find(|(n, _)| n == "options") {
+            for (name, value) in
+                command_line_options(options).map_err(|e| to_pg_error(e).fatal())?
+            {
+                settings
+                    .set(&name, Some(&value), false)
+                    .map_err(|e| to_pg_error(e).fatal())?;
+            }
+        }
+        let user = if startup.user.is_empty() {
+            "runnel".to_string()
+        } else {
+            startup.user.clone()
+        };
+        settings.mark_all_reported();
+        let identity = SessionIdentity {
+            user,
+            database: if startup.database.is_empty() {
+                "runnel".to_string()
+            } else {
+                startup.database.clone()
+            },
+            settings,
+            backend_pid: startup.process_id,
+        };
         Ok(RunnelSession {
             shared: self.shared.clone(),
-            ctx: self.shared.session_context(),
+            ctx: self.shared.session_context(&identity),
+            identity,
             transaction: TransactionStatus::Idle,
+            writes_pending: false,
         })
     }
+}
+
+/// The `-c name=value` (or `--name=value`) settings of a startup `options` string, with
+/// Postgres's backslash escapes for spaces.
+fn command_line_options(options: &str) -> runnel_common::Result<Vec<(String, String)>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let assignment = if word == "-c" {
+            words.next().unwrap_or_default()
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            rest.to_string()
+        } else if let Some(rest) = word.strip_prefix("--") {
+            rest.to_string()
+        } else {
+            return Err(RunnelError::plan(
+                runnel_common::SqlState::PROTOCOL_VIOLATION,
+                format!("invalid command-line argument for server process: {word}"),
+            ));
+        };
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Err(RunnelError::plan(
+                runnel_common::SqlState::SYNTAX_ERROR,
+                format!("-c {assignment} requires a value"),
+            ));
+        };
+        settings.push((name.replace('-', "_"), value.to_string()));
+    }
+    Ok(settings)
 }
 
 /// Maps an engine error to the ErrorResponse the client receives.
@@ -64,7 +168,7 @@ impl PgSession for RunnelSession {
         let statement = match statements.len() {
             0 => ParsedStatement {
                 sql: String::new(),
-                kind: Statement::Set,
+                kind: Statement::NoOp(""),
             },
             1 => statements.remove(0),
             _ => {
@@ -95,6 +199,9 @@ impl PgSession for RunnelSession {
                 TransactionCommand::Rollback => (TransactionStatus::Idle, "ROLLBACK"),
             };
             self.transaction = status;
+            if status == TransactionStatus::Idle {
+                self.settings().end_transaction();
+            }
             return Ok(QueryResponse::Command {
                 tag: tag.to_string(),
             });
@@ -106,5 +213,46 @@ impl PgSession for RunnelSession {
 
     fn transaction_status(&self) -> TransactionStatus {
         self.transaction
+    }
+
+    fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
+        self.settings().take_reported_changes()
+    }
+
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.settings().statement_timeout()
+    }
+
+    /// Reads (queries, SHOW, COPY TO) stop half-way when cancelled; statements that change
+    /// the catalog or the data run to the end, so a cancel never leaves half of one done.
+    fn is_cancellable(&self, statement: &ParsedStatement) -> bool {
+        use datafusion::sql::sqlparser::ast::Statement as Ast;
+        match &statement.kind {
+            Statement::Query(query) => matches!(
+                query.as_ref(),
+                Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. }
+            ),
+            Statement::CopyTo { .. } | Statement::Show(_) | Statement::ShowVariable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_startup_options_like_postgres() {
+        assert_eq!(
+            command_line_options("-c search_path=a,b --statement-timeout=5s -cDateStyle=ISO\\ MDY")
+                .unwrap(),
+            vec![
+                ("search_path".to_string(), "a,b".to_string()),
+                ("statement_timeout".to_string(), "5s".to_string()),
+                ("DateStyle".to_string(), "ISO MDY".to_string()),
+            ]
+        );
+        assert!(command_line_options("-x").is_err());
     }
 }

@@ -24,7 +24,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::format::{
     numeric_text_to_binary, push_display, write_bytea, write_date, write_decimal, write_float4,
-    write_float8, write_interval, write_time, write_timestamp, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
+    write_float8, write_interval, write_time, write_timestamp, write_timestamptz, PG_EPOCH_DAYS,
+    PG_EPOCH_MICROS,
 };
 use super::Format;
 use crate::codec::{begin_message, end_message};
@@ -116,6 +117,21 @@ impl RowEncoder {
         self.columns.truncate(batch.num_columns());
         self.rows = batch.num_rows();
         Ok(())
+    }
+
+    /// Rows in the last encoded batch.
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns in the last encoded batch.
+    pub(crate) fn columns(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// The encoded value of `column` in `row` of the last encoded batch (`None` for NULL).
+    pub(crate) fn value(&self, row: usize, column: usize) -> Option<&[u8]> {
+        self.columns[column].value(row)
     }
 
     /// Appends a DataRow for every row of the last encoded batch.
@@ -326,14 +342,24 @@ fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgEr
                 display(array, column)?;
             }
         }
-        DataType::Timestamp(_, zone) => {
-            let utc = zone.is_some();
-            each_micros(array, column, |b, us| write_timestamp(b, us, utc));
-        }
+        DataType::Timestamp(_, zone) => match zone.as_deref().and_then(non_utc_zone) {
+            // Rendered in the column's zone: the offset of each value's instant.
+            Some(tz) => {
+                each_micros(array, column, |b, us| {
+                    write_timestamptz(b, us, utc_offset_seconds(&tz, us))
+                });
+            }
+            None => {
+                each_micros(array, column, |b, us| {
+                    write_timestamp(b, us, zone.is_some())
+                });
+            }
+        },
         DataType::Duration(_) => {
             each_micros(array, column, |b, us| write_interval(b, 0, 0, us));
         }
         &DataType::Interval(unit) => each_interval(array, column, unit, write_interval),
+        DataType::List(_) | DataType::LargeList(_) => encode_list(array, Format::Text, column)?,
         _ => display(array, column)?,
     }
     Ok(())
@@ -363,7 +389,10 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
         DataType::Int64 => each::<Int64Type>(array, column, be64),
         DataType::UInt8 => each::<UInt8Type>(array, column, |b, v| be16(b, v.into())),
         DataType::UInt16 => each::<UInt16Type>(array, column, |b, v| be32(b, v.into())),
-        DataType::UInt32 => each::<UInt32Type>(array, column, |b, v| be64(b, v.into())),
+        // `oid`, an unsigned 4-byte integer on the wire.
+        DataType::UInt32 => {
+            each::<UInt32Type>(array, column, |b, v| b.extend_from_slice(&v.to_be_bytes()))
+        }
         DataType::UInt64 => {
             each::<UInt64Type>(array, column, |b, v| numeric(b, &|s| push_display(s, v)))
         }
@@ -415,10 +444,125 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
             each_micros(array, column, |b, us| write_binary_interval(b, 0, 0, us));
         }
         &DataType::Interval(unit) => each_interval(array, column, unit, write_binary_interval),
+        DataType::List(_) | DataType::LargeList(_) => encode_list(array, Format::Binary, column)?,
         // Everything else is sent as `text`, whose binary form is its UTF-8 text.
         _ => display(array, column)?,
     }
     Ok(())
+}
+
+/// A one-dimensional Postgres array per list value: its elements are encoded whole first, in
+/// the same format, then framed per row (`{a,"b c",NULL}` in text; dimensions, element type
+/// and length-prefixed elements in binary).
+fn encode_list(
+    array: &dyn Array,
+    format: Format,
+    column: &mut EncodedColumn,
+) -> Result<(), PgError> {
+    let (offsets, values): (Vec<usize>, arrow::array::ArrayRef) = match array.data_type() {
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let offsets = list.value_offsets().iter().map(|&o| o as usize).collect();
+            (offsets, list.values().clone())
+        }
+        DataType::LargeList(_) => {
+            let list = array.as_list::<i64>();
+            let offsets = list.value_offsets().iter().map(|&o| o as usize).collect();
+            (offsets, list.values().clone())
+        }
+        other => {
+            return Err(PgError::new("XX000", format!("{other} is not a list type")));
+        }
+    };
+    let mut elements = EncodedColumn::default();
+    encode_array(values.as_ref(), format, &mut elements)?;
+    let nested = matches!(
+        values.data_type(),
+        DataType::List(_) | DataType::LargeList(_)
+    );
+    let element_oid = super::pg_type(values.data_type()).oid;
+    column.fill(array.len(), |b, row| {
+        let (start, end) = (offsets[row], offsets[row + 1]);
+        match format {
+            Format::Text => {
+                b.push(b'{');
+                for index in start..end {
+                    if index > start {
+                        b.push(b',');
+                    }
+                    match elements.value(index) {
+                        None => b.extend_from_slice(b"NULL"),
+                        Some(value) if nested => b.extend_from_slice(value),
+                        Some(value) => write_array_element(b, value),
+                    }
+                }
+                b.push(b'}');
+            }
+            Format::Binary => {
+                let has_null = (start..end).any(|index| elements.value(index).is_none());
+                let dimensions: i32 = if end > start { 1 } else { 0 };
+                b.extend_from_slice(&dimensions.to_be_bytes());
+                b.extend_from_slice(&i32::from(has_null).to_be_bytes());
+                b.extend_from_slice(&element_oid.to_be_bytes());
+                if end > start {
+                    b.extend_from_slice(&saturate_i32((end - start) as i64).to_be_bytes());
+                    b.extend_from_slice(&1i32.to_be_bytes());
+                }
+                for index in start..end {
+                    match elements.value(index) {
+                        None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                        Some(value) => {
+                            b.extend_from_slice(&saturate_i32(value.len() as i64).to_be_bytes());
+                            b.extend_from_slice(value);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// One element of an array's text form, double-quoted (with `"` and `\` escaped) when it is
+/// empty, is `NULL`, or holds a character the array syntax gives a meaning to.
+fn write_array_element(buf: &mut Vec<u8>, value: &[u8]) {
+    let needs_quotes = value.is_empty()
+        || value.eq_ignore_ascii_case(b"null")
+        || value
+            .iter()
+            .any(|c| matches!(c, b'{' | b'}' | b',' | b'"' | b'\\') || c.is_ascii_whitespace());
+    if !needs_quotes {
+        buf.extend_from_slice(value);
+        return;
+    }
+    buf.push(b'"');
+    for &c in value {
+        if c == b'"' || c == b'\\' {
+            buf.push(b'\\');
+        }
+        buf.push(c);
+    }
+    buf.push(b'"');
+}
+
+/// The zone a `timestamptz` column names, unless it is UTC (which has a faster path) or
+/// does not parse (then UTC too: Arrow itself rejects such a type when it is built).
+fn non_utc_zone(zone: &str) -> Option<arrow::array::timezone::Tz> {
+    if matches!(zone, "+00:00" | "UTC" | "Z" | "+00" | "Etc/UTC" | "GMT") {
+        return None;
+    }
+    zone.parse().ok()
+}
+
+/// The zone's offset from UTC, in seconds, at the instant `utc_micros`.
+fn utc_offset_seconds(tz: &arrow::array::timezone::Tz, utc_micros: i64) -> i32 {
+    use chrono::{Offset, TimeZone};
+    let Some(instant) = chrono::DateTime::from_timestamp_micros(utc_micros) else {
+        return 0;
+    };
+    tz.offset_from_utc_datetime(&instant.naive_utc())
+        .fix()
+        .local_minus_utc()
 }
 
 /// Binary `interval`: microseconds, days, months.
@@ -556,7 +700,36 @@ mod tests {
             None,
             Some(3),
         ])]);
-        assert_eq!(text(Arc::new(list)), [Some("[1, , 3]".into())]);
+        // Postgres's array text form, as `SELECT ARRAY[1, NULL, 3]` prints it.
+        assert_eq!(text(Arc::new(list.clone())), [Some("{1,NULL,3}".into())]);
+        // Binary: 1 dimension, has nulls, int4 elements, 3 elements from 1, then each value.
+        let mut binary = Vec::new();
+        for word in [1i32, 1, 23, 3, 1, 4, 1, -1, 4, 3] {
+            binary.extend_from_slice(&word.to_be_bytes());
+        }
+        assert_eq!(encoded(Arc::new(list), Format::Binary), [Some(binary)]);
+        let strings = ListArray::new(
+            Arc::new(arrow::datatypes::Field::new_list_field(
+                DataType::Utf8,
+                true,
+            )),
+            arrow::buffer::OffsetBuffer::from_lengths([5, 0]),
+            Arc::new(arrow::array::StringArray::from(vec![
+                Some("plain"),
+                Some("a b"),
+                Some(""),
+                Some("NULL"),
+                Some("x\"y\\z"),
+            ])),
+            None,
+        );
+        assert_eq!(
+            text(Arc::new(strings)),
+            [
+                Some(r#"{plain,"a b","","NULL","x\"y\\z"}"#.into()),
+                Some("{}".into())
+            ]
+        );
         assert_eq!(
             text(Arc::new(Time32SecondArray::from(vec![3723]))),
             [Some("01:02:03".into())]

@@ -179,6 +179,28 @@ pub fn write_timestamp(buf: &mut Vec<u8>, micros: i64, utc_offset: bool) {
     }
 }
 
+/// `timestamptz` output in a zone `offset_seconds` east of UTC: the local date and time,
+/// then the offset as Postgres prints it (`+02`, `+05:30`, `-00:25:21`).
+pub fn write_timestamptz(buf: &mut Vec<u8>, utc_micros: i64, offset_seconds: i32) {
+    let local = utc_micros.saturating_add(i64::from(offset_seconds) * 1_000_000);
+    let days = local.div_euclid(MICROS_PER_DAY);
+    let bc = write_ymd(buf, days);
+    buf.push(b' ');
+    write_clock(buf, local.rem_euclid(MICROS_PER_DAY).unsigned_abs());
+    buf.push(if offset_seconds < 0 { b'-' } else { b'+' });
+    let offset = offset_seconds.unsigned_abs();
+    push_fmt(buf, format_args!("{:02}", offset / 3600));
+    if offset % 3600 != 0 {
+        push_fmt(buf, format_args!(":{:02}", offset / 60 % 60));
+        if offset % 60 != 0 {
+            push_fmt(buf, format_args!(":{:02}", offset % 60));
+        }
+    }
+    if bc {
+        buf.extend_from_slice(b" BC");
+    }
+}
+
 /// `interval` output in the `postgres` IntervalStyle, e.g. `1 year 2 mons 3 days 04:05:06.5`,
 /// `-1 days +01:00:00`, `00:00:00`.
 pub fn write_interval(buf: &mut Vec<u8>, months: i32, days: i32, micros: i64) {
@@ -438,6 +460,27 @@ mod tests {
         for &(value, expected) in cases {
             assert_eq!(text(|b| write_float4(b, value)), expected, "{value:e}");
         }
+    }
+
+    #[test]
+    fn timestamps_in_a_zone() {
+        let render = |micros: i64, offset: i32| {
+            let mut buf = Vec::new();
+            write_timestamptz(&mut buf, micros, offset);
+            String::from_utf8(buf).unwrap()
+        };
+        // 2026-06-10 10:00:00 UTC.
+        let instant = 1_781_085_600_000_000;
+        assert_eq!(render(instant, 7200), "2026-06-10 12:00:00+02");
+        assert_eq!(render(instant, -16_200), "2026-06-10 05:30:00-04:30");
+        assert_eq!(
+            render(instant + 500_000, 19_800),
+            "2026-06-10 15:30:00.5+05:30"
+        );
+        assert_eq!(
+            render(instant, -(25 * 60 + 21)),
+            "2026-06-10 09:34:39-00:25:21"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! COPY name [(columns)] FROM STDIN, in Postgres text (tab-separated, `\N` for NULL) or CSV
-//! format. Data is decoded into Arrow batches as it arrives; the rows become visible
+//! COPY name [(columns)] FROM STDIN, in Postgres text (tab-separated, `\N` for NULL), CSV or
+//! binary format. Data is decoded into Arrow batches as it arrives; the rows become visible
 //! atomically when the copy completes, like a Postgres COPY.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::util::display::FormatOptions;
 use runnel_common::{Result, RunnelError, SqlState};
-use runnel_pgwire::copy_format::{CopyDecoder, CopyFormat};
+use runnel_pgwire::copy_format::{BinaryCopyDecoder, CopyDecoder, CopyFormat};
 use runnel_pgwire::{pg_type, type_name, CopyInSink, PgError, QueryResponse};
 use runnel_sql::statement::CopyOptions;
 use runnel_sql::{CatalogEntry, ObjectKind};
@@ -61,11 +61,20 @@ pub fn handle(
         escape: options.escape,
         null: options.null.as_bytes().to_vec(),
     };
+    let decoder = if options.binary {
+        let type_oids = indices
+            .iter()
+            .map(|&i| pg_type(entry.schema.field(i).data_type()).oid)
+            .collect();
+        Decoder::Binary(BinaryCopyDecoder::new(type_oids, COPY_BATCH_ROWS))
+    } else {
+        Decoder::Text(CopyDecoder::new(format, indices.len(), COPY_BATCH_ROWS))
+    };
     Ok(QueryResponse::CopyIn {
         columns: indices.len(),
         sink: Box::new(CopySink {
             shared: session.shared.clone(),
-            decoder: CopyDecoder::new(format, indices.len(), COPY_BATCH_ROWS),
+            decoder,
             entry,
             indices,
             text: Vec::new(),
@@ -75,11 +84,33 @@ pub fn handle(
     })
 }
 
+/// Turns COPY data into batches of text columns.
+enum Decoder {
+    Text(CopyDecoder),
+    Binary(BinaryCopyDecoder),
+}
+
+impl Decoder {
+    fn write(&mut self, data: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), PgError> {
+        match self {
+            Decoder::Text(d) => d.write(data, out),
+            Decoder::Binary(d) => d.write(data, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<u64, PgError> {
+        match self {
+            Decoder::Text(d) => d.finish(out),
+            Decoder::Binary(d) => d.finish(out),
+        }
+    }
+}
+
 struct CopySink {
     shared: Arc<Shared>,
     entry: Arc<CatalogEntry>,
     indices: Vec<usize>,
-    decoder: CopyDecoder,
+    decoder: Decoder,
     /// Decoded batches of text columns not yet converted.
     text: Vec<RecordBatch>,
     /// Converted batches, in the relation's schema, held until the copy completes.

@@ -70,6 +70,15 @@ pub async fn handle(
             session.shared.config.kafka_bootstrap_servers.as_deref(),
         )?,
     };
+    if kafka.is_some() && kind == ObjectKind::Table && def.primary_key.is_empty() {
+        return Err(RunnelError::plan(
+            SqlState::INVALID_TABLE_DEFINITION,
+            format!(
+                "Kafka table \"{}\" needs a PRIMARY KEY: its records are upserted by key",
+                def.name
+            ),
+        ));
+    }
     let tag = match kind {
         ObjectKind::Stream => "CREATE STREAM",
         _ => "CREATE TABLE",

@@ -192,7 +192,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
             "stored definition is not CREATE MATERIALIZED VIEW",
         ));
     };
-    let ctx = shared.session_context();
+    let ctx = shared.session_context(&crate::system_catalog::SessionIdentity::system());
     let catalog = shared.catalog();
     let mut planned = plan_view(&ctx, &catalog, stored.id, view, *emit_on_window_close).await?;
     // The stored rows' layout is the one chosen at creation, whatever planning says today.

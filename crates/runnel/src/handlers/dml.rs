@@ -10,7 +10,7 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, Projection};
-use hashbrown::HashSet;
+use hashbrown::{HashMap, HashSet};
 use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
 use runnel_sql::{CatalogEntry, ObjectKind};
@@ -201,6 +201,9 @@ fn write_table_changes(
     old: &RecordBatch,
     new: &RecordBatch,
 ) -> Result<()> {
+    if entry.primary_key.is_empty() {
+        return write_keyless_table_changes(shared, entry, locked, old, new);
+    }
     let prefix = keys::table_prefix(entry.id);
     let pk_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
         entry
@@ -243,6 +246,65 @@ fn write_table_changes(
         ChangeBatch::inserts(new.clone()),
     ];
     locked.commit(&shared.store, &changes, batch)
+}
+
+/// The same for a table without a primary key, which keeps duplicate rows as Postgres does:
+/// each stored row is keyed by a hidden row id (8 bytes, big-endian, in insertion order), new
+/// rows take the ids after the largest one stored, and a deleted or updated row gives up the
+/// id of a stored row with the same values. Rows with the same values are interchangeable (no
+/// query can tell them apart), so which of them goes does not matter.
+fn write_keyless_table_changes(
+    shared: &Shared,
+    entry: &CatalogEntry,
+    locked: &mut LockedWriter<'_>,
+    old: &RecordBatch,
+    new: &RecordBatch,
+) -> Result<()> {
+    let prefix = keys::table_prefix(entry.id);
+    let mut batch = WriteBatch::default();
+    if old.num_rows() > 0 {
+        let mut old_values = EncodedRows::new();
+        encode_rows(&[], old.columns(), &mut old_values)?;
+        let stored = shared.store.scan_prefix(&prefix)?;
+        let mut ids_by_row: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
+        for (key, value) in &stored {
+            ids_by_row.entry(&value[..]).or_default().push(&key[..]);
+        }
+        for row in old_values.iter() {
+            let key = ids_by_row
+                .get_mut(row)
+                .and_then(Vec::pop)
+                .ok_or_else(|| RunnelError::internal("a deleted row is not stored"))?;
+            batch.delete(key);
+        }
+    }
+    if new.num_rows() > 0 {
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        let next = match shared.store.last_key_in_range(&prefix, &end)? {
+            Some(last) => row_id(&last[prefix.len()..])? + 1,
+            None => 0,
+        };
+        let mut new_values = EncodedRows::new();
+        encode_rows(&[], new.columns(), &mut new_values)?;
+        for (i, value) in new_values.iter().enumerate() {
+            let mut key = prefix.clone();
+            key.extend_from_slice(&(next + i as u64).to_be_bytes());
+            batch.put(&key, value);
+        }
+    }
+    let changes = [
+        ChangeBatch::uniform(old.clone(), -1),
+        ChangeBatch::inserts(new.clone()),
+    ];
+    locked.commit(&shared.store, &changes, batch)
+}
+
+fn row_id(bytes: &[u8]) -> Result<u64> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| RunnelError::internal("a stored row id is not 8 bytes"))
 }
 
 fn duplicate_key(entry: &CatalogEntry) -> RunnelError {

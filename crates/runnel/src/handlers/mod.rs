@@ -2,6 +2,7 @@
 //! answers the extended protocol's Describe without running anything.
 
 pub mod copy;
+pub mod copy_to;
 pub mod create_relation;
 pub mod create_sink;
 pub mod create_view;
@@ -9,6 +10,7 @@ pub mod dml;
 pub mod drop;
 pub mod flush;
 pub mod query;
+pub mod session_settings;
 pub mod show;
 
 use std::sync::Arc;
@@ -65,9 +67,18 @@ pub async fn execute(
             cascade,
         } => drop::handle(session, *kind, names, *if_exists, *cascade).await,
         Statement::Show(kind) => show::handle(session, *kind).await,
-        Statement::Flush => flush::handle(session).await,
-        Statement::Set => Ok(QueryResponse::Command {
-            tag: "SET".to_string(),
+        Statement::Flush => {
+            session.writes_pending = false;
+            flush::handle(session).await
+        }
+        Statement::SetVariable { name, value, local } => {
+            let in_transaction = session.in_transaction();
+            session_settings::set(session, name, value.as_deref(), *local, in_transaction)
+        }
+        Statement::ResetVariable(name) => session_settings::reset(session, name.as_deref()),
+        Statement::ShowVariable(name) => session_settings::show(session, name),
+        Statement::NoOp(tag) => Ok(QueryResponse::Command {
+            tag: tag.to_string(),
         }),
         Statement::Transaction(_) => Ok(QueryResponse::Command {
             tag: "BEGIN".to_string(),
@@ -76,9 +87,37 @@ pub async fn execute(
             table,
             columns,
             options,
-        } => copy::handle(session, table, columns, options),
-        Statement::Query(query) => query::handle(session, query, params).await,
+        } => {
+            session.writes_pending = true;
+            copy::handle(session, table, columns, options)
+        }
+        Statement::CopyTo { source, options } => {
+            flush_writes(session).await?;
+            copy_to::handle(session, source, options, &statement.sql).await
+        }
+        Statement::Query(query) => {
+            use datafusion::sql::sqlparser::ast::Statement as Ast;
+            if matches!(
+                query.as_ref(),
+                Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_)
+            ) {
+                session.writes_pending = true;
+            } else {
+                flush_writes(session).await?;
+            }
+            query::handle(session, query, &statement.sql, params).await
+        }
     }
+}
+
+/// Read your writes: with `implicit_flush`, a session's acknowledged writes reach every view
+/// before its next query reads them.
+async fn flush_writes(session: &mut RunnelSession) -> Result<()> {
+    if session.writes_pending && session.settings().implicit_flush() {
+        session.shared.worker.flush().await?;
+        session.writes_pending = false;
+    }
+    Ok(())
 }
 
 pub async fn describe(
@@ -87,8 +126,11 @@ pub async fn describe(
     param_oids: &[u32],
 ) -> Result<StatementDescription> {
     let fields = match &statement.kind {
-        Statement::Query(query) => return query::describe(session, query, param_oids).await,
+        Statement::Query(query) => {
+            return query::describe(session, query, &statement.sql, param_oids).await
+        }
         Statement::Show(kind) => Some(show::schema(*kind)),
+        Statement::ShowVariable(name) => Some(session_settings::show_schema(name)?),
         Statement::CreateMaterializedView { explain: true, .. } => {
             Some(text_schema(&["QUERY PLAN"]))
         }

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
@@ -14,16 +15,25 @@ use runnel_pgwire::{ParamValue, QueryResponse, StatementDescription};
 use super::dml;
 use crate::session::RunnelSession;
 
-async fn plan(session: &RunnelSession, statement: &ast::Statement) -> Result<LogicalPlan> {
+async fn plan(
+    session: &RunnelSession,
+    statement: &ast::Statement,
+    sql: &str,
+) -> Result<LogicalPlan> {
     let state = session.ctx.state();
     let mut statement = statement.clone();
+    runnel_sql::pg_compat::rewrite_postgres_spellings(
+        &mut statement,
+        &crate::system_catalog::is_always_empty,
+    );
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
     }
     let plan = state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
-        .await?;
+        .await
+        .map_err(|e| with_position(e, sql))?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
             "statement {}",
@@ -37,13 +47,32 @@ async fn plan(session: &RunnelSession, statement: &ast::Statement) -> Result<Log
     }
 }
 
+/// A planning error with the statement position DataFusion's diagnostic points at (an
+/// unknown column or relation, a type mismatch), as Postgres reports one.
+fn with_position(error: datafusion::error::DataFusionError, sql: &str) -> RunnelError {
+    let position = error
+        .diagnostic()
+        .and_then(|d| d.span)
+        .filter(|span| span.start.line > 0)
+        .map(|span| runnel_sql::statement::char_position(sql, span.start.line, span.start.column));
+    RunnelError::from(error).with_position(position)
+}
+
 fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
 /// Parameter types by position (`$1` first); `None` where DataFusion could not infer one.
 fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    let mut types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+    // A parameter DataFusion could not type from its use is typed by a cast of it, as
+    // Postgres does (`$1::int` is an int4): clients bind typed values from the description.
+    for (name, cast) in cast_parameter_types(plan) {
+        let known = types.entry(name).or_insert(None);
+        if known.is_none() {
+            *known = Some(cast);
+        }
+    }
     let mut out = Vec::new();
     for (name, t) in types {
         let idx: usize = name
@@ -64,12 +93,37 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     Ok(out)
 }
 
+/// The type each parameter is first cast to (`$1::int8`), anywhere in the plan.
+fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found: HashMap<String, DataType> = HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let cast = match e {
+                    Expr::Cast(c) => Some((c.expr.as_ref(), c.field.data_type())),
+                    Expr::TryCast(c) => Some((c.expr.as_ref(), c.field.data_type())),
+                    _ => None,
+                };
+                if let Some((Expr::Placeholder(p), data_type)) = cast {
+                    found
+                        .entry(p.id.clone())
+                        .or_insert_with(|| data_type.clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
 pub async fn describe(
     session: &mut RunnelSession,
     statement: &ast::Statement,
+    sql: &str,
     declared: &[u32],
 ) -> Result<StatementDescription> {
-    let plan = plan(session, statement).await?;
+    let plan = plan(session, statement, sql).await?;
     let types = parameter_types(&plan)?;
     let count = types.len().max(declared.len());
     let param_oids = (0..count)
@@ -123,9 +177,10 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
 pub async fn handle(
     session: &mut RunnelSession,
     statement: &ast::Statement,
+    sql: &str,
     params: &[ParamValue],
 ) -> Result<QueryResponse> {
-    let mut plan = plan(session, statement).await?;
+    let mut plan = plan(session, statement, sql).await?;
     if !params.is_empty() {
         let values = bind(&plan, params)?;
         plan = plan.with_param_values(values)?;
@@ -138,6 +193,13 @@ pub async fn handle(
             _ => Err(RunnelError::not_implemented(format!("{}", dml.op))),
         };
     }
+    let (schema, batches) = run(session, plan).await?;
+    Ok(QueryResponse::Rows { schema, batches })
+}
+
+/// Runs a planned query: its rows, with Postgres's column names, `timestamptz` columns in the
+/// session's time zone.
+async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let schema = crate::convert::result_schema(&plan);
     let batches = session
         .ctx
@@ -145,5 +207,24 @@ pub async fn handle(
         .await?
         .collect()
         .await?;
-    Ok(QueryResponse::Rows { schema, batches })
+    Ok(crate::convert::in_time_zone(
+        schema,
+        batches,
+        &session.settings().time_zone(),
+    )?)
+}
+
+/// The rows of a query (COPY ... TO); a statement that is not a query is refused.
+pub async fn rows(
+    session: &mut RunnelSession,
+    statement: &ast::Statement,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let plan = plan(session, statement, sql).await?;
+    if let LogicalPlan::Dml(_) = plan {
+        return Err(RunnelError::not_implemented(
+            "COPY of INSERT, UPDATE or DELETE",
+        ));
+    }
+    run(session, plan).await
 }

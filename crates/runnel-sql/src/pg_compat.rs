@@ -1,0 +1,757 @@
+//! Postgres spellings that DataFusion's planner does not know, rewritten on the parsed statement
+//! into what it does, before planning. Client tools (psql's meta-commands, SQLAlchemy, pgjdbc)
+//! send catalog queries full of them:
+//!
+//! - schema-qualified function names (`pg_catalog.format_type(...)`): the `pg_catalog.` prefix
+//!   is dropped, since every function Runnel has lives there;
+//! - `OPERATOR(pg_catalog.~)`: the operator itself;
+//! - `COLLATE pg_catalog.default` and other collations: dropped (Runnel compares bytes, as the
+//!   `C` collation does);
+//! - casts to Postgres's object-identifier types: `::oid` becomes an unsigned 32-bit integer
+//!   (the type Runnel reports as `oid`), `::regclass`, `::regtype`, `::regproc`,
+//!   `::regnamespace` and `::regrole` become calls of the `to_*_oid` functions (a name is looked
+//!   up, a number passes through), and a reg-type cast to text becomes the object's name;
+//! - casts to catalog-only types (`name`, `"char"`, `int2vector`, `pg_node_tree`, ...): text;
+//! - `generate_subscripts(a, 1)`: `unnest(generate_series(1, cardinality(a)))`, the subscripts
+//!   of a one-dimensional array;
+//! - `ARRAY(SELECT x ... [ORDER BY ...])`: `coalesce((SELECT array_agg(x [ORDER BY ...])
+//!   ...), make_array())`;
+//! - a correlated scalar subquery over catalog tables that is not aggregated (psql's
+//!   `(SELECT collname FROM pg_collation c WHERE c.oid = a.attcollation)`): its value is
+//!   aggregated with `first_value`, which DataFusion needs to decorrelate it. Catalog rows are
+//!   unique by their keys, so this changes no answer; user queries are left alone;
+//! - unnamed SELECT items with the same text (`SELECT name, NULL, NULL`): DataFusion needs
+//!   distinct names, so the repeats are aliased [`UNNAMED_ALIAS`]`n`, which the server reports
+//!   as `?column?` as Postgres would;
+//! - `LIKE`/`ILIKE` with an `ESCAPE` other than backslash: a call of `like_escape(value,
+//!   pattern, escape, case_insensitive)`;
+//! - `information_schema._pg_expandarray(a)`: `unnest(_pg_expandarray(a))`, records of
+//!   `x` and `n`;
+//! - `pg_catalog.`-qualified table functions in FROM (`pg_catalog.generate_series(1, 32)`).
+//!
+//! The functions named here are registered by the server (see `runnel::system_catalog`).
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator,
+    ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr,
+    Statement, TableFactor, TableWithJoins, UnaryOperator, Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// The function a cast to each reg-type becomes, and the one that names an object of it.
+const REG_TYPES: &[(&str, &str, &str)] = &[
+    ("regclass", "to_regclass_oid", "regclass_name"),
+    ("regtype", "to_regtype_oid", "format_type"),
+    ("regproc", "to_regproc_oid", "regproc_name"),
+    ("regprocedure", "to_regproc_oid", "regproc_name"),
+    ("regnamespace", "to_regnamespace_oid", "regnamespace_name"),
+    ("regrole", "to_regrole_oid", "pg_get_userbyid"),
+];
+
+/// Catalog types that Runnel represents as text.
+const TEXT_TYPES: &[&str] = &[
+    "name",
+    "char",
+    "int2vector",
+    "oidvector",
+    "pg_node_tree",
+    "aclitem",
+    "xid",
+    "cid",
+    "tid",
+    "regconfig",
+    "regdictionary",
+    "pg_lsn",
+    "anyarray",
+];
+
+/// The alias prefix of repeated unnamed SELECT items; a column with such a name is reported
+/// as `?column?`.
+pub const UNNAMED_ALIAS: &str = "__runnel_unnamed_";
+
+/// Rewrites Postgres-only spellings in `statement` (see the module docs). `always_empty`
+/// says which catalog tables (by name, lower case) never have rows: a SELECT that inner-joins
+/// one returns no rows whatever its expressions say, so they are not planned at all (client
+/// tools compare columns of such tables in ways DataFusion cannot type, `polroles = '{0}'`).
+pub fn rewrite_postgres_spellings(statement: &mut Statement, always_empty: &dyn Fn(&str) -> bool) {
+    let _ = statement.visit(&mut Rewriter { always_empty });
+}
+
+struct Rewriter<'a> {
+    always_empty: &'a dyn Fn(&str) -> bool,
+}
+
+impl VisitorMut for Rewriter<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        rewrite_expr(expr);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, select: &mut Select) -> ControlFlow<()> {
+        if reads_empty_catalog_table(select, self.always_empty) {
+            select_nothing(select);
+        }
+        name_repeated_items(select);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            ..
+        } = factor
+        {
+            strip_pg_catalog(name);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The catalog table a FROM item names (`pg_catalog.x`, `information_schema.x`, or an
+/// unqualified `pg_x`), lower case.
+fn catalog_table(factor: &TableFactor) -> Option<String> {
+    let TableFactor::Table {
+        name, args: None, ..
+    } = factor
+    else {
+        return None;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+        .collect();
+    match parts.as_slice() {
+        [schema, table] if schema == "pg_catalog" || schema == "information_schema" => {
+            Some(table.clone())
+        }
+        [table] if table.starts_with("pg_") => Some(table.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the SELECT inner-joins an always-empty catalog table and computes no aggregate
+/// (an aggregate over no rows still gives a row).
+fn reads_empty_catalog_table(select: &Select, always_empty: &dyn Fn(&str) -> bool) -> bool {
+    let empty = |factor: &TableFactor| catalog_table(factor).is_some_and(|t| always_empty(&t));
+    let inner = |op: &JoinOperator| {
+        matches!(
+            op,
+            JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+        )
+    };
+    let found = select.from.iter().any(|from| {
+        empty(&from.relation)
+            || from
+                .joins
+                .iter()
+                .any(|join| inner(&join.join_operator) && empty(&join.relation))
+    });
+    if !found || !matches!(select.group_by, GroupByExpr::Expressions(ref e, _) if e.is_empty()) {
+        return false;
+    }
+    !select.projection.iter().any(calls_aggregate)
+}
+
+/// Whether a SELECT item calls an aggregate function itself (subqueries in it aside).
+fn calls_aggregate(item: &SelectItem) -> bool {
+    struct WithoutSubqueries;
+    impl VisitorMut for WithoutSubqueries {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if matches!(
+                expr,
+                Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+            ) {
+                *expr = Expr::value(Value::Null);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut item = item.clone();
+    let _ = item.visit(&mut WithoutSubqueries);
+    let text = item.to_string().to_ascii_lowercase();
+    AGGREGATES
+        .iter()
+        .any(|name| text.contains(&format!("{name}(")))
+}
+
+/// Turns a SELECT into one that returns no rows, with the same column names.
+fn select_nothing(select: &mut Select) {
+    let mut names: Vec<String> = Vec::new();
+    for (index, item) in select.projection.iter_mut().enumerate() {
+        let name = match item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => ident.value.clone(),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => {
+                parts.last().map_or_else(String::new, |i| i.value.clone())
+            }
+            SelectItem::UnnamedExpr(Expr::Function(f)) => f.name.to_string(),
+            SelectItem::UnnamedExpr(_) => format!("{UNNAMED_ALIAS}{index}"),
+            // `*` stays: its columns come from the FROM tables, which are unchanged.
+            _ => continue,
+        };
+        // DataFusion needs distinct names; a repeat is reported as `?column?`.
+        let name = if names.contains(&name) {
+            format!("{UNNAMED_ALIAS}{index}")
+        } else {
+            name
+        };
+        names.push(name.clone());
+        *item = SelectItem::ExprWithAlias {
+            expr: Expr::value(Value::Null),
+            alias: Ident::with_quote('"', name),
+        };
+    }
+    select.selection = Some(Expr::value(Value::Boolean(false)));
+    select.having = None;
+}
+
+/// Aliases every unnamed SELECT item whose text repeats an earlier one.
+fn name_repeated_items(select: &mut Select) {
+    let mut seen: Vec<String> = Vec::new();
+    for (index, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(expr) = item {
+            let text = expr.to_string();
+            if seen.contains(&text) {
+                let expr = std::mem::replace(expr, Expr::value(Value::Null));
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(format!("{UNNAMED_ALIAS}{index}")),
+                };
+            } else {
+                seen.push(text);
+            }
+        }
+    }
+}
+
+/// Parses an expression Runnel generated; `None` if it does not parse (then the original
+/// stays, and DataFusion reports what it cannot plan).
+fn parse_expr(text: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `ARRAY(subquery)` as a scalar subquery aggregating its one column with `array_agg`, the
+/// subquery's ORDER BY moved into the aggregate.
+fn array_subquery(function: &Function) -> Option<Expr> {
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    if !ident.value.eq_ignore_ascii_case("array") {
+        return None;
+    }
+    let FunctionArguments::Subquery(query) = &function.args else {
+        return None;
+    };
+    let mut query = query.as_ref().clone();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    let order = match query.order_by.take() {
+        Some(OrderBy {
+            kind: OrderByKind::Expressions(exprs),
+            ..
+        }) => exprs
+            .iter()
+            .map(|o| {
+                // `ORDER BY 1` names the one column.
+                let key = match &o.expr {
+                    Expr::Value(v) if v.value == Value::Number("1".to_string(), false) => {
+                        item.to_string()
+                    }
+                    other => other.to_string(),
+                };
+                format!("{key}{}", o.options)
+            })
+            .collect::<Vec<_>>(),
+        Some(_) => return None,
+        None => Vec::new(),
+    };
+    let aggregate = if order.is_empty() {
+        format!("array_agg({item})")
+    } else {
+        format!("array_agg({item} ORDER BY {})", order.join(", "))
+    };
+    select.projection = vec![SelectItem::UnnamedExpr(parse_expr(&aggregate)?)];
+    // No rows make an empty array, not NULL.
+    Some(call(
+        "coalesce",
+        vec![Expr::Subquery(Box::new(query)), call("make_array", vec![])],
+    ))
+}
+
+/// Names of aggregate functions a catalog subquery may already use.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "array_agg",
+    "string_agg",
+    "bool_and",
+    "bool_or",
+    "first_value",
+    "last_value",
+];
+
+/// A scalar subquery over catalog tables whose one value is not aggregated, with its value
+/// wrapped in `first_value` (see the module docs).
+fn aggregate_catalog_subquery(query: &mut Query) {
+    if query.limit_clause.is_some() || query.order_by.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.from.is_empty()
+        || !matches!(select.group_by, GroupByExpr::Expressions(ref e, _) if e.is_empty())
+        || select.having.is_some()
+        || select.distinct.is_some()
+        || !select.from.iter().all(reads_catalog)
+    {
+        return;
+    }
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_mut_slice()
+    else {
+        return;
+    };
+    let text = item.to_string().to_ascii_lowercase();
+    if AGGREGATES
+        .iter()
+        .any(|name| text.contains(&format!("{name}(")))
+    {
+        return;
+    }
+    if let Some(aggregated) = parse_expr(&format!("first_value({item})")) {
+        *item = aggregated;
+    }
+}
+
+/// Whether a FROM item reads only `pg_catalog` / `information_schema` tables.
+fn reads_catalog(from: &TableWithJoins) -> bool {
+    let is_catalog = |factor: &TableFactor| match factor {
+        TableFactor::Table {
+            name, args: None, ..
+        } => {
+            let parts: Vec<String> = name
+                .0
+                .iter()
+                .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+                .collect();
+            match parts.as_slice() {
+                [schema, _] => schema == "pg_catalog" || schema == "information_schema",
+                [table] => table.starts_with("pg_"),
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    is_catalog(&from.relation) && from.joins.iter().all(|j| is_catalog(&j.relation))
+}
+
+/// `expr [NOT] [I]LIKE pattern ESCAPE 'c'` with an escape other than backslash, as a call.
+fn like_with_escape(expr: &Expr) -> Option<Expr> {
+    let (negated, value, pattern, escape, insensitive) = match expr {
+        Expr::Like {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: Some(escape),
+        } => (*negated, expr, pattern, escape, false),
+        Expr::ILike {
+            negated,
+            any: false,
+            expr,
+            pattern,
+            escape_char: Some(escape),
+        } => (*negated, expr, pattern, escape, true),
+        _ => return None,
+    };
+    if matches!(&escape.value, Value::SingleQuotedString(s) if s == "\\") {
+        return None;
+    }
+    let call = format!(
+        "like_escape({value}, {pattern}, {escape}, {insensitive})",
+        escape = escape.value
+    );
+    let call = parse_expr(&call)?;
+    Some(if negated {
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr: Box::new(Expr::Nested(Box::new(call))),
+        }
+    } else {
+        call
+    })
+}
+
+fn rewrite_expr(expr: &mut Expr) {
+    if let Some(call) = like_with_escape(expr) {
+        *expr = call;
+        return;
+    }
+    match expr {
+        Expr::Function(function) => {
+            strip_pg_catalog(&mut function.name);
+            if let Some(expanded) = expand_array(function) {
+                *expr = expanded;
+            } else if let Some(subscripts) = generate_subscripts(function) {
+                *expr = subscripts;
+            } else if let Some(subquery) = array_subquery(function) {
+                *expr = subquery;
+            }
+        }
+        Expr::Subquery(query) => aggregate_catalog_subquery(query),
+        // `(record).field`: `get_field(record, 'field')`, one access at a time.
+        Expr::CompoundFieldAccess { root, access_chain }
+            if matches!(
+                access_chain.first(),
+                Some(AccessExpr::Dot(Expr::Identifier(_)))
+            ) =>
+        {
+            let mut current = std::mem::replace(root.as_mut(), Expr::value(Value::Null));
+            let mut rest = Vec::new();
+            for access in std::mem::take(access_chain) {
+                match access {
+                    AccessExpr::Dot(Expr::Identifier(field)) if rest.is_empty() => {
+                        let name = Expr::value(Value::SingleQuotedString(
+                            field.value.to_ascii_lowercase(),
+                        ));
+                        current = call("get_field", vec![current, name]);
+                    }
+                    other => rest.push(other),
+                }
+            }
+            *expr = if rest.is_empty() {
+                current
+            } else {
+                Expr::CompoundFieldAccess {
+                    root: Box::new(current),
+                    access_chain: rest,
+                }
+            };
+        }
+        Expr::BinaryOp { op, .. } => {
+            if let BinaryOperator::PGCustomBinaryOperator(parts) = op {
+                if let Some(plain) = plain_operator(parts) {
+                    *op = plain;
+                }
+            }
+        }
+        Expr::Collate { expr: inner, .. } => {
+            let inner = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+            *expr = inner;
+        }
+        Expr::Cast {
+            kind,
+            expr: inner,
+            data_type,
+            ..
+        } => {
+            if let Some(function) = reg_type_function(data_type) {
+                let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                *expr = call(function, vec![argument]);
+            } else if let Some((name_fn, argument)) = reg_oid_call(inner).filter(|_| {
+                is_text_type(data_type) && matches!(kind, CastKind::DoubleColon | CastKind::Cast)
+            }) {
+                // `'t'::regclass::text` and `typ::regtype::text` give the object's name.
+                let mut arguments = vec![argument];
+                if name_fn == "format_type" {
+                    arguments.push(Expr::value(Value::Null));
+                }
+                *expr = call(name_fn, arguments);
+            } else {
+                normalise_type(data_type);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `information_schema._pg_expandarray(a)`, the set of (element `x`, subscript `n`) records
+/// pgjdbc reads key columns with, as `unnest(_pg_expandarray(a))` over a list of structs.
+fn expand_array(function: &mut Function) -> Option<Expr> {
+    let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(ident)] =
+        function.name.0.as_slice()
+    else {
+        return None;
+    };
+    if !schema.value.eq_ignore_ascii_case("information_schema")
+        || !ident.value.eq_ignore_ascii_case("_pg_expandarray")
+    {
+        return None;
+    }
+    function.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+        "_pg_expandarray",
+    ))]);
+    Some(call("unnest", vec![Expr::Function(function.clone())]))
+}
+
+/// `generate_subscripts(array, 1)` as `unnest(generate_series(1, cardinality(array)))`.
+fn generate_subscripts(function: &Function) -> Option<Expr> {
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    if !ident.value.eq_ignore_ascii_case("generate_subscripts") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let array = match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(array)), FunctionArg::Unnamed(_)] => array,
+        _ => return None,
+    };
+    let length = Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(call("cardinality", vec![array.clone()])),
+        data_type: DataType::BigInt(None),
+        array: false,
+        format: None,
+    };
+    let one = Expr::value(Value::Number("1".to_string(), false));
+    Some(call(
+        "unnest",
+        vec![call("generate_series", vec![one, length])],
+    ))
+}
+
+/// Drops a leading `pg_catalog.` from a function name.
+fn strip_pg_catalog(name: &mut ObjectName) {
+    if name.0.len() == 2 {
+        let is_pg_catalog = matches!(&name.0[0], ObjectNamePart::Identifier(ident)
+            if ident.value.eq_ignore_ascii_case("pg_catalog"));
+        if is_pg_catalog {
+            name.0.remove(0);
+        }
+    }
+}
+
+/// The built-in operator that `OPERATOR(pg_catalog.op)` names.
+fn plain_operator(parts: &[String]) -> Option<BinaryOperator> {
+    let (op, schema) = parts.split_last()?;
+    if !schema.is_empty() && !(schema.len() == 1 && schema[0].eq_ignore_ascii_case("pg_catalog")) {
+        return None;
+    }
+    Some(match op.as_str() {
+        "~" => BinaryOperator::PGRegexMatch,
+        "~*" => BinaryOperator::PGRegexIMatch,
+        "!~" => BinaryOperator::PGRegexNotMatch,
+        "!~*" => BinaryOperator::PGRegexNotIMatch,
+        "~~" => BinaryOperator::PGLikeMatch,
+        "~~*" => BinaryOperator::PGILikeMatch,
+        "!~~" => BinaryOperator::PGNotLikeMatch,
+        "!~~*" => BinaryOperator::PGNotILikeMatch,
+        "=" => BinaryOperator::Eq,
+        "<>" => BinaryOperator::NotEq,
+        "<" => BinaryOperator::Lt,
+        "<=" => BinaryOperator::LtEq,
+        ">" => BinaryOperator::Gt,
+        ">=" => BinaryOperator::GtEq,
+        "+" => BinaryOperator::Plus,
+        "-" => BinaryOperator::Minus,
+        "*" => BinaryOperator::Multiply,
+        "/" => BinaryOperator::Divide,
+        "||" => BinaryOperator::StringConcat,
+        _ => return None,
+    })
+}
+
+/// The `to_*_oid` function a cast to this reg-type becomes.
+fn reg_type_function(data_type: &DataType) -> Option<&'static str> {
+    let name = custom_type_name(data_type)?;
+    REG_TYPES
+        .iter()
+        .find(|(reg, _, _)| *reg == name)
+        .map(|(_, to_oid, _)| *to_oid)
+}
+
+/// Replaces catalog-only and schema-qualified types, also as array elements, by types
+/// DataFusion plans: `oid` as an unsigned 32-bit integer, `name` and friends as text,
+/// `pg_catalog.int4` as `int4`; a reg-type inside an array is its OID.
+fn normalise_type(data_type: &mut DataType) {
+    if let DataType::Array(
+        ArrayElemTypeDef::SquareBracket(element, _)
+        | ArrayElemTypeDef::AngleBracket(element)
+        | ArrayElemTypeDef::Parenthesis(element),
+    ) = data_type
+    {
+        normalise_type(element);
+        return;
+    }
+    if let Some(builtin) = pg_catalog_builtin_type(data_type) {
+        *data_type = builtin;
+        return;
+    }
+    let Some(name) = custom_type_name(data_type) else {
+        return;
+    };
+    if name == "oid" || REG_TYPES.iter().any(|(reg, _, _)| *reg == name) {
+        *data_type = DataType::IntUnsigned(None);
+    } else if TEXT_TYPES.contains(&name.as_str()) {
+        *data_type = DataType::Text;
+    }
+}
+
+/// A standard type spelled with its schema (`pg_catalog.text`, `pg_catalog.int4`), as the
+/// type sqlparser knows it.
+fn pg_catalog_builtin_type(data_type: &DataType) -> Option<DataType> {
+    let DataType::Custom(name, modifiers) = data_type else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(ident)] = name.0.as_slice()
+    else {
+        return None;
+    };
+    if !modifiers.is_empty() || !schema.value.eq_ignore_ascii_case("pg_catalog") {
+        return None;
+    }
+    let parsed = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&ident.value)
+        .and_then(|mut p| p.parse_data_type())
+        .ok()?;
+    (!matches!(parsed, DataType::Custom(..) | DataType::Regclass)).then_some(parsed)
+}
+
+/// The lower-cased name of a user-defined (non-SQL-standard) type, without `pg_catalog.`.
+fn custom_type_name(data_type: &DataType) -> Option<String> {
+    if matches!(data_type, DataType::Regclass) {
+        return Some("regclass".to_string());
+    }
+    let DataType::Custom(name, modifiers) = data_type else {
+        return None;
+    };
+    if !modifiers.is_empty() {
+        return None;
+    }
+    let last = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] => ident,
+        [ObjectNamePart::Identifier(schema), ObjectNamePart::Identifier(ident)]
+            if schema.value.eq_ignore_ascii_case("pg_catalog") =>
+        {
+            ident
+        }
+        _ => return None,
+    };
+    Some(last.value.to_ascii_lowercase())
+}
+
+fn is_text_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Text | DataType::Varchar(_) | DataType::CharacterVarying(_) | DataType::String(_)
+    ) || custom_type_name(data_type).is_some_and(|name| name == "name")
+}
+
+/// For a call made from a reg-type cast, the function naming its object and its argument.
+fn reg_oid_call(expr: &Expr) -> Option<(&'static str, Expr)> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    let (_, _, name_fn) = REG_TYPES
+        .iter()
+        .find(|(_, to_oid, _)| *to_oid == ident.value)?;
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(argument))] => {
+            Some((name_fn, call(ident.value.as_str(), vec![argument.clone()])))
+        }
+        _ => None,
+    }
+}
+
+/// A plain call `name(arguments)`.
+fn call(name: &str, arguments: Vec<Expr>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: arguments
+                .into_iter()
+                .map(|a| FunctionArg::Unnamed(FunctionArgExpr::Expr(a)))
+                .collect(),
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> String {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("test SQL parses")
+            .remove(0);
+        rewrite_postgres_spellings(&mut statement, &|table| table == "pg_policy");
+        statement.to_string()
+    }
+
+    #[test]
+    fn rewrites_catalog_spellings() {
+        assert_eq!(
+            rewritten(
+                "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_class c \
+                 WHERE c.relname OPERATOR(pg_catalog.~) '^(items)$' COLLATE pg_catalog.default"
+            ),
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_class c \
+             WHERE c.relname ~ '^(items)$'"
+        );
+        assert_eq!(
+            rewritten("SELECT 'items'::regclass, c.oid::pg_catalog.regclass::text, t::regtype::text, x::oid, n::name"),
+            "SELECT to_regclass_oid('items'), regclass_name(to_regclass_oid(c.oid)), \
+             format_type(to_regtype_oid(t), NULL), x::INT UNSIGNED, n::TEXT"
+        );
+    }
+
+    #[test]
+    fn selects_from_empty_catalog_tables_select_nothing() {
+        assert_eq!(
+            rewritten("SELECT pol.polname, pol.polroles = '{0}' FROM pg_catalog.pg_policy pol WHERE pol.polrelid = '1'"),
+            "SELECT NULL AS \"polname\", NULL AS \"__runnel_unnamed_1\" FROM pg_catalog.pg_policy pol WHERE false"
+        );
+        // A LEFT JOIN of an empty table keeps the rows of the other side.
+        let left = "SELECT c.relname FROM pg_catalog.pg_class AS c LEFT JOIN pg_catalog.pg_policy AS p ON p.polrelid = c.oid";
+        assert_eq!(rewritten(left), left);
+    }
+
+    #[test]
+    fn array_subqueries_aggregate() {
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT b.rolname FROM pg_roles b WHERE b.oid = r.oid ORDER BY 1) FROM pg_roles r"),
+            "SELECT coalesce((SELECT array_agg(b.rolname ORDER BY b.rolname) FROM pg_roles b WHERE b.oid = r.oid), make_array()) FROM pg_roles r"
+        );
+    }
+}
