@@ -53,14 +53,7 @@ pub fn handle(
             })
             .collect::<Result<_>>()?
     };
-    let format = CopyFormat {
-        csv: options.csv,
-        header: options.header,
-        delimiter: options.delimiter,
-        quote: options.quote,
-        escape: options.escape,
-        null: options.null.as_bytes().to_vec(),
-    };
+    let format = copy_format(options);
     let decoder = if options.binary {
         let type_oids = indices
             .iter()
@@ -103,6 +96,18 @@ impl Decoder {
             Decoder::Text(d) => d.finish(out),
             Decoder::Binary(d) => d.finish(out),
         }
+    }
+}
+
+/// How text or CSV COPY data is framed, from the statement's options.
+pub fn copy_format(options: &CopyOptions) -> CopyFormat {
+    CopyFormat {
+        csv: options.csv,
+        header: options.header,
+        delimiter: options.delimiter,
+        quote: options.quote,
+        escape: options.escape,
+        null: options.null.as_bytes().to_vec(),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use datafusion::sql::sqlparser::ast;
 use runnel_common::Result;
-use runnel_pgwire::copy_format::{CopyFormat, CopyOutFormat};
+use runnel_pgwire::copy_format::CopyOutFormat;
 use runnel_pgwire::QueryResponse;
 use runnel_sql::statement::{CopyOptions, CopySource};
 
@@ -37,14 +37,7 @@ pub async fn handle(
     let format = if options.binary {
         CopyOutFormat::Binary
     } else {
-        CopyOutFormat::Text(CopyFormat {
-            csv: options.csv,
-            header: options.header,
-            delimiter: options.delimiter,
-            quote: options.quote,
-            escape: options.escape,
-            null: options.null.as_bytes().to_vec(),
-        })
+        CopyOutFormat::Text(super::copy::copy_format(options))
     };
     Ok(QueryResponse::CopyOut {
         columns: schema.fields().iter().map(|f| f.name().clone()).collect(),

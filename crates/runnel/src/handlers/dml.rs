@@ -241,11 +241,7 @@ fn write_table_changes(
     for (key, value) in new_keys.iter().zip(new_values.iter()) {
         batch.put(key, value);
     }
-    let changes = [
-        ChangeBatch::uniform(old.clone(), -1),
-        ChangeBatch::inserts(new.clone()),
-    ];
-    locked.commit(&shared.store, &changes, batch)
+    commit_changes(shared, locked, old, new, batch)
 }
 
 /// The same for a table without a primary key, which keeps duplicate rows as Postgres does:
@@ -293,11 +289,22 @@ fn write_keyless_table_changes(
             batch.put(&key, value);
         }
     }
+    commit_changes(shared, locked, old, new, batch)
+}
+
+/// Appends `-old / +new` to the table's log with the row writes, in one atomic write.
+fn commit_changes(
+    shared: &Shared,
+    locked: &mut LockedWriter<'_>,
+    old: &RecordBatch,
+    new: &RecordBatch,
+    writes: WriteBatch,
+) -> Result<()> {
     let changes = [
         ChangeBatch::uniform(old.clone(), -1),
         ChangeBatch::inserts(new.clone()),
     ];
-    locked.commit(&shared.store, &changes, batch)
+    locked.commit(&shared.store, &changes, writes)
 }
 
 fn row_id(bytes: &[u8]) -> Result<u64> {

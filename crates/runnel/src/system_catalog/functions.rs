@@ -102,6 +102,18 @@ impl Call<'_> {
         Ok(Arc::new(BooleanArray::from(values)))
     }
 
+    /// Text from the OID in argument 0, for each non-NULL row.
+    fn oid_to_text(&self, f: impl Fn(u32) -> String) -> DfResult<ArrayRef> {
+        let ids = self.oid(0)?;
+        self.each_text(|row| Ok(value(&ids, row).map(|r| f(ids.value(r)))))
+    }
+
+    /// Text from the text in argument 0, for each non-NULL row.
+    fn text_to_text(&self, f: impl Fn(&str) -> String) -> DfResult<ArrayRef> {
+        let values = self.text(0)?;
+        self.each_text(|row| Ok(value(&values, row).map(|r| f(values.value(r)))))
+    }
+
     fn constant_text(&self, value: Option<&str>) -> ArrayRef {
         Arc::new(StringArray::from(vec![value; self.rows]))
     }
@@ -310,10 +322,7 @@ fn definitions() -> Vec<Definition> {
             &[1],
             text(),
             Stable,
-            Box::new(|c: &Call<'_>| {
-                let names = c.text(0)?;
-                c.each_text(|row| Ok(value(&names, row).map(|r| quote_ident(names.value(r)))))
-            }),
+            Box::new(|c: &Call<'_>| c.text_to_text(quote_ident)),
         ),
         (
             "format_type",
@@ -343,13 +352,8 @@ fn definitions() -> Vec<Definition> {
             text(),
             Stable,
             Box::new(|c: &Call<'_>| {
-                let ids = c.oid(0)?;
-                c.each_text(|row| {
-                    Ok(value(&ids, row).map(|r| {
-                        let oid = ids.value(r);
-                        role_name(&c.snapshot(), oid)
-                            .unwrap_or_else(|| format!("unknown (OID={oid})"))
-                    }))
+                c.oid_to_text(|oid| {
+                    role_name(&c.snapshot(), oid).unwrap_or_else(|| format!("unknown (OID={oid})"))
                 })
             }),
         ),
@@ -503,21 +507,13 @@ fn definitions() -> Vec<Definition> {
             Stable,
             Box::new(|c: &Call<'_>| {
                 if c.is_text(0) {
-                    let names = c.text(0)?;
-                    return c.each_text(|row| {
-                        Ok(value(&names, row).map(|r| {
-                            let name = names.value(r);
-                            let name = name.split('(').next().unwrap_or(name);
-                            unqualified(name).1
-                        }))
+                    return c.text_to_text(|name| {
+                        let name = name.split('(').next().unwrap_or(name);
+                        unqualified(name).1
                     });
                 }
-                let ids = c.oid(0)?;
-                c.each_text(|row| {
-                    Ok(value(&ids, row).map(|r| {
-                        let oid = ids.value(r);
-                        function_name(oid).map_or_else(|| oid.to_string(), str::to_string)
-                    }))
+                c.oid_to_text(|oid| {
+                    function_name(oid).map_or_else(|| oid.to_string(), str::to_string)
                 })
             }),
         ),
@@ -567,12 +563,7 @@ fn definitions() -> Vec<Definition> {
             &[1],
             text(),
             Stable,
-            Box::new(|c: &Call<'_>| {
-                let ids = c.oid(0)?;
-                c.each_text(|row| {
-                    Ok(value(&ids, row).map(|r| relation_name(c.catalog, ids.value(r))))
-                })
-            }),
+            Box::new(|c: &Call<'_>| c.oid_to_text(|oid| relation_name(c.catalog, oid))),
         ),
         (
             "regproc_name",
@@ -587,12 +578,8 @@ fn definitions() -> Vec<Definition> {
             text(),
             Stable,
             Box::new(|c: &Call<'_>| {
-                let ids = c.oid(0)?;
-                c.each_text(|row| {
-                    Ok(value(&ids, row).map(|r| {
-                        let oid = ids.value(r);
-                        namespace_name(oid).map_or_else(|| oid.to_string(), str::to_string)
-                    }))
+                c.oid_to_text(|oid| {
+                    namespace_name(oid).map_or_else(|| oid.to_string(), str::to_string)
                 })
             }),
         ),
@@ -661,10 +648,7 @@ fn definitions() -> Vec<Definition> {
         &[1],
         text(),
         Stable,
-        Box::new(|c: &Call<'_>| {
-            let values = c.text(0)?;
-            c.each_text(|row| Ok(value(&values, row).map(|r| quote_literal(values.value(r)))))
-        }),
+        Box::new(|c: &Call<'_>| c.text_to_text(quote_literal)),
     ));
     defs.push((
         "parse_ident",
