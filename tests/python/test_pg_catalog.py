@@ -339,3 +339,54 @@ def test_copy_to_stdout_text_csv_binary_and_psql(catalog_server, tmp_path):
     target = tmp_path / "features.csv"
     psql(catalog_server, f"\\copy (SELECT k, x FROM copy_src WHERE x IS NOT NULL ORDER BY k) to '{target}' csv header")
     assert target.read_text().splitlines() == ["k,x", "1,0.5", "3,-2.25", "4,1e+20"]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_named_cursors_page_through_a_result(catalog_server, driver):
+    host, port = catalog_server
+    query = "SELECT v FROM generate_series(1, 2500) AS t(v) ORDER BY v"
+    if driver == "psycopg":
+        with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel") as c:
+            with c.cursor(name="pages") as cur:
+                cur.execute(query)
+                first = cur.fetchmany(1000)
+                second = cur.fetchmany(1000)
+                rest = cur.fetchall()
+            c.commit()
+    else:
+        psycopg2 = pytest.importorskip("psycopg2")
+        c = psycopg2.connect(host=host, port=port, user="runnel", dbname="runnel")
+        try:
+            with c.cursor(name="pages") as cur:
+                cur.itersize = 700
+                cur.execute(query)
+                first = cur.fetchmany(1000)
+                second = cur.fetchmany(1000)
+                rest = list(cur)
+            c.commit()
+        finally:
+            c.close()
+    assert [r[0] for r in first] == list(range(1, 1001))
+    assert [r[0] for r in second] == list(range(1001, 2001))
+    assert [r[0] for r in rest] == list(range(2001, 2501))
+
+
+def test_sql_cursors_in_psql(catalog_server):
+    out = psql(
+        catalog_server,
+        "BEGIN; DECLARE c CURSOR FOR SELECT item_id, name FROM items ORDER BY item_id; "
+        "FETCH 1 FROM c; FETCH ALL FROM c; FETCH 1 FROM c; CLOSE c; COMMIT",
+    )
+    assert out == (
+        "BEGIN\nDECLARE CURSOR\n"
+        " item_id | name \n---------+------\n       1 | lamp\n(1 row)\n\n"
+        " item_id | name \n---------+------\n       2 | book\n(1 row)\n\n"
+        " item_id | name \n---------+------\n(0 rows)\n\n"
+        "CLOSE CURSOR\nCOMMIT\n"
+    ), out
+    with psycopg.connect(host=catalog_server[0], port=catalog_server[1], user="runnel", dbname="runnel",
+                         autocommit=True) as c:
+        with pytest.raises(psycopg.errors.NoActiveSqlTransaction):
+            c.execute("DECLARE c CURSOR FOR SELECT 1")
+        with pytest.raises(psycopg.errors.InvalidCursorName):
+            c.execute("FETCH 1 FROM nowhere")

@@ -73,6 +73,19 @@ pub enum QueryResponse {
         format: crate::copy_format::CopyOutFormat,
         batches: Vec<RecordBatch>,
     },
+    /// `DECLARE name CURSOR FOR query`: the protocol layer keeps the rows as a portal named
+    /// `name` (closed at the end of the transaction unless `hold`), which `Fetch` and the
+    /// extended protocol's Describe and Execute read, as in Postgres.
+    DeclareCursor {
+        name: String,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        hold: bool,
+    },
+    /// `FETCH count FROM name`: the next rows of the cursor (`None`: all that are left).
+    Fetch { name: String, count: Option<u64> },
+    /// `CLOSE name` / `CLOSE ALL` (`None`).
+    CloseCursor { name: Option<String> },
     /// An empty query string (only whitespace or comments).
     Empty,
 }

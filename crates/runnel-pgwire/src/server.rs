@@ -336,6 +336,10 @@ struct Portal<T> {
     /// Type OIDs of the columns announced by Describe, to check the result against.
     described: Option<Vec<u32>>,
     state: PortalState,
+    /// A cursor of `DECLARE` (not a protocol-level portal).
+    declared: bool,
+    /// A cursor declared `WITH HOLD`: it outlives its transaction.
+    held: bool,
 }
 
 enum PortalState {
@@ -506,8 +510,8 @@ where
                 self.skip_until_sync = false;
                 if self.session.transaction_status() == TransactionStatus::Idle {
                     // The implicit transaction ended, and portals live only as long as their
-                    // transaction.
-                    self.portals.clear();
+                    // transaction (but for cursors declared WITH HOLD).
+                    self.portals.retain(|_, portal| portal.held);
                 }
                 Ok(self.ready_for_query().await?)
             }
@@ -569,7 +573,9 @@ where
                     format,
                     batches,
                 } => self.copy_out(&columns, format, &batches).await?,
+                cursor => self.cursor_command(cursor, &statement, None).await?,
             }
+            self.end_of_transaction_cursors();
             self.send().await?;
         }
         Ok(())
@@ -662,6 +668,8 @@ where
             result_formats,
             described: None,
             state: PortalState::Ready,
+            declared: false,
+            held: false,
         };
         self.portals.insert(portal, bound);
         codec::bind_complete(&mut self.out);
@@ -795,6 +803,16 @@ where
                     portal.state = PortalState::Done;
                     return self.copy_out(&columns, format, &batches).await;
                 }
+                cursor => {
+                    portal.state = PortalState::Done;
+                    let formats = portal.result_formats.clone();
+                    let statement = Arc::clone(&portal.statement);
+                    let result = self
+                        .cursor_command(cursor, &statement, Some(&formats))
+                        .await;
+                    self.end_of_transaction_cursors();
+                    return result;
+                }
             }
         }
         match &mut portal.state {
@@ -851,6 +869,125 @@ where
         }
         let suspended = limit.is_some_and(|limit| sent == limit);
         Ok((u64::try_from(sent).unwrap_or(u64::MAX), suspended))
+    }
+
+    /// Cursors declared without HOLD end with their transaction.
+    fn end_of_transaction_cursors(&mut self) {
+        if self.session.transaction_status() == TransactionStatus::Idle {
+            self.portals
+                .retain(|_, portal| portal.held || !portal.declared);
+        }
+    }
+
+    /// DECLARE, FETCH and CLOSE of a cursor, which lives here as a portal. `result_formats`
+    /// are the Bind's result formats of an extended-protocol FETCH (`None`: the simple
+    /// protocol, which also sends a RowDescription).
+    async fn cursor_command(
+        &mut self,
+        response: QueryResponse,
+        statement: &Arc<P::Statement>,
+        result_formats: Option<&[i16]>,
+    ) -> Result<(), Failure> {
+        match response {
+            QueryResponse::DeclareCursor {
+                name,
+                schema,
+                batches,
+                hold,
+            } => {
+                if self.portals.contains_key(&name) {
+                    return Err(
+                        PgError::new("42P03", format!("cursor \"{name}\" already exists")).into(),
+                    );
+                }
+                let columns = schema.fields().len();
+                self.portals.insert(
+                    name,
+                    Portal {
+                        statement: Arc::clone(statement),
+                        params: Vec::new(),
+                        description: StatementDescription {
+                            param_oids: Vec::new(),
+                            fields: Some(schema),
+                        },
+                        result_formats: Vec::new(),
+                        described: None,
+                        state: PortalState::Rows(RowCursor {
+                            batches,
+                            batch: 0,
+                            row: 0,
+                            formats: vec![Format::Text; columns],
+                        }),
+                        declared: true,
+                        held: hold,
+                    },
+                );
+                codec::command_complete(&mut self.out, "DECLARE CURSOR");
+            }
+            QueryResponse::Fetch { name, count } => {
+                let mut portal = self.portals.remove(&name).ok_or_else(|| {
+                    PgError::new("34000", format!("cursor \"{name}\" does not exist"))
+                })?;
+                let result = self.fetch(&mut portal, count, result_formats).await;
+                self.portals.insert(name, portal);
+                result?;
+            }
+            QueryResponse::CloseCursor { name: Some(name) } => {
+                if self.portals.remove(&name).is_none() {
+                    return Err(
+                        PgError::new("34000", format!("cursor \"{name}\" does not exist")).into(),
+                    );
+                }
+                codec::command_complete(&mut self.out, "CLOSE CURSOR");
+            }
+            QueryResponse::CloseCursor { name: None } => {
+                self.portals.retain(|name, _| name.is_empty());
+                codec::command_complete(&mut self.out, "CLOSE CURSOR ALL");
+            }
+            _ => {
+                return Err(PgError::new("XX000", "not a cursor command").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the next `count` rows (all when `None`) of a cursor, then `FETCH n`.
+    async fn fetch(
+        &mut self,
+        portal: &mut Portal<P::Statement>,
+        count: Option<u64>,
+        result_formats: Option<&[i16]>,
+    ) -> Result<(), Failure> {
+        let PortalState::Rows(cursor) = &mut portal.state else {
+            return Err(PgError::new("55000", "the cursor has no rows to fetch").into());
+        };
+        let columns = cursor.formats.len();
+        match result_formats {
+            Some(codes) => {
+                cursor.formats = resolve_formats(codes, columns, |n| {
+                    PgError::protocol(format!(
+                        "bind message has {n} result formats but the cursor has {columns} columns"
+                    ))
+                })?;
+            }
+            None => {
+                cursor.formats = vec![Format::Text; columns];
+                if let Some(schema) = &portal.description.fields {
+                    codec::row_description(
+                        &mut self.out,
+                        &field_descriptions(schema, &cursor.formats),
+                    );
+                }
+            }
+        }
+        let limit = count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let (sent, _) = if limit == Some(0) {
+            (0, false)
+        } else {
+            self.send_rows(cursor, limit).await?
+        };
+        codec::command_complete(&mut self.out, &format!("FETCH {sent}"));
+        Ok(())
     }
 
     /// Runs COPY TO STDOUT: CopyOutResponse, a CopyData per row (the binary header goes with

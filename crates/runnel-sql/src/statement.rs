@@ -107,6 +107,19 @@ pub enum Statement {
         columns: Vec<String>,
         options: CopyOptions,
     },
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`.
+    DeclareCursor {
+        name: String,
+        query: Box<ast::Query>,
+        hold: bool,
+    },
+    /// `FETCH [FORWARD] [count | ALL | NEXT] FROM name`; `count` is `None` for ALL.
+    Fetch {
+        name: String,
+        count: Option<u64>,
+    },
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    CloseCursor(Option<String>),
     /// `COPY { name [(columns)] | (query) } TO STDOUT [WITH (...)]`.
     CopyTo {
         source: CopySource,
@@ -294,9 +307,7 @@ fn classify(sql: &str) -> Result<Statement> {
         ["DISCARD", "ALL"] => Ok(Statement::ResetVariable(None)),
         ["DISCARD", ..] => Ok(Statement::NoOp("DISCARD")),
         ["DEALLOCATE", ..] => Ok(Statement::NoOp("DEALLOCATE")),
-        // Runnel has no cursors yet and no notifications: there is nothing to close or stop
-        // listening to.
-        ["CLOSE", "ALL"] => Ok(Statement::NoOp("CLOSE CURSOR ALL")),
+        // Runnel sends no notifications: there is nothing to stop listening to.
         ["UNLISTEN", ..] => Ok(Statement::NoOp("UNLISTEN")),
         ["SET", "SESSION", "CHARACTERISTICS", ..] | ["SET", "TRANSACTION", ..] => {
             Ok(Statement::NoOp("SET"))
@@ -363,6 +374,14 @@ fn classify(sql: &str) -> Result<Statement> {
                 ast::Statement::ShowVariable { variable } => {
                     Ok(Statement::ShowVariable(show_variable_name(&variable)))
                 }
+                ast::Statement::Declare { stmts } => declare_cursor(stmts),
+                ast::Statement::Fetch {
+                    name, direction, ..
+                } => fetch_cursor(&name, direction),
+                ast::Statement::Close { cursor } => Ok(Statement::CloseCursor(match cursor {
+                    ast::CloseCursor::All => None,
+                    ast::CloseCursor::Specific { name } => Some(ident_name(&name)),
+                })),
                 ast::Statement::StartTransaction { .. } => {
                     Ok(Statement::Transaction(TransactionCommand::Begin))
                 }
@@ -376,6 +395,62 @@ fn classify(sql: &str) -> Result<Statement> {
             }
         }
     }
+}
+
+/// `DECLARE name CURSOR ... FOR query` (one cursor, forward-only).
+fn declare_cursor(mut stmts: Vec<ast::Declare>) -> Result<Statement> {
+    let declare = match (stmts.pop(), stmts.is_empty()) {
+        (Some(declare), true) => declare,
+        _ => return Err(RunnelError::not_implemented("DECLARE of several names")),
+    };
+    if declare.scroll == Some(true) {
+        return Err(RunnelError::not_implemented(
+            "SCROLL cursors: cursors are forward-only (NO SCROLL)",
+        ));
+    }
+    let (Some(query), [name]) = (declare.for_query, declare.names.as_slice()) else {
+        return Err(RunnelError::not_implemented(
+            "DECLARE other than DECLARE name CURSOR FOR query",
+        ));
+    };
+    Ok(Statement::DeclareCursor {
+        name: ident_name(name),
+        query,
+        hold: declare.hold == Some(true),
+    })
+}
+
+/// `FETCH` forward: a count, NEXT (1) or ALL.
+fn fetch_cursor(name: &ast::Ident, direction: ast::FetchDirection) -> Result<Statement> {
+    let number = |limit: &ast::ValueWithSpan| -> Result<u64> {
+        match &limit.value {
+            ast::Value::Number(n, _) => n.to_string().parse().map_err(|_| {
+                RunnelError::plan(
+                    SqlState::SYNTAX_ERROR,
+                    format!("FETCH count {n} is not a row count"),
+                )
+            }),
+            other => Err(RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                format!("FETCH count {other} is not a row count"),
+            )),
+        }
+    };
+    let count = match direction {
+        ast::FetchDirection::Count { limit }
+        | ast::FetchDirection::Forward { limit: Some(limit) } => Some(number(&limit)?),
+        ast::FetchDirection::Next | ast::FetchDirection::Forward { limit: None } => Some(1),
+        ast::FetchDirection::All | ast::FetchDirection::ForwardAll => None,
+        other => {
+            return Err(RunnelError::not_implemented(format!(
+                "FETCH {other}: cursors are forward-only"
+            )))
+        }
+    };
+    Ok(Statement::Fetch {
+        name: ident_name(name),
+        count,
+    })
 }
 
 /// The parameter `SHOW` names: `SHOW TIME ZONE` and `SHOW TRANSACTION ISOLATION LEVEL` are

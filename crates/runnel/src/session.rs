@@ -1,7 +1,10 @@
 //! One client connection: implements the wire protocol's session trait by classifying each
 //! statement and handing it to its handler.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
 
 use async_trait::async_trait;
 use datafusion::execution::context::SessionContext;
@@ -27,6 +30,8 @@ pub struct RunnelSession {
     /// This session wrote since its last flush, so its next query flushes first (when
     /// `implicit_flush` is on).
     pub writes_pending: bool,
+    /// Open cursors: their columns, and whether they were declared WITH HOLD.
+    pub cursors: HashMap<String, (SchemaRef, bool)>,
 }
 
 impl RunnelSession {
@@ -89,6 +94,7 @@ impl PgEngine for Engine {
             identity,
             transaction: TransactionStatus::Idle,
             writes_pending: false,
+            cursors: HashMap::new(),
         })
     }
 }
@@ -201,6 +207,9 @@ impl PgSession for RunnelSession {
             self.transaction = status;
             if status == TransactionStatus::Idle {
                 self.settings().end_transaction();
+                // Cursors without HOLD end with their transaction (the protocol layer drops
+                // their rows too).
+                self.cursors.retain(|_, (_, hold)| *hold);
             }
             return Ok(QueryResponse::Command {
                 tag: tag.to_string(),
@@ -232,7 +241,10 @@ impl PgSession for RunnelSession {
                 query.as_ref(),
                 Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. }
             ),
-            Statement::CopyTo { .. } | Statement::Show(_) | Statement::ShowVariable(_) => true,
+            Statement::CopyTo { .. }
+            | Statement::DeclareCursor { .. }
+            | Statement::Show(_)
+            | Statement::ShowVariable(_) => true,
             _ => false,
         }
     }

@@ -6,6 +6,7 @@ pub mod copy_to;
 pub mod create_relation;
 pub mod create_sink;
 pub mod create_view;
+pub mod cursor;
 pub mod dml;
 pub mod drop;
 pub mod flush;
@@ -91,6 +92,12 @@ pub async fn execute(
             session.writes_pending = true;
             copy::handle(session, table, columns, options)
         }
+        Statement::DeclareCursor { name, query, hold } => {
+            flush_writes(session).await?;
+            cursor::declare(session, name, query, *hold, &statement.sql).await
+        }
+        Statement::Fetch { name, count } => cursor::fetch(session, name, *count),
+        Statement::CloseCursor(name) => cursor::close(session, name.as_deref()),
         Statement::CopyTo { source, options } => {
             flush_writes(session).await?;
             copy_to::handle(session, source, options, &statement.sql).await
@@ -131,6 +138,7 @@ pub async fn describe(
         }
         Statement::Show(kind) => Some(show::schema(*kind)),
         Statement::ShowVariable(name) => Some(session_settings::show_schema(name)?),
+        Statement::Fetch { name, .. } => Some(cursor::fetch_schema(session, name)?),
         Statement::CreateMaterializedView { explain: true, .. } => {
             Some(text_schema(&["QUERY PLAN"]))
         }
