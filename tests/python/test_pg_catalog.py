@@ -390,3 +390,20 @@ def test_sql_cursors_in_psql(catalog_server):
             c.execute("DECLARE c CURSOR FOR SELECT 1")
         with pytest.raises(psycopg.errors.InvalidCursorName):
             c.execute("FETCH 1 FROM nowhere")
+
+
+def test_bytea_round_trips(catalog_server):
+    host, port = catalog_server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("CREATE TABLE blobs (k BIGINT PRIMARY KEY, v BYTEA)")
+        # Hex text input, the escape format, a parameter (psycopg sends bytes in binary).
+        c.execute("INSERT INTO blobs VALUES (1, '\\xdeadbeef'), (2, 'a\\\\b\\001')")
+        c.execute("INSERT INTO blobs VALUES (%s, %s)", (3, b"\x00\xff\n"))
+        c.execute("UPDATE blobs SET v = '\\x0102' WHERE k = 2")
+        with c.cursor().copy("COPY blobs FROM STDIN") as copy:
+            copy.write(b"4\t\\\\x7f00\n")
+        rows = c.execute("SELECT k, v FROM blobs ORDER BY k").fetchall()
+        assert rows == [(1, b"\xde\xad\xbe\xef"), (2, b"\x01\x02"), (3, b"\x00\xff\n"), (4, b"\x7f\x00")]
+        assert c.execute("SELECT '\\xcafe'::bytea").fetchone() == (b"\xca\xfe",)
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            c.execute("INSERT INTO blobs VALUES (5, '\\xZZ')")

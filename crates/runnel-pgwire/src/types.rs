@@ -33,8 +33,8 @@ use arrow::datatypes::{DataType, TimeUnit};
 
 pub(crate) use column::RowEncoder;
 pub use format::{
-    write_bytea, write_date, write_decimal, write_float4, write_float8, write_interval, write_time,
-    write_timestamp,
+    parse_bytea, write_bytea, write_date, write_decimal, write_float4, write_float8,
+    write_interval, write_time, write_timestamp,
 };
 pub(crate) use params::decode_param;
 

@@ -11,6 +11,7 @@
 //!   (the type Runnel reports as `oid`), `::regclass`, `::regtype`, `::regproc`,
 //!   `::regnamespace` and `::regrole` become calls of the `to_*_oid` functions (a name is looked
 //!   up, a number passes through), and a reg-type cast to text becomes the object's name;
+//! - casts to `bytea`: `bytea_in(x)`, which reads Postgres's hex and escape formats;
 //! - casts to catalog-only types (`name`, `"char"`, `int2vector`, `pg_node_tree`, ...): text;
 //! - `generate_subscripts(a, 1)`: `unnest(generate_series(1, cardinality(a)))`, the subscripts
 //!   of a one-dimensional array;
@@ -467,7 +468,11 @@ fn rewrite_expr(expr: &mut Expr) {
             data_type,
             ..
         } => {
-            if let Some(function) = reg_type_function(data_type) {
+            if matches!(data_type, DataType::Bytea) {
+                // Postgres reads `'\\x...'::bytea` as hex; Arrow's cast keeps the text's bytes.
+                let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                *expr = call("bytea_in", vec![argument]);
+            } else if let Some(function) = reg_type_function(data_type) {
                 let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 *expr = call(function, vec![argument]);
             } else if let Some((name_fn, argument)) = reg_oid_call(inner).filter(|_| {

@@ -187,3 +187,36 @@ pub fn in_time_zone(
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     Ok((schema, batches))
 }
+
+/// Text in Postgres's `bytea` input format (`\xdeadbeef`, or the escape format) as binary
+/// values: what a string becomes in a BYTEA column, a `::bytea` cast or a bytea parameter
+/// (Arrow's own cast would keep the text's bytes).
+pub fn text_to_bytea(
+    array: &datafusion::arrow::array::ArrayRef,
+) -> runnel_common::Result<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{Array, AsArray, BinaryBuilder};
+    if matches!(
+        array.data_type(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    ) {
+        return Ok(datafusion::arrow::compute::cast(array, &DataType::Binary)?);
+    }
+    let text = datafusion::arrow::compute::cast(array, &DataType::Utf8)?;
+    let text = text.as_string::<i32>();
+    let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len());
+    for i in 0..text.len() {
+        if text.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let value = text.value(i);
+        let bytes = runnel_pgwire::types::parse_bytea(value).ok_or_else(|| {
+            runnel_common::RunnelError::execution(
+                runnel_common::SqlState::INVALID_TEXT_REPRESENTATION,
+                format!("invalid input syntax for type bytea: \"{value}\""),
+            )
+        })?;
+        out.append_value(bytes);
+    }
+    Ok(Arc::new(out.finish()))
+}

@@ -179,6 +179,43 @@ pub fn write_timestamp(buf: &mut Vec<u8>, micros: i64, utc_offset: bool) {
     }
 }
 
+/// Reads `bytea` text input as Postgres does: `\\x` followed by pairs of hex digits
+/// (whitespace between pairs allowed), or the escape format (`\\\\` is a backslash, `\\ooo`
+/// an octal byte, anything else itself). `None` when it is not valid.
+pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if let Some(hex) = text.strip_prefix("\\x") {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if digits.len() % 2 != 0 {
+            return None;
+        }
+        let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
+        return digits
+            .chunks(2)
+            .map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else {
+            let octal = bytes.get(i + 1..i + 4)?;
+            if !octal.iter().all(|b| (b'0'..=b'7').contains(b)) || octal[0] > b'3' {
+                return None;
+            }
+            out.push((octal[0] - b'0') << 6 | (octal[1] - b'0') << 3 | (octal[2] - b'0'));
+            i += 4;
+        }
+    }
+    Some(out)
+}
+
 /// `timestamptz` output in a zone `offset_seconds` east of UTC: the local date and time,
 /// then the offset as Postgres prints it (`+02`, `+05:30`, `-00:25:21`).
 pub fn write_timestamptz(buf: &mut Vec<u8>, utc_micros: i64, offset_seconds: i32) {
@@ -460,6 +497,19 @@ mod tests {
         for &(value, expected) in cases {
             assert_eq!(text(|b| write_float4(b, value)), expected, "{value:e}");
         }
+    }
+
+    #[test]
+    fn bytea_text_input() {
+        assert_eq!(
+            parse_bytea("\\xDEADbeef"),
+            Some(vec![0xde, 0xad, 0xbe, 0xef])
+        );
+        assert_eq!(parse_bytea("\\x de ad"), Some(vec![0xde, 0xad]));
+        assert_eq!(parse_bytea("\\xabc"), None);
+        assert_eq!(parse_bytea("a\\\\b\\001"), Some(vec![b'a', b'\\', b'b', 1]));
+        assert_eq!(parse_bytea("plain"), Some(b"plain".to_vec()));
+        assert_eq!(parse_bytea("bad\\9"), None);
     }
 
     #[test]

@@ -166,6 +166,9 @@ impl CopySink {
         if target == &DataType::Utf8 {
             return Ok(text.clone());
         }
+        if target == &DataType::Binary {
+            return crate::convert::text_to_bytea(text);
+        }
         let strict = CastOptions {
             safe: false,
             format_options: FormatOptions::default(),

@@ -89,6 +89,8 @@ pub fn conform_each(
             let column = batch.column(offset + i);
             let column = if column.data_type() == field.data_type() {
                 column.clone()
+            } else if field.data_type() == &datafusion::arrow::datatypes::DataType::Binary {
+                crate::convert::text_to_bytea(column)?
             } else {
                 cast(column, field.data_type())?
             };

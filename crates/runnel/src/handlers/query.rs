@@ -26,6 +26,7 @@ async fn plan(
         &mut statement,
         &crate::system_catalog::is_always_empty,
     );
+    read_bytea_literals(session, &mut statement);
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
@@ -44,6 +45,106 @@ async fn plan(
             first_words(&statement.to_string())
         ))),
         _ => Ok(plan),
+    }
+}
+
+/// String literals written into BYTEA columns by INSERT ... VALUES and UPDATE ... SET are
+/// read as Postgres reads bytea text (`'\\xdeadbeef'` is four bytes): they are wrapped in
+/// `bytea_in`, since DataFusion's own coercion would keep the text's bytes.
+fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) {
+    let catalog = session.shared.catalog();
+    let binary_columns = |name: &ast::ObjectName| -> Vec<String> {
+        let name = runnel_sql::statement::object_name(name);
+        catalog.get(&name).map_or_else(Vec::new, |entry| {
+            entry
+                .schema
+                .fields()
+                .iter()
+                .filter(|f| f.data_type() == &DataType::Binary)
+                .map(|f| f.name().clone())
+                .collect()
+        })
+    };
+    let is_string = |e: &ast::Expr| {
+        matches!(e, ast::Expr::Value(v) if matches!(
+            v.value,
+            ast::Value::SingleQuotedString(_) | ast::Value::EscapedStringLiteral(_)
+        ))
+    };
+    let wrap = |e: &mut ast::Expr| {
+        let literal = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
+        *e = ast::Expr::Function(ast::Function {
+            name: ast::ObjectName::from(vec![ast::Ident::new("bytea_in")]),
+            uses_odbc_syntax: false,
+            parameters: ast::FunctionArguments::None,
+            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
+                duplicate_treatment: None,
+                args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                    literal,
+                ))],
+                clauses: Vec::new(),
+            }),
+            filter: None,
+            null_treatment: None,
+            over: None,
+            within_group: Vec::new(),
+        });
+    };
+    match statement {
+        ast::Statement::Insert(insert) => {
+            let ast::TableObject::TableName(table) = &insert.table else {
+                return;
+            };
+            let binary = binary_columns(table);
+            if binary.is_empty() {
+                return;
+            }
+            let columns: Vec<String> = if insert.columns.is_empty() {
+                let name = runnel_sql::statement::object_name(table);
+                catalog.get(&name).map_or_else(Vec::new, |entry| {
+                    entry
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect()
+                })
+            } else {
+                insert
+                    .columns
+                    .iter()
+                    .map(runnel_sql::statement::object_name)
+                    .collect()
+            };
+            let Some(source) = insert.source.as_mut() else {
+                return;
+            };
+            let ast::SetExpr::Values(values) = source.body.as_mut() else {
+                return;
+            };
+            for row in &mut values.rows {
+                for (expr, column) in row.iter_mut().zip(&columns) {
+                    if binary.contains(column) && is_string(expr) {
+                        wrap(expr);
+                    }
+                }
+            }
+        }
+        ast::Statement::Update(update) => {
+            let ast::TableFactor::Table { name, .. } = &update.table.relation else {
+                return;
+            };
+            let binary = binary_columns(name);
+            for assignment in &mut update.assignments {
+                if let ast::AssignmentTarget::ColumnName(column) = &assignment.target {
+                    let column = runnel_sql::statement::object_name(column);
+                    if binary.contains(&column) && is_string(&assignment.value) {
+                        wrap(&mut assignment.value);
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -157,6 +258,24 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                 .or_else(|| crate::convert::oid_type(p.type_oid))
                 .unwrap_or(DataType::Utf8);
             let text = ScalarValue::Utf8(p.text.clone());
+            if target == DataType::Binary {
+                let parsed = p
+                    .text
+                    .as_deref()
+                    .map(|t| {
+                        runnel_pgwire::types::parse_bytea(t).ok_or_else(|| {
+                            RunnelError::execution(
+                                SqlState::INVALID_TEXT_REPRESENTATION,
+                                format!(
+                                    "invalid input syntax for type bytea: \"{t}\" (parameter ${})",
+                                    i + 1
+                                ),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                return Ok(ScalarValue::Binary(parsed).into());
+            }
             text.cast_to(&target)
                 .map_err(|e| {
                     RunnelError::execution(

@@ -637,6 +637,16 @@ fn definitions() -> Vec<Definition> {
         Box::new(json_build_object),
     ));
     defs.push((
+        "bytea_in",
+        &[1],
+        DataType::Binary,
+        Stable,
+        Box::new(|c: &Call<'_>| {
+            crate::convert::text_to_bytea(&c.args[0])
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+        }),
+    ));
+    defs.push((
         "like_escape",
         &[4],
         DataType::Boolean,
