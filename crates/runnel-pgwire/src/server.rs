@@ -74,11 +74,14 @@ where
 /// CancelRequest (which arrives on a connection of its own) can stop one.
 #[derive(Debug, Clone, Default)]
 struct Cancellations {
-    running: Arc<std::sync::Mutex<HashMap<i32, (i32, Arc<Notify>)>>>,
+    running: Arc<std::sync::Mutex<RunningConnections>>,
 }
 
+/// Process id -> (secret key, what wakes the connection's running statement).
+type RunningConnections = HashMap<i32, (i32, Arc<Notify>)>;
+
 impl Cancellations {
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (i32, Arc<Notify>)>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, RunningConnections> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 

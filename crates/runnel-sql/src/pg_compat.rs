@@ -554,7 +554,12 @@ fn strip_pg_catalog(name: &mut ObjectName) {
 /// The built-in operator that `OPERATOR(pg_catalog.op)` names.
 fn plain_operator(parts: &[String]) -> Option<BinaryOperator> {
     let (op, schema) = parts.split_last()?;
-    if !schema.is_empty() && !(schema.len() == 1 && schema[0].eq_ignore_ascii_case("pg_catalog")) {
+    let in_pg_catalog = match schema {
+        [] => true,
+        [schema] => schema.eq_ignore_ascii_case("pg_catalog"),
+        _ => false,
+    };
+    if !in_pg_catalog {
         return None;
     }
     Some(match op.as_str() {

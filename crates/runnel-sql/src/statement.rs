@@ -507,9 +507,9 @@ fn set_statement(sql: &str, set: ast::Set) -> Result<Statement> {
             local: false,
         }),
         ast::Set::SetTransaction { .. } => Ok(Statement::NoOp("SET")),
-        other => Err(RunnelError::not_implemented(format!(
-            "{}",
-            first_words(&other.to_string(), 3)
+        other => Err(RunnelError::not_implemented(first_words(
+            &other.to_string(),
+            3,
         ))),
     }
 }

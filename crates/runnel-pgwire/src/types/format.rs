@@ -186,7 +186,7 @@ pub fn parse_bytea(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     if let Some(hex) = text.strip_prefix("\\x") {
         let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return None;
         }
         let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
@@ -227,9 +227,9 @@ pub fn write_timestamptz(buf: &mut Vec<u8>, utc_micros: i64, offset_seconds: i32
     buf.push(if offset_seconds < 0 { b'-' } else { b'+' });
     let offset = offset_seconds.unsigned_abs();
     push_fmt(buf, format_args!("{:02}", offset / 3600));
-    if offset % 3600 != 0 {
+    if !offset.is_multiple_of(3600) {
         push_fmt(buf, format_args!(":{:02}", offset / 60 % 60));
-        if offset % 60 != 0 {
+        if !offset.is_multiple_of(60) {
             push_fmt(buf, format_args!(":{:02}", offset % 60));
         }
     }

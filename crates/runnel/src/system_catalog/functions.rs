@@ -995,7 +995,7 @@ fn array_bound(c: &Call<'_>, upper: bool) -> DfResult<ArrayRef> {
 
 /// `json_build_object(key, value, ...)`: a JSON object of the pairs, as text.
 fn json_build_object(c: &Call<'_>) -> DfResult<ArrayRef> {
-    if c.args.len() % 2 != 0 {
+    if !c.args.len().is_multiple_of(2) {
         return Err(to_df(RunnelError::plan(
             SqlState::INVALID_PARAMETER_VALUE,
             "argument list must have even number of elements",
