@@ -35,7 +35,7 @@ install_tansu() {
 }
 
 # psql for manual checks and the meta-command tests, Python with psycopg/psycopg2/asyncpg/
-# SQLAlchemy/pandas/pytest/duckdb for the client tests and benchmarks,
+# SQLAlchemy/pandas/pytest/duckdb for the client tests and benchmarks, node with node-postgres,
 # confluent-kafka as the independent Kafka client, a JDK and Debian's pgjdbc driver for the
 # JDBC client test, docker-compose to check the compose file, and the Tansu broker.
 install_test_deps() {
@@ -48,4 +48,7 @@ install_test_deps() {
     fi
     .venv/bin/pip install -q --disable-pip-version-check "psycopg[binary]>=3.1" pytest duckdb \
         "confluent-kafka>=2.6" "sqlalchemy>=2" psycopg2-binary pandas asyncpg
+    # node-postgres for its client test (a node that came with its own npm is kept).
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    npm ci --prefix tests/node --no-audit --no-fund --loglevel=error >/dev/null
 }

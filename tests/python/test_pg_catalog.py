@@ -211,8 +211,9 @@ def test_sqlalchemy_reflection_and_pandas(catalog_server, driver):
         frame = pandas.read_sql_query("SELECT user_id, n FROM avg_price WHERE user_id = 42", engine)
         assert frame.to_dict("records") == [{"user_id": 42, "n": 1}]
 
-        # to_sql appends to a stream; the same connection then reads the view it feeds
-        # without a FLUSH (implicit flush).
+        # to_sql appends to a stream in a transaction; after COMMIT the view it feeds has the
+        # rows without a FLUSH (implicit flush). Inside the transaction that wrote the stream
+        # the view cannot be read: the writes become visible at COMMIT.
         user = 100 if driver == "psycopg" else 200
         # What to_sql returns against Postgres: psycopg 3's pipelined executemany reports no
         # row count (-1), psycopg2 reports the rows.
@@ -225,8 +226,12 @@ def test_sqlalchemy_reflection_and_pandas(catalog_server, driver):
                 "ts": pandas.to_datetime(["2026-06-10 10:00:00+00:00", "2026-06-10 10:01:00+00:00"]),
             }
         )
-        with engine.begin() as connection:
-            assert rows.to_sql("views", connection, if_exists="append", index=False) == reported(2)
+        with engine.connect() as connection:
+            with connection.begin():
+                assert rows.to_sql("views", connection, if_exists="append", index=False) == reported(2)
+                with pytest.raises(pandas.errors.DatabaseError, match="visible at COMMIT"):
+                    with connection.begin_nested():
+                        pandas.read_sql_query("SELECT n FROM avg_price", connection)
             frame = pandas.read_sql_query(
                 f"SELECT avg_price, n FROM avg_price WHERE user_id = {user}", connection
             )

@@ -472,3 +472,67 @@ def test_result_column_names_follow_postgres(conn):
         cur.execute("SELECT 1.5 * 2, CAST(1.005 AS NUMERIC(10,2))")
         assert [d.name for d in cur.description] == ["?column?", "numeric"]
         assert cur.fetchall() == [(Decimal("3.0"), Decimal("1.01"))]
+
+
+# --------------------------------------------------------------------------------------------
+# Transactions, as psycopg's default (non-autocommit) mode and its transaction blocks use them.
+
+
+def test_transactions_commit_rollback_and_savepoints(server, conn):
+    host, port = server
+    items, events, counts = unique("tx_items"), unique("tx_events"), unique("tx_counts")
+    conn.execute(f"CREATE TABLE {items} (k INT PRIMARY KEY, v TEXT)")
+    conn.execute(f"CREATE STREAM {events} (k INT)")
+    conn.execute(f"CREATE MATERIALIZED VIEW {counts} AS SELECT count(*) AS n FROM {events}")
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel") as c:
+        # psycopg opens a transaction before the first statement; rollback() drops its writes.
+        c.execute(f"INSERT INTO {items} VALUES (1, 'a')")
+        c.execute(f"INSERT INTO {events} VALUES (1), (2)")
+        c.rollback()
+        assert c.execute(f"SELECT count(*) FROM {items}").fetchone() == (0,)
+        assert c.execute(f"SELECT count(*) FROM {events}").fetchone() == (0,)
+        c.rollback()
+
+        # An error aborts the transaction until rollback.
+        c.execute(f"INSERT INTO {items} VALUES (1, 'a')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute(f"INSERT INTO {items} VALUES (1, 'b')")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute("SELECT 1")
+        c.rollback()
+
+        # Nested transaction blocks are savepoints: the inner one's failure undoes only it.
+        with c.transaction():
+            c.execute(f"INSERT INTO {events} VALUES (10)")
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                with c.transaction():
+                    c.execute(f"INSERT INTO {events} VALUES (20)")
+                    c.execute("SELECT * FROM no_such_relation")
+        assert c.execute(f"SELECT n FROM {counts}").fetchone() == (1,)
+        c.commit()
+
+        # A transaction cannot read what it wrote (its writes become visible at COMMIT).
+        c.execute(f"INSERT INTO {events} VALUES (30)")
+        with pytest.raises(psycopg.errors.InvalidTransactionState, match="visible at COMMIT"):
+            c.execute(f"SELECT n FROM {counts}")
+        c.rollback()
+        c.execute(f"INSERT INTO {events} VALUES (30)")
+        c.commit()
+        assert c.execute(f"SELECT n FROM {counts}").fetchone() == (2,)
+        c.commit()
+
+
+def test_named_cursor_pages_through_a_large_result(server):
+    """A server-side cursor hands out a result a FETCH at a time, pulled from the query as it
+    runs (the result is never collected whole)."""
+    host, port = server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel") as c:
+        with c.cursor(name="big") as cur:
+            cur.itersize = 5000
+            cur.execute("SELECT value FROM generate_series(1, 300000)")
+            total, rows = 0, 0
+            for (value,) in cur:
+                total += value
+                rows += 1
+        assert (rows, total) == (300000, 300000 * 300001 // 2)
+        c.commit()

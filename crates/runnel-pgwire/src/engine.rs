@@ -48,13 +48,22 @@ pub struct StatementDescription {
     pub fields: Option<SchemaRef>,
 }
 
+/// Result rows as the engine produces them: the protocol layer sends each batch as it
+/// arrives, so a result never has to fit in memory; an error ends the result.
+pub type BatchStream = futures::stream::BoxStream<'static, Result<RecordBatch, PgError>>;
+
+/// A result already in memory, as a [`BatchStream`].
+pub fn batch_stream(batches: Vec<RecordBatch>) -> BatchStream {
+    Box::pin(futures::stream::iter(batches.into_iter().map(Ok)))
+}
+
 /// What executing one statement produced.
 pub enum QueryResponse {
     /// A result set. The protocol layer sends RowDescription (unless the client already
     /// described it), a DataRow per row and `SELECT <n>`.
     Rows {
         schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        batches: BatchStream,
     },
     /// A statement without result rows; `tag` is the CommandComplete tag, e.g. `INSERT 0 3`.
     Command { tag: String },
@@ -71,15 +80,16 @@ pub enum QueryResponse {
         /// Column names (for CSV's HEADER).
         columns: Vec<String>,
         format: crate::copy_format::CopyOutFormat,
-        batches: Vec<RecordBatch>,
+        batches: BatchStream,
     },
     /// `DECLARE name CURSOR FOR query`: the protocol layer keeps the rows as a portal named
     /// `name` (closed at the end of the transaction unless `hold`), which `Fetch` and the
-    /// extended protocol's Describe and Execute read, as in Postgres.
+    /// extended protocol's Describe and Execute read, as in Postgres. The rows are pulled
+    /// from `batches` a FETCH at a time.
     DeclareCursor {
         name: String,
         schema: SchemaRef,
-        batches: Vec<RecordBatch>,
+        batches: BatchStream,
         hold: bool,
     },
     /// `FETCH count FROM name`: the next rows of the cursor (`None`: all that are left).

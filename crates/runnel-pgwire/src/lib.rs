@@ -1,15 +1,15 @@
-//! The PostgreSQL v3 frontend/backend wire protocol, server side, on tokio.
+//! Runnel's side of the PostgreSQL v3 wire protocol, on the `pgwire` crate.
 //!
-//! This crate owns everything between a TCP socket and the database: the startup handshake
-//! (SSL and GSS encryption are declined, any user is accepted without a password), the simple
-//! and extended query protocols, `COPY ... FROM STDIN` and its text and CSV data formats, error reporting, and the translation
-//! of Arrow result columns to Postgres types and their text and binary wire formats. It knows
-//! nothing about SQL: statements are opaque values of a [`PgSession`], which the database
-//! implements together with [`PgEngine`].
+//! `pgwire` owns the socket and the protocol: SSL/GSS negotiation (declined for now), message
+//! framing, the startup handshake, the simple and extended query flows, the COPY
+//! sub-protocol, portals and cancel keys. This crate keeps what is Runnel's: the contract with
+//! the database ([`PgEngine`] opens a [`PgSession`] per connection; statements are opaque to
+//! the protocol), the handlers that drive a session from `pgwire`'s messages (the `server`
+//! module), the translation of Arrow result columns to Postgres types and their text and binary
+//! wire formats ([`types`]), and COPY's text, CSV and binary data formats ([`copy_format`]).
 //!
-//! Serve an engine with [`serve`] (a listener) or [`serve_connection`] (one socket).
+//! Serve an engine with [`serve`].
 
-pub mod codec;
 pub mod copy_format;
 pub mod engine;
 pub mod error;
@@ -17,9 +17,9 @@ mod server;
 pub mod types;
 
 pub use engine::{
-    CopyInSink, ParamValue, PgEngine, PgSession, QueryResponse, StartupInfo, StatementDescription,
-    TransactionStatus,
+    batch_stream, BatchStream, CopyInSink, ParamValue, PgEngine, PgSession, QueryResponse,
+    StartupInfo, StatementDescription, TransactionStatus,
 };
 pub use error::PgError;
-pub use server::{serve, serve_connection};
+pub use server::serve;
 pub use types::{arrow_type_for_oid, oid, pg_type, type_name, Format, PgType};

@@ -1,27 +1,67 @@
-//! The server side of a connection: startup, the simple and extended query protocols and
-//! `COPY ... FROM STDIN`, driving a [`PgSession`] opened from a [`PgEngine`].
+//! The server side of a connection on the `pgwire` crate, driving a [`PgSession`] opened from
+//! a [`PgEngine`].
 //!
-//! Output is encoded into a byte buffer, passed to a [`BufWriter`] after each message (or each
-//! batch of DataRows) and flushed to the socket only where the client waits for an answer:
-//! ReadyForQuery, CopyInResponse, Flush and PortalSuspended.
+//! `pgwire` owns the socket: SSL/GSS negotiation, message framing, the startup handshake's
+//! messages, the connection state machine (skipping to Sync after an extended-protocol error,
+//! the COPY sub-protocol), the prepared statement and portal store and the cancel-key
+//! registry. This module implements its handler traits: it turns messages into calls on the
+//! session and the session's answers into messages, encoding Arrow results with
+//! [`crate::types`] and COPY data with [`crate::copy_format`]. The handlers that `pgwire`
+//! provides a default for are overridden where Runnel needs Postgres's exact behaviour:
+//! statements run one at a time within a simple query (each answered before the next runs),
+//! the transaction status comes from the session, parameters are checked at Bind, `DECLARE`d
+//! cursors are fetched with the formats of each FETCH, and a statement can be cancelled or
+//! time out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    ServerParameterProvider, StartupHandler,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format as PortalFormat, Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::FieldInfo;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionHandle, ConnectionManager, ErrorHandler,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type, DEFAULT_NAME,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail, CopyInResponse, CopyOutResponse};
+use pgwire::messages::data::{
+    DataRow, FieldDescription, NoData, ParameterDescription, RowDescription,
+};
+use pgwire::messages::extendedquery::{
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, PortalSuspended, Sync as PgSync,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
+use pgwire::messages::response::{
+    CommandComplete, EmptyQueryResponse, ReadyForQuery, TransactionStatus as WireStatus,
+};
+use pgwire::messages::simplequery::Query;
+use pgwire::messages::startup::ParameterStatus;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::codec::StartupRequest;
-use crate::codec::{self, CodecError, FieldDescription, FrontendMessage, MessageReader, Target};
+use crate::copy_format::{CopyEncoder, CopyOutFormat};
 use crate::engine::{
-    CopyInSink, ParamValue, PgEngine, PgSession, QueryResponse, StartupInfo, StatementDescription,
-    TransactionStatus,
+    BatchStream, CopyInSink, ParamValue, PgEngine, PgSession, QueryResponse, StartupInfo,
+    StatementDescription, TransactionStatus,
 };
 use crate::error::PgError;
 use crate::types::{decode_param, pg_type, Format, RowEncoder};
@@ -32,7 +72,7 @@ use crate::types::{decode_param, pg_type, Format, RowEncoder};
 /// descriptors) are logged and retried after a short pause, so this only returns if the task is
 /// dropped.
 pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::io::Result<()> {
-    let cancellations = Cancellations::default();
+    let connections = Arc::new(ConnectionManager::new());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -42,14 +82,14 @@ pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::i
                 continue;
             }
         };
-        if let Err(error) = socket.set_nodelay(true) {
-            debug!(%peer, %error, "cannot set TCP_NODELAY");
-        }
-        let engine = Arc::clone(&engine);
-        let cancellations = cancellations.clone();
+        let handlers = Handlers(Arc::new(Connection {
+            engine: Arc::clone(&engine),
+            connections: Arc::clone(&connections),
+            state: Mutex::new(ConnectionState::default()),
+        }));
         tokio::spawn(async move {
             debug!(%peer, "connection opened");
-            match serve_with_cancellations(socket, engine, cancellations).await {
+            match pgwire::tokio::process_socket(socket, None, handlers).await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(error) => debug!(%peer, %error, "connection lost"),
             }
@@ -57,1064 +97,288 @@ pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::i
     }
 }
 
-/// Serves one client connection until it terminates or the socket fails.
-///
-/// Engine errors are reported to the client and the connection goes on; a protocol violation
-/// is reported as a FATAL error (SQLSTATE 08P01) and closes the connection. The result is an
-/// error only when the socket itself failed.
-pub async fn serve_connection<E, S>(socket: S, engine: Arc<E>) -> std::io::Result<()>
-where
-    E: PgEngine,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    serve_with_cancellations(socket, engine, Cancellations::default()).await
-}
-
-/// The statements running on every connection of one listener, by process id, so that a
-/// CancelRequest (which arrives on a connection of its own) can stop one.
-#[derive(Debug, Clone, Default)]
-struct Cancellations {
-    running: Arc<std::sync::Mutex<RunningConnections>>,
-}
-
-/// Process id -> (secret key, what wakes the connection's running statement).
-type RunningConnections = HashMap<i32, (i32, Arc<Notify>)>;
-
-impl Cancellations {
-    fn running(&self) -> std::sync::MutexGuard<'_, RunningConnections> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new connection's process id and secret key, and what wakes it on a cancel.
-    fn register(&self) -> (i32, i32, Arc<Notify>) {
-        let notify = Arc::new(Notify::new());
-        let mut running = self.running();
-        loop {
-            let process_id = rand::random_range(1..=i32::MAX);
-            if running.contains_key(&process_id) {
-                continue;
-            }
-            let secret = rand::random::<i32>();
-            running.insert(process_id, (secret, notify.clone()));
-            return (process_id, secret, notify);
-        }
-    }
-
-    fn remove(&self, process_id: i32) {
-        self.running().remove(&process_id);
-    }
-
-    /// Stops the statement running on `process_id`, if the key matches. Only a statement
-    /// running now is woken (a cancel of an idle connection does nothing, as in Postgres).
-    fn cancel(&self, process_id: i32, secret: &[u8]) {
-        let running = self.running();
-        if let Some((expected, notify)) = running.get(&process_id) {
-            if secret == expected.to_be_bytes() {
-                notify.notify_waiters();
-            }
-        }
-    }
-}
-
-async fn serve_with_cancellations<E, S>(
-    socket: S,
+/// Everything one connection keeps between messages.
+struct Connection<E: PgEngine> {
     engine: Arc<E>,
-    cancellations: Cancellations,
-) -> std::io::Result<()>
-where
-    E: PgEngine,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut stream = BufWriter::new(socket);
-    let mut reader = MessageReader::new();
-    let mut out = BytesMut::with_capacity(8 * 1024);
-
-    let startup = match read_startup(&mut stream, &mut reader, &mut out, &cancellations).await {
-        Ok(Some(startup)) => startup,
-        Ok(None) => return Ok(()),
-        Err(failure) => return finish_early(&mut stream, &mut out, failure).await,
-    };
-    let (process_id, secret, cancel) = cancellations.register();
-    let startup = StartupInfo {
-        process_id,
-        ..startup
-    };
-    let result = serve_session(stream, reader, out, engine, startup, secret, cancel).await;
-    cancellations.remove(process_id);
-    result
+    /// The cancel keys of every connection of the listener.
+    connections: Arc<ConnectionManager>,
+    state: Mutex<ConnectionState<E::Session>>,
 }
 
-async fn serve_session<E, S>(
-    mut stream: BufWriter<S>,
-    reader: MessageReader,
-    mut out: BytesMut,
-    engine: Arc<E>,
-    startup: StartupInfo,
-    secret: i32,
-    cancel: Arc<Notify>,
-) -> std::io::Result<()>
-where
-    E: PgEngine,
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let process_id = startup.process_id;
-    let mut session = match engine.open_session(&startup).await {
-        Ok(session) => session,
-        Err(error) => {
-            return finish_early(&mut stream, &mut out, Failure::Fatal(error.fatal())).await
-        }
-    };
-    debug!(user = %startup.user, database = %startup.database, "session opened");
-
-    codec::authentication_ok(&mut out);
-    let reported = session.take_parameter_changes();
-    if reported.is_empty() {
-        // An engine that keeps no parameters of its own: Postgres's defaults.
-        let application_name = startup
-            .parameters
-            .iter()
-            .find(|(name, _)| name == "application_name")
-            .map_or("", |(_, value)| value.as_str());
-        for (name, value) in [
-            ("server_version", "15.0"),
-            ("server_encoding", "UTF8"),
-            ("client_encoding", "UTF8"),
-            ("DateStyle", "ISO, MDY"),
-            ("TimeZone", "UTC"),
-            ("IntervalStyle", "postgres"),
-            ("integer_datetimes", "on"),
-            ("standard_conforming_strings", "on"),
-            ("application_name", application_name),
-        ] {
-            codec::parameter_status(&mut out, name, value);
-        }
-    }
-    for (name, value) in &reported {
-        codec::parameter_status(&mut out, name, value);
-    }
-    codec::backend_key_data(&mut out, process_id, secret);
-
-    let mut connection = Connection {
-        stream,
-        reader,
-        out,
-        session,
-        statements: HashMap::new(),
-        portals: HashMap::new(),
-        encoder: RowEncoder::default(),
-        skip_until_sync: false,
-        cancel,
-    };
-    connection.run().await
-}
-
-/// Reads the startup packet, answering SSL and GSS encryption requests with `N` (not
-/// supported). `None` when the client closed or sent a CancelRequest (which this server does
-/// not act on).
-async fn read_startup<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufWriter<S>,
-    reader: &mut MessageReader,
-    out: &mut BytesMut,
-    cancellations: &Cancellations,
-) -> Result<Option<StartupInfo>, Failure> {
-    loop {
-        match reader.read_startup(stream).await? {
-            None => return Ok(None),
-            Some(StartupRequest::Ssl | StartupRequest::GssEnc) => {
-                stream.write_all(b"N").await?;
-                stream.flush().await?;
-            }
-            Some(StartupRequest::Cancel {
-                process_id,
-                secret_key,
-            }) => {
-                debug!(process_id, "cancel request");
-                cancellations.cancel(process_id, &secret_key);
-                return Ok(None);
-            }
-            Some(StartupRequest::Startup {
-                major,
-                minor,
-                parameters,
-            }) => {
-                if major != 3 {
-                    return Err(Failure::Fatal(
-                        PgError::new(
-                            "0A000",
-                            format!(
-                                "unsupported frontend protocol {major}.{minor}: server supports \
-                                 3.0 to 3.0"
-                            ),
-                        )
-                        .fatal(),
-                    ));
-                }
-                let unrecognized: Vec<&str> = parameters
-                    .iter()
-                    .map(|(name, _)| name.as_str())
-                    .filter(|name| name.starts_with("_pq_."))
-                    .collect();
-                if minor > 0 || !unrecognized.is_empty() {
-                    codec::negotiate_protocol_version(out, 0, &unrecognized);
-                }
-                let lookup = |key: &str| {
-                    parameters
-                        .iter()
-                        .find(|(name, _)| name == key)
-                        .map(|(_, value)| value.clone())
-                };
-                let user = lookup("user").unwrap_or_default();
-                let database = lookup("database").unwrap_or_else(|| user.clone());
-                return Ok(Some(StartupInfo {
-                    user,
-                    database,
-                    parameters,
-                    process_id: 0,
-                }));
-            }
-        }
-    }
-}
-
-/// Reports a failure that happened before the session existed, then ends the connection.
-async fn finish_early<S: AsyncWrite + Unpin>(
-    stream: &mut BufWriter<S>,
-    out: &mut BytesMut,
-    failure: Failure,
-) -> std::io::Result<()> {
-    match failure {
-        Failure::Io(error) => Err(error),
-        Failure::Closed => Ok(()),
-        Failure::Query(error) | Failure::Fatal(error) => {
-            debug!(%error, "connection refused");
-            codec::error_response(out, &error);
-            stream.write_all(out).await?;
-            stream.flush().await
-        }
-    }
-}
-
-/// Why handling a message stopped.
-#[derive(Debug, thiserror::Error)]
-enum Failure {
-    /// An error of the statement: reported, and the connection goes on.
-    #[error(transparent)]
-    Query(#[from] PgError),
-    /// Reported, then the connection is closed.
-    #[error("{0}")]
-    Fatal(PgError),
-    /// The socket failed.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-    /// The client said Terminate, or went away.
-    #[error("the client closed the connection")]
-    Closed,
-}
-
-impl From<CodecError> for Failure {
-    fn from(error: CodecError) -> Self {
-        match error {
-            CodecError::Io(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Self::Closed
-            }
-            CodecError::Io(error) => Self::Io(error),
-            CodecError::Protocol(message) => Self::Fatal(PgError::protocol(message).fatal()),
-        }
-    }
-}
-
-/// A statement prepared with Parse.
-struct Prepared<T> {
-    statement: Arc<T>,
-    description: StatementDescription,
-}
-
-/// A statement with its parameters bound, ready to Execute.
-struct Portal<T> {
-    statement: Arc<T>,
-    params: Vec<ParamValue>,
-    description: StatementDescription,
-    /// Result format codes as Bind sent them.
-    result_formats: Vec<i16>,
-    /// Type OIDs of the columns announced by Describe, to check the result against.
-    described: Option<Vec<u32>>,
-    state: PortalState,
-    /// A cursor of `DECLARE` (not a protocol-level portal).
-    declared: bool,
-    /// A cursor declared `WITH HOLD`: it outlives its transaction.
-    held: bool,
-}
-
-enum PortalState {
-    /// Not executed yet.
-    Ready,
-    /// Rows produced, possibly some already sent.
-    Rows(RowCursor),
-    /// A command that ran to completion; it cannot run again.
-    Done,
-    /// An empty query: every Execute answers EmptyQueryResponse.
-    Empty,
-}
-
-/// A result set being sent, possibly over several Executes.
-struct RowCursor {
-    batches: Vec<RecordBatch>,
-    batch: usize,
-    row: usize,
-    formats: Vec<Format>,
-}
-
-struct Connection<S, P: PgSession> {
-    stream: BufWriter<S>,
-    reader: MessageReader,
-    /// Encoded messages not yet handed to `stream`.
-    out: BytesMut,
-    session: P,
-    statements: HashMap<String, Prepared<P::Statement>>,
-    portals: HashMap<String, Portal<P::Statement>>,
+struct ConnectionState<S: PgSession> {
+    /// Opened once the startup message arrived.
+    session: Option<S>,
+    /// Where the data of a running `COPY ... FROM STDIN` goes.
+    copy_in: Option<Box<dyn CopyInSink>>,
+    /// The statements of a simple query that follow its COPY FROM STDIN, run once the
+    /// data is in.
+    after_copy: VecDeque<Arc<S::Statement>>,
+    /// `DECLARE`d cursors by name: their rows, handed out by FETCH.
+    cursors: HashMap<String, Cursor>,
     encoder: RowEncoder,
-    /// After an error in the extended protocol, messages are discarded until Sync.
-    skip_until_sync: bool,
-    /// Woken by a CancelRequest for this connection.
-    cancel: Arc<Notify>,
 }
 
-impl<S, P> Connection<S, P>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-    P: PgSession,
-{
-    async fn run(&mut self) -> std::io::Result<()> {
-        self.ready_for_query().await?;
-        loop {
-            let message = match self.read().await {
-                Ok(Some(message)) => message,
-                Ok(None) | Err(Failure::Closed) => return Ok(()),
-                Err(Failure::Io(error)) => return Err(error),
-                Err(Failure::Fatal(error) | Failure::Query(error)) => {
-                    return self.fatal(&error).await;
-                }
-            };
-            if self.skip_until_sync
-                && !matches!(message, FrontendMessage::Sync | FrontendMessage::Terminate)
-            {
-                continue;
-            }
-            match self.dispatch(message).await {
-                Ok(()) => self.send().await?,
-                Err(Failure::Query(error)) => {
-                    // Simple queries report their own errors, so this one is from an
-                    // extended-protocol message.
-                    // Sent at once, as Postgres does: a client that sent Parse + Describe +
-                    // Flush waits for this answer and sends Sync only after it.
-                    debug!(%error, "statement failed");
-                    codec::error_response(&mut self.out, &error);
-                    self.flush().await?;
-                    self.skip_until_sync = true;
-                }
-                Err(Failure::Fatal(error)) => return self.fatal(&error).await,
-                Err(Failure::Closed) => return self.stream.flush().await,
-                Err(Failure::Io(error)) => return Err(error),
-            }
+impl<S: PgSession> Default for ConnectionState<S> {
+    fn default() -> Self {
+        Self {
+            session: None,
+            copy_in: None,
+            after_copy: VecDeque::new(),
+            cursors: HashMap::new(),
+            encoder: RowEncoder::default(),
+        }
+    }
+}
+
+impl<S: PgSession> ConnectionState<S> {
+    fn session(&mut self) -> Result<&mut S, PgError> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| PgError::protocol("no session: the startup message was not handled"))
+    }
+}
+
+/// A result set handed out a piece at a time (a cursor, or a portal run with a row limit),
+/// pulled from the engine's stream only as far as the client asks.
+struct RowCursor {
+    schema: Arc<Schema>,
+    batches: BatchStream,
+    /// The batch being handed out, and how many of its rows were.
+    current: Option<(RecordBatch, usize)>,
+}
+
+impl RowCursor {
+    fn new(schema: Arc<Schema>, batches: BatchStream) -> Self {
+        Self {
+            schema,
+            batches,
+            current: None,
         }
     }
 
-    /// Runs a statement, stopping it with 57014 when a CancelRequest for this connection
-    /// arrives or the session's statement timeout passes (for the statements the session
-    /// says may stop half-way).
-    async fn execute_statement(
+    /// The next rows, at most `limit` (all when `None`), as DataRows in `formats`.
+    async fn next_rows(
         &mut self,
-        statement: &P::Statement,
-        params: &[ParamValue],
-    ) -> Result<QueryResponse, PgError> {
-        if !self.session.is_cancellable(statement) {
-            return self.session.execute(statement, params).await;
+        limit: Option<usize>,
+        formats: &[Format],
+        encoder: &mut RowEncoder,
+        stop: &mut Stop,
+    ) -> Result<Vec<DataRow>, PgError> {
+        let mut rows = Vec::new();
+        loop {
+            let wanted = limit.map_or(usize::MAX, |limit| limit - rows.len());
+            if wanted == 0 {
+                break;
+            }
+            let (batch, sent) = match self.current.take() {
+                Some((batch, sent)) if sent < batch.num_rows() => (batch, sent),
+                _ => match stop.race(self.batches.next()).await? {
+                    Some(batch) => (batch?, 0),
+                    None => break,
+                },
+            };
+            let take = (batch.num_rows() - sent).min(wanted).min(ENCODED_SLICE);
+            encoder.encode(&batch.slice(sent, take), formats)?;
+            rows.extend(encoder.data_rows()?);
+            self.current = Some((batch, sent + take));
         }
-        let timeout = self.session.statement_timeout();
-        let cancel = self.cancel.clone();
-        let cancelled = cancel.notified();
-        let timed_out = async {
-            match timeout {
-                Some(limit) => tokio::time::sleep(limit).await,
+        Ok(rows)
+    }
+}
+
+/// Rows are encoded this many at a time, so the encoded rows stay small.
+const ENCODED_SLICE: usize = 1024;
+
+/// What stops a running statement: a CancelRequest for the connection, or the session's
+/// statement timeout passing.
+struct Stop {
+    cancel: Option<futures::channel::oneshot::Receiver<()>>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stop {
+    /// Nothing stops it.
+    fn never() -> Self {
+        Self {
+            cancel: None,
+            deadline: None,
+        }
+    }
+
+    /// Stopped by the next cancel of this connection, or when `timeout` has passed.
+    async fn armed<C: ClientInfo>(client: &C, timeout: Option<Duration>) -> Self {
+        let cancel = match client.session_extensions().get::<Arc<ConnectionHandle>>() {
+            Some(handle) => Some(handle.start_query().await),
+            None => None,
+        };
+        Self {
+            cancel,
+            deadline: timeout.map(|limit| tokio::time::Instant::now() + limit),
+        }
+    }
+
+    /// Runs `work` unless the statement is stopped first (57014).
+    async fn race<T>(&mut self, work: impl std::future::Future<Output = T>) -> Result<T, PgError> {
+        let cancel = &mut self.cancel;
+        let cancelled = async move {
+            // A receiver whose sender was replaced (another statement started) is not a
+            // cancel.
+            if let Some(receiver) = cancel.as_mut() {
+                if receiver.await.is_ok() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let deadline = self.deadline;
+        let timed_out = async move {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            response = self.session.execute(statement, params) => response,
+            done = work => Ok(done),
             () = cancelled => Err(PgError::new("57014", "canceling statement due to user request")),
             () = timed_out => Err(PgError::new("57014", "canceling statement due to statement timeout")),
         }
     }
+}
 
-    /// ParameterStatus for every reported parameter the last statement changed.
-    fn report_parameter_changes(&mut self) {
-        for (name, value) in self.session.take_parameter_changes() {
-            codec::parameter_status(&mut self.out, &name, &value);
+/// A cursor of `DECLARE`, which lives as long as its transaction unless declared WITH HOLD.
+struct Cursor {
+    rows: RowCursor,
+    hold: bool,
+}
+
+/// A prepared statement as the portal store keeps it: the session's statement and how the
+/// session described it.
+struct WireStatement<T> {
+    statement: Arc<T>,
+    description: StatementDescription,
+}
+
+// Not derived: that would ask for `T: Clone`, and only the `Arc` is cloned.
+impl<T> Clone for WireStatement<T> {
+    fn clone(&self) -> Self {
+        Self {
+            statement: Arc::clone(&self.statement),
+            description: self.description.clone(),
         }
     }
+}
 
-    async fn fatal(&mut self, error: &PgError) -> std::io::Result<()> {
-        warn!(%error, "closing connection");
-        codec::error_response(&mut self.out, error);
-        self.flush().await
+/// The `QueryParser` the extended-protocol handler must name. Parse, Describe and Execute are
+/// handled here rather than by `pgwire`'s defaults (the session parses and describes), so
+/// nothing calls it.
+struct SessionParses<T>(std::marker::PhantomData<fn() -> T>);
+
+#[async_trait]
+impl<T: Send + Sync + 'static> QueryParser for SessionParses<T> {
+    type Statement = WireStatement<T>;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        _sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        Err(wire_error(PgError::new(
+            "XX000",
+            "statements are parsed by the session",
+        )))
     }
 
-    async fn read(&mut self) -> Result<Option<FrontendMessage>, Failure> {
-        Ok(self.reader.read_message(&mut self.stream).await?)
+    fn get_parameter_types(&self, _stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        Ok(Vec::new())
     }
 
-    /// Hands the encoded messages to the buffered writer.
-    async fn send(&mut self) -> Result<(), std::io::Error> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
+    fn get_result_schema(
+        &self,
+        _stmt: &Self::Statement,
+        _column_format: Option<&PortalFormat>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The handlers `pgwire` asks for, all served by one connection's [`Connection`].
+struct Handlers<E: PgEngine>(Arc<Connection<E>>);
+
+impl<E: PgEngine> PgWireServerHandlers for Handlers<E> {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.0)
     }
 
-    /// Sends everything encoded so far to the client.
-    async fn flush(&mut self) -> Result<(), std::io::Error> {
-        self.send().await?;
-        self.stream.flush().await
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.0)
     }
 
-    async fn ready_for_query(&mut self) -> Result<(), std::io::Error> {
-        codec::ready_for_query(&mut self.out, self.session.transaction_status());
-        self.flush().await
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.0)
     }
 
-    async fn dispatch(&mut self, message: FrontendMessage) -> Result<(), Failure> {
-        match message {
-            FrontendMessage::Query(sql) => self.simple_query(&sql).await,
-            FrontendMessage::Parse {
-                name,
-                query,
-                param_oids,
-            } => self.parse(name, &query, &param_oids).await,
-            FrontendMessage::Bind {
-                portal,
-                statement,
-                param_formats,
-                params,
-                result_formats,
-            } => self.bind(portal, &statement, &param_formats, &params, result_formats),
-            FrontendMessage::Describe { target, name } => self.describe(target, &name),
-            FrontendMessage::Execute { portal, max_rows } => self.execute(portal, max_rows).await,
-            FrontendMessage::Close { target, name } => {
-                // Closing something that does not exist is not an error.
-                match target {
-                    Target::Statement => drop(self.statements.remove(&name)),
-                    Target::Portal => drop(self.portals.remove(&name)),
-                }
-                codec::close_complete(&mut self.out);
-                Ok(())
-            }
-            FrontendMessage::Sync => {
-                self.skip_until_sync = false;
-                if self.session.transaction_status() == TransactionStatus::Idle {
-                    // The implicit transaction ended, and portals live only as long as their
-                    // transaction (but for cursors declared WITH HOLD).
-                    self.portals.retain(|_, portal| portal.held);
-                }
-                Ok(self.ready_for_query().await?)
-            }
-            FrontendMessage::Flush => Ok(self.flush().await?),
-            FrontendMessage::Terminate => Err(Failure::Closed),
-            // What a client still sends of a COPY that already failed is dropped.
-            FrontendMessage::CopyData(_)
-            | FrontendMessage::CopyDone
-            | FrontendMessage::CopyFail(_) => Ok(()),
-            FrontendMessage::Unsupported(tag) => Err(Failure::Fatal(
-                PgError::protocol(format!("invalid frontend message type {tag}")).fatal(),
-            )),
-        }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.0)
     }
 
-    async fn simple_query(&mut self, sql: &str) -> Result<(), Failure> {
-        debug!(sql, "simple query");
-        // As in Postgres, a simple query replaces the unnamed statement and portal.
-        self.statements.remove("");
-        self.portals.remove("");
-        match self.run_simple_query(sql).await {
-            Ok(()) => {}
-            Err(Failure::Query(error)) => {
-                debug!(%error, "statement failed");
-                codec::error_response(&mut self.out, &error);
-            }
-            Err(other) => return Err(other),
-        }
-        Ok(self.ready_for_query().await?)
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::clone(&self.0)
     }
 
-    async fn run_simple_query(&mut self, sql: &str) -> Result<(), Failure> {
-        let statements = self.session.parse_simple(sql)?;
-        if statements.is_empty() {
-            codec::empty_query_response(&mut self.out);
-            return Ok(());
-        }
-        for statement in statements {
-            let response = self.execute_statement(&statement, &[]).await;
-            self.report_parameter_changes();
-            match response? {
-                QueryResponse::Rows { schema, batches } => {
-                    let formats = vec![Format::Text; schema.fields().len()];
-                    codec::row_description(&mut self.out, &field_descriptions(&schema, &formats));
-                    let mut cursor = RowCursor {
-                        batches,
-                        batch: 0,
-                        row: 0,
-                        formats,
-                    };
-                    let (sent, _) = self.send_rows(&mut cursor, None).await?;
-                    codec::command_complete(&mut self.out, &format!("SELECT {sent}"));
-                }
-                QueryResponse::Command { tag } => codec::command_complete(&mut self.out, &tag),
-                QueryResponse::Empty => codec::empty_query_response(&mut self.out),
-                QueryResponse::CopyIn { columns, sink } => self.copy_in(columns, sink).await?,
-                QueryResponse::CopyOut {
-                    columns,
-                    format,
-                    batches,
-                } => self.copy_out(&columns, format, &batches).await?,
-                cursor => self.cursor_command(cursor, &statement, None).await?,
-            }
-            self.end_of_transaction_cursors();
-            self.send().await?;
-        }
-        Ok(())
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(Arc::clone(&self.0.connections)))
     }
+}
 
-    async fn parse(
-        &mut self,
-        name: String,
-        query: &str,
-        param_oids: &[u32],
-    ) -> Result<(), Failure> {
-        debug!(name, query, "parse");
-        if name.is_empty() {
-            self.statements.remove("");
-        } else if self.statements.contains_key(&name) {
-            return Err(PgError::new(
-                "42P05",
-                format!("prepared statement \"{name}\" already exists"),
+/// `pgwire`'s error for one of ours.
+fn wire_error(error: PgError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(error)))
+}
+
+fn error_info(error: PgError) -> ErrorInfo {
+    let mut info = ErrorInfo::new(error.severity.to_string(), error.sqlstate, error.message);
+    info.detail = error.detail;
+    info.hint = error.hint;
+    info.position = error.position.map(|position| position.to_string());
+    info
+}
+
+fn wire_status(status: TransactionStatus) -> WireStatus {
+    match status {
+        TransactionStatus::Idle => WireStatus::Idle,
+        TransactionStatus::InTransaction => WireStatus::Transaction,
+        TransactionStatus::Failed => WireStatus::Error,
+    }
+}
+
+fn command_complete(tag: impl Into<String>) -> PgWireBackendMessage {
+    PgWireBackendMessage::CommandComplete(CommandComplete::new(tag.into()))
+}
+
+/// RowDescription fields for `schema` sent in `formats`.
+fn row_description(schema: &Schema, formats: &[Format]) -> PgWireBackendMessage {
+    let fields = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(index, field)| {
+            let pg = pg_type(field.data_type());
+            FieldDescription::new(
+                field.name().clone(),
+                0,
+                0,
+                pg.oid,
+                pg.typlen,
+                pg.typmod,
+                formats.get(index).copied().unwrap_or_default().code(),
             )
-            .into());
-        }
-        let (statement, description) = self.session.prepare(query, param_oids).await?;
-        self.statements.insert(
-            name,
-            Prepared {
-                statement,
-                description,
-            },
-        );
-        codec::parse_complete(&mut self.out);
-        Ok(())
-    }
-
-    fn bind(
-        &mut self,
-        portal: String,
-        statement: &str,
-        param_formats: &[i16],
-        params: &[Option<bytes::Bytes>],
-        result_formats: Vec<i16>,
-    ) -> Result<(), Failure> {
-        let prepared = self
-            .statements
-            .get(statement)
-            .ok_or_else(|| missing_statement(statement))?;
-        if !portal.is_empty() && self.portals.contains_key(&portal) {
-            return Err(
-                PgError::new("42P03", format!("portal \"{portal}\" already exists")).into(),
-            );
-        }
-        let oids = &prepared.description.param_oids;
-        if params.len() != oids.len() {
-            return Err(PgError::protocol(format!(
-                "bind message supplies {} parameters, but prepared statement \"{statement}\" \
-                 requires {}",
-                params.len(),
-                oids.len()
-            ))
-            .into());
-        }
-        let formats = resolve_formats(param_formats, params.len(), |count| {
-            PgError::protocol(format!(
-                "bind message has {count} parameter formats but {} parameters",
-                params.len()
-            ))
-        })?;
-        let params = params
-            .iter()
-            .zip(oids)
-            .zip(formats)
-            .enumerate()
-            .map(|(index, ((raw, &oid), format))| {
-                decode_param(index + 1, oid, format, raw.as_deref())
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let columns = prepared
-            .description
-            .fields
-            .as_ref()
-            .map_or(0, |schema| schema.fields().len());
-        resolve_formats(&result_formats, columns, |count| {
-            PgError::protocol(format!(
-                "bind message has {count} result formats but query has {columns} columns"
-            ))
-        })?;
-        let bound = Portal {
-            statement: Arc::clone(&prepared.statement),
-            params,
-            description: prepared.description.clone(),
-            result_formats,
-            described: None,
-            state: PortalState::Ready,
-            declared: false,
-            held: false,
-        };
-        self.portals.insert(portal, bound);
-        codec::bind_complete(&mut self.out);
-        Ok(())
-    }
-
-    fn describe(&mut self, target: Target, name: &str) -> Result<(), Failure> {
-        match target {
-            Target::Statement => {
-                let prepared = self
-                    .statements
-                    .get(name)
-                    .ok_or_else(|| missing_statement(name))?;
-                // A parameter whose type nobody knows is described as `text`, as Postgres
-                // does: clients cannot bind a parameter of type 0.
-                let oids: Vec<u32> = prepared
-                    .description
-                    .param_oids
-                    .iter()
-                    .map(|&oid| {
-                        if oid == 0 {
-                            crate::types::oid::TEXT
-                        } else {
-                            oid
-                        }
-                    })
-                    .collect();
-                codec::parameter_description(&mut self.out, &oids);
-                match &prepared.description.fields {
-                    Some(schema) => {
-                        let formats = vec![Format::Text; schema.fields().len()];
-                        codec::row_description(
-                            &mut self.out,
-                            &field_descriptions(schema, &formats),
-                        );
-                    }
-                    None => codec::no_data(&mut self.out),
-                }
-            }
-            Target::Portal => {
-                let portal = self
-                    .portals
-                    .get_mut(name)
-                    .ok_or_else(|| missing_portal(name))?;
-                match &portal.description.fields {
-                    Some(schema) => {
-                        let formats =
-                            resolve_formats(&portal.result_formats, schema.fields().len(), |_| {
-                                PgError::protocol("result formats do not match the columns")
-                            })?;
-                        let fields = field_descriptions(schema, &formats);
-                        portal.described = Some(fields.iter().map(|f| f.type_oid).collect());
-                        codec::row_description(&mut self.out, &fields);
-                    }
-                    None => codec::no_data(&mut self.out),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn execute(&mut self, name: String, max_rows: i32) -> Result<(), Failure> {
-        let mut portal = self
-            .portals
-            .remove(&name)
-            .ok_or_else(|| missing_portal(&name))?;
-        let result = self.run_portal(&name, &mut portal, max_rows).await;
-        // A portal whose execution failed is gone, as in Postgres.
-        if result.is_ok() {
-            self.portals.insert(name, portal);
-        }
-        result
-    }
-
-    async fn run_portal(
-        &mut self,
-        name: &str,
-        portal: &mut Portal<P::Statement>,
-        max_rows: i32,
-    ) -> Result<(), Failure> {
-        if let PortalState::Ready = portal.state {
-            debug!(portal = name, "execute");
-            let response = self
-                .execute_statement(&portal.statement, &portal.params)
-                .await;
-            self.report_parameter_changes();
-            match response? {
-                QueryResponse::Rows { schema, batches } => {
-                    let columns = schema.fields().len();
-                    let formats = resolve_formats(&portal.result_formats, columns, |count| {
-                        PgError::new(
-                            "XX000",
-                            format!(
-                                "bind message has {count} result formats but the result has \
-                                 {columns} columns"
-                            ),
-                        )
-                    })?;
-                    if let Some(described) = &portal.described {
-                        let actual = schema.fields().iter().map(|f| pg_type(f.data_type()).oid);
-                        if !actual.eq(described.iter().copied()) {
-                            return Err(PgError::new(
-                                "XX000",
-                                "the result's columns differ from the statement's description",
-                            )
-                            .into());
-                        }
-                    }
-                    portal.state = PortalState::Rows(RowCursor {
-                        batches,
-                        batch: 0,
-                        row: 0,
-                        formats,
-                    });
-                }
-                QueryResponse::Command { tag } => {
-                    codec::command_complete(&mut self.out, &tag);
-                    portal.state = PortalState::Done;
-                    return Ok(());
-                }
-                QueryResponse::Empty => portal.state = PortalState::Empty,
-                QueryResponse::CopyIn { columns, sink } => {
-                    portal.state = PortalState::Done;
-                    return self.copy_in(columns, sink).await;
-                }
-                QueryResponse::CopyOut {
-                    columns,
-                    format,
-                    batches,
-                } => {
-                    portal.state = PortalState::Done;
-                    return self.copy_out(&columns, format, &batches).await;
-                }
-                cursor => {
-                    portal.state = PortalState::Done;
-                    let formats = portal.result_formats.clone();
-                    let statement = Arc::clone(&portal.statement);
-                    let result = self
-                        .cursor_command(cursor, &statement, Some(&formats))
-                        .await;
-                    self.end_of_transaction_cursors();
-                    return result;
-                }
-            }
-        }
-        match &mut portal.state {
-            PortalState::Rows(cursor) => {
-                let limit = usize::try_from(max_rows).ok().filter(|&n| n > 0);
-                let (sent, suspended) = self.send_rows(cursor, limit).await?;
-                if suspended {
-                    codec::portal_suspended(&mut self.out);
-                    self.flush().await?;
-                } else {
-                    codec::command_complete(&mut self.out, &format!("SELECT {sent}"));
-                }
-                Ok(())
-            }
-            PortalState::Empty => {
-                codec::empty_query_response(&mut self.out);
-                Ok(())
-            }
-            PortalState::Done | PortalState::Ready => {
-                Err(PgError::new("55000", format!("portal \"{name}\" cannot be run")).into())
-            }
-        }
-    }
-
-    /// Sends DataRows from `cursor`, at most `limit` of them. Returns how many were sent and
-    /// whether the limit stopped them.
-    async fn send_rows(
-        &mut self,
-        cursor: &mut RowCursor,
-        limit: Option<usize>,
-    ) -> Result<(u64, bool), Failure> {
-        let mut sent = 0usize;
-        while let Some(batch) = cursor.batches.get(cursor.batch) {
-            let available = batch.num_rows() - cursor.row;
-            if available == 0 {
-                cursor.batch += 1;
-                cursor.row = 0;
-                continue;
-            }
-            let take = limit.map_or(available, |limit| available.min(limit - sent));
-            if take == 0 {
-                break;
-            }
-            if take == batch.num_rows() {
-                self.encoder.encode(batch, &cursor.formats)?;
-            } else {
-                self.encoder
-                    .encode(&batch.slice(cursor.row, take), &cursor.formats)?;
-            }
-            self.encoder.write_data_rows(&mut self.out)?;
-            self.send().await?;
-            cursor.row += take;
-            sent += take;
-        }
-        let suspended = limit.is_some_and(|limit| sent == limit);
-        Ok((u64::try_from(sent).unwrap_or(u64::MAX), suspended))
-    }
-
-    /// Cursors declared without HOLD end with their transaction.
-    fn end_of_transaction_cursors(&mut self) {
-        if self.session.transaction_status() == TransactionStatus::Idle {
-            self.portals
-                .retain(|_, portal| portal.held || !portal.declared);
-        }
-    }
-
-    /// DECLARE, FETCH and CLOSE of a cursor, which lives here as a portal. `result_formats`
-    /// are the Bind's result formats of an extended-protocol FETCH (`None`: the simple
-    /// protocol, which also sends a RowDescription).
-    async fn cursor_command(
-        &mut self,
-        response: QueryResponse,
-        statement: &Arc<P::Statement>,
-        result_formats: Option<&[i16]>,
-    ) -> Result<(), Failure> {
-        match response {
-            QueryResponse::DeclareCursor {
-                name,
-                schema,
-                batches,
-                hold,
-            } => {
-                if self.portals.contains_key(&name) {
-                    return Err(
-                        PgError::new("42P03", format!("cursor \"{name}\" already exists")).into(),
-                    );
-                }
-                let columns = schema.fields().len();
-                self.portals.insert(
-                    name,
-                    Portal {
-                        statement: Arc::clone(statement),
-                        params: Vec::new(),
-                        description: StatementDescription {
-                            param_oids: Vec::new(),
-                            fields: Some(schema),
-                        },
-                        result_formats: Vec::new(),
-                        described: None,
-                        state: PortalState::Rows(RowCursor {
-                            batches,
-                            batch: 0,
-                            row: 0,
-                            formats: vec![Format::Text; columns],
-                        }),
-                        declared: true,
-                        held: hold,
-                    },
-                );
-                codec::command_complete(&mut self.out, "DECLARE CURSOR");
-            }
-            QueryResponse::Fetch { name, count } => {
-                let mut portal = self.portals.remove(&name).ok_or_else(|| {
-                    PgError::new("34000", format!("cursor \"{name}\" does not exist"))
-                })?;
-                let result = self.fetch(&mut portal, count, result_formats).await;
-                self.portals.insert(name, portal);
-                result?;
-            }
-            QueryResponse::CloseCursor { name: Some(name) } => {
-                if self.portals.remove(&name).is_none() {
-                    return Err(
-                        PgError::new("34000", format!("cursor \"{name}\" does not exist")).into(),
-                    );
-                }
-                codec::command_complete(&mut self.out, "CLOSE CURSOR");
-            }
-            QueryResponse::CloseCursor { name: None } => {
-                self.portals.retain(|name, _| name.is_empty());
-                codec::command_complete(&mut self.out, "CLOSE CURSOR ALL");
-            }
-            _ => {
-                return Err(PgError::new("XX000", "not a cursor command").into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Sends the next `count` rows (all when `None`) of a cursor, then `FETCH n`.
-    async fn fetch(
-        &mut self,
-        portal: &mut Portal<P::Statement>,
-        count: Option<u64>,
-        result_formats: Option<&[i16]>,
-    ) -> Result<(), Failure> {
-        let PortalState::Rows(cursor) = &mut portal.state else {
-            return Err(PgError::new("55000", "the cursor has no rows to fetch").into());
-        };
-        let columns = cursor.formats.len();
-        match result_formats {
-            Some(codes) => {
-                cursor.formats = resolve_formats(codes, columns, |n| {
-                    PgError::protocol(format!(
-                        "bind message has {n} result formats but the cursor has {columns} columns"
-                    ))
-                })?;
-            }
-            None => {
-                cursor.formats = vec![Format::Text; columns];
-                if let Some(schema) = &portal.description.fields {
-                    codec::row_description(
-                        &mut self.out,
-                        &field_descriptions(schema, &cursor.formats),
-                    );
-                }
-            }
-        }
-        let limit = count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-        let (sent, _) = if limit == Some(0) {
-            (0, false)
-        } else {
-            self.send_rows(cursor, limit).await?
-        };
-        codec::command_complete(&mut self.out, &format!("FETCH {sent}"));
-        Ok(())
-    }
-
-    /// Runs COPY TO STDOUT: CopyOutResponse, a CopyData per row (the binary header goes with
-    /// the first, a CSV header line in its own), CopyDone and `COPY <n>`.
-    async fn copy_out(
-        &mut self,
-        columns: &[String],
-        format: crate::copy_format::CopyOutFormat,
-        batches: &[RecordBatch],
-    ) -> Result<(), Failure> {
-        let mut encoder = crate::copy_format::CopyEncoder::new(format);
-        codec::copy_out_response(&mut self.out, columns.len(), encoder.binary());
-        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-        let mut data = Vec::new();
-        encoder.start(&names, &mut data);
-        // A CSV header is a line of its own; the binary header prefixes the first row.
-        if !data.is_empty() && !encoder.binary() {
-            codec::copy_data(&mut self.out, &data);
-            data.clear();
-        }
-        let mut row_ends = Vec::new();
-        let mut rows = 0u64;
-        for batch in batches {
-            // A slice at a time, so the encoded rows stay small.
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let take = (batch.num_rows() - offset).min(1024);
-                row_ends.clear();
-                encoder.write(&batch.slice(offset, take), &mut data, &mut row_ends)?;
-                let mut start = 0;
-                for &end in &row_ends {
-                    codec::copy_data(&mut self.out, &data[start..end]);
-                    start = end;
-                }
-                data.clear();
-                self.send().await?;
-                offset += take;
-            }
-            rows += batch.num_rows() as u64;
-        }
-        encoder.finish(&mut data);
-        if !data.is_empty() {
-            codec::copy_data(&mut self.out, &data);
-        }
-        codec::copy_done(&mut self.out);
-        codec::command_complete(&mut self.out, &format!("COPY {rows}"));
-        Ok(())
-    }
-
-    /// Runs COPY FROM STDIN: CopyInResponse, then CopyData into `sink` until CopyDone or
-    /// CopyFail.
-    async fn copy_in(
-        &mut self,
-        columns: usize,
-        mut sink: Box<dyn CopyInSink>,
-    ) -> Result<(), Failure> {
-        codec::copy_in_response(&mut self.out, columns);
-        self.flush().await?;
-        loop {
-            let message = match self.read().await {
-                Ok(Some(message)) => message,
-                Ok(None) => {
-                    sink.abort("connection closed during COPY".into()).await;
-                    return Err(Failure::Closed);
-                }
-                Err(failure) => {
-                    sink.abort("connection failed during COPY".into()).await;
-                    return Err(failure);
-                }
-            };
-            match message {
-                FrontendMessage::CopyData(data) => {
-                    if let Err(error) = sink.write(data).await {
-                        sink.abort(error.message.clone()).await;
-                        return Err(error.into());
-                    }
-                }
-                FrontendMessage::CopyDone => {
-                    let rows = sink.finish().await?;
-                    codec::command_complete(&mut self.out, &format!("COPY {rows}"));
-                    return Ok(());
-                }
-                FrontendMessage::CopyFail(message) => {
-                    sink.abort(message.clone()).await;
-                    return Err(PgError::new(
-                        "57014",
-                        format!("COPY from stdin failed: {message}"),
-                    )
-                    .into());
-                }
-                // Postgres ignores these during COPY, which lets clients send Sync right after
-                // Execute.
-                FrontendMessage::Flush | FrontendMessage::Sync => {}
-                FrontendMessage::Terminate => {
-                    sink.abort("client terminated the connection during COPY".into())
-                        .await;
-                    return Err(Failure::Closed);
-                }
-                other => {
-                    sink.abort("unexpected message during COPY".into()).await;
-                    return Err(PgError::protocol(format!(
-                        "unexpected message type 0x{:02X} during COPY from stdin",
-                        other.tag()
-                    ))
-                    .into());
-                }
-            }
-        }
-    }
-}
-
-fn missing_statement(name: &str) -> PgError {
-    if name.is_empty() {
-        PgError::new("26000", "unnamed prepared statement does not exist")
-    } else {
-        PgError::new(
-            "26000",
-            format!("prepared statement \"{name}\" does not exist"),
-        )
-    }
-}
-
-fn missing_portal(name: &str) -> PgError {
-    PgError::new("34000", format!("portal \"{name}\" does not exist"))
+        })
+        .collect();
+    PgWireBackendMessage::RowDescription(RowDescription::new(fields))
 }
 
 /// Expands format codes to one per value: none means all text, one applies to all, otherwise
@@ -1136,23 +400,1138 @@ fn resolve_formats(
     }
 }
 
-/// RowDescription fields for `schema` sent in `formats`.
-fn field_descriptions(schema: &Schema, formats: &[Format]) -> Vec<FieldDescription> {
-    schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(index, field)| {
-            let pg = pg_type(field.data_type());
-            FieldDescription {
-                name: field.name().clone(),
-                table_oid: 0,
-                column_id: 0,
-                type_oid: pg.oid,
-                typlen: pg.typlen,
-                typmod: pg.typmod,
-                format: formats.get(index).copied().unwrap_or_default().code(),
+/// The format codes a portal was bound with.
+fn portal_codes(format: &PortalFormat) -> Vec<i16> {
+    match format {
+        PortalFormat::UnifiedText => Vec::new(),
+        PortalFormat::UnifiedBinary => vec![Format::Binary.code()],
+        PortalFormat::Individual(codes) => codes.clone(),
+    }
+}
+
+fn missing_statement(name: &str) -> PgError {
+    if name == DEFAULT_NAME {
+        PgError::new("26000", "unnamed prepared statement does not exist")
+    } else {
+        PgError::new(
+            "26000",
+            format!("prepared statement \"{name}\" does not exist"),
+        )
+    }
+}
+
+fn missing_portal(name: &str) -> PgError {
+    let name = if name == DEFAULT_NAME { "" } else { name };
+    PgError::new("34000", format!("portal \"{name}\" does not exist"))
+}
+
+/// The parameters the client is told about at startup: the session's, or Postgres's defaults
+/// for an engine that keeps none.
+struct StartupParameters(Vec<(String, String)>);
+
+impl ServerParameterProvider for StartupParameters {
+    fn server_parameters<C: ClientInfo>(&self, client: &C) -> Option<HashMap<String, String>> {
+        if !self.0.is_empty() {
+            return Some(self.0.iter().cloned().collect());
+        }
+        let application_name = client
+            .metadata()
+            .get("application_name")
+            .cloned()
+            .unwrap_or_default();
+        Some(
+            [
+                ("server_version", "15.0"),
+                ("server_encoding", "UTF8"),
+                ("client_encoding", "UTF8"),
+                ("DateStyle", "ISO, MDY"),
+                ("TimeZone", "UTC"),
+                ("IntervalStyle", "postgres"),
+                ("integer_datetimes", "on"),
+                ("standard_conforming_strings", "on"),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .chain([("application_name".to_string(), application_name)])
+            .collect(),
+        )
+    }
+}
+
+#[async_trait]
+impl<E: PgEngine> StartupHandler for Connection<E> {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::Startup(startup) = message else {
+            // No authentication yet: nothing but the startup message is expected.
+            return refuse(client, PgError::protocol("expected a startup message")).await;
+        };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+        let (process_id, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
+        client.set_pid_and_secret_key(process_id, secret_key.clone());
+        let (handle, guard) = self.connections.register(process_id, secret_key);
+        client
+            .session_extensions()
+            .insert::<Arc<ConnectionHandle>>(handle);
+        client.session_extensions().insert(guard);
+
+        let user = startup.parameters.get("user").cloned().unwrap_or_default();
+        let database = startup
+            .parameters
+            .get("database")
+            .cloned()
+            .unwrap_or_else(|| user.clone());
+        let info = StartupInfo {
+            user,
+            database,
+            parameters: startup.parameters.into_iter().collect(),
+            process_id,
+        };
+        let mut session = match self.engine.open_session(&info).await {
+            Ok(session) => session,
+            Err(error) => return refuse(client, error).await,
+        };
+        debug!(user = %info.user, database = %info.database, "session opened");
+        let parameters = StartupParameters(session.take_parameter_changes());
+        self.state.lock().await.session = Some(session);
+        finish_authentication(client, &parameters).await
+    }
+}
+
+/// Ends a connection that cannot start: a FATAL error, then the socket closes. Sent here
+/// rather than returned, as `pgwire` would follow a returned startup error with
+/// ReadyForQuery.
+async fn refuse<C>(client: &mut C, error: PgError) -> PgWireResult<()>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    debug!(%error, "connection refused");
+    client
+        .send(PgWireBackendMessage::ErrorResponse(
+            error_info(error.fatal()).into(),
+        ))
+        .await?;
+    client.close().await?;
+    Ok(())
+}
+
+impl<E: PgEngine> ErrorHandler for Connection<E> {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        debug!(%error, "statement failed");
+    }
+}
+
+/// How a statement's execution was answered.
+enum Answered {
+    /// Completely: the next statement may run.
+    Done,
+    /// With CopyInResponse: CopyData follows, and ReadyForQuery waits for CopyDone.
+    CopyIn,
+}
+
+impl<E: PgEngine> Connection<E> {
+    /// Runs a statement, stopping it with 57014 when a CancelRequest for this connection
+    /// arrives or the session's statement timeout passes (for the statements the session
+    /// says may stop half-way). The same [`Stop`] then covers sending its rows.
+    async fn run<C: ClientInfo>(
+        client: &C,
+        session: &mut E::Session,
+        statement: &<E::Session as PgSession>::Statement,
+        params: &[ParamValue],
+    ) -> (Result<QueryResponse, PgError>, Stop) {
+        if !session.is_cancellable(statement) {
+            return (session.execute(statement, params).await, Stop::never());
+        }
+        let mut stop = Stop::armed(client, session.statement_timeout()).await;
+        let response = match stop.race(session.execute(statement, params)).await {
+            Ok(response) => response,
+            Err(stopped) => Err(stopped),
+        };
+        (response, stop)
+    }
+
+    /// The session's statement timeout, for a [`Stop`] of continuing a cursor or portal.
+    fn timeout(state: &ConnectionState<E::Session>) -> Option<Duration> {
+        state
+            .session
+            .as_ref()
+            .and_then(PgSession::statement_timeout)
+    }
+
+    /// ParameterStatus for every reported parameter the last statement changed, and the
+    /// session's transaction status for the next ReadyForQuery.
+    async fn after_statement<C>(client: &mut C, session: &mut E::Session) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        for (name, value) in session.take_parameter_changes() {
+            client
+                .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
+                    name, value,
+                )))
+                .await?;
+        }
+        client.set_transaction_status(wire_status(session.transaction_status()));
+        Ok(())
+    }
+
+    /// Cursors end with their transaction, but for those declared WITH HOLD. True when no
+    /// transaction is open (protocol portals then end too).
+    fn end_of_transaction(state: &mut ConnectionState<E::Session>) -> bool {
+        let idle = state
+            .session
+            .as_ref()
+            .is_none_or(|session| session.transaction_status() == TransactionStatus::Idle);
+        if idle {
+            state.cursors.retain(|_, cursor| cursor.hold);
+        }
+        idle
+    }
+
+    /// Sends a whole result as the engine produces it: DataRows in `formats`, then
+    /// `SELECT n`.
+    async fn send_rows<C>(
+        client: &mut C,
+        encoder: &mut RowEncoder,
+        mut batches: BatchStream,
+        formats: &[Format],
+        stop: &mut Stop,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut sent = 0usize;
+        while let Some(batch) = stop.race(batches.next()).await.map_err(wire_error)? {
+            let batch = batch.map_err(wire_error)?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let take = (batch.num_rows() - offset).min(ENCODED_SLICE);
+                encoder
+                    .encode(&batch.slice(offset, take), formats)
+                    .map_err(wire_error)?;
+                for row in encoder.data_rows().map_err(wire_error)? {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                }
+                offset += take;
             }
+            sent += batch.num_rows();
+        }
+        client
+            .feed(command_complete(format!("SELECT {sent}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs COPY TO STDOUT: CopyOutResponse, a CopyData per row (the binary header goes with
+    /// the first, a CSV header line in its own), CopyDone and `COPY <n>`.
+    async fn copy_out<C>(
+        client: &mut C,
+        columns: &[String],
+        format: CopyOutFormat,
+        mut batches: BatchStream,
+        stop: &mut Stop,
+    ) -> PgWireResult<()>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut encoder = CopyEncoder::new(format);
+        let binary = encoder.binary();
+        let code = i16::from(binary);
+        let count = i16::try_from(columns.len()).unwrap_or(i16::MAX);
+        client
+            .feed(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+                i8::from(binary),
+                count,
+                vec![code; columns.len()],
+            )))
+            .await?;
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let mut data = Vec::new();
+        encoder.start(&names, &mut data);
+        let copy_data = |bytes: &[u8]| {
+            PgWireBackendMessage::CopyData(CopyData::new(Bytes::copy_from_slice(bytes)))
+        };
+        // A CSV header is a line of its own; the binary header prefixes the first row.
+        if !data.is_empty() && !binary {
+            client.feed(copy_data(&data)).await?;
+            data.clear();
+        }
+        let mut row_ends = Vec::new();
+        let mut rows = 0u64;
+        while let Some(batch) = stop.race(batches.next()).await.map_err(wire_error)? {
+            let batch = batch.map_err(wire_error)?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let take = (batch.num_rows() - offset).min(ENCODED_SLICE);
+                row_ends.clear();
+                encoder
+                    .write(&batch.slice(offset, take), &mut data, &mut row_ends)
+                    .map_err(wire_error)?;
+                let mut start = 0;
+                for &end in &row_ends {
+                    client.feed(copy_data(&data[start..end])).await?;
+                    start = end;
+                }
+                data.clear();
+                offset += take;
+            }
+            rows += batch.num_rows() as u64;
+        }
+        encoder.finish(&mut data);
+        if !data.is_empty() {
+            client.feed(copy_data(&data)).await?;
+        }
+        client
+            .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+            .await?;
+        client
+            .feed(command_complete(format!("COPY {rows}")))
+            .await?;
+        Ok(())
+    }
+
+    /// Starts COPY FROM STDIN: the sink waits for the CopyData the client sends next.
+    async fn start_copy_in<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        columns: usize,
+        sink: Box<dyn CopyInSink>,
+        extended: bool,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        state.copy_in = Some(sink);
+        client.set_state(PgWireConnectionState::CopyInProgress(extended));
+        let count = i16::try_from(columns).unwrap_or(i16::MAX);
+        client
+            .send(PgWireBackendMessage::CopyInResponse(CopyInResponse::new(
+                0,
+                count,
+                vec![0; columns],
+            )))
+            .await?;
+        Ok(())
+    }
+
+    /// DECLARE, FETCH and CLOSE of a cursor. `result_formats` are the Bind's result formats of
+    /// an extended-protocol FETCH (`None`: the simple protocol, which also sends a
+    /// RowDescription).
+    async fn cursor_command<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        response: QueryResponse,
+        result_formats: Option<&[i16]>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match response {
+            QueryResponse::DeclareCursor {
+                name,
+                schema,
+                batches,
+                hold,
+            } => {
+                if state.cursors.contains_key(&name) {
+                    return Err(wire_error(PgError::new(
+                        "42P03",
+                        format!("cursor \"{name}\" already exists"),
+                    )));
+                }
+                state.cursors.insert(
+                    name,
+                    Cursor {
+                        rows: RowCursor::new(schema, batches),
+                        hold,
+                    },
+                );
+                client.feed(command_complete("DECLARE CURSOR")).await?;
+            }
+            QueryResponse::Fetch { name, count } => {
+                let mut stop = Stop::armed(client, Self::timeout(state)).await;
+                let ConnectionState {
+                    cursors, encoder, ..
+                } = state;
+                let cursor = cursors.get_mut(&name).ok_or_else(|| {
+                    wire_error(PgError::new(
+                        "34000",
+                        format!("cursor \"{name}\" does not exist"),
+                    ))
+                })?;
+                let columns = cursor.rows.schema.fields().len();
+                let formats = match result_formats {
+                    Some(codes) => resolve_formats(codes, columns, |n| {
+                        PgError::protocol(format!(
+                            "bind message has {n} result formats but the cursor has {columns} \
+                             columns"
+                        ))
+                    })
+                    .map_err(wire_error)?,
+                    None => {
+                        let formats = vec![Format::Text; columns];
+                        client
+                            .feed(row_description(&cursor.rows.schema, &formats))
+                            .await?;
+                        formats
+                    }
+                };
+                let limit = count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+                let rows = if limit == Some(0) {
+                    Vec::new()
+                } else {
+                    cursor
+                        .rows
+                        .next_rows(limit, &formats, encoder, &mut stop)
+                        .await
+                        .map_err(wire_error)?
+                };
+                let sent = rows.len();
+                for row in rows {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                }
+                client
+                    .feed(command_complete(format!("FETCH {sent}")))
+                    .await?;
+            }
+            QueryResponse::CloseCursor { name: Some(name) } => {
+                if state.cursors.remove(&name).is_none() {
+                    return Err(wire_error(PgError::new(
+                        "34000",
+                        format!("cursor \"{name}\" does not exist"),
+                    )));
+                }
+                client.feed(command_complete("CLOSE CURSOR")).await?;
+            }
+            QueryResponse::CloseCursor { name: None } => {
+                state.cursors.clear();
+                client.feed(command_complete("CLOSE CURSOR ALL")).await?;
+            }
+            _ => {
+                return Err(wire_error(PgError::new("XX000", "not a cursor command")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statements of one simple query, each answered before the next runs. Stops at the
+    /// first error, as Postgres does.
+    async fn run_simple_query<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        sql: &str,
+    ) -> PgWireResult<Answered>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = state.session().map_err(wire_error)?.parse_simple(sql);
+        let statements = statements.map_err(wire_error)?;
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+            return Ok(Answered::Done);
+        }
+        Self::run_statements(client, state, statements.into(), true).await
+    }
+
+    /// Runs `statements` of a simple query in order. A COPY FROM STDIN among them (only one
+    /// when `copy_allowed`: `pgwire` ends the COPY state after the first) keeps the ones after
+    /// it for when its data is in.
+    async fn run_statements<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        mut statements: VecDeque<Arc<<E::Session as PgSession>::Statement>>,
+        copy_allowed: bool,
+    ) -> PgWireResult<Answered>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        while let Some(statement) = statements.pop_front() {
+            let session = state.session().map_err(wire_error)?;
+            let (response, mut stop) = Self::run(client, session, &statement, &[]).await;
+            Self::after_statement(client, session).await?;
+            match response.map_err(wire_error)? {
+                QueryResponse::Rows { schema, batches } => {
+                    let formats = vec![Format::Text; schema.fields().len()];
+                    client.feed(row_description(&schema, &formats)).await?;
+                    Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
+                        .await?;
+                }
+                QueryResponse::Command { tag } => client.feed(command_complete(tag)).await?,
+                QueryResponse::Empty => {
+                    client
+                        .feed(PgWireBackendMessage::EmptyQueryResponse(
+                            EmptyQueryResponse::new(),
+                        ))
+                        .await?;
+                }
+                QueryResponse::CopyIn { columns, sink } => {
+                    if !copy_allowed {
+                        sink.abort("a second COPY FROM STDIN in one query string".into())
+                            .await;
+                        return Err(wire_error(PgError::new(
+                            "0A000",
+                            "only one COPY FROM STDIN is supported in a query string",
+                        )));
+                    }
+                    state.after_copy = statements;
+                    Self::start_copy_in(client, state, columns, sink, false).await?;
+                    return Ok(Answered::CopyIn);
+                }
+                QueryResponse::CopyOut {
+                    columns,
+                    format,
+                    batches,
+                } => Self::copy_out(client, &columns, format, batches, &mut stop).await?,
+                cursor => Self::cursor_command(client, state, cursor, None).await?,
+            }
+            Self::end_of_transaction(state);
+        }
+        Ok(Answered::Done)
+    }
+
+    /// Runs a protocol portal (or continues one a row limit suspended).
+    async fn execute_portal<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        portal: &Portal<WireStatement<<E::Session as PgSession>::Statement>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let execution = portal.state();
+        let mut execution = execution.lock().await;
+        if !matches!(&*execution, PortalExecutionState::Initial) {
+            // Run before: a result a row limit suspended is kept among the cursors.
+            drop(execution);
+            return Self::continue_portal(client, state, portal, max_rows).await;
+        }
+        let wire = &portal.statement.statement;
+        let oids = &wire.description.param_oids;
+        let params = portal
+            .parameters
+            .iter()
+            .zip(oids)
+            .enumerate()
+            .map(|(index, (raw, &oid))| {
+                let format = if portal.parameter_format.is_binary(index) {
+                    Format::Binary
+                } else {
+                    Format::Text
+                };
+                decode_param(index + 1, oid, format, raw.as_deref())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(wire_error)?;
+        let session = state.session().map_err(wire_error)?;
+        let (response, mut stop) = Self::run(client, session, &wire.statement, &params).await;
+        Self::after_statement(client, session).await?;
+        *execution = PortalExecutionState::Finished;
+        match response.map_err(wire_error)? {
+            QueryResponse::Rows { schema, batches } => {
+                let columns = schema.fields().len();
+                let formats =
+                    resolve_formats(&portal_codes(&portal.result_column_format), columns, |n| {
+                        PgError::new(
+                            "XX000",
+                            format!(
+                                "bind message has {n} result formats but the result has \
+                                 {columns} columns"
+                            ),
+                        )
+                    })
+                    .map_err(wire_error)?;
+                if max_rows == 0 {
+                    Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
+                        .await?;
+                } else {
+                    let name = portal.name.clone();
+                    state.cursors.insert(
+                        portal_cursor_name(&name),
+                        Cursor {
+                            rows: RowCursor::new(schema, batches),
+                            hold: false,
+                        },
+                    );
+                    drop(execution);
+                    return Self::continue_portal(client, state, portal, max_rows).await;
+                }
+            }
+            QueryResponse::Command { tag } => client.feed(command_complete(tag)).await?,
+            QueryResponse::Empty => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+            }
+            QueryResponse::CopyIn { columns, sink } => {
+                Self::start_copy_in(client, state, columns, sink, true).await?;
+            }
+            QueryResponse::CopyOut {
+                columns,
+                format,
+                batches,
+            } => Self::copy_out(client, &columns, format, batches, &mut stop).await?,
+            cursor => {
+                let codes = portal_codes(&portal.result_column_format);
+                Self::cursor_command(client, state, cursor, Some(&codes)).await?;
+                Self::end_of_transaction(state);
+            }
+        }
+        Ok(())
+    }
+
+    /// The next `max_rows` rows (all when 0) of a portal whose result is kept, then
+    /// PortalSuspended if rows are left or `SELECT n` when none are.
+    async fn continue_portal<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+        portal: &Portal<WireStatement<<E::Session as PgSession>::Statement>>,
+        max_rows: usize,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let key = portal_cursor_name(&portal.name);
+        let mut stop = Stop::armed(client, Self::timeout(state)).await;
+        let ConnectionState {
+            cursors, encoder, ..
+        } = state;
+        let Some(cursor) = cursors.get_mut(&key) else {
+            // Ran to completion before: nothing is left.
+            client.feed(command_complete("SELECT 0")).await?;
+            return Ok(());
+        };
+        let columns = cursor.rows.schema.fields().len();
+        let formats = resolve_formats(&portal_codes(&portal.result_column_format), columns, |n| {
+            PgError::new(
+                "XX000",
+                format!("bind message has {n} result formats but the result has {columns} columns"),
+            )
         })
-        .collect()
+        .map_err(wire_error)?;
+        let limit = (max_rows > 0).then_some(max_rows);
+        let rows = cursor
+            .rows
+            .next_rows(limit, &formats, encoder, &mut stop)
+            .await
+            .map_err(wire_error)?;
+        let sent = rows.len();
+        for row in rows {
+            client.feed(PgWireBackendMessage::DataRow(row)).await?;
+        }
+        // As in Postgres, reaching the row limit suspends the portal, even when no row is
+        // left (the next Execute then completes it with no rows).
+        if limit != Some(sent) {
+            cursors.remove(&key);
+            client
+                .feed(command_complete(format!("SELECT {sent}")))
+                .await?;
+        } else {
+            client
+                .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the kept rows of a protocol portal run with a row limit live among the cursors: a
+/// name no SQL identifier can clash with.
+fn portal_cursor_name(portal: &str) -> String {
+    format!("\0portal:{portal}")
+}
+
+#[async_trait]
+impl<E: PgEngine> SimpleQueryHandler for Connection<E> {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        debug!(sql = %query.query, "simple query");
+        // As in Postgres, a simple query replaces the unnamed statement and portal.
+        client.portal_store().rm_statement(DEFAULT_NAME);
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        let mut state = self.state.lock().await;
+        match Self::run_simple_query(client, &mut state, &query.query).await {
+            Ok(Answered::CopyIn) => return Ok(()),
+            Ok(Answered::Done) => {}
+            Err(PgWireError::UserError(info)) => {
+                debug!(code = %info.code, message = %info.message, "statement failed");
+                client
+                    .feed(PgWireBackendMessage::ErrorResponse((*info).into()))
+                    .await?;
+            }
+            Err(other) => return Err(other),
+        }
+        let status = match state.session.as_ref() {
+            Some(session) => wire_status(session.transaction_status()),
+            None => WireStatus::Idle,
+        };
+        if Self::end_of_transaction(&mut state) {
+            client.portal_store().clear_portals();
+        }
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        _query: &str,
+    ) -> PgWireResult<Vec<pgwire::api::results::Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_query` runs the statements itself.
+        Err(wire_error(PgError::new("XX000", "unreachable: do_query")))
+    }
+}
+
+#[async_trait]
+impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
+    type Statement = WireStatement<<E::Session as PgSession>::Statement>;
+    type QueryParser = SessionParses<<E::Session as PgSession>::Statement>;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::new(SessionParses(std::marker::PhantomData))
+    }
+
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        debug!(name = ?message.name, query = %message.query, "parse");
+        let name = message.name.unwrap_or_else(|| DEFAULT_NAME.to_string());
+        if name != DEFAULT_NAME && client.portal_store().get_statement(&name).is_some() {
+            return Err(wire_error(PgError::new(
+                "42P05",
+                format!("prepared statement \"{name}\" already exists"),
+            )));
+        }
+        let mut state = self.state.lock().await;
+        let session = state.session().map_err(wire_error)?;
+        let (statement, description) = session
+            .prepare(&message.query, &message.type_oids)
+            .await
+            .map_err(wire_error)?;
+        client
+            .portal_store()
+            .put_statement(Arc::new(StoredStatement::new(
+                name,
+                WireStatement {
+                    statement,
+                    description,
+                },
+                Vec::new(),
+            )));
+        client
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
+        let Some(Entry::Value(statement)) = client.portal_store().get_statement(statement_name)
+        else {
+            return Err(wire_error(missing_statement(statement_name)));
+        };
+        if portal_name != DEFAULT_NAME && client.portal_store().get_portal(portal_name).is_some() {
+            return Err(wire_error(PgError::new(
+                "42P03",
+                format!("portal \"{portal_name}\" already exists"),
+            )));
+        }
+        let description = &statement.statement.description;
+        let expected = description.param_oids.len();
+        let shown = if statement_name == DEFAULT_NAME {
+            ""
+        } else {
+            statement_name
+        };
+        if message.parameters.len() != expected {
+            return Err(wire_error(PgError::protocol(format!(
+                "bind message supplies {} parameters, but prepared statement \"{shown}\" \
+                 requires {expected}",
+                message.parameters.len()
+            ))));
+        }
+        // Parameters that cannot be read fail here, as in Postgres, not at Execute.
+        let formats = resolve_formats(&message.parameter_format_codes, expected, |count| {
+            PgError::protocol(format!(
+                "bind message has {count} parameter formats but {expected} parameters"
+            ))
+        })
+        .map_err(wire_error)?;
+        for (index, ((raw, &oid), format)) in message
+            .parameters
+            .iter()
+            .zip(&description.param_oids)
+            .zip(formats)
+            .enumerate()
+        {
+            decode_param(index + 1, oid, format, raw.as_deref()).map_err(wire_error)?;
+        }
+        let columns = description
+            .fields
+            .as_ref()
+            .map_or(0, |schema| schema.fields().len());
+        resolve_formats(&message.result_column_format_codes, columns, |count| {
+            PgError::protocol(format!(
+                "bind message has {count} result formats but query has {columns} columns"
+            ))
+        })
+        .map_err(wire_error)?;
+        let portal = Portal::try_new(&message, statement)?;
+        // A result a row limit left half-sent belongs to the portal this one replaces.
+        self.state
+            .lock()
+            .await
+            .cursors
+            .remove(&portal_cursor_name(&portal.name));
+        client.portal_store().put_portal(Arc::new(portal));
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let (description, formats) = match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                let Some(Entry::Value(statement)) = client.portal_store().get_statement(name)
+                else {
+                    return Err(wire_error(missing_statement(name)));
+                };
+                let description = statement.statement.description.clone();
+                // A parameter whose type nobody knows is described as `text`, as Postgres
+                // does: clients cannot bind a parameter of type 0.
+                let oids = description
+                    .param_oids
+                    .iter()
+                    .map(|&oid| {
+                        if oid == 0 {
+                            crate::types::oid::TEXT
+                        } else {
+                            oid
+                        }
+                    })
+                    .collect();
+                client
+                    .feed(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(oids),
+                    ))
+                    .await?;
+                (description.fields, Vec::new())
+            }
+            TARGET_TYPE_BYTE_PORTAL => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => (
+                    portal.statement.statement.description.fields.clone(),
+                    portal_codes(&portal.result_column_format),
+                ),
+                _ => {
+                    // A cursor of DECLARE is a portal too.
+                    let state = self.state.lock().await;
+                    let cursor = state
+                        .cursors
+                        .get(name)
+                        .ok_or_else(|| wire_error(missing_portal(name)))?;
+                    (Some(cursor.rows.schema.clone()), Vec::new())
+                }
+            },
+            other => {
+                return Err(wire_error(PgError::protocol(format!(
+                    "invalid DESCRIBE message subtype {other}"
+                ))))
+            }
+        };
+        match description {
+            Some(schema) => {
+                let columns = schema.fields().len();
+                let formats = resolve_formats(&formats, columns, |_| {
+                    PgError::protocol("result formats do not match the columns")
+                })
+                .map_err(wire_error)?;
+                client.feed(row_description(&schema, &formats)).await?;
+            }
+            None => {
+                client
+                    .feed(PgWireBackendMessage::NoData(NoData::new()))
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let max_rows = usize::try_from(message.max_rows).unwrap_or(0);
+        debug!(portal = name, max_rows, "execute");
+        let mut state = self.state.lock().await;
+        match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => {
+                let result = Self::execute_portal(client, &mut state, &portal, max_rows).await;
+                if result.is_err() {
+                    // A portal whose execution failed is gone, as in Postgres.
+                    client.portal_store().rm_portal(name);
+                    state.cursors.remove(&portal_cursor_name(name));
+                }
+                result
+            }
+            Some(Entry::Empty) => {
+                client
+                    .feed(PgWireBackendMessage::EmptyQueryResponse(
+                        EmptyQueryResponse::new(),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            None if state.cursors.contains_key(name) => {
+                // Execute on a DECLAREd cursor: its next rows, as a FETCH would give them.
+                let mut stop = Stop::armed(client, Self::timeout(&state)).await;
+                let ConnectionState {
+                    cursors, encoder, ..
+                } = &mut *state;
+                let Some(cursor) = cursors.get_mut(name) else {
+                    return Err(wire_error(missing_portal(name)));
+                };
+                let formats = vec![Format::Text; cursor.rows.schema.fields().len()];
+                let limit = (max_rows > 0).then_some(max_rows);
+                let rows = cursor
+                    .rows
+                    .next_rows(limit, &formats, encoder, &mut stop)
+                    .await
+                    .map_err(wire_error)?;
+                let sent = rows.len();
+                for row in rows {
+                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
+                }
+                if limit == Some(sent) {
+                    client
+                        .send(PgWireBackendMessage::PortalSuspended(PortalSuspended::new()))
+                        .await?;
+                } else {
+                    client
+                        .feed(command_complete(format!("SELECT {sent}")))
+                        .await?;
+                }
+                Ok(())
+            }
+            None => Err(wire_error(missing_portal(name))),
+        }
+    }
+
+    async fn on_sync<C>(&self, client: &mut C, _message: PgSync) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.state.lock().await;
+        let status = match state.session.as_ref() {
+            Some(session) => wire_status(session.transaction_status()),
+            None => WireStatus::Idle,
+        };
+        // The implicit transaction ended, and portals live only as long as their transaction
+        // (but for cursors declared WITH HOLD).
+        if Self::end_of_transaction(&mut state) {
+            client.portal_store().clear_portals();
+        }
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        _client: &mut C,
+        _target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<pgwire::api::results::DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_describe` answers Describe itself.
+        Err(wire_error(PgError::new(
+            "XX000",
+            "unreachable: do_describe_statement",
+        )))
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        _client: &mut C,
+        _target: &Portal<Self::Statement>,
+    ) -> PgWireResult<pgwire::api::results::DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Err(wire_error(PgError::new(
+            "XX000",
+            "unreachable: do_describe_portal",
+        )))
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        _portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<pgwire::api::results::Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // `on_execute` runs portals itself.
+        Err(wire_error(PgError::new("XX000", "unreachable: do_query")))
+    }
+}
+
+#[async_trait]
+impl<E: PgEngine> CopyHandler for Connection<E> {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.state.lock().await;
+        let Some(sink) = state.copy_in.as_mut() else {
+            return Ok(());
+        };
+        if let Err(error) = sink.write(copy_data.data).await {
+            if let Some(sink) = state.copy_in.take() {
+                sink.abort(error.message.clone()).await;
+            }
+            // An error ends the whole query string.
+            state.after_copy.clear();
+            return Err(wire_error(error));
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.state.lock().await;
+        let Some(sink) = state.copy_in.take() else {
+            // The COPY already failed; what the client still sends of it is dropped.
+            return Ok(());
+        };
+        let result = sink.finish().await;
+        let after = std::mem::take(&mut state.after_copy);
+        if let Some(session) = state.session.as_mut() {
+            Self::after_statement(client, session).await?;
+        }
+        let rows = result.map_err(wire_error)?;
+        client
+            .feed(command_complete(format!("COPY {rows}")))
+            .await?;
+        Self::end_of_transaction(&mut state);
+        // The statements after the COPY; `pgwire` sends ReadyForQuery when they are done.
+        Self::run_statements(client, &mut state, after, false).await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.state.lock().await;
+        state.after_copy.clear();
+        if let Some(sink) = state.copy_in.take() {
+            sink.abort(fail.message.clone()).await;
+        }
+        wire_error(PgError::new(
+            "57014",
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
 }

@@ -40,11 +40,17 @@ pub enum ShowKind {
     Watermarks,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransactionCommand {
     Begin,
     Commit,
     Rollback,
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
 }
 
 /// One classified statement, with its own SQL text (the catalog stores it).
@@ -316,11 +322,29 @@ fn classify(sql: &str) -> Result<Statement> {
             Ok(Statement::Transaction(TransactionCommand::Begin))
         }
         ["COMMIT", ..] | ["END", ..] => Ok(Statement::Transaction(TransactionCommand::Commit)),
-        // Writes are not held back per transaction yet (see docs/sql.md), so a savepoint
-        // has nothing to mark.
-        ["SAVEPOINT", ..] => Ok(Statement::NoOp("SAVEPOINT")),
-        ["RELEASE", ..] => Ok(Statement::NoOp("RELEASE")),
-        ["ROLLBACK", "TO", ..] | ["ABORT", "TO", ..] => Ok(Statement::NoOp("ROLLBACK")),
+        ["SAVEPOINT", ..] => match parse_one(sql)? {
+            ast::Statement::Savepoint { name } => Ok(Statement::Transaction(
+                TransactionCommand::Savepoint(ident_name(&name)),
+            )),
+            _ => Err(syntax_error(sql, "expected SAVEPOINT name")),
+        },
+        ["RELEASE", ..] => match parse_one(sql)? {
+            ast::Statement::ReleaseSavepoint { name } => Ok(Statement::Transaction(
+                TransactionCommand::Release(ident_name(&name)),
+            )),
+            _ => Err(syntax_error(sql, "expected RELEASE [SAVEPOINT] name")),
+        },
+        ["ROLLBACK", ..] | ["ABORT", ..] if w.contains(&"TO") => {
+            match parse_one(&replace_word(sql, "ABORT", "ROLLBACK"))? {
+                ast::Statement::Rollback {
+                    savepoint: Some(name),
+                    ..
+                } => Ok(Statement::Transaction(TransactionCommand::RollbackTo(
+                    ident_name(&name),
+                ))),
+                _ => Err(syntax_error(sql, "expected ROLLBACK TO [SAVEPOINT] name")),
+            }
+        }
         ["ROLLBACK", ..] | ["ABORT", ..] => {
             Ok(Statement::Transaction(TransactionCommand::Rollback))
         }

@@ -135,12 +135,20 @@ pub fn result_schema(plan: &LogicalPlan) -> SchemaRef {
 }
 
 /// Result columns of type `timestamptz` relabelled with the session's `TimeZone`, so they are
-/// printed in it (the instants are unchanged; only Arrow's zone metadata differs).
+/// printed in it (the instants are unchanged; only Arrow's zone metadata differs). Batches are
+/// relabelled as they stream by.
 pub fn in_time_zone(
     schema: SchemaRef,
-    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    batches: datafusion::physical_plan::SendableRecordBatchStream,
     zone: &str,
-) -> datafusion::error::Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>)> {
+) -> (
+    SchemaRef,
+    futures::stream::BoxStream<
+        'static,
+        datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>,
+    >,
+) {
+    use futures::StreamExt;
     let zoned = |t: &DataType| match t {
         DataType::Timestamp(unit, Some(current)) if current.as_ref() != zone => {
             Some(DataType::Timestamp(*unit, Some(zone.into())))
@@ -153,7 +161,7 @@ pub fn in_time_zone(
             .iter()
             .any(|f| zoned(f.data_type()).is_some())
     {
-        return Ok((schema, batches));
+        return (schema, batches.boxed());
     }
     let fields: Vec<Field> = schema
         .fields()
@@ -164,28 +172,27 @@ pub fn in_time_zone(
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let batches = batches
-        .into_iter()
-        .map(|batch| {
-            let columns = batch
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(column, field)| {
-                    if column.data_type() == field.data_type() {
-                        Ok(column.clone())
-                    } else {
-                        datafusion::arrow::compute::cast(column, field.data_type())
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
-                schema.clone(),
-                columns,
-            )?)
-        })
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    Ok((schema, batches))
+    let target = schema.clone();
+    let relabel = move |batch: datafusion::arrow::record_batch::RecordBatch| {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(target.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column.clone())
+                } else {
+                    datafusion::arrow::compute::cast(column, field.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+            target.clone(),
+            columns,
+        )?)
+    };
+    let batches = batches.map(move |batch| batch.and_then(&relabel)).boxed();
+    (schema, batches)
 }
 
 /// Text in Postgres's `bytea` input format (`\xdeadbeef`, or the escape format) as binary

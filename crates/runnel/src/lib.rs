@@ -13,6 +13,7 @@ pub mod settings;
 pub mod stream_cache;
 pub mod system_catalog;
 pub mod table_upsert;
+pub mod transaction;
 pub mod writer;
 
 pub use engine::{Engine, EngineConfig};

@@ -13,20 +13,23 @@ use runnel_pgwire::{
     ParamValue, PgEngine, PgError, PgSession, QueryResponse, StartupInfo, StatementDescription,
     TransactionStatus,
 };
+use runnel_sql::statement::object_name;
 use runnel_sql::statement::TransactionCommand;
-use runnel_sql::{parse_statements, ParsedStatement, Statement};
+use runnel_sql::{parse_statements, ObjectKind, ParsedStatement, Statement};
 
 use crate::engine::{Engine, Shared};
 use crate::handlers;
 use crate::settings::SessionSettings;
 use crate::system_catalog::SessionIdentity;
+use crate::transaction::{SharedPendingWrites, Transaction};
 
 pub struct RunnelSession {
     pub shared: Arc<Shared>,
     pub ctx: SessionContext,
     /// Who the session is and its settings (shared with the catalog functions).
     pub identity: SessionIdentity,
-    transaction: TransactionStatus,
+    /// The open transaction block, if any.
+    transaction: Option<Transaction>,
     /// This session wrote since its last flush, so its next query flushes first (when
     /// `implicit_flush` is on).
     pub writes_pending: bool,
@@ -40,7 +43,125 @@ impl RunnelSession {
     }
 
     pub fn in_transaction(&self) -> bool {
-        self.transaction != TransactionStatus::Idle
+        self.transaction.is_some()
+    }
+
+    /// Where the writes of the open transaction block go (`None`: no block is open, writes
+    /// commit as their statement completes).
+    pub fn pending_writes(&self) -> Option<SharedPendingWrites> {
+        self.transaction.as_ref().map(|t| t.writes.clone())
+    }
+
+    /// Refuses a plan that reads what the open transaction block wrote (see
+    /// [`crate::transaction`]).
+    pub fn check_reads(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> Result<(), RunnelError> {
+        match &self.transaction {
+            Some(transaction) => crate::handlers::dml::lock_pending(&transaction.writes)
+                .check_reads(&self.shared.catalog(), plan),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the open transaction block: COMMIT applies its writes (unless a statement of it
+    /// failed), ROLLBACK drops them; either way without one, as Postgres does (which warns).
+    async fn end_transaction(&mut self, commit: bool) -> Result<QueryResponse, RunnelError> {
+        let tag = |tag: &str| QueryResponse::Command {
+            tag: tag.to_string(),
+        };
+        let Some(transaction) = self.transaction.take() else {
+            return Ok(tag(if commit { "COMMIT" } else { "ROLLBACK" }));
+        };
+        self.settings().end_transaction();
+        // Cursors without HOLD end with their transaction (the protocol layer drops their
+        // rows too).
+        self.cursors.retain(|_, (_, hold)| *hold);
+        if commit && !transaction.failed {
+            let writes = transaction.take_writes();
+            let wrote = !writes.is_empty();
+            match writes.commit(&self.shared).await {
+                Ok(()) => {
+                    self.writes_pending |= wrote;
+                    Ok(tag("COMMIT"))
+                }
+                Err(error) => {
+                    self.undo_created(transaction.created).await;
+                    Err(error)
+                }
+            }
+        } else {
+            self.undo_created(transaction.created).await;
+            Ok(tag("ROLLBACK"))
+        }
+    }
+
+    /// The open block, or 25P01 for a statement that needs one.
+    fn block(&mut self, statement: &str) -> Result<&mut Transaction, RunnelError> {
+        self.transaction.as_mut().ok_or_else(|| {
+            RunnelError::plan(
+                runnel_common::SqlState("25P01"),
+                format!("{statement} can only be used in transaction blocks"),
+            )
+        })
+    }
+
+    fn savepoint(&mut self, name: &str) -> Result<QueryResponse, RunnelError> {
+        self.block("SAVEPOINT")?.savepoint(name.to_string());
+        Ok(QueryResponse::Command {
+            tag: "SAVEPOINT".to_string(),
+        })
+    }
+
+    fn release(&mut self, name: &str) -> Result<QueryResponse, RunnelError> {
+        self.block("RELEASE SAVEPOINT")?.release(name)?;
+        Ok(QueryResponse::Command {
+            tag: "RELEASE".to_string(),
+        })
+    }
+
+    async fn rollback_to(&mut self, name: &str) -> Result<QueryResponse, RunnelError> {
+        let created = self.block("ROLLBACK TO SAVEPOINT")?.rollback_to(name)?;
+        self.undo_created(created).await;
+        Ok(QueryResponse::Command {
+            tag: "ROLLBACK".to_string(),
+        })
+    }
+
+    /// A statement of the open block failed: the block only ends now (as in Postgres).
+    fn fail_transaction(&mut self) {
+        if let Some(transaction) = self.transaction.as_mut() {
+            transaction.failed = true;
+        }
+    }
+
+    /// Drops what a rolled-back block created, newest first.
+    async fn undo_created(&mut self, created: Vec<(ObjectKind, String)>) {
+        for (kind, name) in created.into_iter().rev() {
+            let names = [name];
+            if let Err(error) = handlers::drop::handle(self, kind, &names, true, false).await {
+                tracing::warn!(
+                    "ROLLBACK could not drop {} \"{}\" created in the transaction: {error}",
+                    kind.sql_name(),
+                    names[0]
+                );
+            }
+        }
+    }
+}
+
+/// The object a CREATE statement makes, if it is one.
+fn created_object(statement: &Statement) -> Option<(ObjectKind, String)> {
+    match statement {
+        Statement::CreateRelation { kind, create, .. } => Some((*kind, object_name(&create.name))),
+        Statement::CreateMaterializedView {
+            view,
+            explain: false,
+            ..
+        } => Some((ObjectKind::MaterializedView, object_name(&view.name))),
+        Statement::CreateSink { name, .. } => Some((ObjectKind::Sink, name.clone())),
+        _ => None,
     }
 }
 
@@ -92,7 +213,7 @@ impl PgEngine for Engine {
             shared: self.shared.clone(),
             ctx: self.shared.session_context(&identity),
             identity,
-            transaction: TransactionStatus::Idle,
+            transaction: None,
             writes_pending: false,
             cursors: HashMap::new(),
         })
@@ -184,9 +305,13 @@ impl PgSession for RunnelSession {
                 ))
             }
         };
-        let description = handlers::describe(self, &statement, param_oids)
-            .await
-            .map_err(to_pg_error)?;
+        let description = match handlers::describe(self, &statement, param_oids).await {
+            Ok(description) => description,
+            Err(error) => {
+                self.fail_transaction();
+                return Err(to_pg_error(error));
+            }
+        };
         Ok((Arc::new(statement), description))
     }
 
@@ -198,30 +323,81 @@ impl PgSession for RunnelSession {
         if statement.sql.is_empty() {
             return Ok(QueryResponse::Empty);
         }
-        if let Statement::Transaction(command) = &statement.kind {
-            let (status, tag) = match command {
-                TransactionCommand::Begin => (TransactionStatus::InTransaction, "BEGIN"),
-                TransactionCommand::Commit => (TransactionStatus::Idle, "COMMIT"),
-                TransactionCommand::Rollback => (TransactionStatus::Idle, "ROLLBACK"),
-            };
-            self.transaction = status;
-            if status == TransactionStatus::Idle {
-                self.settings().end_transaction();
-                // Cursors without HOLD end with their transaction (the protocol layer drops
-                // their rows too).
-                self.cursors.retain(|_, (_, hold)| *hold);
+        if let Some(transaction) = &self.transaction {
+            let ends_failure = matches!(
+                statement.kind,
+                Statement::Transaction(
+                    TransactionCommand::Commit
+                        | TransactionCommand::Rollback
+                        | TransactionCommand::RollbackTo(_)
+                )
+            );
+            if transaction.failed && !ends_failure {
+                return Err(PgError::new(
+                    "25P02",
+                    "current transaction is aborted, commands ignored until end of transaction \
+                     block",
+                ));
             }
-            return Ok(QueryResponse::Command {
-                tag: tag.to_string(),
-            });
         }
-        handlers::execute(self, statement, params)
-            .await
-            .map_err(to_pg_error)
+        if let Statement::Transaction(command) = &statement.kind {
+            let result = match command {
+                TransactionCommand::Begin => {
+                    if self.transaction.is_none() {
+                        self.transaction = Some(Transaction::default());
+                    }
+                    Ok(QueryResponse::Command {
+                        tag: "BEGIN".to_string(),
+                    })
+                }
+                TransactionCommand::Commit => self.end_transaction(true).await,
+                TransactionCommand::Rollback => self.end_transaction(false).await,
+                TransactionCommand::Savepoint(name) => self.savepoint(name),
+                TransactionCommand::Release(name) => self.release(name),
+                TransactionCommand::RollbackTo(name) => self.rollback_to(name).await,
+            };
+            if result.is_err() {
+                self.fail_transaction();
+            }
+            return result.map_err(to_pg_error);
+        }
+        if self.transaction.is_some() {
+            if let Statement::Drop { kind, .. } = &statement.kind {
+                let error = PgError::new(
+                    "25001",
+                    format!(
+                        "DROP {} cannot run inside a transaction block (it could not be rolled \
+                         back)",
+                        kind.sql_name().to_uppercase()
+                    ),
+                );
+                self.fail_transaction();
+                return Err(error);
+            }
+        }
+        let created = created_object(&statement.kind).filter(|(_, name)| {
+            self.transaction.is_some() && self.shared.catalog().get(name).is_none()
+        });
+        let result = handlers::execute(self, statement, params).await;
+        match &result {
+            Ok(_) => {
+                if let (Some(created), Some(transaction)) = (created, self.transaction.as_mut()) {
+                    if self.shared.catalog().get(&created.1).is_some() {
+                        transaction.created.push(created);
+                    }
+                }
+            }
+            Err(_) => self.fail_transaction(),
+        }
+        result.map_err(to_pg_error)
     }
 
     fn transaction_status(&self) -> TransactionStatus {
-        self.transaction
+        match &self.transaction {
+            None => TransactionStatus::Idle,
+            Some(transaction) if transaction.failed => TransactionStatus::Failed,
+            Some(_) => TransactionStatus::InTransaction,
+        }
     }
 
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {

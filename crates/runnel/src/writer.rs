@@ -88,14 +88,24 @@ impl LockedWriter<'_> {
         &mut self,
         store: &Store,
         changes: &[ChangeBatch],
-        batch: WriteBatch,
+        mut batch: WriteBatch,
     ) -> Result<()> {
+        let staged = self.stage(changes, &mut batch)?;
+        store.write(batch)?;
+        self.staged_written(staged);
+        Ok(())
+    }
+
+    /// Adds the log entries of `changes` to `batch`, a write that may carry other relations'
+    /// entries too (a transaction's COMMIT). Once `batch` is written, tell this writer with
+    /// [`LockedWriter::staged_written`]; if it is not, nothing changed.
+    pub fn stage(&mut self, changes: &[ChangeBatch], batch: &mut WriteBatch) -> Result<Staged> {
         let stored: Vec<RecordBatch> = changes
             .iter()
             .filter(|c| !c.is_empty())
             .map(ChangeBatch::to_stored)
             .collect::<Result<_>>()?;
-        self.append(store, &stored, batch)
+        self.stage_entries(&stored, batch)
     }
 
     /// Appends rows to a stream's log (after its clock dropped the late ones) with `extra`
@@ -106,10 +116,23 @@ impl LockedWriter<'_> {
         rows: RecordBatch,
         mut extra: WriteBatch,
     ) -> Result<usize> {
+        let (n, staged) = self.stage_stream(rows, &mut extra)?;
+        store.write(extra)?;
+        self.staged_written(staged);
+        Ok(n)
+    }
+
+    /// [`LockedWriter::commit_stream`] into a write of several relations (see
+    /// [`LockedWriter::stage`]). Returns how many rows will be appended.
+    pub fn stage_stream(
+        &mut self,
+        rows: RecordBatch,
+        extra: &mut WriteBatch,
+    ) -> Result<(usize, Staged)> {
         let Some(clock) = self.state.clock.as_mut() else {
             let n = rows.num_rows();
-            self.commit(store, &[ChangeBatch::inserts(rows)], extra)?;
-            return Ok(n);
+            let staged = self.stage(&[ChangeBatch::inserts(rows)], extra)?;
+            return Ok((n, staged));
         };
         let before = clock.watermark;
         let event_times = rows
@@ -129,9 +152,14 @@ impl LockedWriter<'_> {
         };
         let moved = clock.watermark != before;
         let n = rows.num_rows();
-        let entries = clocked_entries(self.id, clock, rows, moved, &mut extra)?;
-        self.append(store, &entries, extra)?;
-        Ok(n)
+        let entries = clocked_entries(self.id, clock, rows, moved, extra)?;
+        let staged = self.stage_entries(&entries, extra)?;
+        Ok((n, staged))
+    }
+
+    /// The staged entries are written: later entries follow them.
+    pub fn staged_written(&mut self, staged: Staged) {
+        self.state.next_seq = staged.next_seq;
     }
 
     /// Registers a Kafka stream's partitions with its clock (each holds the watermark back
@@ -173,15 +201,26 @@ impl LockedWriter<'_> {
         entries: &[RecordBatch],
         mut batch: WriteBatch,
     ) -> Result<()> {
+        let staged = self.stage_entries(entries, &mut batch)?;
+        store.write(batch)?;
+        self.staged_written(staged);
+        Ok(())
+    }
+
+    fn stage_entries(&mut self, entries: &[RecordBatch], batch: &mut WriteBatch) -> Result<Staged> {
         let mut seq = self.state.next_seq;
         for stored in entries {
             batch.put(keys::log_entry(self.id, seq), ipc::encode_batch(stored)?);
             seq += 1;
         }
-        store.write(batch)?;
-        self.state.next_seq = seq;
-        Ok(())
+        Ok(Staged { next_seq: seq })
     }
+}
+
+/// Log entries added to a write that is not yet done: what the writer moves on to once it is.
+#[must_use = "tell the writer once the write is done"]
+pub struct Staged {
+    next_seq: u64,
 }
 
 /// What a stream with a clock appends: the clock's state (into `extra`), and the rows as

@@ -28,8 +28,8 @@ use super::format::{
     PG_EPOCH_MICROS,
 };
 use super::Format;
-use crate::codec::{begin_message, end_message};
 use crate::error::PgError;
+use pgwire::messages::data::DataRow;
 
 /// Largest DataRow body sent; Postgres clients reject messages of 1 GiB and more anyway.
 const MAX_ROW_SIZE: usize = (i32::MAX as usize) - 16;
@@ -134,10 +134,13 @@ impl RowEncoder {
         self.columns[column].value(row)
     }
 
-    /// Appends a DataRow for every row of the last encoded batch.
-    pub(crate) fn write_data_rows(&self, out: &mut BytesMut) -> Result<(), PgError> {
+    /// A DataRow for every row of the last encoded batch. The rows' bytes share one buffer,
+    /// so a batch costs one allocation, not one per row.
+    pub(crate) fn data_rows(&self) -> Result<Vec<DataRow>, PgError> {
+        let mut sizes = Vec::with_capacity(self.rows);
+        let mut total = 0usize;
         for row in 0..self.rows {
-            let size = self.columns.iter().fold(6usize, |size, column| {
+            let size = self.columns.iter().fold(0usize, |size, column| {
                 size.saturating_add(4 + column.value(row).map_or(0, <[u8]>::len))
             });
             if size > MAX_ROW_SIZE {
@@ -146,10 +149,11 @@ impl RowEncoder {
                     format!("result row of {size} bytes is too large to send"),
                 ));
             }
-            out.reserve(1 + size);
-            let start = begin_message(out, b'D');
-            // `encode` checked that the column count fits an Int16.
-            out.put_i16(self.columns.len() as i16);
+            sizes.push(size);
+            total = total.saturating_add(size);
+        }
+        let mut out = BytesMut::with_capacity(total);
+        for row in 0..self.rows {
             for column in &self.columns {
                 match column.value(row) {
                     None => out.put_i32(-1),
@@ -160,9 +164,13 @@ impl RowEncoder {
                     }
                 }
             }
-            end_message(out, start);
         }
-        Ok(())
+        // `encode` checked that the column count fits an Int16.
+        let field_count = self.columns.len() as i16;
+        Ok(sizes
+            .into_iter()
+            .map(|size| DataRow::new(out.split_to(size), field_count))
+            .collect())
     }
 }
 
@@ -760,11 +768,13 @@ mod tests {
         encoder
             .encode(&batch, &[Format::Binary, Format::Text])
             .expect("encodable");
-        let mut out = BytesMut::new();
-        encoder.write_data_rows(&mut out).expect("small rows");
-        let expected: &[u8] = b"D\0\0\0\x14\0\x02\0\0\0\x04\0\0\0\x07\0\0\0\x02hi\
-                                D\0\0\0\x0e\0\x02\xff\xff\xff\xff\0\0\0\0";
-        assert_eq!(&out[..], expected);
+        let rows = encoder.data_rows().expect("small rows");
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|row| row.field_count == 2));
+        let first: &[u8] = b"\0\0\0\x04\0\0\0\x07\0\0\0\x02hi";
+        let second: &[u8] = b"\xff\xff\xff\xff\0\0\0\0";
+        assert_eq!(&rows[0].data[..], first);
+        assert_eq!(&rows[1].data[..], second);
     }
 
     #[test]

@@ -188,7 +188,10 @@ impl PgSession for FakeSession {
         match statement {
             FakeStatement::Select(table) => {
                 let (schema, batches) = self.tables[table].clone();
-                Ok(QueryResponse::Rows { schema, batches })
+                Ok(QueryResponse::Rows {
+                    schema,
+                    batches: runnel_pgwire::batch_stream(batches),
+                })
             }
             FakeStatement::Echo(_) => {
                 let schema = echo_schema(params.len());
@@ -206,7 +209,7 @@ impl PgSession for FakeSession {
                     .map_err(|e| PgError::new("XX000", e.to_string()))?;
                 Ok(QueryResponse::Rows {
                     schema,
-                    batches: vec![batch],
+                    batches: runnel_pgwire::batch_stream(vec![batch]),
                 })
             }
             FakeStatement::Copy => Ok(QueryResponse::CopyIn {

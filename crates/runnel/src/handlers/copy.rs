@@ -20,6 +20,7 @@ use runnel_sql::{CatalogEntry, ObjectKind};
 use super::dml::{conform_each, insert_rows};
 use crate::engine::Shared;
 use crate::session::{to_pg_error, RunnelSession};
+use crate::transaction::SharedPendingWrites;
 
 const COPY_BATCH_ROWS: usize = 65536;
 
@@ -67,6 +68,7 @@ pub fn handle(
         columns: indices.len(),
         sink: Box::new(CopySink {
             shared: session.shared.clone(),
+            pending: session.pending_writes(),
             decoder,
             entry,
             indices,
@@ -113,6 +115,8 @@ pub fn copy_format(options: &CopyOptions) -> CopyFormat {
 
 struct CopySink {
     shared: Arc<Shared>,
+    /// The writes of the transaction block the COPY runs in: its rows are kept for COMMIT.
+    pending: Option<SharedPendingWrites>,
     entry: Arc<CatalogEntry>,
     indices: Vec<usize>,
     decoder: Decoder,
@@ -221,7 +225,7 @@ impl CopyInSink for CopySink {
         let finish = async {
             self.convert_pending()?;
             let rows = conform_each(&self.entry.schema, &self.batches, 0)?;
-            insert_rows(&self.shared, &self.entry, rows).await
+            insert_rows(&self.shared, &self.entry, rows, self.pending.as_ref()).await
         };
         finish.await.map_err(to_pg_error)
     }

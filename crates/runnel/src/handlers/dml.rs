@@ -19,7 +19,8 @@ use runnel_state::{keys, WriteBatch};
 
 use crate::engine::Shared;
 use crate::session::RunnelSession;
-use crate::writer::LockedWriter;
+use crate::transaction::{PendingWrites, SharedPendingWrites};
+use crate::writer::{LockedWriter, Staged};
 
 fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntry>> {
     let name = dml.table_name.table();
@@ -121,7 +122,8 @@ pub async fn insert(session: &mut RunnelSession, dml: &DmlStatement) -> Result<Q
         .await
         .map_err(|e| name_not_null_column(e, &dml.input))?;
     let rows = conform_each(&entry.schema, &batches, 0)?;
-    let n = insert_rows(&session.shared, &entry, rows).await?;
+    let pending = session.pending_writes();
+    let n = insert_rows(&session.shared, &entry, rows, pending.as_ref()).await?;
     Ok(QueryResponse::Command {
         tag: format!("INSERT 0 {n}"),
     })
@@ -166,15 +168,23 @@ fn name_not_null_column(err: RunnelError, input: &LogicalPlan) -> RunnelError {
     }
 }
 
-/// Appends rows to a stream, or inserts them into a table (refusing duplicate keys).
+/// Appends rows to a stream, or inserts them into a table (refusing duplicate keys); in a
+/// transaction block (`pending`), keeps them for its COMMIT.
 pub async fn insert_rows(
     shared: &Arc<Shared>,
-    entry: &CatalogEntry,
+    entry: &Arc<CatalogEntry>,
     rows: Vec<RecordBatch>,
+    pending: Option<&SharedPendingWrites>,
 ) -> Result<u64> {
     let mut n: u64 = rows.iter().map(|b| b.num_rows() as u64).sum();
     if n == 0 {
         return Ok(0);
+    }
+    if let Some(pending) = pending {
+        let rows = concat_batches(&entry.schema, &rows)?;
+        let empty = RecordBatch::new_empty(entry.schema.clone());
+        lock_pending(pending).add(shared, entry, empty, rows)?;
+        return Ok(n);
     }
     let writer = shared.writer(entry.id)?;
     let mut locked = writer.lock().await;
@@ -195,6 +205,11 @@ pub async fn insert_rows(
     Ok(n)
 }
 
+/// The writers' lock of a transaction's pending writes.
+pub fn lock_pending(pending: &SharedPendingWrites) -> std::sync::MutexGuard<'_, PendingWrites> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Applies deletes of `old` rows and inserts of `new` rows to a table, with key checks.
 fn write_table_changes(
     shared: &Shared,
@@ -203,9 +218,43 @@ fn write_table_changes(
     old: &RecordBatch,
     new: &RecordBatch,
 ) -> Result<()> {
+    let mut batch = WriteBatch::default();
+    let staged = stage_table_changes(shared, entry, locked, old, new, &mut batch)?;
+    shared.store.write(batch)?;
+    locked.staged_written(staged);
+    Ok(())
+}
+
+/// Adds to `batch` the row writes and the log entry of deleting `old` rows and inserting
+/// `new` rows into a table, after the key checks.
+pub fn stage_table_changes(
+    shared: &Shared,
+    entry: &CatalogEntry,
+    locked: &mut LockedWriter<'_>,
+    old: &RecordBatch,
+    new: &RecordBatch,
+    batch: &mut WriteBatch,
+) -> Result<Staged> {
     if entry.primary_key.is_empty() {
-        return write_keyless_table_changes(shared, entry, locked, old, new);
+        keyless_row_writes(shared, entry, old, new, batch)?;
+    } else {
+        keyed_row_writes(shared, entry, old, new, batch)?;
     }
+    let changes = [
+        ChangeBatch::uniform(old.clone(), -1),
+        ChangeBatch::inserts(new.clone()),
+    ];
+    locked.stage(&changes, batch)
+}
+
+/// A keyed table's row writes, refusing a key that repeats.
+fn keyed_row_writes(
+    shared: &Shared,
+    entry: &CatalogEntry,
+    old: &RecordBatch,
+    new: &RecordBatch,
+    batch: &mut WriteBatch,
+) -> Result<()> {
     let prefix = keys::table_prefix(entry.id);
     let pk_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
         entry
@@ -236,14 +285,13 @@ fn write_table_changes(
     if existing.iter().any(|v| v.is_some()) {
         return Err(duplicate_key(entry));
     }
-    let mut batch = WriteBatch::default();
     for key in old_keys.iter() {
         batch.delete(key);
     }
     for (key, value) in new_keys.iter().zip(new_values.iter()) {
         batch.put(key, value);
     }
-    commit_changes(shared, locked, old, new, batch)
+    Ok(())
 }
 
 /// The same for a table without a primary key, which keeps duplicate rows as Postgres does:
@@ -251,15 +299,14 @@ fn write_table_changes(
 /// rows take the ids after the largest one stored, and a deleted or updated row gives up the
 /// id of a stored row with the same values. Rows with the same values are interchangeable (no
 /// query can tell them apart), so which of them goes does not matter.
-fn write_keyless_table_changes(
+fn keyless_row_writes(
     shared: &Shared,
     entry: &CatalogEntry,
-    locked: &mut LockedWriter<'_>,
     old: &RecordBatch,
     new: &RecordBatch,
+    batch: &mut WriteBatch,
 ) -> Result<()> {
     let prefix = keys::table_prefix(entry.id);
-    let mut batch = WriteBatch::default();
     if old.num_rows() > 0 {
         let mut old_values = EncodedRows::new();
         encode_rows(&[], old.columns(), &mut old_values)?;
@@ -291,22 +338,7 @@ fn write_keyless_table_changes(
             batch.put(&key, value);
         }
     }
-    commit_changes(shared, locked, old, new, batch)
-}
-
-/// Appends `-old / +new` to the table's log with the row writes, in one atomic write.
-fn commit_changes(
-    shared: &Shared,
-    locked: &mut LockedWriter<'_>,
-    old: &RecordBatch,
-    new: &RecordBatch,
-    writes: WriteBatch,
-) -> Result<()> {
-    let changes = [
-        ChangeBatch::uniform(old.clone(), -1),
-        ChangeBatch::inserts(new.clone()),
-    ];
-    locked.commit(&shared.store, &changes, writes)
+    Ok(())
 }
 
 fn row_id(bytes: &[u8]) -> Result<u64> {
@@ -316,7 +348,7 @@ fn row_id(bytes: &[u8]) -> Result<u64> {
         .map_err(|_| RunnelError::internal("a stored row id is not 8 bytes"))
 }
 
-fn duplicate_key(entry: &CatalogEntry) -> RunnelError {
+pub fn duplicate_key(entry: &CatalogEntry) -> RunnelError {
     let cols: Vec<&str> = entry
         .primary_key
         .iter()
@@ -356,7 +388,10 @@ pub async fn delete(session: &mut RunnelSession, dml: &DmlStatement) -> Result<Q
     let n = old.num_rows();
     if n > 0 {
         let empty = RecordBatch::new_empty(entry.schema.clone());
-        write_table_changes(&shared, &entry, &mut locked, &old, &empty)?;
+        match session.pending_writes() {
+            Some(pending) => lock_pending(&pending).add(&shared, &entry, old, empty)?,
+            None => write_table_changes(&shared, &entry, &mut locked, &old, &empty)?,
+        }
     }
     drop(locked);
     shared.worker.wake();
@@ -403,7 +438,10 @@ pub async fn update(session: &mut RunnelSession, dml: &DmlStatement) -> Result<Q
     let new = conform(&entry.schema, &batches, width)?;
     let n = old.num_rows();
     if n > 0 {
-        write_table_changes(&shared, &entry, &mut locked, &old, &new)?;
+        match session.pending_writes() {
+            Some(pending) => lock_pending(&pending).add(&shared, &entry, old, new)?,
+            None => write_table_changes(&shared, &entry, &mut locked, &old, &new)?,
+        }
     }
     drop(locked);
     shared.worker.wake();

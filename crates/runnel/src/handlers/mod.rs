@@ -168,6 +168,6 @@ pub fn text_rows(schema: SchemaRef, rows: Vec<Vec<Option<String>>>) -> Result<Qu
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     Ok(QueryResponse::Rows {
         schema,
-        batches: vec![batch],
+        batches: runnel_pgwire::batch_stream(vec![batch]),
     })
 }

@@ -4,13 +4,12 @@
 use std::collections::HashMap;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
-use runnel_pgwire::{ParamValue, QueryResponse, StatementDescription};
+use runnel_pgwire::{BatchStream, ParamValue, QueryResponse, StatementDescription};
 
 use super::dml;
 use crate::session::RunnelSession;
@@ -35,6 +34,7 @@ async fn plan(
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await
         .map_err(|e| with_position(e, sql))?;
+    session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
             "statement {}",
@@ -316,21 +316,23 @@ pub async fn handle(
     Ok(QueryResponse::Rows { schema, batches })
 }
 
-/// Runs a planned query: its rows, with Postgres's column names, `timestamptz` columns in the
-/// session's time zone.
-async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+/// Runs a planned query: its rows as DataFusion produces them, with Postgres's column names,
+/// `timestamptz` columns in the session's time zone.
+async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<(SchemaRef, BatchStream)> {
+    use futures::StreamExt;
     let schema = crate::convert::result_schema(&plan);
     let batches = session
         .ctx
         .execute_logical_plan(plan)
         .await?
-        .collect()
+        .execute_stream()
         .await?;
-    Ok(crate::convert::in_time_zone(
-        schema,
-        batches,
-        &session.settings().time_zone(),
-    )?)
+    let (schema, batches) =
+        crate::convert::in_time_zone(schema, batches, &session.settings().time_zone());
+    let batches = batches
+        .map(|batch| batch.map_err(|e| crate::session::to_pg_error(e.into())))
+        .boxed();
+    Ok((schema, batches))
 }
 
 /// The rows of a query (COPY ... TO); a statement that is not a query is refused.
@@ -338,7 +340,7 @@ pub async fn rows(
     session: &mut RunnelSession,
     statement: &ast::Statement,
     sql: &str,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+) -> Result<(SchemaRef, BatchStream)> {
     let plan = plan(session, statement, sql).await?;
     if let LogicalPlan::Dml(_) = plan {
         return Err(RunnelError::not_implemented(
