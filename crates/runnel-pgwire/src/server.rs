@@ -270,7 +270,7 @@ impl<T> Clone for WireStatement<T> {
 
 /// The `QueryParser` the extended-protocol handler must name. Parse, Describe and Execute are
 /// handled here rather than by `pgwire`'s defaults (the session parses and describes), so
-/// nothing calls it.
+/// nothing calls it (nor the default `do_describe_*` that would).
 struct SessionParses<T>(std::marker::PhantomData<fn() -> T>);
 
 #[async_trait]
@@ -1415,41 +1415,6 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
             )))
             .await?;
         Ok(())
-    }
-
-    async fn do_describe_statement<C>(
-        &self,
-        _client: &mut C,
-        _target: &StoredStatement<Self::Statement>,
-    ) -> PgWireResult<pgwire::api::results::DescribeStatementResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        // `on_describe` answers Describe itself.
-        Err(wire_error(PgError::new(
-            "XX000",
-            "unreachable: do_describe_statement",
-        )))
-    }
-
-    async fn do_describe_portal<C>(
-        &self,
-        _client: &mut C,
-        _target: &Portal<Self::Statement>,
-    ) -> PgWireResult<pgwire::api::results::DescribePortalResponse>
-    where
-        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        Err(wire_error(PgError::new(
-            "XX000",
-            "unreachable: do_describe_portal",
-        )))
     }
 
     async fn do_query<C>(

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -22,8 +21,7 @@ use datafusion::logical_expr::LogicalPlan;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::ObjectId;
 use runnel_sql::{Catalog, CatalogEntry, ObjectKind};
-use runnel_state::codec::{encode_rows, EncodedRows};
-use runnel_state::{keys, WriteBatch};
+use runnel_state::WriteBatch;
 
 use crate::engine::Shared;
 use crate::handlers::dml;
@@ -76,18 +74,8 @@ impl PendingWrites {
                 removed_keys: HashSet::new(),
             });
         if entry.kind == ObjectKind::Table && !entry.primary_key.is_empty() {
-            let prefix = keys::table_prefix(entry.id);
-            let key_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
-                entry
-                    .primary_key
-                    .iter()
-                    .map(|&i| batch.column(i).clone())
-                    .collect()
-            };
-            let mut old_keys = EncodedRows::new();
-            encode_rows(&prefix, &key_columns(&old), &mut old_keys)?;
-            let mut new_keys = EncodedRows::new();
-            encode_rows(&prefix, &key_columns(&new), &mut new_keys)?;
+            let old_keys = dml::primary_keys(entry, &old)?;
+            let new_keys = dml::primary_keys(entry, &new)?;
             let removed: HashSet<&[u8]> = old_keys
                 .iter()
                 .chain(relation.removed_keys.iter().map(Vec::as_slice))

@@ -247,6 +247,18 @@ pub fn stage_table_changes(
     locked.stage(&changes, batch)
 }
 
+/// The stored keys of the rows of `batch`, in a table with a primary key.
+pub fn primary_keys(entry: &CatalogEntry, batch: &RecordBatch) -> Result<EncodedRows> {
+    let columns: Vec<ArrayRef> = entry
+        .primary_key
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
+    let mut encoded = EncodedRows::new();
+    encode_rows(&keys::table_prefix(entry.id), &columns, &mut encoded)?;
+    Ok(encoded)
+}
+
 /// A keyed table's row writes, refusing a key that repeats.
 fn keyed_row_writes(
     shared: &Shared,
@@ -255,18 +267,8 @@ fn keyed_row_writes(
     new: &RecordBatch,
     batch: &mut WriteBatch,
 ) -> Result<()> {
-    let prefix = keys::table_prefix(entry.id);
-    let pk_columns = |batch: &RecordBatch| -> Vec<ArrayRef> {
-        entry
-            .primary_key
-            .iter()
-            .map(|&i| batch.column(i).clone())
-            .collect()
-    };
-    let mut old_keys = EncodedRows::new();
-    encode_rows(&prefix, &pk_columns(old), &mut old_keys)?;
-    let mut new_keys = EncodedRows::new();
-    encode_rows(&prefix, &pk_columns(new), &mut new_keys)?;
+    let old_keys = primary_keys(entry, old)?;
+    let new_keys = primary_keys(entry, new)?;
     let mut new_values = EncodedRows::new();
     encode_rows(&[], new.columns(), &mut new_values)?;
 
