@@ -9,6 +9,7 @@ except that Runnel's streams are tables to psql and Runnel has one database and 
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 import subprocess
 
 import psycopg
@@ -294,6 +295,24 @@ def test_timestamptz_printed_in_session_time_zone(catalog_server):
         "TIMESTAMPTZ '2026-01-10 10:00:00.5+00' AS winter",
     )
     assert "2026-06-10 12:00:00+02 | 2026-01-10 11:00:00.5+01" in out, out
+
+
+def test_timestamptz_literals_read_in_session_time_zone(catalog_server):
+    host, port = catalog_server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("SET TIME ZONE 'America/New_York'")
+        # As in Postgres: a literal without an offset is a time in the session's zone (EDT in
+        # June, EST in January); one with an offset keeps it.
+        row = c.execute(
+            "SELECT '2026-06-10 10:00'::timestamptz, TIMESTAMPTZ '2026-01-10 10:00', "
+            "CAST('2026-06-10 10:00+00' AS timestamp with time zone)"
+        ).fetchone()
+        utc = [value.astimezone(timezone.utc).replace(tzinfo=None) for value in row]
+        assert utc == [
+            datetime(2026, 6, 10, 14, 0),
+            datetime(2026, 1, 10, 15, 0),
+            datetime(2026, 6, 10, 10, 0),
+        ]
 
 
 def test_copy_to_stdout_text_csv_binary_and_psql(catalog_server, tmp_path):

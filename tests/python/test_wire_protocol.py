@@ -132,6 +132,26 @@ def test_statement_timeout_stops_a_long_query(server):
         assert c.execute("SELECT count(*) FROM generate_series(1, 10)").fetchone() == (10,)
 
 
+def test_statement_timeout_stops_a_write_in_a_transaction_block(server):
+    import psycopg
+    import psycopg.errors
+
+    host, port = server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("CREATE STREAM stopped_writes (n BIGINT)")
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel") as c:
+        c.execute("SET statement_timeout = '300ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            c.execute("INSERT INTO stopped_writes " + LONG_QUERY)
+        # The stopped statement aborted the block, as any error does; nothing was written.
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute("SELECT 1")
+        c.rollback()
+        c.execute("SET statement_timeout = 0")
+        assert c.execute("SELECT count(*) FROM stopped_writes").fetchone() == (0,)
+        c.commit()
+
+
 def test_cancel_request_stops_a_long_query(server):
     import threading
 

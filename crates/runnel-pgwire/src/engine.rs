@@ -158,6 +158,12 @@ pub trait PgSession: Send + 'static {
         true
     }
 
+    /// A statement failed after `execute` returned (its rows failed or were stopped while
+    /// they were sent) or was stopped by a cancel or timeout while it ran (its execution was
+    /// dropped): the session does what an error of the statement does (Postgres aborts an
+    /// open transaction block).
+    fn statement_failed(&mut self) {}
+
     /// Run-time parameters whose value the client must be told (ParameterStatus) since the
     /// last call: all of them right after the session opened, then those a statement changed.
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {

@@ -556,9 +556,27 @@ impl<E: PgEngine> Connection<E> {
         let mut stop = Stop::armed(client, session.statement_timeout()).await;
         let response = match stop.race(session.execute(statement, params)).await {
             Ok(response) => response,
-            Err(stopped) => Err(stopped),
+            Err(stopped) => {
+                session.statement_failed();
+                Err(stopped)
+            }
         };
         (response, stop)
+    }
+
+    /// Tells the session when sending a statement's answer failed (see
+    /// [`PgSession::statement_failed`]); a failure of the socket itself is not the
+    /// statement's.
+    fn fail_on_error<T>(
+        state: &mut ConnectionState<E::Session>,
+        result: PgWireResult<T>,
+    ) -> PgWireResult<T> {
+        if let Err(PgWireError::UserError(_)) = &result {
+            if let Some(session) = state.session.as_mut() {
+                session.statement_failed();
+            }
+        }
+        result
     }
 
     /// The session's statement timeout, for a [`Stop`] of continuing a cursor or portal.
@@ -882,8 +900,10 @@ impl<E: PgEngine> Connection<E> {
                 QueryResponse::Rows { schema, batches } => {
                     let formats = vec![Format::Text; schema.fields().len()];
                     client.feed(row_description(&schema, &formats)).await?;
-                    Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
-                        .await?;
+                    let sent =
+                        Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
+                            .await;
+                    Self::fail_on_error(state, sent)?;
                 }
                 QueryResponse::Command { tag } => client.feed(command_complete(tag)).await?,
                 QueryResponse::Empty => {
@@ -910,8 +930,14 @@ impl<E: PgEngine> Connection<E> {
                     columns,
                     format,
                     batches,
-                } => Self::copy_out(client, &columns, format, batches, &mut stop).await?,
-                cursor => Self::cursor_command(client, state, cursor, None).await?,
+                } => {
+                    let sent = Self::copy_out(client, &columns, format, batches, &mut stop).await;
+                    Self::fail_on_error(state, sent)?;
+                }
+                cursor => {
+                    let done = Self::cursor_command(client, state, cursor, None).await;
+                    Self::fail_on_error(state, done)?;
+                }
             }
             Self::end_of_transaction(state);
         }
@@ -974,8 +1000,10 @@ impl<E: PgEngine> Connection<E> {
                     })
                     .map_err(wire_error)?;
                 if max_rows == 0 {
-                    Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
-                        .await?;
+                    let sent =
+                        Self::send_rows(client, &mut state.encoder, batches, &formats, &mut stop)
+                            .await;
+                    Self::fail_on_error(state, sent)?;
                 } else {
                     let name = portal.name.clone();
                     state.cursors.insert(
@@ -1004,10 +1032,14 @@ impl<E: PgEngine> Connection<E> {
                 columns,
                 format,
                 batches,
-            } => Self::copy_out(client, &columns, format, batches, &mut stop).await?,
+            } => {
+                let sent = Self::copy_out(client, &columns, format, batches, &mut stop).await;
+                Self::fail_on_error(state, sent)?;
+            }
             cursor => {
                 let codes = portal_codes(&portal.result_column_format);
-                Self::cursor_command(client, state, cursor, Some(&codes)).await?;
+                let done = Self::cursor_command(client, state, cursor, Some(&codes)).await;
+                Self::fail_on_error(state, done)?;
                 Self::end_of_transaction(state);
             }
         }
@@ -1341,6 +1373,7 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
         match client.portal_store().get_portal(name) {
             Some(Entry::Value(portal)) => {
                 let result = Self::execute_portal(client, &mut state, &portal, max_rows).await;
+                let result = Self::fail_on_error(&mut state, result);
                 if result.is_err() {
                     // A portal whose execution failed is gone, as in Postgres.
                     client.portal_store().rm_portal(name);

@@ -38,7 +38,8 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator,
     ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr,
-    Statement, TableFactor, TableWithJoins, UnaryOperator, Value, VisitMut, VisitorMut,
+    Statement, TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator, Value,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -106,12 +107,42 @@ impl VisitorMut for Rewriter<'_> {
         if let TableFactor::Table {
             name,
             args: Some(_),
+            alias,
             ..
         } = factor
         {
             strip_pg_catalog(name);
+            name_single_column(name, alias.as_mut());
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Set-returning functions in FROM whose rows are one value of a base type.
+const SINGLE_COLUMN_FUNCTIONS: &[&str] = &[
+    "generate_series",
+    "generate_subscripts",
+    "string_to_array",
+    "unnest",
+];
+
+/// `FROM generate_series(1, 3) AS i`: as in Postgres, the one column of a function returning
+/// a base type is named by the table alias (`i`), so `SELECT i` and `s[i]` find it.
+fn name_single_column(name: &ObjectName, alias: Option<&mut TableAlias>) {
+    let Some(alias) = alias else {
+        return;
+    };
+    let function = name
+        .0
+        .last()
+        .and_then(|part| part.as_ident())
+        .map(|ident| ident.value.to_lowercase());
+    let single = function.is_some_and(|f| SINGLE_COLUMN_FUNCTIONS.contains(&f.as_str()));
+    if single && alias.columns.is_empty() {
+        alias.columns = vec![TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
     }
 }
 
@@ -727,6 +758,19 @@ mod tests {
             .remove(0);
         rewrite_postgres_spellings(&mut statement, &|table| table == "pg_policy");
         statement.to_string()
+    }
+
+    #[test]
+    fn single_column_functions_in_from_are_named_by_their_alias() {
+        assert_eq!(
+            rewritten("SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s"),
+            "SELECT s[i] FROM generate_series(1, 2) AS i (i), string_to_array('a,b', ',') AS s (s)"
+        );
+        // Column aliases given are kept, and other relations keep their columns.
+        assert_eq!(
+            rewritten("SELECT v FROM generate_series(1, 2) AS t(v), items AS i"),
+            "SELECT v FROM generate_series(1, 2) AS t (v), items AS i"
+        );
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl Shared {
         ));
         ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
         crate::system_catalog::functions::register(&ctx, self, session);
+        crate::system_catalog::table_functions::register(&ctx);
         let shared = self.clone();
         let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
             let entry = shared.catalog().get(name)?.clone();

@@ -400,6 +400,10 @@ impl PgSession for RunnelSession {
         }
     }
 
+    fn statement_failed(&mut self) {
+        self.fail_transaction();
+    }
+
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
         self.settings().take_reported_changes()
     }
@@ -408,15 +412,18 @@ impl PgSession for RunnelSession {
         self.settings().statement_timeout()
     }
 
-    /// Reads (queries, SHOW, COPY TO) stop half-way when cancelled; statements that change
-    /// the catalog or the data run to the end, so a cancel never leaves half of one done.
+    /// Reads (queries, SHOW, COPY TO) stop half-way when cancelled, and so do writes in a
+    /// transaction block (they only reach the block's pending writes, and a stopped statement
+    /// aborts the block); other statements that change the catalog or the data run to the
+    /// end, so a cancel never leaves half of one done.
     fn is_cancellable(&self, statement: &ParsedStatement) -> bool {
         use datafusion::sql::sqlparser::ast::Statement as Ast;
         match &statement.kind {
-            Statement::Query(query) => matches!(
-                query.as_ref(),
-                Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. }
-            ),
+            Statement::Query(query) => match query.as_ref() {
+                Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. } => true,
+                Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_) => self.transaction.is_some(),
+                _ => false,
+            },
             Statement::CopyTo { .. }
             | Statement::DeclareCursor { .. }
             | Statement::Show(_)

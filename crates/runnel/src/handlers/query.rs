@@ -26,6 +26,7 @@ async fn plan(
         &crate::system_catalog::is_always_empty,
     );
     read_bytea_literals(session, &mut statement);
+    read_timestamptz_literals(&session.settings().time_zone(), &mut statement);
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
@@ -46,6 +47,76 @@ async fn plan(
         ))),
         _ => Ok(plan),
     }
+}
+
+/// `TIMESTAMPTZ '2026-06-10 10:00'`, `'...'::timestamptz` and `CAST('...' AS timestamptz)`
+/// without an offset are read in the session's `TimeZone`, as Postgres reads them (DataFusion
+/// would read them in UTC): the literal is given its offset in that zone at that time.
+fn read_timestamptz_literals(zone: &str, statement: &mut ast::Statement) {
+    use std::ops::ControlFlow;
+    use std::str::FromStr;
+
+    use datafusion::arrow::array::timezone::Tz;
+    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+    use datafusion::sql::sqlparser::ast::TimezoneInfo;
+
+    let Ok(tz) = Tz::from_str(zone) else {
+        return;
+    };
+    let with_time_zone = |t: &ast::DataType| {
+        matches!(
+            t,
+            ast::DataType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone)
+        )
+    };
+    let in_zone = |value: &mut ast::Value| {
+        if let ast::Value::SingleQuotedString(text) = value {
+            // Special values ('now', 'infinity') do not parse and stay as they are.
+            let parsed = string_to_datetime(&tz, text)
+                .or_else(|_| string_to_datetime(&tz, &arrow_timestamp_text(text)));
+            if let Ok(at) = parsed {
+                *text = at.to_rfc3339();
+            }
+        }
+    };
+    let _ = ast::visit_expressions_mut(statement, |expr| {
+        match expr {
+            ast::Expr::Cast {
+                data_type, expr, ..
+            } if with_time_zone(data_type) => {
+                if let ast::Expr::Value(value) = expr.as_mut() {
+                    in_zone(&mut value.value);
+                }
+            }
+            ast::Expr::TypedString(typed) if with_time_zone(&typed.data_type) => {
+                in_zone(&mut typed.value.value);
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Timestamp text as Postgres takes it, spelled so Arrow's parser takes it too: seconds added
+/// to a time without them (`10:00` → `10:00:00`) and minutes to an offset without them
+/// (`+02` → `+02:00`).
+fn arrow_timestamp_text(text: &str) -> String {
+    let text = text.trim();
+    let (date_time, offset) = match text.rfind(['+', '-']) {
+        // A sign after the time (not one of the date's dashes) starts the offset.
+        Some(at) if at > 10 => text.split_at(at),
+        _ => (text, ""),
+    };
+    let mut out = date_time.to_string();
+    let time = date_time.get(11..).unwrap_or("");
+    if time.len() == 5 && time.as_bytes()[2] == b':' {
+        out.push_str(":00");
+    }
+    out.push_str(offset);
+    if offset.len() == 3 {
+        out.push_str(":00");
+    }
+    out
 }
 
 /// String literals written into BYTEA columns by INSERT ... VALUES and UPDATE ... SET are
@@ -348,4 +419,20 @@ pub async fn rows(
         ));
     }
     run(session, plan).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_text_gets_seconds_and_offset_minutes() {
+        use super::arrow_timestamp_text as fix;
+        assert_eq!(fix("2026-06-10 10:00"), "2026-06-10 10:00:00");
+        assert_eq!(fix("2026-06-10 10:00+00"), "2026-06-10 10:00:00+00:00");
+        assert_eq!(fix("2026-06-10T10:00-05"), "2026-06-10T10:00:00-05:00");
+        assert_eq!(
+            fix("2026-06-10 10:00:30.5+02:00"),
+            "2026-06-10 10:00:30.5+02:00"
+        );
+        assert_eq!(fix("2026-06-10"), "2026-06-10");
+    }
 }

@@ -17,6 +17,7 @@ pub mod functions;
 mod information_schema;
 pub mod oids;
 mod pg_catalog;
+pub mod table_functions;
 pub mod types;
 
 use std::collections::HashMap;
