@@ -764,7 +764,7 @@ mod tests {
     fn single_column_functions_in_from_are_named_by_their_alias() {
         assert_eq!(
             rewritten("SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s"),
-            "SELECT s[i] FROM generate_series(1, 2) AS i (i), string_to_array('a,b', ',') AS s (s)"
+            "SELECT s[i] FROM generate_series(1, 2) AS i (i), string_to_array('a,b', ',') s (s)"
         );
         // Column aliases given are kept, and other relations keep their columns.
         assert_eq!(

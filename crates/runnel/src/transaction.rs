@@ -131,7 +131,7 @@ impl PendingWrites {
             let Some(entry) = catalog.get(&name) else {
                 continue;
             };
-            if let Some(written) = self.written_under(catalog, &entry) {
+            if let Some(written) = self.written_under(catalog, entry) {
                 let through = if written == entry.name {
                     String::new()
                 } else {
