@@ -103,6 +103,11 @@ impl VisitorMut for Rewriter<'_> {
         ControlFlow::Continue(())
     }
 
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        order_by_subqueries_as_columns(query);
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         if let TableFactor::Table {
             name,
@@ -116,6 +121,137 @@ impl VisitorMut for Rewriter<'_> {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// `SELECT a AS x FROM t ORDER BY CASE WHEN b IN (SELECT ...) THEN 0 ELSE 1 END, 1`, which
+/// DataFusion does not plan (it takes subqueries in projections, filters and joins only), as
+/// `SELECT x FROM (SELECT a AS x, CASE ... END AS __runnel_order_0 FROM t) ORDER BY
+/// __runnel_order_0, 1`: each ORDER BY expression becomes a hidden column of the query, which
+/// an outer query sorts by. Grafana's table picker sorts so. Only done where every output
+/// column has a name the outer query can use.
+fn order_by_subqueries_as_columns(query: &mut Query) {
+    let Some(OrderBy {
+        kind: OrderByKind::Expressions(order),
+        ..
+    }) = query.order_by.as_mut()
+    else {
+        return;
+    };
+    if !order.iter().any(|o| has_subquery(&o.expr)) {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if select.distinct.is_some() {
+        return;
+    }
+    let mut names = Vec::new();
+    for item in &select.projection {
+        let name = match item {
+            SelectItem::ExprWithAlias { alias, .. } => alias.clone(),
+            SelectItem::UnnamedExpr(Expr::Identifier(ident)) => ident.clone(),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => match parts.last() {
+                Some(last) => last.clone(),
+                None => return,
+            },
+            _ => return,
+        };
+        names.push(name);
+    }
+    let is_output = |e: &Expr| match e {
+        // A position, or an output column's name: the outer query has them as they are.
+        Expr::Value(v) => matches!(v.value, Value::Number(..)),
+        Expr::Identifier(ident) => names.iter().any(|n| n.value == ident.value),
+        _ => false,
+    };
+    for (index, item) in order.iter_mut().enumerate() {
+        if is_output(&item.expr) {
+            continue;
+        }
+        let alias = Ident::new(format!("__runnel_order_{index}"));
+        let expr = std::mem::replace(&mut item.expr, Expr::Identifier(alias.clone()));
+        select
+            .projection
+            .push(SelectItem::ExprWithAlias { expr, alias });
+    }
+    let Some(Statement::Query(mut outer)) = Parser::parse_sql(
+        &PostgreSqlDialect {},
+        "SELECT 1 FROM (SELECT 1) AS __runnel_ordered",
+    )
+    .ok()
+    .and_then(|mut statements| statements.pop()) else {
+        return;
+    };
+    let SetExpr::Select(outer_select) = outer.body.as_mut() else {
+        return;
+    };
+    outer_select.projection = names
+        .into_iter()
+        .map(|name| SelectItem::UnnamedExpr(Expr::Identifier(name)))
+        .collect();
+    let Some(TableWithJoins {
+        relation: TableFactor::Derived { subquery, .. },
+        ..
+    }) = outer_select.from.first_mut()
+    else {
+        return;
+    };
+    // The query's own select goes inside; the outer select takes its place. Its WITH, ORDER
+    // BY and LIMIT stay on the query (a CTE is visible in the nested select).
+    std::mem::swap(&mut subquery.body, &mut query.body);
+    std::mem::swap(&mut query.body, &mut outer.body);
+}
+
+/// `WHEN x IN (SELECT v ...)` as `WHEN (SELECT count(*) FROM (SELECT v ...) AS
+/// __runnel_in (__runnel_v) WHERE __runnel_v = x) > 0`: DataFusion runs an IN subquery in a
+/// filter only, and a correlated count anywhere. The two differ only where IN is NULL (no
+/// match, and a NULL on either side), which a WHEN treats as false, like the count.
+fn membership_as_count(condition: &Expr) -> Option<Expr> {
+    let Expr::InSubquery {
+        expr,
+        subquery,
+        negated: false,
+    } = condition
+    else {
+        return None;
+    };
+    let mut count = parse_expr(
+        "(SELECT count(*) FROM (SELECT 1) AS __runnel_in (__runnel_v) WHERE __runnel_v = 1) > 0",
+    )?;
+    let Expr::BinaryOp { left, .. } = &mut count else {
+        return None;
+    };
+    let Expr::Subquery(query) = left.as_mut() else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    if let Some(Expr::BinaryOp { right, .. }) = select.selection.as_mut() {
+        *right = expr.clone();
+    }
+    let Some(TableWithJoins {
+        relation: TableFactor::Derived {
+            subquery: inner, ..
+        },
+        ..
+    }) = select.from.first_mut()
+    else {
+        return None;
+    };
+    *inner = subquery.clone();
+    Some(count)
+}
+
+/// Whether `expr` holds a subquery.
+fn has_subquery(expr: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::visit_expressions;
+    visit_expressions(expr, |e| match e {
+        Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// Set-returning functions in FROM whose rows are one value of a base type.
@@ -441,6 +577,18 @@ fn rewrite_expr(expr: &mut Expr) {
         *expr = call;
         return;
     }
+    if let Expr::Case {
+        operand: None,
+        conditions,
+        ..
+    } = expr
+    {
+        for when in conditions.iter_mut() {
+            if let Some(count) = membership_as_count(&when.condition) {
+                when.condition = count;
+            }
+        }
+    }
     match expr {
         Expr::Function(function) => {
             strip_pg_catalog(&mut function.name);
@@ -758,6 +906,34 @@ mod tests {
             .remove(0);
         rewrite_postgres_spellings(&mut statement, &|table| table == "pg_policy");
         statement.to_string()
+    }
+
+    #[test]
+    fn membership_in_a_case_becomes_a_count() {
+        assert_eq!(
+            rewritten("SELECT CASE WHEN a IN (SELECT c FROM u) THEN 0 ELSE 1 END FROM t"),
+            "SELECT CASE WHEN (SELECT count(*) FROM (SELECT c FROM u) AS __runnel_in (__runnel_v) \
+             WHERE __runnel_v = a) > 0 THEN 0 ELSE 1 END FROM t"
+        );
+    }
+
+    #[test]
+    fn order_by_subqueries_become_hidden_columns() {
+        assert_eq!(
+            rewritten(
+                "SELECT a AS x, b FROM t ORDER BY CASE WHEN a IN (SELECT c FROM u) THEN 0 ELSE 1 \
+                 END, 1, x DESC LIMIT 3"
+            ),
+            "SELECT x, b FROM (SELECT a AS x, b, CASE WHEN (SELECT count(*) FROM (SELECT c FROM u) \
+             AS __runnel_in (__runnel_v) WHERE __runnel_v = a) > 0 THEN 0 ELSE 1 END AS \
+             __runnel_order_0 FROM t) AS __runnel_ordered ORDER BY __runnel_order_0, 1, x DESC \
+             LIMIT 3"
+        );
+        // Without a subquery in ORDER BY nothing changes.
+        assert_eq!(
+            rewritten("SELECT a AS x FROM t ORDER BY a + 1"),
+            "SELECT a AS x FROM t ORDER BY a + 1"
+        );
     }
 
     #[test]
