@@ -313,6 +313,21 @@ def test_timestamptz_literals_read_in_session_time_zone(catalog_server):
             datetime(2026, 1, 10, 15, 0),
             datetime(2026, 6, 10, 10, 0),
         ]
+        # A string compared with a timestamptz column is read in the session's zone too.
+        c.execute("CREATE TABLE zoned_events (id BIGINT PRIMARY KEY, at TIMESTAMPTZ)")
+        c.execute(
+            "INSERT INTO zoned_events VALUES (1, TIMESTAMPTZ '2026-06-10 13:30:00+00'), "
+            "(2, TIMESTAMPTZ '2026-06-10 14:30:00+00')"
+        )
+        after = c.execute(
+            "SELECT id FROM zoned_events WHERE at > '2026-06-10 10:00' ORDER BY id"
+        ).fetchall()
+        assert after == [(2,)]
+        between = c.execute(
+            "SELECT id FROM zoned_events WHERE at BETWEEN '2026-06-10 09:00' AND "
+            "'2026-06-10 10:00' ORDER BY id"
+        ).fetchall()
+        assert between == [(1,)]
 
 
 def test_copy_to_stdout_text_csv_binary_and_psql(catalog_server, tmp_path):

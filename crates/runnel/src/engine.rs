@@ -147,6 +147,8 @@ impl Shared {
         ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
         crate::system_catalog::functions::register(&ctx, self, session);
         crate::system_catalog::table_functions::register(&ctx);
+        runnel_sql::json::register(&ctx)
+            .expect("registering the JSON operators on a fresh context cannot fail");
         let shared = self.clone();
         let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
             let entry = shared.catalog().get(name)?.clone();

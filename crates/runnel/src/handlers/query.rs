@@ -35,6 +35,7 @@ async fn plan(
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await
         .map_err(|e| with_position(e, sql))?;
+    let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
     session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
@@ -57,7 +58,6 @@ fn read_timestamptz_literals(zone: &str, statement: &mut ast::Statement) {
     use std::str::FromStr;
 
     use datafusion::arrow::array::timezone::Tz;
-    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
     use datafusion::sql::sqlparser::ast::TimezoneInfo;
 
     let Ok(tz) = Tz::from_str(zone) else {
@@ -72,10 +72,8 @@ fn read_timestamptz_literals(zone: &str, statement: &mut ast::Statement) {
     let in_zone = |value: &mut ast::Value| {
         if let ast::Value::SingleQuotedString(text) = value {
             // Special values ('now', 'infinity') do not parse and stay as they are.
-            let parsed = string_to_datetime(&tz, text)
-                .or_else(|_| string_to_datetime(&tz, &arrow_timestamp_text(text)));
-            if let Ok(at) = parsed {
-                *text = at.to_rfc3339();
+            if let Some(at) = timestamp_in_zone(&tz, text) {
+                *text = at;
             }
         }
     };
@@ -95,6 +93,113 @@ fn read_timestamptz_literals(zone: &str, statement: &mut ast::Statement) {
         }
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// A string compared with a `timestamptz` value (`WHERE ts > '2026-06-10 10:00'`, `ts BETWEEN
+/// '...' AND '...'`) is read in the session's `TimeZone`, as Postgres reads it: the string is
+/// given its offset there, before DataFusion's coercion would read it as UTC.
+fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan> {
+    use std::str::FromStr;
+
+    use datafusion::arrow::array::timezone::Tz;
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable, Operator};
+
+    let Ok(tz) = Tz::from_str(zone) else {
+        return Ok(plan);
+    };
+    let zoned = |e: &Expr| -> Option<Expr> {
+        let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) = e else {
+            return None;
+        };
+        let at = timestamp_in_zone(&tz, text)?;
+        Some(Expr::Literal(ScalarValue::Utf8(Some(at)), metadata.clone()))
+    };
+    let transformed = plan.transform_up_with_subqueries(|node| {
+        // The schema the node's expressions are written against.
+        let schema = match &node {
+            LogicalPlan::Join(join) => match join.left.schema().join(join.right.schema()) {
+                Ok(both) => std::sync::Arc::new(both),
+                Err(_) => return Ok(Transformed::no(node)),
+            },
+            _ => match node.inputs().as_slice() {
+                [input] => input.schema().clone(),
+                _ => return Ok(Transformed::no(node)),
+            },
+        };
+        let with_zone = |e: &Expr| {
+            matches!(
+                e.get_type(schema.as_ref()),
+                Ok(DataType::Timestamp(_, Some(_)))
+            )
+        };
+        node.map_expressions(|expr| {
+            expr.transform_up(|e| {
+                let rewritten = match &e {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right })
+                        if matches!(
+                            op,
+                            Operator::Eq
+                                | Operator::NotEq
+                                | Operator::Lt
+                                | Operator::LtEq
+                                | Operator::Gt
+                                | Operator::GtEq
+                                | Operator::IsDistinctFrom
+                                | Operator::IsNotDistinctFrom
+                        ) =>
+                    {
+                        if with_zone(left) {
+                            zoned(right).map(|right| {
+                                Expr::BinaryExpr(BinaryExpr::new(
+                                    left.clone(),
+                                    *op,
+                                    Box::new(right),
+                                ))
+                            })
+                        } else if with_zone(right) {
+                            zoned(left).map(|left| {
+                                Expr::BinaryExpr(BinaryExpr::new(
+                                    Box::new(left),
+                                    *op,
+                                    right.clone(),
+                                ))
+                            })
+                        } else {
+                            None
+                        }
+                    }
+                    Expr::Between(between) if with_zone(&between.expr) => {
+                        let low = zoned(&between.low);
+                        let high = zoned(&between.high);
+                        (low.is_some() || high.is_some()).then(|| {
+                            Expr::Between(Between::new(
+                                between.expr.clone(),
+                                between.negated,
+                                Box::new(low.unwrap_or_else(|| between.low.as_ref().clone())),
+                                Box::new(high.unwrap_or_else(|| between.high.as_ref().clone())),
+                            ))
+                        })
+                    }
+                    _ => None,
+                };
+                Ok(match rewritten {
+                    Some(new) => Transformed::yes(new),
+                    None => Transformed::no(e),
+                })
+            })
+        })
+    })?;
+    Ok(transformed.data)
+}
+
+/// `text` read as a time in `tz` (unless it names its own offset), as RFC 3339 text.
+fn timestamp_in_zone(tz: &datafusion::arrow::array::timezone::Tz, text: &str) -> Option<String> {
+    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+    string_to_datetime(tz, text)
+        .or_else(|_| string_to_datetime(tz, &arrow_timestamp_text(text)))
+        .ok()
+        .map(|at| at.to_rfc3339())
 }
 
 /// Timestamp text as Postgres takes it, spelled so Arrow's parser takes it too: seconds added
