@@ -647,7 +647,10 @@ fn rewrite_expr(expr: &mut Expr) {
             data_type,
             ..
         } => {
-            if matches!(data_type, DataType::Bytea) {
+            if matches!(data_type, DataType::JSON | DataType::JSONB | DataType::Uuid) {
+                // Runnel keeps JSON, JSONB and UUID values as their text.
+                *data_type = DataType::Text;
+            } else if matches!(data_type, DataType::Bytea) {
                 // Postgres reads `'\\x...'::bytea` as hex; Arrow's cast keeps the text's bytes.
                 let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 *expr = call("bytea_in", vec![argument]);
