@@ -328,6 +328,10 @@ def test_timestamptz_literals_read_in_session_time_zone(catalog_server):
             "'2026-06-10 10:00' ORDER BY id"
         ).fetchall()
         assert between == [(1,)]
+        # And so is a string inserted into a timestamptz column.
+        c.execute("INSERT INTO zoned_events VALUES (3, '2026-06-10 10:00')")
+        at = c.execute("SELECT at FROM zoned_events WHERE id = 3").fetchone()[0]
+        assert at.astimezone(timezone.utc).replace(tzinfo=None) == datetime(2026, 6, 10, 14, 0)
 
 
 def test_copy_to_stdout_text_csv_binary_and_psql(catalog_server, tmp_path):

@@ -103,7 +103,7 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
 
     use datafusion::arrow::array::timezone::Tz;
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::{Between, BinaryExpr, ExprSchemable, Operator};
+    use datafusion::logical_expr::{Between, BinaryExpr, Cast, ExprSchemable, Operator};
 
     let Ok(tz) = Tz::from_str(zone) else {
         return Ok(plan);
@@ -116,22 +116,26 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         Some(Expr::Literal(ScalarValue::Utf8(Some(at)), metadata.clone()))
     };
     let transformed = plan.transform_up_with_subqueries(|node| {
-        // The schema the node's expressions are written against.
+        // The schema the node's expressions are written against (none for VALUES).
         let schema = match &node {
-            LogicalPlan::Join(join) => match join.left.schema().join(join.right.schema()) {
-                Ok(both) => std::sync::Arc::new(both),
-                Err(_) => return Ok(Transformed::no(node)),
-            },
+            LogicalPlan::Join(join) => join
+                .left
+                .schema()
+                .join(join.right.schema())
+                .ok()
+                .map(std::sync::Arc::new),
             _ => match node.inputs().as_slice() {
-                [input] => input.schema().clone(),
-                _ => return Ok(Transformed::no(node)),
+                [input] => Some(input.schema().clone()),
+                _ => None,
             },
         };
         let with_zone = |e: &Expr| {
-            matches!(
-                e.get_type(schema.as_ref()),
-                Ok(DataType::Timestamp(_, Some(_)))
-            )
+            schema.as_ref().is_some_and(|schema| {
+                matches!(
+                    e.get_type(schema.as_ref()),
+                    Ok(DataType::Timestamp(_, Some(_)))
+                )
+            })
         };
         node.map_expressions(|expr| {
             expr.transform_up(|e| {
@@ -168,6 +172,18 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
                         } else {
                             None
                         }
+                    }
+                    // A string cast to timestamptz where DataFusion planned one (the VALUES
+                    // of an INSERT into a timestamptz column).
+                    Expr::Cast(Cast { expr, field })
+                        if matches!(field.data_type(), DataType::Timestamp(_, Some(_))) =>
+                    {
+                        zoned(expr).map(|literal| {
+                            Expr::Cast(Cast {
+                                expr: Box::new(literal),
+                                field: field.clone(),
+                            })
+                        })
                     }
                     Expr::Between(between) if with_zone(&between.expr) => {
                         let low = zoned(&between.low);
