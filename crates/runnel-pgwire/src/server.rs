@@ -564,6 +564,34 @@ impl<E: PgEngine> Connection<E> {
         (response, stop)
     }
 
+    /// Ends a query cycle: cursors and portals end with their transaction (but for cursors
+    /// declared WITH HOLD), and ReadyForQuery carries the session's transaction status.
+    async fn ready_for_query<C>(
+        client: &mut C,
+        state: &mut ConnectionState<E::Session>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let status = match state.session.as_ref() {
+            Some(session) => wire_status(session.transaction_status()),
+            None => WireStatus::Idle,
+        };
+        if Self::end_of_transaction(state) {
+            client.portal_store().clear_portals();
+        }
+        client.set_transaction_status(status);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                status,
+            )))
+            .await?;
+        Ok(())
+    }
+
     /// Tells the session when sending a statement's answer failed (see
     /// [`PgSession::statement_failed`]); a failure of the socket itself is not the
     /// statement's.
@@ -1134,20 +1162,7 @@ impl<E: PgEngine> SimpleQueryHandler for Connection<E> {
             }
             Err(other) => return Err(other),
         }
-        let status = match state.session.as_ref() {
-            Some(session) => wire_status(session.transaction_status()),
-            None => WireStatus::Idle,
-        };
-        if Self::end_of_transaction(&mut state) {
-            client.portal_store().clear_portals();
-        }
-        client.set_transaction_status(status);
-        client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                status,
-            )))
-            .await?;
-        Ok(())
+        Self::ready_for_query(client, &mut state).await
     }
 
     async fn do_query<C>(
@@ -1432,22 +1447,7 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut state = self.state.lock().await;
-        let status = match state.session.as_ref() {
-            Some(session) => wire_status(session.transaction_status()),
-            None => WireStatus::Idle,
-        };
-        // The implicit transaction ended, and portals live only as long as their transaction
-        // (but for cursors declared WITH HOLD).
-        if Self::end_of_transaction(&mut state) {
-            client.portal_store().clear_portals();
-        }
-        client.set_transaction_status(status);
-        client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                status,
-            )))
-            .await?;
-        Ok(())
+        Self::ready_for_query(client, &mut state).await
     }
 
     async fn do_query<C>(
