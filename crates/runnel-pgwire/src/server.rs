@@ -142,17 +142,14 @@ impl<S: PgSession> ConnectionState<S> {
 /// pulled from the engine's stream only as far as the client asks.
 struct RowCursor {
     schema: Arc<Schema>,
-    batches: BatchStream,
-    /// The batch being handed out, and how many of its rows were.
-    current: Option<(RecordBatch, usize)>,
+    slices: Slices,
 }
 
 impl RowCursor {
     fn new(schema: Arc<Schema>, batches: BatchStream) -> Self {
         Self {
             schema,
-            batches,
-            current: None,
+            slices: Slices::new(batches),
         }
     }
 
@@ -170,19 +167,54 @@ impl RowCursor {
             if wanted == 0 {
                 break;
             }
+            let Some(slice) = self.slices.next(wanted, stop).await? else {
+                break;
+            };
+            encoder.encode(&slice, formats)?;
+            rows.extend(encoder.data_rows()?);
+        }
+        Ok(rows)
+    }
+}
+
+/// The engine's batches cut into slices of at most [`ENCODED_SLICE`] rows, so what is
+/// encoded at a time stays small.
+struct Slices {
+    batches: BatchStream,
+    /// The batch being cut, and how many of its rows were handed out.
+    current: Option<(RecordBatch, usize)>,
+}
+
+impl Slices {
+    fn new(batches: BatchStream) -> Self {
+        Self {
+            batches,
+            current: None,
+        }
+    }
+
+    /// The next slice, of at most `at_most` rows; `None` once the stream has ended.
+    async fn next(
+        &mut self,
+        at_most: usize,
+        stop: &mut Stop,
+    ) -> Result<Option<RecordBatch>, PgError> {
+        loop {
             let (batch, sent) = match self.current.take() {
                 Some((batch, sent)) if sent < batch.num_rows() => (batch, sent),
                 _ => match stop.race(self.batches.next()).await? {
                     Some(batch) => (batch?, 0),
-                    None => break,
+                    None => return Ok(None),
                 },
             };
-            let take = (batch.num_rows() - sent).min(wanted).min(ENCODED_SLICE);
-            encoder.encode(&batch.slice(sent, take), formats)?;
-            rows.extend(encoder.data_rows()?);
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let take = (batch.num_rows() - sent).min(at_most).min(ENCODED_SLICE);
+            let slice = batch.slice(sent, take);
             self.current = Some((batch, sent + take));
+            return Ok(Some(slice));
         }
-        Ok(rows)
     }
 }
 
@@ -652,7 +684,7 @@ impl<E: PgEngine> Connection<E> {
     async fn send_rows<C>(
         client: &mut C,
         encoder: &mut RowEncoder,
-        mut batches: BatchStream,
+        batches: BatchStream,
         formats: &[Format],
         stop: &mut Stop,
     ) -> PgWireResult<()>
@@ -662,20 +694,13 @@ impl<E: PgEngine> Connection<E> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let mut sent = 0usize;
-        while let Some(batch) = stop.race(batches.next()).await.map_err(wire_error)? {
-            let batch = batch.map_err(wire_error)?;
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let take = (batch.num_rows() - offset).min(ENCODED_SLICE);
-                encoder
-                    .encode(&batch.slice(offset, take), formats)
-                    .map_err(wire_error)?;
-                for row in encoder.data_rows().map_err(wire_error)? {
-                    client.feed(PgWireBackendMessage::DataRow(row)).await?;
-                }
-                offset += take;
+        let mut slices = Slices::new(batches);
+        while let Some(slice) = slices.next(usize::MAX, stop).await.map_err(wire_error)? {
+            encoder.encode(&slice, formats).map_err(wire_error)?;
+            for row in encoder.data_rows().map_err(wire_error)? {
+                client.feed(PgWireBackendMessage::DataRow(row)).await?;
             }
-            sent += batch.num_rows();
+            sent += slice.num_rows();
         }
         client
             .feed(command_complete(format!("SELECT {sent}")))
@@ -689,7 +714,7 @@ impl<E: PgEngine> Connection<E> {
         client: &mut C,
         columns: &[String],
         format: CopyOutFormat,
-        mut batches: BatchStream,
+        batches: BatchStream,
         stop: &mut Stop,
     ) -> PgWireResult<()>
     where
@@ -721,24 +746,19 @@ impl<E: PgEngine> Connection<E> {
         }
         let mut row_ends = Vec::new();
         let mut rows = 0u64;
-        while let Some(batch) = stop.race(batches.next()).await.map_err(wire_error)? {
-            let batch = batch.map_err(wire_error)?;
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let take = (batch.num_rows() - offset).min(ENCODED_SLICE);
-                row_ends.clear();
-                encoder
-                    .write(&batch.slice(offset, take), &mut data, &mut row_ends)
-                    .map_err(wire_error)?;
-                let mut start = 0;
-                for &end in &row_ends {
-                    client.feed(copy_data(&data[start..end])).await?;
-                    start = end;
-                }
-                data.clear();
-                offset += take;
+        let mut slices = Slices::new(batches);
+        while let Some(slice) = slices.next(usize::MAX, stop).await.map_err(wire_error)? {
+            row_ends.clear();
+            encoder
+                .write(&slice, &mut data, &mut row_ends)
+                .map_err(wire_error)?;
+            let mut start = 0;
+            for &end in &row_ends {
+                client.feed(copy_data(&data[start..end])).await?;
+                start = end;
             }
-            rows += batch.num_rows() as u64;
+            data.clear();
+            rows += slice.num_rows() as u64;
         }
         encoder.finish(&mut data);
         if !data.is_empty() {
