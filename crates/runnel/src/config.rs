@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
-use crate::engine::EngineConfig;
+use crate::shared::EngineConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6875";
 pub const DEFAULT_DATA_DIR: &str = "./runnel-data";

@@ -10,10 +10,9 @@
 //! dead-letter topic before the offsets that pass it are committed. A broker that goes away
 //! only changes the status; librdkafka reconnects and reading resumes at the next offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
@@ -33,7 +32,8 @@ use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
 use runnel_state::{keys, Store, WriteBatch};
 
-use crate::engine::Shared;
+use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
+use crate::shared::Shared;
 use crate::table_upsert::{upsert, TableOp};
 
 /// Records per chunk (one log entry and one atomic write per chunk).
@@ -140,120 +140,30 @@ impl Layout {
     }
 }
 
-/// Progress of one partition.
-#[derive(Debug, Clone, Default)]
-pub struct PartitionProgress {
-    /// Next offset to read: every record before it is committed.
-    pub offset: i64,
-    /// The high watermark, as last seen.
-    pub end_offset: Option<i64>,
-    /// Where the current catch-up started and where it ends (the end offset seen when
-    /// reading started); `None` when there was nothing to catch up on.
-    pub backfill: Option<(i64, i64)>,
-}
-
-/// What `SHOW PROGRESS` shows of one Kafka source.
-#[derive(Debug, Clone, Default)]
-pub struct IngestProgress {
-    pub partitions: BTreeMap<i32, PartitionProgress>,
-    pub errors: u64,
-    pub last_error: Option<String>,
-    pub status: String,
-    pub events_per_sec: f64,
-}
-
-struct Ingest {
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
-    progress: Arc<Mutex<IngestProgress>>,
+/// Starts reading `entry`'s topic from its stored offsets, on a thread of its own registered
+/// in the server's source threads.
+pub fn start(
+    shared: &Arc<Shared>,
+    entry: Arc<CatalogEntry>,
     options: KafkaOptions,
-}
-
-/// The running ingestion threads.
-#[derive(Default)]
-pub struct Ingests {
-    running: Mutex<HashMap<ObjectId, Ingest>>,
-}
-
-impl Ingests {
-    /// Starts reading `entry`'s topic from its stored offsets.
-    pub fn start(
-        &self,
-        shared: &Arc<Shared>,
-        entry: Arc<CatalogEntry>,
-        options: KafkaOptions,
-        layout: Layout,
-    ) -> Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Mutex::new(IngestProgress {
-            status: "connecting".into(),
-            ..Default::default()
-        }));
-        let task = IngestTask {
-            shared: shared.clone(),
-            entry: entry.clone(),
-            options: options.clone(),
-            layout,
-            stop: stop.clone(),
-            progress: progress.clone(),
-        };
-        let join = std::thread::Builder::new()
-            .name(format!("runnel-kafka-{}", entry.name))
-            .spawn(move || task.run())
-            .map_err(|e| RunnelError::external(format!("cannot start a Kafka reader: {e}")))?;
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                entry.id,
-                Ingest {
-                    stop,
-                    join: Some(join),
-                    progress,
-                    options,
-                },
-            );
-        Ok(())
-    }
-
-    /// Stops a source's thread and waits for it (its last write is complete or not begun).
-    pub fn stop(&self, id: ObjectId) {
-        let ingest = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Some(mut ingest) = ingest {
-            ingest.stop.store(true, Ordering::SeqCst);
-            if let Some(join) = ingest.join.take() {
-                let _ = join.join();
-            }
-        }
-    }
-
-    pub fn progress(&self) -> Vec<(ObjectId, IngestProgress)> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(ObjectId, IngestProgress)> = running
-            .iter()
-            .map(|(id, i)| {
-                (
-                    *id,
-                    i.progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                )
-            })
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
-    }
-
-    /// The Kafka options of a source that is being ingested.
-    pub fn options(&self, id: ObjectId) -> Option<KafkaOptions> {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|i| i.options.clone())
-    }
+    layout: Layout,
+) -> Result<()> {
+    let handle = SourceHandle::new("connecting");
+    let task = IngestTask {
+        shared: shared.clone(),
+        entry: entry.clone(),
+        options: options.clone(),
+        layout,
+        stop: handle.stop.clone(),
+        progress: handle.progress.clone(),
+    };
+    shared.sources.spawn(
+        entry.id,
+        format!("runnel-kafka-{}", entry.name),
+        SourceOrigin::Kafka(options),
+        handle,
+        move || task.run(),
+    )
 }
 
 /// The stored next offsets of a source, per partition.

@@ -1,19 +1,24 @@
 //! The Runnel server: wires the store, the dataflow worker and the SQL frontend behind the
 //! Postgres wire protocol. Each statement kind has its own handler in [`handlers`].
 
+pub mod catalog_service;
 pub mod config;
+pub mod connector_registry;
 pub mod convert;
 pub mod engine;
 pub mod handlers;
 pub mod kafka_ingest;
 pub mod nexmark_ingest;
+pub mod query_context;
 pub mod serving;
 pub mod session;
 pub mod settings;
+pub mod shared;
 pub mod stream_cache;
 pub mod system_catalog;
 pub mod table_upsert;
 pub mod transaction;
 pub mod writer;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::Engine;
+pub use shared::EngineConfig;

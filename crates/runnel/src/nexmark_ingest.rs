@@ -3,118 +3,53 @@
 //! event number (stored like a Kafka offset, partition 0), so a restart resumes exactly where
 //! the last committed chunk ended: no event lost, none twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use runnel_common::{Result, RunnelError};
+use runnel_common::Result;
 use runnel_connectors::{NexmarkGenerator, NexmarkOptions};
-use runnel_plan::ObjectId;
 use runnel_sql::CatalogEntry;
 use runnel_state::WriteBatch;
 
-use crate::engine::Shared;
-use crate::kafka_ingest::{offset_writes, stored_offsets, IngestProgress, PartitionProgress};
+use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
+use crate::kafka_ingest::{offset_writes, stored_offsets};
+use crate::shared::Shared;
 
 /// Rows of the stream per chunk (one log entry and one atomic write per chunk).
 const CHUNK_ROWS: usize = 16_384;
 
-struct Generator {
-    stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
-    progress: Arc<Mutex<IngestProgress>>,
-}
-
-/// The running generator threads.
-#[derive(Default)]
-pub struct Generators {
-    running: Mutex<HashMap<ObjectId, Generator>>,
-}
-
-impl Generators {
-    /// Starts generating `entry`'s events from its stored position.
-    pub fn start(
-        &self,
-        shared: &Arc<Shared>,
-        entry: Arc<CatalogEntry>,
-        generator: NexmarkGenerator,
-    ) -> Result<()> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let progress = Arc::new(Mutex::new(IngestProgress {
-            status: "running".into(),
-            ..Default::default()
-        }));
-        let task = GeneratorTask {
-            shared: shared.clone(),
-            entry: entry.clone(),
-            generator,
-            stop: stop.clone(),
-            progress: progress.clone(),
-        };
-        let join = std::thread::Builder::new()
-            .name(format!("runnel-nexmark-{}", entry.name))
-            .spawn(move || {
-                if let Err(e) = task.run() {
-                    tracing::error!(source = %task.entry.name, "Nexmark generator stopped: {e}");
-                    task.progress
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .status = format!("failed: {e}");
-                }
-            })
-            .map_err(|e| RunnelError::external(format!("cannot start a generator: {e}")))?;
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                entry.id,
-                Generator {
-                    stop,
-                    join: Some(join),
-                    progress,
-                },
-            );
-        Ok(())
-    }
-
-    /// Stops a stream's generator and waits for it (its last write is complete or not begun).
-    pub fn stop(&self, id: ObjectId) {
-        let generator = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        if let Some(mut g) = generator {
-            g.stop.store(true, Ordering::SeqCst);
-            if let Some(join) = g.join.take() {
-                let _ = join.join();
+/// Starts generating `entry`'s events from its stored position, on a thread of its own
+/// registered in the server's source threads.
+pub fn start(
+    shared: &Arc<Shared>,
+    entry: Arc<CatalogEntry>,
+    generator: NexmarkGenerator,
+) -> Result<()> {
+    let handle = SourceHandle::new("running");
+    let task = GeneratorTask {
+        shared: shared.clone(),
+        entry: entry.clone(),
+        generator,
+        stop: handle.stop.clone(),
+        progress: handle.progress.clone(),
+    };
+    shared.sources.spawn(
+        entry.id,
+        format!("runnel-nexmark-{}", entry.name),
+        SourceOrigin::Generator,
+        handle,
+        move || {
+            if let Err(e) = task.run() {
+                tracing::error!(source = %task.entry.name, "Nexmark generator stopped: {e}");
+                task.progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .status = format!("failed: {e}");
             }
-        }
-    }
-
-    pub fn is_generated(&self, id: ObjectId) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&id)
-    }
-
-    pub fn progress(&self) -> Vec<(ObjectId, IngestProgress)> {
-        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(ObjectId, IngestProgress)> = running
-            .iter()
-            .map(|(id, g)| {
-                (
-                    *id,
-                    g.progress.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                )
-            })
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
-    }
+        },
+    )
 }
 
 struct GeneratorTask {

@@ -18,7 +18,7 @@ use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
 use runnel_state::keys;
 
-use crate::engine::Shared;
+use crate::shared::Shared;
 use crate::system_catalog::SystemSchema;
 
 /// Rows per batch when scanning rows out of the store.
@@ -42,7 +42,8 @@ impl RunnelSchema {
 impl SchemaProvider for RunnelSchema {
     fn table_names(&self) -> Vec<String> {
         self.shared
-            .catalog()
+            .catalog
+            .snapshot()
             .entries()
             .filter(|e| e.kind != ObjectKind::Sink)
             .map(|e| e.name.clone())
@@ -50,7 +51,7 @@ impl SchemaProvider for RunnelSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let catalog = self.shared.catalog();
+        let catalog = self.shared.catalog.snapshot();
         let relation = catalog.get(name).filter(|e| e.kind != ObjectKind::Sink);
         Ok(match relation {
             Some(entry) => Some(
@@ -63,7 +64,8 @@ impl SchemaProvider for RunnelSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.shared
-            .catalog()
+            .catalog
+            .snapshot()
             .get(name)
             .is_some_and(|e| e.kind != ObjectKind::Sink)
     }

@@ -10,16 +10,17 @@ use async_trait::async_trait;
 use datafusion::execution::context::SessionContext;
 use runnel_common::RunnelError;
 use runnel_pgwire::{
-    ParamValue, PgEngine, PgError, PgSession, QueryResponse, StartupInfo, StatementDescription,
+    ParamValue, PgError, PgSession, QueryResponse, StartupInfo, StatementDescription,
     TransactionStatus,
 };
 use runnel_sql::statement::object_name;
 use runnel_sql::statement::TransactionCommand;
 use runnel_sql::{parse_statements, ObjectKind, ParsedStatement, Statement};
 
-use crate::engine::{Engine, Shared};
 use crate::handlers;
+use crate::query_context::session_context;
 use crate::settings::SessionSettings;
+use crate::shared::Shared;
 use crate::system_catalog::SessionIdentity;
 use crate::transaction::{SharedPendingWrites, Transaction};
 
@@ -59,8 +60,8 @@ impl RunnelSession {
         plan: &datafusion::logical_expr::LogicalPlan,
     ) -> Result<(), RunnelError> {
         match &self.transaction {
-            Some(transaction) => crate::handlers::dml::lock_pending(&transaction.writes)
-                .check_reads(&self.shared.catalog(), plan),
+            Some(transaction) => crate::transaction::lock_pending(&transaction.writes)
+                .check_reads(&self.shared.catalog.snapshot(), plan),
             None => Ok(()),
         }
     }
@@ -168,11 +169,10 @@ fn created_object(statement: &Statement) -> Option<(ObjectKind, String)> {
 /// Startup parameters that are not run-time parameters.
 const CONNECTION_PARAMETERS: &[&str] = &["user", "database", "replication", "options"];
 
-#[async_trait]
-impl PgEngine for Engine {
-    type Session = RunnelSession;
-
-    async fn open_session(&self, startup: &StartupInfo) -> Result<RunnelSession, PgError> {
+impl RunnelSession {
+    /// A session for a client that sent `startup`; a bad startup setting refuses the
+    /// connection (FATAL), as in Postgres.
+    pub fn open(shared: Arc<Shared>, startup: &StartupInfo) -> Result<RunnelSession, PgError> {
         let settings = SessionSettings::default();
         // As in Postgres, every other startup parameter, and each `-c name=value` of
         // `options`, sets a run-time parameter for the session.
@@ -210,8 +210,8 @@ impl PgEngine for Engine {
             backend_pid: startup.process_id,
         };
         Ok(RunnelSession {
-            shared: self.shared.clone(),
-            ctx: self.shared.session_context(&identity),
+            ctx: session_context(&shared, &identity),
+            shared,
             identity,
             transaction: None,
             writes_pending: false,
@@ -376,13 +376,13 @@ impl PgSession for RunnelSession {
             }
         }
         let created = created_object(&statement.kind).filter(|(_, name)| {
-            self.transaction.is_some() && self.shared.catalog().get(name).is_none()
+            self.transaction.is_some() && self.shared.catalog.snapshot().get(name).is_none()
         });
         let result = handlers::execute(self, statement, params).await;
         match &result {
             Ok(_) => {
                 if let (Some(created), Some(transaction)) = (created, self.transaction.as_mut()) {
-                    if self.shared.catalog().get(&created.1).is_some() {
+                    if self.shared.catalog.snapshot().get(&created.1).is_some() {
                         transaction.created.push(created);
                     }
                 }

@@ -13,8 +13,8 @@ use runnel_sql::CatalogEntry;
 use runnel_state::codec::{encode_rows, EncodedRows};
 use runnel_state::{keys, WriteBatch};
 
-use crate::engine::Shared;
 use crate::serving::decode_table_rows;
+use crate::shared::Shared;
 use crate::writer::LockedWriter;
 
 /// One record's effect, in record order.

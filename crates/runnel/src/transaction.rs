@@ -23,8 +23,8 @@ use runnel_plan::ObjectId;
 use runnel_sql::{Catalog, CatalogEntry, ObjectKind};
 use runnel_state::WriteBatch;
 
-use crate::engine::Shared;
 use crate::handlers::dml;
+use crate::shared::Shared;
 
 /// The writes of an open transaction block, shared with a COPY running in it.
 pub type SharedPendingWrites = Arc<std::sync::Mutex<PendingWrites>>;
@@ -300,4 +300,9 @@ impl Transaction {
     pub fn take_writes(&self) -> PendingWrites {
         std::mem::take(&mut *self.writes.lock().unwrap_or_else(|p| p.into_inner()))
     }
+}
+
+/// The writers' lock of a transaction's pending writes.
+pub fn lock_pending(pending: &SharedPendingWrites) -> std::sync::MutexGuard<'_, PendingWrites> {
+    pending.lock().unwrap_or_else(|p| p.into_inner())
 }

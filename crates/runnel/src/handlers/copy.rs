@@ -18,8 +18,8 @@ use runnel_sql::statement::CopyOptions;
 use runnel_sql::{CatalogEntry, ObjectKind};
 
 use super::dml::{conform_each, insert_rows};
-use crate::engine::Shared;
 use crate::session::{to_pg_error, RunnelSession};
+use crate::shared::Shared;
 use crate::transaction::SharedPendingWrites;
 
 const COPY_BATCH_ROWS: usize = 65536;
@@ -30,7 +30,7 @@ pub fn handle(
     columns: &[String],
     options: &CopyOptions,
 ) -> Result<QueryResponse> {
-    let entry = session.shared.catalog().resolve(table)?.clone();
+    let entry = session.shared.catalog.snapshot().resolve(table)?.clone();
     if entry.kind == ObjectKind::MaterializedView {
         return Err(RunnelError::plan(
             SqlState::WRONG_OBJECT_TYPE,

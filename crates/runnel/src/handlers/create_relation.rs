@@ -15,9 +15,10 @@ use runnel_sql::{
 
 use runnel_connectors::{KafkaOptions, NexmarkGenerator, NexmarkOptions};
 
-use crate::engine::Shared;
+use crate::catalog_service::CatalogService;
 use crate::kafka_ingest;
 use crate::session::RunnelSession;
+use crate::shared::Shared;
 
 /// `connector = 'nexmark'`: the stream's generator (streams only).
 fn nexmark_generator(def: &RelationDef) -> Result<Option<NexmarkGenerator>> {
@@ -84,8 +85,8 @@ pub async fn handle(
         _ => "CREATE TABLE",
     };
     let shared = session.shared.clone();
-    let _ddl = shared.ddl.lock().await;
-    if let Some(existing) = shared.catalog().get(&def.name) {
+    let _ddl = shared.catalog.lock_changes().await;
+    if let Some(existing) = shared.catalog.snapshot().get(&def.name) {
         if create.if_not_exists {
             return Ok(QueryResponse::Command { tag: tag.into() });
         }
@@ -109,7 +110,7 @@ pub async fn handle(
         }
         None => None,
     };
-    let (id, id_write) = shared.allocate_id();
+    let (id, id_write) = shared.catalog.allocate_id();
     let entry = CatalogEntry {
         id,
         name: def.name.clone(),
@@ -124,7 +125,7 @@ pub async fn handle(
         watermark: def.watermark,
         event_time: stream_event_time(&def),
     };
-    let mut writes = vec![Shared::catalog_write(&entry)?, id_write];
+    let mut writes = vec![CatalogService::entry_write(&entry)?, id_write];
     if let Some((_, start)) = &prepared {
         writes.extend(kafka_ingest::offset_writes(id, start));
     }
@@ -133,11 +134,11 @@ pub async fn handle(
         .add_source(id, entry.schema.clone(), writes)
         .await?;
     let entry = Arc::new(entry);
-    shared.update_catalog(|c| c.insert((*entry).clone()));
+    shared.catalog.publish(|c| c.insert((*entry).clone()));
     if let (Some(options), Some((layout, _))) = (kafka, prepared) {
-        shared.ingests.start(&shared, entry, options, layout)?;
+        crate::kafka_ingest::start(&shared, entry, options, layout)?;
     } else if let Some(generator) = nexmark {
-        shared.generators.start(&shared, entry, generator)?;
+        crate::nexmark_ingest::start(&shared, entry, generator)?;
     }
     Ok(QueryResponse::Command { tag: tag.into() })
 }
@@ -182,13 +183,13 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         .worker
         .add_source(entry.id, entry.schema.clone(), vec![])
         .await?;
-    shared.update_catalog(|c| c.insert((*entry).clone()));
+    shared.catalog.publish(|c| c.insert((*entry).clone()));
     if let Some(options) = kafka {
         // The broker may be down at start-up: the thread waits for it.
         let layout = kafka_ingest::Layout::new(&def)?;
-        shared.ingests.start(shared, entry, options, layout)?;
+        crate::kafka_ingest::start(shared, entry, options, layout)?;
     } else if let Some(generator) = nexmark {
-        shared.generators.start(shared, entry, generator)?;
+        crate::nexmark_ingest::start(shared, entry, generator)?;
     }
     Ok(())
 }

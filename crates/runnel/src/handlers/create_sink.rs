@@ -2,54 +2,25 @@
 //! JSON, in append or upsert mode. The sink is a node of the dataflow after its input; the
 //! worker flushes it before each checkpoint, so delivery is at least once.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
-use runnel_connectors::kafka::{DeliveryStatus, KafkaSink};
+use runnel_connectors::kafka::KafkaSink;
 use runnel_connectors::{SinkMode, SinkOptions};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{ObjectId, RelationKind};
 use runnel_runtime::operators::{SinkOp, SinkWriter};
 use runnel_sql::{CatalogEntry, ObjectKind, Statement, StoredEntry};
 
-use crate::engine::Shared;
+use crate::catalog_service::CatalogService;
+use crate::connector_registry::SinkInfo;
 use crate::session::RunnelSession;
+use crate::shared::Shared;
 
 /// How long a checkpoint waits for a sink's records to be acknowledged before it is
 /// postponed.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What SHOW SINKS shows of a sink.
-#[derive(Debug, Clone)]
-pub struct SinkInfo {
-    pub from: String,
-    pub topic: String,
-    pub mode: SinkMode,
-    pub status: Arc<DeliveryStatus>,
-}
-
-impl SinkInfo {
-    /// `running`, or `retrying: ...` while deliveries fail (librdkafka retries them).
-    pub fn describe_status(&self) -> String {
-        let failed = self.status.failed.load(Ordering::Relaxed);
-        let last = self
-            .status
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match last {
-            Some(e) if failed > 0 => format!("retrying: {failed} deliveries failed, last: {e}"),
-            _ => "running".to_string(),
-        }
-    }
-
-    pub fn delivered(&self) -> u64 {
-        self.status.delivered.load(Ordering::Relaxed)
-    }
-}
 
 struct KafkaSinkWriter(KafkaSink);
 
@@ -119,8 +90,8 @@ pub async fn handle(
     let shared = session.shared.clone();
     let options =
         SinkOptions::from_options(options, shared.config.kafka_bootstrap_servers.as_deref())?;
-    let _ddl = shared.ddl.lock().await;
-    let catalog = shared.catalog();
+    let _ddl = shared.catalog.lock_changes().await;
+    let catalog = shared.catalog.snapshot();
     if let Some(existing) = catalog.get(name) {
         if if_not_exists {
             return Ok(QueryResponse::Command {
@@ -134,21 +105,21 @@ pub async fn handle(
     }
     let input = catalog.resolve(from)?.clone();
     let (input_kind, key) = sink_input(&input, &options)?;
-    let (id, id_write) = shared.allocate_id();
+    let (id, id_write) = shared.catalog.allocate_id();
     let sink = connect(&options, key, format!("runnel-sink-{name}-{id}"), true).await?;
     let entry = sink_entry(id, name, sql, &input);
     register(&shared, id, &input.name, &options, &sink);
-    let writes = vec![Shared::catalog_write(&entry)?, id_write];
+    let writes = vec![CatalogService::entry_write(&entry)?, id_write];
     let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
     if let Err(e) = shared
         .worker
         .add_sink(id, input.id, input_kind, op, true, writes)
         .await
     {
-        forget(&shared, id);
+        shared.sinks.forget(id);
         return Err(e);
     }
-    shared.update_catalog(|c| c.insert(entry));
+    shared.catalog.publish(|c| c.insert(entry));
     Ok(QueryResponse::Command {
         tag: "CREATE SINK".into(),
     })
@@ -173,27 +144,15 @@ fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> Cata
 }
 
 fn register(shared: &Shared, id: ObjectId, from: &str, options: &SinkOptions, sink: &KafkaSink) {
-    shared
-        .sinks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            id,
-            SinkInfo {
-                from: from.to_string(),
-                topic: options.topic.clone(),
-                mode: options.mode,
-                status: sink.status(),
-            },
-        );
-}
-
-pub fn forget(shared: &Shared, id: ObjectId) {
-    shared
-        .sinks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    shared.sinks.register(
+        id,
+        SinkInfo {
+            from: from.to_string(),
+            topic: options.topic.clone(),
+            mode: options.mode,
+            status: sink.status(),
+        },
+    );
 }
 
 /// Re-creates a sink at start-up. The broker may be down: records queue until it is back.
@@ -206,7 +165,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     };
     let options =
         SinkOptions::from_options(options, shared.config.kafka_bootstrap_servers.as_deref())?;
-    let input = shared.catalog().resolve(from)?.clone();
+    let input = shared.catalog.snapshot().resolve(from)?.clone();
     let (input_kind, key) = sink_input(&input, &options)?;
     let sink = connect(
         &options,
@@ -222,6 +181,6 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         .add_sink(stored.id, input.id, input_kind, op, false, vec![])
         .await?;
     let entry = sink_entry(stored.id, &stored.name, &stored.sql, &input);
-    shared.update_catalog(|c| c.insert(entry));
+    shared.catalog.publish(|c| c.insert(entry));
     Ok(())
 }

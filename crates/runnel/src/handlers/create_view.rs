@@ -22,8 +22,9 @@ use runnel_sql::{
 };
 
 use super::{text_rows, text_schema};
-use crate::engine::Shared;
+use crate::catalog_service::CatalogService;
 use crate::session::RunnelSession;
+use crate::shared::Shared;
 
 struct CatalogResolver<'a>(&'a Catalog);
 
@@ -118,7 +119,7 @@ pub async fn handle(
     if explain {
         let planned = plan_view(
             &session.ctx,
-            &shared.catalog(),
+            &shared.catalog.snapshot(),
             0,
             view,
             emit_on_window_close,
@@ -128,8 +129,8 @@ pub async fn handle(
         let rows = text.lines().map(|l| vec![Some(l.to_string())]).collect();
         return text_rows(text_schema(&["QUERY PLAN"]), rows);
     }
-    let _ddl = shared.ddl.lock().await;
-    let catalog = shared.catalog();
+    let _ddl = shared.catalog.lock_changes().await;
+    let catalog = shared.catalog.snapshot();
     if let Some(existing) = catalog.get(&name) {
         if view.if_not_exists {
             return Ok(QueryResponse::Command {
@@ -144,7 +145,7 @@ pub async fn handle(
             ),
         ));
     }
-    let (id, id_write) = shared.allocate_id();
+    let (id, id_write) = shared.catalog.allocate_id();
     let planned = plan_view(&session.ctx, &catalog, id, view, emit_on_window_close).await?;
     let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
     let entry = CatalogEntry {
@@ -161,7 +162,7 @@ pub async fn handle(
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
     };
-    let writes = vec![Shared::catalog_write(&entry)?, id_write];
+    let writes = vec![CatalogService::entry_write(&entry)?, id_write];
     shared
         .worker
         .add_view(
@@ -173,7 +174,7 @@ pub async fn handle(
             writes,
         )
         .await?;
-    shared.update_catalog(|c| c.insert(entry));
+    shared.catalog.publish(|c| c.insert(entry));
     Ok(QueryResponse::Command {
         tag: "CREATE MATERIALIZED VIEW".into(),
     })
@@ -192,8 +193,11 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
             "stored definition is not CREATE MATERIALIZED VIEW",
         ));
     };
-    let ctx = shared.session_context(&crate::system_catalog::SessionIdentity::system());
-    let catalog = shared.catalog();
+    let ctx = crate::query_context::session_context(
+        &shared,
+        &crate::system_catalog::SessionIdentity::system(),
+    );
+    let catalog = shared.catalog.snapshot();
     let mut planned = plan_view(&ctx, &catalog, stored.id, view, *emit_on_window_close).await?;
     // The stored rows' layout is the one chosen at creation, whatever planning says today.
     planned.plan.set_view_key(stored.view_key.clone());
@@ -223,7 +227,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
             vec![],
         )
         .await?;
-    shared.update_catalog(|c| c.insert(entry));
+    shared.catalog.publish(|c| c.insert(entry));
     Ok(())
 }
 
@@ -252,7 +256,7 @@ async fn resolve_start(
         if entry.kind != ObjectKind::Stream {
             continue;
         }
-        let Some(options) = shared.ingests.options(dep) else {
+        let Some(options) = shared.sources.kafka_options(dep) else {
             continue;
         };
         let position = start.clone();

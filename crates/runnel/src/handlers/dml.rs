@@ -17,14 +17,14 @@ use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::{encode_rows, EncodedRows};
 use runnel_state::{keys, WriteBatch};
 
-use crate::engine::Shared;
 use crate::session::RunnelSession;
-use crate::transaction::{PendingWrites, SharedPendingWrites};
+use crate::shared::Shared;
+use crate::transaction::{lock_pending, SharedPendingWrites};
 use crate::writer::{LockedWriter, Staged};
 
 fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntry>> {
     let name = dml.table_name.table();
-    let entry = session.shared.catalog().resolve(name)?.clone();
+    let entry = session.shared.catalog.snapshot().resolve(name)?.clone();
     if entry.kind == ObjectKind::MaterializedView {
         return Err(RunnelError::plan(
             SqlState::WRONG_OBJECT_TYPE,
@@ -38,7 +38,7 @@ fn target(session: &RunnelSession, dml: &DmlStatement) -> Result<Arc<CatalogEntr
 /// A Kafka stream or table is written only by its topic: a second writer would put rows in
 /// its log that no offset accounts for, and a replay would not reproduce them.
 pub fn refuse_kafka(shared: &Shared, entry: &CatalogEntry) -> Result<()> {
-    if shared.generators.is_generated(entry.id) {
+    if shared.sources.is_generated(entry.id) {
         return Err(RunnelError::plan(
             SqlState::WRONG_OBJECT_TYPE,
             format!(
@@ -47,7 +47,7 @@ pub fn refuse_kafka(shared: &Shared, entry: &CatalogEntry) -> Result<()> {
             ),
         ));
     }
-    match shared.ingests.options(entry.id) {
+    match shared.sources.kafka_options(entry.id) {
         Some(options) => Err(RunnelError::plan(
             SqlState::WRONG_OBJECT_TYPE,
             format!(
@@ -203,11 +203,6 @@ pub async fn insert_rows(
     drop(locked);
     shared.worker.wake();
     Ok(n)
-}
-
-/// The writers' lock of a transaction's pending writes.
-pub fn lock_pending(pending: &SharedPendingWrites) -> std::sync::MutexGuard<'_, PendingWrites> {
-    pending.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Applies deletes of `old` rows and inserts of `new` rows to a table, with key checks.

@@ -14,8 +14,8 @@ pub async fn handle(
     cascade: bool,
 ) -> Result<QueryResponse> {
     let shared = session.shared.clone();
-    let _ddl = shared.ddl.lock().await;
-    let catalog = shared.catalog();
+    let _ddl = shared.catalog.lock_changes().await;
+    let catalog = shared.catalog.snapshot();
     let mut ids = Vec::new();
     for name in names {
         let Some(entry) = catalog.get(name) else {
@@ -65,16 +65,13 @@ pub async fn handle(
         ids.sort_unstable_by(|a, b| b.cmp(a));
         // A Kafka source's thread must be gone before its key ranges are deleted.
         for &id in &ids {
-            let ingests = shared.clone();
-            tokio::task::spawn_blocking(move || {
-                ingests.ingests.stop(id);
-                ingests.generators.stop(id);
-            })
-            .await
-            .map_err(|e| RunnelError::internal(format!("stopping a Kafka reader: {e}")))?;
+            let sources = shared.clone();
+            tokio::task::spawn_blocking(move || sources.sources.stop(id))
+                .await
+                .map_err(|e| RunnelError::internal(format!("stopping a Kafka reader: {e}")))?;
         }
         shared.worker.drop_objects(ids.clone()).await?;
-        shared.update_catalog(|c| {
+        shared.catalog.publish(|c| {
             for id in &ids {
                 c.remove(*id);
             }
@@ -82,7 +79,7 @@ pub async fn handle(
         for id in ids {
             shared.forget_writer(id);
             shared.stream_cache.forget(id);
-            super::create_sink::forget(&shared, id);
+            shared.sinks.forget(id);
         }
     }
     let tag = match kind {

@@ -21,9 +21,19 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use runnel_common::Result;
 use runnel_pgwire::{ParamValue, QueryResponse, StatementDescription};
-use runnel_sql::{ParsedStatement, Statement};
+use runnel_sql::{ParsedStatement, Statement, StoredEntry, StoredKind};
 
 use crate::session::RunnelSession;
+use crate::shared::Shared;
+
+/// Re-creates one stored catalog object at start-up, through the handler that creates its kind.
+pub async fn restore(shared: &Arc<Shared>, entry: &StoredEntry) -> Result<()> {
+    match entry.kind {
+        StoredKind::MaterializedView => create_view::restore(shared, entry).await,
+        StoredKind::Sink => create_sink::restore(shared, entry).await,
+        _ => create_relation::restore(shared, entry).await,
+    }
+}
 
 pub async fn execute(
     session: &mut RunnelSession,

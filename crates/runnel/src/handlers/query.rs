@@ -244,7 +244,7 @@ fn arrow_timestamp_text(text: &str) -> String {
 /// read as Postgres reads bytea text (`'\\xdeadbeef'` is four bytes): they are wrapped in
 /// `bytea_in`, since DataFusion's own coercion would keep the text's bytes.
 fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) {
-    let catalog = session.shared.catalog();
+    let catalog = session.shared.catalog.snapshot();
     let binary_columns = |name: &ast::ObjectName| -> Vec<String> {
         let name = runnel_sql::statement::object_name(name);
         catalog.get(&name).map_or_else(Vec::new, |entry| {

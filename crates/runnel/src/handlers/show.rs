@@ -41,7 +41,7 @@ pub fn schema(kind: ShowKind) -> SchemaRef {
 }
 
 pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<QueryResponse> {
-    let catalog = session.shared.catalog();
+    let catalog = session.shared.catalog.snapshot();
     let names = |k: ObjectKind| -> Vec<Vec<Option<String>>> {
         let mut names: Vec<String> = catalog
             .entries()
@@ -99,12 +99,7 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
         ShowKind::Streams => names(ObjectKind::Stream),
         ShowKind::Tables => names(ObjectKind::Table),
         ShowKind::Sinks => {
-            let sinks = session
-                .shared
-                .sinks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let sinks = session.shared.sinks.snapshot();
             let mut rows: Vec<Vec<Option<String>>> = catalog
                 .entries()
                 .filter(|e| e.kind == ObjectKind::Sink)
@@ -158,10 +153,8 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
 /// One row per Kafka partition (offsets are Kafka offsets) and one per embedded stream or
 /// table (offsets are log sequence numbers, as read by the dataflow).
 async fn progress_rows(session: &RunnelSession) -> Result<Vec<Vec<Option<String>>>> {
-    let catalog = session.shared.catalog();
-    let mut kafka = session.shared.ingests.progress();
-    kafka.extend(session.shared.generators.progress());
-    kafka.sort_by_key(|(id, _)| *id);
+    let catalog = session.shared.catalog.snapshot();
+    let kafka = session.shared.sources.progress();
     let mut rows = Vec::new();
     for (id, progress) in &kafka {
         let Some(entry) = catalog.get_by_id(*id) else {

@@ -32,8 +32,8 @@ use super::pg_catalog::{
 };
 use super::types::{format_type, lookup_type};
 use super::{SessionIdentity, Snapshot};
-use crate::engine::Shared;
 use crate::settings::POSTGRES_VERSION;
+use crate::shared::Shared;
 
 /// What a function body sees: its arguments as arrays of the batch's length, and the session.
 struct Call<'a> {
@@ -177,7 +177,7 @@ impl ScalarUDFImpl for PgFunction {
             .iter()
             .map(|a| a.to_array(rows))
             .collect::<DfResult<Vec<_>>>()?;
-        let catalog = self.shared.catalog();
+        let catalog = self.shared.catalog.snapshot();
         let call = Call {
             args: &arrays,
             rows,

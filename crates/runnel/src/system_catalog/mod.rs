@@ -37,8 +37,8 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use runnel_sql::Catalog;
 
-use crate::engine::Shared;
 use crate::settings::SessionSettings;
+use crate::shared::Shared;
 
 /// Who is asking: what the catalog tables and functions need of the session.
 #[derive(Debug, Clone)]
@@ -557,7 +557,7 @@ impl TableProvider for SystemTableProvider {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let catalog = self.shared.catalog();
+        let catalog = self.shared.catalog.snapshot();
         let batch = self.table.batch(&Snapshot {
             catalog: &catalog,
             session: &self.session,

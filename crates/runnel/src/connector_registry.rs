@@ -1,0 +1,213 @@
+//! What the server runs beside the dataflow, by object id: the source threads (Kafka readers
+//! and Nexmark generators) and the sinks. SHOW PROGRESS and SHOW SINKS read it, DROP stops
+//! what it names, and writes check it (a Kafka table or a generated stream takes no INSERT).
+//! Starting a source is its ingest module's; this registry only keeps what is running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use runnel_common::{Result, RunnelError};
+use runnel_connectors::kafka::DeliveryStatus;
+use runnel_connectors::{KafkaOptions, SinkMode};
+use runnel_plan::ObjectId;
+
+/// Progress of one partition.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionProgress {
+    /// Next offset to read: every record before it is committed.
+    pub offset: i64,
+    /// The high watermark, as last seen.
+    pub end_offset: Option<i64>,
+    /// Where the current catch-up started and where it ends (the end offset seen when
+    /// reading started); `None` when there was nothing to catch up on.
+    pub backfill: Option<(i64, i64)>,
+}
+
+/// What `SHOW PROGRESS` shows of one source.
+#[derive(Debug, Clone, Default)]
+pub struct IngestProgress {
+    pub partitions: BTreeMap<i32, PartitionProgress>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub status: String,
+    pub events_per_sec: f64,
+}
+
+/// Where a source thread's rows come from.
+#[derive(Debug, Clone)]
+pub enum SourceOrigin {
+    Kafka(KafkaOptions),
+    Generator,
+}
+
+/// What a source thread shares with the registry.
+#[derive(Clone)]
+pub struct SourceHandle {
+    /// Set to ask the thread to stop after its current write.
+    pub stop: Arc<AtomicBool>,
+    pub progress: Arc<Mutex<IngestProgress>>,
+}
+
+impl SourceHandle {
+    pub fn new(status: &str) -> SourceHandle {
+        SourceHandle {
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(Mutex::new(IngestProgress {
+                status: status.to_string(),
+                ..Default::default()
+            })),
+        }
+    }
+}
+
+struct SourceThread {
+    handle: SourceHandle,
+    join: Option<JoinHandle<()>>,
+    origin: SourceOrigin,
+}
+
+/// The running source threads.
+#[derive(Default)]
+pub struct SourceThreads {
+    running: Mutex<HashMap<ObjectId, SourceThread>>,
+}
+
+impl SourceThreads {
+    /// Spawns `run` as the thread `thread_name` and records it as `id`'s source.
+    pub fn spawn(
+        &self,
+        id: ObjectId,
+        thread_name: String,
+        origin: SourceOrigin,
+        handle: SourceHandle,
+        run: impl FnOnce() + Send + 'static,
+    ) -> Result<()> {
+        let join = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(run)
+            .map_err(|e| RunnelError::external(format!("cannot start a source thread: {e}")))?;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                SourceThread {
+                    handle,
+                    join: Some(join),
+                    origin,
+                },
+            );
+        Ok(())
+    }
+
+    /// Stops a source's thread and waits for it (its last write is complete or not begun).
+    pub fn stop(&self, id: ObjectId) {
+        let thread = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(mut thread) = thread {
+            thread.handle.stop.store(true, Ordering::SeqCst);
+            if let Some(join) = thread.join.take() {
+                let _ = join.join();
+            }
+        }
+    }
+
+    /// Every running source's progress, by id.
+    pub fn progress(&self) -> Vec<(ObjectId, IngestProgress)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(ObjectId, IngestProgress)> = running
+            .iter()
+            .map(|(id, t)| {
+                let progress = t.handle.progress.lock().unwrap_or_else(|p| p.into_inner());
+                (*id, progress.clone())
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Where a running source reads from; `None` when `id` has no source thread.
+    pub fn origin(&self, id: ObjectId) -> Option<SourceOrigin> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|t| t.origin.clone())
+    }
+
+    /// The Kafka options of a source that is being ingested.
+    pub fn kafka_options(&self, id: ObjectId) -> Option<KafkaOptions> {
+        match self.origin(id)? {
+            SourceOrigin::Kafka(options) => Some(options),
+            SourceOrigin::Generator => None,
+        }
+    }
+
+    pub fn is_generated(&self, id: ObjectId) -> bool {
+        matches!(self.origin(id), Some(SourceOrigin::Generator))
+    }
+}
+
+/// What SHOW SINKS shows of a sink.
+#[derive(Debug, Clone)]
+pub struct SinkInfo {
+    pub from: String,
+    pub topic: String,
+    pub mode: SinkMode,
+    pub status: Arc<DeliveryStatus>,
+}
+
+impl SinkInfo {
+    /// `running`, or `retrying: ...` while deliveries fail (librdkafka retries them).
+    pub fn describe_status(&self) -> String {
+        let failed = self.status.failed.load(Ordering::Relaxed);
+        let last = self
+            .status
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match last {
+            Some(e) if failed > 0 => format!("retrying: {failed} deliveries failed, last: {e}"),
+            _ => "running".to_string(),
+        }
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.status.delivered.load(Ordering::Relaxed)
+    }
+}
+
+/// The running sinks.
+#[derive(Default)]
+pub struct Sinks {
+    running: Mutex<HashMap<ObjectId, SinkInfo>>,
+}
+
+impl Sinks {
+    pub fn register(&self, id: ObjectId, info: SinkInfo) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, info);
+    }
+
+    pub fn forget(&self, id: ObjectId) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    pub fn snapshot(&self) -> HashMap<ObjectId, SinkInfo> {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,75 @@
+//! The DataFusion context a session plans queries in: Runnel's catalog as the `public` schema,
+//! `pg_catalog` and `information_schema` beside it, Runnel's functions, operators and table
+//! functions, and Postgres's parsing and time-zone defaults.
+
+use std::sync::Arc;
+
+use datafusion::catalog::CatalogProvider;
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::SessionConfig;
+
+use crate::serving::{RelationTable, RunnelSchema};
+use crate::shared::Shared;
+use crate::system_catalog::{SessionIdentity, SystemSchema, SystemSchemaKind};
+
+/// A DataFusion context whose `public` schema is Runnel's catalog, with `pg_catalog`
+/// and `information_schema` beside it and the catalog functions for `session`.
+pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> SessionContext {
+    let mut config = SessionConfig::new()
+        // Runnel's own information_schema replaces DataFusion's.
+        .with_information_schema(false)
+        .with_target_partitions(2)
+        .with_default_catalog_and_schema("runnel", "public");
+    let options = config.options_mut();
+    options.sql_parser.map_string_types_to_utf8view = false;
+    // `1.005` is a numeric literal, as in Postgres, not a float that rounds on the way.
+    options.sql_parser.parse_float_as_decimal = true;
+    options.sql_parser.dialect = datafusion::common::config::Dialect::PostgreSQL;
+    // Spans let planning errors point at the offending name, as Postgres's do.
+    options.sql_parser.collect_spans = true;
+    options.execution.time_zone = Some("+00:00".to_string());
+    let ctx = SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(
+        SessionContext::new_with_config(config).state(),
+    ));
+    ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
+    crate::system_catalog::functions::register(&ctx, shared, session);
+    crate::system_catalog::table_functions::register(&ctx);
+    runnel_sql::json::register(&ctx)
+        .expect("registering the JSON operators on a fresh context cannot fail");
+    let tables = shared.clone();
+    let lookup: Arc<runnel_sql::windows::TableLookup> = Arc::new(move |name: &str| {
+        let entry = tables.catalog.snapshot().get(name)?.clone();
+        (entry.kind != runnel_sql::ObjectKind::Sink).then(|| {
+            datafusion::datasource::provider_as_source(Arc::new(RelationTable::new(
+                entry,
+                tables.clone(),
+            )))
+        })
+    });
+    ctx.register_relation_planner(Arc::new(runnel_sql::windows::WindowTableFunctions::new(
+        lookup,
+    )))
+    .expect("registering a relation planner on a fresh context cannot fail");
+    let catalog = Arc::new(datafusion::catalog::MemoryCatalogProvider::new());
+    // Registering into a fresh in-memory catalog cannot fail.
+    let pg_catalog = Arc::new(SystemSchema::new(
+        SystemSchemaKind::PgCatalog,
+        shared.clone(),
+        session.clone(),
+    ));
+    let _ = catalog.register_schema(
+        "public",
+        Arc::new(RunnelSchema::new(shared.clone(), pg_catalog.clone())),
+    );
+    let _ = catalog.register_schema("pg_catalog", pg_catalog);
+    let _ = catalog.register_schema(
+        "information_schema",
+        Arc::new(SystemSchema::new(
+            SystemSchemaKind::InformationSchema,
+            shared.clone(),
+            session.clone(),
+        )),
+    );
+    ctx.register_catalog("runnel", catalog);
+    ctx
+}

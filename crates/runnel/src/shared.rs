@@ -1,0 +1,98 @@
+//! The state every session and handler shares: the store, the dataflow worker, the catalog
+//! service, the source writers and what runs beside the dataflow. It knows no handler,
+//! session or query planning: those build on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runnel_common::Result;
+use runnel_plan::ObjectId;
+use runnel_runtime::Worker;
+use runnel_state::Store;
+
+use crate::catalog_service::CatalogService;
+use crate::connector_registry::{Sinks, SourceThreads};
+use crate::stream_cache::StreamLogCache;
+use crate::writer::SourceWriter;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub checkpoint_interval: Duration,
+    pub sync_writes: bool,
+    /// Default `bootstrap_servers` of Kafka streams, tables and sinks.
+    pub kafka_bootstrap_servers: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            checkpoint_interval: Duration::from_millis(1000),
+            sync_writes: false,
+            kafka_bootstrap_servers: None,
+        }
+    }
+}
+
+/// Arrow memory for decoded stream logs kept for ad-hoc reads, all streams together.
+const STREAM_CACHE_BYTES: usize = 256 << 20;
+
+/// State every session shares.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub worker: Worker,
+    pub catalog: CatalogService,
+    writers: Mutex<HashMap<ObjectId, Arc<SourceWriter>>>,
+    /// Decoded stream logs for ad-hoc reads.
+    pub stream_cache: StreamLogCache,
+    pub config: EngineConfig,
+    /// Kafka readers and Nexmark generators, per stream or table.
+    pub sources: SourceThreads,
+    /// Sinks, for SHOW SINKS.
+    pub sinks: Sinks,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(store: Arc<Store>, worker: Worker, config: EngineConfig) -> Result<Shared> {
+        Ok(Shared {
+            catalog: CatalogService::open(store.clone())?,
+            store,
+            worker,
+            writers: Mutex::new(HashMap::new()),
+            stream_cache: StreamLogCache::new(STREAM_CACHE_BYTES),
+            config,
+            sources: SourceThreads::default(),
+            sinks: Sinks::default(),
+        })
+    }
+
+    /// The writer that appends to a stream's or table's log.
+    pub fn writer(&self, id: ObjectId) -> Result<Arc<SourceWriter>> {
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = writers.get(&id) {
+            return Ok(w.clone());
+        }
+        let watermark = self
+            .catalog
+            .snapshot()
+            .get_by_id(id)
+            .and_then(|e| e.watermark);
+        let w = Arc::new(SourceWriter::open(&self.store, id, watermark)?);
+        writers.insert(id, w.clone());
+        Ok(w)
+    }
+
+    pub fn forget_writer(&self, id: ObjectId) {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
