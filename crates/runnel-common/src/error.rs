@@ -11,6 +11,9 @@ pub struct SqlState(pub &'static str);
 
 impl SqlState {
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
+    /// The class of statement errors, for a planning error without a more precise cause.
+    pub const STATEMENT_ERROR: SqlState = SqlState("42000");
+    pub const AMBIGUOUS_COLUMN: SqlState = SqlState("42702");
     pub const UNDEFINED_TABLE: SqlState = SqlState("42P01");
     pub const UNDEFINED_COLUMN: SqlState = SqlState("42703");
     pub const UNDEFINED_FUNCTION: SqlState = SqlState("42883");
@@ -152,17 +155,11 @@ fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
     }
 }
 
-/// DataFusion reports most user mistakes as `Plan`/`SchemaError`/`SQL`; map them to the
-/// SQLSTATE a Postgres user would expect.
+/// DataFusion's errors by variant. A `Plan` error carries only a message, which Runnel never
+/// reads: the query handlers name the cause themselves (`plan_diagnosis` in the server crate)
+/// and this is the SQLSTATE when they cannot (42000, the class of statement errors).
 fn classify_datafusion(err: DataFusionError) -> RunnelError {
     use datafusion::common::SchemaError;
-    let text = err.to_string();
-    if text.contains("declared as non-nullable but contains null") {
-        return RunnelError::execution(
-            SqlState::NOT_NULL_VIOLATION,
-            format!("null value violates not-null constraint ({})", text.trim()),
-        );
-    }
     match err {
         DataFusionError::SchemaError(schema_err, _) => {
             let message = schema_err.to_string();
@@ -170,32 +167,12 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
                 SchemaError::FieldNotFound { .. } => SqlState::UNDEFINED_COLUMN,
                 SchemaError::DuplicateQualifiedField { .. }
                 | SchemaError::DuplicateUnqualifiedField { .. } => SqlState::DUPLICATE_COLUMN,
-                SchemaError::AmbiguousReference { .. } => SqlState("42702"),
+                SchemaError::AmbiguousReference { .. } => SqlState::AMBIGUOUS_COLUMN,
             };
             RunnelError::plan(state, message)
         }
         DataFusionError::SQL(e, _) => RunnelError::plan(SqlState::SYNTAX_ERROR, e.to_string()),
-        DataFusionError::Plan(m) => {
-            let state = if m.contains("must appear in the GROUP BY clause")
-                || m.contains("Aggregate functions are not allowed in the WHERE clause")
-            {
-                SqlState::GROUPING_ERROR
-            } else if m.contains("non-boolean predicate") {
-                SqlState::DATATYPE_MISMATCH
-            } else if m.contains("table") && m.contains("not found") {
-                SqlState::UNDEFINED_TABLE
-            } else if m.contains("No function matches")
-                || m.contains("Invalid function")
-                || m.contains("not found")
-            {
-                SqlState::UNDEFINED_FUNCTION
-            } else if m.contains("Cannot") && (m.contains("type") || m.contains("coerce")) {
-                SqlState::DATATYPE_MISMATCH
-            } else {
-                SqlState::SYNTAX_ERROR
-            };
-            RunnelError::plan(state, m)
-        }
+        DataFusionError::Plan(m) => RunnelError::plan(SqlState::STATEMENT_ERROR, m),
         DataFusionError::NotImplemented(m) => RunnelError::NotImplemented(m),
         DataFusionError::ArrowError(e, _) => classify_arrow(*e),
         DataFusionError::Execution(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),

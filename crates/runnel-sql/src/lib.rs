@@ -1,5 +1,5 @@
-//! Runnel's SQL frontend: splitting and classifying statements (Runnel's DDL rides on sqlparser
-//! with the PostgreSQL dialect), CREATE STREAM/TABLE definitions, the catalog's objects, and the
+//! Runnel's SQL frontend: the parser (sqlparser's PostgreSQL parser wrapped so Runnel's statement
+//! extensions are parsed from tokens) and the typed statements, CREATE STREAM/TABLE definitions, the catalog's objects, and the
 //! lowering of DataFusion logical plans to the streaming plan IR. No I/O happens here.
 
 pub mod asof;
@@ -8,6 +8,7 @@ pub mod ddl;
 pub mod event_time;
 pub mod json;
 pub mod lower;
+pub mod parser;
 pub mod pg_compat;
 pub mod session_window;
 pub mod statement;
@@ -17,6 +18,5 @@ pub mod windows;
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
 pub use ddl::{relation_def, RelationDef};
 pub use lower::{check_view_plan, lower_view, RelationInfo, RelationResolver};
-pub use statement::{
-    parse_statements, ObjectKind, ParsedStatement, ShowKind, Statement, WatermarkClause,
-};
+pub use parser::parse_statements;
+pub use statement::{ObjectKind, ParsedStatement, ShowKind, Statement, WatermarkClause};

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod handlers;
 pub mod kafka_ingest;
 pub mod nexmark_ingest;
+pub mod plan_diagnosis;
 pub mod query_context;
 pub mod serving;
 pub mod session;

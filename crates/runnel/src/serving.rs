@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -63,31 +63,51 @@ impl SchemaProvider for RunnelSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.shared
+        let relation = self
+            .shared
             .catalog
             .snapshot()
             .get(name)
-            .is_some_and(|e| e.kind != ObjectKind::Sink)
+            .is_some_and(|e| e.kind != ObjectKind::Sink);
+        // Unqualified names fall back to pg_catalog, as `table` does.
+        relation || self.pg_catalog.table_exist(name)
     }
 }
 
-/// A stream, table or view as DataFusion sees it.
+/// A stream, table or view as DataFusion sees it. Every column is nullable here: NOT NULL is
+/// Runnel's to check when rows are written (naming the table's column, 23502), not
+/// DataFusion's while it builds an INSERT's VALUES rows.
 #[derive(Debug)]
 pub struct RelationTable {
     pub entry: Arc<CatalogEntry>,
+    schema: SchemaRef,
     shared: Arc<Shared>,
 }
 
 impl RelationTable {
     pub fn new(entry: Arc<CatalogEntry>, shared: Arc<Shared>) -> Self {
-        RelationTable { entry, shared }
+        let fields: Vec<Field> = entry
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            entry.schema.metadata().clone(),
+        ));
+        RelationTable {
+            entry,
+            schema,
+            shared,
+        }
     }
 }
 
 #[async_trait]
 impl TableProvider for RelationTable {
     fn schema(&self) -> SchemaRef {
-        self.entry.schema.clone()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -105,6 +125,12 @@ impl TableProvider for RelationTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let batches = read_relation(&self.shared, &self.entry)
+            .and_then(|batches| {
+                batches
+                    .into_iter()
+                    .map(|b| Ok(b.with_schema(self.schema.clone())?))
+                    .collect::<Result<Vec<_>>>()
+            })
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let exec =
             MemorySourceConfig::try_new_exec(&[batches], self.schema(), projection.cloned())?;

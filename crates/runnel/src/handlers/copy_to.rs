@@ -30,7 +30,7 @@ pub async fn handle(
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            runnel_sql::statement::parse_one(&format!("SELECT {list} FROM {}", quoted(name)))?
+            runnel_sql::parser::parse_one(&format!("SELECT {list} FROM {}", quoted(name)))?
         }
     };
     let (schema, batches) = query::rows(session, &statement, sql).await?;

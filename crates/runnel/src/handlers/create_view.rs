@@ -51,6 +51,7 @@ pub async fn plan_view(
     id: ObjectId,
     view: &ast::CreateView,
     emit_on_window_close: bool,
+    sql: &str,
 ) -> Result<PlannedView> {
     let options = sql_options(&view.options)?;
     if let Some((key, _)) = options.iter().find(|(k, _)| k != "start") {
@@ -61,9 +62,17 @@ pub async fn plan_view(
     let state = ctx.state();
     let mut query = view.query.clone();
     runnel_sql::asof::rewrite_asof_joins(&mut query)?;
-    let statement = DfStatement::Statement(Box::new(ast::Statement::Query(query)));
-    let logical =
-        runnel_sql::temporal::bind_event_time_now(state.statement_to_plan(statement).await?)?;
+    let statement = ast::Statement::Query(query);
+    let logical = match state
+        .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+        .await
+    {
+        Ok(logical) => logical,
+        Err(error) => {
+            return Err(super::query::planning_failed(&state, &statement, sql, error).await)
+        }
+    };
+    let logical = runnel_sql::temporal::bind_event_time_now(logical)?;
     let mut names = crate::convert::postgres_column_names(&logical);
     if !view.columns.is_empty() {
         if view.columns.len() != names.len() {
@@ -123,6 +132,7 @@ pub async fn handle(
             0,
             view,
             emit_on_window_close,
+            sql,
         )
         .await?;
         let text = planned.plan.to_string();
@@ -146,7 +156,7 @@ pub async fn handle(
         ));
     }
     let (id, id_write) = shared.catalog.allocate_id();
-    let planned = plan_view(&session.ctx, &catalog, id, view, emit_on_window_close).await?;
+    let planned = plan_view(&session.ctx, &catalog, id, view, emit_on_window_close, sql).await?;
     let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
     let entry = CatalogEntry {
         id,
@@ -198,7 +208,15 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         &crate::system_catalog::SessionIdentity::system(),
     );
     let catalog = shared.catalog.snapshot();
-    let mut planned = plan_view(&ctx, &catalog, stored.id, view, *emit_on_window_close).await?;
+    let mut planned = plan_view(
+        &ctx,
+        &catalog,
+        stored.id,
+        view,
+        *emit_on_window_close,
+        &stored.sql,
+    )
+    .await?;
     // The stored rows' layout is the one chosen at creation, whatever planning says today.
     planned.plan.set_view_key(stored.view_key.clone());
     planned.plan.set_view_appended(stored.view_appended);

@@ -118,54 +118,13 @@ pub fn conform_each(
 
 pub async fn insert(session: &mut RunnelSession, dml: &DmlStatement) -> Result<QueryResponse> {
     let entry = target(session, dml)?;
-    let batches = run(session, dml.input.as_ref().clone())
-        .await
-        .map_err(|e| name_not_null_column(e, &dml.input))?;
+    let batches = run(session, dml.input.as_ref().clone()).await?;
     let rows = conform_each(&entry.schema, &batches, 0)?;
     let pending = session.pending_writes();
     let n = insert_rows(&session.shared, &entry, rows, pending.as_ref()).await?;
     Ok(QueryResponse::Command {
         tag: format!("INSERT 0 {n}"),
     })
-}
-
-/// DataFusion checks NOT NULL while it builds the VALUES rows, so its message names the
-/// VALUES column (`column2`) where Postgres names the table's column. The INSERT's input
-/// projects every table column (aliased with its name) from at most one VALUES column, which
-/// gives the name back.
-fn name_not_null_column(err: RunnelError, input: &LogicalPlan) -> RunnelError {
-    let RunnelError::Execution { state, message } = &err else {
-        return err;
-    };
-    if *state != SqlState::NOT_NULL_VIOLATION {
-        return err;
-    }
-    let Some(values_column) = message
-        .split("Column '")
-        .nth(1)
-        .and_then(|rest| rest.split('\'').next())
-    else {
-        return err;
-    };
-    let LogicalPlan::Projection(projection) = input else {
-        return err;
-    };
-    let target = projection.expr.iter().find_map(|e| match e {
-        Expr::Alias(alias) => alias
-            .expr
-            .column_refs()
-            .iter()
-            .any(|c| c.name == values_column)
-            .then(|| alias.name.clone()),
-        _ => None,
-    });
-    match target {
-        Some(name) => RunnelError::execution(
-            SqlState::NOT_NULL_VIOLATION,
-            format!("null value in column \"{name}\" violates not-null constraint"),
-        ),
-        None => err,
-    }
 }
 
 /// Appends rows to a stream, or inserts them into a table (refusing duplicate keys); in a

@@ -31,10 +31,13 @@ async fn plan(
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
     }
-    let plan = state
+    let plan = match state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await
-        .map_err(|e| with_position(e, sql))?;
+    {
+        Ok(plan) => plan,
+        Err(error) => return Err(planning_failed(&state, &statement, sql, error).await),
+    };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
     session.check_reads(&plan)?;
     match &plan {
@@ -340,15 +343,28 @@ fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) 
     }
 }
 
-/// A planning error with the statement position DataFusion's diagnostic points at (an
-/// unknown column or relation, a type mismatch), as Postgres reports one.
-fn with_position(error: datafusion::error::DataFusionError, sql: &str) -> RunnelError {
+/// The error for a statement DataFusion could not plan: the cause Runnel names itself
+/// ([`crate::plan_diagnosis`]) when the failure is a planning one, else DataFusion's error by
+/// its variant, with the position its diagnostic points at (as Postgres reports one).
+pub async fn planning_failed(
+    state: &datafusion::execution::session_state::SessionState,
+    statement: &ast::Statement,
+    sql: &str,
+    error: datafusion::error::DataFusionError,
+) -> RunnelError {
     let position = error
         .diagnostic()
         .and_then(|d| d.span)
         .filter(|span| span.start.line > 0)
-        .map(|span| runnel_sql::statement::char_position(sql, span.start.line, span.start.column));
-    RunnelError::from(error).with_position(position)
+        .map(|span| runnel_sql::parser::char_position(sql, span.start.line, span.start.column));
+    let error = RunnelError::from(error).with_position(position);
+    // Only DataFusion's untyped planning errors need a cause named.
+    if error.sqlstate() != SqlState::STATEMENT_ERROR {
+        return error;
+    }
+    crate::plan_diagnosis::diagnose(state, statement, sql)
+        .await
+        .unwrap_or(error)
 }
 
 fn first_words(sql: &str) -> String {

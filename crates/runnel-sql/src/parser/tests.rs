@@ -1,0 +1,233 @@
+//! The parser's statements, extensions and errors.
+
+use super::*;
+
+#[test]
+fn splits_at_top_level_semicolons_only() {
+    let parts = split_statements("select ';'; select 2 ; -- c; \n ;").unwrap();
+    assert_eq!(parts, vec!["select ';'", "select 2"]);
+}
+
+#[test]
+fn classifies_runnel_commands() {
+    let s = parse_statements("CREATE STREAM s (a BIGINT); FLUSH; SHOW materialized views").unwrap();
+    assert!(matches!(
+        s[0].kind,
+        Statement::CreateRelation {
+            kind: ObjectKind::Stream,
+            ..
+        }
+    ));
+    assert!(matches!(s[1].kind, Statement::Flush));
+    assert!(matches!(
+        s[2].kind,
+        Statement::Show(ShowKind::MaterializedViews)
+    ));
+}
+
+#[test]
+fn syntax_errors_carry_a_position() {
+    let err = parse_one("SELECT * FORM t").unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::SYNTAX_ERROR);
+    assert!(err.position().is_some());
+}
+
+#[test]
+fn copy_options() {
+    let s = parse_statements("COPY s FROM STDIN WITH (FORMAT csv, HEADER true)").unwrap();
+    match &s[0].kind {
+        Statement::Copy { table, options, .. } => {
+            assert_eq!(table, "s");
+            assert!(options.csv && options.header);
+            assert_eq!(options.delimiter, b',');
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn create_and_drop_sink() {
+    let parsed = parse_statements(
+        "CREATE SINK IF NOT EXISTS out FROM v WITH (connector = 'kafka', topic = 'recs', mode = 'upsert');",
+    )
+    .unwrap();
+    match &parsed[0].kind {
+        Statement::CreateSink {
+            name,
+            from,
+            options,
+            if_not_exists,
+        } => {
+            assert_eq!(
+                (name.as_str(), from.as_str(), *if_not_exists),
+                ("out", "v", true)
+            );
+            assert_eq!(
+                options,
+                &vec![
+                    ("connector".to_string(), "kafka".to_string()),
+                    ("topic".to_string(), "recs".to_string()),
+                    ("mode".to_string(), "upsert".to_string()),
+                ]
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    for bad in [
+        "CREATE SINK out v WITH (topic = 't')",
+        "CREATE SINK out FROM v WITH (topic = 't') extra",
+        "CREATE SINK FROM v",
+    ] {
+        let err = parse_statements(bad).unwrap_err();
+        assert_eq!(err.sqlstate(), SqlState::SYNTAX_ERROR, "{bad}");
+    }
+    match &parse_statements("DROP SINK IF EXISTS a, b").unwrap()[0].kind {
+        Statement::Drop {
+            kind,
+            names,
+            if_exists,
+            ..
+        } => {
+            assert_eq!(*kind, ObjectKind::Sink);
+            assert_eq!(names, &vec!["a".to_string(), "b".to_string()]);
+            assert!(*if_exists);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn create_stream_with_watermark_anywhere_in_the_column_list() {
+    for sql in [
+        "CREATE STREAM s (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, ts TIMESTAMP, v BIGINT)",
+        "CREATE STREAM s (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, v BIGINT)",
+        "create stream s (ts timestamp, v bigint, watermark for ts as ts - interval '5' second) \
+         with (connector = 'kafka', topic = 't')",
+    ] {
+        match RunnelParser::parse(sql).unwrap() {
+            Statement::CreateRelation {
+                kind: ObjectKind::Stream,
+                create,
+                watermark: Some(watermark),
+            } => {
+                let names: Vec<&str> = create
+                    .columns
+                    .iter()
+                    .map(|c| c.name.value.as_str())
+                    .collect();
+                assert_eq!(names.len(), 2, "{sql}");
+                assert!(names.iter().any(|n| n.eq_ignore_ascii_case("ts")), "{sql}");
+                assert_eq!(watermark.column, "ts");
+                assert_eq!(watermark.expr.to_string(), "ts - INTERVAL '5' SECOND");
+            }
+            other => panic!("{sql}: unexpected {other:?}"),
+        }
+    }
+    // A column may be called watermark.
+    match RunnelParser::parse("CREATE STREAM s (watermark BIGINT)").unwrap() {
+        Statement::CreateRelation {
+            create, watermark, ..
+        } => {
+            assert_eq!(create.columns[0].name.value, "watermark");
+            assert!(watermark.is_none());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn extension_errors_are_positioned_syntax_errors() {
+    for (sql, at) in [
+        ("CREATE STREAM s (a BIGINT, WATERMARK FOR a)", 43),
+        ("CREATE STREAM s (a BIGINT) extra", 28),
+        ("SHOW PROGRESS now", 15),
+        ("FLUSH everything", 7),
+    ] {
+        let err = parse_statements(sql).unwrap_err();
+        assert_eq!(err.sqlstate(), SqlState::SYNTAX_ERROR, "{sql}");
+        assert_eq!(err.position(), Some(at), "{sql}: {err}");
+    }
+    let err = parse_statements(
+        "CREATE STREAM s (a TIMESTAMP, WATERMARK FOR a AS a, WATERMARK FOR a AS a)",
+    )
+    .unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::INVALID_TABLE_DEFINITION);
+    let err = parse_statements("CREATE TABLE t (a TIMESTAMP, WATERMARK FOR a AS a)").unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::INVALID_TABLE_DEFINITION);
+}
+
+#[test]
+fn emit_on_window_close_is_the_views_last_clause() {
+    let sql = "CREATE MATERIALIZED VIEW v AS SELECT * FROM t EMIT ON WINDOW CLOSE;";
+    match RunnelParser::parse(sql).unwrap() {
+        Statement::CreateMaterializedView {
+            view,
+            emit_on_window_close: true,
+            explain: false,
+        } => assert_eq!(view.query.to_string(), "SELECT * FROM t"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        RunnelParser::parse(&format!("EXPLAIN {sql}")).unwrap(),
+        Statement::CreateMaterializedView {
+            emit_on_window_close: true,
+            explain: true,
+            ..
+        }
+    ));
+    // Inside a string it is data.
+    match RunnelParser::parse("CREATE MATERIALIZED VIEW v AS SELECT 'EMIT ON WINDOW CLOSE' AS x")
+        .unwrap()
+    {
+        Statement::CreateMaterializedView {
+            emit_on_window_close,
+            ..
+        } => assert!(!emit_on_window_close),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Every statement prints as SQL that parses back to a statement printing the same.
+#[test]
+fn statements_print_as_sql_that_parses_back() {
+    for sql in [
+        "CREATE STREAM IF NOT EXISTS \"Clicks\" (user_id BIGINT NOT NULL, ts TIMESTAMP, \
+         PRIMARY KEY (user_id), WATERMARK FOR ts AS ts - INTERVAL '1' MINUTE) \
+         WITH (connector = 'kafka', topic = 'clicks')",
+        "CREATE STREAM s (a BIGINT)",
+        "CREATE TABLE t (k INT PRIMARY KEY, v TEXT)",
+        "CREATE MATERIALIZED VIEW v AS SELECT k, count(*) FROM t GROUP BY k EMIT ON WINDOW CLOSE",
+        "EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT 1",
+        "CREATE SINK IF NOT EXISTS out FROM v WITH (connector = 'kafka', topic = 'it''s')",
+        "DROP STREAM IF EXISTS a, \"B\" CASCADE",
+        "DROP SINK out",
+        "DROP MATERIALIZED VIEW v",
+        "SHOW MATERIALIZED VIEWS",
+        "SHOW PROGRESS",
+        "FLUSH",
+        "SET LOCAL statement_timeout TO '5s'",
+        "SET TIME ZONE DEFAULT",
+        "RESET ALL",
+        "SHOW TimeZone",
+        "BEGIN",
+        "SAVEPOINT a",
+        "ROLLBACK TO SAVEPOINT a",
+        "RELEASE a",
+        "COPY t (a, b) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        "COPY (SELECT 1) TO STDOUT",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "FETCH 10 FROM c",
+        "CLOSE ALL",
+        "SELECT 1",
+    ] {
+        let first = RunnelParser::parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let printed = first.to_string();
+        let again = RunnelParser::parse(&printed).unwrap_or_else(|e| panic!("{printed}: {e}"));
+        assert_eq!(again.to_string(), printed, "{sql}");
+        assert_eq!(
+            std::mem::discriminant(&first),
+            std::mem::discriminant(&again),
+            "{sql}"
+        );
+    }
+}
