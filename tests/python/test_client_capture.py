@@ -58,9 +58,6 @@ SETUP = [
 
 # (action, n) -> why Runnel does not run it yet. These may fail with an SQL error.
 KNOWN_UNSUPPORTED = {
-    ("psql_dplus_items", 2): "psql \\d+ table details: `pg_catalog.unnest(tc.reloptions) x` as a "
-    "FROM item in an ARRAY(subquery) (42P01 table function 'unnest' not found)",
-    ("psql_dplus_avg_price", 2): "same psql \\d+ query as psql_dplus_items #2, for avg_price",
     ("asyncpg_fetch_composite_triggers_introspection", 2): "asyncpg's composite-type "
     "introspection (WITH RECURSIVE typeinfo_tree, sent because a whole-row reference "
     "`SELECT i FROM items i` returns a composite type): its $1 is the text '{<row type oid>}' "

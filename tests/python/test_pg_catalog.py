@@ -9,6 +9,7 @@ except that Runnel's streams are tables to psql and Runnel has one database and 
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime, timezone
 import subprocess
 
@@ -450,3 +451,38 @@ def test_bytea_round_trips(catalog_server):
         assert c.execute("SELECT '\\xcafe'::bytea").fetchone() == (b"\xca\xfe",)
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
             c.execute("INSERT INTO blobs VALUES (5, '\\xZZ')")
+
+
+def test_psql_plus_commands_show_comments(catalog_server):
+    """COMMENT ON texts appear where psql shows descriptions (\\dt+, \\d+), and \\d+ prints a
+    table's storage and a view's definition as Postgres does."""
+    host, port = catalog_server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("COMMENT ON TABLE items IS 'what we sell'")
+        c.execute("COMMENT ON COLUMN items.name IS 'shown to buyers'")
+        c.execute("COMMENT ON MATERIALIZED VIEW avg_price IS 'per user'")
+    listing = psql(catalog_server, r"\dt+ items")
+    # The size is RocksDB's estimate of the table's files, which depends on flushes.
+    assert re.search(
+        r"^ public \| items \| table \| runnel \| permanent   \| heap          \| \d+ (bytes|kB|MB) +\| what we sell$",
+        listing,
+        re.M,
+    ), listing
+    described = psql(catalog_server, r"\d+ items").split("\n")
+    # psql centres the title over the table.
+    assert described[0].strip() == 'Table "public.items"'
+    assert described[1:] == [
+        "  Column  |  Type  | Collation | Nullable | Default | Storage  | Compression | Stats target |   Description   ",
+        "----------+--------+-----------+----------+---------+----------+-------------+--------------+-----------------",
+        " item_id  | bigint |           | not null |         | plain    |             |              | ",
+        " name     | text   |           |          |         | extended |             |              | shown to buyers",
+        " category | text   |           |          |         | extended |             |              | ",
+        "Indexes:",
+        '    "items_pkey" PRIMARY KEY, btree (item_id)',
+        "Access method: heap",
+        "",
+        "",
+    ]
+    view = psql(catalog_server, r"\d+ avg_price")
+    assert "View definition:\n SELECT user_id, avg(price) AS avg_price, count(*) AS n FROM views GROUP BY user_id;\n" in view, view
+    assert psql(catalog_server, r"\dm+").count("per user") == 1

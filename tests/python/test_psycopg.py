@@ -536,3 +536,62 @@ def test_named_cursor_pages_through_a_large_result(server):
                 rows += 1
         assert (rows, total) == (300000, 300000 * 300001 // 2)
         c.commit()
+
+
+# --------------------------------------------------------------------------------------------
+# json, jsonb and uuid are their Postgres types: described with their OIDs, so psycopg loads
+# dicts and UUIDs, in text and in binary results; input is checked and normalised as Postgres
+# does (jsonb key order and spacing, uuid case and hyphens).
+
+
+def test_json_jsonb_uuid_are_their_postgres_types(conn):
+    import uuid
+
+    table = unique("typed_docs")
+    view = unique("typed_docs_v")
+    u = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, doc JSONB, raw JSON, u UUID)")
+    cur.execute(
+        f"INSERT INTO {table} VALUES (1, %s, %s, %s)",
+        ('{"b": 1, "a": [1, 2]}', '{"b":1,  "a":2}', "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
+    )
+    cur.execute(f"CREATE MATERIALIZED VIEW {view} AS SELECT id, doc -> 'a' AS a, u FROM {table}")
+    for binary in (False, True):
+        c = conn.cursor(binary=binary)
+        c.execute(f"SELECT doc, raw, u, doc::text AS doc_text, doc -> 'a' AS a FROM {table}")
+        assert [d.type_code for d in c.description] == [
+            oid("jsonb"), oid("json"), oid("uuid"), oid("text"), oid("jsonb")
+        ]
+        assert c.fetchall() == [
+            ({"a": [1, 2], "b": 1}, {"b": 1, "a": 2}, u, '{"a": [1, 2], "b": 1}', [1, 2])
+        ], f"binary={binary}"
+        c.execute(f"SELECT a, u FROM {view}")
+        assert [d.type_code for d in c.description] == [oid("jsonb"), oid("uuid")]
+        assert c.fetchall() == [([1, 2], u)]
+    # The text forms, as Postgres prints them.
+    cur.execute(f"SELECT doc::text, raw::text, u::text FROM {table}")
+    assert cur.fetchone() == ('{"a": [1, 2], "b": 1}', '{"b":1,  "a":2}', str(u))
+    cur.execute("""SELECT '{"b":2,"a":1,"a":3}'::jsonb::text, '{X}'::text""")
+    assert cur.fetchone() == ('{"a": 3, "b": 2}', "{X}")
+    # Equal jsonb values compare equal whatever their spelling.
+    cur.execute("""SELECT '{"a":1, "b":[1,2]}'::jsonb = '{ "b" : [1, 2], "a" : 1 }'::jsonb""")
+    assert cur.fetchone() == (True,)
+    # Catalog and information_schema name the types.
+    cur.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        f"WHERE table_name = '{table}' ORDER BY ordinal_position"
+    )
+    assert cur.fetchall() == [("id", "integer"), ("doc", "jsonb"), ("raw", "json"), ("u", "uuid")]
+    for bad_sql, params in (
+        (f"INSERT INTO {table} VALUES (2, %s, NULL, NULL)", ("{bad",)),
+        (f"INSERT INTO {table} VALUES (2, NULL, %s, NULL)", ("[1,",)),
+        (f"INSERT INTO {table} VALUES (2, NULL, NULL, %s)", ("a0eebc99",)),
+        ("SELECT %s::uuid", ("xyz",)),
+    ):
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            cur.execute(bad_sql, params)
+    with cur.copy(f"COPY {table} (id, doc, u) FROM STDIN") as copy:
+        copy.write_row((3, '{"z": {"y": 1}}', "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12}"))
+    cur.execute(f"SELECT doc, u FROM {table} WHERE id = 3")
+    assert cur.fetchone() == ({"z": {"y": 1}}, uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"))

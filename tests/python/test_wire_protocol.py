@@ -219,6 +219,37 @@ def test_asyncpg_binary_copy_both_ways(server, tmp_path):
     asyncio.run(run())
 
 
+def test_asyncpg_uuid_and_jsonb_columns(server):
+    """asyncpg reads uuid and jsonb in binary: a uuid is 16 bytes, jsonb a version byte and its
+    text; binary COPY FROM writes them the same way."""
+    asyncpg = pytest.importorskip("asyncpg")
+    import json
+    import uuid
+
+    host, port = server
+    u = uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e")
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user="runnel", database="runnel")
+        try:
+            await conn.execute("CREATE TABLE async_typed (k INT PRIMARY KEY, u UUID, doc JSONB)")
+            await conn.execute("INSERT INTO async_typed VALUES (1, $1, $2)", str(u).upper(), '{"b":1,"a":2}')
+            result = await conn.copy_records_to_table(
+                "async_typed", records=[(2, uuid.UUID(int=2), json.dumps({"x": [True, None]}))]
+            )
+            assert result == "COPY 1"
+            got = await conn.fetch("SELECT k, u, doc FROM async_typed ORDER BY k")
+            assert [tuple(r) for r in got] == [
+                (1, u, '{"a": 2, "b": 1}'),
+                (2, uuid.UUID(int=2), '{"x": [true, null]}'),
+            ]
+            assert await conn.fetchval("SELECT u FROM async_typed WHERE u = $1::uuid", u) == u
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def test_parameters_are_described_from_their_casts(server):
     asyncpg = pytest.importorskip("asyncpg")
     host, port = server

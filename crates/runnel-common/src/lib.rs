@@ -4,8 +4,10 @@
 
 pub mod change;
 pub mod error;
+pub mod text_types;
 pub mod time;
 
 pub use change::{ChangeBatch, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN};
 pub use error::{Result, RunnelError, SqlState};
+pub use text_types::TextType;
 pub use time::{WatermarkClock, WatermarkDef};

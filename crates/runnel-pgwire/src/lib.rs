@@ -22,4 +22,6 @@ pub use engine::{
 };
 pub use error::PgError;
 pub use server::serve;
-pub use types::{arrow_type_for_oid, oid, pg_type, type_name, Format, PgType};
+pub use types::{
+    arrow_type_for_oid, oid, pg_type, pg_type_of, type_name, Format, PgType, PG_TYPE_METADATA_KEY,
+};

@@ -64,7 +64,7 @@ use crate::engine::{
     StatementDescription, TransactionStatus,
 };
 use crate::error::PgError;
-use crate::types::{decode_param, pg_type, Format, RowEncoder};
+use crate::types::{decode_param, pg_type_of, Format, RowEncoder};
 
 /// Accepts connections on `listener` forever, serving each on its own task.
 ///
@@ -398,7 +398,7 @@ fn row_description(schema: &Schema, formats: &[Format]) -> PgWireBackendMessage 
         .iter()
         .enumerate()
         .map(|(index, field)| {
-            let pg = pg_type(field.data_type());
+            let pg = pg_type_of(field);
             FieldDescription::new(
                 field.name().clone(),
                 0,

@@ -22,6 +22,10 @@
 //! | List, LargeList | the array type of its element's type (`text[]` for the rest) |
 //! | anything else | `text`, with Arrow's display form |
 //!
+//! A Utf8 field whose metadata key `runnel.pg_type` ([`PG_TYPE_METADATA_KEY`]) is `json`,
+//! `jsonb` or `uuid` is that type (the text is already in the type's normal form); in binary,
+//! `jsonb` is a version byte then the text and `uuid` its 16 bytes.
+//!
 //! Every one of these has a binary encoding (for the `text` fallback it is the same UTF-8 as
 //! the text form), so a column is sent in binary whenever the client asks for it.
 
@@ -29,7 +33,7 @@ mod column;
 mod format;
 mod params;
 
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::datatypes::{DataType, Field, TimeUnit};
 
 pub(crate) use column::RowEncoder;
 pub use format::{
@@ -110,6 +114,32 @@ impl Format {
             1 => Some(Self::Binary),
             _ => None,
         }
+    }
+}
+
+/// The field metadata key naming a text column's Postgres type (`json`, `jsonb`, `uuid`); the
+/// server crates tag fields with the same key.
+pub const PG_TYPE_METADATA_KEY: &str = "runnel.pg_type";
+
+/// The OID of a Utf8 field tagged as `json`, `jsonb` or `uuid`.
+pub(crate) fn text_type_oid(field: &Field) -> Option<u32> {
+    if !matches!(field.data_type(), DataType::Utf8) {
+        return None;
+    }
+    match field.metadata().get(PG_TYPE_METADATA_KEY)?.as_str() {
+        "json" => Some(oid::JSON),
+        "jsonb" => Some(oid::JSONB),
+        "uuid" => Some(oid::UUID),
+        _ => None,
+    }
+}
+
+/// The Postgres type a column is reported as: its tag's, else its Arrow type's.
+pub fn pg_type_of(field: &Field) -> PgType {
+    match text_type_oid(field) {
+        Some(oid::UUID) => PgType::new(oid::UUID, 16),
+        Some(oid) => PgType::new(oid, -1),
+        None => pg_type(field.data_type()),
     }
 }
 

@@ -40,6 +40,8 @@ pub struct CatalogEntry {
     /// Whether an event-time clock paces the relation, and the columns it bounds (a stream's
     /// watermark column, a view's output columns derived from its plan).
     pub event_time: EventTime,
+    /// `COMMENT ON` texts: 0 for the object itself, else a column's 1-based number.
+    pub comments: BTreeMap<i32, String>,
 }
 
 impl CatalogEntry {
@@ -69,6 +71,9 @@ pub struct StoredEntry {
     /// See [`CatalogEntry::start_offsets`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub start_offsets: BTreeMap<ObjectId, BTreeMap<i32, i64>>,
+    /// See [`CatalogEntry::comments`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub comments: BTreeMap<i32, String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,6 +116,7 @@ impl CatalogEntry {
             view_key: self.view_key.clone(),
             view_appended: self.view_appended,
             start_offsets: self.start_offsets.clone(),
+            comments: self.comments.clone(),
         }
     }
 }
@@ -145,6 +151,15 @@ impl Catalog {
         let entry = Arc::new(entry);
         self.by_name.insert(entry.name.clone(), entry.clone());
         self.by_id.insert(entry.id, entry);
+    }
+
+    /// Replaces an entry's COMMENT ON texts (restoring them at start-up).
+    pub fn set_comments(&mut self, id: ObjectId, comments: BTreeMap<i32, String>) {
+        if let Some(entry) = self.get_by_id(id) {
+            let mut entry = (**entry).clone();
+            entry.comments = comments;
+            self.insert(entry);
+        }
     }
 
     pub fn remove(&mut self, id: ObjectId) -> Option<Arc<CatalogEntry>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, ExactNumberInfo, TableConstraint};
 use runnel_common::time::interval_micros;
-use runnel_common::{Result, RunnelError, SqlState, WatermarkDef};
+use runnel_common::{Result, RunnelError, SqlState, TextType, WatermarkDef};
 
 use crate::statement::{ident_name, object_name, ObjectKind, WatermarkClause};
 
@@ -20,11 +20,34 @@ pub struct RelationDef {
     pub schema: SchemaRef,
     /// Column indices of the primary key (tables only).
     pub primary_key: Vec<usize>,
-    /// Columns declared JSON or JSONB (stored as their JSON text).
-    pub json_columns: Vec<usize>,
     /// The stream's event-time column and watermark delay.
     pub watermark: Option<WatermarkDef>,
     pub options: Vec<(String, String)>,
+}
+
+/// Postgres's character types (`text`, `varchar(n)`, `char(n)`, ...).
+pub fn is_string_type(data_type: &ast::DataType) -> bool {
+    use ast::DataType as S;
+    matches!(
+        data_type,
+        S::Text
+            | S::Varchar(_)
+            | S::CharacterVarying(_)
+            | S::CharVarying(_)
+            | S::Char(_)
+            | S::Character(_)
+            | S::String(_)
+    )
+}
+
+/// The Postgres type a column declared `data_type` keeps as tagged text.
+pub fn text_type(data_type: &ast::DataType) -> Option<TextType> {
+    match data_type {
+        ast::DataType::JSON => Some(TextType::Json),
+        ast::DataType::JSONB => Some(TextType::Jsonb),
+        ast::DataType::Uuid => Some(TextType::Uuid),
+        _ => None,
+    }
 }
 
 pub fn relation_def(
@@ -40,11 +63,7 @@ pub fn relation_def(
     }
     let mut fields = Vec::with_capacity(create.columns.len());
     let mut primary_key: Vec<usize> = Vec::new();
-    let mut json_columns: Vec<usize> = Vec::new();
     for (i, column) in create.columns.iter().enumerate() {
-        if matches!(column.data_type, ast::DataType::JSON | ast::DataType::JSONB) {
-            json_columns.push(i);
-        }
         let col_name = ident_name(&column.name);
         if fields.iter().any(|f: &Field| f.name() == &col_name) {
             return Err(RunnelError::plan(
@@ -75,7 +94,11 @@ pub fn relation_def(
                 }
             }
         }
-        fields.push(Field::new(col_name, data_type, nullable));
+        let field = Field::new(col_name, data_type, nullable);
+        fields.push(match text_type(&column.data_type) {
+            Some(text_type) => field.with_metadata(text_type.metadata()),
+            None => field,
+        });
     }
     if fields.is_empty() {
         return Err(RunnelError::plan(
@@ -150,7 +173,6 @@ pub fn relation_def(
         kind,
         schema: Arc::new(Schema::new(fields)),
         primary_key,
-        json_columns,
         watermark,
         options,
     })
@@ -300,16 +322,7 @@ pub fn sql_to_arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
                 DataType::Decimal128(p, s)
             }
         },
-        S::Text
-        | S::Varchar(_)
-        | S::CharacterVarying(_)
-        | S::CharVarying(_)
-        | S::Char(_)
-        | S::Character(_)
-        | S::String(_)
-        | S::JSON
-        | S::JSONB
-        | S::Uuid => DataType::Utf8,
+        t if is_string_type(t) || text_type(t).is_some() => DataType::Utf8,
         S::Bytea => DataType::Binary,
         S::Date => DataType::Date32,
         S::Timestamp(_, tz) => match tz {

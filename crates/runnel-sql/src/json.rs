@@ -1,8 +1,8 @@
 //! Postgres's JSON operators and basic functions over JSON text: `->`, `->>`, `#>`, `#>>`,
 //! `json[b]_extract_path[_text]`, `json[b]_typeof`, `json[b]_array_length`.
 //!
-//! JSON and JSONB columns hold their text (Arrow `Utf8`); these functions parse it where they
-//! are called. The operators are planned by an [`ExprPlanner`] (DataFusion does not know
+//! JSON and JSONB columns hold their text (Arrow `Utf8`, tagged with its type); these functions
+//! parse it where they are called, and `->`/`#>` results keep the input's type. The operators are planned by an [`ExprPlanner`] (DataFusion does not know
 //! them), so they work in ad-hoc queries and materialized views alike. As in Postgres, a key
 //! or index that is not there gives NULL, not an error; text that is not JSON is an error
 //! (22P02).
@@ -11,17 +11,18 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Builder, StringBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{exec_datafusion_err, DFSchema, DataFusionError, Result};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator;
-use runnel_common::{RunnelError, SqlState};
+use runnel_common::{RunnelError, SqlState, TextType};
 use serde_json::Value;
 
 /// Registers the functions and the operators' planner on `ctx`.
@@ -168,7 +169,32 @@ impl ScalarUDFImpl for JsonFunction {
         })
     }
 
+    /// `->` and `#>` give their input's JSON type (`json_extract_path` json, `jsonb_...`
+    /// jsonb); over plain text they give text.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        let json_type = match self.kind {
+            JsonKind::Get | JsonKind::Path => {
+                if self.name.starts_with("jsonb_") {
+                    Some(TextType::Jsonb)
+                } else if self.name.starts_with("json_") {
+                    Some(TextType::Json)
+                } else {
+                    args.arg_fields
+                        .first()
+                        .and_then(|f| TextType::of(f))
+                        .filter(|t| *t != TextType::Uuid)
+                }
+            }
+            _ => None,
+        };
+        Ok(Arc::new(match json_type {
+            Some(json_type) => json_type.field(self.name, true),
+            None => Field::new(self.name, self.return_type(&[])?, true),
+        }))
+    }
+
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let jsonb_result = TextType::of(&args.return_field) == Some(TextType::Jsonb);
         let rows = args.number_rows;
         let arrays = args
             .args
@@ -252,6 +278,11 @@ impl ScalarUDFImpl for JsonFunction {
                         .try_fold(document, |value, s| step(&value, s))?;
                     match self.kind {
                         JsonKind::GetText | JsonKind::PathText => as_text(&found),
+                        // Printed as Postgres prints jsonb; serde_json's text parses.
+                        _ if jsonb_result => TextType::Jsonb
+                            .normalize(&found.to_string())
+                            .ok()
+                            .map(|text| text.into_owned()),
                         _ => Some(found.to_string()),
                     }
                 }),

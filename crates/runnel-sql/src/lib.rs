@@ -13,6 +13,7 @@ pub mod pg_compat;
 pub mod session_window;
 pub mod statement;
 pub mod temporal;
+pub mod text_type_casts;
 pub mod windows;
 
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};

@@ -37,9 +37,10 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator,
-    ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr,
-    Statement, TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator, Value,
-    VisitMut, VisitorMut,
+    LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName, ObjectNamePart,
+    OneOrManyWithParens, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
+    TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator, Value, VisitMut,
+    VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -422,6 +423,9 @@ fn array_subquery(function: &Function) -> Option<Expr> {
     let FunctionArguments::Subquery(query) = &function.args else {
         return None;
     };
+    if let Some(transform) = array_over_unnest(query) {
+        return Some(transform);
+    }
     let mut query = query.as_ref().clone();
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
@@ -461,6 +465,83 @@ fn array_subquery(function: &Function) -> Option<Expr> {
     Some(call(
         "coalesce",
         vec![Expr::Subquery(Box::new(query)), call("make_array", vec![])],
+    ))
+}
+
+/// `ARRAY(SELECT f(x) FROM unnest(a) x)` (psql's `\d+` reads a table's options so) as
+/// `coalesce(array_transform(a, x -> f(x)), [])`: DataFusion cannot unnest a column of the
+/// outer query in FROM, but maps an array with a lambda.
+fn array_over_unnest(query: &Query) -> Option<Expr> {
+    if query.with.is_some() || query.order_by.is_some() || query.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    if select.selection.is_some() || select.having.is_some() || select.distinct.is_some() {
+        return None;
+    }
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    if !from.joins.is_empty() {
+        return None;
+    }
+    // `unnest(a) x` is sqlparser's UNNEST factor; `pg_catalog.unnest(a) x` a table function.
+    let (array, alias) = match &from.relation {
+        TableFactor::UNNEST {
+            alias: Some(alias),
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } => match array_exprs.as_slice() {
+            [array] => (array, alias),
+            _ => return None,
+        },
+        TableFactor::Table {
+            name,
+            args: Some(args),
+            alias: Some(alias),
+            ..
+        } => {
+            let is_unnest = name
+                .0
+                .last()
+                .and_then(|part| part.as_ident())
+                .is_some_and(|ident| ident.value.eq_ignore_ascii_case("unnest"));
+            match args.args.as_slice() {
+                [FunctionArg::Unnamed(FunctionArgExpr::Expr(array))] if is_unnest => (array, alias),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    // The element is named by the alias, or by its one column (`unnest(a) x(x)`).
+    let element = match alias.columns.as_slice() {
+        [] => alias.name.clone(),
+        [column] => column.name.clone(),
+        _ => return None,
+    };
+    let lambda = Expr::Lambda(LambdaFunction {
+        params: OneOrManyWithParens::One(LambdaFunctionParameter {
+            name: element,
+            data_type: None,
+        }),
+        body: Box::new(item.clone()),
+        syntax: LambdaSyntax::Arrow,
+    });
+    Some(call(
+        "coalesce",
+        vec![
+            call("array_transform", vec![array.clone(), lambda]),
+            call("make_array", vec![]),
+        ],
     ))
 }
 
@@ -647,9 +728,14 @@ fn rewrite_expr(expr: &mut Expr) {
             data_type,
             ..
         } => {
-            if matches!(data_type, DataType::JSON | DataType::JSONB | DataType::Uuid) {
-                // Runnel keeps JSON, JSONB and UUID values as their text.
-                *data_type = DataType::Text;
+            if let Some(text_type) = crate::ddl::text_type(data_type) {
+                // Runnel keeps JSON, JSONB and UUID values as tagged text; the input function
+                // checks and normalises it.
+                let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                *expr = call(
+                    crate::text_type_casts::function_name(text_type),
+                    vec![argument],
+                );
             } else if matches!(data_type, DataType::Bytea) {
                 // Postgres reads `'\\x...'::bytea` as hex; Arrow's cast keeps the text's bytes.
                 let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
@@ -902,6 +988,18 @@ mod tests {
     use super::*;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
+
+    #[test]
+    fn array_over_unnest_of_an_outer_column_is_array_transform() {
+        assert_eq!(
+            rewritten(
+                "SELECT array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x) \
+                 FROM pg_class tc"
+            ),
+            "SELECT coalesce(array_transform(tc.reloptions, x -> 'toast.' || x), make_array()) \
+             FROM pg_class tc"
+        );
+    }
 
     fn rewritten(sql: &str) -> String {
         let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)

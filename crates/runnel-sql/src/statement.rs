@@ -129,6 +129,14 @@ pub enum Statement {
         source: CopySource,
         options: CopyOptions,
     },
+    /// `COMMENT ON { TABLE | MATERIALIZED VIEW } name IS 'text' | NULL`, or `COMMENT ON
+    /// COLUMN relation.column IS ...` (`column` set); `text` is `None` to remove the comment.
+    Comment {
+        kind: ObjectKind,
+        relation: String,
+        column: Option<String>,
+        text: Option<String>,
+    },
     /// Queries and DML, planned by DataFusion.
     Query(Box<ast::Statement>),
 }
@@ -421,6 +429,31 @@ impl fmt::Display for Statement {
                 ),
                 CopySource::Query(query) => write!(f, "COPY ({query}) TO STDOUT {options}"),
             },
+            Statement::Comment {
+                kind,
+                relation,
+                column,
+                text,
+            } => {
+                match column {
+                    Some(column) => write!(
+                        f,
+                        "COMMENT ON COLUMN {}.{} IS ",
+                        sql_ident(relation),
+                        sql_ident(column)
+                    )?,
+                    None => write!(
+                        f,
+                        "COMMENT ON {} {} IS ",
+                        kind.sql_name().to_ascii_uppercase(),
+                        sql_ident(relation)
+                    )?,
+                }
+                match text {
+                    Some(text) => f.write_str(&sql_string(text)),
+                    None => f.write_str("NULL"),
+                }
+            }
             Statement::Query(statement) => write!(f, "{statement}"),
         }
     }

@@ -83,6 +83,16 @@ impl Store {
             .collect()
     }
 
+    /// RocksDB's estimate of the bytes of files holding keys in `ranges` (`[start, end)`);
+    /// what is still in the memtable is not counted.
+    pub fn approximate_size(&self, ranges: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+        let ranges: Vec<rocksdb::Range<'_>> = ranges
+            .iter()
+            .map(|(start, end)| rocksdb::Range::new(start, end))
+            .collect();
+        self.db.get_approximate_sizes(&ranges).iter().sum()
+    }
+
     /// Every pair whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StateError> {
         self.scan_range(prefix, &prefix_end(prefix))

@@ -129,15 +129,19 @@ pub fn result_schema(plan: &LogicalPlan) -> SchemaRef {
         .fields()
         .iter()
         .zip(names)
-        .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
+        .map(|(f, name)| {
+            // The metadata keeps a json/jsonb/uuid column's type.
+            Field::new(name, f.data_type().clone(), true).with_metadata(f.metadata().clone())
+        })
         .collect();
     Arc::new(Schema::new(fields))
 }
 
-/// Result columns of type `timestamptz` relabelled with the session's `TimeZone`, so they are
-/// printed in it (the instants are unchanged; only Arrow's zone metadata differs). Batches are
-/// relabelled as they stream by.
-pub fn in_time_zone(
+/// A query's batches relabelled with its result schema (Postgres's column names, the types'
+/// metadata) as they stream by, so the wire encodes every batch as the result was described;
+/// columns of type `timestamptz` are relabelled with the session's `TimeZone`, so they are
+/// printed in it (the instants are unchanged; only Arrow's zone metadata differs).
+pub fn as_described(
     schema: SchemaRef,
     batches: datafusion::physical_plan::SendableRecordBatchStream,
     zone: &str,
@@ -148,6 +152,7 @@ pub fn in_time_zone(
         datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>,
     >,
 ) {
+    use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
     use futures::StreamExt;
     let zoned = |t: &DataType| match t {
         DataType::Timestamp(unit, Some(current)) if current.as_ref() != zone => {
@@ -155,25 +160,17 @@ pub fn in_time_zone(
         }
         _ => None,
     };
-    if zone == "UTC"
-        || !schema
-            .fields()
-            .iter()
-            .any(|f| zoned(f.data_type()).is_some())
-    {
-        return (schema, batches.boxed());
-    }
     let fields: Vec<Field> = schema
         .fields()
         .iter()
         .map(|f| match zoned(f.data_type()) {
-            Some(t) => Field::new(f.name(), t, f.is_nullable()),
+            Some(t) => f.as_ref().clone().with_data_type(t),
             None => f.as_ref().clone(),
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
     let target = schema.clone();
-    let relabel = move |batch: datafusion::arrow::record_batch::RecordBatch| {
+    let relabel = move |batch: RecordBatch| {
         let columns = batch
             .columns()
             .iter()
@@ -186,9 +183,11 @@ pub fn in_time_zone(
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(datafusion::arrow::record_batch::RecordBatch::try_new(
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
             target.clone(),
             columns,
+            &options,
         )?)
     };
     let batches = batches.map(move |batch| batch.and_then(&relabel)).boxed();

@@ -61,8 +61,6 @@ pub struct Layout {
     columns: Vec<ColumnSource>,
     /// The columns decoded from the record value, in declared order.
     value_schema: Schema,
-    /// JSON-typed value columns (indices into `value_schema`).
-    json_columns: Vec<usize>,
 }
 
 impl Layout {
@@ -71,8 +69,7 @@ impl Layout {
     pub fn new(def: &RelationDef) -> Result<Layout> {
         let mut columns = Vec::new();
         let mut value_fields = Vec::new();
-        let mut json_columns = Vec::new();
-        for (i, field) in def.schema.fields().iter().enumerate() {
+        for field in def.schema.fields() {
             let (source, natural) = match field.name().as_str() {
                 "_partition" => (ColumnSource::Partition, DataType::Int32),
                 "_offset" => (ColumnSource::Offset, DataType::Int64),
@@ -85,9 +82,6 @@ impl Layout {
                 ),
                 "_key" => (ColumnSource::Key, DataType::Utf8),
                 _ => {
-                    if def.json_columns.contains(&i) {
-                        json_columns.push(value_fields.len());
-                    }
                     columns.push(ColumnSource::Value(value_fields.len()));
                     value_fields.push(field.as_ref().clone());
                     continue;
@@ -135,7 +129,6 @@ impl Layout {
         Ok(Layout {
             columns,
             value_schema: Schema::new(value_fields),
-            json_columns,
         })
     }
 }
@@ -283,11 +276,7 @@ impl IngestTask {
             }
             progress.status = "running".into();
         }
-        let decoder = RecordDecoder::new(
-            self.options.format,
-            &self.layout.value_schema,
-            self.layout.json_columns.clone(),
-        );
+        let decoder = RecordDecoder::new(self.options.format, &self.layout.value_schema);
         let key_decoder = (self.entry.kind == ObjectKind::Table).then(|| {
             let fields: Vec<Field> = self
                 .entry
@@ -295,7 +284,7 @@ impl IngestTask {
                 .iter()
                 .map(|&k| self.entry.schema.field(k).clone())
                 .collect();
-            RecordDecoder::new(Format::Json, &Schema::new(fields), vec![])
+            RecordDecoder::new(Format::Json, &Schema::new(fields))
         });
         let dlq = match &self.options.on_error {
             OnError::DeadLetter(topic) => Some(DeadLetters::connect(

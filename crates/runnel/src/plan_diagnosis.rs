@@ -178,32 +178,60 @@ fn unknown_function(
     found
 }
 
+/// The first aggregate call in `node` outside its subqueries (whose aggregates are their own).
+fn outer_aggregate<V: Visit>(state: &SessionState, node: &V) -> Option<ast::ObjectName> {
+    struct Finder<'a> {
+        state: &'a SessionState,
+        subquery_depth: usize,
+    }
+    impl Visitor for Finder<'_> {
+        type Break = ast::ObjectName;
+
+        fn pre_visit_expr(&mut self, expr: &ast::Expr) -> ControlFlow<ast::ObjectName> {
+            match expr {
+                ast::Expr::Subquery(_)
+                | ast::Expr::Exists { .. }
+                | ast::Expr::InSubquery { .. } => self.subquery_depth += 1,
+                ast::Expr::Function(f)
+                    if self.subquery_depth == 0 && is_aggregate(self.state, f) =>
+                {
+                    return ControlFlow::Break(f.name.clone())
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        }
+
+        fn post_visit_expr(&mut self, expr: &ast::Expr) -> ControlFlow<ast::ObjectName> {
+            if matches!(
+                expr,
+                ast::Expr::Subquery(_) | ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. }
+            ) {
+                self.subquery_depth -= 1;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    match node.visit(&mut Finder {
+        state,
+        subquery_depth: 0,
+    }) {
+        ControlFlow::Break(name) => Some(name),
+        ControlFlow::Continue(()) => None,
+    }
+}
+
 fn aggregate_in_where(
     state: &SessionState,
     select: &ast::Select,
     sql: &str,
 ) -> Option<RunnelError> {
-    let selection = select.selection.as_ref()?;
-    let mut found = None;
-    let _ = ast::visit_expressions(selection, |expr: &ast::Expr| {
-        match expr {
-            // A subquery's aggregates are its own.
-            ast::Expr::Subquery(_) | ast::Expr::Exists { .. } | ast::Expr::InSubquery { .. } => {
-                return ControlFlow::Break(())
-            }
-            ast::Expr::Function(function) if is_aggregate(state, function) => {
-                found = Some(plan_error(
-                    SqlState::GROUPING_ERROR,
-                    "aggregate functions are not allowed in WHERE".to_string(),
-                    position(sql, &function.name),
-                ));
-                return ControlFlow::Break(());
-            }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    });
-    found
+    let name = outer_aggregate(state, select.selection.as_ref()?)?;
+    Some(plan_error(
+        SqlState::GROUPING_ERROR,
+        "aggregate functions are not allowed in WHERE".to_string(),
+        position(sql, &name),
+    ))
 }
 
 /// The types of `exprs` evaluated over `select`'s FROM clause, if that plans.
@@ -246,7 +274,7 @@ async fn types_over_from(
 }
 
 fn sql_type_name(data_type: &DataType) -> String {
-    let (oid, _) = crate::system_catalog::types::column_type(data_type);
+    let oid = runnel_pgwire::pg_type(data_type).oid;
     crate::system_catalog::types::format_type(oid, None).unwrap_or_else(|| data_type.to_string())
 }
 
@@ -286,14 +314,7 @@ fn ungrouped_column(state: &SessionState, select: &ast::Select, sql: &str) -> Op
     let ast::GroupByExpr::Expressions(group_by, _) = &select.group_by else {
         return None;
     };
-    let mut aggregated = !group_by.is_empty();
-    let _ = ast::visit_expressions(&select.projection, |expr: &ast::Expr| {
-        if matches!(expr, ast::Expr::Function(f) if is_aggregate(state, f)) {
-            aggregated = true;
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
+    let aggregated = !group_by.is_empty() || outer_aggregate(state, &select.projection).is_some();
     if !aggregated {
         return None;
     }

@@ -28,12 +28,14 @@ pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> Sessi
     // Spans let planning errors point at the offending name, as Postgres's do.
     options.sql_parser.collect_spans = true;
     options.execution.time_zone = Some("+00:00".to_string());
-    let ctx = SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(
-        SessionContext::new_with_config(config).state(),
-    ));
+    let state = SessionContext::new_with_config(config).state();
+    let state = runnel_sql::text_type_casts::with_type_planner(state);
+    let ctx =
+        SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(state));
     ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
     crate::system_catalog::functions::register(&ctx, shared, session);
     crate::system_catalog::table_functions::register(&ctx);
+    runnel_sql::text_type_casts::register(&ctx);
     runnel_sql::json::register(&ctx)
         .expect("registering the JSON operators on a fresh context cannot fail");
     let tables = shared.clone();

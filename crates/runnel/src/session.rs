@@ -362,13 +362,19 @@ impl PgSession for RunnelSession {
             return result.map_err(to_pg_error);
         }
         if self.transaction.is_some() {
-            if let Statement::Drop { kind, .. } = &statement.kind {
+            let refused = match &statement.kind {
+                Statement::Drop { kind, .. } => {
+                    Some(format!("DROP {}", kind.sql_name().to_uppercase()))
+                }
+                Statement::Comment { .. } => Some("COMMENT".to_string()),
+                _ => None,
+            };
+            if let Some(what) = refused {
                 let error = PgError::new(
                     "25001",
                     format!(
-                        "DROP {} cannot run inside a transaction block (it could not be rolled \
-                         back)",
-                        kind.sql_name().to_uppercase()
+                        "{what} cannot run inside a transaction block (it could not be rolled \
+                         back)"
                     ),
                 );
                 self.fail_transaction();

@@ -755,6 +755,11 @@ async fn catalog_changes_survive_kill() {
         "INSERT INTO s VALUES (9, 9, 'x'), (5, 1, 'y')",
         "CREATE MATERIALIZED VIEW v AS SELECT k, sum(v) AS total FROM s GROUP BY k",
         "CREATE MATERIALIZED VIEW j2 AS SELECT s.k, t.other FROM s JOIN t ON s.k = t.id",
+        "COMMENT ON TABLE t IS 'kept'",
+        "COMMENT ON COLUMN t.other IS 'other''s'",
+        "COMMENT ON MATERIALIZED VIEW v IS 'per k'",
+        "CREATE TABLE d (id INT PRIMARY KEY, doc JSONB, u UUID)",
+        "INSERT INTO d VALUES (1, '{\"b\": 1, \"a\": 2}', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11')",
         "FLUSH",
     ] {
         exec(&client, sql).await;
@@ -772,7 +777,29 @@ async fn catalog_changes_survive_kill() {
     );
     assert_eq!(
         show(&client, "TABLES").await,
-        BTreeSet::from(["t".to_string()])
+        BTreeSet::from(["d".to_string(), "t".to_string()])
+    );
+    assert_eq!(
+        select(
+            &client,
+            "SELECT obj_description('t'::regclass), col_description('t'::regclass, 2), \
+             obj_description('v'::regclass)"
+        )
+        .await,
+        vec![vec![text("kept"), text("other's"), text("per k")]]
+    );
+    assert_eq!(
+        select(
+            &client,
+            "SELECT doc, u, format_type(atttypid, NULL) FROM d, pg_attribute \
+             WHERE attrelid = 'd'::regclass AND attname = 'doc'"
+        )
+        .await,
+        vec![vec![
+            text(r#"{"a": 2, "b": 1}"#),
+            text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            text("jsonb")
+        ]]
     );
     assert_eq!(
         select(&client, "SELECT k, v, extra FROM s").await,

@@ -9,10 +9,12 @@ pub mod json_encode;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, UInt32Array};
+use datafusion::arrow::array::{Array, BooleanArray, StringArray, StringBuilder, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+
+use runnel_common::TextType;
 
 use crate::options::Format;
 
@@ -41,8 +43,16 @@ pub struct RecordDecoder {
 
 impl RecordDecoder {
     /// `columns` are the value columns in declared order (metadata columns excluded), with
-    /// their real nullability; `json_columns` index into them.
-    pub fn new(format: Format, columns: &Schema, json_columns: Vec<usize>) -> RecordDecoder {
+    /// their real nullability; a column tagged `json` or `jsonb` takes a nested JSON value as
+    /// its text.
+    pub fn new(format: Format, columns: &Schema) -> RecordDecoder {
+        let json_columns = columns
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(TextType::of(f), Some(TextType::Json | TextType::Jsonb)))
+            .map(|(i, _)| i)
+            .collect();
         let not_null = columns
             .fields()
             .iter()
@@ -90,7 +100,8 @@ impl RecordDecoder {
             Ok(batch) if batch.num_rows() == refs.len() => (batch, present),
             _ => self.decode_one_by_one(&refs, &present, &mut errors),
         };
-        let (batch, rows) = self.check_not_null(batch, &mut rows, &mut errors);
+        let (batch, mut rows) = self.check_not_null(batch, &mut rows, &mut errors);
+        let (batch, rows) = self.normalize_text_types(batch, &mut rows, &mut errors);
         errors.sort_by_key(|(i, _)| *i);
         Decoded {
             batch,
@@ -179,6 +190,73 @@ impl RecordDecoder {
                 }
             }
         }
+        self.keep_rows(&batch, rows, keep)
+    }
+}
+
+impl RecordDecoder {
+    /// json, jsonb and uuid columns in their normal form (see `runnel_common::text_types`);
+    /// a value that is not one makes its record bad.
+    fn normalize_text_types(
+        &self,
+        batch: RecordBatch,
+        rows: &mut Vec<usize>,
+        errors: &mut Vec<(usize, String)>,
+    ) -> (RecordBatch, Vec<usize>) {
+        let tagged: Vec<(usize, TextType)> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(c, f)| TextType::of(f).map(|t| (c, t)))
+            .collect();
+        if tagged.is_empty() || batch.num_rows() == 0 {
+            return (batch, std::mem::take(rows));
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        let mut columns = batch.columns().to_vec();
+        for &(c, text_type) in &tagged {
+            let Some(strings) = batch.column(c).as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+            for (r, value) in strings.iter().enumerate() {
+                match value.map(|v| text_type.normalize(v)) {
+                    None => out.append_null(),
+                    Some(Ok(text)) => out.append_value(text),
+                    Some(Err(e)) => {
+                        if keep[r] {
+                            keep[r] = false;
+                            errors.push((
+                                rows[r],
+                                format!("column \"{}\": {e}", self.schema.field(c).name()),
+                            ));
+                        }
+                        out.append_null();
+                    }
+                }
+            }
+            columns[c] = Arc::new(out.finish());
+        }
+        let batch = match RecordBatch::try_new(self.schema.clone(), columns) {
+            Ok(batch) => batch,
+            Err(_) => return (batch, std::mem::take(rows)),
+        };
+        if keep.iter().all(|k| *k) {
+            return (batch, std::mem::take(rows));
+        }
+        self.keep_rows(&batch, rows, keep)
+    }
+}
+
+impl RecordDecoder {
+    /// The rows of `batch` whose `keep` is set, with their record indices (`rows`).
+    fn keep_rows(
+        &self,
+        batch: &RecordBatch,
+        rows: &[usize],
+        keep: Vec<bool>,
+    ) -> (RecordBatch, Vec<usize>) {
         let kept_rows: Vec<usize> = rows
             .iter()
             .zip(&keep)
@@ -186,7 +264,7 @@ impl RecordDecoder {
             .map(|(r, _)| *r)
             .collect();
         let mask = BooleanArray::from(keep);
-        let batch = filter_record_batch(&batch, &mask)
+        let batch = filter_record_batch(batch, &mask)
             .unwrap_or_else(|_| RecordBatch::new_empty(self.schema.clone()));
         (batch, kept_rows)
     }
@@ -225,8 +303,46 @@ mod tests {
     }
 
     #[test]
+    fn jsonb_and_uuid_values_are_normalised_and_bad_ones_isolated() {
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            TextType::Jsonb.field("doc", true),
+            TextType::Uuid.field("u", true),
+        ]);
+        let d = RecordDecoder::new(Format::Json, &schema);
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(br#"{"id":1,"doc":{"b":1,"a":2},"u":"A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"}"#),
+            Some(br#"{"id":2,"u":"not a uuid"}"#),
+            Some(br#"{"id":3}"#),
+        ];
+        let out = d.decode(&values);
+        assert_eq!(out.rows, vec![0, 2]);
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        assert_eq!(out.errors[0].0, 1);
+        let text = |c: usize| {
+            let a = out
+                .batch
+                .column(c)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            (0..a.len())
+                .map(|r| a.is_valid(r).then(|| a.value(r).to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(text(1), vec![Some(r#"{"a": 2, "b": 1}"#.to_string()), None]);
+        assert_eq!(
+            text(2),
+            vec![
+                Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".to_string()),
+                None
+            ]
+        );
+    }
+
+    #[test]
     fn json_good_chunk_in_one_pass() {
-        let d = RecordDecoder::new(Format::Json, &schema(), vec![]);
+        let d = RecordDecoder::new(Format::Json, &schema());
         let values: Vec<Option<&[u8]>> = vec![
             Some(br#"{"id":1,"price":2.5,"name":"a","extra":true}"#),
             Some(br#"{"price":1,"id":2}"#),
@@ -253,7 +369,7 @@ mod tests {
 
     #[test]
     fn json_bad_records_are_isolated() {
-        let d = RecordDecoder::new(Format::Json, &schema(), vec![]);
+        let d = RecordDecoder::new(Format::Json, &schema());
         let values: Vec<Option<&[u8]>> = vec![
             Some(br#"{"id":1}"#),
             Some(b"{not json"),
@@ -275,9 +391,9 @@ mod tests {
     fn json_nested_values_become_text() {
         let s = Schema::new(vec![
             Field::new("id", DataType::Int64, false),
-            Field::new("doc", DataType::Utf8, true),
+            TextType::Json.field("doc", true),
         ]);
-        let d = RecordDecoder::new(Format::Json, &s, vec![1]);
+        let d = RecordDecoder::new(Format::Json, &s);
         let values: Vec<Option<&[u8]>> = vec![
             Some(br#"{"id":1,"doc":{"a":[1,2],"b":"x"}}"#),
             Some(br#"{"id":2,"doc":"plain"}"#),
@@ -298,7 +414,7 @@ mod tests {
 
     #[test]
     fn csv_records() {
-        let d = RecordDecoder::new(Format::Csv, &schema(), vec![]);
+        let d = RecordDecoder::new(Format::Csv, &schema());
         let values: Vec<Option<&[u8]>> = vec![
             Some(b"1,2.5,a"),
             Some(b"2,oops,b"),

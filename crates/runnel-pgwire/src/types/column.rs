@@ -110,9 +110,18 @@ impl RowEncoder {
             self.columns
                 .resize_with(batch.num_columns(), EncodedColumn::default);
         }
+        let schema = batch.schema();
         for (index, array) in batch.columns().iter().enumerate() {
             let format = formats.get(index).copied().unwrap_or_default();
-            encode_array(array.as_ref(), format, &mut self.columns[index])?;
+            let column = &mut self.columns[index];
+            let text_type = super::text_type_oid(schema.field(index));
+            match (format, text_type) {
+                (Format::Binary, Some(oid @ (super::oid::JSONB | super::oid::UUID))) => {
+                    column.reset(array.as_ref());
+                    encode_binary_text_type(array.as_ref(), oid, column)?;
+                }
+                _ => encode_array(array.as_ref(), format, column)?,
+            }
         }
         self.columns.truncate(batch.num_columns());
         self.rows = batch.num_rows();
@@ -189,6 +198,45 @@ fn encode_array(
         Format::Text => encode_text(array, column),
         Format::Binary => encode_binary(array, column),
     }
+}
+
+/// Binary `jsonb` (a version byte, then the text) and `uuid` (16 bytes) of a text column.
+fn encode_binary_text_type(
+    array: &dyn Array,
+    oid: u32,
+    column: &mut EncodedColumn,
+) -> Result<(), PgError> {
+    let strings = array
+        .as_string_opt::<i32>()
+        .ok_or_else(|| PgError::new("XX000", "a jsonb or uuid column is not Utf8"))?;
+    column.try_fill(strings.len(), |buf, row| {
+        let text = strings.value(row);
+        if oid == super::oid::JSONB {
+            buf.push(1);
+            buf.extend_from_slice(text.as_bytes());
+            return Ok(());
+        }
+        let hex: Vec<u8> = text.bytes().filter(|&b| b != b'-').collect();
+        let bytes = (hex.len() == 32)
+            .then(|| {
+                hex.chunks(2)
+                    .map(|pair| {
+                        std::str::from_utf8(pair)
+                            .ok()
+                            .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    })
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .flatten()
+            .ok_or_else(|| {
+                PgError::new(
+                    "22P02",
+                    format!("invalid input syntax for type uuid: \"{text}\""),
+                )
+            })?;
+        buf.extend_from_slice(&bytes);
+        Ok(())
+    })
 }
 
 /// Calls `write` with every value of a primitive array (nulls skipped).

@@ -77,8 +77,57 @@ pub(super) fn classify(
         ast::Statement::ReleaseSavepoint { name } => Ok(Statement::Transaction(
             TransactionCommand::Release(ident_name(&name)),
         )),
+        ast::Statement::Comment {
+            object_type,
+            object_name,
+            comment,
+            ..
+        } => comment_statement(object_type, &object_name, comment),
         other => Ok(Statement::Query(Box::new(other))),
     }
+}
+
+/// `COMMENT ON` a relation or one of its columns.
+fn comment_statement(
+    object_type: ast::CommentObject,
+    name: &ast::ObjectName,
+    text: Option<String>,
+) -> Result<Statement> {
+    let kind = match object_type {
+        // Streams are tables to Postgres's tools (relkind r).
+        ast::CommentObject::Table | ast::CommentObject::Column => ObjectKind::Table,
+        ast::CommentObject::MaterializedView | ast::CommentObject::View => {
+            ObjectKind::MaterializedView
+        }
+        other => {
+            return Err(RunnelError::not_implemented(format!(
+                "COMMENT ON {other} (Runnel keeps comments on relations and columns)"
+            )))
+        }
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| part.as_ident().map_or_else(|| part.to_string(), ident_name))
+        .collect();
+    let (relation, column) = match (object_type, parts.as_slice()) {
+        (ast::CommentObject::Column, [.., relation, column]) => {
+            (relation.clone(), Some(column.clone()))
+        }
+        (ast::CommentObject::Column, _) => {
+            return Err(RunnelError::plan(
+                SqlState::SYNTAX_ERROR,
+                "COMMENT ON COLUMN needs relation.column",
+            ))
+        }
+        _ => (object_name(name), None),
+    };
+    Ok(Statement::Comment {
+        kind,
+        relation,
+        column,
+        text,
+    })
 }
 
 /// `DECLARE name CURSOR ... FOR query` (one cursor, forward-only).

@@ -218,6 +218,9 @@ fn statements_print_as_sql_that_parses_back() {
         "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
         "FETCH 10 FROM c",
         "CLOSE ALL",
+        "COMMENT ON TABLE t IS 'it''s'",
+        "COMMENT ON MATERIALIZED VIEW v IS NULL",
+        "COMMENT ON COLUMN public.t.\"Col\" IS 'c'",
         "SELECT 1",
     ] {
         let first = RunnelParser::parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));

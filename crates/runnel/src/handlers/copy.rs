@@ -13,7 +13,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::util::display::FormatOptions;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::copy_format::{BinaryCopyDecoder, CopyDecoder, CopyFormat};
-use runnel_pgwire::{pg_type, type_name, CopyInSink, PgError, QueryResponse};
+use runnel_pgwire::{pg_type, pg_type_of, type_name, CopyInSink, PgError, QueryResponse};
 use runnel_sql::statement::CopyOptions;
 use runnel_sql::{CatalogEntry, ObjectKind};
 
@@ -58,7 +58,7 @@ pub fn handle(
     let decoder = if options.binary {
         let type_oids = indices
             .iter()
-            .map(|&i| pg_type(entry.schema.field(i).data_type()).oid)
+            .map(|&i| pg_type_of(entry.schema.field(i)).oid)
             .collect();
         Decoder::Binary(BinaryCopyDecoder::new(type_oids, COPY_BATCH_ROWS))
     } else {

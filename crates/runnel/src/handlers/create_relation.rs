@@ -124,6 +124,7 @@ pub async fn handle(
         start_offsets: Default::default(),
         watermark: def.watermark,
         event_time: stream_event_time(&def),
+        comments: Default::default(),
     };
     let mut writes = vec![CatalogService::entry_write(&entry)?, id_write];
     if let Some((_, start)) = &prepared {
@@ -178,6 +179,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         start_offsets: Default::default(),
         watermark: def.watermark,
         event_time: stream_event_time(&def),
+        comments: Default::default(),
     });
     shared
         .worker

@@ -140,6 +140,7 @@ fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> Cata
         start_offsets: Default::default(),
         watermark: None,
         event_time: Default::default(),
+        comments: Default::default(),
     }
 }
 

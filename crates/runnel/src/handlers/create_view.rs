@@ -108,7 +108,9 @@ pub async fn plan_view(
         .fields()
         .iter()
         .zip(&names)
-        .map(|(f, name)| Field::new(name, f.data_type().clone(), true))
+        .map(|(f, name)| {
+            Field::new(name, f.data_type().clone(), true).with_metadata(f.metadata().clone())
+        })
         .collect();
     Ok(PlannedView {
         plan,
@@ -171,6 +173,7 @@ pub async fn handle(
         start_offsets,
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
+        comments: Default::default(),
     };
     let writes = vec![CatalogService::entry_write(&entry)?, id_write];
     shared
@@ -204,7 +207,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         ));
     };
     let ctx = crate::query_context::session_context(
-        &shared,
+        shared,
         &crate::system_catalog::SessionIdentity::system(),
     );
     let catalog = shared.catalog.snapshot();
@@ -233,6 +236,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         start_offsets: stored.start_offsets.clone(),
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
+        comments: Default::default(),
     };
     shared
         .worker

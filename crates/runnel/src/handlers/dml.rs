@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, Projection};
 use hashbrown::{HashMap, HashSet};
-use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
+use runnel_common::{ChangeBatch, Result, RunnelError, SqlState, TextType};
 use runnel_pgwire::QueryResponse;
 use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::{encode_rows, EncodedRows};
@@ -94,6 +94,10 @@ pub fn conform_each(
                 crate::convert::text_to_bytea(column)?
             } else {
                 cast(column, field.data_type())?
+            };
+            let column = match TextType::of(field) {
+                Some(text_type) => text_type.normalize_array(column.as_ref())?,
+                None => column,
             };
             if !field.is_nullable() && column.null_count() > 0 {
                 return Err(RunnelError::execution(

@@ -1,6 +1,7 @@
 //! One handler per statement kind. `execute` dispatches a classified statement; `describe`
 //! answers the extended protocol's Describe without running anything.
 
+pub mod comment;
 pub mod copy;
 pub mod copy_to;
 pub mod create_relation;
@@ -32,7 +33,14 @@ pub async fn restore(shared: &Arc<Shared>, entry: &StoredEntry) -> Result<()> {
         StoredKind::MaterializedView => create_view::restore(shared, entry).await,
         StoredKind::Sink => create_sink::restore(shared, entry).await,
         _ => create_relation::restore(shared, entry).await,
+    }?;
+    if !entry.comments.is_empty() {
+        let comments = entry.comments.clone();
+        shared
+            .catalog
+            .publish(|c| c.set_comments(entry.id, comments));
     }
+    Ok(())
 }
 
 pub async fn execute(
@@ -78,6 +86,12 @@ pub async fn execute(
             cascade,
         } => drop::handle(session, *kind, names, *if_exists, *cascade).await,
         Statement::Show(kind) => show::handle(session, *kind).await,
+        Statement::Comment {
+            kind,
+            relation,
+            column,
+            text,
+        } => comment::handle(session, *kind, relation, column.as_deref(), text.as_deref()).await,
         Statement::Flush => {
             session.writes_pending = false;
             flush::handle(session).await

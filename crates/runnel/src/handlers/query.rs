@@ -2,13 +2,14 @@
 //! plans are intercepted and applied to Runnel's streams and tables), with `$n` parameters.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast;
-use runnel_common::{Result, RunnelError, SqlState};
+use runnel_common::{Result, RunnelError, SqlState, TextType};
 use runnel_pgwire::{BatchStream, ParamValue, QueryResponse, StatementDescription};
 
 use super::dml;
@@ -371,9 +372,10 @@ fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
-/// Parameter types by position (`$1` first); `None` where DataFusion could not infer one.
-fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
-    let mut types: HashMap<String, Option<DataType>> = plan.get_parameter_types()?;
+/// Parameter types by position (`$1` first); `None` where DataFusion could not infer one. A
+/// field, so a parameter written into a json/jsonb/uuid column, or cast to one, has that type.
+fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<FieldRef>>> {
+    let mut types: HashMap<String, Option<FieldRef>> = plan.get_parameter_fields()?;
     // A parameter DataFusion could not type from its use is typed by a cast of it, as
     // Postgres does (`$1::int` is an int4): clients bind typed values from the description.
     for (name, cast) in cast_parameter_types(plan) {
@@ -402,22 +404,34 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>> {
     Ok(out)
 }
 
-/// The type each parameter is first cast to (`$1::int8`), anywhere in the plan.
-fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+/// The type each parameter is first cast to (`$1::int8`, `$1::uuid`), anywhere in the plan.
+fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, FieldRef> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut found: HashMap<String, DataType> = HashMap::new();
+    let mut found: HashMap<String, FieldRef> = HashMap::new();
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|expr| {
             expr.apply(|e| {
                 let cast = match e {
-                    Expr::Cast(c) => Some((c.expr.as_ref(), c.field.data_type())),
-                    Expr::TryCast(c) => Some((c.expr.as_ref(), c.field.data_type())),
+                    Expr::Cast(c) => Some((c.expr.as_ref(), c.field.clone())),
+                    Expr::TryCast(c) => Some((c.expr.as_ref(), c.field.clone())),
+                    // `$1::jsonb` is planned as `jsonb_in($1)`.
+                    Expr::ScalarFunction(f) => {
+                        let text_type = [TextType::Json, TextType::Jsonb, TextType::Uuid]
+                            .into_iter()
+                            .find(|&t| {
+                                f.func.name() == runnel_sql::text_type_casts::function_name(t)
+                            });
+                        match (text_type, f.args.as_slice()) {
+                            (Some(text_type), [argument]) => {
+                                Some((argument, Arc::new(text_type.field("", true))))
+                            }
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
-                if let Some((Expr::Placeholder(p), data_type)) = cast {
-                    found
-                        .entry(p.id.clone())
-                        .or_insert_with(|| data_type.clone());
+                if let Some((Expr::Placeholder(p), field)) = cast {
+                    found.entry(p.id.clone()).or_insert(field);
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
@@ -442,7 +456,7 @@ pub async fn describe(
                 .get(i)
                 .cloned()
                 .flatten()
-                .map_or(25, |t| crate::convert::type_oid(&t)),
+                .map_or(25, |field| runnel_pgwire::pg_type_of(&field).oid),
         })
         .collect();
     let fields = match &plan {
@@ -463,6 +477,7 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                 .get(i)
                 .cloned()
                 .flatten()
+                .map(|field| field.data_type().clone())
                 .or_else(|| crate::convert::oid_type(p.type_oid))
                 .unwrap_or(DataType::Utf8);
             let text = ScalarValue::Utf8(p.text.clone());
@@ -536,7 +551,7 @@ async fn run(session: &RunnelSession, plan: LogicalPlan) -> Result<(SchemaRef, B
         .execute_stream()
         .await?;
     let (schema, batches) =
-        crate::convert::in_time_zone(schema, batches, &session.settings().time_zone());
+        crate::convert::as_described(schema, batches, &session.settings().time_zone());
     let batches = batches
         .map(|batch| batch.map_err(|e| crate::session::to_pg_error(e.into())))
         .boxed();

@@ -41,6 +41,7 @@ struct Call<'a> {
     rows: usize,
     catalog: &'a Catalog,
     session: &'a SessionIdentity,
+    store: &'a runnel_state::Store,
 }
 
 impl Call<'_> {
@@ -49,6 +50,11 @@ impl Call<'_> {
             catalog: self.catalog,
             session: self.session,
         }
+    }
+
+    /// Whether `oid` is one of the catalog tables (which have no size of their own).
+    fn catalog_relation_exists(&self, oid: u32) -> bool {
+        system_relation_name(oid).is_some()
     }
 
     fn has(&self, index: usize) -> bool {
@@ -183,6 +189,7 @@ impl ScalarUDFImpl for PgFunction {
             rows,
             catalog: &catalog,
             session: &self.session,
+            store: &self.shared.store,
         };
         let result = (self.body)(&call)?;
         let result = if result.data_type() == &self.returns {
@@ -774,11 +781,89 @@ fn definitions() -> Vec<Definition> {
             Box::new(|c: &Call<'_>| c.each_bool(|_| Ok(Some(false)))),
         ));
     }
-    // Comments: Runnel has no COMMENT ON yet, so no object has a description.
+    // Sizes: RocksDB's estimate of the files holding a relation's keys (its log, rows, view
+    // contents and operator state); writes still in memory are not counted. A primary key is
+    // the table's own key order, so indexes take no space of their own.
+    for name in [
+        "pg_table_size",
+        "pg_relation_size",
+        "pg_total_relation_size",
+    ] {
+        defs.push((
+            name,
+            &[1, 2],
+            DataType::Int64,
+            Volatile,
+            Box::new(|c: &Call<'_>| {
+                let ids = c.oid(0)?;
+                let sizes: Int64Array = (0..c.rows)
+                    .map(|row| {
+                        if !ids.is_valid(row) {
+                            return None;
+                        }
+                        match oids::user_object(ids.value(row)) {
+                            Some(UserObject::Relation(id)) => {
+                                let ranges = runnel_state::keys::object_ranges(id);
+                                let bytes = c.store.approximate_size(&ranges);
+                                Some(i64::try_from(bytes).unwrap_or(i64::MAX))
+                            }
+                            Some(_) => Some(0),
+                            None => c.catalog_relation_exists(ids.value(row)).then_some(0),
+                        }
+                    })
+                    .collect();
+                Ok(Arc::new(sizes) as ArrayRef)
+            }),
+        ));
+    }
+    defs.push((
+        "pg_indexes_size",
+        &[1],
+        DataType::Int64,
+        Stable,
+        Box::new(|c: &Call<'_>| {
+            let ids = c.oid(0)?;
+            let sizes: Int64Array = ids.iter().map(|id| id.map(|_| 0i64)).collect();
+            Ok(Arc::new(sizes) as ArrayRef)
+        }),
+    ));
+    // COMMENT ON texts of relations (`obj_description(oid[, 'pg_class'])`) and columns
+    // (`col_description(oid, attnum)`); other objects have none.
+    defs.push((
+        "obj_description",
+        &[1, 2],
+        text(),
+        Stable,
+        Box::new(|c: &Call<'_>| {
+            let ids = c.oid(0)?;
+            let catalogs = if c.has(1) { Some(c.text(1)?) } else { None };
+            c.each_text(|row| {
+                let on_pg_class = catalogs
+                    .as_ref()
+                    .is_none_or(|t| t.is_valid(row) && t.value(row) == "pg_class");
+                Ok(relation_comment(c, &ids, row, 0).filter(|_| on_pg_class))
+            })
+        }),
+    ));
+    defs.push((
+        "col_description",
+        &[2],
+        text(),
+        Stable,
+        Box::new(|c: &Call<'_>| {
+            let ids = c.oid(0)?;
+            let columns = c.int(1)?;
+            c.each_text(|row| {
+                if !columns.is_valid(row) {
+                    return Ok(None);
+                }
+                let column = i32::try_from(columns.value(row)).unwrap_or(-1);
+                Ok(relation_comment(c, &ids, row, column))
+            })
+        }),
+    ));
     for (name, arities) in [
-        ("obj_description", &[1usize, 2] as &'static [usize]),
-        ("col_description", &[2]),
-        ("shobj_description", &[2]),
+        ("shobj_description", &[2usize] as &'static [usize]),
         ("pg_get_statisticsobjdef_columns", &[1]),
         ("pg_get_partkeydef", &[1]),
         ("pg_get_function_identity_arguments", &[1]),
@@ -798,6 +883,17 @@ fn definitions() -> Vec<Definition> {
         ));
     }
     defs
+}
+
+/// The COMMENT ON text of the relation whose OID is `ids[row]` (0) or of its column `column`.
+fn relation_comment(c: &Call<'_>, ids: &UInt32Array, row: usize, column: i32) -> Option<String> {
+    if !ids.is_valid(row) {
+        return None;
+    }
+    let Some(UserObject::Relation(id)) = oids::user_object(ids.value(row)) else {
+        return None;
+    };
+    c.catalog.get_by_id(id)?.comments.get(&column).cloned()
 }
 
 /// The functions `pg_proc` lists: (name, argument types, result type).

@@ -30,7 +30,7 @@ fn columns(snapshot: &Snapshot<'_>, rows: &mut Rows) {
     let database = snapshot.session.database.as_str();
     for entry in relations(snapshot) {
         for (i, field) in entry.schema.fields().iter().enumerate() {
-            let (type_oid, typmod) = column_type(field.data_type());
+            let (type_oid, typmod) = column_type(field);
             let nullable = field.is_nullable() && !entry.primary_key.contains(&i);
             let (precision, radix, scale) = numeric_shape(type_oid, typmod);
             let datetime_precision = matches!(

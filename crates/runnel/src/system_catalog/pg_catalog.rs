@@ -179,14 +179,27 @@ fn pg_class(snapshot: &Snapshot<'_>, rows: &mut Rows) {
     }
 }
 
+/// COMMENT ON texts: a relation's (`objsubid` 0) and its columns'.
+fn pg_description(snapshot: &Snapshot<'_>, rows: &mut Rows) {
+    for entry in relations(snapshot) {
+        for (&column, text) in &entry.comments {
+            rows.row()
+                .set("objoid", oids::relation(entry.id))
+                .set("classoid", oids::system_relation("pg_class", 0))
+                .set("objsubid", column)
+                .set("description", text.as_str());
+        }
+    }
+}
+
 fn pg_attribute(snapshot: &Snapshot<'_>, rows: &mut Rows) {
     let column = |rows: &mut Rows,
                   relation: u32,
                   number: usize,
-                  name: &str,
-                  data_type: &datafusion::arrow::datatypes::DataType,
+                  field: &datafusion::arrow::datatypes::Field,
                   nullable: bool| {
-        let (type_oid, typmod) = column_type(data_type);
+        let name = field.name().as_str();
+        let (type_oid, typmod) = column_type(field);
         let builtin = super::types::builtin(type_oid);
         let len = builtin.map_or(-1, |t| t.len);
         let textual = builtin.is_some_and(|t| t.category == 'S');
@@ -220,25 +233,18 @@ fn pg_attribute(snapshot: &Snapshot<'_>, rows: &mut Rows) {
         let relation = oids::relation(entry.id);
         for (i, field) in entry.schema.fields().iter().enumerate() {
             let nullable = field.is_nullable() && !entry.primary_key.contains(&i);
-            column(
-                rows,
-                relation,
-                i + 1,
-                field.name(),
-                field.data_type(),
-                nullable,
-            );
+            column(rows, relation, i + 1, field, nullable);
         }
         let index = oids::primary_key_index(entry.id);
         for (n, &i) in entry.primary_key.iter().enumerate() {
             let field = entry.schema.field(i);
-            column(rows, index, n + 1, field.name(), field.data_type(), false);
+            column(rows, index, n + 1, field, false);
         }
     }
     for (oid, _, _, table) in system_relations() {
         let schema = table.schema();
         for (i, field) in schema.fields().iter().enumerate() {
-            column(rows, oid, i + 1, field.name(), field.data_type(), true);
+            column(rows, oid, i + 1, field, true);
         }
     }
 }
@@ -664,9 +670,10 @@ pub static TABLES: &[SystemTable] = &[
         "classid oid, objid oid, objsubid int4, refclassid oid, refobjid oid, refobjsubid int4, \
          deptype char",
     ),
-    SystemTable::empty(
+    SystemTable::new(
         "pg_description",
         "objoid oid, classoid oid, objsubid int4, description text",
+        pg_description,
     ),
     SystemTable::empty(
         "pg_enum",

@@ -1,9 +1,9 @@
 //! The built-in Postgres types Runnel reports: their `pg_type` rows, and the names
 //! `format_type()` and `information_schema.columns` give a column of each.
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::Field;
+use runnel_pgwire::oid;
 use runnel_pgwire::types::{array_oid, element_oid};
-use runnel_pgwire::{oid, pg_type};
 
 /// A built-in base type.
 #[derive(Debug, Clone, Copy)]
@@ -85,9 +85,9 @@ pub fn builtin(type_oid: u32) -> Option<&'static BuiltinType> {
     BUILTIN_TYPES.iter().find(|t| t.oid == type_oid)
 }
 
-/// The type OID and typmod a column of this Arrow type is reported with.
-pub fn column_type(data_type: &DataType) -> (u32, i32) {
-    let pg = pg_type(data_type);
+/// The type OID and typmod a column is reported with.
+pub fn column_type(field: &Field) -> (u32, i32) {
+    let pg = runnel_pgwire::pg_type_of(field);
     (pg.oid, pg.typmod)
 }
 
