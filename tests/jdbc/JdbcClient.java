@@ -205,6 +205,21 @@ public class JdbcClient {
             }
         }
         checkEquals("user_id:1:jdbc_users_pkey", keys.toString(), "getPrimaryKeys");
+        // What DBeaver reads for a table's Indexes and Foreign Keys tabs.
+        StringBuilder indexes = new StringBuilder();
+        try (ResultSet rs = md.getIndexInfo(null, "public", "jdbc_users", false, false)) {
+            while (rs.next()) {
+                indexes.append(rs.getString("INDEX_NAME")).append(':')
+                        .append(rs.getBoolean("NON_UNIQUE")).append(':')
+                        .append(rs.getInt("ORDINAL_POSITION")).append(':')
+                        .append(rs.getString("COLUMN_NAME")).append(':')
+                        .append(rs.getString("ASC_OR_DESC"));
+            }
+        }
+        checkEquals("jdbc_users_pkey:false:1:user_id:A", indexes.toString(), "getIndexInfo");
+        try (ResultSet rs = md.getImportedKeys(null, "public", "jdbc_users")) {
+            check(!rs.next(), "getImportedKeys: Runnel has no foreign keys");
+        }
         TreeMap<String, String> schemas = new TreeMap<>();
         try (ResultSet rs = md.getSchemas()) {
             while (rs.next()) {

@@ -62,10 +62,6 @@ KNOWN_UNSUPPORTED = {
     "introspection (WITH RECURSIVE typeinfo_tree, sent because a whole-row reference "
     "`SELECT i FROM items i` returns a composite type): its $1 is the text '{<row type oid>}' "
     "for `any($1::oid[])` (22P02: not a valid List(UInt32))",
-    ("jdbc_getImportedKeys_items", 2): "pgjdbc getImportedKeys: subscript of a qualified "
-    "column `con.confkey[pos.n]` with `generate_series(1, 32) pos(n)` (42703 No field named con)",
-    ("jdbc_getIndexInfo_items", 1): "pgjdbc getIndexInfo: subscript of a qualified column "
-    "`tmp.I_INDOPTION[tmp.ORDINAL_POSITION - 1]` (42703 No field named tmp)",
 }
 
 STATEMENT_TIMEOUT_S = 30.0  # client-side deadline per statement

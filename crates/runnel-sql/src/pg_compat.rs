@@ -682,6 +682,41 @@ fn rewrite_expr(expr: &mut Expr) {
             }
         }
         Expr::Subquery(query) => aggregate_catalog_subquery(query),
+        // `alias.column[i]`: a qualified column then a subscript (a record's field would be
+        // written `(record).field` in Postgres).
+        Expr::CompoundFieldAccess { root, access_chain }
+            if matches!(
+                root.as_ref(),
+                Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+            ) && matches!(
+                access_chain.first(),
+                Some(AccessExpr::Dot(Expr::Identifier(_)))
+            ) =>
+        {
+            let mut parts = match std::mem::replace(root.as_mut(), Expr::value(Value::Null)) {
+                Expr::Identifier(ident) => vec![ident],
+                Expr::CompoundIdentifier(idents) => idents,
+                _ => unreachable!("matched above"),
+            };
+            let mut rest = Vec::new();
+            for access in std::mem::take(access_chain) {
+                match access {
+                    AccessExpr::Dot(Expr::Identifier(field)) if rest.is_empty() => {
+                        parts.push(field)
+                    }
+                    other => rest.push(other),
+                }
+            }
+            let column = Expr::CompoundIdentifier(parts);
+            *expr = if rest.is_empty() {
+                column
+            } else {
+                Expr::CompoundFieldAccess {
+                    root: Box::new(Expr::Nested(Box::new(column))),
+                    access_chain: rest,
+                }
+            };
+        }
         // `(record).field`: `get_field(record, 'field')`, one access at a time.
         Expr::CompoundFieldAccess { root, access_chain }
             if matches!(
@@ -988,6 +1023,14 @@ mod tests {
     use super::*;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
+
+    #[test]
+    fn subscripts_of_qualified_columns() {
+        assert_eq!(
+            rewritten("SELECT tmp.a[tmp.b - 1], con.confkey[pos.n] FROM t"),
+            "SELECT (tmp.a)[tmp.b - 1], (con.confkey)[pos.n] FROM t"
+        );
+    }
 
     #[test]
     fn array_over_unnest_of_an_outer_column_is_array_transform() {
