@@ -595,3 +595,20 @@ def test_json_jsonb_uuid_are_their_postgres_types(conn):
         copy.write_row((3, '{"z": {"y": 1}}', "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12}"))
     cur.execute(f"SELECT doc, u FROM {table} WHERE id = 3")
     assert cur.fetchone() == ({"z": {"y": 1}}, uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12"))
+
+
+def test_list_parameters_are_arrays(conn):
+    """psycopg passes a Python list as a Postgres array (its text form with the array's OID):
+    `= ANY(%s)` filters by it, as with Postgres."""
+    table = unique("any_param")
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, name TEXT)")
+    cur.executemany(f"INSERT INTO {table} VALUES (%s, %s)", [(1, "a"), (2, "b,c"), (3, 'd"e')])
+    cur.execute(f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY id", ([1, 3],))
+    assert cur.fetchall() == [(1,), (3,)]
+    cur.execute(f"SELECT id FROM {table} WHERE name = ANY(%s) ORDER BY id", (["b,c", 'd"e', None],))
+    assert cur.fetchall() == [(2,), (3,)]
+    cur.execute("SELECT %s::text[]", (["x", "y,z", None],))
+    assert cur.fetchone() == (["x", "y,z", None],)
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+        cur.execute(f"SELECT id FROM {table} WHERE id = ANY(%s::int[])", ("{1,x}",))

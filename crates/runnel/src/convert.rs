@@ -11,8 +11,15 @@ pub fn type_oid(t: &DataType) -> u32 {
     runnel_pgwire::pg_type(t).oid
 }
 
-/// The Arrow type a parameter declared with this OID is parsed as.
+/// The Arrow type a parameter declared with this OID is parsed as (an array type as a list of
+/// its element's type).
 pub fn oid_type(oid: u32) -> Option<DataType> {
+    if let Some(element) = runnel_pgwire::types::element_oid(oid) {
+        return Some(DataType::List(Arc::new(Field::new_list_field(
+            oid_type(element)?,
+            true,
+        ))));
+    }
     Some(match oid {
         16 => DataType::Boolean,
         21 => DataType::Int16,
@@ -225,4 +232,120 @@ pub fn text_to_bytea(
         out.append_value(bytes);
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// A one-dimensional Postgres array in its text form (`{1,2,NULL}`, `{"a b","c\\"d"}`) as a
+/// list value of `element`s; `None` when the text is not one (an element that does not parse
+/// as `element` is an error).
+pub fn parse_array_text(
+    text: &str,
+    element: &DataType,
+) -> Option<runnel_common::Result<datafusion::common::ScalarValue>> {
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let mut items: Vec<Option<String>> = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let item = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut value = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => value.push(chars.next()?),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            Some(value)
+        } else {
+            let mut value = String::new();
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                // Nested arrays (more than one dimension) are not taken.
+                if c == '{' || c == '"' {
+                    return None;
+                }
+                value.push(c);
+                chars.next();
+            }
+            let value = value.trim().to_string();
+            (!value.eq_ignore_ascii_case("null")).then_some(value)
+        };
+        items.push(item);
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        match chars.next() {
+            Some(',') | None => {}
+            Some(_) => return None,
+        }
+    }
+    if inner.trim().is_empty() {
+        items.clear();
+    }
+    let strings: datafusion::arrow::array::ArrayRef =
+        Arc::new(datafusion::arrow::array::StringArray::from(items));
+    let strict = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        format_options: Default::default(),
+    };
+    Some(
+        datafusion::arrow::compute::cast_with_options(&strings, element, &strict)
+            .map_err(Into::into)
+            .map(|values| {
+                datafusion::common::utils::SingleRowListArrayBuilder::new(values)
+                    .build_list_scalar()
+            }),
+    )
+}
+
+#[cfg(test)]
+mod array_text_tests {
+    use datafusion::common::ScalarValue;
+
+    use super::*;
+
+    #[test]
+    fn array_text_parameters() {
+        let ints = parse_array_text("{1, 3,NULL}", &DataType::Int64)
+            .unwrap()
+            .unwrap();
+        let ScalarValue::List(list) = ints else {
+            panic!("{ints:?}")
+        };
+        let values = list.value(0);
+        let values = values
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        assert_eq!(
+            values.iter().collect::<Vec<_>>(),
+            vec![Some(1), Some(3), None]
+        );
+        let texts = parse_array_text(r#"{x,"y,z","q\"t",NULL,"NULL"}"#, &DataType::Utf8)
+            .unwrap()
+            .unwrap();
+        let ScalarValue::List(list) = texts else {
+            panic!()
+        };
+        let values = list.value(0);
+        let values = values
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(
+            values.iter().collect::<Vec<_>>(),
+            vec![Some("x"), Some("y,z"), Some("q\"t"), None, Some("NULL")]
+        );
+        assert!(parse_array_text("{}", &DataType::Int32).unwrap().is_ok());
+        assert!(parse_array_text("{{1,2},{3,4}}", &DataType::Int32).is_none());
+        assert!(parse_array_text("1,2", &DataType::Int32).is_none());
+        assert!(parse_array_text("{1,x}", &DataType::Int32)
+            .unwrap()
+            .is_err());
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, FieldRef, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -404,14 +404,36 @@ fn parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<FieldRef>>> {
     Ok(out)
 }
 
-/// The type each parameter is first cast to (`$1::int8`, `$1::uuid`), anywhere in the plan.
+/// The type each parameter is first cast to (`$1::int8`, `$1::uuid`), or compared with as an
+/// array (`x = ANY($1)` is `array_has($1, x)`: `$1` is an array of `x`'s type), anywhere in
+/// the plan.
 fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, FieldRef> {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::ExprSchemable;
     let mut found: HashMap<String, FieldRef> = HashMap::new();
     let _ = plan.apply_with_subqueries(|node| {
+        // The schema a node's expressions are written against.
+        let mut input_schema = datafusion::common::DFSchema::empty();
+        for input in node.inputs() {
+            input_schema.merge(input.schema());
+        }
         node.apply_expressions(|expr| {
             expr.apply(|e| {
                 let cast = match e {
+                    Expr::ScalarFunction(f) if f.func.name() == "array_has" => {
+                        match f.args.as_slice() {
+                            [array @ Expr::Placeholder(_), element] => element
+                                .get_type(&input_schema)
+                                .ok()
+                                .filter(|t| !t.is_null())
+                                .map(|t| {
+                                    let list =
+                                        DataType::List(Arc::new(Field::new_list_field(t, true)));
+                                    (array, Arc::new(Field::new("", list, true)))
+                                }),
+                            _ => None,
+                        }
+                    }
                     Expr::Cast(c) => Some((c.expr.as_ref(), c.field.clone())),
                     Expr::TryCast(c) => Some((c.expr.as_ref(), c.field.clone())),
                     // `$1::jsonb` is planned as `jsonb_in($1)`.
@@ -498,6 +520,16 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                     })
                     .transpose()?;
                 return Ok(ScalarValue::Binary(parsed).into());
+            }
+            if let (DataType::List(element), Some(t)) = (&target, p.text.as_deref()) {
+                let parsed = crate::convert::parse_array_text(t, element.data_type())
+                    .unwrap_or_else(|| {
+                        Err(RunnelError::execution(
+                            SqlState::INVALID_TEXT_REPRESENTATION,
+                            format!("malformed array literal: \"{t}\" (parameter ${})", i + 1),
+                        ))
+                    })?;
+                return Ok(parsed.into());
             }
             text.cast_to(&target)
                 .map_err(|e| {
