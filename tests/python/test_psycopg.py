@@ -612,3 +612,26 @@ def test_list_parameters_are_arrays(conn):
     assert cur.fetchone() == (["x", "y,z", None],)
     with pytest.raises(psycopg.errors.InvalidTextRepresentation):
         cur.execute(f"SELECT id FROM {table} WHERE id = ANY(%s::int[])", ("{1,x}",))
+
+
+def test_copy_from_reads_timestamptz_in_the_session_time_zone(conn):
+    """As in Postgres, COPY FROM reads a timestamptz without an offset in the session's
+    TimeZone, and one with an offset as that instant."""
+    table = unique("copy_tz")
+    cur = conn.cursor()
+    cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, at TIMESTAMPTZ)")
+    cur.execute("SET TIME ZONE 'Europe/Berlin'")
+    try:
+        with cur.copy(f"COPY {table} FROM STDIN") as copy:
+            copy.write("1\t2026-06-10 12:00:00\n2\t2026-01-10 12:00\n3\t2026-06-10 12:00:00+00\n")
+        with cur.copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
+            copy.write("4,2026-06-10 08:30:00\n")
+    finally:
+        cur.execute("SET TIME ZONE 'UTC'")
+    cur.execute(f"SELECT id, at FROM {table} ORDER BY id")
+    assert cur.fetchall() == [
+        (1, datetime(2026, 6, 10, 10, 0, tzinfo=UTC)),  # CEST is UTC+2
+        (2, datetime(2026, 1, 10, 11, 0, tzinfo=UTC)),  # CET is UTC+1
+        (3, datetime(2026, 6, 10, 12, 0, tzinfo=UTC)),
+        (4, datetime(2026, 6, 10, 6, 30, tzinfo=UTC)),
+    ]

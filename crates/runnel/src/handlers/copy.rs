@@ -75,6 +75,7 @@ pub fn handle(
             text: Vec::new(),
             batches: Vec::new(),
             rows_typed: 0,
+            time_zone: session.settings().time_zone(),
         }),
     })
 }
@@ -126,6 +127,8 @@ struct CopySink {
     batches: Vec<RecordBatch>,
     /// Rows converted so far, for the row number in a message.
     rows_typed: u64,
+    /// The session's `TimeZone`: `timestamptz` text without an offset is a time there.
+    time_zone: String,
 }
 
 impl CopySink {
@@ -167,6 +170,14 @@ impl CopySink {
     /// first value that is not valid.
     fn parse_column(&self, text: &ArrayRef, field: &Field) -> Result<ArrayRef> {
         let target = field.data_type();
+        let in_zone;
+        let text = match target {
+            DataType::Timestamp(_, Some(_)) if self.time_zone != "UTC" => {
+                in_zone = super::query::timestamps_in_zone(text, &self.time_zone)?;
+                &in_zone
+            }
+            _ => text,
+        };
         if target == &DataType::Utf8 {
             return Ok(text.clone());
         }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, SchemaRef};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, WriteOp};
@@ -211,6 +212,29 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         })
     })?;
     Ok(transformed.data)
+}
+
+/// A column of timestamp text with each value that names no offset read as a time in `zone`
+/// (what COPY FROM does with `timestamptz` text); values that do not parse stay for the cast
+/// to report.
+pub(crate) fn timestamps_in_zone(text: &ArrayRef, zone: &str) -> Result<ArrayRef> {
+    use std::str::FromStr;
+
+    use datafusion::arrow::array::timezone::Tz;
+    use datafusion::arrow::array::{Array, StringArray};
+
+    let Ok(tz) = Tz::from_str(zone) else {
+        return Ok(text.clone());
+    };
+    let strings = text
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| RunnelError::internal("timestamp text is not Utf8"))?;
+    let converted: StringArray = strings
+        .iter()
+        .map(|value| value.map(|v| timestamp_in_zone(&tz, v).unwrap_or_else(|| v.to_string())))
+        .collect();
+    Ok(Arc::new(converted))
 }
 
 /// `text` read as a time in `tz` (unless it names its own offset), as RFC 3339 text.
