@@ -170,6 +170,84 @@ pub fn uuid_bytes(normalized: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
+/// One JSON value's text taken apart one level: an object's members (decoded keys and the raw
+/// text of their values, in order), an array's elements (raw text), or a scalar (its text).
+/// Raw text is the value exactly as written, so numbers keep every digit.
+#[derive(Debug, PartialEq)]
+pub enum JsonParts<'a> {
+    Object(Vec<(String, &'a str)>),
+    Array(Vec<&'a str>),
+    Scalar(&'a str),
+}
+
+/// `text` taken apart one level; `None` when it is not one JSON value.
+pub fn json_parts(text: &str) -> Option<JsonParts<'_>> {
+    let mut parser = JsonParser {
+        text,
+        at: 0,
+        depth: 0,
+    };
+    let mut scratch = String::new();
+    let mut raw_value = |parser: &mut JsonParser<'_>| -> Option<(usize, usize)> {
+        parser.skip_whitespace();
+        let start = parser.at;
+        scratch.clear();
+        parser.value(&mut scratch)?;
+        Some((start, parser.at))
+    };
+    let parts = match parser.peek()? {
+        b'{' => {
+            parser.at += 1;
+            let mut members = Vec::new();
+            if !parser.eat(b'}') {
+                loop {
+                    if parser.peek()? != b'"' {
+                        return None;
+                    }
+                    let key = parser.string()?;
+                    if !parser.eat(b':') {
+                        return None;
+                    }
+                    let (start, end) = raw_value(&mut parser)?;
+                    members.push((key, &text[start..end]));
+                    if parser.eat(b',') {
+                        continue;
+                    }
+                    if parser.eat(b'}') {
+                        break;
+                    }
+                    return None;
+                }
+            }
+            JsonParts::Object(members)
+        }
+        b'[' => {
+            parser.at += 1;
+            let mut elements = Vec::new();
+            if !parser.eat(b']') {
+                loop {
+                    let (start, end) = raw_value(&mut parser)?;
+                    elements.push(&text[start..end]);
+                    if parser.eat(b',') {
+                        continue;
+                    }
+                    if parser.eat(b']') {
+                        break;
+                    }
+                    return None;
+                }
+            }
+            JsonParts::Array(elements)
+        }
+        _ => {
+            let (start, end) = raw_value(&mut parser)?;
+            JsonParts::Scalar(&text[start..end])
+        }
+    };
+    parser.end()?;
+    Some(parts)
+}
+
 /// Nesting deeper than this is refused, as Postgres refuses a too-deep stack.
 const MAX_DEPTH: usize = 1000;
 
@@ -445,6 +523,25 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn json_parts_keep_raw_text() {
+        assert_eq!(
+            json_parts(r#" {"a": 12345678901234567890123, "b" : [1, {"c":2}], "a": "x"} "#),
+            Some(JsonParts::Object(vec![
+                ("a".to_string(), "12345678901234567890123"),
+                ("b".to_string(), r#"[1, {"c":2}]"#),
+                ("a".to_string(), r#""x""#),
+            ]))
+        );
+        assert_eq!(
+            json_parts("[1.50, null ,true]"),
+            Some(JsonParts::Array(vec!["1.50", "null", "true"]))
+        );
+        assert_eq!(json_parts(" 1e2 "), Some(JsonParts::Scalar("1e2")));
+        assert_eq!(json_parts("{\"a\":1} x"), None);
+        assert_eq!(json_parts("[1,"), None);
     }
 
     #[test]

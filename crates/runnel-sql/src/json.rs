@@ -22,8 +22,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::BinaryOperator;
+use runnel_common::text_types::{json_parts, JsonParts};
 use runnel_common::{RunnelError, SqlState, TextType};
-use serde_json::Value;
 
 /// Registers the functions and the operators' planner on `ctx`.
 pub fn register(ctx: &SessionContext) -> Result<()> {
@@ -99,24 +99,30 @@ enum Step {
     Index(i64),
 }
 
-fn step(value: &Value, step: &Step) -> Option<Value> {
-    match (value, step) {
-        (Value::Object(map), Step::Key(key)) => map.get(key).cloned(),
-        (Value::Array(items), Step::Index(index)) => {
+/// The raw text of the value `step` leads to from the JSON text `raw` (`None` when there is
+/// none); the last of duplicate keys, as jsonb keeps it.
+fn step<'a>(raw: &'a str, step: &Step) -> Result<Option<&'a str>> {
+    Ok(match (parts(raw)?, step) {
+        (JsonParts::Object(members), Step::Key(key)) => members
+            .into_iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value),
+        (JsonParts::Array(items), Step::Index(index)) => {
             let at = if *index < 0 {
-                items.len().checked_sub(index.unsigned_abs() as usize)?
+                items.len().checked_sub(index.unsigned_abs() as usize)
             } else {
-                usize::try_from(*index).ok()?
+                usize::try_from(*index).ok()
             };
-            items.get(at).cloned()
+            at.and_then(|at| items.get(at).copied())
         }
         // A path's text step into an array is an index, as in Postgres.
-        (Value::Array(_), Step::Key(key)) => key
-            .parse::<i64>()
-            .ok()
-            .and_then(|index| self::step(value, &Step::Index(index))),
+        (JsonParts::Array(_), Step::Key(key)) => match key.parse::<i64>() {
+            Ok(index) => self::step(raw, &Step::Index(index))?,
+            Err(_) => None,
+        },
         _ => None,
-    }
+    })
 }
 
 /// `'{a,b,0}'`, the text form of a path (`#>` and `#>>`), as its steps.
@@ -131,19 +137,21 @@ fn path_steps(path: &str) -> Vec<Step> {
         .collect()
 }
 
-fn as_text(value: &Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(text) => Some(text.clone()),
+/// A value as `->>` gives it: a string's contents, NULL for `null`, else its JSON text.
+fn as_text(raw: &str) -> Option<String> {
+    match raw {
+        "null" => None,
+        string if string.starts_with('"') => serde_json::from_str::<String>(string).ok(),
         other => Some(other.to_string()),
     }
 }
 
-fn parse(text: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|error| {
+/// JSON text taken apart one level, or 22P02.
+fn parts(text: &str) -> Result<JsonParts<'_>> {
+    json_parts(text).ok_or_else(|| {
         user_error(
             SqlState::INVALID_TEXT_REPRESENTATION,
-            format!("invalid input syntax for type json: {error}"),
+            format!("invalid input syntax for type json: \"{text}\""),
         )
     })
 }
@@ -241,8 +249,8 @@ impl ScalarUDFImpl for JsonFunction {
                     out.append_null();
                     continue;
                 }
-                match parse(documents.value(row))? {
-                    Value::Array(items) => out.append_value(items.len() as i64),
+                match parts(documents.value(row))? {
+                    JsonParts::Array(items) => out.append_value(items.len() as i64),
                     _ => {
                         return Err(user_error(
                             SqlState("22023"),
@@ -259,33 +267,45 @@ impl ScalarUDFImpl for JsonFunction {
                 out.append_null();
                 continue;
             }
-            let document = parse(documents.value(row))?;
+            let document = documents.value(row);
             let found = match self.kind {
                 JsonKind::TypeOf => Some(
-                    match document {
-                        Value::Null => "null",
-                        Value::Bool(_) => "boolean",
-                        Value::Number(_) => "number",
-                        Value::String(_) => "string",
-                        Value::Array(_) => "array",
-                        Value::Object(_) => "object",
+                    match parts(document)? {
+                        JsonParts::Object(_) => "object",
+                        JsonParts::Array(_) => "array",
+                        JsonParts::Scalar(scalar) => match scalar.as_bytes().first() {
+                            Some(b'"') => "string",
+                            Some(b't' | b'f') => "boolean",
+                            Some(b'n') => "null",
+                            _ => "number",
+                        },
                     }
                     .to_string(),
                 ),
-                _ => steps_of(row).and_then(|steps| {
-                    let found = steps
-                        .iter()
-                        .try_fold(document, |value, s| step(&value, s))?;
-                    match self.kind {
-                        JsonKind::GetText | JsonKind::PathText => as_text(&found),
-                        // Printed as Postgres prints jsonb; serde_json's text parses.
-                        _ if jsonb_result => TextType::Jsonb
-                            .normalize(&found.to_string())
-                            .ok()
-                            .map(|text| text.into_owned()),
-                        _ => Some(found.to_string()),
+                _ => match steps_of(row) {
+                    None => None,
+                    Some(steps) => {
+                        // The whole document is checked, as Postgres parses it whole.
+                        parts(document)?;
+                        let mut at = Some(document.trim());
+                        for s in &steps {
+                            at = match at {
+                                Some(raw) => step(raw, s)?,
+                                None => None,
+                            };
+                        }
+                        match (at, self.kind) {
+                            (None, _) => None,
+                            (Some(raw), JsonKind::GetText | JsonKind::PathText) => as_text(raw),
+                            // Printed as Postgres prints jsonb; json keeps its text.
+                            (Some(raw), _) if jsonb_result => TextType::Jsonb
+                                .normalize(raw)
+                                .ok()
+                                .map(|text| text.into_owned()),
+                            (Some(raw), _) => Some(raw.to_string()),
+                        }
                     }
-                }),
+                },
             };
             out.append_option(found);
         }
