@@ -653,6 +653,31 @@ fn definitions() -> Vec<Definition> {
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
         }),
     ));
+    // `length(bytea)` is its bytes, as in Postgres; `length(text)` its characters (DataFusion's
+    // `length` takes no binary argument).
+    defs.push((
+        "length",
+        &[1],
+        DataType::Int32,
+        Volatility::Immutable,
+        Box::new(|c: &Call<'_>| {
+            let array = &c.args[0];
+            let lengths: Int32Array = match array.data_type() {
+                DataType::Binary => array
+                    .as_binary::<i32>()
+                    .iter()
+                    .map(|v| v.map(|bytes| i32::try_from(bytes.len()).unwrap_or(i32::MAX)))
+                    .collect(),
+                DataType::Null => Int32Array::new_null(array.len()),
+                _ => c
+                    .text(0)?
+                    .iter()
+                    .map(|v| v.map(|text| i32::try_from(text.chars().count()).unwrap_or(i32::MAX)))
+                    .collect(),
+            };
+            Ok(Arc::new(lengths) as ArrayRef)
+        }),
+    ));
     defs.push((
         "like_escape",
         &[4],
