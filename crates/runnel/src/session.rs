@@ -22,7 +22,7 @@ use crate::query_context::session_context;
 use crate::settings::SessionSettings;
 use crate::shared::Shared;
 use crate::system_catalog::SessionIdentity;
-use crate::transaction::{SharedPendingWrites, Transaction};
+use crate::transaction::{PendingComment, SharedPendingWrites, Transaction};
 
 pub struct RunnelSession {
     pub shared: Arc<Shared>,
@@ -85,6 +85,16 @@ impl RunnelSession {
             match writes.commit(&self.shared).await {
                 Ok(()) => {
                     self.writes_pending |= wrote;
+                    for c in &transaction.comments {
+                        handlers::comment::apply(
+                            &self.shared,
+                            c.kind,
+                            &c.relation,
+                            c.column.as_deref(),
+                            c.text.as_deref(),
+                        )
+                        .await?;
+                    }
                     Ok(tag("COMMIT"))
                 }
                 Err(error) => {
@@ -362,11 +372,37 @@ impl PgSession for RunnelSession {
             return result.map_err(to_pg_error);
         }
         if self.transaction.is_some() {
+            if let Statement::Comment {
+                kind,
+                relation,
+                column,
+                text,
+            } = &statement.kind
+            {
+                // Checked now, applied at COMMIT.
+                let snapshot = self.shared.catalog.snapshot();
+                let checked =
+                    handlers::comment::target(&snapshot, *kind, relation, column.as_deref());
+                if let Err(error) = checked {
+                    self.fail_transaction();
+                    return Err(to_pg_error(error));
+                }
+                if let Some(transaction) = self.transaction.as_mut() {
+                    transaction.comments.push(PendingComment {
+                        kind: *kind,
+                        relation: relation.clone(),
+                        column: column.clone(),
+                        text: text.clone(),
+                    });
+                }
+                return Ok(QueryResponse::Command {
+                    tag: "COMMENT".into(),
+                });
+            }
             let refused = match &statement.kind {
                 Statement::Drop { kind, .. } => {
                     Some(format!("DROP {}", kind.sql_name().to_uppercase()))
                 }
-                Statement::Comment { .. } => Some("COMMENT".to_string()),
                 _ => None,
             };
             if let Some(what) = refused {

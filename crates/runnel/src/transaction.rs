@@ -230,6 +230,17 @@ pub struct Transaction {
     pub failed: bool,
     /// Open savepoints, oldest first.
     pub savepoints: Vec<Savepoint>,
+    /// COMMENT ON statements of the block, checked when issued and applied at COMMIT.
+    pub comments: Vec<PendingComment>,
+}
+
+/// A `COMMENT ON` kept for COMMIT.
+#[derive(Debug, Clone)]
+pub struct PendingComment {
+    pub kind: ObjectKind,
+    pub relation: String,
+    pub column: Option<String>,
+    pub text: Option<String>,
 }
 
 /// `SAVEPOINT name`: what the block had written and created then.
@@ -237,6 +248,7 @@ pub struct Savepoint {
     pub name: String,
     writes: PendingWrites,
     created: usize,
+    comments: usize,
 }
 
 impl Transaction {
@@ -259,6 +271,7 @@ impl Transaction {
             name,
             writes,
             created: self.created.len(),
+            comments: self.comments.len(),
         });
     }
 
@@ -292,6 +305,7 @@ impl Transaction {
         let created = self
             .created
             .split_off(savepoint.created.min(self.created.len()));
+        self.comments.truncate(savepoint.comments);
         self.failed = false;
         Ok(created)
     }

@@ -1,14 +1,18 @@
 //! COMMENT ON a relation or a column: the text is kept in the catalog entry (persisted with
 //! it) and read by `pg_description`, `obj_description()` and `col_description()`, which is
-//! where psql's `\dt+`, `\d+` and tools such as DBeaver and dbt look for it.
+//! where psql's `\dt+`, `\d+` and tools such as DBeaver and dbt look for it. In a
+//! transaction block it is checked at once and applied at COMMIT (ROLLBACK drops it).
+
+use std::sync::Arc;
 
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
-use runnel_sql::ObjectKind;
+use runnel_sql::{Catalog, CatalogEntry, ObjectKind};
 use runnel_state::WriteBatch;
 
 use crate::catalog_service::CatalogService;
 use crate::session::RunnelSession;
+use crate::shared::Shared;
 
 pub async fn handle(
     session: &mut RunnelSession,
@@ -17,9 +21,20 @@ pub async fn handle(
     column: Option<&str>,
     text: Option<&str>,
 ) -> Result<QueryResponse> {
-    let shared = session.shared.clone();
-    let _changes = shared.catalog.lock_changes().await;
-    let catalog = shared.catalog.snapshot();
+    apply(&session.shared.clone(), kind, relation, column, text).await?;
+    Ok(QueryResponse::Command {
+        tag: "COMMENT".into(),
+    })
+}
+
+/// The entry a COMMENT names and the comment's key in it (0, or the column's number); 42P01,
+/// 42703 or 42809 when there is no such relation or column of the right kind.
+pub fn target(
+    catalog: &Catalog,
+    kind: ObjectKind,
+    relation: &str,
+    column: Option<&str>,
+) -> Result<(Arc<CatalogEntry>, i32)> {
     let entry = catalog
         .get(relation)
         .filter(|e| e.kind != ObjectKind::Sink)
@@ -50,7 +65,20 @@ pub async fn handle(
                 .map_err(|_| RunnelError::internal("column number out of range"))?
         }
     };
-    let mut updated = (**entry).clone();
+    Ok((entry.clone(), key))
+}
+
+/// Sets (or with `None` or '' removes) a comment and persists it.
+pub async fn apply(
+    shared: &Arc<Shared>,
+    kind: ObjectKind,
+    relation: &str,
+    column: Option<&str>,
+    text: Option<&str>,
+) -> Result<()> {
+    let _changes = shared.catalog.lock_changes().await;
+    let (entry, key) = target(&shared.catalog.snapshot(), kind, relation, column)?;
+    let mut updated = (*entry).clone();
     match text.filter(|t| !t.is_empty()) {
         Some(text) => updated.comments.insert(key, text.to_string()),
         None => updated.comments.remove(&key),
@@ -60,7 +88,5 @@ pub async fn handle(
     batch.put(k, v);
     shared.store.write(batch)?;
     shared.catalog.publish(|c| c.insert(updated));
-    Ok(QueryResponse::Command {
-        tag: "COMMENT".into(),
-    })
+    Ok(())
 }
