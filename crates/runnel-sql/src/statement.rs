@@ -204,16 +204,20 @@ pub fn ident_name(ident: &ast::Ident) -> String {
     }
 }
 
-/// An identifier as SQL: bare when Postgres would read it back unchanged, else double-quoted.
-fn sql_ident(name: &str) -> String {
-    let bare = name
+/// An identifier as SQL (Postgres's `quote_ident`): bare when it is a lower-case identifier
+/// that is not a keyword, else double-quoted, so it reads back unchanged.
+pub fn quote_ident(name: &str) -> String {
+    let plain = name
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && name
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if bare {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    let reserved = datafusion::sql::sqlparser::keywords::RESERVED_FOR_COLUMN_ALIAS
+        .iter()
+        .any(|k| format!("{k:?}").eq_ignore_ascii_case(name));
+    if plain && !reserved {
         name.to_string()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
@@ -244,12 +248,12 @@ impl fmt::Display for TransactionCommand {
             TransactionCommand::Begin => f.write_str("BEGIN"),
             TransactionCommand::Commit => f.write_str("COMMIT"),
             TransactionCommand::Rollback => f.write_str("ROLLBACK"),
-            TransactionCommand::Savepoint(name) => write!(f, "SAVEPOINT {}", sql_ident(name)),
+            TransactionCommand::Savepoint(name) => write!(f, "SAVEPOINT {}", quote_ident(name)),
             TransactionCommand::Release(name) => {
-                write!(f, "RELEASE SAVEPOINT {}", sql_ident(name))
+                write!(f, "RELEASE SAVEPOINT {}", quote_ident(name))
             }
             TransactionCommand::RollbackTo(name) => {
-                write!(f, "ROLLBACK TO SAVEPOINT {}", sql_ident(name))
+                write!(f, "ROLLBACK TO SAVEPOINT {}", quote_ident(name))
             }
         }
     }
@@ -289,7 +293,7 @@ fn column_list(columns: &[String]) -> String {
     if columns.is_empty() {
         String::new()
     } else {
-        let names: Vec<String> = columns.iter().map(|c| sql_ident(c)).collect();
+        let names: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         format!(" ({})", names.join(", "))
     }
 }
@@ -313,7 +317,7 @@ impl fmt::Display for Statement {
                 if let Some(w) = watermark {
                     elements.push(format!(
                         "WATERMARK FOR {} AS {}",
-                        sql_ident(&w.column),
+                        quote_ident(&w.column),
                         w.expr
                     ));
                 }
@@ -352,13 +356,13 @@ impl fmt::Display for Statement {
                 let if_not_exists = if *if_not_exists { "IF NOT EXISTS " } else { "" };
                 let options: Vec<String> = options
                     .iter()
-                    .map(|(k, v)| format!("{} = {}", sql_ident(k), sql_string(v)))
+                    .map(|(k, v)| format!("{} = {}", quote_ident(k), sql_string(v)))
                     .collect();
                 write!(
                     f,
                     "CREATE SINK {if_not_exists}{} FROM {} WITH ({})",
-                    sql_ident(name),
-                    sql_ident(from),
+                    quote_ident(name),
+                    quote_ident(from),
                     options.join(", ")
                 )
             }
@@ -368,7 +372,7 @@ impl fmt::Display for Statement {
                 if_exists,
                 cascade,
             } => {
-                let names: Vec<String> = names.iter().map(|n| sql_ident(n)).collect();
+                let names: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
                 write!(
                     f,
                     "DROP {} {}{}{}",
@@ -405,26 +409,26 @@ impl fmt::Display for Statement {
             } => write!(
                 f,
                 "COPY {}{} FROM STDIN {options}",
-                sql_ident(table),
+                quote_ident(table),
                 column_list(columns)
             ),
             Statement::DeclareCursor { name, query, hold } => write!(
                 f,
                 "DECLARE {} NO SCROLL CURSOR {} HOLD FOR {query}",
-                sql_ident(name),
+                quote_ident(name),
                 if *hold { "WITH" } else { "WITHOUT" }
             ),
             Statement::Fetch { name, count } => match count {
-                Some(n) => write!(f, "FETCH FORWARD {n} FROM {}", sql_ident(name)),
-                None => write!(f, "FETCH ALL FROM {}", sql_ident(name)),
+                Some(n) => write!(f, "FETCH FORWARD {n} FROM {}", quote_ident(name)),
+                None => write!(f, "FETCH ALL FROM {}", quote_ident(name)),
             },
-            Statement::CloseCursor(Some(name)) => write!(f, "CLOSE {}", sql_ident(name)),
+            Statement::CloseCursor(Some(name)) => write!(f, "CLOSE {}", quote_ident(name)),
             Statement::CloseCursor(None) => f.write_str("CLOSE ALL"),
             Statement::CopyTo { source, options } => match source {
                 CopySource::Relation { name, columns } => write!(
                     f,
                     "COPY {}{} TO STDOUT {options}",
-                    sql_ident(name),
+                    quote_ident(name),
                     column_list(columns)
                 ),
                 CopySource::Query(query) => write!(f, "COPY ({query}) TO STDOUT {options}"),
@@ -439,14 +443,14 @@ impl fmt::Display for Statement {
                     Some(column) => write!(
                         f,
                         "COMMENT ON COLUMN {}.{} IS ",
-                        sql_ident(relation),
-                        sql_ident(column)
+                        quote_ident(relation),
+                        quote_ident(column)
                     )?,
                     None => write!(
                         f,
                         "COMMENT ON {} {} IS ",
                         kind.sql_name().to_ascii_uppercase(),
-                        sql_ident(relation)
+                        quote_ident(relation)
                     )?,
                 }
                 match text {

@@ -348,20 +348,14 @@ async fn undefined_operator(
     sql: &str,
 ) -> Option<RunnelError> {
     let mut operations = Vec::new();
-    let _ = ast::visit_expressions(&select.projection, |expr: &ast::Expr| {
+    let mut collect = |expr: &ast::Expr| {
         if let ast::Expr::BinaryOp { .. } = expr {
             operations.push(expr.clone());
         }
         ControlFlow::<()>::Continue(())
-    });
-    if let Some(selection) = &select.selection {
-        let _ = ast::visit_expressions(selection, |expr: &ast::Expr| {
-            if let ast::Expr::BinaryOp { .. } = expr {
-                operations.push(expr.clone());
-            }
-            ControlFlow::<()>::Continue(())
-        });
-    }
+    };
+    let _ = ast::visit_expressions(&select.projection, &mut collect);
+    let _ = ast::visit_expressions(&select.selection, &mut collect);
     // Visited parents first: the last ones are the innermost.
     for operation in operations.iter().rev() {
         let ast::Expr::BinaryOp { left, op, right } = operation else {

@@ -329,7 +329,7 @@ fn definitions() -> Vec<Definition> {
             &[1],
             text(),
             Stable,
-            Box::new(|c: &Call<'_>| c.text_to_text(quote_ident)),
+            Box::new(|c: &Call<'_>| c.text_to_text(runnel_sql::statement::quote_ident)),
         ),
         (
             "format_type",
@@ -1046,25 +1046,6 @@ fn function_name(oid: u32) -> Option<&'static str> {
     CATALOG_FUNCTIONS.get(index).map(|(name, _, _)| *name)
 }
 
-/// `quote_ident`: double-quoted unless a lower-case identifier that is not a keyword.
-pub fn quote_ident(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
-    let reserved = datafusion::sql::sqlparser::keywords::RESERVED_FOR_COLUMN_ALIAS
-        .iter()
-        .any(|k| format!("{k:?}").eq_ignore_ascii_case(name));
-    if plain && !reserved {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
-
 /// `pg_size_pretty`: bytes in the largest unit that keeps the number at least 10 (kB, MB, ...).
 fn size_pretty(bytes: i64) -> String {
     let units = ["bytes", "kB", "MB", "GB", "TB", "PB"];
@@ -1355,6 +1336,7 @@ mod tests {
 
     #[test]
     fn quotes_identifiers_like_postgres() {
+        use runnel_sql::statement::quote_ident;
         assert_eq!(quote_ident("items"), "items");
         assert_eq!(quote_ident("Items"), "\"Items\"");
         assert_eq!(quote_ident("my table"), "\"my table\"");
