@@ -28,7 +28,6 @@ async fn plan(
         &crate::system_catalog::is_always_empty,
     );
     read_bytea_literals(session, &mut statement);
-    read_timestamptz_literals(&session.settings().time_zone(), &mut statement);
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
@@ -55,54 +54,12 @@ async fn plan(
     }
 }
 
-/// `TIMESTAMPTZ '2026-06-10 10:00'`, `'...'::timestamptz` and `CAST('...' AS timestamptz)`
-/// without an offset are read in the session's `TimeZone`, as Postgres reads them (DataFusion
-/// would read them in UTC): the literal is given its offset in that zone at that time.
-fn read_timestamptz_literals(zone: &str, statement: &mut ast::Statement) {
-    use std::ops::ControlFlow;
-    use std::str::FromStr;
-
-    use datafusion::arrow::array::timezone::Tz;
-    use datafusion::sql::sqlparser::ast::TimezoneInfo;
-
-    let Ok(tz) = Tz::from_str(zone) else {
-        return;
-    };
-    let with_time_zone = |t: &ast::DataType| {
-        matches!(
-            t,
-            ast::DataType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone)
-        )
-    };
-    let in_zone = |value: &mut ast::Value| {
-        if let ast::Value::SingleQuotedString(text) = value {
-            // Special values ('now', 'infinity') do not parse and stay as they are.
-            if let Some(at) = timestamp_in_zone(&tz, text) {
-                *text = at;
-            }
-        }
-    };
-    let _ = ast::visit_expressions_mut(statement, |expr| {
-        match expr {
-            ast::Expr::Cast {
-                data_type, expr, ..
-            } if with_time_zone(data_type) => {
-                if let ast::Expr::Value(value) = expr.as_mut() {
-                    in_zone(&mut value.value);
-                }
-            }
-            ast::Expr::TypedString(typed) if with_time_zone(&typed.data_type) => {
-                in_zone(&mut typed.value.value);
-            }
-            _ => {}
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
-/// A string compared with a `timestamptz` value (`WHERE ts > '2026-06-10 10:00'`, `ts BETWEEN
-/// '...' AND '...'`) is read in the session's `TimeZone`, as Postgres reads it: the string is
-/// given its offset there, before DataFusion's coercion would read it as UTC.
+/// A string read as a `timestamptz` is read in the session's `TimeZone`, as Postgres reads it
+/// (DataFusion would read it in UTC): a literal or cast without an offset (`TIMESTAMPTZ
+/// '2026-06-10 10:00'`, `'...'::timestamptz`, `CAST('...' AS timestamptz)`, the VALUES of an
+/// INSERT into a `timestamptz` column) and a string compared with a `timestamptz` value (`WHERE
+/// ts > '2026-06-10 10:00'`, `ts BETWEEN '...' AND '...'`) are given their offset there.
+/// Strings that do not parse (`'now'`, `'infinity'`) stay as they are.
 fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan> {
     use std::str::FromStr;
 
@@ -178,8 +135,8 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
                             None
                         }
                     }
-                    // A string cast to timestamptz where DataFusion planned one (the VALUES
-                    // of an INSERT into a timestamptz column).
+                    // A string cast to timestamptz: a literal, a cast, or the VALUES of an
+                    // INSERT into a timestamptz column.
                     Expr::Cast(Cast { expr, field })
                         if matches!(field.data_type(), DataType::Timestamp(_, Some(_))) =>
                     {
