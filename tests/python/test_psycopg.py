@@ -472,6 +472,10 @@ def test_result_column_names_follow_postgres(conn):
         cur.execute("SELECT 1.5 * 2, CAST(1.005 AS NUMERIC(10,2))")
         assert [d.name for d in cur.description] == ["?column?", "numeric"]
         assert cur.fetchall() == [(Decimal("3.0"), Decimal("1.01"))]
+        # A cast of a column or a function call keeps its name; of anything else, the type's.
+        cur.execute(f"SELECT k::text, upper(name)::varchar, (k + 1)::bigint, '1 day'::interval FROM {s} LIMIT 1")
+        assert [d.name for d in cur.description] == ["k", "upper", "int8", "interval"]
+        assert len(cur.fetchall()) == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -635,3 +639,23 @@ def test_copy_from_reads_timestamptz_in_the_session_time_zone(conn):
         (3, datetime(2026, 6, 10, 12, 0, tzinfo=UTC)),
         (4, datetime(2026, 6, 10, 6, 30, tzinfo=UTC)),
     ]
+
+
+def test_intervals_and_date_style_from_the_startup_options(server):
+    """psycopg sends timedelta parameters as interval text and reads interval text back; a
+    DateStyle given in the connection's options applies to the session's text output."""
+    import datetime
+
+    host, port = server
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("CREATE TABLE py_intervals (k INT PRIMARY KEY, d INTERVAL, day DATE)")
+        span = datetime.timedelta(days=-1, seconds=3600, microseconds=250)
+        c.execute("INSERT INTO py_intervals VALUES (1, %s, %s)", (span, datetime.date(2024, 7, 1)))
+        assert c.execute("SELECT d FROM py_intervals").fetchone()[0] == span
+        assert c.execute("SELECT d::text FROM py_intervals").fetchone()[0] == "-1 days +01:00:00.00025"
+    with psycopg.connect(
+        host=host, port=port, user="runnel", dbname="runnel", autocommit=True,
+        options="-c DateStyle=SQL,DMY -c IntervalStyle=iso_8601",
+    ) as c:
+        row = c.execute("SELECT current_setting('DateStyle'), day::text, d::text FROM py_intervals").fetchone()
+        assert row == ("SQL, DMY", "01/07/2024", "P-1DT1H0.00025S")

@@ -250,6 +250,35 @@ def test_asyncpg_uuid_and_jsonb_columns(server):
     asyncio.run(run())
 
 
+def test_asyncpg_intervals_round_trip(server):
+    """asyncpg sends a timedelta as a binary interval, which Runnel reads through Postgres's
+    text form (`1 day 02:00:00`); binary COPY FROM and a comparison with a parameter work too."""
+    asyncpg = pytest.importorskip("asyncpg")
+    import datetime
+
+    host, port = server
+    day_and_a_bit = datetime.timedelta(days=1, hours=2, microseconds=5)
+    negative = datetime.timedelta(hours=-3, minutes=-30)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user="runnel", database="runnel")
+        try:
+            await conn.execute("CREATE TABLE async_intervals (k INT PRIMARY KEY, d INTERVAL)")
+            await conn.execute("INSERT INTO async_intervals VALUES (1, $1)", day_and_a_bit)
+            await conn.copy_records_to_table("async_intervals", records=[(2, negative)])
+            got = await conn.fetch("SELECT k, d FROM async_intervals ORDER BY k")
+            assert [tuple(r) for r in got] == [(1, day_and_a_bit), (2, negative)]
+            assert await conn.fetchval("SELECT $1::interval", negative) == negative
+            bigger = await conn.fetch(
+                "SELECT k FROM async_intervals WHERE d > $1", datetime.timedelta(hours=1)
+            )
+            assert [r["k"] for r in bigger] == [1]
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def test_parameters_are_described_from_their_casts(server):
     asyncpg = pytest.importorskip("asyncpg")
     host, port = server

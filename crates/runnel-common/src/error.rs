@@ -30,6 +30,7 @@ impl SqlState {
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
     pub const DATA_EXCEPTION: SqlState = SqlState("22000");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
+    pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     pub const INVALID_DATETIME_FORMAT: SqlState = SqlState("22007");
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
     pub const SYSTEM_ERROR: SqlState = SqlState("58000");

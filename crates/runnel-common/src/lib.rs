@@ -4,6 +4,7 @@
 
 pub mod change;
 pub mod error;
+pub mod interval_text;
 pub mod text_types;
 pub mod time;
 

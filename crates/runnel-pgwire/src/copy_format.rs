@@ -87,10 +87,12 @@ pub struct CopyEncoder {
 const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 impl CopyEncoder {
-    pub fn new(format: CopyOutFormat) -> Self {
+    /// An encoder of `format` writing text values in `style` (the session's DateStyle,
+    /// IntervalStyle and extra_float_digits, which Postgres's COPY follows too).
+    pub fn new(format: CopyOutFormat, style: crate::types::OutputStyle) -> Self {
         CopyEncoder {
             format,
-            encoder: crate::types::RowEncoder::default(),
+            encoder: crate::types::RowEncoder::with_style(style),
             started: false,
         }
     }

@@ -164,6 +164,11 @@ pub trait PgSession: Send + 'static {
     /// open transaction block).
     fn statement_failed(&mut self) {}
 
+    /// How values are written as text now (DateStyle, IntervalStyle, extra_float_digits).
+    fn output_style(&self) -> crate::types::OutputStyle {
+        crate::types::OutputStyle::default()
+    }
+
     /// Run-time parameters whose value the client must be told (ParameterStatus) since the
     /// last call: all of them right after the session opened, then those a statement changed.
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {

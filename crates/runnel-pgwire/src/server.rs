@@ -64,7 +64,7 @@ use crate::engine::{
     StatementDescription, TransactionStatus,
 };
 use crate::error::PgError;
-use crate::types::{decode_param, pg_type_of, Format, RowEncoder};
+use crate::types::{decode_param, pg_type_of, Format, OutputStyle, RowEncoder};
 
 /// Accepts connections on `listener` forever, serving each on its own task.
 ///
@@ -714,6 +714,7 @@ impl<E: PgEngine> Connection<E> {
         client: &mut C,
         columns: &[String],
         format: CopyOutFormat,
+        style: OutputStyle,
         batches: BatchStream,
         stop: &mut Stop,
     ) -> PgWireResult<()>
@@ -722,7 +723,7 @@ impl<E: PgEngine> Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let mut encoder = CopyEncoder::new(format);
+        let mut encoder = CopyEncoder::new(format, style);
         let binary = encoder.binary();
         let code = i16::from(binary);
         let count = i16::try_from(columns.len()).unwrap_or(i16::MAX);
@@ -944,6 +945,9 @@ impl<E: PgEngine> Connection<E> {
             let session = state.session().map_err(wire_error)?;
             let (response, mut stop) = Self::run(client, session, &statement, &[]).await;
             Self::after_statement(client, session).await?;
+            // The statement may have changed DateStyle, IntervalStyle or extra_float_digits.
+            let style = session.output_style();
+            state.encoder.set_style(style);
             match response.map_err(wire_error)? {
                 QueryResponse::Rows { schema, batches } => {
                     let formats = vec![Format::Text; schema.fields().len()];
@@ -979,7 +983,8 @@ impl<E: PgEngine> Connection<E> {
                     format,
                     batches,
                 } => {
-                    let sent = Self::copy_out(client, &columns, format, batches, &mut stop).await;
+                    let sent =
+                        Self::copy_out(client, &columns, format, style, batches, &mut stop).await;
                     Self::fail_on_error(state, sent)?;
                 }
                 cursor => {
@@ -1032,6 +1037,8 @@ impl<E: PgEngine> Connection<E> {
         let session = state.session().map_err(wire_error)?;
         let (response, mut stop) = Self::run(client, session, &wire.statement, &params).await;
         Self::after_statement(client, session).await?;
+        let style = session.output_style();
+        state.encoder.set_style(style);
         *execution = PortalExecutionState::Finished;
         match response.map_err(wire_error)? {
             QueryResponse::Rows { schema, batches } => {
@@ -1081,7 +1088,8 @@ impl<E: PgEngine> Connection<E> {
                 format,
                 batches,
             } => {
-                let sent = Self::copy_out(client, &columns, format, batches, &mut stop).await;
+                let sent =
+                    Self::copy_out(client, &columns, format, style, batches, &mut stop).await;
                 Self::fail_on_error(state, sent)?;
             }
             cursor => {

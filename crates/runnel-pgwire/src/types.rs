@@ -32,15 +32,18 @@
 mod column;
 mod format;
 mod params;
+mod style;
 
 use arrow::datatypes::{DataType, Field, TimeUnit};
 
+pub use column::text_column;
 pub(crate) use column::RowEncoder;
 pub use format::{
     parse_bytea, write_bytea, write_date, write_decimal, write_float4, write_float8,
     write_interval, write_time, write_timestamp,
 };
 pub(crate) use params::decode_param;
+pub use style::{DateOrder, DateStyle, IntervalStyle, OutputStyle};
 
 /// Type OIDs of the built-in Postgres types this crate deals with.
 pub mod oid {

@@ -258,9 +258,14 @@ pub fn interval_literal_micros(interval: &ast::Interval) -> Result<i64> {
             format!("invalid interval \"{text}\" (a fixed length such as '5 seconds' is needed)"),
         )
     };
-    let parsed =
-        datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(&text)
-            .map_err(|_| bad())?;
+    // Without a unit after the string it is Postgres interval text (`'1 day 02:00:00'`).
+    let parsed = match &interval.leading_field {
+        None => runnel_common::interval_text::parse_interval(&text).ok_or_else(bad)?,
+        Some(_) => {
+            datafusion::arrow::compute::kernels::cast_utils::parse_interval_month_day_nano(&text)
+                .map_err(|_| bad())?
+        }
+    };
     interval_micros(parsed).ok_or_else(bad)
 }
 

@@ -6,6 +6,7 @@ pub mod asof;
 pub mod catalog;
 pub mod ddl;
 pub mod event_time;
+pub mod interval_literals;
 pub mod json;
 pub mod lower;
 pub mod parser;

@@ -35,12 +35,12 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, Expr, Function, FunctionArg,
-    FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr, Ident, JoinOperator,
-    LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName, ObjectNamePart,
-    OneOrManyWithParens, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr, Statement,
-    TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator, Value, VisitMut,
-    VisitorMut,
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CastKind, DataType, ExactNumberInfo, Expr,
+    Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, GroupByExpr,
+    Ident, JoinOperator, LambdaFunction, LambdaFunctionParameter, LambdaSyntax, ObjectName,
+    ObjectNamePart, OneOrManyWithParens, OrderBy, OrderByKind, Query, Select, SelectItem, SetExpr,
+    Statement, TableAlias, TableAliasColumnDef, TableFactor, TableWithJoins, UnaryOperator, Value,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -388,7 +388,12 @@ fn name_repeated_items(select: &mut Select) {
     let mut seen: Vec<String> = Vec::new();
     for (index, item) in select.projection.iter_mut().enumerate() {
         if let SelectItem::UnnamedExpr(expr) = item {
-            let text = expr.to_string();
+            // DataFusion names a cast after what it casts: `k` and `k::int` collide too.
+            let mut named = &*expr;
+            while let Expr::Cast { expr: inner, .. } | Expr::Nested(inner) = named {
+                named = inner;
+            }
+            let text = named.to_string();
             if seen.contains(&text) {
                 let expr = std::mem::replace(expr, Expr::value(Value::Null));
                 *item = SelectItem::ExprWithAlias {
@@ -771,6 +776,19 @@ fn rewrite_expr(expr: &mut Expr) {
                     crate::text_type_casts::function_name(text_type),
                     vec![argument],
                 );
+            } else if matches!(
+                data_type,
+                DataType::Numeric(ExactNumberInfo::None)
+                    | DataType::Decimal(ExactNumberInfo::None)
+                    | DataType::Dec(ExactNumberInfo::None)
+            ) && matches!(inner.as_ref(), Expr::Value(v)
+                if matches!(&v.value, Value::Number(n, _) if n.contains(['.', 'e', 'E'])))
+            {
+                // A decimal literal is already an exact numeric of its own precision and
+                // scale; DataFusion's bare NUMERIC is (38, 10) and would round
+                // `1.123456789012345::numeric`, which Postgres keeps whole.
+                let literal = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
+                *expr = Expr::Nested(Box::new(literal));
             } else if matches!(data_type, DataType::Bytea) {
                 // Postgres reads `'\\x...'::bytea` as hex; Arrow's cast keeps the text's bytes.
                 let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));

@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
+use runnel_common::{Result, RunnelError, SqlState};
 
 /// The Postgres type OID a column of this Arrow type is reported as.
 pub fn type_oid(t: &DataType) -> u32 {
@@ -111,6 +113,7 @@ fn expr_column_name(
         Expr::Alias(a) if a.name.starts_with(runnel_sql::pg_compat::UNNAMED_ALIAS) => {
             "?column?".to_string()
         }
+        Expr::Alias(a) if is_planned_cast_name(a) => expr_column_name(&a.expr, input, input_names),
         Expr::Alias(a) => a.name.clone(),
         Expr::Column(c) => match input.schema().index_of_column(c) {
             Ok(i) => input_names
@@ -122,10 +125,115 @@ fn expr_column_name(
         },
         Expr::AggregateFunction(f) => f.func.name().to_string(),
         Expr::ScalarFunction(f) => f.func.name().to_string(),
-        Expr::Cast(c) => typname(c.field.data_type()).to_string(),
-        Expr::TryCast(c) => typname(c.field.data_type()).to_string(),
+        // Postgres names a cast after what it casts when that has a name of its own (a
+        // column, a function: `d::text` is `d`), after the type otherwise (`'1'::int` is
+        // `int4`).
+        Expr::Cast(datafusion::logical_expr::Cast { expr, field })
+        | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) => match expr.as_ref() {
+            Expr::Column(_) | Expr::ScalarFunction(_) | Expr::AggregateFunction(_) => {
+                expr_column_name(expr, input, input_names)
+            }
+            _ => typname(field.data_type()).to_string(),
+        },
         _ => "?column?".to_string(),
     }
+}
+
+/// Whether `alias` only keeps the name an expression had before the query layer planned its
+/// casts as Postgres's input or output functions (`d::text` as `CAST(text_out(d) AS text)`,
+/// aliased to the name of `CAST(d AS text)`), rather than being a user's alias.
+fn is_planned_cast_name(alias: &datafusion::logical_expr::expr::Alias) -> bool {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let mut planned = false;
+    let original = alias.expr.as_ref().clone().transform_up(|e| match e {
+        Expr::ScalarFunction(call)
+            if matches!(
+                call.func.name(),
+                "text_out" | "interval_in" | "bare_numeric"
+            ) && call.args.len() == 1 =>
+        {
+            planned = true;
+            Ok(Transformed::yes(
+                call.args.into_iter().next().expect("one argument"),
+            ))
+        }
+        other => Ok(Transformed::no(other)),
+    });
+    let Ok(original) = original else {
+        return false;
+    };
+    let (relation, name) = original.data.qualified_name();
+    planned && alias.relation == relation && alias.name == name
+}
+
+/// A bare `NUMERIC` column as Runnel keeps it: Decimal128(38, 10).
+const BARE_NUMERIC: DataType = DataType::Decimal128(38, 10);
+
+/// Refuses (22003) a value written into a bare `NUMERIC` column that it would have to round:
+/// Postgres keeps every digit of an unconstrained numeric, Runnel keeps 10 decimal places, and
+/// rounding in silence would lose data. Decimals and decimal text are checked; a float is
+/// approximate anyway, and a declared `NUMERIC(p, s)` rounds to its scale, as in Postgres.
+pub fn check_bare_numeric(values: &dyn Array, target: &DataType, what: &str) -> Result<()> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Decimal128Type, DecimalType};
+
+    let DataType::Decimal128(_, kept) = BARE_NUMERIC else {
+        return Ok(());
+    };
+    if target != &BARE_NUMERIC {
+        return Ok(());
+    }
+    let refuse = |value: String| {
+        RunnelError::execution(
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!(
+                "value {value} for {what} has more than {kept} decimal places, which \
+                 a NUMERIC without scale keeps in Runnel; declare the column NUMERIC(p, s) with \
+                 the scale it needs"
+            ),
+        )
+    };
+    match values.data_type() {
+        DataType::Decimal128(_, scale) if *scale > kept => {
+            let divisor = 10i128.pow((*scale - kept) as u32);
+            let scale = *scale;
+            for value in values.as_primitive::<Decimal128Type>().iter().flatten() {
+                if value % divisor != 0 {
+                    return Err(refuse(Decimal128Type::format_decimal(value, 38, scale)));
+                }
+            }
+        }
+        DataType::Utf8 => {
+            for text in values.as_string::<i32>().iter().flatten() {
+                if decimal_places(text).is_some_and(|places| places > i64::from(kept)) {
+                    return Err(refuse(text.to_string()));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The decimal places decimal text needs (`1.50` needs 1, `1.5e-3` 4); `None` when it is not a
+/// plain decimal number.
+fn decimal_places(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => (&text[..at], text[at + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let mantissa = mantissa.trim_start_matches(['+', '-']);
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let places = fraction.trim_end_matches('0').len() as i64;
+    Some((places - exponent).max(0))
 }
 
 /// The schema a query's rows are described with: nullable, with Postgres's column names.

@@ -43,6 +43,29 @@ impl RunnelSession {
         &self.identity.settings
     }
 
+    /// Makes unqualified names resolve as `search_path` says: in `public` (then `pg_catalog`,
+    /// which Postgres always searches) while `public` is on the path, else in the first
+    /// schema of the path that exists, else in `pg_catalog` alone. DataFusion resolves an
+    /// unqualified name in one schema, so a path that puts another schema before `public`
+    /// still finds user relations first.
+    pub fn follow_search_path(&self) {
+        let path = self.settings().search_path();
+        let schema = if path.contains(&"public") {
+            "public"
+        } else {
+            path.first().copied().unwrap_or("pg_catalog")
+        };
+        let state = self.ctx.state_ref();
+        if state.read().config().options().catalog.default_schema != schema {
+            state
+                .write()
+                .config_mut()
+                .options_mut()
+                .catalog
+                .default_schema = schema.to_string();
+        }
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.transaction.is_some()
     }
@@ -448,6 +471,10 @@ impl PgSession for RunnelSession {
 
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
         self.settings().take_reported_changes()
+    }
+
+    fn output_style(&self) -> runnel_pgwire::types::OutputStyle {
+        self.settings().output_style()
     }
 
     fn statement_timeout(&self) -> Option<std::time::Duration> {

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use runnel_common::{Result, RunnelError, SqlState};
+use runnel_pgwire::types::{DateStyle, IntervalStyle, OutputStyle};
 
 /// SQLSTATE 42704: the parameter does not exist.
 const UNDEFINED_OBJECT: SqlState = SqlState("42704");
@@ -22,6 +23,9 @@ const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
 /// The Postgres version Runnel's SQL dialect, catalog and protocol follow.
 pub const POSTGRES_VERSION: &str = "15.0";
 pub const POSTGRES_VERSION_NUM: &str = "150000";
+
+/// The schemas there are: Runnel's relations are all in `public`.
+const SCHEMAS: [&str; 3] = ["public", "pg_catalog", "information_schema"];
 
 /// How a parameter's value is checked and normalised when set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub enum Kind {
     /// Milliseconds; a number, or a string with a unit (`'5s'`, `'2min'`).
     Milliseconds,
     TimeZone,
+    /// `DateStyle`: a style and/or a field order; what is not given keeps its current value.
+    DateStyle,
     /// One of a fixed set of values (compared case-insensitively).
     Enum(&'static [&'static str]),
     /// Cannot be changed by a session.
@@ -129,7 +135,7 @@ pub static DEFINITIONS: &[Definition] = &[
     def(
         "DateStyle",
         "ISO, MDY",
-        Kind::Enum(&["ISO, MDY", "ISO", "ISO, DMY", "ISO, YMD"]),
+        Kind::DateStyle,
         CLIENT,
         "Sets the display format for date and time values.",
         true,
@@ -190,7 +196,7 @@ pub static DEFINITIONS: &[Definition] = &[
     def(
         "IntervalStyle",
         "postgres",
-        Kind::Enum(&["postgres"]),
+        Kind::Enum(&["postgres", "postgres_verbose", "sql_standard", "iso_8601"]),
         CLIENT,
         "Sets the display format for interval values.",
         true,
@@ -451,7 +457,7 @@ impl SessionSettings {
         let (key, normalised, reported) = match definition(name) {
             Some(d) => {
                 let normalised = match value {
-                    Some(v) => Some(normalise(d, v)?),
+                    Some(v) => Some(normalise(d, v, &self.get(d.name)?)?),
                     None if d.kind == Kind::ReadOnly => {
                         return Err(read_only(d.name));
                     }
@@ -563,6 +569,49 @@ impl SessionSettings {
         self.get("implicit_flush").is_ok_and(|v| v == "on")
     }
 
+    /// The schemas of `search_path` that exist, in order: `"$user"` and schemas that do not
+    /// exist are skipped, as Postgres skips them.
+    pub fn search_path(&self) -> Vec<&'static str> {
+        let value = self.get("search_path").unwrap_or_default();
+        let mut schemas: Vec<&'static str> = Vec::new();
+        for part in value.split(',') {
+            let part = part.trim();
+            let name = match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.to_string(),
+                None => part.to_ascii_lowercase(),
+            };
+            if let Some(schema) = SCHEMAS.iter().find(|s| **s == name) {
+                if !schemas.contains(schema) {
+                    schemas.push(schema);
+                }
+            }
+        }
+        schemas
+    }
+
+    /// How this session's values are written as text.
+    pub fn output_style(&self) -> OutputStyle {
+        let (date_style, date_order) = self
+            .get("DateStyle")
+            .ok()
+            .and_then(|v| DateStyle::parse_setting(&v, Default::default()))
+            .unwrap_or_default();
+        OutputStyle {
+            date_style,
+            date_order,
+            interval_style: self
+                .get("IntervalStyle")
+                .ok()
+                .and_then(|v| IntervalStyle::parse_setting(&v))
+                .unwrap_or_default(),
+            extra_float_digits: self
+                .get("extra_float_digits")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+        }
+    }
+
     pub fn time_zone(&self) -> String {
         self.get("TimeZone").unwrap_or_else(|_| "UTC".to_string())
     }
@@ -582,7 +631,9 @@ fn read_only(name: &str) -> RunnelError {
 }
 
 /// Checks `value` against the parameter's kind and returns it as `SHOW` prints it.
-fn normalise(d: &Definition, value: &str) -> Result<String> {
+/// The value `value` sets parameter `d` to, in its canonical spelling; `current` is the value
+/// it has now.
+fn normalise(d: &Definition, value: &str, current: &str) -> Result<String> {
     // A startup parameter may come quoted (asyncpg sends `client_encoding='utf-8'`).
     let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
         Some(unquoted) if d.kind != Kind::Text => unquoted,
@@ -640,6 +691,12 @@ fn normalise(d: &Definition, value: &str) -> Result<String> {
                 .map_err(|_| {
                     invalid_value(d.name, value, "")
                 })
+        }
+        Kind::DateStyle => {
+            let current = DateStyle::parse_setting(current, Default::default()).unwrap_or_default();
+            DateStyle::parse_setting(value, current)
+                .map(|(style, order)| DateStyle::setting_text(style, order))
+                .ok_or_else(|| invalid_value(d.name, value, ""))
         }
         Kind::Enum(allowed) => allowed
             .iter()

@@ -23,10 +23,12 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::{BufMut, BytesMut};
 
 use super::format::{
-    numeric_text_to_binary, push_display, write_bytea, write_date, write_decimal, write_float4,
-    write_float8, write_interval, write_time, write_timestamp, write_timestamptz, PG_EPOCH_DAYS,
-    PG_EPOCH_MICROS,
+    numeric_text_to_binary, push_display, write_bytea, write_date, write_date_styled,
+    write_decimal, write_float4, write_float8, write_float_digits, write_interval,
+    write_interval_styled, write_time, write_timestamp, write_timestamp_styled, write_timestamptz,
+    ZoneLabel, PG_EPOCH_DAYS, PG_EPOCH_MICROS,
 };
+use super::style::{DateOrder, DateStyle, IntervalStyle, OutputStyle};
 use super::Format;
 use crate::error::PgError;
 use pgwire::messages::data::DataRow;
@@ -91,9 +93,24 @@ impl EncodedColumn {
 pub(crate) struct RowEncoder {
     columns: Vec<EncodedColumn>,
     rows: usize,
+    /// The session's DateStyle, IntervalStyle and extra_float_digits (text format only).
+    style: OutputStyle,
 }
 
 impl RowEncoder {
+    /// An encoder writing text in `style`.
+    pub(crate) fn with_style(style: OutputStyle) -> Self {
+        Self {
+            style,
+            ..Self::default()
+        }
+    }
+
+    /// Text from now on is written in `style` (the session's settings may have changed).
+    pub(crate) fn set_style(&mut self, style: OutputStyle) {
+        self.style = style;
+    }
+
     /// Encodes `batch`, column `i` in `formats[i]` (text when missing).
     pub(crate) fn encode(
         &mut self,
@@ -120,7 +137,7 @@ impl RowEncoder {
                     column.reset(array.as_ref());
                     encode_binary_text_type(array.as_ref(), oid, column)?;
                 }
-                _ => encode_array(array.as_ref(), format, column)?,
+                _ => encode_array(array.as_ref(), format, &self.style, column)?,
             }
         }
         self.columns.truncate(batch.num_columns());
@@ -183,19 +200,45 @@ impl RowEncoder {
     }
 }
 
+/// Every value of `array` in its Postgres text form, written in `style` (what a cast to
+/// `text` gives in Postgres: `interval '1 day'::text` is `1 day`, not Arrow's `1 days`).
+pub fn text_column(
+    array: &dyn Array,
+    style: &OutputStyle,
+) -> Result<arrow::array::StringArray, PgError> {
+    let mut column = EncodedColumn::default();
+    encode_array(array, Format::Text, style, &mut column)?;
+    let too_large = || PgError::new("54000", "text result of more than 2 GiB");
+    let offsets = std::iter::once(Ok(0))
+        .chain(
+            column
+                .ends
+                .iter()
+                .map(|&end| i32::try_from(end).map_err(|_| too_large())),
+        )
+        .collect::<Result<Vec<i32>, PgError>>()?;
+    arrow::array::StringArray::try_new(
+        arrow::buffer::OffsetBuffer::new(offsets.into()),
+        column.data.into(),
+        column.nulls,
+    )
+    .map_err(|e| PgError::new("XX000", format!("text output is not UTF-8: {e}")))
+}
+
 fn encode_array(
     array: &dyn Array,
     format: Format,
+    style: &OutputStyle,
     column: &mut EncodedColumn,
 ) -> Result<(), PgError> {
     if let DataType::Dictionary(_, values) = array.data_type() {
         let plain = arrow::compute::cast(array, values)
             .map_err(|e| PgError::new("XX000", format!("cannot unpack dictionary column: {e}")))?;
-        return encode_array(plain.as_ref(), format, column);
+        return encode_array(plain.as_ref(), format, style, column);
     }
     column.reset(array);
     match format {
-        Format::Text => encode_text(array, column),
+        Format::Text => encode_text(array, style, column),
         Format::Binary => encode_binary(array, column),
     }
 }
@@ -339,8 +382,14 @@ fn each_interval(
     }
 }
 
-fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgError> {
+fn encode_text(
+    array: &dyn Array,
+    style: &OutputStyle,
+    column: &mut EncodedColumn,
+) -> Result<(), PgError> {
     let len = array.len();
+    let dates = (style.date_style, style.date_order);
+    let plain_floats = style.extra_float_digits > 0;
     match array.data_type() {
         DataType::Null => column.fill(len, |_, _| {}),
         DataType::Boolean => {
@@ -358,8 +407,14 @@ fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgEr
         DataType::UInt32 => each::<UInt32Type>(array, column, push_display),
         DataType::UInt64 => each::<UInt64Type>(array, column, push_display),
         DataType::Float16 => each::<Float16Type>(array, column, |b, v| write_float4(b, v.to_f32())),
-        DataType::Float32 => each::<Float32Type>(array, column, write_float4),
-        DataType::Float64 => each::<Float64Type>(array, column, write_float8),
+        DataType::Float32 if plain_floats => each::<Float32Type>(array, column, write_float4),
+        DataType::Float32 => each::<Float32Type>(array, column, |b, v| {
+            write_float_digits(b, v.into(), 6 + style.extra_float_digits)
+        }),
+        DataType::Float64 if plain_floats => each::<Float64Type>(array, column, write_float8),
+        DataType::Float64 => each::<Float64Type>(array, column, |b, v| {
+            write_float_digits(b, v, 15 + style.extra_float_digits)
+        }),
         &DataType::Decimal32(_, scale) => {
             each::<Decimal32Type>(array, column, |b, v| write_decimal(b, v, scale))
         }
@@ -389,6 +444,13 @@ fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgEr
             let array = array.as_fixed_size_binary();
             column.fill(len, |b, row| write_bytea(b, array.value(row)));
         }
+        DataType::Date32 | DataType::Date64 if dates.0 != DateStyle::Iso => {
+            let days = arrow::compute::cast(array, &DataType::Date32)
+                .map_err(|e| PgError::new("XX000", format!("cannot read dates: {e}")))?;
+            each::<Date32Type>(days.as_ref(), column, |b, v| {
+                write_date_styled(b, v.into(), dates.0, dates.1)
+            })
+        }
         DataType::Date32 => each::<Date32Type>(array, column, |b, v| write_date(b, v.into())),
         DataType::Date64 => each::<Date64Type>(array, column, |b, v| {
             write_date(b, v.div_euclid(86_400_000))
@@ -397,6 +459,13 @@ fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgEr
             if !each_micros(array, column, write_time) {
                 display(array, column)?;
             }
+        }
+        DataType::Timestamp(_, zone) if dates.0 != DateStyle::Iso => {
+            let zone = zone.as_deref().map(LabelledZone::new);
+            each_micros(array, column, |b, us| match &zone {
+                None => write_timestamp_styled(b, us, ZoneLabel::None, dates.0, dates.1),
+                Some(zone) => zone.write(b, us, dates),
+            });
         }
         DataType::Timestamp(_, zone) => match zone.as_deref().and_then(non_utc_zone) {
             // Rendered in the column's zone: the offset of each value's instant.
@@ -411,11 +480,25 @@ fn encode_text(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), PgEr
                 });
             }
         },
+        DataType::Duration(_) if style.interval_style != IntervalStyle::Postgres => {
+            let intervals = style.interval_style;
+            each_micros(array, column, |b, us| {
+                write_interval_styled(b, 0, 0, us, intervals)
+            });
+        }
         DataType::Duration(_) => {
             each_micros(array, column, |b, us| write_interval(b, 0, 0, us));
         }
+        &DataType::Interval(unit) if style.interval_style != IntervalStyle::Postgres => {
+            let intervals = style.interval_style;
+            each_interval(array, column, unit, |b, months, days, us| {
+                write_interval_styled(b, months, days, us, intervals)
+            })
+        }
         &DataType::Interval(unit) => each_interval(array, column, unit, write_interval),
-        DataType::List(_) | DataType::LargeList(_) => encode_list(array, Format::Text, column)?,
+        DataType::List(_) | DataType::LargeList(_) => {
+            encode_list(array, Format::Text, style, column)?
+        }
         _ => display(array, column)?,
     }
     Ok(())
@@ -500,7 +583,9 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
             each_micros(array, column, |b, us| write_binary_interval(b, 0, 0, us));
         }
         &DataType::Interval(unit) => each_interval(array, column, unit, write_binary_interval),
-        DataType::List(_) | DataType::LargeList(_) => encode_list(array, Format::Binary, column)?,
+        DataType::List(_) | DataType::LargeList(_) => {
+            encode_list(array, Format::Binary, &OutputStyle::default(), column)?
+        }
         // Everything else is sent as `text`, whose binary form is its UTF-8 text.
         _ => display(array, column)?,
     }
@@ -513,6 +598,7 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
 fn encode_list(
     array: &dyn Array,
     format: Format,
+    style: &OutputStyle,
     column: &mut EncodedColumn,
 ) -> Result<(), PgError> {
     let (offsets, values): (Vec<usize>, arrow::array::ArrayRef) = match array.data_type() {
@@ -531,7 +617,7 @@ fn encode_list(
         }
     };
     let mut elements = EncodedColumn::default();
-    encode_array(values.as_ref(), format, &mut elements)?;
+    encode_array(values.as_ref(), format, style, &mut elements)?;
     let nested = matches!(
         values.data_type(),
         DataType::List(_) | DataType::LargeList(_)
@@ -608,6 +694,70 @@ fn non_utc_zone(zone: &str) -> Option<arrow::array::timezone::Tz> {
         return None;
     }
     zone.parse().ok()
+}
+
+/// A `timestamptz` column's zone, for the styles that print its abbreviation (`CET`).
+enum LabelledZone {
+    Utc,
+    Named(chrono_tz::Tz),
+    /// A fixed offset or a zone without abbreviations: printed as its offset.
+    Offset(Option<arrow::array::timezone::Tz>),
+}
+
+impl LabelledZone {
+    fn new(zone: &str) -> Self {
+        if non_utc_zone(zone).is_none() && zone.parse::<arrow::array::timezone::Tz>().is_ok() {
+            return Self::Utc;
+        }
+        match zone.parse::<chrono_tz::Tz>() {
+            Ok(named) => Self::Named(named),
+            Err(_) => Self::Offset(zone.parse().ok()),
+        }
+    }
+
+    /// Writes the instant `utc_micros` as a local time in the zone, with its label.
+    fn write(&self, buf: &mut Vec<u8>, utc_micros: i64, (style, order): (DateStyle, DateOrder)) {
+        use chrono::{Offset, TimeZone};
+        use chrono_tz::OffsetName;
+        let local = |offset: i32| utc_micros.saturating_add(i64::from(offset) * 1_000_000);
+        match self {
+            Self::Utc => write_timestamp_styled(
+                buf,
+                utc_micros,
+                ZoneLabel::Abbreviation("UTC"),
+                style,
+                order,
+            ),
+            Self::Named(zone) => {
+                let Some(instant) = chrono::DateTime::from_timestamp_micros(utc_micros) else {
+                    write_timestamp_styled(buf, utc_micros, ZoneLabel::Offset(0), style, order);
+                    return;
+                };
+                let offset = zone.offset_from_utc_datetime(&instant.naive_utc());
+                let seconds = offset.fix().local_minus_utc();
+                let label = match offset.abbreviation() {
+                    // Zones without a name in the tz database have numeric "abbreviations".
+                    Some(name) if name.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                        ZoneLabel::Abbreviation(name)
+                    }
+                    _ => ZoneLabel::Offset(seconds),
+                };
+                write_timestamp_styled(buf, local(seconds), label, style, order);
+            }
+            Self::Offset(zone) => {
+                let seconds = zone
+                    .as_ref()
+                    .map_or(0, |z| utc_offset_seconds(z, utc_micros));
+                write_timestamp_styled(
+                    buf,
+                    local(seconds),
+                    ZoneLabel::Offset(seconds),
+                    style,
+                    order,
+                );
+            }
+        }
+    }
 }
 
 /// The zone's offset from UTC, in seconds, at the instant `utc_micros`.
@@ -714,7 +864,8 @@ mod tests {
 
     fn encoded(array: ArrayRef, format: Format) -> Vec<Option<Vec<u8>>> {
         let mut column = EncodedColumn::default();
-        encode_array(array.as_ref(), format, &mut column).expect("encodable");
+        encode_array(array.as_ref(), format, &OutputStyle::default(), &mut column)
+            .expect("encodable");
         (0..array.len())
             .map(|row| column.value(row).map(<[u8]>::to_vec))
             .collect()

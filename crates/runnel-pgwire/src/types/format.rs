@@ -4,6 +4,8 @@
 use std::fmt::{self, Display, LowerExp};
 use std::io::Write as _;
 
+use super::style::{DateOrder, DateStyle, IntervalStyle};
+
 /// Microseconds in a day.
 pub(crate) const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Days from 1970-01-01 (Arrow's epoch) to 2000-01-01 (Postgres' epoch).
@@ -224,6 +226,14 @@ pub fn write_timestamptz(buf: &mut Vec<u8>, utc_micros: i64, offset_seconds: i32
     let bc = write_ymd(buf, days);
     buf.push(b' ');
     write_clock(buf, local.rem_euclid(MICROS_PER_DAY).unsigned_abs());
+    write_offset(buf, offset_seconds);
+    if bc {
+        buf.extend_from_slice(b" BC");
+    }
+}
+
+/// A UTC offset as Postgres prints it: `+02`, `+05:30`, `-00:25:21`.
+fn write_offset(buf: &mut Vec<u8>, offset_seconds: i32) {
     buf.push(if offset_seconds < 0 { b'-' } else { b'+' });
     let offset = offset_seconds.unsigned_abs();
     push_fmt(buf, format_args!("{:02}", offset / 3600));
@@ -233,9 +243,313 @@ pub fn write_timestamptz(buf: &mut Vec<u8>, utc_micros: i64, offset_seconds: i32
             push_fmt(buf, format_args!(":{:02}", offset % 60));
         }
     }
+}
+
+/// How a `timestamptz` value's zone is written in the SQL, Postgres and German styles.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ZoneLabel<'a> {
+    /// A `timestamp` without time zone.
+    None,
+    /// The zone's abbreviation at that instant (`CET`, `UTC`).
+    Abbreviation(&'a str),
+    /// A zone without abbreviation: its offset.
+    Offset(i32),
+}
+
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Year, month, day as Postgres prints them (the year of a BC date counted back from 1) and
+/// whether the date is BC.
+fn printed_date(days: i64) -> (i64, u32, u32, bool) {
+    let (year, month, day) = civil_from_days(days);
+    let bc = year <= 0;
+    (if bc { 1 - year } else { year }, month, day, bc)
+}
+
+/// `date` output in a DateStyle other than ISO (EncodeDateOnly in Postgres): `03/01/2026`
+/// (SQL), `01.03.2026` (German), `03-01-2026` (Postgres); day first with DMY.
+pub(crate) fn write_date_styled(buf: &mut Vec<u8>, days: i64, style: DateStyle, order: DateOrder) {
+    let (year, month, day, bc) = printed_date(days);
+    let day_first = order == DateOrder::Dmy;
+    match style {
+        DateStyle::Iso => {
+            write_date(buf, days);
+            return;
+        }
+        DateStyle::German => push_fmt(buf, format_args!("{day:02}.{month:02}.{year:04}")),
+        DateStyle::Sql | DateStyle::Postgres => {
+            let separator = if style == DateStyle::Sql { '/' } else { '-' };
+            let (first, second) = if day_first {
+                (day, month)
+            } else {
+                (month, day)
+            };
+            push_fmt(
+                buf,
+                format_args!("{first:02}{separator}{second:02}{separator}{year:04}"),
+            );
+        }
+    }
     if bc {
         buf.extend_from_slice(b" BC");
     }
+}
+
+/// `timestamp`/`timestamptz` output in a DateStyle other than ISO (EncodeDateTime in
+/// Postgres) for a local time in microseconds since 1970-01-01: `03/01/2026 12:00:00 CET`
+/// (SQL), `01.03.2026 12:00:00 CET` (German), `Sun Mar 01 12:00:00 2026 CET` (Postgres).
+pub(crate) fn write_timestamp_styled(
+    buf: &mut Vec<u8>,
+    local_micros: i64,
+    zone: ZoneLabel<'_>,
+    style: DateStyle,
+    order: DateOrder,
+) {
+    let days = local_micros.div_euclid(MICROS_PER_DAY);
+    let time = local_micros.rem_euclid(MICROS_PER_DAY).unsigned_abs();
+    let (year, month, day, bc) = printed_date(days);
+    let month_name = MONTHS[month as usize - 1];
+    match style {
+        DateStyle::Iso => {
+            write_timestamp(buf, local_micros, false);
+            if let ZoneLabel::Offset(offset) = zone {
+                write_offset(buf, offset);
+            }
+            return;
+        }
+        DateStyle::Sql | DateStyle::German => {
+            write_date_styled(buf, days, style, order);
+            if bc {
+                buf.truncate(buf.len() - 3);
+            }
+            buf.push(b' ');
+            write_clock(buf, time);
+            match zone {
+                ZoneLabel::None => {}
+                ZoneLabel::Abbreviation(name) => push_fmt(buf, format_args!(" {name}")),
+                ZoneLabel::Offset(offset) => write_offset(buf, offset),
+            }
+        }
+        DateStyle::Postgres => {
+            let weekday = WEEKDAYS[(days + 4).rem_euclid(7) as usize];
+            if order == DateOrder::Dmy {
+                push_fmt(buf, format_args!("{weekday} {day:02} {month_name} "));
+            } else {
+                push_fmt(buf, format_args!("{weekday} {month_name} {day:02} "));
+            }
+            write_clock(buf, time);
+            push_fmt(buf, format_args!(" {year:04}"));
+            match zone {
+                ZoneLabel::None => {}
+                ZoneLabel::Abbreviation(name) => push_fmt(buf, format_args!(" {name}")),
+                ZoneLabel::Offset(offset) => {
+                    buf.push(b' ');
+                    write_offset(buf, offset);
+                }
+            }
+        }
+    }
+    if bc {
+        buf.extend_from_slice(b" BC");
+    }
+}
+
+/// Float output with `extra_float_digits` of 0 or less, as C's `%.*g`: `digits` significant
+/// digits, trailing zeros removed, exponent form below 1e-4 or from 1e`digits` on.
+pub(crate) fn write_float_digits(buf: &mut Vec<u8>, value: f64, digits: i32) {
+    if value.is_nan() {
+        buf.extend_from_slice(b"NaN");
+        return;
+    }
+    if value.is_infinite() {
+        buf.extend_from_slice(if value < 0.0 {
+            b"-Infinity"
+        } else {
+            b"Infinity"
+        });
+        return;
+    }
+    let precision = digits.max(1);
+    let scientific = format!("{:.*e}", (precision - 1) as usize, value);
+    let Some((mantissa, exponent)) = scientific.split_once('e') else {
+        push_display(buf, value);
+        return;
+    };
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let trim = |text: &str| -> String {
+        if text.contains('.') {
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            text.to_string()
+        }
+    };
+    if (-4..precision).contains(&exponent) {
+        let decimals = (precision - 1 - exponent).max(0) as usize;
+        buf.extend_from_slice(trim(&format!("{value:.decimals$}")).as_bytes());
+    } else {
+        buf.extend_from_slice(trim(mantissa).as_bytes());
+        buf.push(b'e');
+        buf.push(if exponent < 0 { b'-' } else { b'+' });
+        push_fmt(buf, format_args!("{:02}", exponent.unsigned_abs()));
+    }
+}
+
+/// `interval` output in any IntervalStyle (EncodeInterval in Postgres).
+pub(crate) fn write_interval_styled(
+    buf: &mut Vec<u8>,
+    months: i32,
+    days: i32,
+    micros: i64,
+    style: IntervalStyle,
+) {
+    let (year, mon) = (i64::from(months / 12), i64::from(months % 12));
+    let mday = i64::from(days);
+    let hour = micros / 3_600_000_000;
+    let min = micros / 60_000_000 % 60;
+    let sec = micros / 1_000_000 % 60;
+    let fsec = micros % 1_000_000;
+    match style {
+        IntervalStyle::Postgres => write_interval(buf, months, days, micros),
+        IntervalStyle::SqlStandard => {
+            let has_negative = [year, mon, mday, hour, min, sec, fsec]
+                .iter()
+                .any(|v| *v < 0);
+            let has_positive = [year, mon, mday, hour, min, sec, fsec]
+                .iter()
+                .any(|v| *v > 0);
+            let has_year_month = year != 0 || mon != 0;
+            let has_day_time = mday != 0 || micros != 0;
+            // SQL-standard form has one sign for the whole value and either year-month or
+            // day-time fields; anything else gets a sign on every field.
+            let mixed_signs = has_negative && has_positive;
+            let mixed_fields = has_year_month && has_day_time;
+            let standard = !(mixed_signs || mixed_fields);
+            if !has_negative && !has_positive {
+                buf.push(b'0');
+                return;
+            }
+            if has_negative && standard {
+                buf.push(b'-');
+            }
+            let abs = |v: i64| v.unsigned_abs();
+            if !standard {
+                let year_sign = if year < 0 || mon < 0 { '-' } else { '+' };
+                let day_sign = if mday < 0 { '-' } else { '+' };
+                let time_sign = if micros < 0 { '-' } else { '+' };
+                push_fmt(
+                    buf,
+                    format_args!(
+                        "{year_sign}{}-{} {day_sign}{} {time_sign}{}:{:02}:",
+                        abs(year),
+                        abs(mon),
+                        abs(mday),
+                        abs(hour),
+                        abs(min)
+                    ),
+                );
+                write_seconds(buf, sec, fsec, true);
+            } else if has_year_month {
+                push_fmt(buf, format_args!("{}-{}", abs(year), abs(mon)));
+            } else if mday != 0 {
+                push_fmt(
+                    buf,
+                    format_args!("{} {}:{:02}:", abs(mday), abs(hour), abs(min)),
+                );
+                write_seconds(buf, sec, fsec, true);
+            } else {
+                push_fmt(buf, format_args!("{}:{:02}:", abs(hour), abs(min)));
+                write_seconds(buf, sec, fsec, true);
+            }
+        }
+        IntervalStyle::Iso8601 => {
+            if months == 0 && days == 0 && micros == 0 {
+                buf.extend_from_slice(b"PT0S");
+                return;
+            }
+            buf.push(b'P');
+            let part = |buf: &mut Vec<u8>, value: i64, unit: char| {
+                if value != 0 {
+                    push_fmt(buf, format_args!("{value}{unit}"));
+                }
+            };
+            part(buf, year, 'Y');
+            part(buf, mon, 'M');
+            part(buf, mday, 'D');
+            if micros != 0 {
+                buf.push(b'T');
+            }
+            part(buf, hour, 'H');
+            part(buf, min, 'M');
+            if sec != 0 || fsec != 0 {
+                if sec < 0 || fsec < 0 {
+                    buf.push(b'-');
+                }
+                write_seconds(buf, sec, fsec, false);
+                buf.push(b'S');
+            }
+        }
+        IntervalStyle::PostgresVerbose => {
+            buf.push(b'@');
+            let mut is_zero = true;
+            let mut is_before = false;
+            let mut part = |buf: &mut Vec<u8>, value: i64, unit: &str| {
+                if value == 0 {
+                    return;
+                }
+                let mut value = value;
+                if is_zero {
+                    is_before = value < 0;
+                    value = value.abs();
+                } else if is_before {
+                    value = -value;
+                }
+                let plural = if value == 1 { "" } else { "s" };
+                push_fmt(buf, format_args!(" {value} {unit}{plural}"));
+                is_zero = false;
+            };
+            part(buf, year, "year");
+            part(buf, mon, "mon");
+            part(buf, mday, "day");
+            part(buf, hour, "hour");
+            part(buf, min, "min");
+            if sec != 0 || fsec != 0 {
+                buf.push(b' ');
+                if sec < 0 || (sec == 0 && fsec < 0) {
+                    if is_zero {
+                        is_before = true;
+                    } else if !is_before {
+                        buf.push(b'-');
+                    }
+                } else if is_before {
+                    buf.push(b'-');
+                }
+                write_seconds(buf, sec, fsec, false);
+                let plural = if sec.abs() != 1 || fsec != 0 { "s" } else { "" };
+                push_fmt(buf, format_args!(" sec{plural}"));
+                is_zero = false;
+            }
+            if is_zero {
+                buf.extend_from_slice(b" 0");
+            }
+            if is_before {
+                buf.extend_from_slice(b" ago");
+            }
+        }
+    }
+}
+
+/// Seconds and their fraction, without sign (AppendSeconds in Postgres): `06`, `6.5`.
+fn write_seconds(buf: &mut Vec<u8>, sec: i64, fsec: i64, fill_zeros: bool) {
+    let sec = sec.unsigned_abs();
+    if fill_zeros {
+        push_fmt(buf, format_args!("{sec:02}"));
+    } else {
+        push_display(buf, sec);
+    }
+    write_fraction(buf, fsec.unsigned_abs());
 }
 
 /// `interval` output in the `postgres` IntervalStyle, e.g. `1 year 2 mons 3 days 04:05:06.5`,
@@ -448,6 +762,132 @@ mod tests {
         let mut buf = Vec::new();
         f(&mut buf);
         String::from_utf8(buf).expect("formatters write ASCII")
+    }
+
+    /// The examples of Postgres's documentation, "Interval Output Style Examples" (8.5.5).
+    #[test]
+    fn interval_styles_like_postgres_documents_them() {
+        const HMS: i64 = (4 * 3600 + 5 * 60 + 6) * 1_000_000;
+        // (months, days, microseconds) and the text in sql_standard, postgres,
+        // postgres_verbose and iso_8601.
+        type Case = ((i32, i32, i64), [&'static str; 4]);
+        let cases: [Case; 3] = [
+            (
+                (14, 0, 0),
+                ["1-2", "1 year 2 mons", "@ 1 year 2 mons", "P1Y2M"],
+            ),
+            (
+                (0, 3, HMS),
+                [
+                    "3 4:05:06",
+                    "3 days 04:05:06",
+                    "@ 3 days 4 hours 5 mins 6 secs",
+                    "P3DT4H5M6S",
+                ],
+            ),
+            (
+                (-14, 3, -HMS),
+                [
+                    "-1-2 +3 -4:05:06",
+                    "-1 years -2 mons +3 days -04:05:06",
+                    "@ 1 year 2 mons -3 days 4 hours 5 mins 6 secs ago",
+                    "P-1Y-2M3DT-4H-5M-6S",
+                ],
+            ),
+        ];
+        let styles = [
+            IntervalStyle::SqlStandard,
+            IntervalStyle::Postgres,
+            IntervalStyle::PostgresVerbose,
+            IntervalStyle::Iso8601,
+        ];
+        for ((months, days, micros), expected) in cases {
+            for (style, want) in styles.iter().zip(expected) {
+                assert_eq!(
+                    text(|b| write_interval_styled(b, months, days, micros, *style)),
+                    want,
+                    "{style:?}"
+                );
+            }
+        }
+        let zero = |style| text(|b| write_interval_styled(b, 0, 0, 0, style));
+        assert_eq!(zero(IntervalStyle::SqlStandard), "0");
+        assert_eq!(zero(IntervalStyle::PostgresVerbose), "@ 0");
+        assert_eq!(zero(IntervalStyle::Iso8601), "PT0S");
+        assert_eq!(
+            text(|b| write_interval_styled(b, 0, 0, 1_500_000, IntervalStyle::PostgresVerbose)),
+            "@ 1.5 secs"
+        );
+    }
+
+    /// Postgres's documentation, "Date/Time Output" (8.5.2): 1997-12-17 07:37:16 in PST, in
+    /// each DateStyle (fractions of a second are printed only when there are some).
+    #[test]
+    fn date_styles_like_postgres_documents_them() {
+        // 1997-12-17 07:37:16 local time, microseconds since 1970-01-01.
+        let local = (10_212 * 86_400 + 7 * 3600 + 37 * 60 + 16) * 1_000_000i64;
+        let pst = ZoneLabel::Abbreviation("PST");
+        let styled = |style, order| text(|b| write_timestamp_styled(b, local, pst, style, order));
+        assert_eq!(
+            styled(DateStyle::Sql, DateOrder::Mdy),
+            "12/17/1997 07:37:16 PST"
+        );
+        assert_eq!(
+            styled(DateStyle::Sql, DateOrder::Dmy),
+            "17/12/1997 07:37:16 PST"
+        );
+        assert_eq!(
+            styled(DateStyle::Postgres, DateOrder::Mdy),
+            "Wed Dec 17 07:37:16 1997 PST"
+        );
+        assert_eq!(
+            styled(DateStyle::Postgres, DateOrder::Dmy),
+            "Wed 17 Dec 07:37:16 1997 PST"
+        );
+        assert_eq!(
+            styled(DateStyle::German, DateOrder::Dmy),
+            "17.12.1997 07:37:16 PST"
+        );
+        assert_eq!(
+            text(|b| write_timestamp_styled(
+                b,
+                local + 500_000,
+                ZoneLabel::Offset(-8 * 3600),
+                DateStyle::Postgres,
+                DateOrder::Mdy
+            )),
+            "Wed Dec 17 07:37:16.5 1997 -08"
+        );
+        let date = |style, order| text(|b| write_date_styled(b, 10_212, style, order));
+        assert_eq!(date(DateStyle::Sql, DateOrder::Mdy), "12/17/1997");
+        assert_eq!(date(DateStyle::Sql, DateOrder::Dmy), "17/12/1997");
+        assert_eq!(date(DateStyle::Postgres, DateOrder::Mdy), "12-17-1997");
+        assert_eq!(date(DateStyle::German, DateOrder::Dmy), "17.12.1997");
+        // 1 BC (year 0): the BC marker goes last.
+        let bc_day = -719_528 + 10;
+        assert_eq!(
+            text(|b| write_date_styled(b, bc_day, DateStyle::Sql, DateOrder::Mdy)),
+            "01/11/0001 BC"
+        );
+    }
+
+    /// `extra_float_digits` of 0 and below: C's `%.*g` with 15 (float8) or 6 (float4) digits
+    /// plus the setting, as Postgres 11 and earlier printed floats.
+    #[test]
+    fn floats_with_fewer_digits() {
+        let g = |v: f64, digits| text(|b| write_float_digits(b, v, digits));
+        assert_eq!(g(1.0 / 3.0, 15), "0.333333333333333");
+        assert_eq!(g(0.1 + 0.2, 15), "0.3");
+        assert_eq!(g(1e100, 15), "1e+100");
+        assert_eq!(g(123_456_789_012_345_680.0, 15), "1.23456789012346e+17");
+        assert_eq!(g(0.0001234, 15), "0.0001234");
+        assert_eq!(g(0.00001234, 15), "1.234e-05");
+        assert_eq!(g(-2.5, 15), "-2.5");
+        assert_eq!(g(100.0, 15), "100");
+        assert_eq!(g(f64::from(0.1f32), 6), "0.1");
+        assert_eq!(g(1.0 / 3.0, 0), "0.3");
+        assert_eq!(g(f64::NAN, 15), "NaN");
+        assert_eq!(g(f64::NEG_INFINITY, 15), "-Infinity");
     }
 
     #[test]

@@ -181,8 +181,31 @@ impl CopySink {
         if target == &DataType::Utf8 {
             return Ok(text.clone());
         }
+        crate::convert::check_bare_numeric(
+            text.as_ref(),
+            target,
+            &format!("column \"{}\"", field.name()),
+        )?;
         if target == &DataType::Binary {
             return crate::convert::text_to_bytea(text);
+        }
+        if let DataType::Interval(_) = target {
+            let intervals = runnel_common::interval_text::intervals_from_text(text.as_ref())
+                .map_err(|error| {
+                    RunnelError::execution(
+                        SqlState::INVALID_DATETIME_FORMAT,
+                        format!(
+                            "{error} (COPY {}, column {})",
+                            self.entry.name,
+                            field.name()
+                        ),
+                    )
+                })?;
+            return Ok(cast_with_options(
+                &intervals,
+                target,
+                &CastOptions::default(),
+            )?);
         }
         let strict = CastOptions {
             safe: false,

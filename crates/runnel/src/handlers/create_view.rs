@@ -62,7 +62,8 @@ pub async fn plan_view(
     let state = ctx.state();
     let mut query = view.query.clone();
     runnel_sql::asof::rewrite_asof_joins(&mut query)?;
-    let statement = ast::Statement::Query(query);
+    let mut statement = ast::Statement::Query(query);
+    runnel_sql::interval_literals::read_interval_literals(&mut statement)?;
     let logical = match state
         .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
         .await
@@ -127,6 +128,7 @@ pub async fn handle(
 ) -> Result<QueryResponse> {
     let shared = session.shared.clone();
     let name = runnel_sql::statement::object_name(&view.name);
+    session.follow_search_path();
     if explain {
         let planned = plan_view(
             &session.ctx,

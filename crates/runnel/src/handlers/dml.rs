@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::{cast, concat_batches};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, Projection};
 use hashbrown::{HashMap, HashSet};
@@ -88,10 +88,22 @@ pub fn conform_each(
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
         for (i, field) in schema.fields().iter().enumerate() {
             let column = batch.column(offset + i);
+            crate::convert::check_bare_numeric(
+                column.as_ref(),
+                field.data_type(),
+                &format!("column \"{}\"", field.name()),
+            )?;
             let column = if column.data_type() == field.data_type() {
                 column.clone()
             } else if field.data_type() == &datafusion::arrow::datatypes::DataType::Binary {
                 crate::convert::text_to_bytea(column)?
+            } else if matches!(field.data_type(), DataType::Interval(_))
+                && matches!(column.data_type(), DataType::Utf8 | DataType::Utf8View)
+            {
+                cast(
+                    &runnel_common::interval_text::intervals_from_text(column.as_ref())?,
+                    field.data_type(),
+                )?
             } else {
                 cast(column, field.data_type())?
             };

@@ -21,13 +21,15 @@ async fn plan(
     statement: &ast::Statement,
     sql: &str,
 ) -> Result<LogicalPlan> {
+    session.follow_search_path();
     let state = session.ctx.state();
     let mut statement = statement.clone();
     runnel_sql::pg_compat::rewrite_postgres_spellings(
         &mut statement,
         &crate::system_catalog::is_always_empty,
     );
-    read_bytea_literals(session, &mut statement);
+    read_typed_literals(session, &mut statement);
+    runnel_sql::interval_literals::read_interval_literals(&mut statement)?;
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.
         runnel_sql::asof::rewrite_asof_joins(query)?;
@@ -40,6 +42,7 @@ async fn plan(
         Err(error) => return Err(planning_failed(&state, &statement, sql, error).await),
     };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
+    let plan = plan_postgres_text_casts(session, plan)?;
     session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
@@ -54,6 +57,158 @@ async fn plan(
     }
 }
 
+/// `=`, `<>`, `<`, `<=`, `>`, `>=` and `IS [NOT] DISTINCT FROM`: where Postgres types a string
+/// literal from the other side.
+fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
+    use datafusion::logical_expr::Operator;
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom
+    )
+}
+
+/// Casts between text and the types whose text Postgres and Arrow write differently, planned
+/// as Postgres's input and output functions:
+/// - a string cast to `interval` anywhere in the plan (the VALUES of an INSERT, `text_column
+///   ::interval`) is read by `interval_in`, Postgres's interval input (Arrow's cast knows
+///   `<number> <unit>` pairs only); a literal is rewritten to text Arrow reads exactly, and a
+///   string literal compared with an interval is read as one, as Postgres types the unknown
+///   literal from the other side;
+/// - a decimal or a string cast to a bare `NUMERIC` (what an INSERT into such a column does)
+///   goes through `bare_numeric`, which refuses a value it would have to round;
+/// - a date, time, timestamp, interval, float or bytea cast to text is written by `text_out`,
+///   as Runnel sends it to clients (`interval '1 day'::text` is `1 day`, a timestamptz is
+///   written in the session's TimeZone and DateStyle), not in Arrow's display form.
+///
+/// The cast node stays (around the function call), so the column keeps the name Postgres
+/// gives a cast.
+fn plan_postgres_text_casts(session: &RunnelSession, plan: LogicalPlan) -> Result<LogicalPlan> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::error::DataFusionError;
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::expr::ScalarFunction;
+    use datafusion::logical_expr::expr_rewriter::NamePreserver;
+    use datafusion::logical_expr::{BinaryExpr, Cast, ExprSchemable, TryCast};
+    use runnel_common::interval_text::{arrow_interval_text, interval_from_text};
+
+    let interval_in = session.ctx.udf("interval_in")?;
+    let text_out = session.ctx.udf("text_out")?;
+    let bare_numeric = session.ctx.udf("bare_numeric")?;
+    let interval_literal = |text: &str| -> datafusion::error::Result<_> {
+        interval_from_text(text).map_err(|e| DataFusionError::External(Box::new(e)))
+    };
+    let transformed = plan.transform_up_with_subqueries(|node| {
+        let schema = match node.inputs().as_slice() {
+            [input] => input.schema().clone(),
+            _ => return Ok(Transformed::no(node)),
+        };
+        let type_of = |e: &Expr| e.get_type(schema.as_ref()).ok();
+        // Nodes above refer to this node's columns by name: a rewritten expression keeps it.
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| match &e {
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
+                    let as_interval = |side: &Expr| -> datafusion::error::Result<Option<Expr>> {
+                        let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = side else {
+                            return Ok(None);
+                        };
+                        Ok(Some(Expr::Literal(
+                            ScalarValue::IntervalMonthDayNano(Some(interval_literal(text)?)),
+                            None,
+                        )))
+                    };
+                    let is_interval =
+                        |side: &Expr| matches!(type_of(side), Some(DataType::Interval(_)));
+                    let (mut left, mut right) = (left.clone(), right.clone());
+                    if is_interval(&left) {
+                        match as_interval(&right)? {
+                            Some(literal) => *right = literal,
+                            None => return Ok(Transformed::no(e)),
+                        }
+                    } else if is_interval(&right) {
+                        match as_interval(&left)? {
+                            Some(literal) => *left = literal,
+                            None => return Ok(Transformed::no(e)),
+                        }
+                    } else {
+                        return Ok(Transformed::no(e));
+                    }
+                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                        left, *op, right,
+                    ))))
+                }
+                Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                    let from = type_of(expr);
+                    let to = field.data_type();
+                    let is_text = |t: &DataType| {
+                        matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+                    };
+                    let function = match from {
+                        Some(ref from) if is_text(from) && matches!(to, DataType::Interval(_)) => {
+                            if let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) =
+                                expr.as_ref()
+                            {
+                                let canonical = arrow_interval_text(interval_literal(text)?);
+                                let mut cast = e.clone();
+                                if let Expr::Cast(Cast { expr, .. })
+                                | Expr::TryCast(TryCast { expr, .. }) = &mut cast
+                                {
+                                    **expr = Expr::Literal(
+                                        ScalarValue::Utf8(Some(canonical)),
+                                        metadata.clone(),
+                                    );
+                                }
+                                return Ok(Transformed::yes(cast));
+                            }
+                            &interval_in
+                        }
+                        Some(
+                            DataType::Date32
+                            | DataType::Date64
+                            | DataType::Time32(_)
+                            | DataType::Time64(_)
+                            | DataType::Timestamp(..)
+                            | DataType::Interval(_)
+                            | DataType::Duration(_)
+                            | DataType::Float32
+                            | DataType::Float64
+                            | DataType::Binary,
+                        ) if is_text(to) => &text_out,
+                        Some(DataType::Utf8) | Some(DataType::Decimal128(_, 11..))
+                            if to == &DataType::Decimal128(38, 10) =>
+                        {
+                            &bare_numeric
+                        }
+                        _ => return Ok(Transformed::no(e)),
+                    };
+                    let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+                        function.clone(),
+                        vec![expr.as_ref().clone()],
+                    ));
+                    let mut cast = e.clone();
+                    if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) =
+                        &mut cast
+                    {
+                        **expr = call;
+                    }
+                    Ok(Transformed::yes(cast))
+                }
+                _ => Ok(Transformed::no(e)),
+            })?;
+            Ok(rewritten.update_data(|e| name.restore(e)))
+        })
+    })?;
+    Ok(transformed.data)
+}
+
 /// A string read as a `timestamptz` is read in the session's `TimeZone`, as Postgres reads it
 /// (DataFusion would read it in UTC): a literal or cast without an offset (`TIMESTAMPTZ
 /// '2026-06-10 10:00'`, `'...'::timestamptz`, `CAST('...' AS timestamptz)`, the VALUES of an
@@ -65,7 +220,7 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
 
     use datafusion::arrow::array::timezone::Tz;
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::logical_expr::{Between, BinaryExpr, Cast, ExprSchemable, Operator};
+    use datafusion::logical_expr::{Between, BinaryExpr, Cast, ExprSchemable};
 
     let Ok(tz) = Tz::from_str(zone) else {
         return Ok(plan);
@@ -102,19 +257,7 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         node.map_expressions(|expr| {
             expr.transform_up(|e| {
                 let rewritten = match &e {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right })
-                        if matches!(
-                            op,
-                            Operator::Eq
-                                | Operator::NotEq
-                                | Operator::Lt
-                                | Operator::LtEq
-                                | Operator::Gt
-                                | Operator::GtEq
-                                | Operator::IsDistinctFrom
-                                | Operator::IsNotDistinctFrom
-                        ) =>
-                    {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
                         if with_zone(left) {
                             zoned(right).map(|right| {
                                 Expr::BinaryExpr(BinaryExpr::new(
@@ -225,20 +368,28 @@ fn arrow_timestamp_text(text: &str) -> String {
     out
 }
 
-/// String literals written into BYTEA columns by INSERT ... VALUES and UPDATE ... SET are
-/// read as Postgres reads bytea text (`'\\xdeadbeef'` is four bytes): they are wrapped in
-/// `bytea_in`, since DataFusion's own coercion would keep the text's bytes.
-fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) {
+/// String literals written into BYTEA and INTERVAL columns by INSERT ... VALUES and UPDATE
+/// ... SET are read as Postgres reads their text (`'\\xdeadbeef'` is four bytes, `'1 day
+/// 02:00:00'` an interval): they are wrapped in `bytea_in` / `interval_in`, since DataFusion
+/// would cast them with Arrow (keeping the text's bytes, or refusing Postgres's interval forms)
+/// while planning. Literals written into a bare NUMERIC go through `bare_numeric`, which
+/// refuses one with more decimal places than Runnel keeps instead of rounding it.
+fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) {
     let catalog = session.shared.catalog.snapshot();
-    let binary_columns = |name: &ast::ObjectName| -> Vec<String> {
+    let input_function = |data_type: &DataType| match data_type {
+        DataType::Binary => Some("bytea_in"),
+        DataType::Interval(_) => Some("interval_in"),
+        DataType::Decimal128(38, 10) => Some("bare_numeric"),
+        _ => None,
+    };
+    let typed_columns = |name: &ast::ObjectName| -> HashMap<String, &'static str> {
         let name = runnel_sql::statement::object_name(name);
-        catalog.get(&name).map_or_else(Vec::new, |entry| {
+        catalog.get(&name).map_or_else(HashMap::new, |entry| {
             entry
                 .schema
                 .fields()
                 .iter()
-                .filter(|f| f.data_type() == &DataType::Binary)
-                .map(|f| f.name().clone())
+                .filter_map(|f| Some((f.name().clone(), input_function(f.data_type())?)))
                 .collect()
         })
     };
@@ -248,10 +399,21 @@ fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             ast::Value::SingleQuotedString(_) | ast::Value::EscapedStringLiteral(_)
         ))
     };
-    let wrap = |e: &mut ast::Expr| {
+    // Which literals a column's input function reads: strings, and for a bare NUMERIC the
+    // decimal literals DataFusion would round to its scale while planning.
+    let reads = |function: &str, e: &ast::Expr| match function {
+        "bare_numeric" => {
+            is_string(e)
+                || matches!(e, ast::Expr::Value(v) if matches!(&v.value, ast::Value::Number(..)))
+                || matches!(e, ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr }
+                    if matches!(expr.as_ref(), ast::Expr::Value(v) if matches!(&v.value, ast::Value::Number(..))))
+        }
+        _ => is_string(e),
+    };
+    let wrap = |e: &mut ast::Expr, function: &str| {
         let literal = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
         *e = ast::Expr::Function(ast::Function {
-            name: ast::ObjectName::from(vec![ast::Ident::new("bytea_in")]),
+            name: ast::ObjectName::from(vec![ast::Ident::new(function)]),
             uses_odbc_syntax: false,
             parameters: ast::FunctionArguments::None,
             args: ast::FunctionArguments::List(ast::FunctionArgumentList {
@@ -272,8 +434,8 @@ fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             let ast::TableObject::TableName(table) = &insert.table else {
                 return;
             };
-            let binary = binary_columns(table);
-            if binary.is_empty() {
+            let typed = typed_columns(table);
+            if typed.is_empty() {
                 return;
             }
             let columns: Vec<String> = if insert.columns.is_empty() {
@@ -301,8 +463,9 @@ fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             };
             for row in &mut values.rows {
                 for (expr, column) in row.iter_mut().zip(&columns) {
-                    if binary.contains(column) && is_string(expr) {
-                        wrap(expr);
+                    match typed.get(column) {
+                        Some(function) if reads(function, expr) => wrap(expr, function),
+                        _ => {}
                     }
                 }
             }
@@ -311,12 +474,15 @@ fn read_bytea_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             let ast::TableFactor::Table { name, .. } = &update.table.relation else {
                 return;
             };
-            let binary = binary_columns(name);
+            let typed = typed_columns(name);
             for assignment in &mut update.assignments {
                 if let ast::AssignmentTarget::ColumnName(column) = &assignment.target {
                     let column = runnel_sql::statement::object_name(column);
-                    if binary.contains(&column) && is_string(&assignment.value) {
-                        wrap(&mut assignment.value);
+                    match typed.get(&column) {
+                        Some(function) if reads(function, &assignment.value) => {
+                            wrap(&mut assignment.value, function)
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -484,6 +650,11 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                 .or_else(|| crate::convert::oid_type(p.type_oid))
                 .unwrap_or(DataType::Utf8);
             let text = ScalarValue::Utf8(p.text.clone());
+            crate::convert::check_bare_numeric(
+                &datafusion::arrow::array::StringArray::from(vec![p.text.clone()]),
+                &target,
+                &format!("parameter ${}", i + 1),
+            )?;
             if target == DataType::Binary {
                 let parsed = p
                     .text
@@ -501,6 +672,22 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                     })
                     .transpose()?;
                 return Ok(ScalarValue::Binary(parsed).into());
+            }
+            if let (DataType::Interval(_), Some(t)) = (&target, p.text.as_deref()) {
+                let interval =
+                    runnel_common::interval_text::parse_interval(t).ok_or_else(|| {
+                        RunnelError::execution(
+                            SqlState::INVALID_DATETIME_FORMAT,
+                            format!(
+                                "invalid input syntax for type interval: \"{t}\" (parameter ${})",
+                                i + 1
+                            ),
+                        )
+                    })?;
+                return ScalarValue::IntervalMonthDayNano(Some(interval))
+                    .cast_to(&target)
+                    .map(Into::into)
+                    .map_err(Into::into);
             }
             if let (DataType::List(element), Some(t)) = (&target, p.text.as_deref()) {
                 let parsed = crate::convert::parse_array_text(t, element.data_type())

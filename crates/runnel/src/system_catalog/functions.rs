@@ -244,7 +244,10 @@ fn definitions() -> Vec<Definition> {
             &[0],
             text(),
             Stable,
-            Box::new(|c: &Call<'_>| Ok(c.constant_text(Some("public")))),
+            Box::new(|c: &Call<'_>| {
+                let path = c.session.settings.search_path();
+                Ok(c.constant_text(path.first().copied()))
+            }),
         ),
         (
             "current_schemas",
@@ -253,12 +256,19 @@ fn definitions() -> Vec<Definition> {
             Stable,
             Box::new(|c: &Call<'_>| {
                 let implicit = c.bool(0)?;
+                let path = c.session.settings.search_path();
                 let mut builder = ListBuilder::new(StringBuilder::new());
                 for row in 0..c.rows {
-                    if implicit.is_valid(row) && implicit.value(row) {
+                    // pg_catalog is searched first when the path does not name it.
+                    if implicit.is_valid(row)
+                        && implicit.value(row)
+                        && !path.contains(&"pg_catalog")
+                    {
                         builder.values().append_value("pg_catalog");
                     }
-                    builder.values().append_value("public");
+                    for schema in &path {
+                        builder.values().append_value(schema);
+                    }
                     builder.append(true);
                 }
                 Ok(Arc::new(builder.finish()))
@@ -651,6 +661,52 @@ fn definitions() -> Vec<Definition> {
         Box::new(|c: &Call<'_>| {
             crate::convert::text_to_bytea(&c.args[0])
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+        }),
+    ));
+    // Postgres's interval input (Arrow's cast reads `<number> <unit>` pairs only).
+    defs.push((
+        "interval_in",
+        &[1],
+        DataType::Interval(datafusion::arrow::datatypes::IntervalUnit::MonthDayNano),
+        Volatility::Immutable,
+        Box::new(|c: &Call<'_>| {
+            runnel_common::interval_text::intervals_from_text(c.args[0].as_ref())
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+        }),
+    ));
+    // A value written into a bare NUMERIC: refused rather than rounded when it has more
+    // decimal places than Runnel keeps (see `convert::check_bare_numeric`).
+    defs.push((
+        "bare_numeric",
+        &[1],
+        DataType::Decimal128(38, 10),
+        Volatility::Immutable,
+        Box::new(|c: &Call<'_>| {
+            let target = DataType::Decimal128(38, 10);
+            crate::convert::check_bare_numeric(c.args[0].as_ref(), &target, "a NUMERIC")
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            Ok(datafusion::arrow::compute::cast(&c.args[0], &target)?)
+        }),
+    ));
+    // A value's Postgres text output in the session's styles (`::text` of dates, times,
+    // intervals, floats and bytea; Arrow's own cast writes its display form).
+    defs.push((
+        "text_out",
+        &[1],
+        text(),
+        Stable,
+        Box::new(|c: &Call<'_>| {
+            let settings = &c.session.settings;
+            let array = match c.args[0].data_type() {
+                DataType::Timestamp(unit, Some(_)) => datafusion::arrow::compute::cast(
+                    &c.args[0],
+                    &DataType::Timestamp(*unit, Some(settings.time_zone().into())),
+                )?,
+                _ => c.args[0].clone(),
+            };
+            let text = runnel_pgwire::types::text_column(array.as_ref(), &settings.output_style())
+                .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
+            Ok(Arc::new(text) as ArrayRef)
         }),
     ));
     // `length(bytea)` is its bytes, as in Postgres; `length(text)` its characters (DataFusion's
