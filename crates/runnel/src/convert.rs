@@ -124,6 +124,8 @@ fn expr_column_name(
             Err(_) => c.name.clone(),
         },
         Expr::AggregateFunction(f) => f.func.name().to_string(),
+        // Runnel's own functions stand for operators (`doc -> 'k'`, `doc @> '{...}'`).
+        Expr::ScalarFunction(f) if f.func.name().starts_with("runnel_") => "?column?".to_string(),
         Expr::ScalarFunction(f) => f.func.name().to_string(),
         // Postgres names a cast after what it casts when that has a name of its own (a
         // column, a function: `d::text` is `d`), after the type otherwise (`'1'::int` is
