@@ -42,20 +42,75 @@ pub async fn diagnose(
     let ast::Statement::Query(query) = statement else {
         return None;
     };
-    let ast::SetExpr::Select(select) = query.body.as_ref() else {
-        return None;
-    };
-    if let Some(err) = aggregate_in_where(state, select, sql) {
-        return Some(err);
+    let mut found = Vec::new();
+    selects(query, None, &mut found);
+    for (with, select) in &found {
+        let with = with.as_ref();
+        if let Some(err) = aggregate_in_where(state, select, sql) {
+            return Some(err);
+        }
+        if let Some(err) = non_boolean_where(state, with, select, sql).await {
+            return Some(err);
+        }
+        if let Some(err) = ungrouped_column(state, select, sql) {
+            return Some(err);
+        }
+        if let Some(err) = undefined_operator(state, with, select, sql).await {
+            return Some(err);
+        }
     }
-    let with = query.with.as_ref();
-    if let Some(err) = non_boolean_where(state, with, select, sql).await {
-        return Some(err);
+    None
+}
+
+/// Every SELECT of `query` in the order a reader meets it (common table expressions first,
+/// then both sides of set operations and the subqueries of FROM clauses), each with the
+/// common table expressions it can refer to (`visible`).
+fn selects(
+    query: &ast::Query,
+    visible: Option<&ast::With>,
+    out: &mut Vec<(Option<ast::With>, ast::Select)>,
+) {
+    let mut scope = visible.cloned();
+    if let Some(with) = &query.with {
+        for cte in &with.cte_tables {
+            selects(&cte.query, scope.as_ref(), out);
+            let scope = scope.get_or_insert_with(|| ast::With {
+                with_token: with.with_token.clone(),
+                recursive: with.recursive,
+                cte_tables: Vec::new(),
+            });
+            scope.recursive |= with.recursive;
+            scope.cte_tables.push(cte.clone());
+        }
     }
-    if let Some(err) = ungrouped_column(state, select, sql) {
-        return Some(err);
+    set_expression_selects(&query.body, scope.as_ref(), out);
+}
+
+fn set_expression_selects(
+    body: &ast::SetExpr,
+    visible: Option<&ast::With>,
+    out: &mut Vec<(Option<ast::With>, ast::Select)>,
+) {
+    match body {
+        ast::SetExpr::Select(select) => {
+            out.push((visible.cloned(), select.as_ref().clone()));
+            for from in &select.from {
+                let factors =
+                    std::iter::once(&from.relation).chain(from.joins.iter().map(|j| &j.relation));
+                for factor in factors {
+                    if let ast::TableFactor::Derived { subquery, .. } = factor {
+                        selects(subquery, visible, out);
+                    }
+                }
+            }
+        }
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            set_expression_selects(left, visible, out);
+            set_expression_selects(right, visible, out);
+        }
+        ast::SetExpr::Query(query) => selects(query, visible, out),
+        _ => {}
     }
-    undefined_operator(state, with, select, sql).await
 }
 
 fn position(sql: &str, node: &impl Spanned) -> Option<u32> {

@@ -43,6 +43,18 @@ async fn plan(
     };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
     let plan = plan_postgres_text_casts(session, plan)?;
+    // Type errors (`WHERE name + 1 > 2`) surface only when DataFusion analyzes the plan, at
+    // execution, with an untyped message; when its analysis fails and Runnel can name the
+    // cause, that is the statement's error, with a SQLSTATE and a position.
+    if state
+        .analyzer()
+        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
+        .is_err()
+    {
+        if let Some(error) = crate::plan_diagnosis::diagnose(&state, &statement, sql).await {
+            return Err(error);
+        }
+    }
     session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
