@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use runnel_common::{Result, RunnelError, SqlState};
 
@@ -13,30 +13,26 @@ pub fn type_oid(t: &DataType) -> u32 {
     runnel_pgwire::pg_type(t).oid
 }
 
-/// The Arrow type a parameter declared with this OID is parsed as (an array type as a list of
-/// its element's type).
+/// The Arrow type a parameter declared with this OID is parsed as: the protocol layer's choice
+/// ([`runnel_pgwire::arrow_type_for_oid`]), with Runnel's own for `numeric` (a bare NUMERIC,
+/// (38, 10)), `timestamptz` in the zone the query context computes in, and an array type as a
+/// list of its element's type.
 pub fn oid_type(oid: u32) -> Option<DataType> {
+    use runnel_pgwire::oid;
     if let Some(element) = runnel_pgwire::types::element_oid(oid) {
         return Some(DataType::List(Arc::new(Field::new_list_field(
             oid_type(element)?,
             true,
         ))));
     }
-    Some(match oid {
-        16 => DataType::Boolean,
-        21 => DataType::Int16,
-        23 => DataType::Int32,
-        20 => DataType::Int64,
-        700 => DataType::Float32,
-        701 => DataType::Float64,
-        1700 => DataType::Decimal128(38, 10),
-        25 | 1043 | 1042 | 19 => DataType::Utf8,
-        1082 => DataType::Date32,
-        1114 => DataType::Timestamp(TimeUnit::Microsecond, None),
-        1184 => DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into())),
-        1186 => DataType::Interval(IntervalUnit::MonthDayNano),
-        _ => return None,
-    })
+    match oid {
+        oid::NUMERIC => Some(DataType::Decimal128(38, 10)),
+        oid::TIMESTAMPTZ => Some(DataType::Timestamp(
+            TimeUnit::Microsecond,
+            Some("+00:00".into()),
+        )),
+        other => runnel_pgwire::arrow_type_for_oid(other),
+    }
 }
 
 /// The Postgres type name (`pg_type.typname`) of a column of this Arrow type, which Postgres
