@@ -127,12 +127,24 @@ fn expr_column_name(
         // column, a function: `d::text` is `d`), after the type otherwise (`'1'::int` is
         // `int4`).
         Expr::Cast(datafusion::logical_expr::Cast { expr, field })
-        | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) => match expr.as_ref() {
-            Expr::Column(_) | Expr::ScalarFunction(_) | Expr::AggregateFunction(_) => {
-                expr_column_name(expr, input, input_names)
+        | Expr::TryCast(datafusion::logical_expr::TryCast { expr, field }) => {
+            // What the user cast, under the function the cast was planned as.
+            let cast = match expr.as_ref() {
+                Expr::ScalarFunction(call)
+                    if crate::text_casts::PLANNED_CAST_FUNCTIONS.contains(&call.func.name())
+                        && call.args.len() == 1 =>
+                {
+                    &call.args[0]
+                }
+                other => other,
+            };
+            match cast {
+                Expr::Column(_) | Expr::ScalarFunction(_) | Expr::AggregateFunction(_) => {
+                    expr_column_name(cast, input, input_names)
+                }
+                _ => typname(field.data_type()).to_string(),
             }
-            _ => typname(field.data_type()).to_string(),
-        },
+        }
         _ => "?column?".to_string(),
     }
 }
@@ -145,10 +157,8 @@ fn is_planned_cast_name(alias: &datafusion::logical_expr::expr::Alias) -> bool {
     let mut planned = false;
     let original = alias.expr.as_ref().clone().transform_up(|e| match e {
         Expr::ScalarFunction(call)
-            if matches!(
-                call.func.name(),
-                "text_out" | "interval_in" | "bare_numeric"
-            ) && call.args.len() == 1 =>
+            if crate::text_casts::PLANNED_CAST_FUNCTIONS.contains(&call.func.name())
+                && call.args.len() == 1 =>
         {
             planned = true;
             Ok(Transformed::yes(

@@ -18,6 +18,7 @@ pub mod shared;
 pub mod stream_cache;
 pub mod system_catalog;
 pub mod table_upsert;
+pub mod text_casts;
 pub mod transaction;
 pub mod writer;
 

@@ -42,7 +42,7 @@ async fn plan(
         Err(error) => return Err(planning_failed(&state, &statement, sql, error).await),
     };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
-    let plan = plan_postgres_text_casts(session, plan)?;
+    let plan = crate::text_casts::plan_postgres_text_casts(&session.ctx, plan, "text_out")?;
     // Type errors (`WHERE name + 1 > 2`) surface only when DataFusion analyzes the plan, at
     // execution, with an untyped message; when its analysis fails and Runnel can name the
     // cause, that is the statement's error, with a SQLSTATE and a position.
@@ -67,158 +67,6 @@ async fn plan(
         ))),
         _ => Ok(plan),
     }
-}
-
-/// `=`, `<>`, `<`, `<=`, `>`, `>=` and `IS [NOT] DISTINCT FROM`: where Postgres types a string
-/// literal from the other side.
-fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
-    use datafusion::logical_expr::Operator;
-    matches!(
-        op,
-        Operator::Eq
-            | Operator::NotEq
-            | Operator::Lt
-            | Operator::LtEq
-            | Operator::Gt
-            | Operator::GtEq
-            | Operator::IsDistinctFrom
-            | Operator::IsNotDistinctFrom
-    )
-}
-
-/// Casts between text and the types whose text Postgres and Arrow write differently, planned
-/// as Postgres's input and output functions:
-/// - a string cast to `interval` anywhere in the plan (the VALUES of an INSERT, `text_column
-///   ::interval`) is read by `interval_in`, Postgres's interval input (Arrow's cast knows
-///   `<number> <unit>` pairs only); a literal is rewritten to text Arrow reads exactly, and a
-///   string literal compared with an interval is read as one, as Postgres types the unknown
-///   literal from the other side;
-/// - a decimal or a string cast to a bare `NUMERIC` (what an INSERT into such a column does)
-///   goes through `bare_numeric`, which refuses a value it would have to round;
-/// - a date, time, timestamp, interval, float or bytea cast to text is written by `text_out`,
-///   as Runnel sends it to clients (`interval '1 day'::text` is `1 day`, a timestamptz is
-///   written in the session's TimeZone and DateStyle), not in Arrow's display form.
-///
-/// The cast node stays (around the function call), so the column keeps the name Postgres
-/// gives a cast.
-fn plan_postgres_text_casts(session: &RunnelSession, plan: LogicalPlan) -> Result<LogicalPlan> {
-    use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::error::DataFusionError;
-    use datafusion::execution::FunctionRegistry;
-    use datafusion::logical_expr::expr::ScalarFunction;
-    use datafusion::logical_expr::expr_rewriter::NamePreserver;
-    use datafusion::logical_expr::{BinaryExpr, Cast, ExprSchemable, TryCast};
-    use runnel_common::interval_text::{arrow_interval_text, interval_from_text};
-
-    let interval_in = session.ctx.udf("interval_in")?;
-    let text_out = session.ctx.udf("text_out")?;
-    let bare_numeric = session.ctx.udf("bare_numeric")?;
-    let interval_literal = |text: &str| -> datafusion::error::Result<_> {
-        interval_from_text(text).map_err(|e| DataFusionError::External(Box::new(e)))
-    };
-    let transformed = plan.transform_up_with_subqueries(|node| {
-        let schema = match node.inputs().as_slice() {
-            [input] => input.schema().clone(),
-            _ => return Ok(Transformed::no(node)),
-        };
-        let type_of = |e: &Expr| e.get_type(schema.as_ref()).ok();
-        // Nodes above refer to this node's columns by name: a rewritten expression keeps it.
-        let names = NamePreserver::new(&node);
-        node.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let rewritten = expr.transform_up(|e| match &e {
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
-                    let as_interval = |side: &Expr| -> datafusion::error::Result<Option<Expr>> {
-                        let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = side else {
-                            return Ok(None);
-                        };
-                        Ok(Some(Expr::Literal(
-                            ScalarValue::IntervalMonthDayNano(Some(interval_literal(text)?)),
-                            None,
-                        )))
-                    };
-                    let is_interval =
-                        |side: &Expr| matches!(type_of(side), Some(DataType::Interval(_)));
-                    let (mut left, mut right) = (left.clone(), right.clone());
-                    if is_interval(&left) {
-                        match as_interval(&right)? {
-                            Some(literal) => *right = literal,
-                            None => return Ok(Transformed::no(e)),
-                        }
-                    } else if is_interval(&right) {
-                        match as_interval(&left)? {
-                            Some(literal) => *left = literal,
-                            None => return Ok(Transformed::no(e)),
-                        }
-                    } else {
-                        return Ok(Transformed::no(e));
-                    }
-                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
-                        left, *op, right,
-                    ))))
-                }
-                Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
-                    let from = type_of(expr);
-                    let to = field.data_type();
-                    let is_text = |t: &DataType| {
-                        matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-                    };
-                    let function = match from {
-                        Some(ref from) if is_text(from) && matches!(to, DataType::Interval(_)) => {
-                            if let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) =
-                                expr.as_ref()
-                            {
-                                let canonical = arrow_interval_text(interval_literal(text)?);
-                                let mut cast = e.clone();
-                                if let Expr::Cast(Cast { expr, .. })
-                                | Expr::TryCast(TryCast { expr, .. }) = &mut cast
-                                {
-                                    **expr = Expr::Literal(
-                                        ScalarValue::Utf8(Some(canonical)),
-                                        metadata.clone(),
-                                    );
-                                }
-                                return Ok(Transformed::yes(cast));
-                            }
-                            &interval_in
-                        }
-                        Some(
-                            DataType::Date32
-                            | DataType::Date64
-                            | DataType::Time32(_)
-                            | DataType::Time64(_)
-                            | DataType::Timestamp(..)
-                            | DataType::Interval(_)
-                            | DataType::Duration(_)
-                            | DataType::Float32
-                            | DataType::Float64
-                            | DataType::Binary,
-                        ) if is_text(to) => &text_out,
-                        Some(DataType::Utf8) | Some(DataType::Decimal128(_, 11..))
-                            if to == &DataType::Decimal128(38, 10) =>
-                        {
-                            &bare_numeric
-                        }
-                        _ => return Ok(Transformed::no(e)),
-                    };
-                    let call = Expr::ScalarFunction(ScalarFunction::new_udf(
-                        function.clone(),
-                        vec![expr.as_ref().clone()],
-                    ));
-                    let mut cast = e.clone();
-                    if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) =
-                        &mut cast
-                    {
-                        **expr = call;
-                    }
-                    Ok(Transformed::yes(cast))
-                }
-                _ => Ok(Transformed::no(e)),
-            })?;
-            Ok(rewritten.update_data(|e| name.restore(e)))
-        })
-    })?;
-    Ok(transformed.data)
 }
 
 /// A string read as a `timestamptz` is read in the session's `TimeZone`, as Postgres reads it
@@ -269,7 +117,9 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         node.map_expressions(|expr| {
             expr.transform_up(|e| {
                 let rewritten = match &e {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right })
+                        if crate::text_casts::is_comparison(op) =>
+                    {
                         if with_zone(left) {
                             zoned(right).map(|right| {
                                 Expr::BinaryExpr(BinaryExpr::new(

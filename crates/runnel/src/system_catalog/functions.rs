@@ -709,6 +709,28 @@ fn definitions() -> Vec<Definition> {
             Ok(Arc::new(text) as ArrayRef)
         }),
     ));
+    // `text_out` for materialized views: UTC and the default styles, whoever plans the view.
+    defs.push((
+        "text_out_utc",
+        &[1],
+        text(),
+        Volatility::Immutable,
+        Box::new(|c: &Call<'_>| {
+            let array = match c.args[0].data_type() {
+                DataType::Timestamp(unit, Some(_)) => datafusion::arrow::compute::cast(
+                    &c.args[0],
+                    &DataType::Timestamp(*unit, Some("UTC".into())),
+                )?,
+                _ => c.args[0].clone(),
+            };
+            let text = runnel_pgwire::types::text_column(
+                array.as_ref(),
+                &runnel_pgwire::types::OutputStyle::default(),
+            )
+            .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
+            Ok(Arc::new(text) as ArrayRef)
+        }),
+    ));
     // `length(bytea)` is its bytes, as in Postgres; `length(text)` its characters (DataFusion's
     // `length` takes no binary argument).
     defs.push((
