@@ -279,6 +279,38 @@ def test_asyncpg_intervals_round_trip(server):
     asyncio.run(run())
 
 
+def test_asyncpg_reads_whole_rows_as_records(server):
+    """A whole-row reference is an anonymous record (OID 2249), which asyncpg decodes in
+    binary field by field, without the type introspection a named composite type needs."""
+    asyncpg = pytest.importorskip("asyncpg")
+    import datetime
+    from decimal import Decimal
+
+    host, port = server
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user="runnel", database="runnel")
+        try:
+            await conn.execute(
+                "CREATE TABLE async_rows (k BIGINT PRIMARY KEY, name TEXT, price NUMERIC(10,2), ts TIMESTAMPTZ)"
+            )
+            await conn.execute(
+                "INSERT INTO async_rows VALUES (1, 'a b', 9.5, '2024-03-01 12:00:00+00'), (2, NULL, NULL, NULL)"
+            )
+            rows = await conn.fetch("SELECT r FROM async_rows r ORDER BY k")
+            assert [tuple(row["r"]) for row in rows] == [
+                (1, "a b", Decimal("9.50"), datetime.datetime(2024, 3, 1, 12, tzinfo=datetime.timezone.utc)),
+                (2, None, None, None),
+            ]
+            assert await conn.fetchval("SELECT row_to_json(r) FROM async_rows r WHERE k = 2") == (
+                '{"k":2,"name":null,"price":null,"ts":null}'
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def test_parameters_are_described_from_their_casts(server):
     asyncpg = pytest.importorskip("asyncpg")
     host, port = server

@@ -70,6 +70,8 @@ pub mod oid {
     pub const NUMERIC: u32 = 1700;
     pub const UUID: u32 = 2950;
     pub const JSONB: u32 = 3802;
+    /// An anonymous row (`ROW(1, 'a')`, a whole-row reference).
+    pub const RECORD: u32 = 2249;
 }
 
 /// How a column is described in RowDescription.
@@ -181,6 +183,7 @@ pub fn pg_type(data_type: &DataType) -> PgType {
         DataType::List(element) | DataType::LargeList(element) => {
             PgType::new(array_oid(pg_type(element.data_type()).oid), -1)
         }
+        DataType::Struct(_) => PgType::new(oid::RECORD, -1),
         _ => PgType::new(oid::TEXT, -1),
     }
 }
@@ -226,6 +229,7 @@ pub const ARRAY_TYPES: &[(u32, u32)] = &[
     (oid::UUID, 2951),
     (oid::JSON, 199),
     (oid::JSONB, 3807),
+    (oid::RECORD, 2287),
 ];
 
 /// The SQL name Postgres uses in messages for the type with this OID (`type_oid` for others).
@@ -253,6 +257,7 @@ pub fn type_name(type_oid: u32) -> String {
         oid::NUMERIC => "numeric",
         oid::UUID => "uuid",
         oid::JSONB => "jsonb",
+        oid::RECORD => "record",
         other => return format!("type {other}"),
     };
     name.to_string()

@@ -15,6 +15,7 @@ pub mod session_window;
 pub mod statement;
 pub mod temporal;
 pub mod text_type_casts;
+pub mod whole_row;
 pub mod windows;
 
 pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};

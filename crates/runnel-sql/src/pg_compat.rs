@@ -678,7 +678,9 @@ fn rewrite_expr(expr: &mut Expr) {
     match expr {
         Expr::Function(function) => {
             strip_pg_catalog(&mut function.name);
-            if let Some(expanded) = expand_array(function) {
+            if let Some(record) = row_constructor(function) {
+                *expr = record;
+            } else if let Some(expanded) = expand_array(function) {
                 *expr = expanded;
             } else if let Some(subscripts) = generate_subscripts(function) {
                 *expr = subscripts;
@@ -811,6 +813,29 @@ fn rewrite_expr(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `ROW(a, b)`, a record whose fields Postgres names `f1`, `f2`, ... (what `row_to_json`
+/// shows), as `runnel_row('f1', a, 'f2', b)`.
+fn row_constructor(function: &Function) -> Option<Expr> {
+    if function.name.0.len() != 1 || !function.name.to_string().eq_ignore_ascii_case("row") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let mut arguments = Vec::with_capacity(list.args.len() * 2);
+    for (index, argument) in list.args.iter().enumerate() {
+        let FunctionArg::Unnamed(FunctionArgExpr::Expr(value)) = argument else {
+            return None;
+        };
+        arguments.push(Expr::value(Value::SingleQuotedString(format!(
+            "f{}",
+            index + 1
+        ))));
+        arguments.push(value.clone());
+    }
+    Some(call(crate::whole_row::ROW_FUNCTION, arguments))
 }
 
 /// `information_schema._pg_expandarray(a)`, the set of (element `x`, subscript `n`) records
@@ -1016,7 +1041,7 @@ fn reg_oid_call(expr: &Expr) -> Option<(&'static str, Expr)> {
 }
 
 /// A plain call `name(arguments)`.
-fn call(name: &str, arguments: Vec<Expr>) -> Expr {
+pub(crate) fn call(name: &str, arguments: Vec<Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,

@@ -121,6 +121,9 @@ fn expr_column_name(
         },
         Expr::AggregateFunction(f) => f.func.name().to_string(),
         // Runnel's own functions stand for operators (`doc -> 'k'`, `doc @> '{...}'`).
+        Expr::ScalarFunction(f) if f.func.name() == runnel_sql::whole_row::ROW_FUNCTION => {
+            "row".to_string()
+        }
         Expr::ScalarFunction(f) if f.func.name().starts_with("runnel_") => "?column?".to_string(),
         Expr::ScalarFunction(f) => f.func.name().to_string(),
         // Postgres names a cast after what it casts when that has a name of its own (a

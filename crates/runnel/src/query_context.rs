@@ -35,6 +35,8 @@ pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> Sessi
     ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
     crate::system_catalog::functions::register(&ctx, shared, session);
     crate::system_catalog::table_functions::register(&ctx);
+    crate::system_catalog::to_json::register(&ctx);
+    runnel_sql::whole_row::register(&ctx);
     runnel_sql::text_type_casts::register(&ctx);
     runnel_sql::json::register(&ctx)
         .expect("registering the JSON operators on a fresh context cannot fail");

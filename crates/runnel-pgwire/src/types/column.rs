@@ -499,6 +499,7 @@ fn encode_text(
         DataType::List(_) | DataType::LargeList(_) => {
             encode_list(array, Format::Text, style, column)?
         }
+        DataType::Struct(_) => encode_record(array, Format::Text, style, column)?,
         _ => display(array, column)?,
     }
     Ok(())
@@ -586,6 +587,9 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
         DataType::List(_) | DataType::LargeList(_) => {
             encode_list(array, Format::Binary, &OutputStyle::default(), column)?
         }
+        DataType::Struct(_) => {
+            encode_record(array, Format::Binary, &OutputStyle::default(), column)?
+        }
         // Everything else is sent as `text`, whose binary form is its UTF-8 text.
         _ => display(array, column)?,
     }
@@ -595,6 +599,77 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
 /// A one-dimensional Postgres array per list value: its elements are encoded whole first, in
 /// the same format, then framed per row (`{a,"b c",NULL}` in text; dimensions, element type
 /// and length-prefixed elements in binary).
+/// A struct column as Postgres's anonymous `record`: text `(1,"a b",)` (a field is quoted
+/// when it is empty or holds a quote, backslash, parenthesis, comma or white space; NULL is
+/// nothing), binary the field count, then each field's type OID and value.
+fn encode_record(
+    array: &dyn Array,
+    format: Format,
+    style: &OutputStyle,
+    column: &mut EncodedColumn,
+) -> Result<(), PgError> {
+    let record = array.as_struct();
+    let mut fields = Vec::with_capacity(record.num_columns());
+    for child in record.columns() {
+        let mut encoded = EncodedColumn::default();
+        encode_array(child.as_ref(), format, style, &mut encoded)?;
+        fields.push((super::pg_type(child.data_type()).oid, encoded));
+    }
+    column.fill(array.len(), |b, row| match format {
+        Format::Text => {
+            b.push(b'(');
+            for (index, (_, field)) in fields.iter().enumerate() {
+                if index > 0 {
+                    b.push(b',');
+                }
+                if let Some(value) = field.value(row) {
+                    write_record_field(b, value);
+                }
+            }
+            b.push(b')');
+        }
+        Format::Binary => {
+            b.extend_from_slice(&saturate_i32(fields.len() as i64).to_be_bytes());
+            for (oid, field) in &fields {
+                b.extend_from_slice(&oid.to_be_bytes());
+                write_binary_item(b, field.value(row));
+            }
+        }
+    });
+    Ok(())
+}
+
+/// An array element or record field in binary: its length (-1 for NULL), then its bytes.
+fn write_binary_item(b: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+        Some(value) => {
+            b.extend_from_slice(&saturate_i32(value.len() as i64).to_be_bytes());
+            b.extend_from_slice(value);
+        }
+    }
+}
+
+/// One field of a record's text (record_out in Postgres).
+fn write_record_field(b: &mut Vec<u8>, value: &[u8]) {
+    let quote = value.is_empty()
+        || value
+            .iter()
+            .any(|c| matches!(c, b'"' | b'\\' | b'(' | b')' | b',') || c.is_ascii_whitespace());
+    if !quote {
+        b.extend_from_slice(value);
+        return;
+    }
+    b.push(b'"');
+    for &c in value {
+        if matches!(c, b'"' | b'\\') {
+            b.push(c);
+        }
+        b.push(c);
+    }
+    b.push(b'"');
+}
+
 fn encode_list(
     array: &dyn Array,
     format: Format,
@@ -651,13 +726,7 @@ fn encode_list(
                     b.extend_from_slice(&1i32.to_be_bytes());
                 }
                 for index in start..end {
-                    match elements.value(index) {
-                        None => b.extend_from_slice(&(-1i32).to_be_bytes()),
-                        Some(value) => {
-                            b.extend_from_slice(&saturate_i32(value.len() as i64).to_be_bytes());
-                            b.extend_from_slice(value);
-                        }
-                    }
+                    write_binary_item(b, elements.value(index));
                 }
             }
         }

@@ -29,6 +29,10 @@ async fn plan(
         &crate::system_catalog::is_always_empty,
     );
     read_typed_literals(session, &mut statement);
+    runnel_sql::whole_row::expand_whole_row_references(
+        &mut statement,
+        &session.shared.catalog.snapshot(),
+    );
     runnel_sql::interval_literals::read_interval_literals(&mut statement)?;
     if let ast::Statement::Query(query) = &mut statement {
         // Planned, so that running it says ASOF JOIN belongs in a view.

@@ -18,6 +18,7 @@ mod information_schema;
 pub mod oids;
 mod pg_catalog;
 pub mod table_functions;
+pub mod to_json;
 pub mod types;
 
 use std::collections::HashMap;
