@@ -791,6 +791,16 @@ fn rewrite_expr(expr: &mut Expr) {
                 // `1.123456789012345::numeric`, which Postgres keeps whole.
                 let literal = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
                 *expr = Expr::Nested(Box::new(literal));
+            } else if is_float_type(data_type)
+                && matches!(inner.as_ref(), Expr::Value(v) if matches!(&v.value, Value::Number(..)))
+            {
+                // `1e100::float8` reads the digits as a float, exactly as Postgres does; planned
+                // as a numeric first, it would round twice (or not fit a decimal at all).
+                if let Expr::Value(v) = inner.as_mut() {
+                    if let Value::Number(digits, _) = &v.value {
+                        v.value = Value::SingleQuotedString(digits.clone());
+                    }
+                }
             } else if matches!(data_type, DataType::Bytea) {
                 // Postgres reads `'\\x...'::bytea` as hex; Arrow's cast keeps the text's bytes.
                 let argument = std::mem::replace(inner.as_mut(), Expr::value(Value::Null));
@@ -813,6 +823,21 @@ fn rewrite_expr(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `real`, `double precision` and their other spellings.
+pub fn is_float_type(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Float(_)
+            | DataType::Float4
+            | DataType::Float8
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Real
+            | DataType::Double(_)
+            | DataType::DoublePrecision
+    )
 }
 
 /// `ROW(a, b)`, a record whose fields Postgres names `f1`, `f2`, ... (what `row_to_json`

@@ -239,13 +239,15 @@ fn arrow_timestamp_text(text: &str) -> String {
 /// 02:00:00'` an interval): they are wrapped in `bytea_in` / `interval_in`, since DataFusion
 /// would cast them with Arrow (keeping the text's bytes, or refusing Postgres's interval forms)
 /// while planning. Literals written into a bare NUMERIC go through `bare_numeric`, which
-/// refuses one with more decimal places than Runnel keeps instead of rounding it.
+/// refuses one with more decimal places than Runnel keeps instead of rounding it, and numbers
+/// written into a float column are read from their digits.
 fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) {
     let catalog = session.shared.catalog.snapshot();
     let input_function = |data_type: &DataType| match data_type {
         DataType::Binary => Some("bytea_in"),
         DataType::Interval(_) => Some("interval_in"),
         DataType::Decimal128(38, 10) => Some("bare_numeric"),
+        DataType::Float32 | DataType::Float64 => Some("float_in"),
         _ => None,
     };
     let typed_columns = |name: &ast::ObjectName| -> HashMap<String, &'static str> {
@@ -268,7 +270,7 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
     // Which literals a column's input function reads: strings, and for a bare NUMERIC the
     // decimal literals DataFusion would round to its scale while planning.
     let reads = |function: &str, e: &ast::Expr| match function {
-        "bare_numeric" => {
+        "bare_numeric" | "float_in" => {
             is_string(e)
                 || matches!(e, ast::Expr::Value(v) if matches!(&v.value, ast::Value::Number(..)))
                 || matches!(e, ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr }
@@ -277,6 +279,31 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
         _ => is_string(e),
     };
     let wrap = |e: &mut ast::Expr, function: &str| {
+        if function == "float_in" {
+            // A number written into a float column is read from its digits, as Postgres
+            // reads it (planned as a numeric first, `1e100` would round twice).
+            let digits = match e {
+                ast::Expr::Value(v) => match &v.value {
+                    ast::Value::Number(digits, _) => Some(digits.clone()),
+                    _ => None,
+                },
+                ast::Expr::UnaryOp {
+                    op: ast::UnaryOperator::Minus,
+                    expr,
+                } => match expr.as_ref() {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::Number(digits, _) => Some(format!("-{digits}")),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(digits) = digits {
+                *e = ast::Expr::value(ast::Value::SingleQuotedString(digits));
+            }
+            return;
+        }
         let literal = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
         *e = ast::Expr::Function(ast::Function {
             name: ast::ObjectName::from(vec![ast::Ident::new(function)]),
