@@ -154,6 +154,13 @@ def test_catalog_functions(catalog_server):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == c.info.backend_pid
         assert c.execute("SELECT 'items'::regclass = to_regclass('public.items')").fetchone()[0] is True
         assert c.execute("SELECT to_regclass('nothing')").fetchone()[0] is None
+        # A reg-type result prints the object's name, as in Postgres; compared, it is an OID.
+        cur = c.execute("SELECT 'items'::regclass, 'int4'::regtype, 23::regtype AS t, 'public'::regnamespace")
+        assert [d.name for d in cur.description] == ["regclass", "regtype", "t", "regnamespace"]
+        assert cur.fetchone() == ("items", "integer", "integer", "public")
+        assert c.execute(
+            "SELECT c.oid::regclass FROM pg_class c WHERE c.oid = 'items'::regclass"
+        ).fetchone() == ("items",)
         with pytest.raises(psycopg.errors.UndefinedTable):
             c.execute("SELECT 'nothing'::regclass")
         definition = c.execute("SELECT pg_get_viewdef('avg_price'::regclass)").fetchone()[0]

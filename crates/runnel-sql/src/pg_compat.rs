@@ -76,12 +76,76 @@ const TEXT_TYPES: &[&str] = &[
 /// as `?column?`.
 pub const UNNAMED_ALIAS: &str = "__runnel_unnamed_";
 
+/// The prefix of an alias Runnel gives a SELECT item whose Postgres name may repeat another
+/// item's (DataFusion needs distinct names): `__runnel_as_<n>_<name>`, reported as `<name>`.
+pub const NAMED_ALIAS: &str = "__runnel_as_";
+
+/// The name a client is told for a column aliased `alias` by Runnel's rewrites (`None`: the
+/// alias is the user's, or not one of these).
+pub fn reported_alias(alias: &str) -> Option<&str> {
+    if alias.starts_with(UNNAMED_ALIAS) {
+        return Some("?column?");
+    }
+    let rest = alias.strip_prefix(NAMED_ALIAS)?;
+    Some(rest.split_once('_').map_or(rest, |(_, name)| name))
+}
+
 /// Rewrites Postgres-only spellings in `statement` (see the module docs). `always_empty`
 /// says which catalog tables (by name, lower case) never have rows: a SELECT that inner-joins
 /// one returns no rows whatever its expressions say, so they are not planned at all (client
 /// tools compare columns of such tables in ways DataFusion cannot type, `polroles = '{0}'`).
 pub fn rewrite_postgres_spellings(statement: &mut Statement, always_empty: &dyn Fn(&str) -> bool) {
     let _ = statement.visit(&mut Rewriter { always_empty });
+    if let Statement::Query(query) = statement {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            name_reg_type_results(select);
+        }
+    }
+}
+
+/// A reg-type value in a query's result is printed as the object's name, as Postgres prints
+/// it (`SELECT 'items'::regclass` is `items`, `typ::regtype` is `integer`); inside an
+/// expression (`c.oid = 'items'::regclass`) it stays the OID. The column keeps the type's
+/// name. Not done where the SELECT groups or is DISTINCT, whose items must match their
+/// GROUP BY expressions as written.
+fn name_reg_type_results(select: &mut Select) {
+    let grouped =
+        !matches!(&select.group_by, GroupByExpr::Expressions(exprs, _) if exprs.is_empty());
+    if grouped || select.distinct.is_some() || select.having.is_some() {
+        return;
+    }
+    for (index, item) in select.projection.iter_mut().enumerate() {
+        let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
+            continue;
+        };
+        let Some((name_fn, oid)) = reg_oid_call(expr) else {
+            continue;
+        };
+        let Expr::Function(function) = &oid else {
+            continue;
+        };
+        let Some((type_name, _, _)) = REG_TYPES
+            .iter()
+            .find(|(_, to_oid, _)| function.name.to_string() == *to_oid)
+        else {
+            continue;
+        };
+        let mut arguments = vec![oid.clone()];
+        if name_fn == "format_type" {
+            arguments.push(Expr::value(Value::Null));
+        }
+        let named = call(name_fn, arguments);
+        *item = match item {
+            SelectItem::ExprWithAlias { alias, .. } => SelectItem::ExprWithAlias {
+                expr: named,
+                alias: alias.clone(),
+            },
+            _ => SelectItem::ExprWithAlias {
+                expr: named,
+                alias: Ident::new(format!("{NAMED_ALIAS}{index}_{type_name}")),
+            },
+        };
+    }
 }
 
 struct Rewriter<'a> {

@@ -106,8 +106,10 @@ fn expr_column_name(
     match expr {
         // DataFusion's own alias for `count(*)`; a user's alias is kept.
         Expr::Alias(a) if a.name == "count(*)" => expr_column_name(&a.expr, input, input_names),
-        Expr::Alias(a) if a.name.starts_with(runnel_sql::pg_compat::UNNAMED_ALIAS) => {
-            "?column?".to_string()
+        Expr::Alias(a) if runnel_sql::pg_compat::reported_alias(&a.name).is_some() => {
+            runnel_sql::pg_compat::reported_alias(&a.name)
+                .unwrap_or_default()
+                .to_string()
         }
         Expr::Alias(a) if is_planned_cast_name(a) => expr_column_name(&a.expr, input, input_names),
         Expr::Alias(a) => a.name.clone(),
