@@ -7,12 +7,93 @@
 //! rest of planning (window sizes, watermark delays, constant folding) sees the same
 //! interval value. Literals with a unit after the string (`INTERVAL '5' MINUTE`) are left to
 //! DataFusion. Casts of other expressions are planned by the query layer.
+//!
+//! A string literal compared with an interval (`d > '1 day 02:00:00'`) is read as an interval,
+//! as Postgres types an unknown literal from the other operand; DataFusion has no coercion
+//! between text and intervals, so [`IntervalComparisons`] plans such comparisons.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
-use datafusion::sql::sqlparser::ast::{DataType, Expr, Statement, Value, VisitMut, VisitorMut};
+use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, DataType, Expr, Statement, Value, VisitMut, VisitorMut,
+};
 use runnel_common::interval_text::{arrow_interval_text, interval_from_text};
 use runnel_common::{Result, RunnelError};
+
+/// Registers [`IntervalComparisons`] on `ctx`.
+pub fn register(ctx: &SessionContext) -> datafusion::common::Result<()> {
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(IntervalComparisons))
+}
+
+/// Plans `interval <op> 'text'` (and `'text' <op> interval`) with the text read as an interval.
+#[derive(Debug)]
+pub struct IntervalComparisons;
+
+impl ExprPlanner for IntervalComparisons {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> datafusion::common::Result<PlannerResult<RawBinaryExpr>> {
+        let op = match expr.op {
+            BinaryOperator::Eq => Operator::Eq,
+            BinaryOperator::NotEq => Operator::NotEq,
+            BinaryOperator::Lt => Operator::Lt,
+            BinaryOperator::LtEq => Operator::LtEq,
+            BinaryOperator::Gt => Operator::Gt,
+            BinaryOperator::GtEq => Operator::GtEq,
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        let is_interval = |e: &datafusion::logical_expr::Expr| {
+            matches!(
+                e.get_type(schema),
+                Ok(datafusion::arrow::datatypes::DataType::Interval(_))
+            )
+        };
+        let as_interval = |e: &datafusion::logical_expr::Expr| {
+            let datafusion::logical_expr::Expr::Literal(ScalarValue::Utf8(Some(text)), _) = e
+            else {
+                return Ok(None);
+            };
+            interval_from_text(text)
+                .map(|v| {
+                    Some(datafusion::logical_expr::Expr::Literal(
+                        ScalarValue::IntervalMonthDayNano(Some(v)),
+                        None,
+                    ))
+                })
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        };
+        let (left, right) = if is_interval(&expr.left) {
+            match as_interval(&expr.right)? {
+                Some(right) => (expr.left.clone(), right),
+                None => return Ok(PlannerResult::Original(expr)),
+            }
+        } else if is_interval(&expr.right) {
+            match as_interval(&expr.left)? {
+                Some(left) => (left, expr.right.clone()),
+                None => return Ok(PlannerResult::Original(expr)),
+            }
+        } else {
+            return Ok(PlannerResult::Original(expr));
+        };
+        Ok(PlannerResult::Planned(
+            datafusion::logical_expr::Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(left),
+                op,
+                Box::new(right),
+            )),
+        ))
+    }
+}
 
 /// Rewrites every interval string literal of `statement` to Arrow's exact form; an invalid one
 /// is an error (22007) as in Postgres.

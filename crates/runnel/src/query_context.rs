@@ -37,6 +37,8 @@ pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> Sessi
     crate::system_catalog::table_functions::register(&ctx);
     crate::system_catalog::to_json::register(&ctx);
     runnel_sql::whole_row::register(&ctx);
+    runnel_sql::interval_literals::register(&ctx)
+        .expect("registering a planner on a fresh context cannot fail");
     runnel_sql::text_type_casts::register(&ctx);
     runnel_sql::json::register(&ctx)
         .expect("registering the JSON operators on a fresh context cannot fail");

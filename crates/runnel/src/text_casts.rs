@@ -12,30 +12,12 @@ use runnel_common::Result;
 pub const PLANNED_CAST_FUNCTIONS: &[&str] =
     &["interval_in", "bare_numeric", "text_out", "text_out_utc"];
 
-/// `=`, `<>`, `<`, `<=`, `>`, `>=` and `IS [NOT] DISTINCT FROM`: where Postgres types a string
-/// literal from the other side.
-pub fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
-    use datafusion::logical_expr::Operator;
-    matches!(
-        op,
-        Operator::Eq
-            | Operator::NotEq
-            | Operator::Lt
-            | Operator::LtEq
-            | Operator::Gt
-            | Operator::GtEq
-            | Operator::IsDistinctFrom
-            | Operator::IsNotDistinctFrom
-    )
-}
-
 /// Casts between text and the types whose text Postgres and Arrow write differently, planned
 /// as Postgres's input and output functions:
 /// - a string cast to `interval` anywhere in the plan (the VALUES of an INSERT, `text_column
 ///   ::interval`) is read by `interval_in`, Postgres's interval input (Arrow's cast knows
-///   `<number> <unit>` pairs only); a literal is rewritten to text Arrow reads exactly, and a
-///   string literal compared with an interval is read as one, as Postgres types the unknown
-///   literal from the other side;
+///   `<number> <unit>` pairs only); a literal is rewritten to text Arrow reads exactly (a
+///   string compared with an interval is read by `runnel_sql::interval_literals`' planner);
 /// - a decimal or a string cast to a bare `NUMERIC` (what an INSERT into such a column does)
 ///   goes through `bare_numeric`, which refuses a value it would have to round;
 /// - a date, time, timestamp, interval, float or bytea cast to text is written by
@@ -56,7 +38,7 @@ pub fn plan_postgres_text_casts(
     use datafusion::execution::FunctionRegistry;
     use datafusion::logical_expr::expr::ScalarFunction;
     use datafusion::logical_expr::expr_rewriter::NamePreserver;
-    use datafusion::logical_expr::{BinaryExpr, Cast, ExprSchemable, TryCast};
+    use datafusion::logical_expr::{Cast, ExprSchemable, TryCast};
     use runnel_common::interval_text::{arrow_interval_text, interval_from_text};
 
     let interval_in = ctx.udf("interval_in")?;
@@ -76,36 +58,6 @@ pub fn plan_postgres_text_casts(
         node.map_expressions(|expr| {
             let name = names.save(&expr);
             let rewritten = expr.transform_up(|e| match &e {
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
-                    let as_interval = |side: &Expr| -> datafusion::error::Result<Option<Expr>> {
-                        let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = side else {
-                            return Ok(None);
-                        };
-                        Ok(Some(Expr::Literal(
-                            ScalarValue::IntervalMonthDayNano(Some(interval_literal(text)?)),
-                            None,
-                        )))
-                    };
-                    let is_interval =
-                        |side: &Expr| matches!(type_of(side), Some(DataType::Interval(_)));
-                    let (mut left, mut right) = (left.clone(), right.clone());
-                    if is_interval(&left) {
-                        match as_interval(&right)? {
-                            Some(literal) => *right = literal,
-                            None => return Ok(Transformed::no(e)),
-                        }
-                    } else if is_interval(&right) {
-                        match as_interval(&left)? {
-                            Some(literal) => *left = literal,
-                            None => return Ok(Transformed::no(e)),
-                        }
-                    } else {
-                        return Ok(Transformed::no(e));
-                    }
-                    Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
-                        left, *op, right,
-                    ))))
-                }
                 Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                     let from = type_of(expr);
                     let to = field.data_type();

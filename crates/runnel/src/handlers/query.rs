@@ -73,6 +73,23 @@ async fn plan(
     }
 }
 
+/// `=`, `<>`, `<`, `<=`, `>`, `>=` and `IS [NOT] DISTINCT FROM`: where Postgres types a string
+/// literal from the other side.
+fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
+    use datafusion::logical_expr::Operator;
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom
+    )
+}
+
 /// A string read as a `timestamptz` is read in the session's `TimeZone`, as Postgres reads it
 /// (DataFusion would read it in UTC): a literal or cast without an offset (`TIMESTAMPTZ
 /// '2026-06-10 10:00'`, `'...'::timestamptz`, `CAST('...' AS timestamptz)`, the VALUES of an
@@ -121,9 +138,7 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         node.map_expressions(|expr| {
             expr.transform_up(|e| {
                 let rewritten = match &e {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right })
-                        if crate::text_casts::is_comparison(op) =>
-                    {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(op) => {
                         if with_zone(left) {
                             zoned(right).map(|right| {
                                 Expr::BinaryExpr(BinaryExpr::new(
