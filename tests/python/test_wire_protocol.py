@@ -279,6 +279,40 @@ def test_asyncpg_intervals_round_trip(server):
     asyncio.run(run())
 
 
+def test_asyncpg_time_and_bare_numeric(server):
+    """TIME round-trips in binary (parameters, COPY, results); a bare NUMERIC refuses a value
+    it would have to round (22003) instead of storing it rounded."""
+    asyncpg = pytest.importorskip("asyncpg")
+    import datetime
+    from decimal import Decimal
+
+    host, port = server
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user="runnel", database="runnel")
+        try:
+            await conn.execute("CREATE TABLE async_times (k INT PRIMARY KEY, t TIME, x NUMERIC)")
+            await conn.execute(
+                "INSERT INTO async_times VALUES (1, $1, $2)", datetime.time(10, 0, 1, 500000), Decimal("1.5")
+            )
+            await conn.copy_records_to_table(
+                "async_times", records=[(2, datetime.time(23, 59, 59, 999999), Decimal("0.1234567891"))]
+            )
+            with pytest.raises(asyncpg.exceptions.NumericValueOutOfRangeError):
+                await conn.execute("INSERT INTO async_times VALUES (3, NULL, $1)", Decimal("1.123456789012345"))
+            with pytest.raises(asyncpg.exceptions.NumericValueOutOfRangeError):
+                await conn.copy_records_to_table("async_times", records=[(4, None, Decimal("1e-11"))])
+            got = await conn.fetch("SELECT k, t, x FROM async_times ORDER BY k")
+            assert [tuple(r) for r in got] == [
+                (1, datetime.time(10, 0, 1, 500000), Decimal("1.5")),
+                (2, datetime.time(23, 59, 59, 999999), Decimal("0.1234567891")),
+            ]
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
 def test_asyncpg_reads_whole_rows_as_records(server):
     """A whole-row reference is an anonymous record (OID 2249), which asyncpg decodes in
     binary field by field, without the type introspection a named composite type needs."""

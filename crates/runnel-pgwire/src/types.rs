@@ -159,6 +159,9 @@ pub fn pg_type(data_type: &DataType) -> PgType {
         DataType::UInt64 => PgType::new(oid::NUMERIC, -1),
         DataType::Float16 | DataType::Float32 => PgType::new(oid::FLOAT4, 4),
         DataType::Float64 => PgType::new(oid::FLOAT8, 8),
+        // How a bare NUMERIC is kept (an engine's choice: Runnel's): no typmod, as Postgres
+        // reports an unconstrained numeric.
+        DataType::Decimal128(38, 10) => PgType::new(oid::NUMERIC, -1),
         DataType::Decimal32(precision, scale)
         | DataType::Decimal64(precision, scale)
         | DataType::Decimal128(precision, scale)

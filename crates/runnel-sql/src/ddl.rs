@@ -336,6 +336,9 @@ pub fn sql_to_arrow_type(sql_type: &ast::DataType) -> Result<DataType> {
             }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         },
+        S::Time(_, ast::TimezoneInfo::None | ast::TimezoneInfo::WithoutTimeZone) => {
+            DataType::Time64(TimeUnit::Microsecond)
+        }
         S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
         S::Custom(name, _) if name.to_string().eq_ignore_ascii_case("timestamptz") => {
             DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
