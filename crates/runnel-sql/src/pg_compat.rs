@@ -1237,8 +1237,14 @@ mod tests {
         );
         assert_eq!(
             rewritten("SELECT 'items'::regclass, c.oid::pg_catalog.regclass::text, t::regtype::text, x::oid, n::name"),
-            "SELECT to_regclass_oid('items'), regclass_name(to_regclass_oid(c.oid)), \
-             format_type(to_regtype_oid(t), NULL), x::INT UNSIGNED, n::TEXT"
+            // A reg-type result column prints the name, under the type's name.
+            "SELECT regclass_name(to_regclass_oid('items')) AS __runnel_as_0_regclass, \
+             regclass_name(to_regclass_oid(c.oid)), format_type(to_regtype_oid(t), NULL), \
+             x::INT UNSIGNED, n::TEXT"
+        );
+        assert_eq!(
+            rewritten("SELECT c.relname FROM pg_class c WHERE c.oid = 'items'::regclass"),
+            "SELECT c.relname FROM pg_class c WHERE c.oid = to_regclass_oid('items')"
         );
     }
 
