@@ -10,15 +10,23 @@
 //!
 //! A string literal compared with an interval (`d > '1 day 02:00:00'`) is read as an interval,
 //! as Postgres types an unknown literal from the other operand; DataFusion has no coercion
-//! between text and intervals, so [`IntervalComparisons`] plans such comparisons.
+//! between text and intervals, so [`IntervalComparisons`] plans such comparisons. It also
+//! compares intervals as Postgres does, by their length with a month of 30 days and a day of
+//! 24 hours (`'36 hours' > '1 day'`, `'25 hours' = '1 day 1 hour'`, `end - start > '1 day'`):
+//! Arrow compares months, then days, then nanoseconds, each on its own.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes as arrow;
 use datafusion::common::{DFSchema, DataFusionError, ScalarValue};
 use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{BinaryExpr, ExprSchemable, Operator};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, Expr, Statement, Value, VisitMut, VisitorMut,
@@ -26,11 +34,130 @@ use datafusion::sql::sqlparser::ast::{
 use runnel_common::interval_text::{arrow_interval_text, interval_from_text};
 use runnel_common::{Result, RunnelError};
 
-/// Registers [`IntervalComparisons`] on `ctx`.
+/// Registers [`IntervalComparisons`] and [`INTERVAL_ORDER_FUNCTION`] on `ctx`.
 pub fn register(ctx: &SessionContext) -> datafusion::common::Result<()> {
+    ctx.register_udf(ScalarUDF::new_from_impl(IntervalOrder {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
     ctx.state_ref()
         .write()
         .register_expr_planner(Arc::new(IntervalComparisons))
+}
+
+/// The function an interval is compared by: its length in nanoseconds, a month counting 30
+/// days and a day 24 hours (Postgres's `interval_cmp_value`), as a `Decimal128(38, 0)`.
+pub const INTERVAL_ORDER_FUNCTION: &str = "runnel_interval_order";
+
+const NANOS_PER_DAY: i128 = 86_400_000_000_000;
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalOrder {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IntervalOrder {
+    fn name(&self) -> &str {
+        INTERVAL_ORDER_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _args: &[arrow::DataType],
+    ) -> datafusion::common::Result<arrow::DataType> {
+        Ok(arrow::DataType::Decimal128(38, 0))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, Decimal128Array};
+        use datafusion::arrow::datatypes::{
+            DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType,
+            DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType,
+            IntervalYearMonthType,
+        };
+        let array = args.args[0].to_array(args.number_rows)?;
+        let keys: Decimal128Array = match array.data_type() {
+            arrow::DataType::Interval(arrow::IntervalUnit::MonthDayNano) => array
+                .as_primitive::<IntervalMonthDayNanoType>()
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        (i128::from(v.months) * 30 + i128::from(v.days)) * NANOS_PER_DAY
+                            + i128::from(v.nanoseconds)
+                    })
+                })
+                .collect(),
+            arrow::DataType::Interval(arrow::IntervalUnit::DayTime) => array
+                .as_primitive::<IntervalDayTimeType>()
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        i128::from(v.days) * NANOS_PER_DAY + i128::from(v.milliseconds) * 1_000_000
+                    })
+                })
+                .collect(),
+            arrow::DataType::Interval(arrow::IntervalUnit::YearMonth) => array
+                .as_primitive::<IntervalYearMonthType>()
+                .iter()
+                .map(|v| v.map(|months| i128::from(months) * 30 * NANOS_PER_DAY))
+                .collect(),
+            arrow::DataType::Duration(unit) => {
+                let (values, per) = match unit {
+                    arrow::TimeUnit::Second => (
+                        array
+                            .as_primitive::<DurationSecondType>()
+                            .clone()
+                            .into_parts()
+                            .1,
+                        1_000_000_000,
+                    ),
+                    arrow::TimeUnit::Millisecond => (
+                        array
+                            .as_primitive::<DurationMillisecondType>()
+                            .clone()
+                            .into_parts()
+                            .1,
+                        1_000_000,
+                    ),
+                    arrow::TimeUnit::Microsecond => (
+                        array
+                            .as_primitive::<DurationMicrosecondType>()
+                            .clone()
+                            .into_parts()
+                            .1,
+                        1_000,
+                    ),
+                    arrow::TimeUnit::Nanosecond => (
+                        array
+                            .as_primitive::<DurationNanosecondType>()
+                            .clone()
+                            .into_parts()
+                            .1,
+                        1,
+                    ),
+                };
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(row, v)| array.is_valid(row).then(|| i128::from(*v) * per))
+                    .collect()
+            }
+            other => {
+                return Err(datafusion::common::exec_datafusion_err!(
+                    "{INTERVAL_ORDER_FUNCTION} takes an interval, not {other}"
+                ))
+            }
+        };
+        Ok(ColumnarValue::Array(Arc::new(
+            keys.with_precision_and_scale(38, 0)?,
+        )))
+    }
 }
 
 /// Plans `interval <op> 'text'` (and `'text' <op> interval`) with the text read as an interval.
@@ -55,7 +182,7 @@ impl ExprPlanner for IntervalComparisons {
         let is_interval = |e: &datafusion::logical_expr::Expr| {
             matches!(
                 e.get_type(schema),
-                Ok(datafusion::arrow::datatypes::DataType::Interval(_))
+                Ok(arrow::DataType::Interval(_) | arrow::DataType::Duration(_))
             )
         };
         let as_interval = |e: &datafusion::logical_expr::Expr| {
@@ -72,25 +199,28 @@ impl ExprPlanner for IntervalComparisons {
                 })
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         };
-        let (left, right) = if is_interval(&expr.left) {
-            match as_interval(&expr.right)? {
+        let (left, right) = match (is_interval(&expr.left), is_interval(&expr.right)) {
+            (true, true) => (expr.left.clone(), expr.right.clone()),
+            (true, false) => match as_interval(&expr.right)? {
                 Some(right) => (expr.left.clone(), right),
                 None => return Ok(PlannerResult::Original(expr)),
-            }
-        } else if is_interval(&expr.right) {
-            match as_interval(&expr.left)? {
+            },
+            (false, true) => match as_interval(&expr.left)? {
                 Some(left) => (left, expr.right.clone()),
                 None => return Ok(PlannerResult::Original(expr)),
-            }
-        } else {
-            return Ok(PlannerResult::Original(expr));
+            },
+            (false, false) => return Ok(PlannerResult::Original(expr)),
+        };
+        let order = Arc::new(ScalarUDF::new_from_impl(IntervalOrder {
+            signature: Signature::any(1, Volatility::Immutable),
+        }));
+        let key = |e: datafusion::logical_expr::Expr| {
+            Box::new(datafusion::logical_expr::Expr::ScalarFunction(
+                ScalarFunction::new_udf(order.clone(), vec![e]),
+            ))
         };
         Ok(PlannerResult::Planned(
-            datafusion::logical_expr::Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(left),
-                op,
-                Box::new(right),
-            )),
+            datafusion::logical_expr::Expr::BinaryExpr(BinaryExpr::new(key(left), op, key(right))),
         ))
     }
 }

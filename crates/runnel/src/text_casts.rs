@@ -64,6 +64,26 @@ pub fn plan_postgres_text_casts(
                     let is_text = |t: &DataType| {
                         matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
                     };
+                    if let (
+                        Some(DataType::Utf8),
+                        DataType::Timestamp(_, None),
+                        Expr::Literal(ScalarValue::Utf8(Some(text)), metadata),
+                    ) = (&from, to, expr.as_ref())
+                    {
+                        // `timestamp '2026-03-01 10:00'`: Arrow's parser wants the seconds.
+                        let spelled = arrow_timestamp_text(text);
+                        if spelled == *text {
+                            return Ok(Transformed::no(e));
+                        }
+                        let mut cast = e.clone();
+                        if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) =
+                            &mut cast
+                        {
+                            **expr =
+                                Expr::Literal(ScalarValue::Utf8(Some(spelled)), metadata.clone());
+                        }
+                        return Ok(Transformed::yes(cast));
+                    }
                     let function = match from {
                         Some(ref from) if is_text(from) && matches!(to, DataType::Interval(_)) => {
                             if let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) =
@@ -120,4 +140,26 @@ pub fn plan_postgres_text_casts(
         })
     })?;
     Ok(transformed.data)
+}
+
+/// Timestamp text as Postgres takes it, spelled so Arrow's parser takes it too: seconds added
+/// to a time without them (`10:00` → `10:00:00`) and minutes to an offset without them
+/// (`+02` → `+02:00`).
+pub(crate) fn arrow_timestamp_text(text: &str) -> String {
+    let text = text.trim();
+    let (date_time, offset) = match text.rfind(['+', '-']) {
+        // A sign after the time (not one of the date's dashes) starts the offset.
+        Some(at) if at > 10 => text.split_at(at),
+        _ => (text, ""),
+    };
+    let mut out = date_time.to_string();
+    let time = date_time.get(11..).unwrap_or("");
+    if time.len() == 5 && time.as_bytes()[2] == b':' {
+        out.push_str(":00");
+    }
+    out.push_str(offset);
+    if offset.len() == 3 {
+        out.push_str(":00");
+    }
+    out
 }

@@ -483,11 +483,15 @@ fn encode_text(
         DataType::Duration(_) if style.interval_style != IntervalStyle::Postgres => {
             let intervals = style.interval_style;
             each_micros(array, column, |b, us| {
-                write_interval_styled(b, 0, 0, us, intervals)
+                let (days, us) = justify_hours(us);
+                write_interval_styled(b, 0, days, us, intervals)
             });
         }
         DataType::Duration(_) => {
-            each_micros(array, column, |b, us| write_interval(b, 0, 0, us));
+            each_micros(array, column, |b, us| {
+                let (days, us) = justify_hours(us);
+                write_interval(b, 0, days, us)
+            });
         }
         &DataType::Interval(unit) if style.interval_style != IntervalStyle::Postgres => {
             let intervals = style.interval_style;
@@ -581,7 +585,10 @@ fn encode_binary(array: &dyn Array, column: &mut EncodedColumn) -> Result<(), Pg
             });
         }
         DataType::Duration(_) => {
-            each_micros(array, column, |b, us| write_binary_interval(b, 0, 0, us));
+            each_micros(array, column, |b, us| {
+                let (days, us) = justify_hours(us);
+                write_binary_interval(b, 0, days, us)
+            });
         }
         &DataType::Interval(unit) => each_interval(array, column, unit, write_binary_interval),
         DataType::List(_) | DataType::LargeList(_) => {
@@ -838,6 +845,16 @@ fn utc_offset_seconds(tz: &arrow::array::timezone::Tz, utc_micros: i64) -> i32 {
     tz.offset_from_utc_datetime(&instant.naive_utc())
         .fix()
         .local_minus_utc()
+}
+
+/// A duration (what subtracting timestamps gives) as days and the time left, as Postgres's
+/// `timestamp - timestamp` gives it (`2 days`, not `48:00:00`).
+fn justify_hours(micros: i64) -> (i32, i64) {
+    const MICROS_PER_DAY: i64 = 86_400_000_000;
+    (
+        saturate_i32(micros / MICROS_PER_DAY),
+        micros % MICROS_PER_DAY,
+    )
 }
 
 /// Binary `interval`: microseconds, days, months.

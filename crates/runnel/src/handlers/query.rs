@@ -222,31 +222,9 @@ pub(crate) fn timestamps_in_zone(text: &ArrayRef, zone: &str) -> Result<ArrayRef
 fn timestamp_in_zone(tz: &datafusion::arrow::array::timezone::Tz, text: &str) -> Option<String> {
     use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
     string_to_datetime(tz, text)
-        .or_else(|_| string_to_datetime(tz, &arrow_timestamp_text(text)))
+        .or_else(|_| string_to_datetime(tz, &crate::text_casts::arrow_timestamp_text(text)))
         .ok()
         .map(|at| at.to_rfc3339())
-}
-
-/// Timestamp text as Postgres takes it, spelled so Arrow's parser takes it too: seconds added
-/// to a time without them (`10:00` → `10:00:00`) and minutes to an offset without them
-/// (`+02` → `+02:00`).
-fn arrow_timestamp_text(text: &str) -> String {
-    let text = text.trim();
-    let (date_time, offset) = match text.rfind(['+', '-']) {
-        // A sign after the time (not one of the date's dashes) starts the offset.
-        Some(at) if at > 10 => text.split_at(at),
-        _ => (text, ""),
-    };
-    let mut out = date_time.to_string();
-    let time = date_time.get(11..).unwrap_or("");
-    if time.len() == 5 && time.as_bytes()[2] == b':' {
-        out.push_str(":00");
-    }
-    out.push_str(offset);
-    if offset.len() == 3 {
-        out.push_str(":00");
-    }
-    out
 }
 
 /// String literals written into BYTEA and INTERVAL columns by INSERT ... VALUES and UPDATE
@@ -254,8 +232,9 @@ fn arrow_timestamp_text(text: &str) -> String {
 /// 02:00:00'` an interval): they are wrapped in `bytea_in` / `interval_in`, since DataFusion
 /// would cast them with Arrow (keeping the text's bytes, or refusing Postgres's interval forms)
 /// while planning. Literals written into a bare NUMERIC go through `bare_numeric`, which
-/// refuses one with more decimal places than Runnel keeps instead of rounding it, and numbers
-/// written into a float column are read from their digits.
+/// refuses one with more decimal places than Runnel keeps instead of rounding it, numbers
+/// written into a float column are read from their digits, and timestamps without seconds get
+/// them.
 fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) {
     let catalog = session.shared.catalog.snapshot();
     let input_function = |data_type: &DataType| match data_type {
@@ -263,6 +242,7 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
         DataType::Interval(_) => Some("interval_in"),
         DataType::Decimal128(38, 10) => Some("bare_numeric"),
         DataType::Float32 | DataType::Float64 => Some("float_in"),
+        DataType::Timestamp(_, None) => Some("timestamp_text"),
         _ => None,
     };
     let typed_columns = |name: &ast::ObjectName| -> HashMap<String, &'static str> {
@@ -294,6 +274,16 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
         _ => is_string(e),
     };
     let wrap = |e: &mut ast::Expr, function: &str| {
+        if function == "timestamp_text" {
+            // `'2026-03-01 10:00'`: Arrow's parser, which reads it while planning, wants the
+            // seconds.
+            if let ast::Expr::Value(v) = e {
+                if let ast::Value::SingleQuotedString(text) = &mut v.value {
+                    *text = crate::text_casts::arrow_timestamp_text(text);
+                }
+            }
+            return;
+        }
         if function == "float_in" {
             // A number written into a float column is read from its digits, as Postgres
             // reads it (planned as a numeric first, `1e100` would round twice).
@@ -685,7 +675,7 @@ pub async fn rows(
 mod tests {
     #[test]
     fn timestamp_text_gets_seconds_and_offset_minutes() {
-        use super::arrow_timestamp_text as fix;
+        use crate::text_casts::arrow_timestamp_text as fix;
         assert_eq!(fix("2026-06-10 10:00"), "2026-06-10 10:00:00");
         assert_eq!(fix("2026-06-10 10:00+00"), "2026-06-10 10:00:00+00:00");
         assert_eq!(fix("2026-06-10T10:00-05"), "2026-06-10T10:00:00-05:00");
