@@ -638,10 +638,12 @@ fn text_cases() -> Vec<(&'static str, ArrayRef, u32, Vec<Option<&'static str>>)>
             vec![Some("1 day -01:00:00")],
         ),
         (
+            // A duration is what subtracting timestamps gives; Postgres's `timestamp -
+            // timestamp` is days and time (`'2024-01-02 01:01:01' - '2024-01-01'`).
             "duration",
             Arc::new(DurationSecondArray::from(vec![90_061])),
             1186,
-            vec![Some("25:01:01")],
+            vec![Some("1 day 01:01:01")],
         ),
         (
             "dictionary",
