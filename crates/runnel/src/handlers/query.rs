@@ -47,18 +47,6 @@ async fn plan(
     };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
     let plan = crate::text_casts::plan_postgres_text_casts(&session.ctx, plan, "text_out")?;
-    // Type errors (`WHERE name + 1 > 2`) surface only when DataFusion analyzes the plan, at
-    // execution, with an untyped message; when its analysis fails and Runnel can name the
-    // cause, that is the statement's error, with a SQLSTATE and a position.
-    if state
-        .analyzer()
-        .execute_and_check(plan.clone(), state.config_options(), |_, _| {})
-        .is_err()
-    {
-        if let Some(error) = crate::plan_diagnosis::diagnose(&state, &statement, sql).await {
-            return Err(error);
-        }
-    }
     session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
@@ -625,16 +613,39 @@ pub async fn handle(
         let values = bind(&plan, params)?;
         plan = plan.with_param_values(values)?;
     }
-    if let LogicalPlan::Dml(dml) = &plan {
-        return match dml.op {
+    let response = if let LogicalPlan::Dml(dml) = &plan {
+        match dml.op {
             WriteOp::Insert(_) => dml::insert(session, dml).await,
             WriteOp::Update => dml::update(session, dml).await,
             WriteOp::Delete => dml::delete(session, dml).await,
             _ => Err(RunnelError::not_implemented(format!("{}", dml.op))),
-        };
+        }
+    } else {
+        run(session, plan)
+            .await
+            .map(|(schema, batches)| QueryResponse::Rows { schema, batches })
+    };
+    match response {
+        Err(error) => Err(analysis_failed(session, statement, sql, error).await),
+        ok => ok,
     }
-    let (schema, batches) = run(session, plan).await?;
-    Ok(QueryResponse::Rows { schema, batches })
+}
+
+/// Type errors (`WHERE name + 1 > 2`) surface only when DataFusion analyzes the plan, as it
+/// starts running it, with an untyped message: when Runnel can name the cause, that is the
+/// statement's error, with a SQLSTATE and a position.
+async fn analysis_failed(
+    session: &RunnelSession,
+    statement: &ast::Statement,
+    sql: &str,
+    error: RunnelError,
+) -> RunnelError {
+    if error.sqlstate() != SqlState::STATEMENT_ERROR {
+        return error;
+    }
+    crate::plan_diagnosis::diagnose(&session.ctx.state(), statement, sql)
+        .await
+        .unwrap_or(error)
 }
 
 /// Runs a planned query: its rows as DataFusion produces them, with Postgres's column names,
@@ -668,7 +679,10 @@ pub async fn rows(
             "COPY of INSERT, UPDATE or DELETE",
         ));
     }
-    run(session, plan).await
+    match run(session, plan).await {
+        Err(error) => Err(analysis_failed(session, statement, sql, error).await),
+        ok => ok,
+    }
 }
 
 #[cfg(test)]
