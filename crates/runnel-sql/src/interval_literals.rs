@@ -160,6 +160,44 @@ impl ScalarUDFImpl for IntervalOrder {
     }
 }
 
+/// Makes ORDER BY of an interval order by length, as comparisons do (`'36 hours'` after
+/// `'1 day'`): each sort key of interval type is sorted by [`INTERVAL_ORDER_FUNCTION`] of it.
+pub fn sort_intervals_by_length(
+    plan: datafusion::logical_expr::LogicalPlan,
+) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::LogicalPlan;
+    let order = Arc::new(ScalarUDF::new_from_impl(IntervalOrder {
+        signature: Signature::any(1, Volatility::Immutable),
+    }));
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Sort(mut sort) = node else {
+            return Ok(Transformed::no(node));
+        };
+        let schema = sort.input.schema().clone();
+        let mut changed = false;
+        for key in &mut sort.expr {
+            if matches!(
+                key.expr.get_type(&schema),
+                Ok(arrow::DataType::Interval(_) | arrow::DataType::Duration(_))
+            ) {
+                key.expr = datafusion::logical_expr::Expr::ScalarFunction(ScalarFunction::new_udf(
+                    order.clone(),
+                    vec![key.expr.clone()],
+                ));
+                changed = true;
+            }
+        }
+        let node = LogicalPlan::Sort(sort);
+        Ok(if changed {
+            Transformed::yes(node)
+        } else {
+            Transformed::no(node)
+        })
+    })
+    .map(|t| t.data)
+}
+
 /// Plans `interval <op> 'text'` (and `'text' <op> interval`) with the text read as an interval.
 #[derive(Debug)]
 pub struct IntervalComparisons;

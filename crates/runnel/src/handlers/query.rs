@@ -47,6 +47,7 @@ async fn plan(
     };
     let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
     let plan = crate::text_casts::plan_postgres_text_casts(&session.ctx, plan, "text_out")?;
+    let plan = runnel_sql::interval_literals::sort_intervals_by_length(plan)?;
     session.check_reads(&plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
