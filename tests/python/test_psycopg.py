@@ -659,3 +659,26 @@ def test_intervals_and_date_style_from_the_startup_options(server):
     ) as c:
         row = c.execute("SELECT current_setting('DateStyle'), day::text, d::text FROM py_intervals").fetchone()
         assert row == ("SQL, DMY", "01/07/2024", "P-1DT1H0.00025S")
+
+
+def test_copy_reads_dates_in_the_date_style_order(server):
+    """COPY FROM reads a spreadsheet's dates as Postgres does: numeric dates in the session's
+    DateStyle order (MDY by default), month names, AM/PM, times without seconds."""
+    import datetime
+
+    host, port = server
+    rows = "1,12/25/2025,12/25/2025 08:30 PM\n2,\"Dec 26, 2025\",2025-12-26 10:00\n"
+    with psycopg.connect(host=host, port=port, user="runnel", dbname="runnel", autocommit=True) as c:
+        c.execute("CREATE TABLE py_dates (k INT PRIMARY KEY, day DATE, ts TIMESTAMP)")
+        with c.cursor().copy("COPY py_dates FROM STDIN (FORMAT csv)") as copy:
+            copy.write(rows)
+        assert c.execute("SELECT day, ts FROM py_dates ORDER BY k").fetchall() == [
+            (datetime.date(2025, 12, 25), datetime.datetime(2025, 12, 25, 20, 30)),
+            (datetime.date(2025, 12, 26), datetime.datetime(2025, 12, 26, 10, 0)),
+        ]
+    with psycopg.connect(
+        host=host, port=port, user="runnel", dbname="runnel", autocommit=True, options="-c DateStyle=ISO,DMY"
+    ) as c:
+        with c.cursor().copy("COPY py_dates (k, day) FROM STDIN (FORMAT csv)") as copy:
+            copy.write("3,01/02/2026\n")
+        assert c.execute("SELECT day FROM py_dates WHERE k = 3").fetchone() == (datetime.date(2026, 2, 1),)

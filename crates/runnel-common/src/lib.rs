@@ -3,6 +3,7 @@
 //! definitions and the clock that enforces them).
 
 pub mod change;
+pub mod date_text;
 pub mod error;
 pub mod interval_text;
 pub mod text_types;

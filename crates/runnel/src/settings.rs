@@ -589,6 +589,16 @@ impl SessionSettings {
         schemas
     }
 
+    /// How this session reads numeric dates (the order part of `DateStyle`).
+    pub fn date_order(&self) -> runnel_common::date_text::FieldOrder {
+        use runnel_common::date_text::FieldOrder;
+        match self.output_style().date_order {
+            runnel_pgwire::types::DateOrder::Mdy => FieldOrder::MonthDayYear,
+            runnel_pgwire::types::DateOrder::Dmy => FieldOrder::DayMonthYear,
+            runnel_pgwire::types::DateOrder::Ymd => FieldOrder::YearMonthDay,
+        }
+    }
+
     /// How this session's values are written as text.
     pub fn output_style(&self) -> OutputStyle {
         let (date_style, date_order) = self

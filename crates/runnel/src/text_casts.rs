@@ -5,6 +5,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SessionContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use runnel_common::date_text::{iso_date_text, FieldOrder};
 use runnel_common::Result;
 
 /// The functions a cast is planned as here; a result column keeps the name of the cast (see
@@ -32,6 +33,7 @@ pub fn plan_postgres_text_casts(
     ctx: &SessionContext,
     plan: LogicalPlan,
     text_out_function: &str,
+    order: FieldOrder,
 ) -> Result<LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     use datafusion::error::DataFusionError;
@@ -58,6 +60,37 @@ pub fn plan_postgres_text_casts(
         node.map_expressions(|expr| {
             let name = names.save(&expr);
             let rewritten = expr.transform_up(|e| match &e {
+                // A string compared with a date or timestamp is read as one, in the forms
+                // Postgres reads (`day = '03/01/2026'`); DataFusion casts it with Arrow later.
+                Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr { left, op, right })
+                    if crate::handlers::query::is_comparison(op) =>
+                {
+                    let spell = |side: &Expr, other: &Expr| match (side, type_of(other)) {
+                        (
+                            Expr::Literal(ScalarValue::Utf8(Some(text)), metadata),
+                            Some(target @ (DataType::Date32 | DataType::Timestamp(_, None))),
+                        ) => {
+                            let spelled = postgres_date_text(text, &target, order);
+                            (spelled != *text).then(|| {
+                                Box::new(Expr::Literal(
+                                    ScalarValue::Utf8(Some(spelled)),
+                                    metadata.clone(),
+                                ))
+                            })
+                        }
+                        _ => None,
+                    };
+                    match (spell(left, right), spell(right, left)) {
+                        (None, None) => Ok(Transformed::no(e)),
+                        (new_left, new_right) => Ok(Transformed::yes(Expr::BinaryExpr(
+                            datafusion::logical_expr::BinaryExpr::new(
+                                new_left.unwrap_or_else(|| left.clone()),
+                                *op,
+                                new_right.unwrap_or_else(|| right.clone()),
+                            ),
+                        ))),
+                    }
+                }
                 Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
                     let from = type_of(expr);
                     let to = field.data_type();
@@ -66,12 +99,13 @@ pub fn plan_postgres_text_casts(
                     };
                     if let (
                         Some(DataType::Utf8),
-                        DataType::Timestamp(_, None),
+                        DataType::Timestamp(..) | DataType::Date32,
                         Expr::Literal(ScalarValue::Utf8(Some(text)), metadata),
                     ) = (&from, to, expr.as_ref())
                     {
-                        // `timestamp '2026-03-01 10:00'`: Arrow's parser wants the seconds.
-                        let spelled = arrow_timestamp_text(text);
+                        // `timestamp '2026-03-01 10:00'`, `'03/01/2026'::date`: spelled so
+                        // Arrow's parser reads them as Postgres does.
+                        let spelled = postgres_date_text(text, to, order);
                         if spelled == *text {
                             return Ok(Transformed::no(e));
                         }
@@ -162,4 +196,54 @@ pub(crate) fn arrow_timestamp_text(text: &str) -> String {
         out.push_str(":00");
     }
     out
+}
+
+/// Date or timestamp text as Postgres reads it, spelled so Arrow's parser reads it too: text
+/// Arrow reads already is kept; otherwise numeric dates in the session's field `order`, month
+/// names, `AM`/`PM`, zone abbreviations and times without seconds are respelled as ISO 8601
+/// (see [`runnel_common::date_text`]). Text neither reads is kept for the cast to refuse.
+pub(crate) fn postgres_date_text(text: &str, target: &DataType, order: FieldOrder) -> String {
+    use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
+    use datafusion::arrow::datatypes::Date32Type;
+    let readable = match target {
+        DataType::Date32 => Date32Type::parse(text).is_some(),
+        _ => string_to_datetime(&chrono::Utc, text).is_ok(),
+    };
+    if readable {
+        return text.to_string();
+    }
+    let spelled = arrow_timestamp_text(text);
+    let readable = match target {
+        DataType::Date32 => Date32Type::parse(&spelled).is_some(),
+        _ => string_to_datetime(&chrono::Utc, &spelled).is_ok(),
+    };
+    if readable {
+        return spelled;
+    }
+    let Some(iso) = iso_date_text(text, order) else {
+        return text.to_string();
+    };
+    match target {
+        // A date is its date part (`'March 1, 2026 10:00'::date`).
+        DataType::Date32 => iso.get(..10).unwrap_or(&iso).to_string(),
+        _ => iso,
+    }
+}
+
+/// [`postgres_date_text`] over a column of text (what COPY FROM reads), for a date or timestamp
+/// column.
+pub(crate) fn postgres_date_column(
+    text: &datafusion::arrow::array::ArrayRef,
+    target: &DataType,
+    order: FieldOrder,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    let strings = datafusion::arrow::compute::cast(text, &DataType::Utf8)?;
+    let strings = strings.as_string::<i32>();
+    let spelled: StringArray = strings
+        .iter()
+        .map(|value| value.map(|v| postgres_date_text(v, target, order)))
+        .collect();
+    debug_assert_eq!(spelled.len(), text.len());
+    Ok(std::sync::Arc::new(spelled))
 }

@@ -76,6 +76,7 @@ pub fn handle(
             batches: Vec::new(),
             rows_typed: 0,
             time_zone: session.settings().time_zone(),
+            date_order: session.settings().date_order(),
         }),
     })
 }
@@ -129,6 +130,8 @@ struct CopySink {
     rows_typed: u64,
     /// The session's `TimeZone`: `timestamptz` text without an offset is a time there.
     time_zone: String,
+    /// The session's DateStyle order: how `03/01/2026` is read.
+    date_order: runnel_common::date_text::FieldOrder,
 }
 
 impl CopySink {
@@ -170,6 +173,14 @@ impl CopySink {
     /// first value that is not valid.
     fn parse_column(&self, text: &ArrayRef, field: &Field) -> Result<ArrayRef> {
         let target = field.data_type();
+        let spelled;
+        let text = match target {
+            DataType::Date32 | DataType::Timestamp(..) => {
+                spelled = crate::text_casts::postgres_date_column(text, target, self.date_order)?;
+                &spelled
+            }
+            _ => text,
+        };
         let in_zone;
         let text = match target {
             DataType::Timestamp(_, Some(_)) if self.time_zone != "UTC" => {

@@ -73,7 +73,13 @@ pub async fn plan_view(
             return Err(super::query::planning_failed(&state, &statement, sql, error).await)
         }
     };
-    let logical = crate::text_casts::plan_postgres_text_casts(ctx, logical, "text_out_utc")?;
+    // A view reads its literals the same way whoever creates it: ISO, MDY.
+    let logical = crate::text_casts::plan_postgres_text_casts(
+        ctx,
+        logical,
+        "text_out_utc",
+        runnel_common::date_text::FieldOrder::default(),
+    )?;
     let logical = runnel_sql::temporal::bind_event_time_now(logical)?;
     let mut names = crate::convert::postgres_column_names(&logical);
     if !view.columns.is_empty() {

@@ -45,8 +45,17 @@ async fn plan(
         Ok(plan) => plan,
         Err(error) => return Err(planning_failed(&state, &statement, sql, error).await),
     };
-    let plan = read_timestamptz_strings(plan, &session.settings().time_zone())?;
-    let plan = crate::text_casts::plan_postgres_text_casts(&session.ctx, plan, "text_out")?;
+    let plan = read_timestamptz_strings(
+        plan,
+        &session.settings().time_zone(),
+        session.settings().date_order(),
+    )?;
+    let plan = crate::text_casts::plan_postgres_text_casts(
+        &session.ctx,
+        plan,
+        "text_out",
+        session.settings().date_order(),
+    )?;
     let plan = runnel_sql::interval_literals::sort_intervals_by_length(plan)?;
     session.check_reads(&plan)?;
     match &plan {
@@ -64,7 +73,7 @@ async fn plan(
 
 /// `=`, `<>`, `<`, `<=`, `>`, `>=` and `IS [NOT] DISTINCT FROM`: where Postgres types a string
 /// literal from the other side.
-fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
+pub(crate) fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
     use datafusion::logical_expr::Operator;
     matches!(
         op,
@@ -85,7 +94,11 @@ fn is_comparison(op: &datafusion::logical_expr::Operator) -> bool {
 /// INSERT into a `timestamptz` column) and a string compared with a `timestamptz` value (`WHERE
 /// ts > '2026-06-10 10:00'`, `ts BETWEEN '...' AND '...'`) are given their offset there.
 /// Strings that do not parse (`'now'`, `'infinity'`) stay as they are.
-fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan> {
+fn read_timestamptz_strings(
+    plan: LogicalPlan,
+    zone: &str,
+    order: runnel_common::date_text::FieldOrder,
+) -> Result<LogicalPlan> {
     use std::str::FromStr;
 
     use datafusion::arrow::array::timezone::Tz;
@@ -99,7 +112,7 @@ fn read_timestamptz_strings(plan: LogicalPlan, zone: &str) -> Result<LogicalPlan
         let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) = e else {
             return None;
         };
-        let at = timestamp_in_zone(&tz, text)?;
+        let at = postgres_timestamp_in_zone(&tz, text, order)?;
         Some(Expr::Literal(ScalarValue::Utf8(Some(at)), metadata.clone()))
     };
     let transformed = plan.transform_up_with_subqueries(|node| {
@@ -216,6 +229,22 @@ fn timestamp_in_zone(tz: &datafusion::arrow::array::timezone::Tz, text: &str) ->
         .map(|at| at.to_rfc3339())
 }
 
+/// [`timestamp_in_zone`] for text in any form Postgres reads (see
+/// [`crate::text_casts::postgres_date_text`]): `03/01/2026 10:00` in the session's order.
+fn postgres_timestamp_in_zone(
+    tz: &datafusion::arrow::array::timezone::Tz,
+    text: &str,
+    order: runnel_common::date_text::FieldOrder,
+) -> Option<String> {
+    timestamp_in_zone(tz, text).or_else(|| {
+        let target = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+        timestamp_in_zone(
+            tz,
+            &crate::text_casts::postgres_date_text(text, &target, order),
+        )
+    })
+}
+
 /// String literals written into BYTEA and INTERVAL columns by INSERT ... VALUES and UPDATE
 /// ... SET are read as Postgres reads their text (`'\\xdeadbeef'` is four bytes, `'1 day
 /// 02:00:00'` an interval): they are wrapped in `bytea_in` / `interval_in`, since DataFusion
@@ -226,12 +255,14 @@ fn timestamp_in_zone(tz: &datafusion::arrow::array::timezone::Tz, text: &str) ->
 /// them.
 fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) {
     let catalog = session.shared.catalog.snapshot();
+    let date_order = session.settings().date_order();
     let input_function = |data_type: &DataType| match data_type {
         DataType::Binary => Some("bytea_in"),
         DataType::Interval(_) => Some("interval_in"),
         DataType::Decimal128(38, 10) => Some("bare_numeric"),
         DataType::Float32 | DataType::Float64 => Some("float_in"),
         DataType::Timestamp(_, None) => Some("timestamp_text"),
+        DataType::Date32 => Some("date_text"),
         _ => None,
     };
     let typed_columns = |name: &ast::ObjectName| -> HashMap<String, &'static str> {
@@ -263,12 +294,19 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
         _ => is_string(e),
     };
     let wrap = |e: &mut ast::Expr, function: &str| {
-        if function == "timestamp_text" {
-            // `'2026-03-01 10:00'`: Arrow's parser, which reads it while planning, wants the
-            // seconds.
+        if let Some(target) = match function {
+            "timestamp_text" => Some(DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                None,
+            )),
+            "date_text" => Some(DataType::Date32),
+            _ => None,
+        } {
+            // `'2026-03-01 10:00'`, `'03/01/2026'`: Arrow's parser, which reads them while
+            // planning, wants ISO text with seconds.
             if let ast::Expr::Value(v) = e {
                 if let ast::Value::SingleQuotedString(text) = &mut v.value {
-                    *text = crate::text_casts::arrow_timestamp_text(text);
+                    *text = crate::text_casts::postgres_date_text(text, &target, date_order);
                 }
             }
             return;
