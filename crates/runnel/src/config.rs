@@ -46,7 +46,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNNEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
-    /// kafka_bootstrap_servers
+    /// kafka_bootstrap_servers, log_format
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -59,6 +59,19 @@ pub struct ServeArgs {
     /// bootstrap_servers in their WITH options
     #[arg(long, env = "RUNNEL_KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: Option<String>,
+    /// How log lines on stderr are written: `text` (colored only when stderr is a terminal)
+    /// or `json` (one object per line) [default: text]
+    #[arg(long, env = "RUNNEL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +82,7 @@ pub struct FileConfig {
     pub checkpoint_interval_ms: Option<u64>,
     pub sync_writes: Option<bool>,
     pub kafka_bootstrap_servers: Option<String>,
+    pub log_format: Option<LogFormat>,
 }
 
 /// The resolved configuration of `runnel serve`.
@@ -77,6 +91,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -112,6 +127,7 @@ impl ServeArgs {
                     .or(file.kafka_bootstrap_servers)
                     .filter(|s| !s.trim().is_empty()),
             },
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }

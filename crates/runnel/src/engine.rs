@@ -15,6 +15,15 @@ use crate::handlers;
 use crate::session::RunnelSession;
 use crate::shared::{EngineConfig, Shared};
 
+/// Objects of the catalog, by kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ObjectCounts {
+    pub streams: usize,
+    pub tables: usize,
+    pub views: usize,
+    pub sinks: usize,
+}
+
 /// The database engine behind the wire protocol.
 pub struct Engine {
     pub shared: Arc<Shared>,
@@ -51,6 +60,20 @@ impl Engine {
             .catalog
             .restore(|entry| async move { handlers::restore(shared, &entry).await })
             .await
+    }
+
+    /// How many objects of each kind the catalog holds (what the start-up restored).
+    pub fn restored_objects(&self) -> ObjectCounts {
+        let mut counts = ObjectCounts::default();
+        for entry in self.shared.catalog.snapshot().entries() {
+            match entry.kind {
+                runnel_sql::ObjectKind::Stream => counts.streams += 1,
+                runnel_sql::ObjectKind::Table => counts.tables += 1,
+                runnel_sql::ObjectKind::MaterializedView => counts.views += 1,
+                runnel_sql::ObjectKind::Sink => counts.sinks += 1,
+            }
+        }
+        counts
     }
 
     /// Stops the worker after a final checkpoint.

@@ -1,11 +1,11 @@
 //! `runnel serve`: starts the engine on a data directory and serves Postgres clients.
 //! (`runnel kafka-read-rate`, hidden, is the Kafka benchmark's raw-consumer baseline.)
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use clap::Parser;
-use runnel::config::{Cli, Command};
+use runnel::config::{Cli, Command, LogFormat};
 use runnel::Engine;
 use tracing_subscriber::EnvFilter;
 
@@ -13,19 +13,16 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let args = match cli.command {
         Command::Serve(args) => args,
         Command::KafkaReadRate {
             bootstrap_servers,
             topic,
-        } => read_rate(&bootstrap_servers, &topic),
+        } => {
+            init_logging(LogFormat::Text);
+            read_rate(&bootstrap_servers, &topic)
+        }
     };
     let config = match args.resolve() {
         Ok(c) => c,
@@ -34,6 +31,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,6 +45,24 @@ fn main() {
     if let Err(e) = runtime.block_on(serve(config)) {
         eprintln!("runnel: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Log lines go to stderr at the level `RUNNEL_LOG` sets (default `info`), as text (colored
+/// only when stderr is a terminal: log files get no escape codes) or as one JSON object per
+/// line.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
@@ -82,6 +98,17 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
     println!(
         "runnel listening on {addr} (data directory {})",
         config.data_dir.display()
+    );
+    let restored = engine.restored_objects();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        address = %addr,
+        data_dir = %config.data_dir.display(),
+        streams = restored.streams,
+        tables = restored.tables,
+        materialized_views = restored.views,
+        sinks = restored.sinks,
+        "runnel started"
     );
     let _ = std::io::stdout().flush();
     let server = runnel_pgwire::serve(listener, engine.clone());

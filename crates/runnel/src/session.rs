@@ -185,6 +185,29 @@ impl RunnelSession {
     }
 }
 
+/// What a statement that changes the catalog does and to what, for the log.
+fn ddl_description(statement: &Statement) -> Option<(String, String)> {
+    let (what, name) = match statement {
+        Statement::CreateMaterializedView { explain: true, .. } => return None,
+        Statement::CreateRelation { kind, create, .. } => (
+            format!("CREATE {}", kind.sql_name().to_uppercase()),
+            object_name(&create.name),
+        ),
+        Statement::CreateMaterializedView { view, .. } => (
+            "CREATE MATERIALIZED VIEW".to_string(),
+            object_name(&view.name),
+        ),
+        Statement::CreateSink { name, .. } => ("CREATE SINK".to_string(), name.clone()),
+        Statement::Drop { kind, names, .. } => (
+            format!("DROP {}", kind.sql_name().to_uppercase()),
+            names.join(", "),
+        ),
+        Statement::Comment { relation, .. } => ("COMMENT".to_string(), relation.clone()),
+        _ => return None,
+    };
+    Some((what, name))
+}
+
 /// The object a CREATE statement makes, if it is one.
 fn created_object(statement: &Statement) -> Option<(ObjectKind, String)> {
     match statement {
@@ -443,7 +466,23 @@ impl PgSession for RunnelSession {
         let created = created_object(&statement.kind).filter(|(_, name)| {
             self.transaction.is_some() && self.shared.catalog.snapshot().get(name).is_none()
         });
+        let ddl = ddl_description(&statement.kind);
+        let started = std::time::Instant::now();
         let result = handlers::execute(self, statement, params).await;
+        if let Some((what, name)) = ddl {
+            // The kind and name only: a statement's text may hold secrets (Kafka credentials).
+            let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+            match &result {
+                Ok(_) => tracing::info!(statement = what, name, duration_ms, "DDL done"),
+                Err(error) => tracing::info!(
+                    statement = what,
+                    name,
+                    duration_ms,
+                    error = %error,
+                    "DDL failed"
+                ),
+            }
+        }
         match &result {
             Ok(_) => {
                 if let (Some(created), Some(transaction)) = (created, self.transaction.as_mut()) {
