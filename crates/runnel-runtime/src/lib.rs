@@ -11,4 +11,4 @@ pub mod view_rows;
 pub mod worker;
 
 pub use operator::Operator;
-pub use worker::{SourceStatus, Worker, WorkerStatus, WorkerThread};
+pub use worker::{CheckpointStats, SourceStatus, Worker, WorkerStatus, WorkerThread};

@@ -90,6 +90,45 @@ enum Command {
 #[derive(Clone)]
 pub struct Worker {
     tx: Sender<Command>,
+    checkpoints: Arc<CheckpointStats>,
+}
+
+/// What the worker's checkpoints took, for the metrics endpoint: the durations since the
+/// last time they were taken (bounded, so an unread log cannot grow without end), and when
+/// the last one was written.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    durations: std::sync::Mutex<Vec<Duration>>,
+    last_success_unix_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Checkpoint durations kept between two reads of [`CheckpointStats::take_durations`].
+const MAX_UNREAD_DURATIONS: usize = 100_000;
+
+impl CheckpointStats {
+    fn record(&self, took: Duration) {
+        let mut durations = self.durations.lock().unwrap_or_else(|p| p.into_inner());
+        if durations.len() < MAX_UNREAD_DURATIONS {
+            durations.push(took);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_success_unix_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The durations of the checkpoints written since the last call.
+    pub fn take_durations(&self) -> Vec<Duration> {
+        std::mem::take(&mut *self.durations.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// When the last checkpoint was written, in milliseconds since the Unix epoch (0: none
+    /// yet).
+    pub fn last_success_unix_ms(&self) -> u64 {
+        self.last_success_unix_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub struct WorkerThread {
@@ -100,6 +139,8 @@ pub struct WorkerThread {
 impl Worker {
     pub fn start(store: Arc<Store>, checkpoint_interval: Duration) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
+        let checkpoints = Arc::new(CheckpointStats::default());
+        let stats = checkpoints.clone();
         let join = std::thread::Builder::new()
             .name("runnel-dataflow".into())
             .spawn(move || {
@@ -110,12 +151,13 @@ impl Worker {
                     last_checkpoint: Instant::now(),
                     dirty: false,
                     paused: true,
+                    checkpoints: stats,
                 };
                 state.run(rx);
             })
             .map_err(|e| RunnelError::external(format!("cannot start dataflow thread: {e}")))?;
         Ok(WorkerThread {
-            worker: Worker { tx },
+            worker: Worker { tx, checkpoints },
             join,
         })
     }
@@ -127,6 +169,11 @@ impl Worker {
             .map_err(|_| RunnelError::internal("dataflow worker has stopped"))?;
         rx.await
             .map_err(|_| RunnelError::internal("dataflow worker dropped a request"))
+    }
+
+    /// What the checkpoints took.
+    pub fn checkpoint_stats(&self) -> Arc<CheckpointStats> {
+        self.checkpoints.clone()
     }
 
     /// Lets the worker start reading source logs; call once every restored view is added.
@@ -219,6 +266,7 @@ struct WorkerState {
     last_checkpoint: Instant,
     dirty: bool,
     paused: bool,
+    checkpoints: Arc<CheckpointStats>,
 }
 
 impl WorkerState {
@@ -287,6 +335,7 @@ impl WorkerState {
 
     /// Writes the checkpoint (the caller has prepared it).
     fn commit(&mut self, writes: Writes) -> Result<()> {
+        let started = Instant::now();
         let mut batch = WriteBatch::default();
         self.dataflow.checkpoint(&mut batch)?;
         for (k, v) in writes {
@@ -295,6 +344,7 @@ impl WorkerState {
         self.store.write(batch)?;
         self.last_checkpoint = Instant::now();
         self.dirty = false;
+        self.checkpoints.record(started.elapsed());
         Ok(())
     }
 

@@ -83,6 +83,13 @@ impl Store {
             .collect()
     }
 
+    /// RocksDB's estimate of the bytes of live data (after compaction), plus what is in the
+    /// memtables.
+    pub fn live_data_bytes(&self) -> u64 {
+        let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        property("rocksdb.estimate-live-data-size") + property("rocksdb.cur-size-all-mem-tables")
+    }
+
     /// RocksDB's estimate of the bytes of files holding keys in `ranges` (`[start, end)`);
     /// what is still in the memtable is not counted.
     pub fn approximate_size(&self, ranges: &[(Vec<u8>, Vec<u8>)]) -> u64 {

@@ -46,7 +46,7 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNNEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
-    /// kafka_bootstrap_servers, log_format
+    /// kafka_bootstrap_servers, log_format, metrics_listen
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// or `json` (one object per line) [default: text]
     #[arg(long, env = "RUNNEL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Address of the HTTP endpoint serving /metrics (Prometheus), /health and /ready [default:
+    /// none]
+    #[arg(long, env = "RUNNEL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How log lines are written.
@@ -83,6 +87,7 @@ pub struct FileConfig {
     pub sync_writes: Option<bool>,
     pub kafka_bootstrap_servers: Option<String>,
     pub log_format: Option<LogFormat>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The resolved configuration of `runnel serve`.
@@ -92,6 +97,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub log_format: LogFormat,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -128,6 +134,7 @@ impl ServeArgs {
                     .filter(|s| !s.trim().is_empty()),
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
 }

@@ -8,6 +8,8 @@ pub mod convert;
 pub mod engine;
 pub mod handlers;
 pub mod kafka_ingest;
+pub mod metrics;
+pub mod metrics_server;
 pub mod nexmark_ingest;
 pub mod plan_diagnosis;
 pub mod query_context;

@@ -86,9 +86,25 @@ fn read_rate(bootstrap: &str, topic: &str) -> ! {
 }
 
 async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
+    // The metrics endpoint answers /health while the stored objects are restored.
+    let ready: runnel::metrics_server::ReadyEngine = Arc::default();
+    if let Some(address) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {address}: {e}"))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| format!("no local address for metrics: {e}"))?;
+        println!("runnel metrics on {bound}");
+        tokio::spawn(runnel::metrics_server::serve_metrics(
+            listener,
+            ready.clone(),
+        ));
+    }
     let engine = Engine::open(&config.data_dir, config.engine.clone())
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let _ = ready.set(engine.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

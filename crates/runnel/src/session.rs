@@ -265,6 +265,7 @@ impl RunnelSession {
             settings,
             backend_pid: startup.process_id,
         };
+        shared.metrics.connections.inc();
         Ok(RunnelSession {
             ctx: session_context(&shared, &identity),
             shared,
@@ -372,6 +373,63 @@ impl PgSession for RunnelSession {
     }
 
     async fn execute(
+        &mut self,
+        statement: &ParsedStatement,
+        params: &[ParamValue],
+    ) -> Result<QueryResponse, PgError> {
+        let result = self.execute_statement(statement, params).await;
+        self.shared.metrics.count_query(result.is_ok());
+        result
+    }
+
+    fn transaction_status(&self) -> TransactionStatus {
+        match &self.transaction {
+            None => TransactionStatus::Idle,
+            Some(transaction) if transaction.failed => TransactionStatus::Failed,
+            Some(_) => TransactionStatus::InTransaction,
+        }
+    }
+
+    fn statement_failed(&mut self) {
+        self.fail_transaction();
+    }
+
+    fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
+        self.settings().take_reported_changes()
+    }
+
+    fn output_style(&self) -> runnel_pgwire::types::OutputStyle {
+        self.settings().output_style()
+    }
+
+    fn statement_timeout(&self) -> Option<std::time::Duration> {
+        self.settings().statement_timeout()
+    }
+
+    /// Reads (queries, SHOW, COPY TO) stop half-way when cancelled, and so do writes in a
+    /// transaction block (they only reach the block's pending writes, and a stopped statement
+    /// aborts the block); other statements that change the catalog or the data run to the
+    /// end, so a cancel never leaves half of one done.
+    fn is_cancellable(&self, statement: &ParsedStatement) -> bool {
+        use datafusion::sql::sqlparser::ast::Statement as Ast;
+        match &statement.kind {
+            Statement::Query(query) => match query.as_ref() {
+                Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. } => true,
+                Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_) => self.transaction.is_some(),
+                _ => false,
+            },
+            Statement::CopyTo { .. }
+            | Statement::DeclareCursor { .. }
+            | Statement::Show(_)
+            | Statement::ShowVariable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl RunnelSession {
+    /// Runs one statement (what [`PgSession::execute`] counts).
+    async fn execute_statement(
         &mut self,
         statement: &ParsedStatement,
         params: &[ParamValue],
@@ -495,49 +553,11 @@ impl PgSession for RunnelSession {
         }
         result.map_err(to_pg_error)
     }
+}
 
-    fn transaction_status(&self) -> TransactionStatus {
-        match &self.transaction {
-            None => TransactionStatus::Idle,
-            Some(transaction) if transaction.failed => TransactionStatus::Failed,
-            Some(_) => TransactionStatus::InTransaction,
-        }
-    }
-
-    fn statement_failed(&mut self) {
-        self.fail_transaction();
-    }
-
-    fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
-        self.settings().take_reported_changes()
-    }
-
-    fn output_style(&self) -> runnel_pgwire::types::OutputStyle {
-        self.settings().output_style()
-    }
-
-    fn statement_timeout(&self) -> Option<std::time::Duration> {
-        self.settings().statement_timeout()
-    }
-
-    /// Reads (queries, SHOW, COPY TO) stop half-way when cancelled, and so do writes in a
-    /// transaction block (they only reach the block's pending writes, and a stopped statement
-    /// aborts the block); other statements that change the catalog or the data run to the
-    /// end, so a cancel never leaves half of one done.
-    fn is_cancellable(&self, statement: &ParsedStatement) -> bool {
-        use datafusion::sql::sqlparser::ast::Statement as Ast;
-        match &statement.kind {
-            Statement::Query(query) => match query.as_ref() {
-                Ast::Query(_) | Ast::Explain { .. } | Ast::ExplainTable { .. } => true,
-                Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_) => self.transaction.is_some(),
-                _ => false,
-            },
-            Statement::CopyTo { .. }
-            | Statement::DeclareCursor { .. }
-            | Statement::Show(_)
-            | Statement::ShowVariable(_) => true,
-            _ => false,
-        }
+impl Drop for RunnelSession {
+    fn drop(&mut self) {
+        self.shared.metrics.connections.dec();
     }
 }
 

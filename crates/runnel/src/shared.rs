@@ -51,6 +51,8 @@ pub struct Shared {
     pub sources: SourceThreads,
     /// Sinks, for SHOW SINKS.
     pub sinks: Sinks,
+    /// What `--metrics-listen` exports.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for Shared {
@@ -70,6 +72,7 @@ impl Shared {
             config,
             sources: SourceThreads::default(),
             sinks: Sinks::default(),
+            metrics: crate::metrics::Metrics::new()?,
         })
     }
 

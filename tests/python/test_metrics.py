@@ -1,0 +1,79 @@
+"""`--metrics-listen`: Prometheus text at /metrics whose values follow what clients did,
+/health from the start, /ready once the server serves."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+import psycopg
+
+from runnel_proc import RunnelProcess
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, text = get(port, "/metrics")
+    assert status == 200, text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_follow_connections_queries_and_checkpoints():
+    port = free_port()
+    proc = RunnelProcess(extra_args=["--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        proc.start()
+        assert get(port, "/health") == (200, "ok\n")
+        assert get(port, "/ready") == (200, "ready\n")
+        assert get(port, "/nothing")[0] == 404
+        first = psycopg.connect(host=proc.host, port=proc.port, user="runnel", dbname="runnel", autocommit=True)
+        second = psycopg.connect(host=proc.host, port=proc.port, user="runnel", dbname="runnel", autocommit=True)
+        before = metrics(port)
+        assert before["runnel_connections"] == 2
+        first.execute("CREATE TABLE measured (k INT PRIMARY KEY, v TEXT)")
+        for i in range(4):
+            first.execute("INSERT INTO measured VALUES (%s, 'x')", (i,))
+        try:
+            first.execute("SELECT no_such_column FROM measured")
+        except psycopg.Error:
+            pass
+        after = metrics(port)
+        assert after['runnel_queries_total{outcome="ok"}'] - before['runnel_queries_total{outcome="ok"}'] == 5
+        assert after['runnel_queries_total{outcome="error"}'] - before['runnel_queries_total{outcome="error"}'] == 1
+        second.close()
+        deadline = time.time() + 10
+        while metrics(port)["runnel_connections"] != 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert metrics(port)["runnel_connections"] == 1
+        # The writes are checkpointed within the interval (1 s by default).
+        checkpoints = before["runnel_checkpoint_duration_seconds_count"]
+        deadline = time.time() + 10
+        while metrics(port)["runnel_checkpoint_duration_seconds_count"] <= checkpoints and time.time() < deadline:
+            time.sleep(0.1)
+        now = metrics(port)
+        assert now["runnel_checkpoint_duration_seconds_count"] > checkpoints
+        assert abs(now["runnel_checkpoint_last_success_timestamp_seconds"] - time.time()) < 60
+        assert now["runnel_state_bytes"] > 0
+        assert now["process_resident_memory_bytes"] > 0
+        first.close()
+    finally:
+        proc.cleanup()
