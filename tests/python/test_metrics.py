@@ -74,6 +74,17 @@ def test_metrics_follow_connections_queries_and_checkpoints():
         assert abs(now["runnel_checkpoint_last_success_timestamp_seconds"] - time.time()) < 60
         assert now["runnel_state_bytes"] > 0
         assert now["process_resident_memory_bytes"] > 0
+        # Sources: the rows each one's log gave the dataflow; views that failed.
+        first.execute("CREATE STREAM measured_stream (k INT)")
+        first.execute("CREATE MATERIALIZED VIEW failing AS SELECT 1 / (k - k) AS boom FROM measured_stream")
+        assert metrics(port)["runnel_failed_views"] == 0
+        first.execute("INSERT INTO measured_stream VALUES (1), (2), (3)")
+        first.execute("INSERT INTO measured_stream SELECT value FROM generate_series(1, 4)")
+        first.execute("FLUSH")
+        now = metrics(port)
+        assert now['runnel_source_records_total{partition="0",source="measured_stream"}'] == 7
+        assert now['runnel_source_records_total{partition="0",source="measured"}'] == 4
+        assert now["runnel_failed_views"] == 1
         first.close()
     finally:
         proc.cleanup()

@@ -23,6 +23,8 @@ pub struct PartitionProgress {
     /// Where the current catch-up started and where it ends (the end offset seen when
     /// reading started); `None` when there was nothing to catch up on.
     pub backfill: Option<(i64, i64)>,
+    /// Records read from the partition and committed since the server started.
+    pub records: u64,
 }
 
 /// What `SHOW PROGRESS` shows of one source.

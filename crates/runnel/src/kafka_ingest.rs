@@ -194,6 +194,8 @@ struct IngestTask {
 struct ChunkOutcome {
     /// Next offsets per partition after the chunk (or after the records kept, on a failure).
     offsets: BTreeMap<i32, i64>,
+    /// Records of the chunk committed (bad ones included), per partition.
+    records: BTreeMap<i32, u64>,
     ingested: usize,
     /// `on_error = 'fail'` hit a bad record: stop after committing what came before it.
     failed: Option<String>,
@@ -271,6 +273,7 @@ impl IngestTask {
                         offset,
                         end_offset: None,
                         backfill: None,
+                        records: 0,
                     },
                 );
             }
@@ -320,6 +323,7 @@ impl IngestTask {
                 for (p, o) in &outcome.offsets {
                     let part = progress.partitions.entry(*p).or_default();
                     part.offset = *o;
+                    part.records += outcome.records.get(p).copied().unwrap_or(0);
                 }
                 if error.is_none() {
                     progress.status = "running".into();
@@ -456,9 +460,11 @@ impl IngestTask {
             _ => (records.len(), None),
         };
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut counts: BTreeMap<i32, u64> = BTreeMap::new();
         for r in &records[..cut] {
             let next = offsets.entry(r.partition()).or_insert(0);
             *next = (*next).max(r.offset() + 1);
+            *counts.entry(r.partition()).or_insert(0) += 1;
         }
         let bad: Vec<&(usize, String)> = errors.iter().filter(|(i, _)| *i < cut).collect();
         if let Some(dlq) = dlq {
@@ -528,6 +534,7 @@ impl IngestTask {
         self.shared.worker.wake();
         Ok(ChunkOutcome {
             offsets,
+            records: counts,
             ingested,
             failed,
         })

@@ -1,15 +1,21 @@
 //! The server's Prometheus metrics, kept in one [`prometheus`] registry: what the sessions
 //! count as they go (connections, queries by outcome) and what is read when a scrape comes
-//! (state size, checkpoints, the process's own figures).
+//! (state size, checkpoints, sources, failed views, the process's own figures). Figures read
+//! at a scrape that are counts (records read) are set on counters by resetting them first:
+//! the values never go down while the server runs, and a dropped source's series go away.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use runnel_common::{Result, RunnelError};
 use runnel_runtime::CheckpointStats;
 use runnel_state::Store;
+
+use crate::shared::Shared;
+use runnel_sql::ObjectKind;
 
 /// Every metric the server exports.
 pub struct Metrics {
@@ -21,6 +27,10 @@ pub struct Metrics {
     state_bytes: IntGauge,
     checkpoint_seconds: Histogram,
     checkpoint_last_success: Gauge,
+    source_records: IntCounterVec,
+    source_bad_records: IntCounterVec,
+    source_lag: IntGaugeVec,
+    failed_views: IntGauge,
 }
 
 fn registration(error: prometheus::Error) -> RunnelError {
@@ -60,12 +70,48 @@ impl Metrics {
             "When the last checkpoint was written (Unix time; 0 before the first).",
         )
         .map_err(registration)?;
+        let source_records = IntCounterVec::new(
+            Opts::new(
+                "runnel_source_records_total",
+                "Records a source took in since the server started: the rows appended to an \
+                 embedded stream's or table's log (partition \"0\"; a table's changes, an \
+                 update counting its delete and its insert), a Kafka partition's records \
+                 committed, the events a Nexmark generator made.",
+            ),
+            &["source", "partition"],
+        )
+        .map_err(registration)?;
+        let source_bad_records = IntCounterVec::new(
+            Opts::new(
+                "runnel_source_bad_records_total",
+                "Kafka records that could not be decoded (on_error), since the server started.",
+            ),
+            &["source"],
+        )
+        .map_err(registration)?;
+        let source_lag = IntGaugeVec::new(
+            Opts::new(
+                "runnel_source_lag_records",
+                "Records of a Kafka partition not read yet (high watermark minus next offset).",
+            ),
+            &["source", "partition"],
+        )
+        .map_err(registration)?;
+        let failed_views = IntGauge::new(
+            "runnel_failed_views",
+            "Materialized views that stopped updating after an error.",
+        )
+        .map_err(registration)?;
         for metric in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queries.clone()),
             Box::new(state_bytes.clone()),
             Box::new(checkpoint_seconds.clone()),
             Box::new(checkpoint_last_success.clone()),
+            Box::new(source_records.clone()),
+            Box::new(source_bad_records.clone()),
+            Box::new(source_lag.clone()),
+            Box::new(failed_views.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(metric).map_err(registration)?;
@@ -80,6 +126,10 @@ impl Metrics {
             state_bytes,
             checkpoint_seconds,
             checkpoint_last_success,
+            source_records,
+            source_bad_records,
+            source_lag,
+            failed_views,
         })
     }
 
@@ -91,7 +141,63 @@ impl Metrics {
     }
 
     /// Every metric in Prometheus's text format, with the figures read now.
-    pub fn render(&self, store: &Store, checkpoints: &CheckpointStats) -> Result<String> {
+    pub async fn render(&self, shared: &Shared) -> Result<String> {
+        self.read_sources(shared).await?;
+        self.render_with(&shared.store, &shared.worker.checkpoint_stats())
+    }
+
+    /// Sets the source and view figures from the dataflow's status and the Kafka readers'
+    /// progress (what `SHOW PROGRESS` shows).
+    async fn read_sources(&self, shared: &Shared) -> Result<()> {
+        let status = shared.worker.status().await?;
+        let kafka = shared.sources.progress();
+        let catalog = shared.catalog.snapshot();
+        self.source_records.reset();
+        self.source_bad_records.reset();
+        self.source_lag.reset();
+        for (id, progress) in &kafka {
+            let Some(entry) = catalog.get_by_id(*id) else {
+                continue;
+            };
+            self.source_bad_records
+                .with_label_values(&[entry.name.as_str()])
+                .inc_by(progress.errors);
+            for (partition, part) in &progress.partitions {
+                let partition = partition.to_string();
+                let labels = [entry.name.as_str(), partition.as_str()];
+                self.source_records
+                    .with_label_values(&labels)
+                    .inc_by(part.records);
+                if let Some(end) = part.end_offset {
+                    self.source_lag
+                        .with_label_values(&labels)
+                        .set((end - part.offset).max(0));
+                }
+            }
+        }
+        // Embedded streams and tables: the rows appended to their logs.
+        let writers = shared.open_writers();
+        for entry in catalog.entries() {
+            let embedded = matches!(entry.kind, ObjectKind::Stream | ObjectKind::Table)
+                && !kafka.iter().any(|(id, _)| *id == entry.id);
+            if !embedded {
+                continue;
+            }
+            let rows = match writers.iter().find(|(id, _)| *id == entry.id) {
+                Some((_, writer)) => writer.rows_appended().await,
+                None => 0,
+            };
+            self.source_records
+                .with_label_values(&[entry.name.as_str(), "0"])
+                .inc_by(rows);
+        }
+        self.failed_views
+            .set(i64::try_from(status.failed_views.len()).unwrap_or(i64::MAX));
+        Ok(())
+    }
+
+    /// The text of every metric, with the state size and checkpoints read now.
+    fn render_with(&self, store: &Store, checkpoints: &CheckpointStats) -> Result<String> {
         self.state_bytes
             .set(i64::try_from(store.live_data_bytes()).unwrap_or(i64::MAX));
         for took in checkpoints.take_durations() {

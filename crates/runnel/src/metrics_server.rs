@@ -73,10 +73,7 @@ async fn answer(
         ),
         ("/metrics", Some(engine)) => {
             let shared = &engine.shared;
-            match shared
-                .metrics
-                .render(&shared.store, &shared.worker.checkpoint_stats())
-            {
+            match shared.metrics.render(shared).await {
                 Ok(text) => reply(StatusCode::OK, prometheus::TEXT_FORMAT, text),
                 Err(error) => reply(
                     StatusCode::INTERNAL_SERVER_ERROR,

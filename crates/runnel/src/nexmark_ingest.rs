@@ -122,6 +122,8 @@ impl GeneratorTask {
                 offset: position as i64,
                 end_offset: end,
                 backfill: None,
+                // Events generated and committed so far (this run starts where it stopped).
+                records: position,
             },
         );
         progress.status = status.to_string();

@@ -76,6 +76,16 @@ impl Shared {
         })
     }
 
+    /// The writers opened so far (a source nobody wrote to since the start has none).
+    pub fn open_writers(&self) -> Vec<(ObjectId, Arc<SourceWriter>)> {
+        self.writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, writer)| (*id, writer.clone()))
+            .collect()
+    }
+
     /// The writer that appends to a stream's or table's log.
     pub fn writer(&self, id: ObjectId) -> Result<Arc<SourceWriter>> {
         let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());

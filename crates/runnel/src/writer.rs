@@ -27,11 +27,19 @@ pub struct SourceWriter {
 
 struct WriterState {
     next_seq: u64,
+    /// Rows appended to the log since the server started (a table's changes: an update is a
+    /// delete and an insert), for the metrics.
+    rows_appended: u64,
     /// Streams with a watermark.
     clock: Option<WatermarkClock>,
 }
 
 impl SourceWriter {
+    /// Rows appended to the log since the server started.
+    pub async fn rows_appended(&self) -> u64 {
+        self.state.lock().await.rows_appended
+    }
+
     pub fn open(
         store: &Arc<Store>,
         id: ObjectId,
@@ -58,7 +66,11 @@ impl SourceWriter {
         };
         Ok(SourceWriter {
             id,
-            state: tokio::sync::Mutex::new(WriterState { next_seq, clock }),
+            state: tokio::sync::Mutex::new(WriterState {
+                next_seq,
+                rows_appended: 0,
+                clock,
+            }),
         })
     }
 
@@ -160,6 +172,7 @@ impl LockedWriter<'_> {
     /// The staged entries are written: later entries follow them.
     pub fn staged_written(&mut self, staged: Staged) {
         self.state.next_seq = staged.next_seq;
+        self.state.rows_appended += staged.rows;
     }
 
     /// Registers a Kafka stream's partitions with its clock (each holds the watermark back
@@ -209,11 +222,16 @@ impl LockedWriter<'_> {
 
     fn stage_entries(&mut self, entries: &[RecordBatch], batch: &mut WriteBatch) -> Result<Staged> {
         let mut seq = self.state.next_seq;
+        let mut rows = 0u64;
         for stored in entries {
             batch.put(keys::log_entry(self.id, seq), ipc::encode_batch(stored)?);
             seq += 1;
+            rows += stored.num_rows() as u64;
         }
-        Ok(Staged { next_seq: seq })
+        Ok(Staged {
+            next_seq: seq,
+            rows,
+        })
     }
 }
 
@@ -221,6 +239,7 @@ impl LockedWriter<'_> {
 #[must_use = "tell the writer once the write is done"]
 pub struct Staged {
     next_seq: u64,
+    rows: u64,
 }
 
 /// What a stream with a clock appends: the clock's state (into `extra`), and the rows as
