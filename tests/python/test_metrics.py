@@ -88,3 +88,39 @@ def test_metrics_follow_connections_queries_and_checkpoints():
         first.close()
     finally:
         proc.cleanup()
+
+
+def test_kafka_source_metrics_match_what_was_produced(broker):
+    """Per-partition records, lag and bad records of a Kafka stream against the records the
+    test produced (partitions from the delivery reports)."""
+    from kafka_harness import unique_name
+    from runnel_proc import wait_caught_up
+
+    port = free_port()
+    proc = RunnelProcess(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        extra_args=["--metrics-listen", f"127.0.0.1:{port}"],
+    )
+    try:
+        proc.start()
+        topic = broker.create_topic(unique_name("metered"), partitions=2)
+        values = [{"k": i} for i in range(9)] + ["not json"]
+        delivered = broker.produce(topic, values, partition=[i % 2 for i in range(10)])
+        per_partition = {0: 0, 1: 0}
+        for partition, _ in delivered:
+            per_partition[partition] += 1
+        source = unique_name("metered_s")
+        with proc.connect() as conn:
+            conn.execute(
+                f"CREATE STREAM {source} (k INT) WITH (connector = 'kafka', topic = '{topic}', "
+                "format = 'json', on_error = 'skip')"
+            )
+            wait_caught_up(conn, source, broker.high_watermarks(topic))
+        values_now = metrics(port)
+        for partition, produced in per_partition.items():
+            labels = f'partition="{partition}",source="{source}"'
+            assert values_now[f"runnel_source_records_total{{{labels}}}"] == produced
+            assert values_now[f"runnel_source_lag_records{{{labels}}}"] == 0
+        assert values_now[f'runnel_source_bad_records_total{{source="{source}"}}'] == 1
+    finally:
+        proc.cleanup()
