@@ -85,6 +85,13 @@ def test_metrics_follow_connections_queries_and_checkpoints():
         assert now['runnel_source_records_total{partition="0",source="measured_stream"}'] == 7
         assert now['runnel_source_records_total{partition="0",source="measured"}'] == 4
         assert now["runnel_failed_views"] == 1
+        # Late rows of a stream with a watermark: behind its clock, or without an event time.
+        first.execute(
+            "CREATE STREAM clocked (ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1 second')"
+        )
+        first.execute("INSERT INTO clocked VALUES ('2026-01-01 10:00:00')")
+        first.execute("INSERT INTO clocked VALUES ('2026-01-01 09:00:00'), (NULL), ('2026-01-01 10:00:05')")
+        assert metrics(port)['runnel_late_events_total{stream="clocked"}'] == 2
         first.close()
     finally:
         proc.cleanup()

@@ -30,6 +30,7 @@ pub struct Metrics {
     source_records: IntCounterVec,
     source_bad_records: IntCounterVec,
     source_lag: IntGaugeVec,
+    late_events: IntCounterVec,
     failed_views: IntGauge,
 }
 
@@ -97,6 +98,15 @@ impl Metrics {
             &["source", "partition"],
         )
         .map_err(registration)?;
+        let late_events = IntCounterVec::new(
+            Opts::new(
+                "runnel_late_events_total",
+                "Rows a stream with a watermark dropped as late (behind its event-time clock, \
+                 or without an event time), since the stream was created.",
+            ),
+            &["stream"],
+        )
+        .map_err(registration)?;
         let failed_views = IntGauge::new(
             "runnel_failed_views",
             "Materialized views that stopped updating after an error.",
@@ -111,6 +121,7 @@ impl Metrics {
             Box::new(source_records.clone()),
             Box::new(source_bad_records.clone()),
             Box::new(source_lag.clone()),
+            Box::new(late_events.clone()),
             Box::new(failed_views.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -129,6 +140,7 @@ impl Metrics {
             source_records,
             source_bad_records,
             source_lag,
+            late_events,
             failed_views,
         })
     }
@@ -190,6 +202,18 @@ impl Metrics {
             self.source_records
                 .with_label_values(&[entry.name.as_str(), "0"])
                 .inc_by(rows);
+        }
+        // Late rows: counted by each stream's clock, kept with it across restarts.
+        self.late_events.reset();
+        for entry in catalog.entries() {
+            if entry.kind != ObjectKind::Stream || entry.watermark.is_none() {
+                continue;
+            }
+            if let Some(clock) = shared.writer(entry.id)?.clock().await {
+                self.late_events
+                    .with_label_values(&[entry.name.as_str()])
+                    .inc_by(clock.late_rows);
+            }
         }
         self.failed_views
             .set(i64::try_from(status.failed_views.len()).unwrap_or(i64::MAX));
