@@ -129,5 +129,23 @@ def test_kafka_source_metrics_match_what_was_produced(broker):
             assert values_now[f"runnel_source_records_total{{{labels}}}"] == produced
             assert values_now[f"runnel_source_lag_records{{{labels}}}"] == 0
         assert values_now[f'runnel_source_bad_records_total{{source="{source}"}}'] == 1
+        # A sink: what the broker acknowledged, against what the topic holds.
+        out_topic = broker.create_topic(unique_name("metered_out"))
+        view, sink = unique_name("metered_v"), unique_name("metered_sink")
+        with proc.connect() as conn:
+            conn.execute(f"CREATE MATERIALIZED VIEW {view} AS SELECT k FROM {source}")
+            conn.execute(
+                f"CREATE SINK {sink} FROM {view} WITH (connector = 'kafka', topic = '{out_topic}', "
+                "format = 'json', mode = 'append')"
+            )
+        deadline = time.time() + 60
+        while len(broker.consume_all(out_topic)) < 9 and time.time() < deadline:
+            time.sleep(0.2)
+        assert len(broker.consume_all(out_topic)) == 9
+        deadline = time.time() + 30
+        sink_series = f'runnel_sink_records_total{{sink="{sink}"}}'
+        while metrics(port).get(sink_series) != 9 and time.time() < deadline:
+            time.sleep(0.1)
+        assert metrics(port)[sink_series] == 9
     finally:
         proc.cleanup()

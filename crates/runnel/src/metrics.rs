@@ -31,6 +31,7 @@ pub struct Metrics {
     source_bad_records: IntCounterVec,
     source_lag: IntGaugeVec,
     late_events: IntCounterVec,
+    sink_records: IntCounterVec,
     failed_views: IntGauge,
 }
 
@@ -107,6 +108,15 @@ impl Metrics {
             &["stream"],
         )
         .map_err(registration)?;
+        let sink_records = IntCounterVec::new(
+            Opts::new(
+                "runnel_sink_records_total",
+                "Records a sink delivered to Kafka (acknowledged by the broker) since the server \
+                 started.",
+            ),
+            &["sink"],
+        )
+        .map_err(registration)?;
         let failed_views = IntGauge::new(
             "runnel_failed_views",
             "Materialized views that stopped updating after an error.",
@@ -122,6 +132,7 @@ impl Metrics {
             Box::new(source_bad_records.clone()),
             Box::new(source_lag.clone()),
             Box::new(late_events.clone()),
+            Box::new(sink_records.clone()),
             Box::new(failed_views.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
@@ -141,6 +152,7 @@ impl Metrics {
             source_bad_records,
             source_lag,
             late_events,
+            sink_records,
             failed_views,
         })
     }
@@ -213,6 +225,14 @@ impl Metrics {
                 self.late_events
                     .with_label_values(&[entry.name.as_str()])
                     .inc_by(clock.late_rows);
+            }
+        }
+        self.sink_records.reset();
+        for (id, sink) in shared.sinks.snapshot() {
+            if let Some(entry) = catalog.get_by_id(id) {
+                self.sink_records
+                    .with_label_values(&[entry.name.as_str()])
+                    .inc_by(sink.delivered());
             }
         }
         self.failed_views
