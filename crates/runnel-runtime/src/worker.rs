@@ -344,7 +344,16 @@ impl WorkerState {
         self.store.write(batch)?;
         self.last_checkpoint = Instant::now();
         self.dirty = false;
-        self.checkpoints.record(started.elapsed());
+        let took = started.elapsed();
+        self.checkpoints.record(took);
+        // A checkpoint slower than the interval delays the next one: worth an operator's eye.
+        if took > self.interval {
+            tracing::warn!(
+                duration_ms = took.as_secs_f64() * 1e3,
+                interval_ms = self.interval.as_secs_f64() * 1e3,
+                "slow checkpoint"
+            );
+        }
         Ok(())
     }
 

@@ -203,10 +203,18 @@ struct ChunkOutcome {
 
 impl IngestTask {
     fn set_status(&self, status: String) {
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .status = status;
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        // Logged when the kind of status changes (losing the broker, getting it back), not
+        // on every retry.
+        let kind = |s: &str| s.split(':').next().unwrap_or("").to_string();
+        if kind(&progress.status) != kind(&status) {
+            if status.starts_with("connecting") {
+                tracing::warn!(source = %self.entry.name, "Kafka source {status}");
+            } else if progress.status.starts_with("connecting") {
+                tracing::info!(source = %self.entry.name, "Kafka source {status} again");
+            }
+        }
+        progress.status = status;
     }
 
     fn stopped(&self) -> bool {
@@ -326,6 +334,9 @@ impl IngestTask {
                     part.records += outcome.records.get(p).copied().unwrap_or(0);
                 }
                 if error.is_none() {
+                    if progress.status.starts_with("connecting") {
+                        tracing::info!(source = %self.entry.name, "Kafka source running again");
+                    }
                     progress.status = "running".into();
                 }
                 if let Some(why) = outcome.failed {
