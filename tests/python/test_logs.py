@@ -5,6 +5,7 @@ directory, what was restored) and every DDL statement with its duration, never i
 from __future__ import annotations
 
 import json
+import time
 
 from runnel_proc import RunnelProcess
 
@@ -63,3 +64,41 @@ def test_text_logs_have_no_escape_codes_in_a_file():
         assert "\x1b[" not in text
     finally:
         proc.cleanup()
+
+
+def test_a_kafka_outage_is_logged_once_and_so_is_the_recovery():
+    from kafka_harness import Broker, unique_name
+    from runnel_proc import show_progress, wait_caught_up, wait_until
+
+    with Broker() as broker:
+        topic = broker.create_topic(unique_name("outage"))
+        broker.produce(topic, [{"k": 1}])
+        proc = RunnelProcess(
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            extra_args=["--log-format", "json"],
+            env={"RUNNEL_LOG": "info"},
+        )
+        try:
+            proc.start()
+            source = unique_name("outage_s")
+            with proc.connect() as conn:
+                conn.execute(
+                    f"CREATE STREAM {source} (k INT) WITH (connector = 'kafka', topic = '{topic}', format = 'json')"
+                )
+                wait_caught_up(conn, source, broker.high_watermarks(topic))
+                broker.stop()
+                wait_until(
+                    lambda: any((r["status"] or "").startswith("connecting") for r in show_progress(conn, source)),
+                    timeout=120,
+                    what="the source to notice the broker is gone",
+                )
+                time.sleep(2)  # more failed polls: still one warning
+                broker.start()
+                broker.produce(topic, [{"k": 2}])
+                wait_caught_up(conn, source, broker.high_watermarks(topic), timeout=120)
+            proc.stop()
+            messages = [e["message"] for e in json_lines(proc.log_path) if e.get("source") == source]
+            assert sum(m.startswith("Kafka source connecting") for m in messages) == 1, messages
+            assert "Kafka source running again" in messages, messages
+        finally:
+            proc.cleanup()
