@@ -149,3 +149,54 @@ def test_kafka_source_metrics_match_what_was_produced(broker):
         assert metrics(port)[sink_series] == 9
     finally:
         proc.cleanup()
+
+
+def test_the_grafana_dashboard_queries_only_exported_metrics(broker):
+    """Every metric docs/grafana/runnel-dashboard.json queries is one a server exports (a
+    dashboard over renamed or missing metrics would show empty panels without an error)."""
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs/grafana/runnel-dashboard.json").read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:runnel|process)_[a-z_]+)", target["expr"]):
+                queried.add(name)
+    assert queried, "the dashboard queries no metric"
+    from kafka_harness import unique_name
+
+    port = free_port()
+    proc = RunnelProcess(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        extra_args=["--metrics-listen", f"127.0.0.1:{port}"],
+    )
+    try:
+        proc.start()
+        # Labelled series exist once there is something to label: a stream with a clock, a
+        # Kafka source and a sink.
+        topic, out = broker.create_topic(unique_name("dash")), broker.create_topic(unique_name("dash_out"))
+        broker.produce(topic, [{"k": 1}])
+        source = unique_name("dash_s")
+        with proc.connect() as conn:
+            conn.execute("CREATE STREAM dash (ts TIMESTAMP, WATERMARK FOR ts AS ts)")
+            conn.execute("INSERT INTO dash VALUES ('2026-01-01 00:00:00')")
+            conn.execute(
+                f"CREATE STREAM {source} (k INT) WITH (connector = 'kafka', topic = '{topic}', format = 'json')"
+            )
+            conn.execute(
+                f"CREATE SINK {unique_name('dash_sink')} FROM {source} WITH (connector = 'kafka', "
+                f"topic = '{out}', format = 'json', mode = 'append')"
+            )
+        deadline = time.time() + 60
+        while "runnel_source_lag_records{" not in get(port, "/metrics")[1] and time.time() < deadline:
+            time.sleep(0.2)
+        status, text = get(port, "/metrics")
+        assert status == 200
+        exported = {m.group(1) for m in re.finditer(r"^# TYPE (\S+) ", text, re.M)}
+        exported |= {f"{name}_bucket" for name in exported} | {f"{name}_count" for name in exported}
+        missing = sorted(queried - exported)
+        assert not missing, f"the dashboard queries metrics no server exports: {missing}"
+    finally:
+        proc.cleanup()
