@@ -18,6 +18,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def metered_runnel(**kwargs) -> tuple[RunnelProcess, int]:
+    """A server (not started) serving its metrics on a free port, and that port."""
+    port = free_port()
+    return RunnelProcess(extra_args=["--metrics-listen", f"127.0.0.1:{port}"], **kwargs), port
+
+
 def get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
@@ -38,8 +44,7 @@ def metrics(port: int) -> dict[str, float]:
 
 
 def test_metrics_follow_connections_queries_and_checkpoints():
-    port = free_port()
-    proc = RunnelProcess(extra_args=["--metrics-listen", f"127.0.0.1:{port}"])
+    proc, port = metered_runnel()
     try:
         proc.start()
         assert get(port, "/health") == (200, "ok\n")
@@ -103,11 +108,7 @@ def test_kafka_source_metrics_match_what_was_produced(broker):
     from kafka_harness import unique_name
     from runnel_proc import wait_caught_up
 
-    port = free_port()
-    proc = RunnelProcess(
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        extra_args=["--metrics-listen", f"127.0.0.1:{port}"],
-    )
+    proc, port = metered_runnel(kafka_bootstrap_servers=broker.bootstrap_servers)
     try:
         proc.start()
         topic = broker.create_topic(unique_name("metered"), partitions=2)
@@ -167,11 +168,7 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(broker):
     assert queried, "the dashboard queries no metric"
     from kafka_harness import unique_name
 
-    port = free_port()
-    proc = RunnelProcess(
-        kafka_bootstrap_servers=broker.bootstrap_servers,
-        extra_args=["--metrics-listen", f"127.0.0.1:{port}"],
-    )
+    proc, port = metered_runnel(kafka_bootstrap_servers=broker.bootstrap_servers)
     try:
         proc.start()
         # Labelled series exist once there is something to label: a stream with a clock, a

@@ -36,9 +36,7 @@ use runnel_common::{Result, RunnelError};
 
 /// Registers [`IntervalComparisons`] and [`INTERVAL_ORDER_FUNCTION`] on `ctx`.
 pub fn register(ctx: &SessionContext) -> datafusion::common::Result<()> {
-    ctx.register_udf(ScalarUDF::new_from_impl(IntervalOrder {
-        signature: Signature::any(1, Volatility::Immutable),
-    }));
+    ctx.register_udf(interval_order().as_ref().clone());
     ctx.state_ref()
         .write()
         .register_expr_planner(Arc::new(IntervalComparisons))
@@ -49,6 +47,13 @@ pub fn register(ctx: &SessionContext) -> datafusion::common::Result<()> {
 pub const INTERVAL_ORDER_FUNCTION: &str = "runnel_interval_order";
 
 const NANOS_PER_DAY: i128 = 86_400_000_000_000;
+
+/// [`INTERVAL_ORDER_FUNCTION`], as plans call it.
+fn interval_order() -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(IntervalOrder {
+        signature: Signature::any(1, Volatility::Immutable),
+    }))
+}
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct IntervalOrder {
@@ -167,9 +172,7 @@ pub fn sort_intervals_by_length(
 ) -> datafusion::common::Result<datafusion::logical_expr::LogicalPlan> {
     use datafusion::common::tree_node::Transformed;
     use datafusion::logical_expr::LogicalPlan;
-    let order = Arc::new(ScalarUDF::new_from_impl(IntervalOrder {
-        signature: Signature::any(1, Volatility::Immutable),
-    }));
+    let order = interval_order();
     plan.transform_up_with_subqueries(|node| {
         let LogicalPlan::Sort(mut sort) = node else {
             return Ok(Transformed::no(node));
@@ -249,9 +252,7 @@ impl ExprPlanner for IntervalComparisons {
             },
             (false, false) => return Ok(PlannerResult::Original(expr)),
         };
-        let order = Arc::new(ScalarUDF::new_from_impl(IntervalOrder {
-            signature: Signature::any(1, Volatility::Immutable),
-        }));
+        let order = interval_order();
         let key = |e: datafusion::logical_expr::Expr| {
             Box::new(datafusion::logical_expr::Expr::ScalarFunction(
                 ScalarFunction::new_udf(order.clone(), vec![e]),

@@ -1130,7 +1130,8 @@ fn reg_oid_call(expr: &Expr) -> Option<(&'static str, Expr)> {
 }
 
 /// A plain call `name(arguments)`.
-pub(crate) fn call(name: &str, arguments: Vec<Expr>) -> Expr {
+/// `name(arguments...)`.
+pub fn call(name: &str, arguments: Vec<Expr>) -> Expr {
     Expr::Function(Function {
         name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new(name))]),
         uses_odbc_syntax: false,

@@ -589,10 +589,18 @@ impl SessionSettings {
         schemas
     }
 
+    /// `DateStyle`, read.
+    fn date_style(&self) -> (DateStyle, runnel_pgwire::types::DateOrder) {
+        self.get("DateStyle")
+            .ok()
+            .and_then(|v| DateStyle::parse_setting(&v, Default::default()))
+            .unwrap_or_default()
+    }
+
     /// How this session reads numeric dates (the order part of `DateStyle`).
     pub fn date_order(&self) -> runnel_common::date_text::FieldOrder {
         use runnel_common::date_text::FieldOrder;
-        match self.output_style().date_order {
+        match self.date_style().1 {
             runnel_pgwire::types::DateOrder::Mdy => FieldOrder::MonthDayYear,
             runnel_pgwire::types::DateOrder::Dmy => FieldOrder::DayMonthYear,
             runnel_pgwire::types::DateOrder::Ymd => FieldOrder::YearMonthDay,
@@ -601,11 +609,7 @@ impl SessionSettings {
 
     /// How this session's values are written as text.
     pub fn output_style(&self) -> OutputStyle {
-        let (date_style, date_order) = self
-            .get("DateStyle")
-            .ok()
-            .and_then(|v| DateStyle::parse_setting(&v, Default::default()))
-            .unwrap_or_default();
+        let (date_style, date_order) = self.date_style();
         OutputStyle {
             date_style,
             date_order,

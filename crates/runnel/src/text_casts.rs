@@ -109,14 +109,9 @@ pub fn plan_postgres_text_casts(
                         if spelled == *text {
                             return Ok(Transformed::no(e));
                         }
-                        let mut cast = e.clone();
-                        if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) =
-                            &mut cast
-                        {
-                            **expr =
-                                Expr::Literal(ScalarValue::Utf8(Some(spelled)), metadata.clone());
-                        }
-                        return Ok(Transformed::yes(cast));
+                        let literal =
+                            Expr::Literal(ScalarValue::Utf8(Some(spelled)), metadata.clone());
+                        return Ok(Transformed::yes(with_cast_input(&e, literal)));
                     }
                     let function = match from {
                         Some(ref from) if is_text(from) && matches!(to, DataType::Interval(_)) => {
@@ -124,16 +119,11 @@ pub fn plan_postgres_text_casts(
                                 expr.as_ref()
                             {
                                 let canonical = arrow_interval_text(interval_literal(text)?);
-                                let mut cast = e.clone();
-                                if let Expr::Cast(Cast { expr, .. })
-                                | Expr::TryCast(TryCast { expr, .. }) = &mut cast
-                                {
-                                    **expr = Expr::Literal(
-                                        ScalarValue::Utf8(Some(canonical)),
-                                        metadata.clone(),
-                                    );
-                                }
-                                return Ok(Transformed::yes(cast));
+                                let literal = Expr::Literal(
+                                    ScalarValue::Utf8(Some(canonical)),
+                                    metadata.clone(),
+                                );
+                                return Ok(Transformed::yes(with_cast_input(&e, literal)));
                             }
                             &interval_in
                         }
@@ -160,13 +150,7 @@ pub fn plan_postgres_text_casts(
                         function.clone(),
                         vec![expr.as_ref().clone()],
                     ));
-                    let mut cast = e.clone();
-                    if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) =
-                        &mut cast
-                    {
-                        **expr = call;
-                    }
-                    Ok(Transformed::yes(cast))
+                    Ok(Transformed::yes(with_cast_input(&e, call)))
                 }
                 _ => Ok(Transformed::no(e)),
             })?;
@@ -174,6 +158,17 @@ pub fn plan_postgres_text_casts(
         })
     })?;
     Ok(transformed.data)
+}
+
+/// The cast (or try-cast) `cast` of `input` instead of its own input: the cast node stays, so
+/// the column keeps the name Postgres gives a cast.
+fn with_cast_input(cast: &Expr, input: Expr) -> Expr {
+    use datafusion::logical_expr::{Cast, TryCast};
+    let mut cast = cast.clone();
+    if let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = &mut cast {
+        **expr = input;
+    }
+    cast
 }
 
 /// Timestamp text as Postgres takes it, spelled so Arrow's parser takes it too: seconds added
@@ -205,19 +200,15 @@ pub(crate) fn arrow_timestamp_text(text: &str) -> String {
 pub(crate) fn postgres_date_text(text: &str, target: &DataType, order: FieldOrder) -> String {
     use datafusion::arrow::compute::kernels::cast_utils::{string_to_datetime, Parser};
     use datafusion::arrow::datatypes::Date32Type;
-    let readable = match target {
+    let readable = |text: &str| match target {
         DataType::Date32 => Date32Type::parse(text).is_some(),
         _ => string_to_datetime(&chrono::Utc, text).is_ok(),
     };
-    if readable {
+    if readable(text) {
         return text.to_string();
     }
     let spelled = arrow_timestamp_text(text);
-    let readable = match target {
-        DataType::Date32 => Date32Type::parse(&spelled).is_some(),
-        _ => string_to_datetime(&chrono::Utc, &spelled).is_ok(),
-    };
-    if readable {
+    if readable(&spelled) {
         return spelled;
     }
     let Some(iso) = iso_date_text(text, order) else {
@@ -237,13 +228,28 @@ pub(crate) fn postgres_date_column(
     target: &DataType,
     order: FieldOrder,
 ) -> Result<datafusion::arrow::array::ArrayRef> {
-    use datafusion::arrow::array::{Array, AsArray, StringArray};
+    use datafusion::arrow::array::{AsArray, StringArray};
     let strings = datafusion::arrow::compute::cast(text, &DataType::Utf8)?;
     let strings = strings.as_string::<i32>();
     let spelled: StringArray = strings
         .iter()
         .map(|value| value.map(|v| postgres_date_text(v, target, order)))
         .collect();
-    debug_assert_eq!(spelled.len(), text.len());
     Ok(std::sync::Arc::new(spelled))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamp_text_gets_seconds_and_offset_minutes() {
+        use super::arrow_timestamp_text as fix;
+        assert_eq!(fix("2026-06-10 10:00"), "2026-06-10 10:00:00");
+        assert_eq!(fix("2026-06-10 10:00+00"), "2026-06-10 10:00:00+00:00");
+        assert_eq!(fix("2026-06-10T10:00-05"), "2026-06-10T10:00:00-05:00");
+        assert_eq!(
+            fix("2026-06-10 10:00:30.5+02:00"),
+            "2026-06-10 10:00:30.5+02:00"
+        );
+        assert_eq!(fix("2026-06-10"), "2026-06-10");
+    }
 }

@@ -184,7 +184,7 @@ impl CopySink {
         let in_zone;
         let text = match target {
             DataType::Timestamp(_, Some(_)) if self.time_zone != "UTC" => {
-                in_zone = super::query::timestamps_in_zone(text, &self.time_zone)?;
+                in_zone = super::query::timestamps_in_zone(text, &self.time_zone, self.date_order)?;
                 &in_zone
             }
             _ => text,

@@ -112,7 +112,7 @@ fn read_timestamptz_strings(
         let Expr::Literal(ScalarValue::Utf8(Some(text)), metadata) = e else {
             return None;
         };
-        let at = postgres_timestamp_in_zone(&tz, text, order)?;
+        let at = timestamp_in_zone(&tz, text, order)?;
         Some(Expr::Literal(ScalarValue::Utf8(Some(at)), metadata.clone()))
     };
     let transformed = plan.transform_up_with_subqueries(|node| {
@@ -200,7 +200,11 @@ fn read_timestamptz_strings(
 /// A column of timestamp text with each value that names no offset read as a time in `zone`
 /// (what COPY FROM does with `timestamptz` text); values that do not parse stay for the cast
 /// to report.
-pub(crate) fn timestamps_in_zone(text: &ArrayRef, zone: &str) -> Result<ArrayRef> {
+pub(crate) fn timestamps_in_zone(
+    text: &ArrayRef,
+    zone: &str,
+    order: runnel_common::date_text::FieldOrder,
+) -> Result<ArrayRef> {
     use std::str::FromStr;
 
     use datafusion::arrow::array::timezone::Tz;
@@ -215,34 +219,111 @@ pub(crate) fn timestamps_in_zone(text: &ArrayRef, zone: &str) -> Result<ArrayRef
         .ok_or_else(|| RunnelError::internal("timestamp text is not Utf8"))?;
     let converted: StringArray = strings
         .iter()
-        .map(|value| value.map(|v| timestamp_in_zone(&tz, v).unwrap_or_else(|| v.to_string())))
+        .map(|value| {
+            value.map(|v| timestamp_in_zone(&tz, v, order).unwrap_or_else(|| v.to_string()))
+        })
         .collect();
     Ok(Arc::new(converted))
 }
 
-/// `text` read as a time in `tz` (unless it names its own offset), as RFC 3339 text.
-fn timestamp_in_zone(tz: &datafusion::arrow::array::timezone::Tz, text: &str) -> Option<String> {
-    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
-    string_to_datetime(tz, text)
-        .or_else(|_| string_to_datetime(tz, &crate::text_casts::arrow_timestamp_text(text)))
-        .ok()
-        .map(|at| at.to_rfc3339())
-}
-
-/// [`timestamp_in_zone`] for text in any form Postgres reads (see
-/// [`crate::text_casts::postgres_date_text`]): `03/01/2026 10:00` in the session's order.
-fn postgres_timestamp_in_zone(
+/// `text` read as a time in `tz` (unless it names its own offset), as RFC 3339 text; text in
+/// any form Postgres reads (see [`crate::text_casts::postgres_date_text`]: `03/01/2026 10:00`
+/// in the session's `order`).
+fn timestamp_in_zone(
     tz: &datafusion::arrow::array::timezone::Tz,
     text: &str,
     order: runnel_common::date_text::FieldOrder,
 ) -> Option<String> {
-    timestamp_in_zone(tz, text).or_else(|| {
-        let target = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
-        timestamp_in_zone(
-            tz,
-            &crate::text_casts::postgres_date_text(text, &target, order),
-        )
-    })
+    use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
+    let timestamp = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+    string_to_datetime(tz, text)
+        .or_else(|_| {
+            let spelled = crate::text_casts::postgres_date_text(text, &timestamp, order);
+            string_to_datetime(tz, &spelled)
+        })
+        .ok()
+        .map(|at| at.to_rfc3339())
+}
+
+/// How a literal written into a column is read (see [`read_typed_literals`]).
+#[derive(Debug, Clone, Copy)]
+enum ColumnLiteral {
+    /// A string (for `bare_numeric` a number too) goes through this input function.
+    Input(&'static str),
+    /// A number is written as its digits, which the cast to a float reads exactly.
+    FloatDigits,
+    /// Date or timestamp text is respelled for Arrow's parser (into a timestamp column, or a
+    /// date one).
+    DateText { timestamp: bool },
+}
+
+impl ColumnLiteral {
+    fn of(data_type: &DataType) -> Option<ColumnLiteral> {
+        Some(match data_type {
+            DataType::Binary => ColumnLiteral::Input("bytea_in"),
+            DataType::Interval(_) => ColumnLiteral::Input("interval_in"),
+            DataType::Decimal128(38, 10) => ColumnLiteral::Input("bare_numeric"),
+            DataType::Float32 | DataType::Float64 => ColumnLiteral::FloatDigits,
+            DataType::Timestamp(_, None) => ColumnLiteral::DateText { timestamp: true },
+            DataType::Date32 => ColumnLiteral::DateText { timestamp: false },
+            _ => return None,
+        })
+    }
+
+    /// Rewrites `e` when it is a literal this column reads its own way.
+    fn read(self, e: &mut ast::Expr, date_order: runnel_common::date_text::FieldOrder) {
+        let is_string = matches!(e, ast::Expr::Value(v) if matches!(
+            v.value,
+            ast::Value::SingleQuotedString(_) | ast::Value::EscapedStringLiteral(_)
+        ));
+        match self {
+            ColumnLiteral::Input(function)
+                if is_string || (function == "bare_numeric" && number_digits(e).is_some()) =>
+            {
+                let literal = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
+                *e = runnel_sql::pg_compat::call(function, vec![literal]);
+            }
+            // Planned as a numeric first, `1e100` would round twice.
+            ColumnLiteral::FloatDigits => {
+                if let Some(digits) = number_digits(e) {
+                    *e = ast::Expr::value(ast::Value::SingleQuotedString(digits));
+                }
+            }
+            // `'2026-03-01 10:00'`, `'03/01/2026'`: Arrow's parser, which reads them while
+            // planning, wants ISO text with seconds.
+            ColumnLiteral::DateText { timestamp } => {
+                let target = if timestamp {
+                    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
+                } else {
+                    DataType::Date32
+                };
+                if let ast::Expr::Value(v) = e {
+                    if let ast::Value::SingleQuotedString(text) = &mut v.value {
+                        *text = crate::text_casts::postgres_date_text(text, &target, date_order);
+                    }
+                }
+            }
+            ColumnLiteral::Input(_) => {}
+        }
+    }
+}
+
+/// The digits of a number literal, with its sign (`-1e100`).
+fn number_digits(e: &ast::Expr) -> Option<String> {
+    let digits = |e: &ast::Expr| match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(digits, _) => Some(digits.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    match e {
+        ast::Expr::UnaryOp {
+            op: ast::UnaryOperator::Minus,
+            expr,
+        } => digits(expr).map(|d| format!("-{d}")),
+        other => digits(other),
+    }
 }
 
 /// String literals written into BYTEA and INTERVAL columns by INSERT ... VALUES and UPDATE
@@ -256,103 +337,16 @@ fn postgres_timestamp_in_zone(
 fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) {
     let catalog = session.shared.catalog.snapshot();
     let date_order = session.settings().date_order();
-    let input_function = |data_type: &DataType| match data_type {
-        DataType::Binary => Some("bytea_in"),
-        DataType::Interval(_) => Some("interval_in"),
-        DataType::Decimal128(38, 10) => Some("bare_numeric"),
-        DataType::Float32 | DataType::Float64 => Some("float_in"),
-        DataType::Timestamp(_, None) => Some("timestamp_text"),
-        DataType::Date32 => Some("date_text"),
-        _ => None,
-    };
-    let typed_columns = |name: &ast::ObjectName| -> HashMap<String, &'static str> {
+    let typed_columns = |name: &ast::ObjectName| -> HashMap<String, ColumnLiteral> {
         let name = runnel_sql::statement::object_name(name);
         catalog.get(&name).map_or_else(HashMap::new, |entry| {
             entry
                 .schema
                 .fields()
                 .iter()
-                .filter_map(|f| Some((f.name().clone(), input_function(f.data_type())?)))
+                .filter_map(|f| Some((f.name().clone(), ColumnLiteral::of(f.data_type())?)))
                 .collect()
         })
-    };
-    let is_string = |e: &ast::Expr| {
-        matches!(e, ast::Expr::Value(v) if matches!(
-            v.value,
-            ast::Value::SingleQuotedString(_) | ast::Value::EscapedStringLiteral(_)
-        ))
-    };
-    // Which literals a column's input function reads: strings, and for a bare NUMERIC the
-    // decimal literals DataFusion would round to its scale while planning.
-    let reads = |function: &str, e: &ast::Expr| match function {
-        "bare_numeric" | "float_in" => {
-            is_string(e)
-                || matches!(e, ast::Expr::Value(v) if matches!(&v.value, ast::Value::Number(..)))
-                || matches!(e, ast::Expr::UnaryOp { op: ast::UnaryOperator::Minus, expr }
-                    if matches!(expr.as_ref(), ast::Expr::Value(v) if matches!(&v.value, ast::Value::Number(..))))
-        }
-        _ => is_string(e),
-    };
-    let wrap = |e: &mut ast::Expr, function: &str| {
-        if let Some(target) = match function {
-            "timestamp_text" => Some(DataType::Timestamp(
-                datafusion::arrow::datatypes::TimeUnit::Microsecond,
-                None,
-            )),
-            "date_text" => Some(DataType::Date32),
-            _ => None,
-        } {
-            // `'2026-03-01 10:00'`, `'03/01/2026'`: Arrow's parser, which reads them while
-            // planning, wants ISO text with seconds.
-            if let ast::Expr::Value(v) = e {
-                if let ast::Value::SingleQuotedString(text) = &mut v.value {
-                    *text = crate::text_casts::postgres_date_text(text, &target, date_order);
-                }
-            }
-            return;
-        }
-        if function == "float_in" {
-            // A number written into a float column is read from its digits, as Postgres
-            // reads it (planned as a numeric first, `1e100` would round twice).
-            let digits = match e {
-                ast::Expr::Value(v) => match &v.value {
-                    ast::Value::Number(digits, _) => Some(digits.clone()),
-                    _ => None,
-                },
-                ast::Expr::UnaryOp {
-                    op: ast::UnaryOperator::Minus,
-                    expr,
-                } => match expr.as_ref() {
-                    ast::Expr::Value(v) => match &v.value {
-                        ast::Value::Number(digits, _) => Some(format!("-{digits}")),
-                        _ => None,
-                    },
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(digits) = digits {
-                *e = ast::Expr::value(ast::Value::SingleQuotedString(digits));
-            }
-            return;
-        }
-        let literal = std::mem::replace(e, ast::Expr::value(ast::Value::Null));
-        *e = ast::Expr::Function(ast::Function {
-            name: ast::ObjectName::from(vec![ast::Ident::new(function)]),
-            uses_odbc_syntax: false,
-            parameters: ast::FunctionArguments::None,
-            args: ast::FunctionArguments::List(ast::FunctionArgumentList {
-                duplicate_treatment: None,
-                args: vec![ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
-                    literal,
-                ))],
-                clauses: Vec::new(),
-            }),
-            filter: None,
-            null_treatment: None,
-            over: None,
-            within_group: Vec::new(),
-        });
     };
     match statement {
         ast::Statement::Insert(insert) => {
@@ -388,9 +382,8 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             };
             for row in &mut values.rows {
                 for (expr, column) in row.iter_mut().zip(&columns) {
-                    match typed.get(column) {
-                        Some(function) if reads(function, expr) => wrap(expr, function),
-                        _ => {}
+                    if let Some(reading) = typed.get(column) {
+                        reading.read(expr, date_order);
                     }
                 }
             }
@@ -403,11 +396,8 @@ fn read_typed_literals(session: &RunnelSession, statement: &mut ast::Statement) 
             for assignment in &mut update.assignments {
                 if let ast::AssignmentTarget::ColumnName(column) = &assignment.target {
                     let column = runnel_sql::statement::object_name(column);
-                    match typed.get(&column) {
-                        Some(function) if reads(function, &assignment.value) => {
-                            wrap(&mut assignment.value, function)
-                        }
-                        _ => {}
+                    if let Some(reading) = typed.get(&column) {
+                        reading.read(&mut assignment.value, date_order);
                     }
                 }
             }
@@ -721,21 +711,5 @@ pub async fn rows(
     match run(session, plan).await {
         Err(error) => Err(analysis_failed(session, statement, sql, error).await),
         ok => ok,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamp_text_gets_seconds_and_offset_minutes() {
-        use crate::text_casts::arrow_timestamp_text as fix;
-        assert_eq!(fix("2026-06-10 10:00"), "2026-06-10 10:00:00");
-        assert_eq!(fix("2026-06-10 10:00+00"), "2026-06-10 10:00:00+00:00");
-        assert_eq!(fix("2026-06-10T10:00-05"), "2026-06-10T10:00:00-05:00");
-        assert_eq!(
-            fix("2026-06-10 10:00:30.5+02:00"),
-            "2026-06-10 10:00:30.5+02:00"
-        );
-        assert_eq!(fix("2026-06-10"), "2026-06-10");
     }
 }
