@@ -11,8 +11,9 @@
 FROM rust:1-bookworm AS builder
 
 # RocksDB's bindings need clang/libclang (bindgen); RocksDB and rdkafka's bundled librdkafka
-# are compiled from source (zlib for its `libz` feature; cmake and OpenSSL headers so enabling
-# rdkafka's cmake-build or ssl features later needs no change here).
+# are compiled from source (zlib for its `libz` feature, OpenSSL headers found with pkg-config
+# for its `ssl` feature: Kafka TLS and SASL SCRAM; cmake so enabling rdkafka's cmake-build
+# later needs no change here).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         clang libclang-dev build-essential pkg-config cmake zlib1g-dev libssl-dev \
@@ -29,6 +30,8 @@ RUN cargo build --release --locked -p runnel ${CARGO_JOBS:+-j "$CARGO_JOBS"} \
 # ---- runtime stage --------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
+# libssl3 for librdkafka's TLS; ca-certificates: the CAs a Kafka TLS connection trusts when the
+# stream gives no ssl.ca.location.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates libssl3 zlib1g \
@@ -48,4 +51,6 @@ EXPOSE 6875
 
 # The default Kafka broker for `WITH (connector = 'kafka', ...)` comes from the environment:
 # RUNNEL_KAFKA_BOOTSTRAP_SERVERS=host:port. SIGTERM (docker stop) flushes and checkpoints.
+# Listening on every interface needs a superuser password: RUNNEL_SUPERUSER_PASSWORD, or
+# RUNNEL_SUPERUSER_PASSWORD_FILE naming a mounted secret (the server refuses to start without).
 ENTRYPOINT ["runnel", "serve", "--listen", "0.0.0.0:6875", "--data-dir", "/data"]

@@ -13,9 +13,10 @@ apt_install() {
     fi
 }
 
-# RocksDB's bindings need clang/libclang (bindgen); librdkafka and RocksDB need a C/C++ toolchain.
+# RocksDB's bindings need clang/libclang (bindgen); librdkafka and RocksDB need a C/C++ toolchain;
+# the bundled librdkafka links zlib and, for TLS and SASL SCRAM, OpenSSL (found with pkg-config).
 install_build_deps() {
-    apt_install build-essential clang libclang-dev pkg-config zlib1g-dev
+    apt_install build-essential clang libclang-dev pkg-config zlib1g-dev libssl-dev
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo not found: install Rust with rustup (https://rustup.rs) first" >&2
         exit 1
@@ -37,11 +38,12 @@ install_tansu() {
 # psql for manual checks and the meta-command tests, Python with psycopg/psycopg2/asyncpg/
 # SQLAlchemy/pandas/pytest/duckdb for the client tests and benchmarks, node with node-postgres,
 # confluent-kafka as the independent Kafka client, a JDK and Debian's pgjdbc driver for the
-# JDBC client test, docker-compose to check the compose file, and the Tansu broker.
+# JDBC client test, docker-compose to check the compose file, the openssl tool for the Kafka TLS
+# test's certificates, and the Tansu broker.
 install_test_deps() {
     install_build_deps
     apt_install postgresql-client python3 python3-venv python3-pip libpostgresql-jdbc-java \
-        docker-compose
+        docker-compose openssl
     command -v javac >/dev/null 2>&1 || apt_install default-jdk-headless
     if [ ! -x .venv/bin/python ]; then
         python3 -m venv .venv

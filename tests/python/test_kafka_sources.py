@@ -661,3 +661,55 @@ def test_broker_outage_and_restart_loses_nothing(kafka_conn):
         )
     finally:
         b.cleanup()
+
+
+# ============================================================================================
+# SUBSCRIBE to Kafka relations
+
+
+def _fetch_until(conn, cursor, wanted, deadline=60.0):
+    import time
+
+    rows = []
+    end = time.monotonic() + deadline
+    while not wanted(rows):
+        assert time.monotonic() < end, f"no more changes came; got {rows}"
+        rows.extend(conn.execute(f"FETCH ALL {cursor} WITH (timeout = '1s')").fetchall())
+    return rows
+
+
+def test_subscribe_to_a_kafka_stream_and_table(broker, runnel_kafka, kafka_conn):
+    topic = broker.create_topic(unique_name("subs"), partitions=2)
+    s = unique_name("subs")
+    before = _produce_numbered(broker, topic, 2, 5)
+    execute(kafka_conn, f"CREATE STREAM {s} (id BIGINT) {kafka_with(topic)}")
+    catch_up(broker, kafka_conn, s, topic)
+    with runnel_kafka.connect(autocommit=False) as sub:
+        sub.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {s}")
+        # The declared columns only: the partition and offset Runnel keeps are not among them.
+        assert [d.name for d in sub.execute("FETCH 0 c").description] == [
+            "runnel_checkpoint", "runnel_diff", "id"]
+        snapshot = _fetch_until(sub, "c", lambda rows: len(rows) >= len(before))
+        assert sorted(r[2] for r in snapshot) == sorted(r[0] for r in before)
+        assert {r[1] for r in snapshot} == {1}
+        after = _produce_numbered(broker, topic, 2, 3, first_id=100)
+        later = _fetch_until(sub, "c", lambda rows: len(rows) >= len(after))
+        assert sorted(r[2] for r in later) == sorted(r[0] for r in after)
+        sub.execute("COMMIT")
+
+    topic = broker.create_topic(unique_name("subt"), partitions=1)
+    t = unique_name("subt")
+    broker.produce(topic, [{"k": 1, "v": "a"}, {"k": 2, "v": "b"}],
+                   keys=[json.dumps({"k": 1}), json.dumps({"k": 2})])
+    execute(kafka_conn, f"CREATE TABLE {t} (k BIGINT PRIMARY KEY, v TEXT) {kafka_with(topic)}")
+    catch_up(broker, kafka_conn, t, topic)
+    with runnel_kafka.connect(autocommit=False) as sub:
+        sub.execute(f"DECLARE c CURSOR FOR SUBSCRIBE {t}")
+        snapshot = _fetch_until(sub, "c", lambda rows: len(rows) >= 2)
+        assert sorted(tuple(r[1:]) for r in snapshot) == [(1, 1, "a"), (1, 2, "b")]
+        # An update of key 1 and a tombstone for key 2.
+        broker.produce(topic, [{"k": 1, "v": "a2"}, None],
+                       keys=[json.dumps({"k": 1}), json.dumps({"k": 2})])
+        changes = _fetch_until(sub, "c", lambda rows: len(rows) >= 3)
+        assert sorted(tuple(r[1:]) for r in changes) == [(-1, 1, "a"), (-1, 2, "b"), (1, 1, "a2")]
+        sub.execute("COMMIT")

@@ -102,6 +102,52 @@ def test_metrics_follow_connections_queries_and_checkpoints():
         proc.cleanup()
 
 
+def test_view_metrics_follow_the_changes_the_test_made():
+    """Per view: its rows against count(*), the changes its contents went through against
+    what the test's writes did to it, freshness samples per checkpoint, rows after a restart."""
+    proc, port = metered_runnel()
+    try:
+        proc.start()
+        with proc.connect() as conn:
+            conn.execute("CREATE TABLE accounts (id INT PRIMARY KEY, balance BIGINT)")
+            conn.execute("CREATE MATERIALIZED VIEW rich AS SELECT id, balance FROM accounts WHERE balance >= 100")
+            changes = 0
+            conn.execute("INSERT INTO accounts VALUES (1, 100), (2, 200), (3, 50), (4, 300)")
+            changes += 3  # 3 is not rich
+            conn.execute("UPDATE accounts SET balance = balance + 1 WHERE id IN (1, 2)")
+            changes += 4  # each: its old row deleted, its new row inserted
+            conn.execute("UPDATE accounts SET balance = 500 WHERE id = 3")
+            changes += 1  # 3 becomes rich: an insert only
+            conn.execute("UPDATE accounts SET balance = 0 WHERE id = 4")
+            changes += 1  # 4 is no longer rich: a delete only
+            conn.execute("DELETE FROM accounts WHERE id = 4")  # not in the view: no change
+            conn.execute("FLUSH")
+            rows = conn.execute("SELECT count(*) FROM rich").fetchone()[0]
+            assert rows == 3
+            values = metrics(port)
+            assert values['runnel_view_rows{view="rich"}'] == rows
+            assert values['runnel_view_changes_total{view="rich"}'] == changes
+            # Freshness: one sample per checkpoint that changed the view.
+            samples = values.get('runnel_view_freshness_seconds_count{view="rich"}', 0)
+            conn.execute("INSERT INTO accounts VALUES (5, 1000)")
+            conn.execute("FLUSH")
+            values = metrics(port)
+            assert values['runnel_view_freshness_seconds_count{view="rich"}'] > samples
+            assert values['runnel_view_freshness_seconds_sum{view="rich"}'] >= 0
+            assert values['runnel_view_rows{view="rich"}'] == 4
+            assert values['runnel_view_changes_total{view="rich"}'] == changes + 1
+        # After a restart the rows are restored with the view; changes count from the start.
+        proc.stop()
+        proc.start()
+        with proc.connect() as conn:
+            rows = conn.execute("SELECT count(*) FROM rich").fetchone()[0]
+        values = metrics(port)
+        assert values['runnel_view_rows{view="rich"}'] == rows == 4
+        assert values['runnel_view_changes_total{view="rich"}'] == 0
+    finally:
+        proc.cleanup()
+
+
 def test_kafka_source_metrics_match_what_was_produced(broker):
     """Per-partition records, lag and bad records of a Kafka stream against the records the
     test produced (partitions from the delivery reports)."""
@@ -178,7 +224,10 @@ def test_the_grafana_dashboard_queries_only_exported_metrics(broker):
         source = unique_name("dash_s")
         with proc.connect() as conn:
             conn.execute("CREATE STREAM dash (ts TIMESTAMP, WATERMARK FOR ts AS ts)")
+            # A view changed by a write, and a checkpoint: its rows, changes and freshness.
+            conn.execute("CREATE MATERIALIZED VIEW dash_view AS SELECT count(*) AS n FROM dash")
             conn.execute("INSERT INTO dash VALUES ('2026-01-01 00:00:00')")
+            conn.execute("FLUSH")
             conn.execute(
                 f"CREATE STREAM {source} (k INT) WITH (connector = 'kafka', topic = '{topic}', format = 'json')"
             )

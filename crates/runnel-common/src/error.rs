@@ -33,6 +33,10 @@ impl SqlState {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     pub const INVALID_DATETIME_FORMAT: SqlState = SqlState("22007");
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
+    pub const DUPLICATE_OBJECT: SqlState = SqlState("42710");
+    pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
+    pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
+    pub const OBJECT_IN_USE: SqlState = SqlState("55006");
     pub const SYSTEM_ERROR: SqlState = SqlState("58000");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
@@ -57,6 +61,9 @@ pub enum RunnelError {
     /// The data made a statement fail while running (bad cast, duplicate key, ...).
     #[error("{message}")]
     Execution { state: SqlState, message: String },
+    /// The statement is valid but the session's role may not run it (42501).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Something outside Runnel failed: the disk, RocksDB, the network.
     #[error("{0}")]
     External(String),
@@ -85,6 +92,10 @@ impl RunnelError {
         }
     }
 
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        RunnelError::PermissionDenied(message.into())
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         RunnelError::Internal(message.into())
     }
@@ -97,6 +108,7 @@ impl RunnelError {
         match self {
             RunnelError::Plan { state, .. } | RunnelError::Execution { state, .. } => *state,
             RunnelError::NotImplemented(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            RunnelError::PermissionDenied(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             RunnelError::External(_) => SqlState::SYSTEM_ERROR,
             RunnelError::Internal(_) => SqlState::INTERNAL_ERROR,
         }

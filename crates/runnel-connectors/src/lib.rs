@@ -1,7 +1,8 @@
 //! Connectors: how Runnel reads from and writes to systems outside it.
 //!
 //! - [`options`]: the `WITH (connector = 'kafka', ...)` options of streams, tables, views and
-//!   sinks, parsed and checked once into typed values.
+//!   sinks, parsed and checked once into typed values (TLS/SASL settings included, their
+//!   secrets redacted wherever they are printed).
 //! - [`formats`]: record formats (JSON, CSV) decoded into Arrow batches, one bad record at a
 //!   time isolated from the good ones, and JSON encoding of change batches for sinks.
 //! - [`kafka`]: the Kafka transport: a reader over every partition of a topic from explicit
@@ -18,4 +19,6 @@ pub mod options;
 
 pub use error::ConnectorError;
 pub use nexmark::{NexmarkGenerator, NexmarkOptions, NexmarkTable};
-pub use options::{Format, KafkaOptions, OnError, SinkMode, SinkOptions, StartPosition};
+pub use options::{
+    Format, KafkaOptions, KafkaSecurity, OnError, SinkMode, SinkOptions, StartPosition,
+};

@@ -8,10 +8,11 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::auth::{AuthMethod, ScramVerifier};
 use crate::error::PgError;
 
-/// What the client sent in its startup message.
-#[derive(Debug, Clone, Default)]
+/// What the client sent in its startup message, and where it connected from.
+#[derive(Debug, Clone)]
 pub struct StartupInfo {
     pub user: String,
     pub database: String,
@@ -19,12 +20,29 @@ pub struct StartupInfo {
     pub parameters: Vec<(String, String)>,
     /// The process id the connection is known by (BackendKeyData, CancelRequest).
     pub process_id: i32,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Whether the connection is encrypted (TLS).
+    pub secure: bool,
 }
 
 /// The database as seen by the protocol layer: it opens one session per connection.
 #[async_trait]
 pub trait PgEngine: Send + Sync + 'static {
     type Session: PgSession;
+
+    /// How a connection must authenticate before its session opens. The default trusts
+    /// everyone.
+    fn authentication(&self, _startup: &StartupInfo) -> AuthMethod {
+        AuthMethod::Trust
+    }
+
+    /// The stored SCRAM verifier of `user`; `None` when the user does not exist, may not log
+    /// in or has no password (the exchange then runs against a mock verifier and fails the
+    /// same way as a wrong password).
+    async fn scram_verifier(&self, _user: &str) -> Option<ScramVerifier> {
+        None
+    }
 
     async fn open_session(&self, startup: &StartupInfo) -> Result<Self::Session, PgError>;
 }
@@ -86,14 +104,22 @@ pub enum QueryResponse {
     /// `name` (closed at the end of the transaction unless `hold`), which `Fetch` and the
     /// extended protocol's Describe and Execute read, as in Postgres. The rows are pulled
     /// from `batches` a FETCH at a time.
+    /// A `live` cursor's rows never end (SUBSCRIBE): a FETCH gets the rows that are ready,
+    /// waiting only for a first one (up to its timeout).
     DeclareCursor {
         name: String,
         schema: SchemaRef,
         batches: BatchStream,
         hold: bool,
+        live: bool,
     },
-    /// `FETCH count FROM name`: the next rows of the cursor (`None`: all that are left).
-    Fetch { name: String, count: Option<u64> },
+    /// `FETCH count FROM name`: the next rows of the cursor (`None`: all that are left); on a
+    /// live cursor, `timeout` bounds the wait for a first row.
+    Fetch {
+        name: String,
+        count: Option<u64>,
+        timeout: Option<std::time::Duration>,
+    },
     /// `CLOSE name` / `CLOSE ALL` (`None`).
     CloseCursor { name: Option<String> },
     /// An empty query string (only whitespace or comments).
@@ -173,5 +199,19 @@ pub trait PgSession: Send + 'static {
     /// last call: all of them right after the session opened, then those a statement changed.
     fn take_parameter_changes(&mut self) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    /// NOTICE messages the last statement raised (`role "x" does not exist, skipping`), sent
+    /// before its CommandComplete.
+    fn take_notices(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Where NOTICE messages raised *while* a statement runs arrive (a view's backfill
+    /// progress): the protocol layer sends each to the client as it comes, while it waits for
+    /// the statement. Called once, when the session opens; `None` (the default): the session
+    /// raises notices only through [`PgSession::take_notices`].
+    fn live_notices(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
     }
 }

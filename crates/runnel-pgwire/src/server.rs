@@ -1,8 +1,8 @@
 //! The server side of a connection on the `pgwire` crate, driving a [`PgSession`] opened from
 //! a [`PgEngine`].
 //!
-//! `pgwire` owns the socket: SSL/GSS negotiation, message framing, the startup handshake's
-//! messages, the connection state machine (skipping to Sync after an extended-protocol error,
+//! `pgwire` owns the socket: TLS negotiation, message framing, the startup handshake's
+//! messages, SCRAM's exchange (driven here, one message at a time), the connection state machine (skipping to Sync after an extended-protocol error,
 //! the COPY sub-protocol), the prepared statement and portal store and the cancel-key
 //! registry. This module implements its handler traits: it turns messages into calls on the
 //! session and the session's answers into messages, encoding Arrow results with
@@ -11,10 +11,11 @@
 //! statements run one at a time within a simple query (each answered before the next runs),
 //! the transaction status comes from the session, parameters are checked at Bind, `DECLARE`d
 //! cursors are fetched with the formats of each FETCH, and a statement can be cancelled or
-//! time out.
+//! time out. NOTICEs a session raises while its statement runs (a view's backfill progress)
+//! are sent as they come, while the statement is awaited.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +24,10 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::auth::mechanism::{AuthMechanism, AuthMechanismFactory, AuthState};
+use pgwire::api::auth::sasl::scram::ScramAuth;
 use pgwire::api::auth::{
-    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata, AuthSource,
     ServerParameterProvider, StartupHandler,
 };
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -54,10 +57,13 @@ use pgwire::messages::response::{
 use pgwire::messages::simplequery::Query;
 use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::TlsAcceptor;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
+use crate::auth::{AuthMethod, EngineVerifiers};
 use crate::copy_format::{CopyEncoder, CopyOutFormat};
 use crate::engine::{
     BatchStream, CopyInSink, ParamValue, PgEngine, PgSession, QueryResponse, StartupInfo,
@@ -66,13 +72,50 @@ use crate::engine::{
 use crate::error::PgError;
 use crate::types::{decode_param, pg_type_of, Format, OutputStyle, RowEncoder};
 
+/// How [`serve`] treats connections beyond what the engine decides.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    /// Offer TLS (to clients that ask with SSLRequest, or start TLS directly).
+    pub tls: Option<TlsAcceptor>,
+    /// The server's certificate chain in PEM, with `tls`: SCRAM then also offers channel
+    /// binding (SCRAM-SHA-256-PLUS) on encrypted connections.
+    pub certificate_pem: Option<Vec<u8>>,
+    /// Refuse connections that are not encrypted (28000).
+    pub tls_required: bool,
+}
+
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("tls", &self.tls.is_some())
+            .field("tls_required", &self.tls_required)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Accepts connections on `listener` forever, serving each on its own task.
 ///
 /// Errors of `accept` (a connection reset before it was accepted, running out of file
 /// descriptors) are logged and retried after a short pause, so this only returns if the task is
-/// dropped.
-pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::io::Result<()> {
+/// dropped, or at once if `options.certificate_pem` holds no certificate.
+pub async fn serve<E: PgEngine>(
+    listener: TcpListener,
+    engine: Arc<E>,
+    options: ServeOptions,
+) -> std::io::Result<()> {
     let connections = Arc::new(ConnectionManager::new());
+    let verifiers: Arc<dyn AuthSource> = Arc::new(EngineVerifiers::new(Arc::clone(&engine)));
+    let plain = ScramAuth::new(verifiers);
+    let mut tls = plain.clone();
+    if let Some(pem) = &options.certificate_pem {
+        tls.configure_certificate(pem).map_err(|error| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the TLS certificate cannot be used for channel binding: {error}"),
+            )
+        })?;
+    }
+    let scram = Arc::new(ScramExchanges { plain, tls });
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -85,11 +128,14 @@ pub async fn serve<E: PgEngine>(listener: TcpListener, engine: Arc<E>) -> std::i
         let handlers = Handlers(Arc::new(Connection {
             engine: Arc::clone(&engine),
             connections: Arc::clone(&connections),
+            options: options.clone(),
+            scram: Arc::clone(&scram),
             state: Mutex::new(ConnectionState::default()),
         }));
+        let tls = options.tls.clone();
         tokio::spawn(async move {
             debug!(%peer, "connection opened");
-            match pgwire::tokio::process_socket(socket, None, handlers).await {
+            match pgwire::tokio::process_socket(socket, tls, handlers).await {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(error) => debug!(%peer, %error, "connection lost"),
             }
@@ -102,12 +148,18 @@ struct Connection<E: PgEngine> {
     engine: Arc<E>,
     /// The cancel keys of every connection of the listener.
     connections: Arc<ConnectionManager>,
+    options: ServeOptions,
+    scram: Arc<ScramExchanges>,
     state: Mutex<ConnectionState<E::Session>>,
 }
 
 struct ConnectionState<S: PgSession> {
-    /// Opened once the startup message arrived.
+    /// A login between the startup message and the end of its SCRAM exchange.
+    login: Option<PendingLogin>,
+    /// Opened once the connection is authenticated.
     session: Option<S>,
+    /// Where the session's live notices arrive (see [`PgSession::live_notices`]).
+    live_notices: Option<UnboundedReceiver<String>>,
     /// Where the data of a running `COPY ... FROM STDIN` goes.
     copy_in: Option<Box<dyn CopyInSink>>,
     /// The statements of a simple query that follow its COPY FROM STDIN, run once the
@@ -121,7 +173,9 @@ struct ConnectionState<S: PgSession> {
 impl<S: PgSession> Default for ConnectionState<S> {
     fn default() -> Self {
         Self {
+            login: None,
             session: None,
+            live_notices: None,
             copy_in: None,
             after_copy: VecDeque::new(),
             cursors: HashMap::new(),
@@ -135,6 +189,17 @@ impl<S: PgSession> ConnectionState<S> {
         self.session
             .as_mut()
             .ok_or_else(|| PgError::protocol("no session: the startup message was not handled"))
+    }
+
+    /// The session, and where its live notices arrive.
+    fn session_and_notices(
+        &mut self,
+    ) -> Result<(&mut S, Option<&mut UnboundedReceiver<String>>), PgError> {
+        let session = self
+            .session
+            .as_mut()
+            .ok_or_else(|| PgError::protocol("no session: the startup message was not handled"))?;
+        Ok((session, self.live_notices.as_mut()))
     }
 }
 
@@ -172,6 +237,52 @@ impl RowCursor {
             };
             encoder.encode(&slice, formats)?;
             rows.extend(encoder.data_rows()?);
+        }
+        Ok(rows)
+    }
+}
+
+impl RowCursor {
+    /// The rows of a never-ending result that are ready, at most `limit`: waits for a first
+    /// one (for at most `timeout`, then none), then takes only what needs no waiting.
+    async fn ready_rows(
+        &mut self,
+        limit: Option<usize>,
+        timeout: Option<Duration>,
+        formats: &[Format],
+        encoder: &mut RowEncoder,
+        stop: &mut Stop,
+    ) -> Result<Vec<DataRow>, PgError> {
+        use futures::FutureExt;
+        let mut rows = Vec::new();
+        let limit = limit.unwrap_or(usize::MAX);
+        let first = self.slices.next(limit, stop);
+        let first = match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, first).await {
+                Ok(first) => first?,
+                Err(_) => return Ok(rows),
+            },
+            None => first.await?,
+        };
+        let Some(mut slice) = first else {
+            return Ok(rows);
+        };
+        loop {
+            encoder.encode(&slice, formats)?;
+            rows.extend(encoder.data_rows()?);
+            let wanted = limit - rows.len();
+            if wanted == 0 {
+                break;
+            }
+            // Dropping a pending `next` loses nothing: the stream keeps what it has not
+            // handed out.
+            match self.slices.next(wanted, stop).now_or_never() {
+                Some(next) => match next? {
+                    Some(next) => slice = next,
+                    None => break,
+                },
+                None => break,
+            }
         }
         Ok(rows)
     }
@@ -215,6 +326,30 @@ impl Slices {
             self.current = Some((batch, sent + take));
             return Ok(Some(slice));
         }
+    }
+}
+
+impl Slices {
+    /// The next slice; when none is ready yet, what was sent so far is flushed first, so the
+    /// client of a result that never ends (SUBSCRIBE) gets each change as it comes, not when
+    /// a buffer fills.
+    async fn next_flushed<C>(
+        &mut self,
+        stop: &mut Stop,
+        client: &mut C,
+    ) -> PgWireResult<Option<RecordBatch>>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::FutureExt;
+        // Dropping a pending `next` loses nothing (see `RowCursor::ready_rows`).
+        if let Some(ready) = self.next(usize::MAX, stop).now_or_never() {
+            return ready.map_err(wire_error);
+        }
+        client.flush().await?;
+        self.next(usize::MAX, stop).await.map_err(wire_error)
     }
 }
 
@@ -281,6 +416,8 @@ impl Stop {
 struct Cursor {
     rows: RowCursor,
     hold: bool,
+    /// Its rows never end (SUBSCRIBE): FETCH takes what is ready.
+    live: bool,
 }
 
 /// A prepared statement as the portal store keeps it: the session's statement and how the
@@ -363,6 +500,30 @@ impl<E: PgEngine> PgWireServerHandlers for Handlers<E> {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         Arc::new(DefaultCancelHandler::new(Arc::clone(&self.0.connections)))
+    }
+}
+
+/// A statement's text for a debug log line: none that may hold a password
+/// (`CREATE ROLE ... PASSWORD '...'`).
+fn loggable(sql: &str) -> &str {
+    if sql.to_ascii_lowercase().contains("password") {
+        "(a statement naming a password)"
+    } else {
+        sql
+    }
+}
+
+/// Sends a NoticeResponse at once (not queued behind the statement's answer).
+async fn send_notice<C>(client: &mut C, text: String)
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+{
+    let info = ErrorInfo::new("NOTICE".to_string(), "00000".to_string(), text);
+    let notice = PgWireBackendMessage::NoticeResponse(info.into());
+    if let Err(error) = client.send(notice).await {
+        // The connection is gone: the statement's own answer will fail on it.
+        debug!(?error, "sending a notice failed");
     }
 }
 
@@ -502,12 +663,127 @@ impl<E: PgEngine> StartupHandler for Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else {
-            // No authentication yet: nothing but the startup message is expected.
-            return refuse(client, PgError::protocol("expected a startup message")).await;
-        };
-        protocol_negotiation(client, &startup).await?;
-        save_startup_parameters_to_metadata(client, &startup);
+        match message {
+            PgWireFrontendMessage::Startup(startup) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                let user = startup.parameters.get("user").cloned().unwrap_or_default();
+                let database = startup
+                    .parameters
+                    .get("database")
+                    .cloned()
+                    .unwrap_or_else(|| user.clone());
+                let info = StartupInfo {
+                    user,
+                    database,
+                    parameters: startup.parameters.into_iter().collect(),
+                    process_id: 0,
+                    peer: client.socket_addr(),
+                    secure: client.is_secure(),
+                };
+                if self.options.tls_required && !info.secure {
+                    warn!(user = %info.user, address = %info.peer, "connection refused: not encrypted");
+                    return refuse(
+                        client,
+                        PgError::new(
+                            "28000",
+                            "the server requires TLS: connect with sslmode=require",
+                        ),
+                    )
+                    .await;
+                }
+                match self.engine.authentication(&info) {
+                    AuthMethod::Trust => self.start_session(client, info).await,
+                    AuthMethod::Scram => {
+                        let scram = if info.secure {
+                            &self.scram.tls
+                        } else {
+                            &self.scram.plain
+                        };
+                        let mut mechanism = scram.create();
+                        let first = mechanism.begin(client).await;
+                        self.authentication_step(client, info, mechanism, first)
+                            .await
+                    }
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                let pending = self.state.lock().await.login.take();
+                let Some(PendingLogin {
+                    info,
+                    mut mechanism,
+                }) = pending
+                else {
+                    return refuse(client, PgError::protocol("no authentication in progress"))
+                        .await;
+                };
+                let step = mechanism.next(client, message).await;
+                self.authentication_step(client, info, mechanism, step)
+                    .await
+            }
+            _ => refuse(client, PgError::protocol("expected a startup message")).await,
+        }
+    }
+}
+
+impl<E: PgEngine> Connection<E> {
+    /// Answers one step of a login's SCRAM exchange: the next challenge, the session once the
+    /// proof holds, or 28P01 (the same for a wrong password and an unknown user).
+    async fn authentication_step<C>(
+        &self,
+        client: &mut C,
+        info: StartupInfo,
+        mechanism: Box<dyn AuthMechanism>,
+        step: PgWireResult<AuthState>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match step {
+            Ok(AuthState::InProgress(challenge)) => {
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                self.state.lock().await.login = Some(PendingLogin { info, mechanism });
+                client
+                    .send(PgWireBackendMessage::Authentication(challenge))
+                    .await?;
+                Ok(())
+            }
+            Ok(AuthState::Ok { final_message, .. }) => {
+                if let Some(message) = final_message {
+                    client
+                        .feed(PgWireBackendMessage::Authentication(message))
+                        .await?;
+                }
+                self.start_session(client, info).await
+            }
+            Err(PgWireError::IoError(error)) => Err(PgWireError::IoError(error)),
+            Ok(AuthState::Failed(error)) | Err(error) => {
+                // What failed stays in the server's log at debug level; the client and the
+                // default log learn only that the login failed (never the password).
+                debug!(%error, "authentication failed");
+                warn!(user = %info.user, address = %info.peer, "authentication failed");
+                refuse(
+                    client,
+                    PgError::new(
+                        "28P01",
+                        format!("password authentication failed for user \"{}\"", info.user),
+                    ),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Opens the session of an authenticated connection and completes the startup:
+    /// AuthenticationOk, the session's parameters, BackendKeyData, ReadyForQuery.
+    async fn start_session<C>(&self, client: &mut C, mut info: StartupInfo) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let (process_id, secret_key) = RandomPidSecretKeyGenerator::default().generate(client);
         client.set_pid_and_secret_key(process_id, secret_key.clone());
         let (handle, guard) = self.connections.register(process_id, secret_key);
@@ -515,28 +791,34 @@ impl<E: PgEngine> StartupHandler for Connection<E> {
             .session_extensions()
             .insert::<Arc<ConnectionHandle>>(handle);
         client.session_extensions().insert(guard);
-
-        let user = startup.parameters.get("user").cloned().unwrap_or_default();
-        let database = startup
-            .parameters
-            .get("database")
-            .cloned()
-            .unwrap_or_else(|| user.clone());
-        let info = StartupInfo {
-            user,
-            database,
-            parameters: startup.parameters.into_iter().collect(),
-            process_id,
-        };
+        info.process_id = process_id;
         let mut session = match self.engine.open_session(&info).await {
             Ok(session) => session,
             Err(error) => return refuse(client, error).await,
         };
         debug!(user = %info.user, database = %info.database, "session opened");
         let parameters = StartupParameters(session.take_parameter_changes());
-        self.state.lock().await.session = Some(session);
+        let live_notices = session.live_notices();
+        {
+            let mut state = self.state.lock().await;
+            state.session = Some(session);
+            state.live_notices = live_notices;
+        }
         finish_authentication(client, &parameters).await
     }
+}
+
+/// A login waiting for the client's next SCRAM message.
+struct PendingLogin {
+    info: StartupInfo,
+    mechanism: Box<dyn AuthMechanism>,
+}
+
+/// The SCRAM exchanges a listener offers: over TLS with channel binding
+/// (SCRAM-SHA-256-PLUS) when the certificate is known, in plain text without.
+struct ScramExchanges {
+    plain: ScramAuth,
+    tls: ScramAuth,
 }
 
 /// Ends a connection that cannot start: a FATAL error, then the socket closes. Sent here
@@ -575,18 +857,27 @@ enum Answered {
 impl<E: PgEngine> Connection<E> {
     /// Runs a statement, stopping it with 57014 when a CancelRequest for this connection
     /// arrives or the session's statement timeout passes (for the statements the session
-    /// says may stop half-way). The same [`Stop`] then covers sending its rows.
-    async fn run<C: ClientInfo>(
-        client: &C,
+    /// says may stop half-way). The same [`Stop`] then covers sending its rows. Notices the
+    /// session raises meanwhile go to the client as they come.
+    async fn run<C>(
+        client: &mut C,
         session: &mut E::Session,
+        notices: Option<&mut UnboundedReceiver<String>>,
         statement: &<E::Session as PgSession>::Statement,
         params: &[ParamValue],
-    ) -> (Result<QueryResponse, PgError>, Stop) {
+    ) -> (Result<QueryResponse, PgError>, Stop)
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+    {
         if !session.is_cancellable(statement) {
-            return (session.execute(statement, params).await, Stop::never());
+            let response =
+                Self::execute_sending_notices(client, session, notices, statement, params).await;
+            return (response, Stop::never());
         }
-        let mut stop = Stop::armed(client, session.statement_timeout()).await;
-        let response = match stop.race(session.execute(statement, params)).await {
+        let mut stop = Stop::armed(&*client, session.statement_timeout()).await;
+        let work = Self::execute_sending_notices(client, session, notices, statement, params);
+        let response = match stop.race(work).await {
             Ok(response) => response,
             Err(stopped) => {
                 session.statement_failed();
@@ -594,6 +885,41 @@ impl<E: PgEngine> Connection<E> {
             }
         };
         (response, stop)
+    }
+
+    /// Executes a statement and, while it runs, sends every notice arriving on `notices` (then
+    /// those left when it ends), so that psql prints a long statement's progress as it goes.
+    async fn execute_sending_notices<C>(
+        client: &mut C,
+        session: &mut E::Session,
+        notices: Option<&mut UnboundedReceiver<String>>,
+        statement: &<E::Session as PgSession>::Statement,
+        params: &[ParamValue],
+    ) -> Result<QueryResponse, PgError>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+    {
+        let Some(notices) = notices else {
+            return session.execute(statement, params).await;
+        };
+        // Left by a statement that was stopped half-way: not this one's.
+        while notices.try_recv().is_ok() {}
+        let execution = session.execute(statement, params);
+        tokio::pin!(execution);
+        let response = loop {
+            tokio::select! {
+                response = &mut execution => break response,
+                notice = notices.recv() => match notice {
+                    Some(text) => send_notice(client, text).await,
+                    None => break execution.as_mut().await,
+                },
+            }
+        };
+        while let Ok(text) = notices.try_recv() {
+            send_notice(client, text).await;
+        }
+        response
     }
 
     /// Ends a query cycle: cursors and portals end with their transaction (but for cursors
@@ -655,6 +981,12 @@ impl<E: PgEngine> Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        for notice in session.take_notices() {
+            let info = ErrorInfo::new("NOTICE".to_string(), "00000".to_string(), notice);
+            client
+                .feed(PgWireBackendMessage::NoticeResponse(info.into()))
+                .await?;
+        }
         for (name, value) in session.take_parameter_changes() {
             client
                 .feed(PgWireBackendMessage::ParameterStatus(ParameterStatus::new(
@@ -695,7 +1027,7 @@ impl<E: PgEngine> Connection<E> {
     {
         let mut sent = 0usize;
         let mut slices = Slices::new(batches);
-        while let Some(slice) = slices.next(usize::MAX, stop).await.map_err(wire_error)? {
+        while let Some(slice) = slices.next_flushed(stop, client).await? {
             encoder.encode(&slice, formats).map_err(wire_error)?;
             for row in encoder.data_rows().map_err(wire_error)? {
                 client.feed(PgWireBackendMessage::DataRow(row)).await?;
@@ -748,7 +1080,7 @@ impl<E: PgEngine> Connection<E> {
         let mut row_ends = Vec::new();
         let mut rows = 0u64;
         let mut slices = Slices::new(batches);
-        while let Some(slice) = slices.next(usize::MAX, stop).await.map_err(wire_error)? {
+        while let Some(slice) = slices.next_flushed(stop, client).await? {
             row_ends.clear();
             encoder
                 .write(&slice, &mut data, &mut row_ends)
@@ -820,6 +1152,7 @@ impl<E: PgEngine> Connection<E> {
                 schema,
                 batches,
                 hold,
+                live,
             } => {
                 if state.cursors.contains_key(&name) {
                     return Err(wire_error(PgError::new(
@@ -832,11 +1165,16 @@ impl<E: PgEngine> Connection<E> {
                     Cursor {
                         rows: RowCursor::new(schema, batches),
                         hold,
+                        live,
                     },
                 );
                 client.feed(command_complete("DECLARE CURSOR")).await?;
             }
-            QueryResponse::Fetch { name, count } => {
+            QueryResponse::Fetch {
+                name,
+                count,
+                timeout,
+            } => {
                 let mut stop = Stop::armed(client, Self::timeout(state)).await;
                 let ConnectionState {
                     cursors, encoder, ..
@@ -867,6 +1205,12 @@ impl<E: PgEngine> Connection<E> {
                 let limit = count.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
                 let rows = if limit == Some(0) {
                     Vec::new()
+                } else if cursor.live {
+                    cursor
+                        .rows
+                        .ready_rows(limit, timeout, &formats, encoder, &mut stop)
+                        .await
+                        .map_err(wire_error)?
                 } else {
                     cursor
                         .rows
@@ -942,8 +1286,8 @@ impl<E: PgEngine> Connection<E> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         while let Some(statement) = statements.pop_front() {
-            let session = state.session().map_err(wire_error)?;
-            let (response, mut stop) = Self::run(client, session, &statement, &[]).await;
+            let (session, notices) = state.session_and_notices().map_err(wire_error)?;
+            let (response, mut stop) = Self::run(client, session, notices, &statement, &[]).await;
             Self::after_statement(client, session).await?;
             // The statement may have changed DateStyle, IntervalStyle or extra_float_digits.
             let style = session.output_style();
@@ -1034,8 +1378,9 @@ impl<E: PgEngine> Connection<E> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(wire_error)?;
-        let session = state.session().map_err(wire_error)?;
-        let (response, mut stop) = Self::run(client, session, &wire.statement, &params).await;
+        let (session, notices) = state.session_and_notices().map_err(wire_error)?;
+        let (response, mut stop) =
+            Self::run(client, session, notices, &wire.statement, &params).await;
         Self::after_statement(client, session).await?;
         let style = session.output_style();
         state.encoder.set_style(style);
@@ -1066,6 +1411,7 @@ impl<E: PgEngine> Connection<E> {
                         Cursor {
                             rows: RowCursor::new(schema, batches),
                             hold: false,
+                            live: false,
                         },
                     );
                     drop(execution);
@@ -1174,7 +1520,7 @@ impl<E: PgEngine> SimpleQueryHandler for Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        debug!(sql = %query.query, "simple query");
+        debug!(sql = %loggable(&query.query), "simple query");
         // As in Postgres, a simple query replaces the unnamed statement and portal.
         client.portal_store().rm_statement(DEFAULT_NAME);
         client.portal_store().rm_portal(DEFAULT_NAME);
@@ -1225,7 +1571,7 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        debug!(name = ?message.name, query = %message.query, "parse");
+        debug!(name = ?message.name, query = %loggable(&message.query), "parse");
         let name = message.name.unwrap_or_else(|| DEFAULT_NAME.to_string());
         if name != DEFAULT_NAME && client.portal_store().get_statement(&name).is_some() {
             return Err(wire_error(PgError::new(

@@ -330,6 +330,7 @@ pub fn build_operator(
             Box::new(MaterializeOp::new(
                 store.clone(),
                 keys::view_prefix(view),
+                crate::operators::materialize::row_count_key(view),
                 output_schema,
                 key.as_deref(),
                 *appended,

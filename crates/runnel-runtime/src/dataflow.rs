@@ -5,9 +5,16 @@
 //! that reads it. A view that reads another view is wired to that view's output operator.
 //! A checkpoint writes all dirty operator state, view contents and the log positions in one
 //! atomic batch, so after a crash every view resumes consistently from the same positions.
+//!
+//! A new view's backfill replays its input logs in slices as large as its
+//! [`BackfillProgress`] allows (a log entry can hold a whole COPY; see
+//! [`crate::backfill::FIRST_SLICE_ROWS`]), reporting each slice. For the metrics, the dataflow also notes, per view, the append time
+//! of the oldest input whose changes reached the view's contents since the last checkpoint
+//! (see [`Dataflow::set_append_time`] and [`Dataflow::take_freshness`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{BooleanArray, Int32Array, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -15,9 +22,12 @@ use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, RelationKind, StreamPlan};
 use runnel_state::{ipc, keys, Store, WriteBatch};
 
+use crate::backfill::BackfillProgress;
 use crate::build::{build_operator, node_arrow_schema};
 use crate::operator::Operator;
 use crate::operators::MaterializeOp;
+use crate::stored_rows::{stored_batch_rows, sum_stored};
+use crate::subscription::{ChangeTap, SubscriptionEvent};
 
 /// How many log entries are read per source before other work gets a turn.
 const LOG_READ_CHUNK: usize = 64;
@@ -25,6 +35,8 @@ const LOG_READ_CHUNK: usize = 64;
 struct NodeSlot {
     op: Box<dyn Operator>,
     view: ObjectId,
+    /// The node is its view's `Materialize`: what it outputs is the view's change.
+    view_output: bool,
     /// Where this node's output goes: (node, input port).
     outputs: Vec<(usize, usize)>,
     /// Per input port: whether an event-time clock comes in on it, and its latest value.
@@ -49,6 +61,7 @@ impl NodeSlot {
         NodeSlot {
             op,
             view,
+            view_output: false,
             outputs,
             input_clocks: timed_ports
                 .into_iter()
@@ -95,10 +108,30 @@ struct SourceLog {
     position_dirty: bool,
     /// The stream's watermark as of `position` (from the log entries read so far).
     watermark: Option<i64>,
+    /// SUBSCRIBE's subscribers to the stream or table: the entries read from `position` on.
+    tap: ChangeTap,
+}
+
+impl SourceLog {
+    /// Whether anything reads the log as it grows (a view, a sink or a subscription). The
+    /// position of a log nothing reads stays where it was: the next reader starts at the end.
+    fn is_read(&self) -> bool {
+        !self.subscribers.is_empty() || self.tap.is_active()
+    }
 }
 
 /// A node's input: (node, port).
 type Port = (usize, usize);
+
+/// How a new view or sink receives its input's current contents (see
+/// [`Dataflow::wire_input`]).
+#[derive(Default)]
+struct Backfill<'a> {
+    /// Where a log's replay stops (default: [`Dataflow::backfill_end`]).
+    end: Option<u64>,
+    /// Hears of each replayed slice.
+    progress: Option<&'a mut BackfillProgress>,
+}
 
 /// Per Kafka partition, the first offset a view reads (partitions not named: all).
 pub type StartOffsets = BTreeMap<i32, i64>;
@@ -148,6 +181,29 @@ fn from_start(
     batch.filter(&mask).map(Some)
 }
 
+/// Rows of a log entry with their Kafka positions (streams read from Kafka).
+type Rows = (ChangeBatch, Option<(Int32Array, Int64Array)>);
+
+/// Splits off the first `at_most` rows (zero-copy slices); `None` for the rest when the rows
+/// are that few.
+fn split_rows((batch, positions): Rows, at_most: usize) -> (Rows, Option<Rows>) {
+    let rows = batch.num_rows();
+    if rows <= at_most {
+        return ((batch, positions), None);
+    }
+    let part = |offset: usize, len: usize| {
+        let slice = ChangeBatch::new(
+            batch.data.slice(offset, len),
+            batch.weights.slice(offset, len),
+        );
+        let positions = positions
+            .as_ref()
+            .map(|(p, o)| (p.slice(offset, len), o.slice(offset, len)));
+        (slice, positions)
+    };
+    (part(0, at_most), Some(part(at_most, rows - at_most)))
+}
+
 /// What the dataflow knows about a view.
 struct ViewState {
     nodes: Vec<usize>,
@@ -155,6 +211,19 @@ struct ViewState {
     failed: Option<String>,
     /// The failure is not yet recorded in the store.
     failure_unsaved: bool,
+    /// The append time of the oldest input whose changes reached the view's contents since
+    /// the last checkpoint (live reads only).
+    oldest_input: Option<Instant>,
+}
+
+/// A view's figures for the metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewStats {
+    pub id: ObjectId,
+    /// Rows the view holds (pending changes included).
+    pub rows: i64,
+    /// Rows inserted plus rows deleted since the view was added to this process's dataflow.
+    pub changes: u64,
 }
 
 /// Where a view's failure is recorded (inside the view's operator range, so DROP removes it).
@@ -169,6 +238,9 @@ pub struct Dataflow {
     views: BTreeMap<ObjectId, ViewState>,
     /// Rows read per source since start (for progress reporting).
     pub rows_read: HashMap<ObjectId, u64>,
+    /// When the log entries being read now were appended, at the latest (see
+    /// [`Dataflow::set_append_time`]).
+    append_time: Option<Instant>,
 }
 
 impl Dataflow {
@@ -179,6 +251,7 @@ impl Dataflow {
             sources: BTreeMap::new(),
             views: BTreeMap::new(),
             rows_read: HashMap::new(),
+            append_time: None,
         }
     }
 
@@ -193,16 +266,7 @@ impl Dataflow {
             ),
             None => 0,
         };
-        // The clock as of the position: carried by the last entry read before it.
-        let watermark = match position {
-            0 => None,
-            p => self
-                .store
-                .get(&keys::log_entry(id, p - 1))?
-                .map(|bytes| ipc::decode_batch(&bytes))
-                .transpose()?
-                .and_then(|stored| stored_watermark(&stored)),
-        };
+        let watermark = self.watermark_at(id, position)?;
         self.sources.insert(
             id,
             SourceLog {
@@ -212,19 +276,38 @@ impl Dataflow {
                 starts: HashMap::new(),
                 position_dirty: false,
                 watermark,
+                tap: ChangeTap::default(),
             },
         );
         Ok(())
     }
 
+    /// The clock of `source` as of `position`: carried by the last entry before it.
+    fn watermark_at(&self, source: ObjectId, position: u64) -> Result<Option<i64>> {
+        Ok(match position {
+            0 => None,
+            p => self
+                .store
+                .get(&keys::log_entry(source, p - 1))?
+                .map(|bytes| ipc::decode_batch(&bytes))
+                .transpose()?
+                .and_then(|stored| stored_watermark(&stored)),
+        })
+    }
+
     pub fn remove_source(&mut self, id: ObjectId) {
-        self.sources.remove(&id);
+        if let Some(mut source) = self.sources.remove(&id) {
+            source
+                .tap
+                .end(crate::subscription::EndReason::RelationDropped);
+        }
     }
 
     /// Instantiates a view's operators and wires them in. With `backfill`, the view is new:
     /// it first receives everything its inputs hold up to their current positions. Without,
     /// its state is restored from the store and it continues from the common positions.
-    /// `starts` gives, per Kafka stream, the topic position the view starts from.
+    /// `starts` gives, per Kafka stream, the topic position the view starts from. A backfill
+    /// reports to `progress`: its total first, then each replayed slice.
     pub fn add_view(
         &mut self,
         view: ObjectId,
@@ -232,6 +315,7 @@ impl Dataflow {
         view_schema: SchemaRef,
         backfill: bool,
         starts: &BTreeMap<ObjectId, StartOffsets>,
+        mut progress: Option<&mut BackfillProgress>,
     ) -> Result<()> {
         let base = self.nodes.len();
         let mut built: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
@@ -284,6 +368,7 @@ impl Dataflow {
                 .push(Some(NodeSlot::new(op, view, outputs, timed_ports)));
         }
         let output = base + plan.nodes.len() - 1;
+        self.node_mut(output)?.view_output = true;
         // A view that failed before a restart stays failed: its state stopped at the failure.
         let failed = match self.store.get(&failure_key(view))? {
             Some(message) if !backfill => Some(String::from_utf8_lossy(&message).into_owned()),
@@ -296,6 +381,7 @@ impl Dataflow {
                 output,
                 failed,
                 failure_unsaved: false,
+                oldest_input: None,
             },
         );
 
@@ -310,6 +396,42 @@ impl Dataflow {
             }
         }
 
+        // Where each log's replay stops, fixed before any is replayed, so that the total
+        // counted here is the one replayed.
+        let mut ends = HashMap::new();
+        let sources = plan.nodes.iter().filter_map(|node| match &node.kind {
+            NodeKind::Source {
+                relation,
+                relation_kind,
+                ..
+            } if backfill => Some((relation, relation_kind)),
+            _ => None,
+        });
+        for (relation, relation_kind) in sources {
+            let rows = match relation_kind {
+                RelationKind::View => {
+                    let upstream = self.views[relation].output;
+                    self.materialize(upstream)?.row_count().max(0) as u64
+                }
+                _ => {
+                    let end = match ends.get(relation) {
+                        Some(&end) => end,
+                        None => self.backfill_end(*relation)?,
+                    };
+                    ends.insert(*relation, end);
+                    match progress {
+                        Some(_) => self.log_rows(*relation, end)?,
+                        None => 0,
+                    }
+                }
+            };
+            if let Some(progress) = progress.as_deref_mut() {
+                progress.add_total(rows);
+            }
+        }
+        if let Some(progress) = progress.as_deref_mut() {
+            progress.counted();
+        }
         for node in &plan.nodes {
             let NodeKind::Source {
                 relation,
@@ -320,12 +442,16 @@ impl Dataflow {
                 continue;
             };
             let start = starts.get(relation).cloned().map(Arc::new);
+            let backfill = backfill.then(|| Backfill {
+                end: ends.get(relation).copied(),
+                progress: progress.as_deref_mut(),
+            });
             self.wire_input(
                 *relation,
                 *relation_kind,
                 (base + node.id, 0),
-                backfill,
                 start,
+                backfill,
             )?;
         }
         let backfill_error = match backfill {
@@ -352,23 +478,23 @@ impl Dataflow {
 
     /// Connects `target` to an input: a view's output, or a stream's or table's log. With
     /// `backfill` (a new view or sink) it first receives the input's current contents: the
-    /// view's snapshot, or the log replayed up to the current position (from `start`, for a
+    /// view's snapshot, or the log replayed up to the backfill's end (from `start`, for a
     /// view that starts at a Kafka position).
     fn wire_input(
         &mut self,
         relation: ObjectId,
         kind: RelationKind,
         target: Port,
-        backfill: bool,
         start: Option<Arc<StartOffsets>>,
+        backfill: Option<Backfill<'_>>,
     ) -> Result<()> {
         match kind {
             RelationKind::View => {
                 let upstream = self.views[&relation].output;
-                if backfill {
+                if let Some(Backfill { progress, .. }) = backfill {
                     let snapshot = self.materialize(upstream)?.snapshot()?;
                     if !snapshot.is_empty() {
-                        self.push(target.0, target.1, snapshot);
+                        self.push_sliced((snapshot, None), target, None, progress)?;
                     }
                 }
                 if let Some(wm) = self.node_mut(upstream)?.watermark {
@@ -377,16 +503,14 @@ impl Dataflow {
                 self.node_mut(upstream)?.outputs.push(target);
             }
             RelationKind::Stream | RelationKind::Table => {
-                if backfill {
-                    // A source nobody read yet was never advanced: its log end is where
-                    // the live part starts. Otherwise the position is current (the
-                    // worker drains before adding a view) and later entries arrive live.
-                    let unread = self.sources[&relation].subscribers.is_empty();
-                    let end = match unread {
-                        true => self.log_end(relation)?,
-                        false => self.sources[&relation].position,
+                if let Some(Backfill { end, progress }) = backfill {
+                    let unread = !self.sources[&relation].is_read();
+                    let end = match end {
+                        Some(end) => end,
+                        None => self.backfill_end(relation)?,
                     };
-                    let replayed_clock = self.replay(relation, 0, end, target, start.as_deref())?;
+                    let replayed_clock =
+                        self.replay(relation, 0, end, target, start.as_deref(), progress)?;
                     if let Some(source) = self.sources.get_mut(&relation) {
                         if unread && source.position != end {
                             source.position = end;
@@ -416,6 +540,9 @@ impl Dataflow {
         let Some(state) = self.views.remove(&view) else {
             return;
         };
+        if let Some(tap) = self.nodes[state.output].as_mut().and_then(|s| s.op.tap()) {
+            tap.end(crate::subscription::EndReason::RelationDropped);
+        }
         for &n in &state.nodes {
             self.nodes[n] = None;
         }
@@ -426,6 +553,131 @@ impl Dataflow {
             source.subscribers.retain(|(n, _)| !state.nodes.contains(n));
             source.starts.retain(|(n, _), _| !state.nodes.contains(n));
         }
+    }
+
+    /// Sets when the log entries read from now on were appended, at the latest (`None`: not
+    /// known, e.g. a catch-up after a restart or a backfill): the changes they make to a
+    /// view's contents date from then.
+    pub fn set_append_time(&mut self, appended: Option<Instant>) {
+        self.append_time = appended;
+    }
+
+    /// Per view whose contents changed since the last call from input with a known append
+    /// time: how long before `committed` the oldest such input was appended. Called once the
+    /// checkpoint that makes those changes visible is written.
+    pub fn take_freshness(&mut self, committed: Instant) -> Vec<(ObjectId, Duration)> {
+        self.views
+            .iter_mut()
+            .filter_map(|(&id, view)| {
+                let appended = view.oldest_input.take()?;
+                Some((id, committed.saturating_duration_since(appended)))
+            })
+            .collect()
+    }
+
+    /// Rows and changes of every view (not sinks).
+    pub fn view_stats(&self) -> Vec<ViewStats> {
+        self.views
+            .iter()
+            .filter_map(|(&id, view)| {
+                let op = self.materialize(view.output).ok()?;
+                Some(ViewStats {
+                    id,
+                    rows: op.row_count(),
+                    changes: op.changes(),
+                })
+            })
+            .collect()
+    }
+
+    /// Subscribes to `view`'s changes; with `snapshot`, its contents now (pending changes
+    /// included: they become visible at the next checkpoint, as the changes that follow).
+    pub fn subscribe(
+        &mut self,
+        view: ObjectId,
+        snapshot: bool,
+        buffer: usize,
+    ) -> Result<(
+        Option<ChangeBatch>,
+        tokio::sync::mpsc::Receiver<SubscriptionEvent>,
+    )> {
+        let output = self
+            .views
+            .get(&view)
+            .ok_or_else(|| RunnelError::internal(format!("view {view} is not in the dataflow")))?
+            .output;
+        let contents = if snapshot {
+            Some(self.materialize(output)?.snapshot()?)
+        } else {
+            None
+        };
+        let tap =
+            self.node_mut(output)?.op.tap().ok_or_else(|| {
+                RunnelError::internal("view output is not a materialize operator")
+            })?;
+        Ok((contents, tap.subscribe(buffer)))
+    }
+
+    /// Subscribes to the entries of a stream's or table's log from the position the dataflow
+    /// has read to; returns that position (the subscriber's snapshot is the log before it).
+    /// A log nothing reads yet is read from its end on.
+    pub fn subscribe_source(
+        &mut self,
+        source: ObjectId,
+        buffer: usize,
+    ) -> Result<(u64, tokio::sync::mpsc::Receiver<SubscriptionEvent>)> {
+        let read = self
+            .sources
+            .get(&source)
+            .ok_or_else(|| {
+                RunnelError::internal(format!("source {source} is not in the dataflow"))
+            })?
+            .is_read();
+        if !read {
+            let end = self.log_end(source)?;
+            let watermark = self.watermark_at(source, end)?;
+            if let Some(log) = self.sources.get_mut(&source) {
+                if log.position != end {
+                    log.position = end;
+                    log.position_dirty = true;
+                    log.watermark = watermark;
+                }
+            }
+        }
+        let log = self
+            .sources
+            .get_mut(&source)
+            .ok_or_else(|| RunnelError::internal("subscribed source vanished"))?;
+        Ok((log.position, log.tap.subscribe(buffer)))
+    }
+
+    /// Whether any relation has subscribers.
+    pub fn has_subscriptions(&mut self) -> bool {
+        if self.sources.values().any(|source| source.tap.is_active()) {
+            return true;
+        }
+        let outputs: Vec<usize> = self.views.values().map(|view| view.output).collect();
+        outputs.into_iter().any(|output| {
+            self.node_mut(output)
+                .ok()
+                .and_then(|slot| slot.op.tap())
+                .is_some_and(|tap| tap.is_active())
+        })
+    }
+
+    /// Hands every subscribed relation's changes since the last checkpoint to its subscribers
+    /// as `checkpoint`'s (called once that checkpoint is written).
+    pub fn publish_subscriptions(&mut self, checkpoint: u64) -> Result<()> {
+        let outputs: Vec<usize> = self.views.values().map(|view| view.output).collect();
+        for output in outputs {
+            if let Some(tap) = self.node_mut(output)?.op.tap() {
+                tap.publish(checkpoint)?;
+            }
+        }
+        for source in self.sources.values_mut() {
+            source.tap.publish(checkpoint)?;
+        }
+        Ok(())
     }
 
     /// Views that stopped updating, with their error.
@@ -444,7 +696,7 @@ impl Dataflow {
         for id in ids {
             let (position, subscribed) = {
                 let s = &self.sources[&id];
-                (s.position, !s.subscribers.is_empty())
+                (s.position, s.is_read())
             };
             if !subscribed {
                 continue;
@@ -465,6 +717,9 @@ impl Dataflow {
                     .collect();
                 if let Some(batch) = &entry.batch {
                     *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
+                    if let Some(source) = self.sources.get_mut(&id) {
+                        source.tap.record(batch);
+                    }
                     for &((node, port), ref start) in &subscribers {
                         let batch =
                             from_start(batch.clone(), entry.positions.as_ref(), start.as_deref())?;
@@ -492,6 +747,27 @@ impl Dataflow {
             }
         }
         Ok(any)
+    }
+
+    /// Where a backfill's replay of `source` stops. A source nobody read yet was never
+    /// advanced: its log end is where the live part starts. Otherwise the position is current
+    /// (the worker drains before adding a view) and later entries arrive live.
+    fn backfill_end(&self, source: ObjectId) -> Result<u64> {
+        match !self.sources[&source].is_read() {
+            true => self.log_end(source),
+            false => Ok(self.sources[&source].position),
+        }
+    }
+
+    /// The rows of `source`'s log entries before `end`, from their headers.
+    fn log_rows(&self, source: ObjectId, end: u64) -> Result<u64> {
+        let rows = sum_stored(
+            &self.store,
+            &keys::log_entry(source, 0),
+            &keys::log_entry(source, end),
+            |value| stored_batch_rows(value).map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        )?;
+        Ok(u64::try_from(rows).unwrap_or(0))
     }
 
     /// One past the last sequence number in `source`'s log (0 when empty).
@@ -552,8 +828,8 @@ impl Dataflow {
             .collect()
     }
 
-    /// Feeds log entries `[from, to)` of `source` into one node only (backfill); returns the
-    /// watermark the last of them carried.
+    /// Feeds log entries `[from, to)` of `source` into one node only (backfill), in slices
+    /// `progress` sizes and hears of; returns the watermark the last of them carried.
     fn replay(
         &mut self,
         source: ObjectId,
@@ -561,6 +837,7 @@ impl Dataflow {
         to: u64,
         target: (usize, usize),
         start: Option<&StartOffsets>,
+        mut progress: Option<&mut BackfillProgress>,
     ) -> Result<Option<i64>> {
         let mut clock = None;
         let mut next = from;
@@ -572,9 +849,8 @@ impl Dataflow {
             for entry in entries {
                 next = entry.seq + 1;
                 if let Some(batch) = entry.batch {
-                    if let Some(batch) = from_start(batch, entry.positions.as_ref(), start)? {
-                        self.push(target.0, target.1, batch);
-                    }
+                    let rows = (batch, entry.positions);
+                    self.push_sliced(rows, target, start, progress.as_deref_mut())?;
                 }
                 if let Some(wm) = entry.watermark {
                     self.push_watermark(target.0, target.1, wm);
@@ -583,6 +859,31 @@ impl Dataflow {
             }
         }
         Ok(clock)
+    }
+
+    /// Pushes rows into one node (backfill): in slices `progress` sizes, each reported to it,
+    /// or whole without one. Rows before a view's `start` are left out of each slice.
+    fn push_sliced(
+        &mut self,
+        rows: Rows,
+        target: Port,
+        start: Option<&StartOffsets>,
+        mut progress: Option<&mut BackfillProgress>,
+    ) -> Result<()> {
+        let mut rest = Some(rows);
+        while let Some(rows) = rest.take() {
+            let at_most = progress.as_ref().map_or(usize::MAX, |p| p.slice_rows());
+            let ((slice, positions), tail) = split_rows(rows, at_most);
+            rest = tail;
+            let done = slice.num_rows() as u64;
+            if let Some(slice) = from_start(slice, positions.as_ref(), start)? {
+                self.push(target.0, target.1, slice);
+            }
+            if let Some(progress) = progress.as_deref_mut() {
+                progress.advance(done);
+            }
+        }
+        Ok(())
     }
 
     /// Adds a sink reading `input` (a view, or a stream's or table's log). With `backfill`
@@ -610,9 +911,11 @@ impl Dataflow {
                 output: node,
                 failed: None,
                 failure_unsaved: false,
+                oldest_input: None,
             },
         );
-        self.wire_input(input, input_kind, (node, 0), backfill, None)
+        let backfill = backfill.then(Backfill::default);
+        self.wire_input(input, input_kind, (node, 0), None, backfill)
     }
 
     /// Asks every operator whether a checkpoint may be committed now (sinks flush).
@@ -664,6 +967,14 @@ impl Dataflow {
             let mut out = Vec::new();
             match slot.op.process(port, batch, &mut out) {
                 Ok(()) => {
+                    if slot.view_output && !out.is_empty() {
+                        if let (Some(appended), Some(v)) =
+                            (self.append_time, self.views.get_mut(&view))
+                        {
+                            v.oldest_input =
+                                Some(v.oldest_input.map_or(appended, |t| t.min(appended)));
+                        }
+                    }
                     for produced in out {
                         for &(next, next_port) in &slot.outputs {
                             stack.push((next, next_port, produced.clone()));
@@ -747,5 +1058,47 @@ impl Dataflow {
             .iter()
             .map(|(id, s)| (*id, s.position))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    use super::*;
+
+    #[test]
+    fn split_rows_cuts_rows_and_positions_alike() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let data =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(0..10))])
+                .expect("a batch");
+        let rows = (
+            ChangeBatch::inserts(data),
+            Some((
+                Int32Array::from_iter_values((0..10).map(|i| i % 2)),
+                Int64Array::from_iter_values(100..110),
+            )),
+        );
+        let (whole, none) = split_rows(rows.clone(), 10);
+        assert_eq!(whole.0.num_rows(), 10);
+        assert!(none.is_none());
+        let ((head, head_positions), tail) = split_rows(rows, 4);
+        let (tail, tail_positions) = tail.expect("rows are left");
+        assert_eq!((head.num_rows(), tail.num_rows()), (4, 6));
+        let first = |b: &ChangeBatch| {
+            b.data
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(0))
+        };
+        assert_eq!((first(&head), first(&tail)), (Some(0), Some(4)));
+        let offsets = |p: Option<(Int32Array, Int64Array)>| p.map(|(_, o)| o.value(0));
+        assert_eq!(
+            (offsets(head_positions), offsets(tail_positions)),
+            (Some(100), Some(104))
+        );
     }
 }

@@ -5,10 +5,27 @@
 //! Catalog writes for a new object are committed in the same atomic batch as the checkpoint
 //! that first includes its state, so a crash never leaves a view in the catalog without the
 //! state that matches the stored positions.
+//!
+//! The worker can be busy for minutes (a backfill), so what other threads read of it is
+//! published, not asked for: [`Worker::status`] (source positions, failed views, view rows and
+//! changes, updated after every round of reads and every command), [`Worker::backfills`] and
+//! [`CheckpointStats`].
+//!
+//! **Freshness** (`runnel_view_freshness_seconds`): every writer wakes the worker right after
+//! its append is committed, and the wake carries that time. Each drain of the logs takes the
+//! oldest wake since the previous drain as the append time of what it reads (the start of
+//! the drain when there was none: the append raced the drain). Per view, the dataflow keeps
+//! the oldest such time among the reads that changed the view's contents; the checkpoint
+//! that commits them records `commit time - that time`, once per view and checkpoint. So
+//! what is measured is, per checkpoint, the age of the oldest change it made visible in the
+//! view, at no cost per row. It is an upper bound within one drain (a drain's rows count
+//! from its oldest wake, and a view reading only the newer of two sources written in the same
+//! drain gets the older time). Backfills and the catch-up after a restart are not measured:
+//! their rows' append times are unknown.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,8 +35,10 @@ use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_state::{keys, Store, WriteBatch};
 use tokio::sync::oneshot;
 
-use crate::dataflow::{Dataflow, StartOffsets};
+use crate::backfill::{BackfillProgress, BackfillReport, BackfillStatus, Backfills};
+use crate::dataflow::{Dataflow, StartOffsets, ViewStats};
 use crate::operator::Operator;
+use crate::subscription::{SourceSubscriptionStart, SubscriptionStart};
 
 /// Extra key/value writes to commit with the next checkpoint (catalog entries, metadata).
 pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
@@ -38,6 +57,15 @@ pub struct WorkerStatus {
     pub sources: Vec<SourceStatus>,
     /// Views that stopped updating, with the error that stopped them.
     pub failed_views: Vec<(ObjectId, String)>,
+    /// Every view's rows and changes.
+    pub views: Vec<ViewStats>,
+}
+
+/// What the worker thread publishes for the others (see the module docs).
+#[derive(Debug, Default)]
+struct Published {
+    status: Mutex<WorkerStatus>,
+    backfills: Arc<Backfills>,
 }
 
 enum Command {
@@ -54,6 +82,8 @@ enum Command {
         backfill: bool,
         starts: BTreeMap<ObjectId, StartOffsets>,
         writes: Writes,
+        /// Who hears of the backfill's progress (`None`: the log, naming the view by id).
+        report: Option<BackfillReport>,
         reply: oneshot::Sender<Result<()>>,
     },
     AddSink {
@@ -72,10 +102,10 @@ enum Command {
     Flush {
         reply: oneshot::Sender<Result<()>>,
     },
-    Status {
-        reply: oneshot::Sender<WorkerStatus>,
+    /// A writer appended to a source log, committed `at`.
+    Wake {
+        at: Instant,
     },
-    Wake,
     /// Drains, commits a last checkpoint and ends the thread (shutdown), so that nothing
     /// uses the store while the process exits.
     Stop {
@@ -84,6 +114,18 @@ enum Command {
     /// Starts reading source logs (the worker starts paused so that restoring views can
     /// finish before any of them sees new data).
     Resume,
+    /// SUBSCRIBE to a view.
+    Subscribe {
+        view: ObjectId,
+        snapshot: bool,
+        buffer: usize,
+        reply: oneshot::Sender<Result<SubscriptionStart>>,
+    },
+    SubscribeSource {
+        source: ObjectId,
+        buffer: usize,
+        reply: oneshot::Sender<Result<SourceSubscriptionStart>>,
+    },
 }
 
 /// Handle to the worker thread; cheap to clone.
@@ -91,15 +133,17 @@ enum Command {
 pub struct Worker {
     tx: Sender<Command>,
     checkpoints: Arc<CheckpointStats>,
+    published: Arc<Published>,
 }
 
 /// What the worker's checkpoints took, for the metrics endpoint: the durations since the
-/// last time they were taken (bounded, so an unread log cannot grow without end), and when
-/// the last one was written.
+/// last time they were taken (bounded, so an unread log cannot grow without end), when the
+/// last one was written, and the views' freshness they measured (see the module docs).
 #[derive(Debug, Default)]
 pub struct CheckpointStats {
     durations: std::sync::Mutex<Vec<Duration>>,
     last_success_unix_ms: std::sync::atomic::AtomicU64,
+    freshness: std::sync::Mutex<Vec<(ObjectId, Duration)>>,
 }
 
 /// Checkpoint durations kept between two reads of [`CheckpointStats::take_durations`].
@@ -116,6 +160,21 @@ impl CheckpointStats {
             .map_or(0, |d| d.as_millis() as u64);
         self.last_success_unix_ms
             .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn record_freshness(&self, samples: Vec<(ObjectId, Duration)>) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut freshness = self.freshness.lock().unwrap_or_else(|p| p.into_inner());
+        let room = MAX_UNREAD_DURATIONS.saturating_sub(freshness.len());
+        freshness.extend(samples.into_iter().take(room));
+    }
+
+    /// Per view and checkpoint since the last call: how long before the checkpoint the
+    /// oldest change it made visible in the view was appended to its source log.
+    pub fn take_view_freshness(&self) -> Vec<(ObjectId, Duration)> {
+        std::mem::take(&mut *self.freshness.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The durations of the checkpoints written since the last call.
@@ -140,7 +199,9 @@ impl Worker {
     pub fn start(store: Arc<Store>, checkpoint_interval: Duration) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
         let checkpoints = Arc::new(CheckpointStats::default());
+        let published = Arc::new(Published::default());
         let stats = checkpoints.clone();
+        let publish_to = published.clone();
         let join = std::thread::Builder::new()
             .name("runnel-dataflow".into())
             .spawn(move || {
@@ -151,13 +212,21 @@ impl Worker {
                     last_checkpoint: Instant::now(),
                     dirty: false,
                     paused: true,
+                    catching_up: true,
+                    oldest_wake: None,
                     checkpoints: stats,
+                    published: publish_to,
+                    checkpoint_number: 0,
                 };
                 state.run(rx);
             })
             .map_err(|e| RunnelError::external(format!("cannot start dataflow thread: {e}")))?;
         Ok(WorkerThread {
-            worker: Worker { tx, checkpoints },
+            worker: Worker {
+                tx,
+                checkpoints,
+                published,
+            },
             join,
         })
     }
@@ -181,9 +250,10 @@ impl Worker {
         let _ = self.tx.send(Command::Resume);
     }
 
-    /// Tells the worker that a source log has new entries.
+    /// Tells the worker that a source log has new entries (call once they are committed:
+    /// the time of the call is their append time for the freshness metric).
     pub fn wake(&self) {
-        let _ = self.tx.send(Command::Wake);
+        let _ = self.tx.send(Command::Wake { at: Instant::now() });
     }
 
     pub async fn add_source(&self, id: ObjectId, schema: SchemaRef, writes: Writes) -> Result<()> {
@@ -212,6 +282,32 @@ impl Worker {
             backfill,
             starts,
             writes,
+            report: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a new view, backfilled from its inputs, reporting the backfill's progress as
+    /// `report` asks (see [`crate::backfill`]); `writes` are committed with the checkpoint
+    /// that first holds the view.
+    pub async fn create_view(
+        &self,
+        id: ObjectId,
+        plan: StreamPlan,
+        schema: SchemaRef,
+        starts: BTreeMap<ObjectId, StartOffsets>,
+        writes: Writes,
+        report: BackfillReport,
+    ) -> Result<()> {
+        self.call(|reply| Command::AddView {
+            id,
+            plan: Box::new(plan),
+            schema,
+            backfill: true,
+            starts,
+            writes,
+            report: Some(report),
             reply,
         })
         .await?
@@ -244,6 +340,36 @@ impl Worker {
         self.call(|reply| Command::Drop { ids, reply }).await?
     }
 
+    /// Subscribes to a view's changes (see [`crate::subscription`]).
+    pub async fn subscribe(
+        &self,
+        view: ObjectId,
+        snapshot: bool,
+        buffer: usize,
+    ) -> Result<SubscriptionStart> {
+        self.call(|reply| Command::Subscribe {
+            view,
+            snapshot,
+            buffer,
+            reply,
+        })
+        .await?
+    }
+
+    /// Subscribes to the entries of a stream's or table's log (see [`crate::subscription`]).
+    pub async fn subscribe_source(
+        &self,
+        source: ObjectId,
+        buffer: usize,
+    ) -> Result<SourceSubscriptionStart> {
+        self.call(|reply| Command::SubscribeSource {
+            source,
+            buffer,
+            reply,
+        })
+        .await?
+    }
+
     /// Returns once every log entry written before the call is reflected in committed state.
     pub async fn flush(&self) -> Result<()> {
         self.call(|reply| Command::Flush { reply }).await?
@@ -254,8 +380,20 @@ impl Worker {
         self.call(|reply| Command::Stop { reply }).await
     }
 
+    /// The status last published: current as of the worker's last round of reads or command
+    /// (a FLUSH that returned is in it). Never waits for the worker.
     pub async fn status(&self) -> Result<WorkerStatus> {
-        self.call(|reply| Command::Status { reply }).await
+        let status = self
+            .published
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(status.clone())
+    }
+
+    /// The view backfills running now.
+    pub fn backfills(&self) -> Vec<BackfillStatus> {
+        self.published.backfills.snapshot()
     }
 }
 
@@ -266,7 +404,16 @@ struct WorkerState {
     last_checkpoint: Instant,
     dirty: bool,
     paused: bool,
+    /// The next drain reads what was appended before the worker started (a restart's
+    /// catch-up): append times unknown.
+    catching_up: bool,
+    /// The oldest wake since the last drain (see the module docs).
+    oldest_wake: Option<Instant>,
     checkpoints: Arc<CheckpointStats>,
+    published: Arc<Published>,
+    /// The number of the last checkpoint written: its commit time in milliseconds since the
+    /// epoch, made to always grow (what SUBSCRIBE's rows carry).
+    checkpoint_number: u64,
 }
 
 impl WorkerState {
@@ -280,6 +427,7 @@ impl WorkerState {
             match rx.recv_timeout(timeout) {
                 Ok(Command::Stop { reply }) => return self.stop(reply),
                 Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) if !self.dirty => self.idle_checkpoint(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.drain();
@@ -311,10 +459,18 @@ impl WorkerState {
         if self.paused {
             return;
         }
+        let started = Instant::now();
+        let appended = match std::mem::take(&mut self.catching_up) {
+            true => None,
+            false => Some(self.oldest_wake.unwrap_or(started)),
+        };
+        self.oldest_wake = None;
+        self.dataflow.set_append_time(appended);
         loop {
             match self.dataflow.poll_sources() {
                 Ok(true) => {
                     self.dirty = true;
+                    self.publish();
                     if self.last_checkpoint.elapsed() >= self.interval {
                         self.checkpoint_or_die(Vec::new());
                     }
@@ -326,6 +482,32 @@ impl WorkerState {
                 }
             }
         }
+        self.dataflow.set_append_time(None);
+    }
+
+    /// Publishes the status other threads read (see [`Worker::status`]): a few entries per
+    /// source and view, after a round of reads or a command, never per row.
+    fn publish(&self) {
+        let sources = self
+            .dataflow
+            .positions()
+            .into_iter()
+            .map(|(id, position)| SourceStatus {
+                id,
+                position,
+                rows_read: self.dataflow.rows_read.get(&id).copied().unwrap_or(0),
+            })
+            .collect();
+        let status = WorkerStatus {
+            sources,
+            failed_views: self.dataflow.failed_views(),
+            views: self.dataflow.view_stats(),
+        };
+        *self
+            .published
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = status;
     }
 
     fn checkpoint(&mut self, writes: Writes) -> Result<()> {
@@ -342,10 +524,16 @@ impl WorkerState {
             batch.put(k, v);
         }
         self.store.write(batch)?;
-        self.last_checkpoint = Instant::now();
+        self.next_checkpoint_number();
+        self.dataflow
+            .publish_subscriptions(self.checkpoint_number)?;
+        let committed = Instant::now();
+        self.last_checkpoint = committed;
         self.dirty = false;
         let took = started.elapsed();
         self.checkpoints.record(took);
+        self.checkpoints
+            .record_freshness(self.dataflow.take_freshness(committed));
         // A checkpoint slower than the interval delays the next one: worth an operator's eye.
         if took > self.interval {
             tracing::warn!(
@@ -359,6 +547,29 @@ impl WorkerState {
 
     /// A checkpoint that cannot be written leaves memory ahead of the store; the only safe
     /// continuation is a restart from the last good checkpoint.
+    /// Numbers the next checkpoint: its commit time in milliseconds, made to always grow.
+    fn next_checkpoint_number(&mut self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        self.checkpoint_number = now_ms.max(self.checkpoint_number + 1);
+    }
+
+    /// An interval passed with nothing to commit: while anyone subscribes, that is a
+    /// checkpoint without changes (nothing to write), which subscribers hear of as progress
+    /// and a subscriber that went away is dropped at.
+    fn idle_checkpoint(&mut self) {
+        if !self.dataflow.has_subscriptions() {
+            return;
+        }
+        self.next_checkpoint_number();
+        if let Err(err) = self.dataflow.publish_subscriptions(self.checkpoint_number) {
+            tracing::error!("publishing to subscribers failed: {err}");
+        }
+    }
+
     fn checkpoint_or_die(&mut self, writes: Writes) {
         if let Err(err) = self.dataflow.prepare_checkpoint() {
             // A sink has not delivered yet: keep the work in memory and try again next
@@ -375,7 +586,9 @@ impl WorkerState {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Wake => {}
+            Command::Wake { at } => {
+                self.oldest_wake = Some(self.oldest_wake.map_or(at, |t| t.min(at)));
+            }
             Command::Resume => self.paused = false,
             Command::Stop { .. } => unreachable!("run() takes Stop before it reaches handle()"),
             Command::AddSource {
@@ -388,6 +601,7 @@ impl WorkerState {
                     .dataflow
                     .add_source(id, schema)
                     .and_then(|()| self.checkpoint(writes));
+                self.publish();
                 let _ = reply.send(result);
             }
             Command::AddView {
@@ -397,16 +611,36 @@ impl WorkerState {
                 backfill,
                 starts,
                 writes,
+                report,
                 reply,
             } => {
                 self.drain();
-                let result = match self.dataflow.add_view(id, &plan, schema, backfill, &starts) {
-                    Ok(()) => self.checkpoint(writes),
+                let mut progress = backfill.then(|| {
+                    let report = report.unwrap_or_else(|| BackfillReport {
+                        view_name: format!("#{id}"),
+                        notices: None,
+                    });
+                    BackfillProgress::start(id, report, self.published.backfills.clone())
+                });
+                let added =
+                    self.dataflow
+                        .add_view(id, &plan, schema, backfill, &starts, progress.as_mut());
+                let result = match added {
+                    Ok(()) => {
+                        if let Some(progress) = progress.as_mut() {
+                            progress.replayed();
+                        }
+                        self.checkpoint(writes)
+                    }
                     Err(err) => {
                         self.dataflow.remove_view(id);
                         Err(err)
                     }
                 };
+                if let (Some(progress), Ok(())) = (progress, &result) {
+                    progress.finish();
+                }
+                self.publish();
                 let _ = reply.send(result);
             }
             Command::AddSink {
@@ -426,6 +660,7 @@ impl WorkerState {
                 if result.is_err() {
                     self.dataflow.remove_view(id);
                 }
+                self.publish();
                 let _ = reply.send(result);
             }
             Command::Drop { ids, reply } => {
@@ -447,28 +682,49 @@ impl WorkerState {
                         self.store.write(batch)?;
                         Ok(())
                     });
+                self.publish();
+                let _ = reply.send(result);
+            }
+            Command::Subscribe {
+                view,
+                snapshot,
+                buffer,
+                reply,
+            } => {
+                // What the subscriber gets first becomes visible at the next checkpoint.
+                let checkpoint = self.checkpoint_number + 1;
+                let result =
+                    self.dataflow
+                        .subscribe(view, snapshot, buffer)
+                        .map(|(snapshot, events)| SubscriptionStart {
+                            checkpoint,
+                            snapshot,
+                            events,
+                        });
+                let _ = reply.send(result);
+            }
+            Command::SubscribeSource {
+                source,
+                buffer,
+                reply,
+            } => {
+                // The snapshot counts as the next checkpoint's, as a view's does.
+                let checkpoint = self.checkpoint_number + 1;
+                let result =
+                    self.dataflow
+                        .subscribe_source(source, buffer)
+                        .map(|(position, events)| SourceSubscriptionStart {
+                            checkpoint,
+                            position,
+                            events,
+                        });
                 let _ = reply.send(result);
             }
             Command::Flush { reply } => {
                 self.drain();
                 let result = self.checkpoint(Vec::new());
+                self.publish();
                 let _ = reply.send(result);
-            }
-            Command::Status { reply } => {
-                let sources = self
-                    .dataflow
-                    .positions()
-                    .into_iter()
-                    .map(|(id, position)| SourceStatus {
-                        id,
-                        position,
-                        rows_read: self.dataflow.rows_read.get(&id).copied().unwrap_or(0),
-                    })
-                    .collect();
-                let _ = reply.send(WorkerStatus {
-                    sources,
-                    failed_views: self.dataflow.failed_views(),
-                });
             }
         }
     }

@@ -10,6 +10,7 @@ use runnel_common::{Result, RunnelError, SqlState, WatermarkDef};
 use runnel_plan::{EventTime, ObjectId, RelationKind};
 use serde::{Deserialize, Serialize};
 
+use crate::access::Access;
 use crate::statement::ObjectKind;
 
 /// One catalog object as kept in memory.
@@ -42,6 +43,8 @@ pub struct CatalogEntry {
     pub event_time: EventTime,
     /// `COMMENT ON` texts: 0 for the object itself, else a column's 1-based number.
     pub comments: BTreeMap<i32, String>,
+    /// The owner and the privileges granted on the object.
+    pub access: Access,
 }
 
 impl CatalogEntry {
@@ -74,6 +77,10 @@ pub struct StoredEntry {
     /// See [`CatalogEntry::comments`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub comments: BTreeMap<i32, String>,
+    /// See [`CatalogEntry::access`]; absent in entries written before objects had owners
+    /// (owned by the bootstrap superuser).
+    #[serde(default, skip_serializing_if = "Access::is_default")]
+    pub access: Access,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +124,7 @@ impl CatalogEntry {
             view_appended: self.view_appended,
             start_offsets: self.start_offsets.clone(),
             comments: self.comments.clone(),
+            access: self.access.clone(),
         }
     }
 }
@@ -158,6 +166,14 @@ impl Catalog {
         if let Some(entry) = self.get_by_id(id) {
             let mut entry = (**entry).clone();
             entry.comments = comments;
+            self.insert(entry);
+        }
+    }
+
+    pub fn set_access(&mut self, id: ObjectId, access: Access) {
+        if let Some(entry) = self.get_by_id(id) {
+            let mut entry = (**entry).clone();
+            entry.access = access;
             self.insert(entry);
         }
     }

@@ -2,6 +2,7 @@
 //! extensions are parsed from tokens) and the typed statements, CREATE STREAM/TABLE definitions, the catalog's objects, and the
 //! lowering of DataFusion logical plans to the streaming plan IR. No I/O happens here.
 
+pub mod access;
 pub mod asof;
 pub mod catalog;
 pub mod ddl;
@@ -22,4 +23,7 @@ pub use catalog::{Catalog, CatalogEntry, StoredEntry, StoredKind};
 pub use ddl::{relation_def, RelationDef};
 pub use lower::{check_view_plan, lower_view, RelationInfo, RelationResolver};
 pub use parser::parse_statements;
-pub use statement::{ObjectKind, ParsedStatement, ShowKind, Statement, WatermarkClause};
+pub use statement::{
+    GrantStatement, Granted, ObjectKind, ParsedStatement, RoleOptions, ShowKind, Statement,
+    WatermarkClause,
+};

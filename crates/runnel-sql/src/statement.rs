@@ -117,10 +117,21 @@ pub enum Statement {
         query: Box<ast::Query>,
         hold: bool,
     },
-    /// `FETCH [FORWARD] [count | ALL | NEXT] FROM name`; `count` is `None` for ALL.
+    /// `FETCH [FORWARD] [count | ALL | NEXT] FROM name [WITH (timeout = 'interval')]`;
+    /// `count` is `None` for ALL. The timeout applies to SUBSCRIBE cursors: how long to wait
+    /// for a first row (by default, until one comes).
     Fetch {
         name: String,
         count: Option<u64>,
+        timeout: Option<std::time::Duration>,
+    },
+    /// `SUBSCRIBE [TO] relation [WITH (snapshot = bool, progress = bool)]`.
+    Subscribe(SubscribeSpec),
+    /// `DECLARE name CURSOR [WITH[OUT] HOLD] FOR SUBSCRIBE ...`.
+    DeclareSubscribe {
+        name: String,
+        subscribe: SubscribeSpec,
+        hold: bool,
     },
     /// `CLOSE name`, or `CLOSE ALL` (`None`).
     CloseCursor(Option<String>),
@@ -137,8 +148,97 @@ pub enum Statement {
         column: Option<String>,
         text: Option<String>,
     },
+    /// `CREATE ROLE | USER [IF NOT EXISTS] name [[WITH] option ...]` (a USER can log in
+    /// unless it says NOLOGIN).
+    CreateRole {
+        name: String,
+        options: RoleOptions,
+        if_not_exists: bool,
+    },
+    /// `ALTER ROLE | USER name [WITH] option ...`.
+    AlterRole {
+        name: String,
+        options: RoleOptions,
+    },
+    /// `DROP ROLE | USER [IF EXISTS] name [, ...]`.
+    DropRole {
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    /// `GRANT ... TO ...` or `REVOKE ... FROM ...`.
+    Grant(Box<GrantStatement>),
     /// Queries and DML, planned by DataFusion.
     Query(Box<ast::Statement>),
+}
+
+/// A GRANT, or a REVOKE (`revoke`), of privileges or role memberships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantStatement {
+    pub revoke: bool,
+    pub granted: Granted,
+    /// Role names; [`crate::access::PUBLIC`] for `PUBLIC`.
+    pub grantees: Vec<String>,
+}
+
+/// What a GRANT or REVOKE gives or takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Granted {
+    /// Privileges on relations: named ones, or (`None`) all of them in schema `public`.
+    Relations {
+        privileges: crate::access::Privileges,
+        relations: Option<Vec<String>>,
+    },
+    /// `CREATE ON SCHEMA public`.
+    CreateOnSchema,
+    /// Membership in these roles.
+    Roles(Vec<String>),
+}
+
+/// The role attributes a CREATE or ALTER ROLE sets (`None`: not mentioned).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RoleOptions {
+    pub login: Option<bool>,
+    pub superuser: Option<bool>,
+    /// `PASSWORD 'text'` (`Some(Some)`) or `PASSWORD NULL` (`Some(None)`).
+    pub password: Option<Option<String>>,
+}
+
+/// ` WITH ...`, the password hidden: a statement's text can end up in a log.
+impl fmt::Display for RoleOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut words = Vec::new();
+        if let Some(superuser) = self.superuser {
+            words.push(if superuser {
+                "SUPERUSER"
+            } else {
+                "NOSUPERUSER"
+            });
+        }
+        if let Some(login) = self.login {
+            words.push(if login { "LOGIN" } else { "NOLOGIN" });
+        }
+        match &self.password {
+            Some(Some(_)) => words.push("PASSWORD '********'"),
+            Some(None) => words.push("PASSWORD NULL"),
+            None => {}
+        }
+        if words.is_empty() {
+            Ok(())
+        } else {
+            write!(f, " WITH {}", words.join(" "))
+        }
+    }
+}
+
+// Never the password: statements end up in debug logs.
+impl std::fmt::Debug for RoleOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoleOptions")
+            .field("login", &self.login)
+            .field("superuser", &self.superuser)
+            .field("password", &self.password.as_ref().map(|p| p.is_some()))
+            .finish()
+    }
 }
 
 /// A stream's `WATERMARK FOR column AS expr` clause, as written.
@@ -151,8 +251,35 @@ pub struct WatermarkClause {
 /// What `COPY ... TO` reads.
 #[derive(Debug, Clone)]
 pub enum CopySource {
-    Relation { name: String, columns: Vec<String> },
+    Relation {
+        name: String,
+        columns: Vec<String>,
+    },
     Query(Box<ast::Query>),
+    /// `COPY (SUBSCRIBE ...) TO STDOUT`: the changes, for as long as the client reads.
+    Subscribe(SubscribeSpec),
+}
+
+/// A SUBSCRIBE: the relation whose changes are sent, whether its current contents come
+/// first (`snapshot`, default true), and whether checkpoints without changes are marked
+/// (`progress`, default false).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeSpec {
+    pub relation: String,
+    pub snapshot: bool,
+    pub progress: bool,
+}
+
+impl fmt::Display for SubscribeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SUBSCRIBE {} WITH (SNAPSHOT = {}, PROGRESS = {})",
+            quote_ident(&self.relation),
+            self.snapshot,
+            self.progress
+        )
+    }
 }
 
 /// Options of `COPY ... FROM STDIN` and `COPY ... TO STDOUT`.
@@ -418,12 +545,90 @@ impl fmt::Display for Statement {
                 quote_ident(name),
                 if *hold { "WITH" } else { "WITHOUT" }
             ),
-            Statement::Fetch { name, count } => match count {
-                Some(n) => write!(f, "FETCH FORWARD {n} FROM {}", quote_ident(name)),
-                None => write!(f, "FETCH ALL FROM {}", quote_ident(name)),
-            },
+            Statement::Fetch {
+                name,
+                count,
+                timeout,
+            } => {
+                match count {
+                    Some(n) => write!(f, "FETCH FORWARD {n} FROM {}", quote_ident(name))?,
+                    None => write!(f, "FETCH ALL FROM {}", quote_ident(name))?,
+                }
+                match timeout {
+                    Some(timeout) => write!(f, " WITH (TIMEOUT = '{} ms')", timeout.as_millis()),
+                    None => Ok(()),
+                }
+            }
+            Statement::Subscribe(spec) => write!(f, "{spec}"),
+            Statement::DeclareSubscribe {
+                name,
+                subscribe,
+                hold,
+            } => write!(
+                f,
+                "DECLARE {} CURSOR{} FOR {subscribe}",
+                quote_ident(name),
+                if *hold { " WITH HOLD" } else { "" }
+            ),
             Statement::CloseCursor(Some(name)) => write!(f, "CLOSE {}", quote_ident(name)),
             Statement::CloseCursor(None) => f.write_str("CLOSE ALL"),
+            Statement::CreateRole {
+                name,
+                options,
+                if_not_exists,
+            } => {
+                let if_not_exists = if *if_not_exists { "IF NOT EXISTS " } else { "" };
+                write!(
+                    f,
+                    "CREATE ROLE {if_not_exists}{}{options}",
+                    quote_ident(name)
+                )
+            }
+            Statement::AlterRole { name, options } => {
+                write!(f, "ALTER ROLE {}{options}", quote_ident(name))
+            }
+            Statement::DropRole { names, if_exists } => {
+                let names: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+                let if_exists = if *if_exists { "IF EXISTS " } else { "" };
+                write!(f, "DROP ROLE {if_exists}{}", names.join(", "))
+            }
+            Statement::Grant(grant) => {
+                let (verb, preposition) = if grant.revoke {
+                    ("REVOKE", "FROM")
+                } else {
+                    ("GRANT", "TO")
+                };
+                let what = match &grant.granted {
+                    Granted::Relations {
+                        privileges,
+                        relations: Some(relations),
+                    } => {
+                        let names: Vec<String> = relations.iter().map(|n| quote_ident(n)).collect();
+                        format!("{privileges} ON {}", names.join(", "))
+                    }
+                    Granted::Relations {
+                        privileges,
+                        relations: None,
+                    } => format!("{privileges} ON ALL TABLES IN SCHEMA public"),
+                    Granted::CreateOnSchema => "CREATE ON SCHEMA public".to_string(),
+                    Granted::Roles(roles) => {
+                        let names: Vec<String> = roles.iter().map(|n| quote_ident(n)).collect();
+                        names.join(", ")
+                    }
+                };
+                let grantees: Vec<String> = grant
+                    .grantees
+                    .iter()
+                    .map(|g| {
+                        if g == crate::access::PUBLIC {
+                            "PUBLIC".to_string()
+                        } else {
+                            quote_ident(g)
+                        }
+                    })
+                    .collect();
+                write!(f, "{verb} {what} {preposition} {}", grantees.join(", "))
+            }
             Statement::CopyTo { source, options } => match source {
                 CopySource::Relation { name, columns } => write!(
                     f,
@@ -432,6 +637,7 @@ impl fmt::Display for Statement {
                     column_list(columns)
                 ),
                 CopySource::Query(query) => write!(f, "COPY ({query}) TO STDOUT {options}"),
+                CopySource::Subscribe(spec) => write!(f, "COPY ({spec}) TO STDOUT {options}"),
             },
             Statement::Comment {
                 kind,

@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Benchmark helper: read a whole topic with a plain consumer and print the rate (the
     /// broker's ceiling in `benches/kafka_backfill.py`).
     #[command(hide = true)]
@@ -46,7 +46,8 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNNEL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
-    /// kafka_bootstrap_servers, log_format, metrics_listen
+    /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
+    /// tls_key, tls_required, subscribe_buffer
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -67,6 +68,27 @@ pub struct ServeArgs {
     /// none]
     #[arg(long, env = "RUNNEL_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// File whose first line is the password of the superuser `runnel`, set at every start;
+    /// once it has a password, every client authenticates with SCRAM-SHA-256
+    #[arg(long, env = "RUNNEL_SUPERUSER_PASSWORD_FILE")]
+    pub superuser_password_file: Option<PathBuf>,
+    /// The superuser's password itself (prefer the file: the environment of a process is
+    /// visible to its user)
+    #[arg(long, env = "RUNNEL_SUPERUSER_PASSWORD", hide_env_values = true)]
+    pub superuser_password: Option<String>,
+    /// PEM certificate chain for TLS (with --tls-key)
+    #[arg(long, env = "RUNNEL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS, readable by its owner only (with --tls-cert)
+    #[arg(long, env = "RUNNEL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS [default: false]
+    #[arg(long, env = "RUNNEL_TLS_REQUIRED")]
+    pub tls_required: Option<bool>,
+    /// Events (a checkpoint's changes, a checkpoint's mark) a SUBSCRIBE client may leave
+    /// unread before it is disconnected, at least 4 [default: 1024]
+    #[arg(long, env = "RUNNEL_SUBSCRIBE_BUFFER")]
+    pub subscribe_buffer: Option<usize>,
 }
 
 /// How log lines are written.
@@ -88,16 +110,38 @@ pub struct FileConfig {
     pub kafka_bootstrap_servers: Option<String>,
     pub log_format: Option<LogFormat>,
     pub metrics_listen: Option<SocketAddr>,
+    pub superuser_password_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_required: Option<bool>,
+    pub subscribe_buffer: Option<usize>,
 }
 
 /// The resolved configuration of `runnel serve`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
     pub log_format: LogFormat,
     pub metrics_listen: Option<SocketAddr>,
+    /// The superuser's password, to set at start-up.
+    pub superuser_password: Option<String>,
+    /// Certificate chain and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub tls_required: bool,
+}
+
+// Never the password.
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("tls", &self.tls)
+            .field("tls_required", &self.tls_required)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServeArgs {
@@ -119,7 +163,41 @@ impl ServeArgs {
         if interval == 0 {
             return Err("checkpoint_interval_ms must be positive".into());
         }
+        let password_file = self
+            .superuser_password_file
+            .or(file.superuser_password_file);
+        let superuser_password = match (password_file, self.superuser_password) {
+            (Some(path), _) => Some(read_password(&path)?),
+            (None, Some(password)) => Some(password),
+            (None, None) => None,
+        };
+        if superuser_password.as_deref() == Some("") {
+            return Err("the superuser password is empty".into());
+        }
+        let tls = match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("TLS needs both tls_cert and tls_key".into()),
+        };
+        let tls_required = self.tls_required.or(file.tls_required).unwrap_or(false);
+        let subscribe_buffer = self
+            .subscribe_buffer
+            .or(file.subscribe_buffer)
+            .unwrap_or(runnel_runtime::subscription::SUBSCRIBER_BUFFER);
+        // A checkpoint's changes, its mark and the end of the subscription need room.
+        if subscribe_buffer < 4 {
+            return Err("subscribe_buffer must be at least 4".into());
+        }
+        if tls_required && tls.is_none() {
+            return Err("tls_required needs tls_cert and tls_key".into());
+        }
         Ok(ServeConfig {
+            superuser_password,
+            tls,
+            tls_required,
             listen,
             data_dir: self
                 .data_dir
@@ -132,11 +210,19 @@ impl ServeArgs {
                     .kafka_bootstrap_servers
                     .or(file.kafka_bootstrap_servers)
                     .filter(|s| !s.trim().is_empty()),
+                subscribe_buffer,
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
+}
+
+/// The first line of a password file, without its line break.
+fn read_password(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, String> {

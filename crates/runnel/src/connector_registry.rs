@@ -40,7 +40,8 @@ pub struct IngestProgress {
 /// Where a source thread's rows come from.
 #[derive(Debug, Clone)]
 pub enum SourceOrigin {
-    Kafka(KafkaOptions),
+    /// Boxed: Kafka options, TLS/SASL settings included, dwarf the other variant.
+    Kafka(Box<KafkaOptions>),
     Generator,
 }
 
@@ -145,7 +146,7 @@ impl SourceThreads {
     /// The Kafka options of a source that is being ingested.
     pub fn kafka_options(&self, id: ObjectId) -> Option<KafkaOptions> {
         match self.origin(id)? {
-            SourceOrigin::Kafka(options) => Some(options),
+            SourceOrigin::Kafka(options) => Some(*options),
             SourceOrigin::Generator => None,
         }
     }

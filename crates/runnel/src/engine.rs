@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use runnel_common::{Result, RunnelError};
+use runnel_pgwire::auth::{AuthMethod, ScramVerifier};
 use runnel_pgwire::{PgEngine, PgError, StartupInfo};
 use runnel_runtime::{Worker, WorkerThread};
 use runnel_state::{Store, StoreOptions};
@@ -102,10 +103,54 @@ impl Engine {
 impl PgEngine for Engine {
     type Session = RunnelSession;
 
+    /// SCRAM once the bootstrap superuser has a password; until then, trust for loopback
+    /// clients only (a non-loopback client then has no password to give, and fails).
+    fn authentication(&self, startup: &StartupInfo) -> AuthMethod {
+        if self.shared.roles.passwords_required() || !is_loopback(startup.peer.ip()) {
+            AuthMethod::Scram
+        } else {
+            AuthMethod::Trust
+        }
+    }
+
+    async fn scram_verifier(&self, user: &str) -> Option<ScramVerifier> {
+        self.shared
+            .roles
+            .get(user)
+            .filter(|role| role.login)
+            .and_then(|role| role.verifier())
+    }
+
     async fn open_session(
         &self,
         startup: &StartupInfo,
     ) -> std::result::Result<RunnelSession, PgError> {
+        // Authenticated with SCRAM, the role exists and may log in; trusted, it may not.
+        let user = if startup.user.is_empty() {
+            crate::roles::BOOTSTRAP_SUPERUSER
+        } else {
+            startup.user.as_str()
+        };
+        match self.shared.roles.get(user) {
+            None => {
+                return Err(PgError::new(
+                    "28000",
+                    format!("role \"{user}\" does not exist"),
+                ))
+            }
+            Some(role) if !role.login => {
+                return Err(PgError::new(
+                    "28000",
+                    format!("role \"{user}\" is not permitted to log in"),
+                ))
+            }
+            Some(_) => {}
+        }
         RunnelSession::open(self.shared.clone(), startup)
     }
+}
+
+/// Loopback, IPv4-mapped IPv6 addresses included.
+pub fn is_loopback(address: std::net::IpAddr) -> bool {
+    address.to_canonical().is_loopback()
 }

@@ -21,13 +21,12 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use runnel_common::{Result, RunnelError, SqlState, KAFKA_OFFSET_COLUMN, KAFKA_PARTITION_COLUMN};
 use runnel_connectors::formats::{take_rows, RecordDecoder};
-use runnel_connectors::kafka::{send_waiting, KafkaRecord, TopicReader};
-use runnel_connectors::{Format, KafkaOptions, OnError};
+use runnel_connectors::kafka::{client_config, send_waiting, KafkaRecord, TopicReader};
+use runnel_connectors::{Format, KafkaOptions, KafkaSecurity, OnError};
 use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
 use runnel_state::{keys, Store, WriteBatch};
@@ -153,7 +152,7 @@ pub fn start(
     shared.sources.spawn(
         entry.id,
         format!("runnel-kafka-{}", entry.name),
-        SourceOrigin::Kafka(options),
+        SourceOrigin::Kafka(Box::new(options)),
         handle,
         move || task.run(),
     )
@@ -235,8 +234,10 @@ impl IngestTask {
             if self.stopped() {
                 return;
             }
+            // Connecting reads the SASL password file again: a rotated password is picked up.
             match TopicReader::connect(
                 &self.options.bootstrap_servers,
+                &self.options.security,
                 &self.options.topic,
                 &client_id,
             ) {
@@ -300,6 +301,7 @@ impl IngestTask {
         let dlq = match &self.options.on_error {
             OnError::DeadLetter(topic) => Some(DeadLetters::connect(
                 &self.options.bootstrap_servers,
+                &self.options.security,
                 topic,
             )?),
             _ => None,
@@ -648,9 +650,11 @@ struct DeadLetters {
 }
 
 impl DeadLetters {
-    fn connect(bootstrap: &str, topic: &str) -> Result<DeadLetters> {
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
+    /// A producer with the stream's own TLS/SASL settings (the dead-letter topic is on the
+    /// stream's broker).
+    fn connect(bootstrap: &str, security: &KafkaSecurity, topic: &str) -> Result<DeadLetters> {
+        let producer: ThreadedProducer<DefaultProducerContext> = client_config(bootstrap, security)
+            .map_err(RunnelError::from)?
             .set("message.timeout.ms", "0")
             .create()
             .map_err(|e| RunnelError::from(runnel_connectors::ConnectorError::from(e)))?;
@@ -702,7 +706,12 @@ impl DeadLetters {
 /// connects to the broker (so a typo in the topic fails the CREATE, not later).
 pub fn prepare(def: &RelationDef, options: &KafkaOptions) -> Result<(Layout, BTreeMap<i32, i64>)> {
     let layout = Layout::new(def)?;
-    let reader = TopicReader::connect(&options.bootstrap_servers, &options.topic, "runnel-create")?;
+    let reader = TopicReader::connect(
+        &options.bootstrap_servers,
+        &options.security,
+        &options.topic,
+        "runnel-create",
+    )?;
     let start = reader.resolve(&options.start)?;
     Ok((layout, start))
 }

@@ -12,7 +12,9 @@ pub mod metrics;
 pub mod metrics_server;
 pub mod nexmark_ingest;
 pub mod plan_diagnosis;
+pub mod privileges;
 pub mod query_context;
+pub mod roles;
 pub mod serving;
 pub mod session;
 pub mod settings;
@@ -21,6 +23,7 @@ pub mod stream_cache;
 pub mod system_catalog;
 pub mod table_upsert;
 pub mod text_casts;
+pub mod tls;
 pub mod transaction;
 pub mod writer;
 

@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::KafkaReadRate {
             bootstrap_servers,
             topic,
@@ -51,8 +51,21 @@ fn main() {
 /// Log lines go to stderr at the level `RUNNEL_LOG` sets (default `info`), as text (colored
 /// only when stderr is a terminal: log files get no escape codes) or as one JSON object per
 /// line.
+///
+/// sqlparser's debug lines hold every statement's tokens, and so the passwords a CREATE STREAM
+/// or CREATE SINK may carry: its level is capped at info unless RUNNEL_LOG names it.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter =
+        EnvFilter::try_from_env("RUNNEL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let named = std::env::var("RUNNEL_LOG").is_ok_and(|spec| spec.contains("sqlparser"));
+    let verbose = filter
+        .max_level_hint()
+        .is_none_or(|level| level > tracing_subscriber::filter::LevelFilter::INFO);
+    if verbose && !named {
+        if let Ok(cap) = "sqlparser=info".parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -101,9 +114,49 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
             ready.clone(),
         ));
     }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(runnel::tls::load(cert, key)?),
+        None => None,
+    };
     let engine = Engine::open(&config.data_dir, config.engine.clone())
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let served = serve_engine(&config, engine.clone(), tls, ready).await;
+    // Also when serving failed: the worker must stop before the process exits.
+    tokio::task::spawn_blocking(move || engine.shutdown())
+        .await
+        .map_err(|e| format!("shutdown failed: {e}"))?;
+    served
+}
+
+/// Serves clients until the server is told to stop.
+async fn serve_engine(
+    config: &runnel::config::ServeConfig,
+    engine: Arc<Engine>,
+    tls: Option<runnel::tls::ServerTls>,
+    ready: runnel::metrics_server::ReadyEngine,
+) -> Result<(), String> {
+    if let Some(password) = &config.superuser_password {
+        engine
+            .shared
+            .roles
+            .set_superuser_password(password)
+            .map_err(|e| format!("cannot set the superuser password: {e}"))?;
+    }
+    if !engine.shared.roles.passwords_required() {
+        if !runnel::engine::is_loopback(config.listen.ip()) {
+            return Err(format!(
+                "refusing to listen on {} without authentication: give the superuser \
+                 `runnel` a password with --superuser-password-file FILE or \
+                 RUNNEL_SUPERUSER_PASSWORD",
+                config.listen
+            ));
+        }
+        tracing::warn!(
+            "the superuser has no password: every local (loopback) client is trusted; set one \
+             with --superuser-password-file to require passwords"
+        );
+    }
     let _ = ready.set(engine.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -111,10 +164,7 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
-    println!(
-        "runnel listening on {addr} (data directory {})",
-        config.data_dir.display()
-    );
+    // Logged before the line on stdout that tells scripts (and tests) the server is up.
     let restored = engine.restored_objects();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -126,8 +176,17 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
         sinks = restored.sinks,
         "runnel started"
     );
+    println!(
+        "runnel listening on {addr} (data directory {})",
+        config.data_dir.display()
+    );
     let _ = std::io::stdout().flush();
-    let server = runnel_pgwire::serve(listener, engine.clone());
+    let options = runnel_pgwire::ServeOptions {
+        certificate_pem: tls.as_ref().map(|tls| tls.certificate_pem.clone()),
+        tls: tls.map(|tls| tls.acceptor),
+        tls_required: config.tls_required,
+    };
+    let server = runnel_pgwire::serve(listener, engine, options);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
     tokio::select! {
@@ -135,9 +194,5 @@ async fn serve(config: runnel::config::ServeConfig) -> Result<(), String> {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
         _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
     }
-    let engine: Arc<Engine> = engine;
-    tokio::task::spawn_blocking(move || engine.shutdown())
-        .await
-        .map_err(|e| format!("shutdown failed: {e}"))?;
     Ok(())
 }

@@ -3,12 +3,19 @@
 //! (state size, checkpoints, sources, failed views, the process's own figures). Figures read
 //! at a scrape that are counts (records read) are set on counters by resetting them first:
 //! the values never go down while the server runs, and a dropped source's series go away.
+//!
+//! Per view: its rows and the changes applied to it (counted by the view's `Materialize`
+//! operator per batch, published by the dataflow worker) and its freshness, observed from the
+//! samples the worker's checkpoints took since the last scrape (what a sample measures:
+//! `runnel_runtime::worker`'s module docs).
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use runnel_common::{Result, RunnelError};
 use runnel_runtime::CheckpointStats;
@@ -33,6 +40,11 @@ pub struct Metrics {
     late_events: IntCounterVec,
     sink_records: IntCounterVec,
     failed_views: IntGauge,
+    view_rows: IntGaugeVec,
+    view_changes: IntCounterVec,
+    view_freshness: HistogramVec,
+    /// Views with a freshness series, so that a dropped view's series can be removed.
+    freshness_views: Mutex<BTreeSet<String>>,
 }
 
 fn registration(error: prometheus::Error) -> RunnelError {
@@ -122,6 +134,36 @@ impl Metrics {
             "Materialized views that stopped updating after an error.",
         )
         .map_err(registration)?;
+        let view_rows = IntGaugeVec::new(
+            Opts::new(
+                "runnel_view_rows",
+                "Rows a materialized view holds (what SELECT count(*) of it gives).",
+            ),
+            &["view"],
+        )
+        .map_err(registration)?;
+        let view_changes = IntCounterVec::new(
+            Opts::new(
+                "runnel_view_changes_total",
+                "Changes applied to a materialized view's contents (rows inserted plus rows \
+                 deleted; an update counts both) since the server started or the view was \
+                 created.",
+            ),
+            &["view"],
+        )
+        .map_err(registration)?;
+        let view_freshness = HistogramVec::new(
+            HistogramOpts::new(
+                "runnel_view_freshness_seconds",
+                "Per checkpoint that changed a view: how long before it the oldest change it \
+                 made visible was appended to its source log (INSERT, COPY or Kafka ingest).",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+            &["view"],
+        )
+        .map_err(registration)?;
         for metric in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queries.clone()),
@@ -134,6 +176,9 @@ impl Metrics {
             Box::new(late_events.clone()),
             Box::new(sink_records.clone()),
             Box::new(failed_views.clone()),
+            Box::new(view_rows.clone()),
+            Box::new(view_changes.clone()),
+            Box::new(view_freshness.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(metric).map_err(registration)?;
@@ -154,6 +199,10 @@ impl Metrics {
             late_events,
             sink_records,
             failed_views,
+            view_rows,
+            view_changes,
+            view_freshness,
+            freshness_views: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -237,7 +286,58 @@ impl Metrics {
         }
         self.failed_views
             .set(i64::try_from(status.failed_views.len()).unwrap_or(i64::MAX));
+        self.read_views(shared, &status, &catalog);
         Ok(())
+    }
+
+    /// Every view's rows and changes, and the freshness samples taken since the last scrape.
+    fn read_views(
+        &self,
+        shared: &Shared,
+        status: &runnel_runtime::WorkerStatus,
+        catalog: &runnel_sql::Catalog,
+    ) {
+        let view_name = |id| {
+            catalog
+                .get_by_id(id)
+                .filter(|e| e.kind == ObjectKind::MaterializedView)
+                .map(|e| e.name.as_str())
+        };
+        self.view_rows.reset();
+        self.view_changes.reset();
+        for view in &status.views {
+            let Some(name) = view_name(view.id) else {
+                continue;
+            };
+            self.view_rows.with_label_values(&[name]).set(view.rows);
+            self.view_changes
+                .with_label_values(&[name])
+                .inc_by(view.changes);
+        }
+        let samples = shared.worker.checkpoint_stats().take_view_freshness();
+        let mut named = self
+            .freshness_views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (id, age) in samples {
+            if let Some(name) = view_name(id) {
+                self.view_freshness
+                    .with_label_values(&[name])
+                    .observe(age.as_secs_f64());
+                if !named.contains(name) {
+                    named.insert(name.to_string());
+                }
+            }
+        }
+        named.retain(|name| {
+            let live = catalog
+                .get(name)
+                .is_some_and(|e| e.kind == ObjectKind::MaterializedView);
+            if !live {
+                let _ = self.view_freshness.remove_label_values(&[name.as_str()]);
+            }
+            live
+        });
     }
 
     /// The text of every metric, with the state size and checkpoints read now.

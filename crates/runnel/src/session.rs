@@ -36,11 +36,27 @@ pub struct RunnelSession {
     pub writes_pending: bool,
     /// Open cursors: their columns, and whether they were declared WITH HOLD.
     pub cursors: HashMap<String, (SchemaRef, bool)>,
+    /// NOTICEs of the running statement, sent to the client before its answer.
+    notices: Vec<String>,
+    /// NOTICEs sent to the client while the statement runs (a backfill's progress): set
+    /// once the protocol layer takes the receiving end (`live_notices`).
+    live_notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 }
 
 impl RunnelSession {
     pub fn settings(&self) -> &SessionSettings {
         &self.identity.settings
+    }
+
+    /// Raises a NOTICE for the client.
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.notices.push(text.into());
+    }
+
+    /// Where to send NOTICEs that the client gets while the statement still runs (from any
+    /// thread); `None` when nobody delivers them (a session not served over the wire).
+    pub fn live_notice_sender(&self) -> Option<tokio::sync::mpsc::UnboundedSender<String>> {
+        self.live_notices.clone()
     }
 
     /// Makes unqualified names resolve as `search_path` says: in `public` (then `pg_catalog`,
@@ -203,6 +219,13 @@ fn ddl_description(statement: &Statement) -> Option<(String, String)> {
             names.join(", "),
         ),
         Statement::Comment { relation, .. } => ("COMMENT".to_string(), relation.clone()),
+        Statement::CreateRole { name, .. } => ("CREATE ROLE".to_string(), name.clone()),
+        Statement::AlterRole { name, .. } => ("ALTER ROLE".to_string(), name.clone()),
+        Statement::DropRole { names, .. } => ("DROP ROLE".to_string(), names.join(", ")),
+        Statement::Grant(grant) => (
+            if grant.revoke { "REVOKE" } else { "GRANT" }.to_string(),
+            grant.grantees.join(", "),
+        ),
         _ => return None,
     };
     Some((what, name))
@@ -273,6 +296,8 @@ impl RunnelSession {
             transaction: None,
             writes_pending: false,
             cursors: HashMap::new(),
+            notices: Vec::new(),
+            live_notices: None,
         })
     }
 }
@@ -398,6 +423,16 @@ impl PgSession for RunnelSession {
         self.settings().take_reported_changes()
     }
 
+    fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn live_notices(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        self.live_notices = Some(sender);
+        Some(receiver)
+    }
+
     fn output_style(&self) -> runnel_pgwire::types::OutputStyle {
         self.settings().output_style()
     }
@@ -484,9 +519,7 @@ impl RunnelSession {
             } = &statement.kind
             {
                 // Checked now, applied at COMMIT.
-                let snapshot = self.shared.catalog.snapshot();
-                let checked =
-                    handlers::comment::target(&snapshot, *kind, relation, column.as_deref());
+                let checked = handlers::comment::check(self, *kind, relation, column.as_deref());
                 if let Err(error) = checked {
                     self.fail_transaction();
                     return Err(to_pg_error(error));

@@ -23,6 +23,8 @@ pub struct EngineConfig {
     pub sync_writes: bool,
     /// Default `bootstrap_servers` of Kafka streams, tables and sinks.
     pub kafka_bootstrap_servers: Option<String>,
+    /// Events a SUBSCRIBE subscriber may leave unread before it is disconnected.
+    pub subscribe_buffer: usize,
 }
 
 impl Default for EngineConfig {
@@ -31,6 +33,7 @@ impl Default for EngineConfig {
             checkpoint_interval: Duration::from_millis(1000),
             sync_writes: false,
             kafka_bootstrap_servers: None,
+            subscribe_buffer: runnel_runtime::subscription::SUBSCRIBER_BUFFER,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Shared {
     pub sinks: Sinks,
     /// What `--metrics-listen` exports.
     pub metrics: crate::metrics::Metrics,
+    /// Who may log in, and who is a superuser.
+    pub roles: crate::roles::Roles,
 }
 
 impl fmt::Debug for Shared {
@@ -65,6 +70,7 @@ impl Shared {
     pub fn new(store: Arc<Store>, worker: Worker, config: EngineConfig) -> Result<Shared> {
         Ok(Shared {
             catalog: CatalogService::open(store.clone())?,
+            roles: crate::roles::Roles::open(store.clone())?,
             store,
             worker,
             writers: Mutex::new(HashMap::new()),

@@ -86,23 +86,39 @@ fn read_entries(
     from: u64,
     schema: &SchemaRef,
 ) -> Result<Vec<(u64, RecordBatch)>> {
+    // Stream entries are all inserts.
+    let entries = read_log_changes(store, id, schema, from, u64::MAX, usize::MAX)?;
+    Ok(entries
+        .into_iter()
+        .map(|(seq, changes)| (seq, changes.data))
+        .collect())
+}
+
+/// At most `limit` log entries of stream or table `id` in `[from, to)`, as changes of
+/// `schema` (hidden Kafka columns are left out), in log order.
+pub fn read_log_changes(
+    store: &Store,
+    id: ObjectId,
+    schema: &SchemaRef,
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Vec<(u64, ChangeBatch)>> {
     let prefix = keys::log_prefix(id);
+    let end = match to {
+        u64::MAX => keys::prefix_end(&prefix),
+        to => keys::log_entry(id, to),
+    };
     let mut stored = Vec::new();
-    store.for_each_in_range(
-        &keys::log_entry(id, from),
-        &keys::prefix_end(&prefix),
-        |key, value| {
-            stored.push((keys::log_entry_seq(key), ipc::decode_batch(value)?));
-            Ok(true)
-        },
-    )?;
+    store.for_each_in_range(&keys::log_entry(id, from), &end, |key, value| {
+        stored.push((keys::log_entry_seq(key), ipc::decode_batch(value)?));
+        Ok(stored.len() < limit)
+    })?;
     stored
         .into_iter()
         .map(|(seq, batch)| {
-            let seq = seq.ok_or_else(|| RunnelError::internal("bad stream log key"))?;
-            // Stream entries are all inserts; hidden Kafka columns are left out.
-            let rows = ChangeBatch::from_stored(&batch, schema.clone())?.data;
-            Ok((seq, rows))
+            let seq = seq.ok_or_else(|| RunnelError::internal("bad source log key"))?;
+            Ok((seq, ChangeBatch::from_stored(&batch, schema.clone())?))
         })
         .collect()
 }

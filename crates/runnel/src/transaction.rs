@@ -120,14 +120,7 @@ impl PendingWrites {
         if self.relations.is_empty() {
             return Ok(());
         }
-        let mut read = Vec::new();
-        plan.apply_with_subqueries(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                read.push(scan.table_name.table().to_string());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        for name in read {
+        for name in scanned_relations(plan)? {
             let Some(entry) = catalog.get(&name) else {
                 continue;
             };
@@ -319,4 +312,16 @@ impl Transaction {
 /// The writers' lock of a transaction's pending writes.
 pub fn lock_pending(pending: &SharedPendingWrites) -> std::sync::MutexGuard<'_, PendingWrites> {
     pending.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The names of the relations a plan scans, subqueries included.
+pub fn scanned_relations(plan: &LogicalPlan) -> Result<Vec<String>> {
+    let mut read = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            read.push(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(read)
 }

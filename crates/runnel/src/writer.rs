@@ -95,6 +95,11 @@ pub struct LockedWriter<'a> {
 }
 
 impl LockedWriter<'_> {
+    /// The sequence number the next entry gets: every entry before it is committed.
+    pub fn next_seq(&self) -> u64 {
+        self.state.next_seq
+    }
+
     /// Appends `changes` to the log and applies `extra` (table rows) in one atomic write.
     pub fn commit(
         &mut self,

@@ -10,7 +10,7 @@ use rdkafka::message::Message;
 
 use super::TopicReader;
 use crate::error::{ConnectorError, Result};
-use crate::options::StartPosition;
+use crate::options::{KafkaSecurity, StartPosition};
 
 /// What a full read of a topic took.
 #[derive(Debug, Clone, Copy)]
@@ -20,9 +20,15 @@ pub struct ReadRate {
     pub seconds: f64,
 }
 
-/// Reads `topic` from the earliest offsets to the high watermarks seen at the start.
+/// Reads `topic` from the earliest offsets to the high watermarks seen at the start (over a
+/// plaintext connection: the benchmark broker has no TLS or SASL).
 pub fn measure_read_rate(bootstrap: &str, topic: &str) -> Result<ReadRate> {
-    let reader = TopicReader::connect(bootstrap, topic, "runnel-read-rate")?;
+    let reader = TopicReader::connect(
+        bootstrap,
+        &KafkaSecurity::default(),
+        topic,
+        "runnel-read-rate",
+    )?;
     let ends: BTreeMap<i32, i64> = reader.resolve(&StartPosition::Latest)?;
     let starts = reader.resolve(&StartPosition::Earliest)?;
     reader.assign(&starts)?;

@@ -6,26 +6,33 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::BROKER_TIMEOUT;
+use super::{client_config, LastFailure, BROKER_TIMEOUT};
 use crate::error::{ConnectorError, Result};
-use crate::options::StartPosition;
+use crate::options::{KafkaSecurity, StartPosition};
 
 /// Keeps the high watermarks that fetch responses carry (librdkafka's statistics, once a
 /// second), so progress reporting needs no extra broker requests: a ListOffsets request per
 /// partition per second is costly on some brokers (Tansu's sqlite engine scans for it).
+///
+/// Also keeps the last failure librdkafka logged, to say why the broker cannot be reached.
 #[derive(Default)]
 pub struct ReaderContext {
     high_watermarks: Mutex<HashMap<i32, i64>>,
+    failure: LastFailure,
 }
 
 impl ClientContext for ReaderContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.failure.log(level, facility, message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut high = self
             .high_watermarks
@@ -43,6 +50,10 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
+/// How long a consumer that failed to connect is polled, at most, for an error line that
+/// says why.
+const LOG_DRAIN: Duration = Duration::from_secs(1);
+
 /// A consumer over all partitions of one topic.
 pub struct TopicReader {
     consumer: BaseConsumer<ReaderContext>,
@@ -53,10 +64,13 @@ pub struct TopicReader {
 /// One record, borrowed from the consumer.
 pub type KafkaRecord<'a> = BorrowedMessage<'a>;
 
-fn consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+fn consumer_config(
+    bootstrap: &str,
+    security: &KafkaSecurity,
+    client_id: &str,
+) -> Result<ClientConfig> {
+    let mut config = client_config(bootstrap, security)?;
     config
-        .set("bootstrap.servers", bootstrap)
         .set("client.id", client_id)
         // Required by librdkafka even though Runnel only assigns partitions and never commits.
         .set("group.id", format!("runnel-{client_id}"))
@@ -70,16 +84,38 @@ fn consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "2000")
         .set("statistics.interval.ms", "1000");
-    config
+    Ok(config)
 }
 
 impl TopicReader {
-    /// Connects and reads the topic's partitions; fails if the broker is unreachable or the
+    /// Connects and reads the topic's partitions; fails if the broker is unreachable (saying
+    /// why, when librdkafka logged it: a failed TLS handshake or SASL authentication), or the
     /// topic does not exist.
-    pub fn connect(bootstrap: &str, topic: &str, client_id: &str) -> Result<TopicReader> {
+    pub fn connect(
+        bootstrap: &str,
+        security: &KafkaSecurity,
+        topic: &str,
+        client_id: &str,
+    ) -> Result<TopicReader> {
         let consumer: BaseConsumer<ReaderContext> =
-            consumer_config(bootstrap, client_id).create_with_context(ReaderContext::default())?;
-        let metadata = consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT)?;
+            consumer_config(bootstrap, security, client_id)?
+                .create_with_context(ReaderContext::default())?;
+        let metadata = match consumer.fetch_metadata(Some(topic), BROKER_TIMEOUT) {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                // librdkafka's log lines, which say why, wait in the client's queue until it is
+                // polled (nothing is assigned: polling reads no record). An error line may come
+                // just after the failure it explains.
+                let until = Instant::now() + LOG_DRAIN;
+                while !consumer.context().failure.has_error() {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else {
+                        break;
+                    };
+                    consumer.poll(left.min(Duration::from_millis(20)));
+                }
+                return Err(consumer.context().failure.explain(e));
+            }
+        };
         let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
             return Err(ConnectorError::Broker(format!("topic '{topic}' not found")));
         };
@@ -238,7 +274,7 @@ impl TopicReader {
                     first_at.get_or_insert_with(Instant::now);
                     out.push(message);
                 }
-                Some(Err(e)) => return (out, Some(e.into())),
+                Some(Err(e)) => return (out, Some(self.consumer.context().failure.explain(e))),
                 None => break,
             }
         }
@@ -249,9 +285,10 @@ impl TopicReader {
 /// Resolves `start` for a topic with a short-lived consumer (views' start positions).
 pub fn resolve_start(
     bootstrap: &str,
+    security: &KafkaSecurity,
     topic: &str,
     start: &StartPosition,
 ) -> Result<BTreeMap<i32, i64>> {
-    let reader = TopicReader::connect(bootstrap, topic, "runnel-resolve")?;
+    let reader = TopicReader::connect(bootstrap, security, topic, "runnel-resolve")?;
     reader.resolve(start)
 }

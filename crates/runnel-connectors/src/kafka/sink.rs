@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use datafusion::arrow::array::Int64Array;
 use datafusion::arrow::record_batch::RecordBatch;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
-use super::BROKER_TIMEOUT;
+use super::{client_config, LastFailure, BROKER_TIMEOUT};
 use crate::error::{ConnectorError, Result};
 use crate::formats::json_encode::{rows_as_json, with_field};
 use crate::options::{SinkMode, SinkOptions};
@@ -32,9 +32,14 @@ pub struct DeliveryStatus {
 
 struct SinkContext {
     status: Arc<DeliveryStatus>,
+    failure: LastFailure,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.failure.log(level, facility, message);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = ();
@@ -86,8 +91,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer; with `check_topic`, first checks that the topic exists (a new
-    /// sink), else trusts it and lets records queue while the broker is away (a restart).
+    /// Creates the producer (reading the SASL password file, if any, now); with
+    /// `check_topic`, first checks that the topic exists (a new sink), else trusts it and lets
+    /// records queue while the broker is away (a restart).
     pub fn connect(
         options: &SinkOptions,
         key_columns: Vec<usize>,
@@ -95,21 +101,34 @@ impl KafkaSink {
         check_topic: bool,
     ) -> Result<Self> {
         let status = Arc::new(DeliveryStatus::default());
-        let producer: ThreadedProducer<SinkContext> = ClientConfig::new()
-            .set("bootstrap.servers", &options.bootstrap_servers)
-            .set("client.id", client_id)
-            .set("acks", "all")
-            // Retry until delivered: a record given up on would break at-least-once.
-            .set("message.timeout.ms", "0")
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "1000000")
-            .create_with_context(SinkContext {
-                status: status.clone(),
-            })?;
+        let producer: ThreadedProducer<SinkContext> =
+            client_config(&options.bootstrap_servers, &options.security)?
+                .set("client.id", client_id)
+                .set("acks", "all")
+                // Retry until delivered: a record given up on would break at-least-once.
+                .set("message.timeout.ms", "0")
+                .set("linger.ms", "5")
+                .set("queue.buffering.max.messages", "1000000")
+                .create_with_context(SinkContext {
+                    status: status.clone(),
+                    failure: LastFailure::default(),
+                })?;
         let found = !check_topic || {
             let metadata = producer
                 .client()
-                .fetch_metadata(Some(&options.topic), BROKER_TIMEOUT)?;
+                .fetch_metadata(Some(&options.topic), BROKER_TIMEOUT)
+                .map_err(|e| {
+                    // The producer's own thread serves librdkafka's log lines (the reason)
+                    // every 100 ms: give it a moment to serve an error line.
+                    let context = producer.context();
+                    for _ in 0..50 {
+                        if context.failure.has_error() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    context.failure.explain(e)
+                })?;
             metadata.topics().iter().any(|t| {
                 t.name() == options.topic && t.error().is_none() && !t.partitions().is_empty()
             })

@@ -302,7 +302,11 @@ impl Server {
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("bound socket has an address");
         let engine = Arc::new(engine);
-        tokio::spawn(runnel_pgwire::serve(listener, Arc::clone(&engine)));
+        tokio::spawn(runnel_pgwire::serve(
+            listener,
+            Arc::clone(&engine),
+            runnel_pgwire::ServeOptions::default(),
+        ));
         Server { addr, engine }
     }
 

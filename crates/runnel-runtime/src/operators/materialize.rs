@@ -7,12 +7,19 @@
 //! - counted views keep per-row count deltas; a checkpoint reads the affected rows' counts
 //!   with one multi-get and writes the new counts (deleting rows that reach zero);
 //! - appended views keep the inserted batches; a checkpoint writes them as new blocks.
+//!
+//! It also counts, per batch (never per row of the store), the view's rows (the sum of the
+//! weights: what `SELECT count(*)` of the view gives) and the changes applied (the sum of
+//! their absolute values: an update counts its delete and its insert), for the metrics. The
+//! row count is persisted with each checkpoint that changes it, under the view's operator
+//! range, so a restart restores it with one read; a view stored before that key existed is
+//! counted from its stored rows once, at restore.
 
 use std::any::Any;
 use std::sync::Arc;
 
-use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::{concat_batches, take_record_batch};
+use datafusion::arrow::array::{Int64Array, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, min, sum, take_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use hashbrown::HashMap;
@@ -22,6 +29,8 @@ use runnel_state::keys::prefix_end;
 use runnel_state::{Store, WriteBatch};
 
 use crate::operator::Operator;
+use crate::stored_rows::{stored_batch_rows, sum_stored};
+use crate::subscription::ChangeTap;
 use crate::view_rows::{
     block_key, decode_block, decode_count, decode_view_rows, encode_columns, ViewLayout,
     APPEND_BLOCK_ROWS,
@@ -35,6 +44,22 @@ pub struct MaterializeOp {
     pending: Pending,
     key_scratch: EncodedRows,
     value_scratch: EncodedRows,
+    /// Where the row count is stored (see the module docs).
+    count_key: Vec<u8>,
+    /// The view's rows, pending changes included.
+    rows: i64,
+    /// `rows` differs from the stored count.
+    rows_dirty: bool,
+    /// Changes applied since the operator was built (this process).
+    changes: u64,
+    /// SUBSCRIBE's subscribers to the view.
+    tap: ChangeTap,
+}
+
+/// Where a view's row count is stored: in the view's operator range (DROP removes it), under a
+/// node number no plan reaches (the dataflow keeps a failed view's error at `u32::MAX`).
+pub fn row_count_key(view: runnel_plan::ObjectId) -> Vec<u8> {
+    runnel_state::keys::operator_prefix(view, u32::MAX - 1)
 }
 
 /// Changes since the last checkpoint.
@@ -55,9 +80,11 @@ enum Pending {
 }
 
 impl MaterializeOp {
+    /// `prefix`: where the rows are stored; `count_key`: where their count is.
     pub fn new(
         store: Arc<Store>,
         prefix: Vec<u8>,
+        count_key: Vec<u8>,
         schema: SchemaRef,
         key: Option<&[usize]>,
         appended: bool,
@@ -88,6 +115,10 @@ impl MaterializeOp {
                 }
             }
         };
+        let (rows, rows_dirty) = match store.get(&count_key)? {
+            Some(stored) => (decode_count(&stored)?, false),
+            None => (count_stored_rows(&store, &prefix, &layout)?, true),
+        };
         Ok(MaterializeOp {
             store,
             prefix,
@@ -96,7 +127,23 @@ impl MaterializeOp {
             pending,
             key_scratch: EncodedRows::new(),
             value_scratch: EncodedRows::new(),
+            count_key,
+            rows,
+            rows_dirty,
+            changes: 0,
+            tap: ChangeTap::default(),
         })
+    }
+
+    /// The view's rows now (what `SELECT count(*)` gives once pending changes are
+    /// committed).
+    pub fn row_count(&self) -> i64 {
+        self.rows
+    }
+
+    /// Rows inserted plus rows deleted since the operator was built.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The view's current contents (committed state plus pending changes) as one insert
@@ -242,6 +289,11 @@ impl Operator for MaterializeOp {
         if batch.is_empty() {
             return Ok(());
         }
+        let (net, applied) = weight_sums(&batch.weights);
+        self.rows += net;
+        self.rows_dirty |= net != 0;
+        self.changes += applied;
+        self.tap.record(&batch);
         match self.layout {
             ViewLayout::Keyed { .. } => self.buffer_keyed(&batch.data, batch.weights.values())?,
             ViewLayout::Counted => self.buffer_counted(&batch.data, batch.weights.values())?,
@@ -252,6 +304,10 @@ impl Operator for MaterializeOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        if self.rows_dirty {
+            batch.put(&self.count_key, self.rows.to_le_bytes());
+            self.rows_dirty = false;
+        }
         let mut key = self.prefix.clone();
         match &mut self.pending {
             Pending::Appended {
@@ -324,7 +380,121 @@ impl Operator for MaterializeOp {
         Ok(())
     }
 
+    fn tap(&mut self) -> Option<&mut ChangeTap> {
+        Some(&mut self.tap)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// The sum of a batch's weights (its rows' net change) and of their absolute values (its
+/// changes), with Arrow's vectorised kernels: one pass when there is no delete, the usual case.
+fn weight_sums(weights: &Int64Array) -> (i64, u64) {
+    let net = sum(weights).unwrap_or(0);
+    if min(weights).is_none_or(|m| m >= 0) {
+        return (net, net.unsigned_abs());
+    }
+    let applied = weights.values().iter().map(|w| w.unsigned_abs()).sum();
+    (net, applied)
+}
+
+/// The rows a view holds in the store: for views stored before their count was.
+fn count_stored_rows(store: &Store, prefix: &[u8], layout: &ViewLayout) -> Result<i64> {
+    sum_stored(store, prefix, &prefix_end(prefix), |value| match layout {
+        ViewLayout::Keyed { .. } => Ok(1),
+        ViewLayout::Counted => decode_count(value).map(|c| c.max(0)),
+        ViewLayout::Appended => stored_batch_rows(value).map(|n| n as i64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use runnel_state::StoreOptions;
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+        ]))
+    }
+
+    fn changes(rows: &[(i64, &str, i64)]) -> ChangeBatch {
+        let data = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+        )
+        .expect("a valid batch");
+        ChangeBatch::new(data, Int64Array::from_iter_values(rows.iter().map(|r| r.2)))
+    }
+
+    fn op(store: &Arc<Store>, key: Option<&[usize]>, appended: bool) -> MaterializeOp {
+        MaterializeOp::new(
+            store.clone(),
+            b"view/".to_vec(),
+            b"count".to_vec(),
+            schema(),
+            key,
+            appended,
+        )
+        .expect("the operator builds")
+    }
+
+    fn commit(store: &Store, op: &mut MaterializeOp) {
+        let mut batch = WriteBatch::default();
+        op.checkpoint(&mut batch).expect("a checkpoint");
+        store.write(batch).expect("the write");
+    }
+
+    /// Rows and changes follow the weights; the count survives a rebuild through its key,
+    /// and without the key it is counted from the stored rows.
+    #[test]
+    fn counts_rows_and_changes_in_every_layout() {
+        let inserts = changes(&[(1, "a", 1), (2, "b", 1), (3, "c", 1)]);
+        // An update of 2 and a delete of 3.
+        let update_delete = changes(&[(2, "b", -1), (2, "bb", 1), (3, "c", -1)]);
+        let twice = changes(&[(4, "d", 2)]);
+        // (key columns, appended, the changes, rows then, changes counted)
+        type Case<'a> = (Option<&'a [usize]>, bool, Vec<&'a ChangeBatch>, i64, u64);
+        let cases: [Case; 3] = [
+            (Some(&[0]), false, vec![&inserts, &update_delete], 2, 6),
+            (None, false, vec![&inserts, &update_delete, &twice], 4, 8),
+            (None, true, vec![&inserts, &twice], 5, 5),
+        ];
+        for (key, appended, batches, rows, applied) in cases {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = Store::open(dir.path(), StoreOptions::default()).expect("a store");
+            let mut view = op(&store, key, appended);
+            let mut out = Vec::new();
+            for batch in batches {
+                view.process(0, batch.clone(), &mut out)
+                    .expect("the changes apply");
+            }
+            assert_eq!((view.row_count(), view.changes()), (rows, applied));
+            commit(&store, &mut view);
+            assert_eq!(read_back(&store, &view), rows, "{key:?} {appended}");
+            let rebuilt = op(&store, key, appended);
+            assert_eq!((rebuilt.row_count(), rebuilt.changes()), (rows, 0));
+            let mut forget = WriteBatch::default();
+            forget.delete(b"count");
+            store.write(forget).expect("the delete");
+            assert_eq!(op(&store, key, appended).row_count(), rows);
+        }
+    }
+
+    fn read_back(store: &Store, view: &MaterializeOp) -> i64 {
+        crate::view_rows::read_view(store, &view.prefix, &view.layout, &view.schema)
+            .expect("the rows")
+            .iter()
+            .map(|b| b.num_rows() as i64)
+            .sum()
     }
 }

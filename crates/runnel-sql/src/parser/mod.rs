@@ -2,12 +2,16 @@
 //! does: Runnel's statement extensions are parsed from the token stream (`CREATE STREAM` with
 //! its `WATERMARK FOR` element, `CREATE SINK`, `DROP STREAM | SINK`, `EXPLAIN CREATE
 //! MATERIALIZED VIEW`, a view's trailing `EMIT ON WINDOW CLOSE`, `SHOW STREAMS | TABLES |
-//! MATERIALIZED VIEWS | SINKS | PROGRESS | WATERMARKS`, `FLUSH`) by calling sqlparser's own
+//! MATERIALIZED VIEWS | SINKS | PROGRESS | WATERMARKS`, `FLUSH`, the role statements of
+//! [`role_statement`] and the GRANT and REVOKE of [`grant_statement`]) by calling sqlparser's own
 //! parsers for the parts they share (names, column definitions, constraints, expressions,
 //! `WITH` options); every other statement is sqlparser's, classified in [`sql_statement`].
 //! Nothing is cut out of or replaced in the SQL text.
 
+mod grant_statement;
+mod role_statement;
 mod sql_statement;
+mod subscribe_statement;
 
 use datafusion::sql::sqlparser::ast::{self, helpers::stmt_create_table::CreateTableBuilder};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -101,6 +105,17 @@ impl<'a> RunnelParser<'a> {
         ) && take_trailing_words(&mut tokens, &EMIT_ON_WINDOW_CLOSE);
         let creates_table_with_watermark =
             matches!(w.as_slice(), ["CREATE", "TABLE", ..]) && has_watermark_element(&tokens);
+        let fetch_timeout = if matches!(w.as_slice(), ["FETCH", ..]) {
+            let timeout = subscribe_statement::take_fetch_timeout(&mut tokens)?;
+            subscribe_statement::add_fetch_from(&mut tokens);
+            timeout
+        } else {
+            None
+        };
+        let declares_subscribe = matches!(w.as_slice(), ["DECLARE", ..])
+            && leading_words(&tokens, 10)
+                .windows(2)
+                .any(|pair| pair[0] == "FOR" && pair[1] == "SUBSCRIBE");
         let mut parser = RunnelParser::new(sql, tokens);
         let statement = match w.as_slice() {
             ["CREATE", "STREAM", ..] => parser.create_stream()?,
@@ -121,6 +136,15 @@ impl<'a> RunnelParser<'a> {
                 parser.words_only(2, Statement::Show(ShowKind::Watermarks))?
             }
             ["FLUSH", ..] => parser.words_only(1, Statement::Flush)?,
+            ["SUBSCRIBE", ..] => parser.subscribe()?,
+            ["COPY", "(", "SUBSCRIBE", ..] => parser.copy_subscribe()?,
+            ["DECLARE", ..] if declares_subscribe => parser.declare_subscribe()?,
+            ["CREATE", "ROLE", ..] => parser.create_role(false)?,
+            ["CREATE", "USER", ..] => parser.create_role(true)?,
+            ["ALTER", "ROLE" | "USER", ..] => parser.alter_role()?,
+            ["DROP", "ROLE" | "USER", ..] => parser.drop_role()?,
+            ["GRANT", ..] => parser.grant(false)?,
+            ["REVOKE", ..] => parser.grant(true)?,
             // Postgres statements sqlparser does not parse (or parses into more than Runnel
             // needs): each is accepted whole, whatever follows its leading words.
             ["DISCARD", "ALL"] => Statement::ResetVariable(None),
@@ -155,7 +179,14 @@ impl<'a> RunnelParser<'a> {
                 sql_statement::classify(sql, statement, emit_on_window_close)?
             }
         };
-        Ok(statement)
+        Ok(match statement {
+            Statement::Fetch { name, count, .. } if fetch_timeout.is_some() => Statement::Fetch {
+                name,
+                count,
+                timeout: fetch_timeout,
+            },
+            statement => statement,
+        })
     }
 
     /// `CREATE STREAM [IF NOT EXISTS] name [( element, ... )] [WITH (option = value, ...)]`,

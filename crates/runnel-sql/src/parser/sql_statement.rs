@@ -183,6 +183,7 @@ fn fetch_cursor(name: &ast::Ident, direction: ast::FetchDirection) -> Result<Sta
     Ok(Statement::Fetch {
         name: ident_name(name),
         count,
+        timeout: None,
     })
 }
 

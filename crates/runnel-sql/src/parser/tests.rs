@@ -234,3 +234,204 @@ fn statements_print_as_sql_that_parses_back() {
         );
     }
 }
+
+#[test]
+fn role_statements() {
+    let s = parse_statements(
+        "CREATE USER alice WITH PASSWORD 'pw'; CREATE ROLE bob SUPERUSER; \
+         ALTER ROLE alice NOLOGIN PASSWORD NULL; ALTER USER bob WITH PASSWORD 'x'; \
+         DROP ROLE IF EXISTS alice, bob",
+    )
+    .unwrap();
+    let Statement::CreateRole { name, options, .. } = &s[0].kind else {
+        panic!("{:?}", s[0].kind)
+    };
+    assert_eq!(name, "alice");
+    // CREATE USER implies LOGIN; CREATE ROLE does not.
+    assert_eq!(options.login, Some(true));
+    assert_eq!(options.password, Some(Some("pw".to_string())));
+    let Statement::CreateRole { options, .. } = &s[1].kind else {
+        panic!("{:?}", s[1].kind)
+    };
+    assert_eq!((options.login, options.superuser), (None, Some(true)));
+    let Statement::AlterRole { options, .. } = &s[2].kind else {
+        panic!("{:?}", s[2].kind)
+    };
+    assert_eq!(
+        (options.login, options.password.clone()),
+        (Some(false), Some(None))
+    );
+    assert!(matches!(&s[3].kind, Statement::AlterRole { name, .. } if name == "bob"));
+    let Statement::DropRole { names, if_exists } = &s[4].kind else {
+        panic!("{:?}", s[4].kind)
+    };
+    assert_eq!(
+        (names.clone(), *if_exists),
+        (vec!["alice".into(), "bob".into()], true)
+    );
+}
+
+#[test]
+fn role_passwords_are_never_displayed() {
+    let s = parse_statements("CREATE ROLE alice LOGIN PASSWORD 'hunter2'").unwrap();
+    assert!(!s[0].kind.to_string().contains("hunter2"));
+    assert!(!format!("{:?}", s[0].kind).contains("hunter2"));
+    assert_eq!(
+        s[0].kind.to_string(),
+        "CREATE ROLE alice WITH LOGIN PASSWORD '********'"
+    );
+}
+
+#[test]
+fn role_options_runnel_does_not_keep_are_refused() {
+    for sql in [
+        "CREATE ROLE a CREATEDB",
+        "CREATE ROLE a VALID UNTIL '2030-01-01'",
+        "ALTER ROLE a CONNECTION LIMIT 3",
+        "ALTER ROLE a RENAME TO b",
+    ] {
+        let err = parse_one_statement(sql).unwrap_err();
+        assert_eq!(
+            err.sqlstate(),
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "{sql}: {err}"
+        );
+    }
+}
+
+fn parse_one_statement(sql: &str) -> Result<Statement> {
+    parse_statements(sql).map(|mut s| s.remove(0).kind)
+}
+
+#[test]
+fn grant_and_revoke() {
+    use crate::access::{Privileges, PUBLIC};
+    use crate::statement::{GrantStatement, Granted};
+    let grant = |sql: &str| match parse_one_statement(sql).unwrap() {
+        Statement::Grant(grant) => *grant,
+        other => panic!("{sql}: {other:?}"),
+    };
+    assert_eq!(
+        grant("GRANT SELECT, insert ON TABLE t, \"V\" TO alice, PUBLIC"),
+        GrantStatement {
+            revoke: false,
+            granted: Granted::Relations {
+                privileges: Privileges::SELECT.union(Privileges::INSERT),
+                relations: Some(vec!["t".into(), "V".into()]),
+            },
+            grantees: vec!["alice".into(), PUBLIC.into()],
+        }
+    );
+    assert_eq!(
+        grant("REVOKE ALL PRIVILEGES ON ALL TABLES IN SCHEMA public FROM bob CASCADE").granted,
+        Granted::Relations {
+            privileges: Privileges::ALL,
+            relations: None,
+        }
+    );
+    assert_eq!(
+        grant("GRANT CREATE ON SCHEMA public TO bob").granted,
+        Granted::CreateOnSchema
+    );
+    assert_eq!(
+        grant("GRANT runnel_kafka TO bob").granted,
+        Granted::Roles(vec!["runnel_kafka".into()])
+    );
+    assert_eq!(
+        grant("GRANT SELECT ON STREAM s TO bob").granted,
+        Granted::Relations {
+            privileges: Privileges::SELECT,
+            relations: Some(vec!["s".into()]),
+        }
+    );
+    // A relation called `stream` is a name, not the keyword.
+    assert_eq!(
+        grant("GRANT SELECT ON stream TO bob").granted,
+        Granted::Relations {
+            privileges: Privileges::SELECT,
+            relations: Some(vec!["stream".into()]),
+        }
+    );
+    for sql in [
+        "GRANT TRUNCATE ON t TO bob",
+        "GRANT SELECT ON t TO bob WITH GRANT OPTION",
+        "REVOKE GRANT OPTION FOR SELECT ON t FROM bob",
+    ] {
+        let err = parse_one_statement(sql).unwrap_err();
+        assert_eq!(
+            err.sqlstate(),
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "{sql}: {err}"
+        );
+    }
+    assert_eq!(
+        parse_one_statement("GRANT CREATE ON SCHEMA other TO bob")
+            .unwrap_err()
+            .sqlstate(),
+        SqlState("3F000")
+    );
+}
+
+#[test]
+fn subscribe_statements() {
+    use crate::statement::{CopySource, SubscribeSpec};
+    let spec = |relation: &str, snapshot, progress| SubscribeSpec {
+        relation: relation.into(),
+        snapshot,
+        progress,
+    };
+    assert!(matches!(
+        parse_one_statement("SUBSCRIBE v").unwrap(),
+        Statement::Subscribe(s) if s == spec("v", true, false)
+    ));
+    assert!(matches!(
+        parse_one_statement("SUBSCRIBE TO v WITH (SNAPSHOT = false, progress)").unwrap(),
+        Statement::Subscribe(s) if s == spec("v", false, true)
+    ));
+    match parse_one_statement(
+        "COPY (SUBSCRIBE v WITH (snapshot = false)) TO STDOUT WITH (FORMAT csv)",
+    )
+    .unwrap()
+    {
+        Statement::CopyTo {
+            source: CopySource::Subscribe(s),
+            options,
+        } => {
+            assert_eq!(s, spec("v", false, false));
+            assert!(options.csv);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        parse_one_statement("DECLARE c CURSOR WITH HOLD FOR SUBSCRIBE v").unwrap(),
+        Statement::DeclareSubscribe { name, subscribe, hold: true }
+            if name == "c" && subscribe == spec("v", true, false)
+    ));
+    assert!(matches!(
+        parse_one_statement("FETCH 10 c WITH (timeout = '1.5s')").unwrap(),
+        Statement::Fetch { name, count: Some(10), timeout: Some(t) }
+            if name == "c" && t == std::time::Duration::from_millis(1500)
+    ));
+    assert!(matches!(
+        parse_one_statement("FETCH ALL FROM c").unwrap(),
+        Statement::Fetch {
+            count: None,
+            timeout: None,
+            ..
+        }
+    ));
+    assert!(parse_one_statement("SUBSCRIBE v WITH (colour = true)").is_err());
+    assert!(parse_one_statement("FETCH 1 c WITH (timeout = 'soon')").is_err());
+}
+
+#[test]
+fn fetch_without_from() {
+    assert!(matches!(
+        parse_one_statement("FETCH 5 c").unwrap(),
+        Statement::Fetch { name, count: Some(5), .. } if name == "c"
+    ));
+    assert!(matches!(
+        parse_one_statement("FETCH NEXT c;").unwrap(),
+        Statement::Fetch { name, count: Some(1), .. } if name == "c"
+    ));
+}

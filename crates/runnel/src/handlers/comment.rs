@@ -21,10 +21,22 @@ pub async fn handle(
     column: Option<&str>,
     text: Option<&str>,
 ) -> Result<QueryResponse> {
+    check(session, kind, relation, column)?;
     apply(&session.shared.clone(), kind, relation, column, text).await?;
     Ok(QueryResponse::Command {
         tag: "COMMENT".into(),
     })
+}
+
+/// That the COMMENT's target exists and the session's role owns it.
+pub fn check(
+    session: &RunnelSession,
+    kind: ObjectKind,
+    relation: &str,
+    column: Option<&str>,
+) -> Result<()> {
+    let (entry, _) = target(&session.shared.catalog.snapshot(), kind, relation, column)?;
+    crate::privileges::Principal::of(session).require_owner(&entry)
 }
 
 /// The entry a COMMENT names and the comment's key in it (0, or the column's number); 42P01,

@@ -38,6 +38,8 @@ pub fn handle(
         ));
     }
     super::dml::refuse_kafka(&session.shared, &entry)?;
+    crate::privileges::Principal::of(session)
+        .require(&entry, runnel_sql::access::Privileges::INSERT)?;
     // The columns the data holds, in order.
     let indices: Vec<usize> = if columns.is_empty() {
         (0..entry.schema.fields().len()).collect()

@@ -19,6 +19,14 @@ pub async fn handle(
     sql: &str,
 ) -> Result<QueryResponse> {
     let statement = match source {
+        CopySource::Subscribe(spec) => {
+            let (schema, batches) = super::subscribe::changes(session, spec).await?;
+            return Ok(QueryResponse::CopyOut {
+                columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+                format: copy_out_format(options),
+                batches,
+            });
+        }
         CopySource::Query(q) => ast::Statement::Query(q.clone()),
         CopySource::Relation { name, columns } => {
             let list = if columns.is_empty() {
@@ -34,16 +42,19 @@ pub async fn handle(
         }
     };
     let (schema, batches) = query::rows(session, &statement, sql).await?;
-    let format = if options.binary {
+    Ok(QueryResponse::CopyOut {
+        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        format: copy_out_format(options),
+        batches,
+    })
+}
+
+fn copy_out_format(options: &CopyOptions) -> CopyOutFormat {
+    if options.binary {
         CopyOutFormat::Binary
     } else {
         CopyOutFormat::Text(super::copy::copy_format(options))
-    };
-    Ok(QueryResponse::CopyOut {
-        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-        format,
-        batches,
-    })
+    }
 }
 
 /// A name as a quoted identifier, so it is taken as written.

@@ -9,6 +9,7 @@ use datafusion::sql::sqlparser::ast;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{EventTime, TimeBound};
+use runnel_sql::access::Access;
 use runnel_sql::{
     relation_def, CatalogEntry, ObjectKind, RelationDef, Statement, StoredEntry, WatermarkClause,
 };
@@ -80,6 +81,11 @@ pub async fn handle(
             ),
         ));
     }
+    crate::privileges::require_create(session)?;
+    if let Some(options) = &kafka {
+        crate::privileges::require_kafka(session)?;
+        crate::privileges::require_server_files(session, &options.security)?;
+    }
     let tag = match kind {
         ObjectKind::Stream => "CREATE STREAM",
         _ => "CREATE TABLE",
@@ -125,6 +131,7 @@ pub async fn handle(
         watermark: def.watermark,
         event_time: stream_event_time(&def),
         comments: Default::default(),
+        access: Access::owned_by(&session.identity.user),
     };
     let mut writes = vec![CatalogService::entry_write(&entry)?, id_write];
     if let Some((_, start)) = &prepared {
@@ -180,6 +187,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         watermark: def.watermark,
         event_time: stream_event_time(&def),
         comments: Default::default(),
+        access: Access::default(),
     });
     shared
         .worker

@@ -11,6 +11,7 @@ use runnel_connectors::{SinkMode, SinkOptions};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{ObjectId, RelationKind};
 use runnel_runtime::operators::{SinkOp, SinkWriter};
+use runnel_sql::access::{Access, Privileges};
 use runnel_sql::{CatalogEntry, ObjectKind, Statement, StoredEntry};
 
 use crate::catalog_service::CatalogService;
@@ -104,10 +105,15 @@ pub async fn handle(
         ));
     }
     let input = catalog.resolve(from)?.clone();
+    crate::privileges::require_create(session)?;
+    crate::privileges::require_kafka(session)?;
+    crate::privileges::require_server_files(session, &options.security)?;
+    crate::privileges::Principal::of(session).require(&input, Privileges::SELECT)?;
     let (input_kind, key) = sink_input(&input, &options)?;
     let (id, id_write) = shared.catalog.allocate_id();
     let sink = connect(&options, key, format!("runnel-sink-{name}-{id}"), true).await?;
-    let entry = sink_entry(id, name, sql, &input);
+    let owner = Access::owned_by(&session.identity.user);
+    let entry = sink_entry(id, name, sql, &input, owner);
     register(&shared, id, &input.name, &options, &sink);
     let writes = vec![CatalogService::entry_write(&entry)?, id_write];
     let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
@@ -126,7 +132,13 @@ pub async fn handle(
 }
 
 /// A sink's catalog entry: not a relation, but it shares the namespace and depends on its input.
-fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> CatalogEntry {
+fn sink_entry(
+    id: ObjectId,
+    name: &str,
+    sql: &str,
+    input: &CatalogEntry,
+    access: Access,
+) -> CatalogEntry {
     CatalogEntry {
         id,
         name: name.to_string(),
@@ -141,6 +153,7 @@ fn sink_entry(id: ObjectId, name: &str, sql: &str, input: &CatalogEntry) -> Cata
         watermark: None,
         event_time: Default::default(),
         comments: Default::default(),
+        access,
     }
 }
 
@@ -181,7 +194,13 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         .worker
         .add_sink(stored.id, input.id, input_kind, op, false, vec![])
         .await?;
-    let entry = sink_entry(stored.id, &stored.name, &stored.sql, &input);
+    let entry = sink_entry(
+        stored.id,
+        &stored.name,
+        &stored.sql,
+        &input,
+        Access::default(),
+    );
     shared.catalog.publish(|c| c.insert(entry));
     Ok(())
 }

@@ -14,6 +14,7 @@ use runnel_connectors::kafka::resolve_start as resolve_topic_start;
 use runnel_connectors::StartPosition;
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{ObjectId, StreamPlan};
+use runnel_sql::access::Access;
 use runnel_sql::ddl::sql_options;
 use runnel_sql::statement::ident_name;
 use runnel_sql::{
@@ -150,6 +151,7 @@ pub async fn handle(
         let rows = text.lines().map(|l| vec![Some(l.to_string())]).collect();
         return text_rows(text_schema(&["QUERY PLAN"]), rows);
     }
+    crate::privileges::require_create(session)?;
     let _ddl = shared.catalog.lock_changes().await;
     let catalog = shared.catalog.snapshot();
     if let Some(existing) = catalog.get(&name) {
@@ -168,6 +170,13 @@ pub async fn handle(
     }
     let (id, id_write) = shared.catalog.allocate_id();
     let planned = plan_view(&session.ctx, &catalog, id, view, emit_on_window_close, sql).await?;
+    // The view's owner reads what the view reads.
+    let principal = crate::privileges::Principal::of(session);
+    for id in planned.plan.dependencies() {
+        if let Some(input) = catalog.get_by_id(id) {
+            principal.require(input, runnel_sql::access::Privileges::SELECT)?;
+        }
+    }
     let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
     let entry = CatalogEntry {
         id,
@@ -183,17 +192,23 @@ pub async fn handle(
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
         comments: Default::default(),
+        access: Access::owned_by(&session.identity.user),
     };
     let writes = vec![CatalogService::entry_write(&entry)?, id_write];
+    // The backfill's progress goes to the log, SHOW PROGRESS and, as NOTICEs, this client.
+    let report = runnel_runtime::BackfillReport {
+        view_name: entry.name.clone(),
+        notices: session.live_notice_sender(),
+    };
     shared
         .worker
-        .add_view(
+        .create_view(
             id,
             planned.plan,
             planned.schema,
-            true,
             entry.start_offsets.clone(),
             writes,
+            report,
         )
         .await?;
     shared.catalog.publish(|c| c.insert(entry));
@@ -246,6 +261,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         watermark: None,
         event_time: planned.plan.output().event_time.clone(),
         comments: Default::default(),
+        access: Access::default(),
     };
     shared
         .worker
@@ -292,7 +308,12 @@ async fn resolve_start(
         };
         let position = start.clone();
         let offsets = tokio::task::spawn_blocking(move || {
-            resolve_topic_start(&options.bootstrap_servers, &options.topic, &position)
+            resolve_topic_start(
+                &options.bootstrap_servers,
+                &options.security,
+                &options.topic,
+                &position,
+            )
         })
         .await
         .map_err(|e| RunnelError::internal(format!("start resolution panicked: {e}")))??;

@@ -25,6 +25,35 @@ pub async fn declare(
     hold: bool,
     sql: &str,
 ) -> Result<QueryResponse> {
+    check_new_cursor(session, name, hold)?;
+    let statement = ast::Statement::Query(Box::new(query.clone()));
+    let (schema, batches) = query::rows(session, &statement, sql).await?;
+    Ok(declared(session, name, schema, batches, hold, false))
+}
+
+/// Remembers a declared cursor's columns and hands its rows to the protocol layer.
+fn declared(
+    session: &mut RunnelSession,
+    name: &str,
+    schema: SchemaRef,
+    batches: runnel_pgwire::BatchStream,
+    hold: bool,
+    live: bool,
+) -> QueryResponse {
+    session
+        .cursors
+        .insert(name.to_string(), (schema.clone(), hold));
+    QueryResponse::DeclareCursor {
+        name: name.to_string(),
+        schema,
+        batches,
+        hold,
+        live,
+    }
+}
+
+/// A cursor may be declared: in a transaction (unless WITH HOLD), under a new name.
+fn check_new_cursor(session: &RunnelSession, name: &str, hold: bool) -> Result<()> {
     if !hold && !session.in_transaction() {
         return Err(RunnelError::plan(
             SqlState("25P01"),
@@ -37,27 +66,36 @@ pub async fn declare(
             format!("cursor \"{name}\" already exists"),
         ));
     }
-    let statement = ast::Statement::Query(Box::new(query.clone()));
-    let (schema, batches) = query::rows(session, &statement, sql).await?;
-    session
-        .cursors
-        .insert(name.to_string(), (schema.clone(), hold));
-    Ok(QueryResponse::DeclareCursor {
-        name: name.to_string(),
-        schema,
-        batches,
-        hold,
-    })
+    Ok(())
 }
 
-pub fn fetch(session: &RunnelSession, name: &str, count: Option<u64>) -> Result<QueryResponse> {
+pub fn fetch(
+    session: &RunnelSession,
+    name: &str,
+    count: Option<u64>,
+    timeout: Option<std::time::Duration>,
+) -> Result<QueryResponse> {
     if !session.cursors.contains_key(name) {
         return Err(missing(name));
     }
     Ok(QueryResponse::Fetch {
         name: name.to_string(),
         count,
+        timeout,
     })
+}
+
+/// `DECLARE name CURSOR FOR SUBSCRIBE ...`: a cursor whose rows never end; each FETCH gets
+/// the rows that are ready (waiting for a first one, up to its timeout).
+pub async fn declare_subscribe(
+    session: &mut RunnelSession,
+    name: &str,
+    subscribe: &runnel_sql::statement::SubscribeSpec,
+    hold: bool,
+) -> Result<QueryResponse> {
+    check_new_cursor(session, name, hold)?;
+    let (schema, batches) = super::subscribe::changes(session, subscribe).await?;
+    Ok(declared(session, name, schema, batches, hold, true))
 }
 
 /// The columns a FETCH from `name` returns.

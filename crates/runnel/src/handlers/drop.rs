@@ -38,6 +38,7 @@ pub async fn handle(
                 ),
             ));
         }
+        crate::privileges::Principal::of(session).require_owner(entry)?;
         let all = catalog.with_dependents(entry.id);
         let dependents: Vec<String> = all
             .iter()

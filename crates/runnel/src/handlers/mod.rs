@@ -11,9 +11,12 @@ pub mod cursor;
 pub mod dml;
 pub mod drop;
 pub mod flush;
+pub mod grant;
 pub mod query;
+pub mod role;
 pub mod session_settings;
 pub mod show;
+pub mod subscribe;
 
 use std::sync::Arc;
 
@@ -39,6 +42,10 @@ pub async fn restore(shared: &Arc<Shared>, entry: &StoredEntry) -> Result<()> {
         shared
             .catalog
             .publish(|c| c.set_comments(entry.id, comments));
+    }
+    if !entry.access.is_default() {
+        let access = entry.access.clone();
+        shared.catalog.publish(|c| c.set_access(entry.id, access));
     }
     Ok(())
 }
@@ -120,12 +127,37 @@ pub async fn execute(
             flush_writes(session).await?;
             cursor::declare(session, name, query, *hold, &statement.sql).await
         }
-        Statement::Fetch { name, count } => cursor::fetch(session, name, *count),
+        Statement::Fetch {
+            name,
+            count,
+            timeout,
+        } => cursor::fetch(session, name, *count, *timeout),
+        Statement::Subscribe(spec) => {
+            flush_writes(session).await?;
+            let (schema, batches) = subscribe::changes(session, spec).await?;
+            Ok(QueryResponse::Rows { schema, batches })
+        }
+        Statement::DeclareSubscribe {
+            name,
+            subscribe,
+            hold,
+        } => {
+            flush_writes(session).await?;
+            cursor::declare_subscribe(session, name, subscribe, *hold).await
+        }
         Statement::CloseCursor(name) => cursor::close(session, name.as_deref()),
         Statement::CopyTo { source, options } => {
             flush_writes(session).await?;
             copy_to::handle(session, source, options, &statement.sql).await
         }
+        Statement::CreateRole {
+            name,
+            options,
+            if_not_exists,
+        } => role::create(session, name, options, *if_not_exists).await,
+        Statement::AlterRole { name, options } => role::alter(session, name, options).await,
+        Statement::DropRole { names, if_exists } => role::drop(session, names, *if_exists).await,
+        Statement::Grant(grant) => grant::handle(session, grant).await,
         Statement::Query(query) => {
             use datafusion::sql::sqlparser::ast::Statement as Ast;
             if matches!(
@@ -163,6 +195,7 @@ pub async fn describe(
         Statement::Show(kind) => Some(show::schema(*kind)),
         Statement::ShowVariable(name) => Some(session_settings::show_schema(name)?),
         Statement::Fetch { name, .. } => Some(cursor::fetch_schema(session, name)?),
+        Statement::Subscribe(spec) => Some(subscribe::describe(session, spec)?),
         Statement::CreateMaterializedView { explain: true, .. } => {
             Some(text_schema(&["QUERY PLAN"]))
         }

@@ -58,6 +58,7 @@ async fn plan(
     )?;
     let plan = runnel_sql::interval_literals::sort_intervals_by_length(plan)?;
     session.check_reads(&plan)?;
+    crate::privileges::check_plan(session, &statement, &plan)?;
     match &plan {
         LogicalPlan::Ddl(_) | LogicalPlan::Copy(_) => Err(RunnelError::not_implemented(format!(
             "statement {}",

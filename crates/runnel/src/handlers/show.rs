@@ -150,8 +150,10 @@ pub async fn handle(session: &mut RunnelSession, kind: ShowKind) -> Result<Query
     text_rows(schema(kind), rows)
 }
 
-/// One row per Kafka partition (offsets are Kafka offsets) and one per embedded stream or
-/// table (offsets are log sequence numbers, as read by the dataflow).
+/// One row per Kafka partition (offsets are Kafka offsets), one per embedded stream or
+/// table (offsets are log sequence numbers, as read by the dataflow), and one per view being
+/// backfilled (status `backfilling view`; offsets are input rows: `offset` the rows replayed,
+/// `end_offset` all the backfill reads, `backfill` the share done).
 async fn progress_rows(session: &RunnelSession) -> Result<Vec<Vec<Option<String>>>> {
     let catalog = session.shared.catalog.snapshot();
     let kafka = session.shared.sources.progress();
@@ -221,6 +223,26 @@ async fn progress_rows(session: &RunnelSession) -> Result<Vec<Vec<Option<String>
             Some("0".to_string()),
             None,
             Some("embedded".to_string()),
+        ]);
+    }
+    // Views being created are not in the catalog yet: the backfill carries the name.
+    for backfill in session.shared.worker.backfills() {
+        rows.push(vec![
+            Some(backfill.name.clone()),
+            None,
+            Some(backfill.rows_done.to_string()),
+            Some(backfill.rows_total.to_string()),
+            Some(
+                backfill
+                    .rows_total
+                    .saturating_sub(backfill.rows_done)
+                    .to_string(),
+            ),
+            Some(format!("{:.0}", backfill.rows_per_sec())),
+            Some(format!("{:.1}%", backfill.percent())),
+            Some("0".to_string()),
+            None,
+            Some("backfilling view".to_string()),
         ]);
     }
     Ok(rows)

@@ -32,8 +32,10 @@ use super::pg_catalog::{
 };
 use super::types::{format_type, lookup_type};
 use super::{SessionIdentity, Snapshot};
+use crate::privileges::Principal;
 use crate::settings::POSTGRES_VERSION;
 use crate::shared::Shared;
+use runnel_sql::access::Privileges;
 
 /// What a function body sees: its arguments as arrays of the batch's length, and the session.
 struct Call<'a> {
@@ -42,6 +44,7 @@ struct Call<'a> {
     catalog: &'a Catalog,
     session: &'a SessionIdentity,
     store: &'a runnel_state::Store,
+    roles: &'a crate::roles::RoleMap,
 }
 
 impl Call<'_> {
@@ -49,6 +52,7 @@ impl Call<'_> {
         Snapshot {
             catalog: self.catalog,
             session: self.session,
+            roles: self.roles,
         }
     }
 
@@ -184,12 +188,14 @@ impl ScalarUDFImpl for PgFunction {
             .map(|a| a.to_array(rows))
             .collect::<DfResult<Vec<_>>>()?;
         let catalog = self.shared.catalog.snapshot();
+        let roles = self.shared.roles.snapshot();
         let call = Call {
             args: &arrays,
             rows,
             catalog: &catalog,
             session: &self.session,
             store: &self.shared.store,
+            roles: &roles,
         };
         let result = (self.body)(&call)?;
         let result = if result.data_type() == &self.returns {
@@ -856,9 +862,21 @@ fn definitions() -> Vec<Definition> {
             Box::new(|c: &Call<'_>| c.each_bool(|_| Ok(Some(true)))),
         ));
     }
-    for name in [
+    defs.push((
         "has_table_privilege",
+        &[2, 3],
+        DataType::Boolean,
+        Stable,
+        Box::new(has_table_privilege),
+    ));
+    defs.push((
         "has_schema_privilege",
+        &[2, 3],
+        DataType::Boolean,
+        Stable,
+        Box::new(has_schema_privilege),
+    ));
+    for name in [
         "has_database_privilege",
         "has_column_privilege",
         "has_any_column_privilege",
@@ -1021,6 +1039,123 @@ pub static CATALOG_FUNCTIONS: &[(&str, &[u32], u32)] = &[
     ("col_description", &[oid::OID, oid::INT4], oid::TEXT),
     ("has_table_privilege", &[oid::TEXT, oid::TEXT], oid::BOOL),
 ];
+
+/// `has_table_privilege([user,] table, 'SELECT, INSERT')`: whether the role holds any of the
+/// privileges named on the relation (by name or OID); catalog tables are readable by all.
+fn has_table_privilege(c: &Call<'_>) -> DfResult<ArrayRef> {
+    let (user, table, wanted) = privilege_arguments(c)?;
+    c.each_bool(|row| {
+        let (Some(user), Some(table), Some(wanted)) = (user(row)?, table(row)?, wanted(row)?)
+        else {
+            return Ok(None);
+        };
+        let entry = match &table {
+            RelationArgument::Name(name) => {
+                let name = name.strip_prefix("public.").unwrap_or(name);
+                c.catalog.get(name).cloned()
+            }
+            RelationArgument::Oid(oid) => match super::oids::user_object(*oid) {
+                Some(super::oids::UserObject::Relation(id)) => c.catalog.get_by_id(id).cloned(),
+                _ => None,
+            },
+        };
+        let Some(entry) = entry else {
+            // A catalog table, or nothing: Postgres errors on the latter; a tool asking is
+            // better answered than failed.
+            return Ok(Some(wanted.contains(Privileges::SELECT)));
+        };
+        let principal = Principal::in_roles(c.roles, &user);
+        let any = [
+            Privileges::SELECT,
+            Privileges::INSERT,
+            Privileges::UPDATE,
+            Privileges::DELETE,
+        ]
+        .into_iter()
+        .any(|one| wanted.contains(one) && principal.holds(&entry, one));
+        Ok(Some(any))
+    })
+}
+
+/// `has_schema_privilege([user,] schema, 'USAGE' | 'CREATE')`.
+fn has_schema_privilege(c: &Call<'_>) -> DfResult<ArrayRef> {
+    let (user, _schema, _) = privilege_arguments(c)?;
+    let last = c.args.len() - 1;
+    let privileges = c.text(last)?;
+    c.each_bool(|row| {
+        let (Some(user), Some(row)) = (user(row)?, value(&privileges, row)) else {
+            return Ok(None);
+        };
+        let text = privileges.value(row).to_ascii_uppercase();
+        let create = Principal::in_roles(c.roles, &user).may_create(c.roles);
+        Ok(Some(
+            text.contains("USAGE") || (text.contains("CREATE") && create),
+        ))
+    })
+}
+
+enum RelationArgument {
+    Name(String),
+    Oid(u32),
+}
+
+type RowValue<'a, T> = Box<dyn Fn(usize) -> DfResult<Option<T>> + 'a>;
+
+/// The (user, relation, privileges) of a `has_*_privilege` call, by row: the user is the
+/// session's when only two arguments are given.
+fn privilege_arguments<'a>(
+    c: &'a Call<'a>,
+) -> DfResult<(
+    RowValue<'a, String>,
+    RowValue<'a, RelationArgument>,
+    RowValue<'a, Privileges>,
+)> {
+    let with_user = c.args.len() == 3;
+    let user: RowValue<'a, String> = if with_user {
+        if c.is_text(0) {
+            let names = c.text(0)?;
+            Box::new(move |row| Ok(value(&names, row).map(|r| names.value(r).to_string())))
+        } else {
+            let oids = c.oid(0)?;
+            Box::new(move |row| {
+                Ok(value(&oids, row).map(|r| {
+                    let oid = oids.value(r);
+                    c.roles
+                        .values()
+                        .find(|role| role.oid == oid)
+                        .map_or_else(String::new, |role| role.name.clone())
+                }))
+            })
+        }
+    } else {
+        Box::new(move |_| Ok(Some(c.session.user.clone())))
+    };
+    let at = usize::from(with_user);
+    let table: RowValue<'a, RelationArgument> = if c.is_text(at) {
+        let names = c.text(at)?;
+        Box::new(move |row| {
+            Ok(value(&names, row).map(|r| RelationArgument::Name(names.value(r).to_string())))
+        })
+    } else {
+        let oids = c.oid(at)?;
+        Box::new(move |row| Ok(value(&oids, row).map(|r| RelationArgument::Oid(oids.value(r)))))
+    };
+    let names = c.text(at + 1)?;
+    let wanted: RowValue<'a, Privileges> = Box::new(move |row| {
+        Ok(value(&names, row).map(|r| {
+            names
+                .value(r)
+                .split(',')
+                .filter_map(|name| {
+                    let name = name.trim();
+                    let name = name.split_whitespace().next().unwrap_or(name);
+                    Privileges::named(name)
+                })
+                .fold(Privileges::NONE, Privileges::union)
+        }))
+    });
+    Ok((user, table, wanted))
+}
 
 fn to_df(error: RunnelError) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(error))

@@ -67,6 +67,7 @@ impl SessionIdentity {
 pub struct Snapshot<'a> {
     pub catalog: &'a Catalog,
     pub session: &'a SessionIdentity,
+    pub roles: &'a crate::roles::RoleMap,
 }
 
 /// The column types catalog tables use.
@@ -559,9 +560,11 @@ impl TableProvider for SystemTableProvider {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let catalog = self.shared.catalog.snapshot();
+        let roles = self.shared.roles.snapshot();
         let batch = self.table.batch(&Snapshot {
             catalog: &catalog,
             session: &self.session,
+            roles: &roles,
         })?;
         let exec =
             MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
@@ -582,9 +585,11 @@ mod tests {
             settings: SessionSettings::default(),
             backend_pid: 7,
         };
+        let roles = crate::roles::RoleMap::new();
         let snapshot = Snapshot {
             catalog: &catalog,
             session: &session,
+            roles: &roles,
         };
         for kind in [
             SystemSchemaKind::PgCatalog,

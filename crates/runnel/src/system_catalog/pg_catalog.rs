@@ -54,18 +54,15 @@ pub fn role_name(snapshot: &Snapshot<'_>, oid: u32) -> Option<String> {
         .map(|(_, name)| name)
 }
 
-/// Every role: the bootstrap superuser `runnel` and, when the session logged in under
-/// another name, that user too (Runnel has no roles of its own yet; any user may connect).
+/// Every role, by OID and name.
 pub fn roles(snapshot: &Snapshot<'_>) -> Vec<(u32, String)> {
-    let mut roles = vec![(SUPERUSER, "runnel".to_string())];
-    if snapshot.session.user != "runnel" && !snapshot.session.user.is_empty() {
-        roles.push((SESSION_ROLE, snapshot.session.user.clone()));
-    }
-    roles
+    snapshot
+        .roles
+        .values()
+        .filter(|role| !role.is_public())
+        .map(|role| (role.oid, role.name.clone()))
+        .collect()
 }
-
-/// The OID of the session's role when it is not `runnel`.
-const SESSION_ROLE: u32 = 16_383;
 
 /// Every relation in `pg_class`, catalog tables included: (oid, name, namespace, kind, columns).
 fn system_relations() -> impl Iterator<Item = (u32, &'static str, u32, &'static SystemTable)> {
@@ -119,16 +116,23 @@ pub fn system_relation_name(oid: u32) -> Option<String> {
         })
 }
 
+/// The OID of the role named `name` (the bootstrap superuser's for a name no role has).
+pub fn role_oid(snapshot: &Snapshot<'_>, name: &str) -> u32 {
+    snapshot.roles.get(name).map_or(SUPERUSER, |role| role.oid)
+}
+
 fn pg_class(snapshot: &Snapshot<'_>, rows: &mut Rows) {
     for entry in relations(snapshot) {
         let oid = oids::relation(entry.id);
         let has_key = !entry.primary_key.is_empty();
-        rows.row()
+        let owner = role_oid(snapshot, &entry.access.owner);
+        let row = rows
+            .row()
             .set("oid", oid)
             .set("relname", entry.name.as_str())
             .set("relnamespace", PUBLIC_NAMESPACE)
             .set("reltype", oids::row_type(entry.id))
-            .set("relowner", SUPERUSER)
+            .set("relowner", owner)
             .set("relam", oids::HEAP_AM)
             .set("relfilenode", oid)
             .set("reltuples", -1.0)
@@ -139,13 +143,16 @@ fn pg_class(snapshot: &Snapshot<'_>, rows: &mut Rows) {
             .set("relispopulated", true)
             .set("relreplident", 'd')
             .set("relfrozenxid", 0u32);
+        if let Some(acl) = entry.access.acl_items() {
+            row.set("relacl", acl);
+        }
         if has_key {
             let index = oids::primary_key_index(entry.id);
             rows.row()
                 .set("oid", index)
                 .set("relname", primary_key_name(entry))
                 .set("relnamespace", PUBLIC_NAMESPACE)
-                .set("relowner", SUPERUSER)
+                .set("relowner", owner)
                 .set("relam", oids::BTREE_AM)
                 .set("relfilenode", index)
                 .set("reltuples", -1.0)
@@ -357,37 +364,69 @@ fn pg_database(snapshot: &Snapshot<'_>, rows: &mut Rows) {
         .set("datctype", "C");
 }
 
+/// A role's attributes are LOGIN and SUPERUSER; the others Postgres has are false (a
+/// superuser may still do what they allow).
 fn pg_roles(snapshot: &Snapshot<'_>, rows: &mut Rows) {
-    for (oid, name) in roles(snapshot) {
+    for role in snapshot.roles.values().filter(|role| !role.is_public()) {
         rows.row()
-            .set("oid", oid)
-            .set("rolname", name)
-            .set("rolsuper", true)
+            .set("oid", role.oid)
+            .set("rolname", role.name.as_str())
+            .set("rolsuper", role.superuser)
             .set("rolinherit", true)
-            .set("rolcanlogin", true)
+            .set("rolcanlogin", role.login)
+            .set("rolreplication", false)
             .set("rolconnlimit", -1i32)
             .set("rolpassword", "********");
     }
 }
 
+/// Like Postgres, the stored verifiers are shown to superusers only.
 fn pg_authid(snapshot: &Snapshot<'_>, rows: &mut Rows) {
-    for (oid, name) in roles(snapshot) {
-        rows.row()
-            .set("oid", oid)
-            .set("rolname", name)
-            .set("rolsuper", true)
+    let superuser = snapshot
+        .roles
+        .get(&snapshot.session.user)
+        .is_some_and(|role| role.superuser);
+    for role in snapshot.roles.values().filter(|role| !role.is_public()) {
+        let row = rows
+            .row()
+            .set("oid", role.oid)
+            .set("rolname", role.name.as_str())
+            .set("rolsuper", role.superuser)
             .set("rolinherit", true)
-            .set("rolcanlogin", true)
+            .set("rolcanlogin", role.login)
+            .set("rolreplication", false)
             .set("rolconnlimit", -1i32);
+        if superuser {
+            if let Some(password) = &role.password {
+                row.set("rolpassword", password.as_str());
+            }
+        }
+    }
+}
+
+/// Role memberships (`GRANT role TO member`).
+fn pg_auth_members(snapshot: &Snapshot<'_>, rows: &mut Rows) {
+    let mut oid = 0u32;
+    for member in snapshot.roles.values() {
+        for parent in &member.member_of {
+            oid += 1;
+            rows.row()
+                .set("oid", oid)
+                .set("roleid", role_oid(snapshot, parent))
+                .set("member", member.oid)
+                .set("grantor", SUPERUSER)
+                .set("admin_option", false);
+        }
     }
 }
 
 fn pg_user(snapshot: &Snapshot<'_>, rows: &mut Rows) {
-    for (oid, name) in roles(snapshot) {
+    for role in snapshot.roles.values().filter(|role| role.login) {
         rows.row()
-            .set("usename", name)
-            .set("usesysid", oid)
-            .set("usesuper", true)
+            .set("usename", role.name.as_str())
+            .set("usesysid", role.oid)
+            .set("usesuper", role.superuser)
+            .set("userepl", false)
             .set("passwd", "********");
     }
 }
@@ -499,7 +538,7 @@ fn pg_tables(snapshot: &Snapshot<'_>, rows: &mut Rows) {
         rows.row()
             .set("schemaname", "public")
             .set("tablename", entry.name.as_str())
-            .set("tableowner", "runnel")
+            .set("tableowner", entry.access.owner.as_str())
             .set("hasindexes", !entry.primary_key.is_empty());
     }
 }
@@ -509,7 +548,7 @@ fn pg_matviews(snapshot: &Snapshot<'_>, rows: &mut Rows) {
         rows.row()
             .set("schemaname", "public")
             .set("matviewname", entry.name.as_str())
-            .set("matviewowner", "runnel")
+            .set("matviewowner", entry.access.owner.as_str())
             .set("hasindexes", false)
             .set("ispopulated", true)
             .set("definition", view_definition(entry));
@@ -610,9 +649,10 @@ pub static TABLES: &[SystemTable] = &[
          attoptions text[], attfdwoptions text[], attmissingval text[]",
         pg_attribute,
     ),
-    SystemTable::empty(
+    SystemTable::new(
         "pg_auth_members",
         "oid oid, roleid oid, member oid, grantor oid, admin_option bool",
+        pg_auth_members,
     ),
     SystemTable::new(
         "pg_authid",
