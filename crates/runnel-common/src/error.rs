@@ -27,6 +27,7 @@ impl SqlState {
     pub const DEPENDENT_OBJECTS_STILL_EXIST: SqlState = SqlState("2BP01");
     pub const UNIQUE_VIOLATION: SqlState = SqlState("23505");
     pub const NOT_NULL_VIOLATION: SqlState = SqlState("23502");
+    pub const STRING_DATA_RIGHT_TRUNCATION: SqlState = SqlState("22001");
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
     pub const DATA_EXCEPTION: SqlState = SqlState("22000");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
@@ -37,11 +38,18 @@ impl SqlState {
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
     pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState("42501");
     pub const OBJECT_IN_USE: SqlState = SqlState("55006");
+    /// A relation that cannot be used as it is (a materialized view that stopped updating).
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
     pub const SYSTEM_ERROR: SqlState = SqlState("58000");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
     /// The server could not reach a system it depends on (a Kafka broker).
     pub const CONNECTION_EXCEPTION: SqlState = SqlState("08001");
+    /// A statement beyond what the server parses or plans (Postgres: nesting past its stack
+    /// depth limit).
+    pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState("54001");
+    /// A query needed more memory than it may hold (`--query-memory-mb`).
+    pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
 }
 
 /// A Runnel error. The variant says whose fault it is.
@@ -189,6 +197,7 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
         DataFusionError::NotImplemented(m) => RunnelError::NotImplemented(m),
         DataFusionError::ArrowError(e, _) => classify_arrow(*e),
         DataFusionError::Execution(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
+        DataFusionError::ResourcesExhausted(m) => out_of_memory(&m),
         DataFusionError::External(e) => match e.downcast::<RunnelError>() {
             Ok(runnel) => *runnel,
             Err(other) => RunnelError::External(other.to_string()),
@@ -208,7 +217,14 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
                 other => other,
             }
         }
-        DataFusionError::Shared(shared) => RunnelError::Internal(shared.to_string()),
+        // An error several partitions share (a hash join's build side): the cause is its root.
+        DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
+            Ok(error) => classify_datafusion(error),
+            Err(shared) => match shared.find_root() {
+                DataFusionError::ResourcesExhausted(m) => out_of_memory(m),
+                _ => RunnelError::Internal(shared.to_string()),
+            },
+        },
         DataFusionError::IoError(e) => RunnelError::External(e.to_string()),
         DataFusionError::Diagnostic(_, inner) => classify_datafusion(*inner),
         DataFusionError::Collection(mut errs) => match errs.pop() {
@@ -217,4 +233,11 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
         },
         other => RunnelError::Internal(other.to_string()),
     }
+}
+
+fn out_of_memory(detail: &str) -> RunnelError {
+    RunnelError::execution(
+        SqlState::OUT_OF_MEMORY,
+        format!("out of memory: the query needs more than its memory limit (--query-memory-mb): {detail}"),
+    )
 }

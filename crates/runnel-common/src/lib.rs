@@ -1,10 +1,12 @@
 //! Shared vocabulary of every Runnel crate: the error type (by whose fault, with its SQLSTATE)
 //! the change batch, the unit of data that flows between operators, and event time (watermark
-//! definitions and the clock that enforces them).
+//! definitions and the clock that enforces them), and the exact float sum aggregates keep.
 
 pub mod change;
 pub mod date_text;
 pub mod error;
+pub mod exact_float_sum;
+pub mod integer_average;
 pub mod interval_text;
 pub mod text_types;
 pub mod time;

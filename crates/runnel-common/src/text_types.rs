@@ -123,6 +123,59 @@ impl TextType {
 
 /// `a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11` from any form Postgres accepts: upper or lower case,
 /// with or without braces, hyphens after any group of four digits.
+/// The field metadata key holding the length `n` of a `varchar(n)` column.
+pub const MAX_LENGTH_KEY: &str = "runnel.max_length";
+
+/// The length limit of a `varchar(n)` field.
+pub fn max_length(field: &Field) -> Option<usize> {
+    field.metadata().get(MAX_LENGTH_KEY)?.parse().ok()
+}
+
+/// A `varchar(n)` column's values as Postgres stores them: a value longer than `n` characters
+/// is refused (22001), unless what is past `n` is only spaces, which are cut off.
+pub fn enforce_max_length(field: &Field, column: ArrayRef) -> Result<ArrayRef> {
+    let Some(limit) = max_length(field) else {
+        return Ok(column);
+    };
+    let Some(strings) = column.as_any().downcast_ref::<StringArray>() else {
+        return Ok(column);
+    };
+    let mut needs_cut = false;
+    for text in strings.iter().flatten() {
+        let fitted = fit_varchar(text, limit).ok_or_else(|| too_long(field, limit))?;
+        needs_cut |= fitted.len() < text.len();
+    }
+    if !needs_cut {
+        return Ok(column);
+    }
+    let cut: StringArray = strings
+        .iter()
+        .map(|value| value.map(|text| fit_varchar(text, limit).unwrap_or(text)))
+        .collect();
+    Ok(std::sync::Arc::new(cut))
+}
+
+/// `text` as a `varchar(limit)` keeps it: whole when it has at most `limit` characters, cut
+/// to `limit` when only spaces follow, `None` (too long) otherwise.
+pub fn fit_varchar(text: &str, limit: usize) -> Option<&str> {
+    match text.char_indices().nth(limit) {
+        None => Some(text),
+        Some((end, _)) if text[end..].bytes().all(|b| b == b' ') => Some(&text[..end]),
+        Some(_) => None,
+    }
+}
+
+/// The error for a value longer than its `varchar(limit)` column.
+pub fn too_long(field: &Field, limit: usize) -> RunnelError {
+    RunnelError::execution(
+        SqlState::STRING_DATA_RIGHT_TRUNCATION,
+        format!(
+            "value too long for type character varying({limit}) (column \"{}\")",
+            field.name()
+        ),
+    )
+}
+
 fn normalize_uuid(text: &str) -> Option<String> {
     let inner = match text.strip_prefix('{') {
         Some(rest) => rest.strip_suffix('}')?,

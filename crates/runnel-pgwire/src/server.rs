@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Debug};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,7 +74,7 @@ use crate::error::PgError;
 use crate::types::{decode_param, pg_type_of, Format, OutputStyle, RowEncoder};
 
 /// How [`serve`] treats connections beyond what the engine decides.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Offer TLS (to clients that ask with SSLRequest, or start TLS directly).
     pub tls: Option<TlsAcceptor>,
@@ -82,6 +83,27 @@ pub struct ServeOptions {
     pub certificate_pem: Option<Vec<u8>>,
     /// Refuse connections that are not encrypted (28000).
     pub tls_required: bool,
+    /// Connections served at once; a client beyond them is refused with 53300.
+    pub max_connections: usize,
+    /// How long a connection may take from being accepted to being logged in (TLS, startup,
+    /// SCRAM); then it is closed.
+    pub handshake_timeout: Duration,
+    /// The longest statement text (Query, Parse) and the most parameter bytes (Bind) a
+    /// message may carry; a longer one fails with 54000. COPY data is not limited.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            tls: None,
+            certificate_pem: None,
+            tls_required: false,
+            max_connections: 100,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_bytes: 64 << 20,
+        }
+    }
 }
 
 impl fmt::Debug for ServeOptions {
@@ -89,6 +111,9 @@ impl fmt::Debug for ServeOptions {
         f.debug_struct("ServeOptions")
             .field("tls", &self.tls.is_some())
             .field("tls_required", &self.tls_required)
+            .field("max_connections", &self.max_connections)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_message_bytes", &self.max_message_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +141,7 @@ pub async fn serve<E: PgEngine>(
         })?;
     }
     let scram = Arc::new(ScramExchanges { plain, tls });
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -125,17 +151,36 @@ pub async fn serve<E: PgEngine>(
                 continue;
             }
         };
-        let handlers = Handlers(Arc::new(Connection {
+        let open_count = OpenConnection::count(&open);
+        let connection = Arc::new(Connection {
             engine: Arc::clone(&engine),
             connections: Arc::clone(&connections),
             options: options.clone(),
             scram: Arc::clone(&scram),
+            open: open_count,
+            logged_in: AtomicBool::new(false),
             state: Mutex::new(ConnectionState::default()),
-        }));
+        });
+        let handlers = Handlers(Arc::clone(&connection));
         let tls = options.tls.clone();
+        let handshake_timeout = options.handshake_timeout;
         tokio::spawn(async move {
             debug!(%peer, "connection opened");
-            match pgwire::tokio::process_socket(socket, tls, handlers).await {
+            let serving = pgwire::tokio::process_socket(socket, tls, handlers);
+            tokio::pin!(serving);
+            let served = tokio::select! {
+                served = &mut serving => served,
+                () = tokio::time::sleep(handshake_timeout) => {
+                    if connection.logged_in.load(Ordering::Acquire) {
+                        serving.await
+                    } else {
+                        // Dropping the connection's future closes its socket.
+                        warn!(%peer, timeout = ?handshake_timeout, "connection closed: no login within the handshake timeout");
+                        Ok(())
+                    }
+                }
+            };
+            match served {
                 Ok(()) => debug!(%peer, "connection closed"),
                 Err(error) => debug!(%peer, %error, "connection lost"),
             }
@@ -150,7 +195,35 @@ struct Connection<E: PgEngine> {
     connections: Arc<ConnectionManager>,
     options: ServeOptions,
     scram: Arc<ScramExchanges>,
+    /// This connection's place in the count of open connections.
+    open: OpenConnection,
+    /// Set once the session is open: the handshake timeout no longer applies.
+    logged_in: AtomicBool,
     state: Mutex<ConnectionState<E::Session>>,
+}
+
+/// One open connection, counted from accept to close (a connection that is refused counts
+/// until it is closed, as in Postgres).
+struct OpenConnection {
+    open: Arc<AtomicUsize>,
+    /// How many were open, this one included, when it was accepted.
+    position: usize,
+}
+
+impl OpenConnection {
+    fn count(open: &Arc<AtomicUsize>) -> OpenConnection {
+        let position = open.fetch_add(1, Ordering::AcqRel) + 1;
+        OpenConnection {
+            open: Arc::clone(open),
+            position,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct ConnectionState<S: PgSession> {
@@ -681,6 +754,14 @@ impl<E: PgEngine> StartupHandler for Connection<E> {
                     peer: client.socket_addr(),
                     secure: client.is_secure(),
                 };
+                if self.open.position > self.options.max_connections {
+                    warn!(user = %info.user, address = %info.peer, max_connections = self.options.max_connections, "connection refused: too many clients");
+                    return refuse(
+                        client,
+                        PgError::new("53300", "sorry, too many clients already"),
+                    )
+                    .await;
+                }
                 if self.options.tls_required && !info.secure {
                     warn!(user = %info.user, address = %info.peer, "connection refused: not encrypted");
                     return refuse(
@@ -804,7 +885,23 @@ impl<E: PgEngine> Connection<E> {
             state.session = Some(session);
             state.live_notices = live_notices;
         }
+        self.logged_in.store(true, Ordering::Release);
         finish_authentication(client, &parameters).await
+    }
+}
+
+impl<E: PgEngine> Connection<E> {
+    /// Refuses a message whose statement text or parameters are longer than the server takes
+    /// (54000, program_limit_exceeded), before anything parses it.
+    fn check_message_size(&self, bytes: usize) -> Result<(), PgError> {
+        let limit = self.options.max_message_bytes;
+        if bytes > limit {
+            return Err(PgError::new(
+                "54000",
+                format!("message too long: {bytes} bytes, the server takes at most {limit}"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1525,7 +1622,11 @@ impl<E: PgEngine> SimpleQueryHandler for Connection<E> {
         client.portal_store().rm_statement(DEFAULT_NAME);
         client.portal_store().rm_portal(DEFAULT_NAME);
         let mut state = self.state.lock().await;
-        match Self::run_simple_query(client, &mut state, &query.query).await {
+        let answered = match self.check_message_size(query.query.len()) {
+            Ok(()) => Self::run_simple_query(client, &mut state, &query.query).await,
+            Err(error) => Err(wire_error(error)),
+        };
+        match answered {
             Ok(Answered::CopyIn) => return Ok(()),
             Ok(Answered::Done) => {}
             Err(PgWireError::UserError(info)) => {
@@ -1572,6 +1673,8 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         debug!(name = ?message.name, query = %loggable(&message.query), "parse");
+        self.check_message_size(message.query.len())
+            .map_err(wire_error)?;
         let name = message.name.unwrap_or_else(|| DEFAULT_NAME.to_string());
         if name != DEFAULT_NAME && client.portal_store().get_statement(&name).is_some() {
             return Err(wire_error(PgError::new(
@@ -1608,6 +1711,9 @@ impl<E: PgEngine> ExtendedQueryHandler for Connection<E> {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let parameter_bytes = message.parameters.iter().flatten().map(|p| p.len()).sum();
+        self.check_message_size(parameter_bytes)
+            .map_err(wire_error)?;
         let statement_name = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
         let portal_name = message.portal_name.as_deref().unwrap_or(DEFAULT_NAME);
         let Some(Entry::Value(statement)) = client.portal_store().get_statement(statement_name)

@@ -195,6 +195,12 @@ pub struct WorkerThread {
     pub join: JoinHandle<()>,
 }
 
+/// The stack of every thread that plans, builds or evaluates a statement's expressions (the
+/// dataflow thread here, the server's async threads in `runnel`): they recurse once per level
+/// of a statement's nesting, up to `runnel_sql::complexity::MAX_NESTING` levels. Only the
+/// pages a thread touches take memory.
+pub const THREAD_STACK_BYTES: usize = 64 << 20;
+
 impl Worker {
     pub fn start(store: Arc<Store>, checkpoint_interval: Duration) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
@@ -204,6 +210,7 @@ impl Worker {
         let publish_to = published.clone();
         let join = std::thread::Builder::new()
             .name("runnel-dataflow".into())
+            .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 let mut state = WorkerState {
                     dataflow: Dataflow::new(store.clone()),
@@ -389,6 +396,20 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         Ok(status.clone())
+    }
+
+    /// Why `view` stopped updating, if it did (as of the last published checkpoint).
+    pub fn view_failure(&self, view: ObjectId) -> Option<String> {
+        let status = self
+            .published
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        status
+            .failed_views
+            .iter()
+            .find(|(id, _)| *id == view)
+            .map(|(_, error)| error.clone())
     }
 
     /// The view backfills running now.

@@ -19,8 +19,6 @@ use datafusion::logical_expr::{
 use datafusion::sql::sqlparser::ast::{
     JoinConstraint, JoinOperator, Query, SetExpr, TableFactor, TableWithJoins,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use runnel_common::{Result, RunnelError, SqlState};
 
 /// The marker's name in rewritten SQL.
@@ -144,10 +142,7 @@ fn rewrite_from(from: &mut TableWithJoins) -> Result<()> {
             ));
         };
         let text = format!("({on}) AND {ASOF_MATCH}({match_condition})");
-        let condition = Parser::new(&PostgreSqlDialect {})
-            .try_with_sql(&text)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| RunnelError::internal(format!("re-parsing an ASOF condition: {e}")))?;
+        let condition = crate::parser::parse_expression(&text)?;
         join.join_operator = JoinOperator::LeftOuter(JoinConstraint::On(condition));
     }
     Ok(())

@@ -58,6 +58,15 @@ impl CatalogEntry {
     }
 }
 
+/// What a materialized view's stored rows and operator state mean. 2: `sum(bigint)` and
+/// `avg(integer)` are `numeric` and float sums exact (`runnel_sql::pg_numbers`); 1 before.
+/// A view stored with an earlier layout is rebuilt from its sources when it is restored.
+pub const STATE_LAYOUT: u32 = 2;
+
+fn first_state_layout() -> u32 {
+    1
+}
+
 /// The persisted form of a catalog object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEntry {
@@ -81,6 +90,9 @@ pub struct StoredEntry {
     /// (owned by the bootstrap superuser).
     #[serde(default, skip_serializing_if = "Access::is_default")]
     pub access: Access,
+    /// See [`STATE_LAYOUT`]; absent (1) in entries written before it was recorded.
+    #[serde(default = "first_state_layout")]
+    pub state_layout: u32,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -125,6 +137,7 @@ impl CatalogEntry {
             start_offsets: self.start_offsets.clone(),
             comments: self.comments.clone(),
             access: self.access.clone(),
+            state_layout: STATE_LAYOUT,
         }
     }
 }

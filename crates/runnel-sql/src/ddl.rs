@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use datafusion::sql::sqlparser::ast::{self, ColumnOption, ExactNumberInfo, TableConstraint};
+use runnel_common::text_types::MAX_LENGTH_KEY;
 use runnel_common::time::interval_micros;
 use runnel_common::{Result, RunnelError, SqlState, TextType, WatermarkDef};
 
@@ -38,6 +39,20 @@ pub fn is_string_type(data_type: &ast::DataType) -> bool {
             | S::Character(_)
             | S::String(_)
     )
+}
+
+/// The `n` of `varchar(n)` (`character varying(n)`), which Runnel enforces on input.
+pub fn varchar_length(data_type: &ast::DataType) -> Option<u64> {
+    use ast::DataType as S;
+    match data_type {
+        S::Varchar(Some(length))
+        | S::CharacterVarying(Some(length))
+        | S::CharVarying(Some(length)) => match length {
+            ast::CharacterLength::IntegerLength { length, .. } => Some(*length),
+            ast::CharacterLength::Max => None,
+        },
+        _ => None,
+    }
 }
 
 /// The Postgres type a column declared `data_type` keeps as tagged text.
@@ -95,10 +110,18 @@ pub fn relation_def(
             }
         }
         let field = Field::new(col_name, data_type, nullable);
-        fields.push(match text_type(&column.data_type) {
-            Some(text_type) => field.with_metadata(text_type.metadata()),
-            None => field,
-        });
+        fields.push(
+            match (
+                text_type(&column.data_type),
+                varchar_length(&column.data_type),
+            ) {
+                (Some(text_type), _) => field.with_metadata(text_type.metadata()),
+                (None, Some(length)) => {
+                    field.with_metadata([(MAX_LENGTH_KEY.to_string(), length.to_string())].into())
+                }
+                (None, None) => field,
+            },
+        );
     }
     if fields.is_empty() {
         return Err(RunnelError::plan(

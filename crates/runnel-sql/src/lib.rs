@@ -5,13 +5,16 @@
 pub mod access;
 pub mod asof;
 pub mod catalog;
+pub mod complexity;
 pub mod ddl;
 pub mod event_time;
+pub mod exact_aggregates;
 pub mod interval_literals;
 pub mod json;
 pub mod lower;
 pub mod parser;
 pub mod pg_compat;
+pub mod pg_numbers;
 pub mod session_window;
 pub mod statement;
 pub mod temporal;

@@ -474,10 +474,7 @@ fn name_repeated_items(select: &mut Select) {
 /// Parses an expression Runnel generated; `None` if it does not parse (then the original
 /// stays, and DataFusion reports what it cannot plan).
 fn parse_expr(text: &str) -> Option<Expr> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .ok()
+    crate::parser::parse_expression(text).ok()
 }
 
 /// `ARRAY(subquery)` as a scalar subquery aggregating its one column with `array_agg`, the

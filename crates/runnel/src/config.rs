@@ -47,7 +47,8 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
     /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
-    /// tls_key, tls_required, subscribe_buffer
+    /// tls_key, tls_required, subscribe_buffer, max_connections, handshake_timeout_ms,
+    /// max_message_bytes, query_memory_mb
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -89,6 +90,21 @@ pub struct ServeArgs {
     /// unread before it is disconnected, at least 4 [default: 1024]
     #[arg(long, env = "RUNNEL_SUBSCRIBE_BUFFER")]
     pub subscribe_buffer: Option<usize>,
+    /// Client connections served at once; one more is refused with 53300 [default: 100]
+    #[arg(long, env = "RUNNEL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has from connecting to being logged in (TLS, startup, password)
+    /// before the server closes the connection [default: 10000]
+    #[arg(long, env = "RUNNEL_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// The longest statement text, or the most parameter bytes of one execution, a client may
+    /// send; longer fails with 54000 (COPY data is not limited) [default: 268435456]
+    #[arg(long, env = "RUNNEL_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Memory one query may hold in its sorts, joins and aggregations (MiB); beyond it sorts
+    /// spill to disk and what cannot fails with 53200 [default: 1024]
+    #[arg(long, env = "RUNNEL_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<usize>,
 }
 
 /// How log lines are written.
@@ -115,6 +131,18 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     pub tls_required: Option<bool>,
     pub subscribe_buffer: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+    pub query_memory_mb: Option<usize>,
+}
+
+/// What one client may take of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub max_message_bytes: usize,
 }
 
 /// The resolved configuration of `runnel serve`.
@@ -130,6 +158,7 @@ pub struct ServeConfig {
     /// Certificate chain and key files.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub tls_required: bool,
+    pub limits: ClientLimits,
 }
 
 // Never the password.
@@ -194,7 +223,32 @@ impl ServeArgs {
         if tls_required && tls.is_none() {
             return Err("tls_required needs tls_cert and tls_key".into());
         }
+        let limits = ClientLimits {
+            max_connections: positive(
+                "max_connections",
+                self.max_connections.or(file.max_connections).unwrap_or(100),
+            )?,
+            handshake_timeout: Duration::from_millis(positive(
+                "handshake_timeout_ms",
+                self.handshake_timeout_ms
+                    .or(file.handshake_timeout_ms)
+                    .unwrap_or(10_000),
+            )?),
+            max_message_bytes: positive(
+                "max_message_bytes",
+                self.max_message_bytes
+                    .or(file.max_message_bytes)
+                    .unwrap_or(256 << 20),
+            )?,
+        };
+        let query_memory_mb = positive(
+            "query_memory_mb",
+            self.query_memory_mb
+                .or(file.query_memory_mb)
+                .unwrap_or(1024),
+        )?;
         Ok(ServeConfig {
+            limits,
             superuser_password,
             tls,
             tls_required,
@@ -211,11 +265,19 @@ impl ServeArgs {
                     .or(file.kafka_bootstrap_servers)
                     .filter(|s| !s.trim().is_empty()),
                 subscribe_buffer,
+                query_memory_bytes: query_memory_mb << 20,
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
+}
+
+fn positive<T: PartialEq + Default>(name: &str, value: T) -> Result<T, String> {
+    if value == T::default() {
+        return Err(format!("{name} must be positive"));
+    }
+    Ok(value)
 }
 
 /// The first line of a password file, without its line break.

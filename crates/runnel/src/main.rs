@@ -34,6 +34,7 @@ fn main() {
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(runnel_runtime::worker::THREAD_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,
@@ -185,6 +186,9 @@ async fn serve_engine(
         certificate_pem: tls.as_ref().map(|tls| tls.certificate_pem.clone()),
         tls: tls.map(|tls| tls.acceptor),
         tls_required: config.tls_required,
+        max_connections: config.limits.max_connections,
+        handshake_timeout: config.limits.handshake_timeout,
+        max_message_bytes: config.limits.max_message_bytes,
     };
     let server = runnel_pgwire::serve(listener, engine, options);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -6,6 +6,9 @@ use std::sync::Arc;
 
 use datafusion::catalog::CatalogProvider;
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::SessionConfig;
 
 use crate::serving::{RelationTable, RunnelSchema};
@@ -28,11 +31,14 @@ pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> Sessi
     // Spans let planning errors point at the offending name, as Postgres's do.
     options.sql_parser.collect_spans = true;
     options.execution.time_zone = Some("+00:00".to_string());
-    let state = SessionContext::new_with_config(config).state();
+    let state = SessionContext::new_with_config_rt(config, query_runtime(shared)).state();
     let state = runnel_sql::text_type_casts::with_type_planner(state);
-    let ctx =
+    let mut ctx =
         SessionContext::new_with_state(runnel_sql::session_window::with_runnel_planner(state));
     ctx.register_udf((*runnel_sql::asof::asof_match_udf()).clone());
+    ctx.register_function_rewrite(Arc::new(runnel_sql::pg_numbers::NumericIntegerAggregates))
+        .expect("registering a function rewrite on a fresh context cannot fail");
+    ctx.add_analyzer_rule(Arc::new(runnel_sql::pg_numbers::CheckedIntegerArithmetic));
     crate::system_catalog::functions::register(&ctx, shared, session);
     crate::system_catalog::table_functions::register(&ctx);
     crate::system_catalog::to_json::register(&ctx);
@@ -78,4 +84,20 @@ pub fn session_context(shared: &Arc<Shared>, session: &SessionIdentity) -> Sessi
     );
     ctx.register_catalog("runnel", catalog);
     ctx
+}
+
+/// The runtime of a session's queries: a memory pool of `query_memory_bytes` (sorts, joins and
+/// aggregations reserve from it; a sort that does not fit spills to the OS temporary directory,
+/// what cannot spill fails with 53200), so one query cannot take the server's memory.
+fn query_runtime(shared: &Shared) -> Arc<RuntimeEnv> {
+    let limited =
+        || RuntimeEnvBuilder::new().with_memory_limit(shared.config.query_memory_bytes, 1.0);
+    limited().build_arc().unwrap_or_else(|error| {
+        tracing::warn!(%error, "queries cannot spill to disk: no temporary directory");
+        let no_spilling = DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled);
+        limited()
+            .with_disk_manager_builder(no_spilling)
+            .build_arc()
+            .expect("a runtime without a disk manager touches no file")
+    })
 }

@@ -12,7 +12,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
-use runnel_common::Result;
+use runnel_common::{Result, RunnelError, SqlState};
 use runnel_runtime::view_rows::{read_view, ViewLayout};
 use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
@@ -172,6 +172,16 @@ pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<Record
         }
         ObjectKind::Sink => Ok(Vec::new()),
         ObjectKind::MaterializedView => {
+            // Its rows stopped at the failure: reading them as current would be a wrong answer.
+            if let Some(error) = shared.worker.view_failure(entry.id) {
+                return Err(RunnelError::execution(
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "materialized view \"{}\" stopped updating: {error}; drop and re-create it",
+                        entry.name
+                    ),
+                ));
+            }
             let layout = ViewLayout::new(
                 entry.view_key.as_deref(),
                 entry.view_appended,

@@ -25,6 +25,8 @@ pub struct EngineConfig {
     pub kafka_bootstrap_servers: Option<String>,
     /// Events a SUBSCRIBE subscriber may leave unread before it is disconnected.
     pub subscribe_buffer: usize,
+    /// The memory pool of each session's queries (DataFusion's), in bytes.
+    pub query_memory_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -34,6 +36,7 @@ impl Default for EngineConfig {
             sync_writes: false,
             kafka_bootstrap_servers: None,
             subscribe_buffer: runnel_runtime::subscription::SUBSCRIBER_BUFFER,
+            query_memory_bytes: 1 << 30,
         }
     }
 }

@@ -883,3 +883,67 @@ async fn failed_view_stays_failed_after_restart() {
         vec![vec![text(2)]]
     );
 }
+
+/// A view whose catalog entry records an earlier state layout (what every entry an earlier
+/// Runnel wrote says, by leaving the field out) is rebuilt from its sources at start-up: its
+/// old rows and operator state are dropped (here they are made garbage first), and it answers
+/// as a view created now would, then keeps updating, and is not rebuilt again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_of_an_earlier_state_layout_is_rebuilt_from_its_sources() {
+    use runnel_state::{keys, Store, StoreOptions, WriteBatch};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = blocking(|| TestServer::start(dir.path()));
+    let client = server.connect().await;
+    exec(
+        &client,
+        "CREATE STREAM s (g INT, x BIGINT, f DOUBLE PRECISION)",
+    )
+    .await;
+    let view =
+        "SELECT g, sum(x) AS sx, avg(x) AS ax, sum(f) AS sf, count(*) AS n FROM s GROUP BY g";
+    exec(&client, &format!("CREATE MATERIALIZED VIEW v AS {view}")).await;
+    exec(
+        &client,
+        "INSERT INTO s VALUES (1, 9223372036854775807, 0.1), (1, 1, 0.2), (2, 5, 1e17), (2, 6, 1)",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    let expected = sorted(select(&client, view).await);
+    assert_eq!(sorted(select(&client, "SELECT * FROM v").await), expected);
+    drop(client);
+    server.terminate();
+
+    let store = Store::open(&server.data_dir.join("state"), StoreOptions::default())
+        .expect("open the stopped server's store");
+    let mut batch = WriteBatch::default();
+    for (key, value) in store.scan_prefix(&keys::catalog_prefix()).expect("catalog") {
+        let mut entry: serde_json::Value = serde_json::from_slice(&value).expect("json");
+        if entry["name"] == "v" {
+            entry
+                .as_object_mut()
+                .expect("object")
+                .remove("state_layout");
+            batch.put(&key, serde_json::to_vec(&entry).expect("json"));
+            let id = u32::try_from(entry["id"].as_u64().expect("id")).expect("id");
+            for prefix in [keys::view_prefix(id), keys::view_operators_prefix(id)] {
+                for (key, _) in store.scan_prefix(&prefix).expect("state") {
+                    batch.put(&key, b"garbage of an earlier layout");
+                }
+            }
+        }
+    }
+    store.write(batch).expect("rewrite");
+    drop(store);
+
+    server = blocking(|| server.restart());
+    let client = server.connect().await;
+    assert_eq!(sorted(select(&client, "SELECT * FROM v").await), expected);
+    exec(&client, "INSERT INTO s VALUES (1, 2, 0.3), (3, 7, 2.5)").await;
+    exec(&client, "FLUSH").await;
+    let expected = sorted(select(&client, view).await);
+    assert_eq!(sorted(select(&client, "SELECT * FROM v").await), expected);
+    drop(client);
+    server = blocking(|| server.restart());
+    let client = server.connect().await;
+    assert_eq!(sorted(select(&client, "SELECT * FROM v").await), expected);
+}

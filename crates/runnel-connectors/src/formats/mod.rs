@@ -14,6 +14,7 @@ use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_recor
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use runnel_common::text_types::{fit_varchar, max_length, too_long};
 use runnel_common::TextType;
 
 use crate::options::Format;
@@ -195,8 +196,8 @@ impl RecordDecoder {
 }
 
 impl RecordDecoder {
-    /// json, jsonb and uuid columns in their normal form (see `runnel_common::text_types`);
-    /// a value that is not one makes its record bad.
+    /// json, jsonb and uuid columns in their normal form, `varchar(n)` values within their
+    /// length (see `runnel_common::text_types`); a value that is not one makes its record bad.
     fn normalize_text_types(
         &self,
         batch: RecordBatch,
@@ -210,11 +211,39 @@ impl RecordDecoder {
             .enumerate()
             .filter_map(|(c, f)| TextType::of(f).map(|t| (c, t)))
             .collect();
-        if tagged.is_empty() || batch.num_rows() == 0 {
+        let limited: Vec<(usize, usize)> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(c, f)| max_length(f).map(|limit| (c, limit)))
+            .collect();
+        if (tagged.is_empty() && limited.is_empty()) || batch.num_rows() == 0 {
             return (batch, std::mem::take(rows));
         }
         let mut keep = vec![true; batch.num_rows()];
         let mut columns = batch.columns().to_vec();
+        for &(c, limit) in &limited {
+            let Some(strings) = batch.column(c).as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            let mut out = StringBuilder::with_capacity(strings.len(), strings.value_data().len());
+            for (r, value) in strings.iter().enumerate() {
+                match value.map(|v| fit_varchar(v, limit)) {
+                    None => out.append_null(),
+                    Some(Some(text)) => out.append_value(text),
+                    Some(None) => {
+                        if keep[r] {
+                            keep[r] = false;
+                            errors
+                                .push((rows[r], too_long(self.schema.field(c), limit).to_string()));
+                        }
+                        out.append_null();
+                    }
+                }
+            }
+            columns[c] = Arc::new(out.finish());
+        }
         for &(c, text_type) in &tagged {
             let Some(strings) = batch.column(c).as_any().downcast_ref::<StringArray>() else {
                 continue;

@@ -15,7 +15,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Decimal128Type, Float64Type, Int64Type, UInt64Type,
 };
-use runnel_common::{Result, RunnelError};
+use runnel_common::exact_float_sum::ExactFloatSum;
+use runnel_common::integer_average::{integer_average, AVERAGE_TYPE};
+use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::{AggregateCall, AggregateFunction};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 
@@ -55,7 +57,7 @@ pub fn create_accumulator(
         AggregateFunction::Sum => match out {
             DataType::Int64 => Box::new(SumAcc::<Int64Type>::new(out)),
             DataType::UInt64 => Box::new(SumAcc::<UInt64Type>::new(out)),
-            DataType::Float64 => Box::new(SumAcc::<Float64Type>::new(out)),
+            DataType::Float64 => Box::new(FloatSumAcc::new(FloatOutput::Sum)),
             DataType::Decimal128(_, _) => Box::new(SumAcc::<Decimal128Type>::new(out)),
             other => {
                 return Err(RunnelError::not_implemented(format!(
@@ -64,9 +66,12 @@ pub fn create_accumulator(
             }
         },
         AggregateFunction::Avg => match (&out, input_type) {
-            (DataType::Float64, _) => Box::new(AvgAcc::float()),
+            (DataType::Float64, _) => Box::new(FloatSumAcc::new(FloatOutput::Average)),
+            (out, Some(input)) if input.is_integer() && *out == AVERAGE_TYPE => {
+                Box::new(IntegerAvgAcc::default())
+            }
             (DataType::Decimal128(p, s), Some(DataType::Decimal128(_, in_scale))) => {
-                Box::new(AvgAcc::decimal(*p, *s, *in_scale)?)
+                Box::new(DecimalAvgAcc::new(*p, *s, *in_scale)?)
             }
             (other, _) => {
                 return Err(RunnelError::not_implemented(format!(
@@ -201,18 +206,6 @@ impl SumNative for u64 {
     }
 }
 
-impl SumNative for f64 {
-    fn add_weighted(self, value: Self, weight: i64) -> Self {
-        self + value * weight as f64
-    }
-    fn write_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn read_le(bytes: &mut &[u8]) -> Result<Self> {
-        Ok(f64::from_bits(read_i64(bytes)? as u64))
-    }
-}
-
 impl SumNative for i128 {
     fn add_weighted(self, value: Self, weight: i64) -> Self {
         self.wrapping_add(value.wrapping_mul(weight as i128))
@@ -307,46 +300,111 @@ where
     }
 }
 
-/// avg(x) as DataFusion computes it: Float64 for numbers, or Decimal128 with the scale raised
-/// (sum * 10^(out_scale - in_scale) / count, truncated) for decimals.
-struct AvgAcc {
-    decimal: Option<(u8, i8, i8)>,
-    float_sums: Vec<f64>,
-    decimal_sums: Vec<i128>,
+/// sum(x) and avg(x) of floats, exact under retraction: each group keeps its
+/// [`ExactFloatSum`], so deleting rows returns exactly the sum (and average) of those left,
+/// and the result is the same whatever order the rows came and went in, as the ad-hoc
+/// `sum`/`avg` Runnel plans for floats computes it (`runnel_sql::pg_numbers`).
+struct FloatSumAcc {
+    output: FloatOutput,
+    sums: Vec<ExactFloatSum>,
     counts: Vec<i64>,
 }
 
-impl AvgAcc {
-    fn float() -> Self {
-        AvgAcc {
-            decimal: None,
-            float_sums: Vec::new(),
-            decimal_sums: Vec::new(),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FloatOutput {
+    Sum,
+    Average,
+}
+
+impl FloatSumAcc {
+    fn new(output: FloatOutput) -> Self {
+        FloatSumAcc {
+            output,
+            sums: Vec::new(),
             counts: Vec::new(),
         }
     }
+}
 
-    fn decimal(precision: u8, scale: i8, input_scale: i8) -> Result<Self> {
-        if scale < input_scale {
-            return Err(RunnelError::not_implemented(
-                "avg of a decimal with a smaller output scale",
-            ));
+impl GroupAccumulator for FloatSumAcc {
+    fn resize(&mut self, groups: usize) {
+        self.sums.resize(groups, ExactFloatSum::default());
+        self.counts.resize(groups, 0);
+    }
+
+    fn update(
+        &mut self,
+        groups: &[u32],
+        values: Option<&ArrayRef>,
+        weights: &[i64],
+        mask: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let values = values.ok_or_else(|| RunnelError::internal("sum without an argument"))?;
+        let values = cast(values, &DataType::Float64)?;
+        let values = values.as_primitive::<Float64Type>();
+        for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
+            if values.is_valid(i) && mask_allows(mask, i) {
+                let g = g as usize;
+                self.sums[g]
+                    .add_weighted(values.value(i), w)
+                    .map_err(|overflow| {
+                        RunnelError::execution(
+                            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                            overflow.to_string(),
+                        )
+                    })?;
+                self.counts[g] += w;
+            }
         }
-        Ok(AvgAcc {
-            decimal: Some((precision, scale, input_scale)),
-            ..AvgAcc::float()
-        })
+        Ok(())
+    }
+
+    fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
+        let array: Float64Array = groups
+            .iter()
+            .map(|&g| {
+                let g = g as usize;
+                let count = self.counts[g];
+                (count > 0).then(|| match self.output {
+                    FloatOutput::Sum => self.sums[g].value(),
+                    FloatOutput::Average => self.sums[g].value() / count as f64,
+                })
+            })
+            .collect();
+        Ok(Arc::new(array))
+    }
+
+    fn save(&self, group: u32, out: &mut Vec<u8>) {
+        self.sums[group as usize].write(out);
+        out.extend_from_slice(&self.counts[group as usize].to_le_bytes());
+    }
+
+    fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
+        self.sums[group as usize] = ExactFloatSum::read(bytes)
+            .ok_or_else(|| RunnelError::internal("truncated aggregate state"))?;
+        self.counts[group as usize] = read_i64(bytes)?;
+        Ok(())
+    }
+
+    fn reset(&mut self, group: u32) {
+        self.sums[group as usize] = ExactFloatSum::default();
+        self.counts[group as usize] = 0;
     }
 }
 
-impl GroupAccumulator for AvgAcc {
+/// avg(x) of integers as Postgres computes it: the exact sum over the count, `numeric(38, 16)`
+/// rounded half away from zero (see `runnel_common::integer_average`), as the ad-hoc `avg`
+/// Runnel plans for integers computes it.
+#[derive(Default)]
+struct IntegerAvgAcc {
+    sums: Vec<i128>,
+    counts: Vec<i64>,
+}
+
+impl GroupAccumulator for IntegerAvgAcc {
     fn resize(&mut self, groups: usize) {
+        self.sums.resize(groups, 0);
         self.counts.resize(groups, 0);
-        if self.decimal.is_some() {
-            self.decimal_sums.resize(groups, 0);
-        } else {
-            self.float_sums.resize(groups, 0.0);
-        }
     }
 
     fn update(
@@ -357,78 +415,119 @@ impl GroupAccumulator for AvgAcc {
         mask: Option<&BooleanArray>,
     ) -> Result<()> {
         let values = values.ok_or_else(|| RunnelError::internal("avg without an argument"))?;
-        match self.decimal {
-            Some((_, _, input_scale)) => {
-                let values = cast(values, &DataType::Decimal128(38, input_scale))?;
-                let values = values.as_primitive::<Decimal128Type>();
-                for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
-                    if values.is_valid(i) && mask_allows(mask, i) {
-                        let g = g as usize;
-                        self.decimal_sums[g] =
-                            self.decimal_sums[g].add_weighted(values.value(i), w);
-                        self.counts[g] += w;
-                    }
-                }
-            }
-            None => {
-                let values = cast(values, &DataType::Float64)?;
-                let values = values.as_primitive::<Float64Type>();
-                for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
-                    if values.is_valid(i) && mask_allows(mask, i) {
-                        let g = g as usize;
-                        self.float_sums[g] = self.float_sums[g].add_weighted(values.value(i), w);
-                        self.counts[g] += w;
-                    }
-                }
+        let values = cast(values, &DataType::Int64)?;
+        let values = values.as_primitive::<Int64Type>();
+        for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
+            if values.is_valid(i) && mask_allows(mask, i) {
+                let g = g as usize;
+                self.sums[g] += i128::from(values.value(i)) * i128::from(w);
+                self.counts[g] += w;
             }
         }
         Ok(())
     }
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
-        match self.decimal {
-            Some((precision, scale, input_scale)) => {
-                let factor = 10i128.pow((scale - input_scale) as u32);
-                let array: Decimal128Array = groups
-                    .iter()
-                    .map(|&g| {
-                        let g = g as usize;
-                        (self.counts[g] > 0)
-                            .then(|| self.decimal_sums[g] * factor / self.counts[g] as i128)
-                    })
-                    .collect();
-                Ok(Arc::new(array.with_precision_and_scale(precision, scale)?))
-            }
-            None => {
-                let array: Float64Array = groups
-                    .iter()
-                    .map(|&g| {
-                        let g = g as usize;
-                        (self.counts[g] > 0).then(|| self.float_sums[g] / self.counts[g] as f64)
-                    })
-                    .collect();
-                Ok(Arc::new(array))
+        let averages = groups
+            .iter()
+            .map(|&g| integer_average(self.sums[g as usize], self.counts[g as usize]))
+            .collect::<Result<Decimal128Array>>()?;
+        Ok(Arc::new(averages.with_data_type(AVERAGE_TYPE)))
+    }
+
+    fn save(&self, group: u32, out: &mut Vec<u8>) {
+        SumNative::write_le(self.sums[group as usize], out);
+        out.extend_from_slice(&self.counts[group as usize].to_le_bytes());
+    }
+
+    fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
+        self.sums[group as usize] = <i128 as SumNative>::read_le(bytes)?;
+        self.counts[group as usize] = read_i64(bytes)?;
+        Ok(())
+    }
+
+    fn reset(&mut self, group: u32) {
+        self.sums[group as usize] = 0;
+        self.counts[group as usize] = 0;
+    }
+}
+
+/// avg(x) of decimals as DataFusion computes it: Decimal128 with the scale raised
+/// (sum * 10^(out_scale - in_scale) / count, truncated).
+struct DecimalAvgAcc {
+    precision: u8,
+    scale: i8,
+    input_scale: i8,
+    sums: Vec<i128>,
+    counts: Vec<i64>,
+}
+
+impl DecimalAvgAcc {
+    fn new(precision: u8, scale: i8, input_scale: i8) -> Result<Self> {
+        if scale < input_scale {
+            return Err(RunnelError::not_implemented(
+                "avg of a decimal with a smaller output scale",
+            ));
+        }
+        Ok(DecimalAvgAcc {
+            precision,
+            scale,
+            input_scale,
+            sums: Vec::new(),
+            counts: Vec::new(),
+        })
+    }
+}
+
+impl GroupAccumulator for DecimalAvgAcc {
+    fn resize(&mut self, groups: usize) {
+        self.counts.resize(groups, 0);
+        self.sums.resize(groups, 0);
+    }
+
+    fn update(
+        &mut self,
+        groups: &[u32],
+        values: Option<&ArrayRef>,
+        weights: &[i64],
+        mask: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let values = values.ok_or_else(|| RunnelError::internal("avg without an argument"))?;
+        let values = cast(values, &DataType::Decimal128(38, self.input_scale))?;
+        let values = values.as_primitive::<Decimal128Type>();
+        for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
+            if values.is_valid(i) && mask_allows(mask, i) {
+                let g = g as usize;
+                self.sums[g] = self.sums[g].add_weighted(values.value(i), w);
+                self.counts[g] += w;
             }
         }
+        Ok(())
+    }
+
+    fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
+        let factor = 10i128.pow((self.scale - self.input_scale) as u32);
+        let array: Decimal128Array = groups
+            .iter()
+            .map(|&g| {
+                let g = g as usize;
+                (self.counts[g] > 0).then(|| self.sums[g] * factor / self.counts[g] as i128)
+            })
+            .collect();
+        Ok(Arc::new(
+            array.with_precision_and_scale(self.precision, self.scale)?,
+        ))
     }
 
     fn save(&self, group: u32, out: &mut Vec<u8>) {
         let g = group as usize;
-        if self.decimal.is_some() {
-            SumNative::write_le(self.decimal_sums[g], out);
-        } else {
-            SumNative::write_le(self.float_sums[g], out);
-        }
+        SumNative::write_le(self.sums[g], out);
         out.extend_from_slice(&self.counts[g].to_le_bytes());
     }
 
     fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
         let g = group as usize;
-        if self.decimal.is_some() {
-            self.decimal_sums[g] = <i128 as SumNative>::read_le(bytes)?;
-        } else {
-            self.float_sums[g] = <f64 as SumNative>::read_le(bytes)?;
-        }
+        self.sums[g] = <i128 as SumNative>::read_le(bytes)?;
         self.counts[g] = read_i64(bytes)?;
         Ok(())
     }
@@ -436,11 +535,7 @@ impl GroupAccumulator for AvgAcc {
     fn reset(&mut self, group: u32) {
         let g = group as usize;
         self.counts[g] = 0;
-        if self.decimal.is_some() {
-            self.decimal_sums[g] = 0;
-        } else {
-            self.float_sums[g] = 0.0;
-        }
+        self.sums[g] = 0;
     }
 }
 

@@ -8,24 +8,32 @@
 //! `WITH` options); every other statement is sqlparser's, classified in [`sql_statement`].
 //! Nothing is cut out of or replaced in the SQL text.
 
+mod dialect;
 mod grant_statement;
 mod role_statement;
 mod sql_statement;
 mod subscribe_statement;
 
-use datafusion::sql::sqlparser::ast::{self, helpers::stmt_create_table::CreateTableBuilder};
+use datafusion::sql::sqlparser::ast::{
+    self, helpers::stmt_create_table::CreateTableBuilder, Visit,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use runnel_common::{Result, RunnelError, SqlState};
 
+use self::dialect::BudgetedDialect;
 use crate::statement::{
     object_name, ObjectKind, ParsedStatement, ShowKind, Statement, TransactionCommand,
     WatermarkClause,
 };
 
 static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+
+/// How deeply the parser recurses (brackets, function calls, subqueries: a nested function
+/// call takes three levels) before it refuses a statement (54001); sqlparser's default is 50.
+const RECURSION_LIMIT: usize = 100;
 
 /// Splits `sql` at top-level semicolons and parses every non-empty statement.
 pub fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
@@ -67,13 +75,22 @@ pub fn split_statements(sql: &str) -> Result<Vec<String>> {
 
 /// Parses exactly one sqlparser statement (no Runnel extensions).
 pub fn parse_one(sql: &str) -> Result<ast::Statement> {
-    let mut parser = RunnelParser::new(sql, tokenize(sql)?);
-    let statement = parser
-        .parser
-        .parse_statement()
-        .map_err(|e| parse_error(sql, e))?;
+    let tokens = tokenize(sql)?;
+    let dialect = BudgetedDialect::new(dialect::budget(tokens.len()));
+    let mut parser = RunnelParser::new(sql, tokens, &dialect);
+    let statement = parser.sql_tree(Parser::parse_statement)?;
     parser.expect_end("expected exactly one statement")?;
     Ok(statement)
+}
+
+/// Parses one expression (SQL text Runnel put together from a parsed statement's parts).
+pub(crate) fn parse_expression(sql: &str) -> Result<ast::Expr> {
+    let tokens = tokenize(sql)?;
+    let dialect = BudgetedDialect::new(dialect::budget(tokens.len()));
+    let mut parser = RunnelParser::new(sql, tokens, &dialect);
+    let expr = parser.sql_tree(Parser::parse_expr)?;
+    parser.expect_end("expected one expression")?;
+    Ok(expr)
 }
 
 const EMIT_ON_WINDOW_CLOSE: [&str; 4] = ["EMIT", "ON", "WINDOW", "CLOSE"];
@@ -81,14 +98,22 @@ const EMIT_ON_WINDOW_CLOSE: [&str; 4] = ["EMIT", "ON", "WINDOW", "CLOSE"];
 /// One statement's parser: sqlparser's, over the statement's tokens.
 pub struct RunnelParser<'a> {
     sql: &'a str,
+    dialect: &'a BudgetedDialect,
     parser: Parser<'a>,
 }
 
 impl<'a> RunnelParser<'a> {
-    fn new(sql: &'a str, tokens: Vec<TokenWithSpan>) -> RunnelParser<'a> {
+    fn new(
+        sql: &'a str,
+        tokens: Vec<TokenWithSpan>,
+        dialect: &'a BudgetedDialect,
+    ) -> RunnelParser<'a> {
         RunnelParser {
             sql,
-            parser: Parser::new(&DIALECT).with_tokens_with_locations(tokens),
+            dialect,
+            parser: Parser::new(dialect)
+                .with_recursion_limit(RECURSION_LIMIT)
+                .with_tokens_with_locations(tokens),
         }
     }
 
@@ -116,7 +141,8 @@ impl<'a> RunnelParser<'a> {
             && leading_words(&tokens, 10)
                 .windows(2)
                 .any(|pair| pair[0] == "FOR" && pair[1] == "SUBSCRIBE");
-        let mut parser = RunnelParser::new(sql, tokens);
+        let dialect = BudgetedDialect::new(dialect::budget(tokens.len()));
+        let mut parser = RunnelParser::new(sql, tokens, &dialect);
         let statement = match w.as_slice() {
             ["CREATE", "STREAM", ..] => parser.create_stream()?,
             ["CREATE", "SINK", ..] => parser.create_sink()?,
@@ -171,10 +197,7 @@ impl<'a> RunnelParser<'a> {
                 ))
             }
             _ => {
-                let statement = parser
-                    .parser
-                    .parse_statement()
-                    .map_err(|e| parse_error(sql, e))?;
+                let statement = parser.sql_tree(Parser::parse_statement)?;
                 parser.expect_end("expected exactly one statement")?;
                 sql_statement::classify(sql, statement, emit_on_window_close)?
             }
@@ -212,11 +235,11 @@ impl<'a> RunnelParser<'a> {
                     }
                     watermark = Some(Box::new(self.watermark_clause()?));
                 } else if let Some(constraint) =
-                    self.sql_part(|p| p.parse_optional_table_constraint())?
+                    self.sql_tree(|p| p.parse_optional_table_constraint())?
                 {
                     constraints.push(constraint);
                 } else {
-                    columns.push(self.sql_part(|p| p.parse_column_def())?);
+                    columns.push(self.sql_tree(|p| p.parse_column_def())?);
                 }
                 if self.parser.consume_token(&Token::Comma) {
                     continue;
@@ -251,7 +274,7 @@ impl<'a> RunnelParser<'a> {
         self.sql_part(|p| p.expect_keyword(Keyword::FOR))?;
         let column = self.sql_part(|p| p.parse_identifier())?;
         self.sql_part(|p| p.expect_keyword(Keyword::AS))?;
-        let expr = self.sql_part(|p| p.parse_expr())?;
+        let expr = self.sql_tree(|p| p.parse_expr())?;
         Ok(WatermarkClause {
             column: crate::statement::ident_name(&column),
             expr,
@@ -300,7 +323,7 @@ impl<'a> RunnelParser<'a> {
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the view's operator graph, nothing created.
     fn explain_create_view(&mut self, emit_on_window_close: bool) -> Result<Statement> {
         self.expect_word("EXPLAIN")?;
-        let statement = self.sql_part(|p| p.parse_statement())?;
+        let statement = self.sql_tree(|p| p.parse_statement())?;
         self.expect_end("expected exactly one statement")?;
         match sql_statement::classify(self.sql, statement, emit_on_window_close)? {
             Statement::CreateMaterializedView {
@@ -332,7 +355,27 @@ impl<'a> RunnelParser<'a> {
         &mut self,
         part: impl FnOnce(&mut Parser<'a>) -> std::result::Result<T, ParserError>,
     ) -> Result<T> {
-        part(&mut self.parser).map_err(|e| parse_error(self.sql, e))
+        part(&mut self.parser).map_err(|e| {
+            if self.dialect.exhausted() {
+                RunnelError::plan(
+                    SqlState::STATEMENT_TOO_COMPLEX,
+                    "statement too complex: the parser gave up on its nesting",
+                )
+            } else {
+                parse_error(self.sql, e)
+            }
+        })
+    }
+
+    /// [`Self::sql_part`] for a part that holds expressions or queries: refused when it nests
+    /// too deeply to plan (see [`crate::complexity`]).
+    fn sql_tree<T: Visit>(
+        &mut self,
+        part: impl FnOnce(&mut Parser<'a>) -> std::result::Result<T, ParserError>,
+    ) -> Result<T> {
+        let tree = self.sql_part(part)?;
+        crate::complexity::check_nesting(&tree)?;
+        Ok(tree)
     }
 
     fn peek_word(&self, n: usize, word: &str) -> bool {
@@ -475,9 +518,10 @@ pub fn char_position(sql: &str, line: u64, column: u64) -> u32 {
 fn parse_error(sql: &str, e: ParserError) -> RunnelError {
     match e {
         ParserError::TokenizerError(m) | ParserError::ParserError(m) => syntax_error(sql, &m),
-        ParserError::RecursionLimitExceeded => {
-            RunnelError::plan(SqlState::SYNTAX_ERROR, "statement is nested too deeply")
-        }
+        ParserError::RecursionLimitExceeded => RunnelError::plan(
+            SqlState::STATEMENT_TOO_COMPLEX,
+            "statement too complex: it is nested too deeply",
+        ),
     }
 }
 

@@ -435,3 +435,96 @@ fn fetch_without_from() {
         Statement::Fetch { name, count: Some(1), .. } if name == "c"
     ));
 }
+
+fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
+    format!(
+        "SELECT {}{inner}{}",
+        open.repeat(depth),
+        close.repeat(depth)
+    )
+}
+
+#[test]
+fn speculative_nesting_is_refused_as_too_complex_not_parsed_for_hours() {
+    // Past the recursion limit, every level retried its `ARRAY` as an identifier: with the
+    // default limit of 50, 48 levels took 2^48 tries.
+    let err = parse_one(&nested("ARRAY[", "1", "]", 120)).unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::STATEMENT_TOO_COMPLEX, "{err}");
+    // A syntax error under nested CASTs: every level tried four ways.
+    let cast_error = format!(
+        "SELECT {}1 + AS INT){}",
+        "CAST(".repeat(24),
+        " AS INT)".repeat(23)
+    );
+    let err = parse_one(&cast_error).unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::STATEMENT_TOO_COMPLEX, "{err}");
+    // Through the statement parser too.
+    let err = parse_statements(&nested("CAST(", "1", " AS INT)", 120)).unwrap_err();
+    assert_eq!(err.sqlstate(), SqlState::STATEMENT_TOO_COMPLEX, "{err}");
+}
+
+#[test]
+fn deep_but_linear_statements_still_parse() {
+    for sql in [
+        nested("ARRAY[", "1", "]", 60),
+        nested("CAST(", "1", " AS INT)", 60),
+        nested("replace(", "x", ", 'a', 'b')", 30),
+        nested("f(a => ", "1", ")", 30),
+        nested("CASE WHEN x > 1 THEN ", "1", " END", 40),
+        nested("(", "1", ")", 90),
+        format!("SELECT {}1", "1 + ".repeat(900)),
+        vec!["SELECT 1"; 900].join(" UNION ALL "),
+    ] {
+        parse_one(&sql).unwrap_or_else(|e| panic!("{e}: {}", &sql[..60]));
+    }
+    // A small syntax error under a little nesting is still reported as one.
+    let small = format!(
+        "SELECT {}1 + AS INT){}",
+        "CAST(".repeat(4),
+        " AS INT)".repeat(3)
+    );
+    assert_eq!(
+        parse_one(&small).unwrap_err().sqlstate(),
+        SqlState::SYNTAX_ERROR
+    );
+}
+
+/// The budgeted dialect parses exactly as sqlparser's PostgreSQL dialect does, on statements
+/// that depend on the choices that dialect makes, but for named function arguments: their
+/// names are identifiers, not expressions.
+#[test]
+fn budgeted_dialect_parses_as_postgres_does() {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    let corpus = [
+        "SELECT E'a\\nb', U&'d\\0061t\\+000061', x::int[], 'a' || \"B c\" FROM t",
+        "SELECT 5 !, 1 << 2, 8 >> 1, a NOTNULL, b ISNULL, 1_000_000, '{1}'::int[]",
+        "SELECT a @> b, a <@ b, a ~ 'x', a !~* 'y', a ->> 'k', a #>> '{k}', a -> 0",
+        "SELECT extract('year' FROM ts), trim(both 'x' from y), ts AT TIME ZONE 'UTC'",
+        "SELECT count(*) FILTER (WHERE x > 0), f(1, 'a', x) FROM t GROUP BY ROLLUP (a)",
+        "SELECT point '(1,2)', xml '<a/>', INTERVAL '1 day' HOUR, /* a /* nested */ c */ 1",
+        "COMMENT ON TABLE t IS 'x'",
+        "LISTEN ch",
+        "CREATE TABLE t2 (LIKE t)",
+        "EXPLAIN (ANALYZE, VERBOSE) SELECT 1",
+        "SELECT * FROM t AS a(x, y) WHERE x NOT BETWEEN 1 AND 2 AND y IS DISTINCT FROM 3",
+        "INSERT INTO t AS tt VALUES (1) ON CONFLICT (a) DO NOTHING",
+        "SELECT 2 ^ 3 * -4 % 5 OPERATOR(pg_catalog.+) 1",
+        "SELECT ARRAY[1, 2][1], (ARRAY[ROW(1, 2)])[1]",
+        "SET NAMES 'UTF8'",
+    ];
+    for sql in corpus {
+        let postgres = Parser::parse_sql(&PostgreSqlDialect {}, sql);
+        let budgeted = Parser::parse_sql(&dialect::BudgetedDialect::new(1_000_000), sql);
+        assert_eq!(
+            format!("{postgres:?}"),
+            format!("{budgeted:?}"),
+            "differs on {sql}"
+        );
+        assert!(postgres.is_ok(), "{sql}: {postgres:?}");
+    }
+    let named = Parser::parse_sql(&dialect::BudgetedDialect::new(1_000), "SELECT f(a => 1)");
+    assert!(
+        format!("{named:?}").contains("Named { name: Ident"),
+        "{named:?}"
+    );
+}

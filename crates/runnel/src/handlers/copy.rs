@@ -192,7 +192,7 @@ impl CopySink {
             _ => text,
         };
         if target == &DataType::Utf8 {
-            return Ok(text.clone());
+            return runnel_common::text_types::enforce_max_length(field, text.clone());
         }
         crate::convert::check_bare_numeric(
             text.as_ref(),

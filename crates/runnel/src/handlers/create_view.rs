@@ -21,6 +21,7 @@ use runnel_sql::{
     lower_view, Catalog, CatalogEntry, ObjectKind, RelationInfo, RelationResolver, Statement,
     StoredEntry,
 };
+use runnel_state::keys;
 
 use super::{text_rows, text_schema};
 use crate::catalog_service::CatalogService;
@@ -74,6 +75,7 @@ pub async fn plan_view(
             return Err(super::query::planning_failed(&state, &statement, sql, error).await)
         }
     };
+    let logical = runnel_sql::pg_numbers::plan_postgres_aggregates(logical)?;
     // A view reads its literals the same way whoever creates it: ISO, MDY.
     let logical = crate::text_casts::plan_postgres_text_casts(
         ctx,
@@ -263,15 +265,45 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         comments: Default::default(),
         access: Access::default(),
     };
+    // Rows and state an earlier Runnel laid out differently are dropped, and the view is
+    // backfilled from its sources as if created now (from its original start); its entry is
+    // rewritten with the checkpoint that holds the new state, so a crash before that
+    // rebuilds it again.
+    let rebuild = stored.state_layout < runnel_sql::catalog::STATE_LAYOUT;
+    let mut writes = Vec::new();
+    if rebuild {
+        tracing::warn!(
+            view = %stored.name,
+            layout = stored.state_layout,
+            "rebuilding the view from its sources: its state was written by an earlier Runnel"
+        );
+        let mut stale = runnel_state::WriteBatch::default();
+        for prefix in [
+            keys::view_prefix(stored.id),
+            keys::view_operators_prefix(stored.id),
+        ] {
+            stale.delete_range(&prefix, &keys::prefix_end(&prefix));
+        }
+        shared.store.write(stale)?;
+        // The stored entry as it was (its comments and privileges are restored from it), with
+        // the layout its new state has.
+        let upgraded = StoredEntry {
+            state_layout: runnel_sql::catalog::STATE_LAYOUT,
+            ..stored.clone()
+        };
+        let value = serde_json::to_vec(&upgraded)
+            .map_err(|e| RunnelError::internal(format!("catalog entry not serialisable: {e}")))?;
+        writes.push((keys::catalog_entry(stored.id), value));
+    }
     shared
         .worker
         .add_view(
             stored.id,
             planned.plan,
             planned.schema,
-            false,
+            rebuild,
             stored.start_offsets.clone(),
-            vec![],
+            writes,
         )
         .await?;
     shared.catalog.publish(|c| c.insert(entry));

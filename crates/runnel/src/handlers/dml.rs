@@ -109,7 +109,7 @@ pub fn conform_each(
             };
             let column = match TextType::of(field) {
                 Some(text_type) => text_type.normalize_array(column.as_ref())?,
-                None => column,
+                None => runnel_common::text_types::enforce_max_length(field, column)?,
             };
             if !field.is_nullable() && column.null_count() > 0 {
                 return Err(RunnelError::execution(

@@ -45,6 +45,7 @@ async fn plan(
         Ok(plan) => plan,
         Err(error) => return Err(planning_failed(&state, &statement, sql, error).await),
     };
+    let plan = runnel_sql::pg_numbers::plan_postgres_aggregates(plan)?;
     let plan = read_timestamptz_strings(
         plan,
         &session.settings().time_zone(),
