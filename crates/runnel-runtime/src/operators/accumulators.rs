@@ -68,10 +68,10 @@ pub fn create_accumulator(
         AggregateFunction::Avg => match (&out, input_type) {
             (DataType::Float64, _) => Box::new(FloatSumAcc::new(FloatOutput::Average)),
             (out, Some(input)) if input.is_integer() && *out == AVERAGE_TYPE => {
-                Box::new(IntegerAvgAcc::default())
+                Box::new(DecimalAvgAcc::integer())
             }
             (DataType::Decimal128(p, s), Some(DataType::Decimal128(_, in_scale))) => {
-                Box::new(DecimalAvgAcc::new(*p, *s, *in_scale)?)
+                Box::new(DecimalAvgAcc::decimal(*p, *s, *in_scale)?)
             }
             (other, _) => {
                 return Err(RunnelError::not_implemented(format!(
@@ -392,86 +392,40 @@ impl GroupAccumulator for FloatSumAcc {
     }
 }
 
-/// avg(x) of integers as Postgres computes it: the exact sum over the count, `numeric(38, 16)`
-/// rounded half away from zero (see `runnel_common::integer_average`), as the ad-hoc `avg`
-/// Runnel plans for integers computes it.
-#[derive(Default)]
-struct IntegerAvgAcc {
-    sums: Vec<i128>,
-    counts: Vec<i64>,
-}
-
-impl GroupAccumulator for IntegerAvgAcc {
-    fn resize(&mut self, groups: usize) {
-        self.sums.resize(groups, 0);
-        self.counts.resize(groups, 0);
-    }
-
-    fn update(
-        &mut self,
-        groups: &[u32],
-        values: Option<&ArrayRef>,
-        weights: &[i64],
-        mask: Option<&BooleanArray>,
-    ) -> Result<()> {
-        let values = values.ok_or_else(|| RunnelError::internal("avg without an argument"))?;
-        let values = cast(values, &DataType::Int64)?;
-        let values = values.as_primitive::<Int64Type>();
-        for (i, (&g, &w)) in groups.iter().zip(weights).enumerate() {
-            if values.is_valid(i) && mask_allows(mask, i) {
-                let g = g as usize;
-                self.sums[g] += i128::from(values.value(i)) * i128::from(w);
-                self.counts[g] += w;
-            }
-        }
-        Ok(())
-    }
-
-    fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
-        let averages = groups
-            .iter()
-            .map(|&g| integer_average(self.sums[g as usize], self.counts[g as usize]))
-            .collect::<Result<Decimal128Array>>()?;
-        Ok(Arc::new(averages.with_data_type(AVERAGE_TYPE)))
-    }
-
-    fn save(&self, group: u32, out: &mut Vec<u8>) {
-        SumNative::write_le(self.sums[group as usize], out);
-        out.extend_from_slice(&self.counts[group as usize].to_le_bytes());
-    }
-
-    fn load(&mut self, group: u32, bytes: &mut &[u8]) -> Result<()> {
-        self.sums[group as usize] = <i128 as SumNative>::read_le(bytes)?;
-        self.counts[group as usize] = read_i64(bytes)?;
-        Ok(())
-    }
-
-    fn reset(&mut self, group: u32) {
-        self.sums[group as usize] = 0;
-        self.counts[group as usize] = 0;
-    }
-}
-
-/// avg(x) of decimals as DataFusion computes it: Decimal128 with the scale raised
-/// (sum * 10^(out_scale - in_scale) / count, truncated).
+/// avg(x) over an exact i128 sum and the count: of integers as Postgres computes it
+/// (`numeric(38, 16)` rounded half away from zero, see `runnel_common::integer_average`, as the
+/// ad-hoc `avg` Runnel plans for integers), of decimals as DataFusion does (the scale raised,
+/// sum * 10^(out_scale - in_scale) / count, truncated).
 struct DecimalAvgAcc {
-    precision: u8,
-    scale: i8,
+    output: AvgOutput,
     input_scale: i8,
     sums: Vec<i128>,
     counts: Vec<i64>,
 }
 
+enum AvgOutput {
+    IntegerAverage,
+    Decimal { precision: u8, scale: i8 },
+}
+
 impl DecimalAvgAcc {
-    fn new(precision: u8, scale: i8, input_scale: i8) -> Result<Self> {
+    fn integer() -> Self {
+        DecimalAvgAcc {
+            output: AvgOutput::IntegerAverage,
+            input_scale: 0,
+            sums: Vec::new(),
+            counts: Vec::new(),
+        }
+    }
+
+    fn decimal(precision: u8, scale: i8, input_scale: i8) -> Result<Self> {
         if scale < input_scale {
             return Err(RunnelError::not_implemented(
                 "avg of a decimal with a smaller output scale",
             ));
         }
         Ok(DecimalAvgAcc {
-            precision,
-            scale,
+            output: AvgOutput::Decimal { precision, scale },
             input_scale,
             sums: Vec::new(),
             counts: Vec::new(),
@@ -506,17 +460,25 @@ impl GroupAccumulator for DecimalAvgAcc {
     }
 
     fn evaluate(&self, groups: &[u32]) -> Result<ArrayRef> {
-        let factor = 10i128.pow((self.scale - self.input_scale) as u32);
-        let array: Decimal128Array = groups
-            .iter()
-            .map(|&g| {
-                let g = g as usize;
-                (self.counts[g] > 0).then(|| self.sums[g] * factor / self.counts[g] as i128)
-            })
-            .collect();
-        Ok(Arc::new(
-            array.with_precision_and_scale(self.precision, self.scale)?,
-        ))
+        let array = match self.output {
+            AvgOutput::IntegerAverage => groups
+                .iter()
+                .map(|&g| integer_average(self.sums[g as usize], self.counts[g as usize]))
+                .collect::<Result<Decimal128Array>>()?
+                .with_data_type(AVERAGE_TYPE),
+            AvgOutput::Decimal { precision, scale } => {
+                let factor = 10i128.pow((scale - self.input_scale) as u32);
+                groups
+                    .iter()
+                    .map(|&g| {
+                        let g = g as usize;
+                        (self.counts[g] > 0).then(|| self.sums[g] * factor / self.counts[g] as i128)
+                    })
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(precision, scale)?
+            }
+        };
+        Ok(Arc::new(array))
     }
 
     fn save(&self, group: u32, out: &mut Vec<u8>) {
