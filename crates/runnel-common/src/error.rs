@@ -170,6 +170,9 @@ fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
             RunnelError::execution(SqlState::INVALID_TEXT_REPRESENTATION, m)
         }
         ArrowError::ComputeError(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
+        ArrowError::ArithmeticOverflow(m) => {
+            RunnelError::execution(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, m)
+        }
         ArrowError::NotYetImplemented(m) => RunnelError::NotImplemented(m),
         ArrowError::IoError(m, _) => RunnelError::External(m),
         other => RunnelError::execution(SqlState::DATA_EXCEPTION, other.to_string()),

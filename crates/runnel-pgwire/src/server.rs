@@ -101,7 +101,7 @@ impl Default for ServeOptions {
             tls_required: false,
             max_connections: 100,
             handshake_timeout: Duration::from_secs(10),
-            max_message_bytes: 64 << 20,
+            max_message_bytes: 256 << 20,
         }
     }
 }

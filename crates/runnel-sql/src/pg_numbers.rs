@@ -14,10 +14,10 @@
 //!   float whatever order they read the rows in.
 //! - a float or a numeric cast to an integer type rounds to the nearest (`CAST(3.7 AS INT)` is
 //!   4, `CAST(2.5 AS INT)` 3, `CAST(2.5::float8 AS INT)` 2), where Arrow truncates.
-//! - `+`, `-` and `*` of `smallint`, `integer` and `bigint` raise 22003 ("integer out of range")
-//!   instead of wrapping: after type coercion (an [`AnalyzerRule`]), each becomes a call of a
-//!   checked function of the same type and name. Division already fails on overflow and on
-//!   zero (22012).
+//! - `+`, `-` (binary and unary) and `*` of `smallint`, `integer` and `bigint` raise 22003
+//!   ("integer out of range") instead of wrapping: after type coercion (an [`AnalyzerRule`]),
+//!   each becomes a call of a checked function of the same type and name. Division already
+//!   fails on overflow and on zero (22012).
 
 use std::sync::Arc;
 
@@ -202,6 +202,23 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
                 let rewritten = expr.transform_up(|e| {
+                    // `-x` as `0 - x`: DataFusion negates a column wrapping around.
+                    let e = match e {
+                        Expr::Negative(operand) => {
+                            let operand_type = type_of(&operand, &schema)?;
+                            if !is_checked_integer(&operand_type) {
+                                return Ok(Transformed::no(Expr::Negative(operand)));
+                            }
+                            let zero = ScalarValue::new_zero(&operand_type)?;
+                            return Ok(Transformed::yes(Expr::ScalarFunction(
+                                ScalarFunction::new_udf(
+                                    Arc::clone(&functions[1]),
+                                    vec![Expr::Literal(zero, None), *operand],
+                                ),
+                            )));
+                        }
+                        other => other,
+                    };
                     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
                         return Ok(Transformed::no(e));
                     };
@@ -227,9 +244,8 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
                             right,
                         })));
                     }
-                    let checked = function;
                     Ok(Transformed::yes(Expr::ScalarFunction(
-                        ScalarFunction::new_udf(Arc::clone(checked), vec![*left, *right]),
+                        ScalarFunction::new_udf(Arc::clone(function), vec![*left, *right]),
                     )))
                 })?;
                 Ok(rewritten.update_data(|e| name.restore(e)))

@@ -40,6 +40,9 @@ const CHUNK_RECORDS: usize = 16_384;
 /// How long a poll waits for the first record, and then for the rest of a chunk.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 const POLL_LINGER: Duration = Duration::from_millis(20);
+/// How long a source that lost its broker must poll without an error (and without records,
+/// which would prove it at once) before its status says it runs again.
+const QUIET_BEFORE_RUNNING: Duration = Duration::from_secs(3);
 /// How often a stream catching up logs how far it got.
 const BACKFILL_LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -216,6 +219,11 @@ impl IngestTask {
         progress.status = status;
     }
 
+    fn status_is_connecting(&self) -> bool {
+        let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        progress.status.starts_with("connecting")
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -310,9 +318,11 @@ impl IngestTask {
         let mut window_count = 0usize;
         let mut last_logged = Instant::now();
         let mut was_backfilling = false;
+        let mut quiet_since: Option<Instant> = None;
         while !self.stopped() {
             let (records, error) = reader.poll_chunk(CHUNK_RECORDS, POLL_WAIT, POLL_LINGER);
             if let Some(e) = &error {
+                quiet_since = None;
                 if records.is_empty() {
                     self.set_status(format!("connecting: {e}"));
                     self.pause(Duration::from_millis(200));
@@ -346,7 +356,12 @@ impl IngestTask {
                     return Ok(());
                 }
             } else if error.is_none() {
-                self.set_status("running".into());
+                // librdkafka reports a lost broker now and then, not at every poll: without
+                // records, the source is running again only after a while without errors.
+                let quiet = *quiet_since.get_or_insert(now);
+                if !self.status_is_connecting() || quiet.elapsed() >= QUIET_BEFORE_RUNNING {
+                    self.set_status("running".into());
+                }
             }
             let elapsed = window_start.elapsed();
             if elapsed >= Duration::from_secs(1) {
