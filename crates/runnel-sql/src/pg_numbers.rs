@@ -31,6 +31,7 @@ use datafusion::common::{DFSchema, Result as DfResult, ScalarValue};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::{FunctionRewrite, NamePreserver};
+use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
@@ -156,10 +157,7 @@ pub fn plan_postgres_aggregates(plan: LogicalPlan) -> runnel_common::Result<Logi
         return Ok(plan);
     }
     let rewritten = plan.transform_up_with_subqueries(|node| {
-        let mut schema = DFSchema::empty();
-        for input in node.inputs() {
-            schema.merge(input.schema());
-        }
+        let schema = merge_schema(&node.inputs());
         let names = NamePreserver::new(&node);
         let node = node.map_expressions(|expr| {
             let name = names.save(&expr);
@@ -188,16 +186,10 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
             checked_function(Operator::Multiply),
         ];
         plan.transform_up_with_subqueries(|node| {
-            let schema = match node.inputs().as_slice() {
-                [] => return Ok(Transformed::no(node)),
-                inputs => {
-                    let mut schema = DFSchema::empty();
-                    for input in inputs {
-                        schema.merge(input.schema());
-                    }
-                    schema
-                }
-            };
+            if node.inputs().is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            let schema = merge_schema(&node.inputs());
             let names = NamePreserver::new(&node);
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
