@@ -463,15 +463,18 @@ def test_tls_failures_are_reported(tls_broker, kafka_conn, pki):
     cases = [
         # The broker's certificate is not signed by the CA given.
         ({**good, "ssl.ca.location": pki.other_ca}, "08001", "certificate verify failed"),
-        # The proxy requires a client certificate, and hangs up on a client without one.
-        (no_client_cert, "08001", "ssl connection closed by peer"),
+        # The proxy requires a client certificate, and hangs up on a client without one
+        # (librdkafka sees the TLS close or, when the hang-up wins the race, a reset).
+        (no_client_cert, "08001", ("ssl connection closed by peer", "connection reset by peer")),
         # librdkafka cannot decrypt the client key: the client is not even created.
         ({**good, "ssl.key.password": "wrong-pass"}, "22023", "ssl.key.location failed"),
     ]
     for options, state, message in cases:
         s = unique_name("s")
         err = sql_error(kafka_conn, f"CREATE STREAM {s} (k BIGINT) {kafka_with(topic, **options)}")
-        assert err.sqlstate == state and message in str(err).lower(), (options, str(err))
+        messages = message if isinstance(message, tuple) else (message,)
+        assert err.sqlstate == state and any(m in str(err).lower() for m in messages), \
+            (options, str(err))
         assert "wrong-pass" not in str(err) and KEY_PASSWORD not in str(err)
         assert s not in stream_names(kafka_conn)
 

@@ -33,6 +33,7 @@ impl SqlState {
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
     pub const INVALID_DATETIME_FORMAT: SqlState = SqlState("22007");
+    pub const DATETIME_FIELD_OVERFLOW: SqlState = SqlState("22008");
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
     pub const DUPLICATE_OBJECT: SqlState = SqlState("42710");
     pub const UNDEFINED_OBJECT: SqlState = SqlState("42704");
@@ -48,12 +49,14 @@ impl SqlState {
     /// A statement beyond what the server parses or plans (Postgres: nesting past its stack
     /// depth limit).
     pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState("54001");
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     /// A query needed more memory than it may hold (`--query-memory-mb`).
     pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
+    pub const DISK_FULL: SqlState = SqlState("53100");
 }
 
 /// A Runnel error. The variant says whose fault it is.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RunnelError {
     /// The user's statement is wrong (unknown name, type mismatch, syntax ...).
     #[error("{message}")]
@@ -154,11 +157,11 @@ impl From<DataFusionError> for RunnelError {
 
 impl From<datafusion::arrow::error::ArrowError> for RunnelError {
     fn from(err: datafusion::arrow::error::ArrowError) -> Self {
-        classify_arrow(err)
+        classify_arrow(&err)
     }
 }
 
-fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
+fn classify_arrow(err: &datafusion::arrow::error::ArrowError) -> RunnelError {
     use datafusion::arrow::error::ArrowError;
     match err {
         ArrowError::DivideByZero => {
@@ -167,14 +170,14 @@ fn classify_arrow(err: datafusion::arrow::error::ArrowError) -> RunnelError {
         ArrowError::CastError(m)
         | ArrowError::ParseError(m)
         | ArrowError::InvalidArgumentError(m) => {
-            RunnelError::execution(SqlState::INVALID_TEXT_REPRESENTATION, m)
+            RunnelError::execution(SqlState::INVALID_TEXT_REPRESENTATION, m.clone())
         }
-        ArrowError::ComputeError(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
+        ArrowError::ComputeError(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m.clone()),
         ArrowError::ArithmeticOverflow(m) => {
-            RunnelError::execution(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, m)
+            RunnelError::execution(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, m.clone())
         }
-        ArrowError::NotYetImplemented(m) => RunnelError::NotImplemented(m),
-        ArrowError::IoError(m, _) => RunnelError::External(m),
+        ArrowError::NotYetImplemented(m) => RunnelError::NotImplemented(m.clone()),
+        ArrowError::IoError(m, _) => RunnelError::External(m.clone()),
         other => RunnelError::execution(SqlState::DATA_EXCEPTION, other.to_string()),
     }
 }
@@ -198,7 +201,7 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
         DataFusionError::SQL(e, _) => RunnelError::plan(SqlState::SYNTAX_ERROR, e.to_string()),
         DataFusionError::Plan(m) => RunnelError::plan(SqlState::STATEMENT_ERROR, m),
         DataFusionError::NotImplemented(m) => RunnelError::NotImplemented(m),
-        DataFusionError::ArrowError(e, _) => classify_arrow(*e),
+        DataFusionError::ArrowError(e, _) => classify_arrow(&e),
         DataFusionError::Execution(m) => RunnelError::execution(SqlState::DATA_EXCEPTION, m),
         DataFusionError::ResourcesExhausted(m) => out_of_memory(&m),
         DataFusionError::External(e) => match e.downcast::<RunnelError>() {
@@ -223,8 +226,18 @@ fn classify_datafusion(err: DataFusionError) -> RunnelError {
         // An error several partitions share (a hash join's build side): the cause is its root.
         DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
             Ok(error) => classify_datafusion(error),
+            // Still shared (other partitions hold it): classify the root by reference, so a
+            // division by zero in a grouped aggregate's argument is 22012, not XX000.
             Err(shared) => match shared.find_root() {
                 DataFusionError::ResourcesExhausted(m) => out_of_memory(m),
+                DataFusionError::ArrowError(e, _) => classify_arrow(e),
+                DataFusionError::External(e) => match e.downcast_ref::<RunnelError>() {
+                    Some(runnel) => runnel.clone(),
+                    None => RunnelError::External(e.to_string()),
+                },
+                DataFusionError::Execution(m) => {
+                    RunnelError::execution(SqlState::DATA_EXCEPTION, m.clone())
+                }
                 _ => RunnelError::Internal(shared.to_string()),
             },
         },

@@ -29,3 +29,6 @@ pub use server::{serve, ServeOptions};
 pub use types::{
     arrow_type_for_oid, oid, pg_type, pg_type_of, type_name, Format, PgType, PG_TYPE_METADATA_KEY,
 };
+
+#[cfg(test)]
+mod copy_format_fuzz;

@@ -918,14 +918,6 @@ impl Dataflow {
         self.wire_input(input, input_kind, (node, 0), None, backfill)
     }
 
-    /// Asks every operator whether a checkpoint may be committed now (sinks flush).
-    pub fn prepare_checkpoint(&mut self) -> Result<()> {
-        for slot in self.nodes.iter_mut().flatten() {
-            slot.op.prepare_checkpoint()?;
-        }
-        Ok(())
-    }
-
     fn node_mut(&mut self, n: usize) -> Result<&mut NodeSlot> {
         self.nodes
             .get_mut(n)

@@ -7,10 +7,8 @@
 //! 4. [`Operator::on_watermark`] when the event-time clock of its inputs advances (the
 //!    minimum over its timed inputs; never backwards), after every batch produced before
 //!    that point of the sources' logs;
-//! 5. at every checkpoint, [`Operator::prepare_checkpoint`] on every operator (a sink waits
-//!    for its records to be acknowledged; an error postpones the checkpoint), then
-//!    [`Operator::checkpoint`], adding its dirty state to the one atomic write that also
-//!    records the source positions.
+//! 5. at every checkpoint, [`Operator::checkpoint`], adding its dirty state to the one atomic
+//!    write that also records the source positions (a sink adds its outbox entry).
 
 use std::any::Any;
 
@@ -36,12 +34,6 @@ pub trait Operator: Send {
     /// before the watermark does. The call must be idempotent: after a restart the clock
     /// is replayed from the checkpoint.
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        Ok(())
-    }
-
-    /// Called before a checkpoint is assembled; an error means the checkpoint must not be
-    /// committed yet (a sink whose records are not acknowledged).
-    fn prepare_checkpoint(&mut self) -> Result<()> {
         Ok(())
     }
 

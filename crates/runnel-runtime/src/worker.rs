@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use runnel_common::{Result, RunnelError};
+use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::{ObjectId, RelationKind, StreamPlan};
 use runnel_state::{keys, Store, WriteBatch};
 use tokio::sync::oneshot;
@@ -224,6 +224,7 @@ impl Worker {
                     checkpoints: stats,
                     published: publish_to,
                     checkpoint_number: 0,
+                    disk_full_since: None,
                 };
                 state.run(rx);
             })
@@ -435,6 +436,8 @@ struct WorkerState {
     /// The number of the last checkpoint written: its commit time in milliseconds since the
     /// epoch, made to always grow (what SUBSCRIBE's rows carry).
     checkpoint_number: u64,
+    /// Since when checkpoints wait for disk space (logged once per episode).
+    disk_full_since: Option<Instant>,
 }
 
 impl WorkerState {
@@ -531,20 +534,22 @@ impl WorkerState {
             .unwrap_or_else(|p| p.into_inner()) = status;
     }
 
+    /// Writes the checkpoint. On a full disk it fails before it
+    /// takes anything from the dataflow, so the changes stay in memory for the next attempt.
     fn checkpoint(&mut self, writes: Writes) -> Result<()> {
-        self.dataflow.prepare_checkpoint()?;
-        self.commit(writes)
-    }
-
-    /// Writes the checkpoint (the caller has prepared it).
-    fn commit(&mut self, writes: Writes) -> Result<()> {
+        if self.dirty || !writes.is_empty() {
+            self.store.check_space()?;
+        }
         let started = Instant::now();
         let mut batch = WriteBatch::default();
         self.dataflow.checkpoint(&mut batch)?;
         for (k, v) in writes {
             batch.put(k, v);
         }
-        self.store.write(batch)?;
+        // A FLUSH with nothing new writes nothing, and so works on a full disk too.
+        if !batch.is_empty() {
+            self.store.write(batch)?;
+        }
         self.next_checkpoint_number();
         self.dataflow
             .publish_subscriptions(self.checkpoint_number)?;
@@ -592,16 +597,25 @@ impl WorkerState {
     }
 
     fn checkpoint_or_die(&mut self, writes: Writes) {
-        if let Err(err) = self.dataflow.prepare_checkpoint() {
-            // A sink has not delivered yet: keep the work in memory and try again next
-            // interval; committing now could lose its records.
-            tracing::warn!("checkpoint postponed: {err}");
-            self.last_checkpoint = Instant::now();
-            return;
-        }
-        if let Err(err) = self.commit(writes) {
-            tracing::error!("checkpoint failed, exiting to recover from the last one: {err}");
-            std::process::exit(70);
+        match self.checkpoint(writes) {
+            Ok(()) => {
+                if self.disk_full_since.take().is_some() {
+                    tracing::info!("checkpoints resumed: the disk has room again");
+                }
+            }
+            Err(err) if err.sqlstate() == SqlState::DISK_FULL => {
+                // Nothing was taken from the dataflow: keep working in memory (sources stop
+                // at the door, as their writes fail the same way) and try every interval.
+                if self.disk_full_since.is_none() {
+                    tracing::warn!("checkpoints postponed until the disk has room: {err}");
+                    self.disk_full_since = Some(Instant::now());
+                }
+                self.last_checkpoint = Instant::now();
+            }
+            Err(err) => {
+                tracing::error!("checkpoint failed, exiting to recover from the last one: {err}");
+                std::process::exit(70);
+            }
         }
     }
 
@@ -685,24 +699,26 @@ impl WorkerState {
                 let _ = reply.send(result);
             }
             Command::Drop { ids, reply } => {
+                // Checked before anything leaves the dataflow: a drop that cannot be written
+                // must leave everything as it was.
+                if let Err(err) = self.store.check_space() {
+                    let _ = reply.send(Err(err.into()));
+                    return;
+                }
                 let mut batch = WriteBatch::default();
                 for &id in &ids {
                     self.dataflow.remove_view(id);
                     self.dataflow.remove_source(id);
                 }
-                let result = self
-                    .dataflow
-                    .prepare_checkpoint()
-                    .and_then(|()| self.dataflow.checkpoint(&mut batch))
-                    .and_then(|()| {
-                        for &id in &ids {
-                            for (start, end) in keys::object_ranges(id) {
-                                batch.delete_range(start, end);
-                            }
+                let result = self.dataflow.checkpoint(&mut batch).and_then(|()| {
+                    for &id in &ids {
+                        for (start, end) in keys::object_ranges(id) {
+                            batch.delete_range(start, end);
                         }
-                        self.store.write(batch)?;
-                        Ok(())
-                    });
+                    }
+                    self.store.write(batch)?;
+                    Ok(())
+                });
                 self.publish();
                 let _ = reply.send(result);
             }

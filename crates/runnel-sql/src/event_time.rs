@@ -109,7 +109,9 @@ pub fn expr_lag(expr: &Expr, schema: &DFSchemaRef, input: &EventTime) -> Option<
                 _ => None,
             }
         }
-        Expr::ScalarFunction(f) if f.func.name() == "date_bin" => {
+        Expr::ScalarFunction(f)
+            if f.func.name() == "date_bin" || f.func.name() == crate::epoch_bin::EPOCH_BIN =>
+        {
             // date_bin(stride, t[, origin]) > t - stride: the lag grows by the stride (less
             // one microsecond, as the bin start is at most stride - 1µs behind t).
             let stride = interval_literal(f.args.first()?)?;

@@ -336,7 +336,11 @@ impl Lowering<'_> {
         };
         let limit = match op {
             datafusion::logical_expr::Operator::LtEq => n,
-            datafusion::logical_expr::Operator::Lt => n - 1,
+            // `rn < i64::MIN` keeps nothing; no limit is pushed for it.
+            datafusion::logical_expr::Operator::Lt => match n.checked_sub(1) {
+                Some(limit) => limit,
+                None => return,
+            },
             datafusion::logical_expr::Operator::Eq if n == 1 => 1,
             _ => return,
         };

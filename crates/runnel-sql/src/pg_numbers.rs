@@ -9,9 +9,12 @@
 //!   Postgres rounds (`avg(DISTINCT ...)` casts to `numeric(38,0)` and keeps DataFusion's 4
 //!   truncated decimals). `sum(int)` and `sum(smallint)` are already `bigint` in DataFusion,
 //!   as in Postgres.
+//!   `sum(bigint) OVER (...)` is `numeric` as well.
 //! - `sum` and `avg` of floats sum exactly and round once
 //!   ([`crate::exact_aggregates`]), as a materialized view does, so both give the same
 //!   float whatever order they read the rows in.
+//! - `max` and `min` of floats order `NaN` above every other value
+//!   ([`crate::float_extremes`]), whatever order the rows come in.
 //! - a float or a numeric cast to an integer type rounds to the nearest (`CAST(3.7 AS INT)` is
 //!   4, `CAST(2.5 AS INT)` 3, `CAST(2.5::float8 AS INT)` 2), where Arrow truncates.
 //! - `+`, `-` (binary and unary) and `*` of `smallint`, `integer` and `bigint` raise 22003
@@ -36,7 +39,7 @@ use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
-use datafusion::logical_expr::{Cast, TryCast};
+use datafusion::logical_expr::{Cast, TryCast, WindowFunctionDefinition};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::physical_expr_common::datum::apply;
 use runnel_common::{RunnelError, SqlState};
@@ -90,6 +93,25 @@ impl FunctionRewrite for NumericIntegerAggregates {
                 }
             }));
         }
+        let expr = match expr {
+            // `sum(bigint) OVER (...)` is `numeric` too: a running sum near the maximum must
+            // not wrap. (Its frame is summed by DataFusion's own sum over decimals, in views as
+            // ad hoc.)
+            Expr::WindowFunction(mut window) => {
+                let is_sum = matches!(&window.fun,
+                    WindowFunctionDefinition::AggregateUDF(f) if f.name() == "sum");
+                if is_sum && !window.params.distinct {
+                    if let [arg] = window.params.args.as_mut_slice() {
+                        if arg.get_type(schema)? == DataType::Int64 {
+                            *arg = arg.clone().cast_to(&NUMERIC, schema)?;
+                            return Ok(Transformed::yes(Expr::WindowFunction(window)));
+                        }
+                    }
+                }
+                return Ok(Transformed::no(Expr::WindowFunction(window)));
+            }
+            other => other,
+        };
         let Expr::AggregateFunction(AggregateFunction { func, mut params }) = expr else {
             return Ok(Transformed::no(expr));
         };
@@ -106,6 +128,12 @@ impl FunctionRewrite for NumericIntegerAggregates {
             }
             ("avg", Some(arg_type)) if arg_type.is_integer() && !params.distinct => {
                 Some((crate::exact_aggregates::integer_avg(), DataType::Int64))
+            }
+            ("max", Some(t @ (DataType::Float32 | DataType::Float64))) => {
+                Some((crate::float_extremes::float_max(), t.clone()))
+            }
+            ("min", Some(t @ (DataType::Float32 | DataType::Float64))) => {
+                Some((crate::float_extremes::float_min(), t.clone()))
             }
             _ => None,
         };
@@ -146,7 +174,7 @@ pub fn plan_postgres_aggregates(plan: LogicalPlan) -> runnel_common::Result<Logi
     let options = ConfigOptions::default();
     let mut aggregates = false;
     plan.apply_with_subqueries(|node| {
-        aggregates |= matches!(node, LogicalPlan::Aggregate(_));
+        aggregates |= matches!(node, LogicalPlan::Aggregate(_) | LogicalPlan::Window(_));
         Ok(if aggregates {
             TreeNodeRecursion::Stop
         } else {
@@ -194,6 +222,35 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
                 let rewritten = expr.transform_up(|e| {
+                    let e = match e {
+                        // A number cast to a narrower integer: 22003 when it does not fit.
+                        Expr::Cast(Cast { expr, field })
+                            if crate::integer_range::needs_range_check(
+                                &type_of(&expr, &schema)?,
+                                field.data_type(),
+                            ) =>
+                        {
+                            let checked = Expr::ScalarFunction(ScalarFunction::new_udf(
+                                crate::integer_range::range_check(field.data_type()),
+                                vec![*expr],
+                            ));
+                            return Ok(Transformed::yes(Expr::Cast(Cast {
+                                expr: Box::new(checked),
+                                field,
+                            })));
+                        }
+                        Expr::ScalarFunction(call)
+                            if call.func.name() == "abs"
+                                && call.args.len() == 1
+                                && is_checked_integer(&type_of(&call.args[0], &schema)?)
+                                && !Arc::ptr_eq(&call.func, &crate::integer_range::int_abs()) =>
+                        {
+                            return Ok(Transformed::yes(Expr::ScalarFunction(
+                                ScalarFunction::new_udf(crate::integer_range::int_abs(), call.args),
+                            )));
+                        }
+                        other => other,
+                    };
                     // `-x` as `0 - x`: DataFusion negates a column wrapping around.
                     let e = match e {
                         Expr::Negative(operand) => {

@@ -22,14 +22,28 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast;
 use runnel_common::TextType;
 
-/// Plans SQL string types as untagged `Utf8` fields (see the module docs).
+/// Plans SQL string types as untagged `Utf8` fields (see the module docs), and `TIMESTAMP`
+/// and `TIMESTAMPTZ` as microseconds, the unit of Runnel's columns and of Postgres: DataFusion
+/// plans them in nanoseconds, whose range ends in 2262, so `'2300-01-01'::timestamptz` failed.
 #[derive(Debug)]
 pub struct TextTypePlanner;
 
 impl TypePlanner for TextTypePlanner {
     fn plan_type_field(&self, sql_type: &ast::DataType) -> Result<Option<FieldRef>> {
-        Ok(crate::ddl::is_string_type(sql_type)
-            .then(|| Arc::new(Field::new("text", DataType::Utf8, true))))
+        if crate::ddl::is_string_type(sql_type) {
+            return Ok(Some(Arc::new(Field::new("text", DataType::Utf8, true))));
+        }
+        let is_timestamp = match sql_type {
+            ast::DataType::Timestamp(..) => true,
+            ast::DataType::Custom(name, _) => name.to_string().eq_ignore_ascii_case("timestamptz"),
+            _ => false,
+        };
+        if is_timestamp {
+            if let Ok(data_type) = crate::ddl::sql_to_arrow_type(sql_type) {
+                return Ok(Some(Arc::new(Field::new("timestamp", data_type, true))));
+            }
+        }
+        Ok(None)
     }
 }
 

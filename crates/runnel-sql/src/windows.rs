@@ -6,7 +6,7 @@
 //! column's type; windows are aligned to the Unix epoch and include their start, not their
 //! end). TUMBLE and HOP are planned as ordinary relational algebra, so ad-hoc queries and
 //! views get the same answer and the lowering needs nothing new:
-//! - TUMBLE is a projection: `window_start = date_bin(size, t)`, `window_end = window_start + size`;
+//! - TUMBLE is a projection: `window_start = epoch_bin(size, t)`, `window_end = window_start + size`;
 //! - HOP is a UNION ALL of `ceil(size / slide)` such projections, the k-th placing each row in
 //!   the window starting `k` slides before its latest one (filtered to windows that contain
 //!   the row when the size is not a multiple of the slide).
@@ -21,17 +21,22 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano};
 use datafusion::common::{plan_err, Column, DFSchema, Result as DfResult, ScalarValue};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::planner::{
     PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
 use datafusion::logical_expr::{
-    cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, TableSource,
+    lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, TableSource,
 };
 use datafusion::sql::sqlparser::ast::{
     self, FunctionArg, FunctionArgExpr, Ident, ObjectName, TableAlias, TableFactor,
 };
+use runnel_common::{RunnelError, SqlState};
 
 use crate::event_time::interval_literal;
+
+/// The most windows a HOP may place one row in (its size over its slide).
+pub const MAX_HOP_WINDOWS_PER_ROW: i64 = 1000;
 
 /// Finds a relation by name. DataFusion resolves a statement's tables before planning it and
 /// does not see a relation named only as a table function's argument, so the planner looks
@@ -257,17 +262,24 @@ pub(crate) fn shift_expr(time_type: &DataType, micros: i64) -> Expr {
 fn window_plan(
     input: LogicalPlan,
     time: &Expr,
-    (slide_expr, slide): (Expr, i64),
+    (_, slide): (Expr, i64),
     (_, size): (Expr, i64),
 ) -> DfResult<LogicalPlan> {
-    let date_bin = datafusion::functions::datetime::date_bin();
-    // date_bin computes in nanoseconds; the window columns keep the time column's type.
+    // In the time column's own type and unit (date_bin's nanoseconds end in 2262).
     let time_type = time.get_type(input.schema())?;
-    let latest_start = cast(
-        date_bin.call(vec![slide_expr, time.clone()]),
-        time_type.clone(),
-    );
+    let latest_start = crate::epoch_bin::epoch_bin(slide, time.clone());
     let windows_per_row = (size + slide - 1) / slide;
+    // One UNION ALL branch per window a row falls in: `HOP(..., '1 microsecond', '5
+    // minutes')` would plan 300 million of them and never answer.
+    if windows_per_row > MAX_HOP_WINDOWS_PER_ROW {
+        return Err(DataFusionError::External(Box::new(RunnelError::plan(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "HOP places each row in {windows_per_row} windows (size / slide); at most \
+                 {MAX_HOP_WINDOWS_PER_ROW} are supported: use a larger slide"
+            ),
+        ))));
+    }
     let columns: Vec<Expr> = input
         .schema()
         .columns()

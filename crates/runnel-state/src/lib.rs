@@ -11,3 +11,6 @@ pub mod store;
 
 pub use error::StateError;
 pub use store::{KeyValue, Store, StoreOptions, WriteBatch};
+
+#[cfg(test)]
+mod codec_fuzz;

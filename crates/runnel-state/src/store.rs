@@ -1,9 +1,18 @@
 //! The RocksDB store: one instance per node, shared by the catalog, source logs, table rows,
 //! view contents and operator state. Reads are point/multi gets and prefix scans; every
 //! mutation is a `WriteBatch`, so a checkpoint is one atomic write.
+//!
+//! A full disk degrades the store, it does not break it: every write first checks that the
+//! data directory's file system has more free space than a reserve
+//! ([`StoreOptions::disk_reserve_bytes`]) and fails with [`StateError::DiskFull`] (53100)
+//! otherwise, so RocksDB itself never runs out of space in the middle of a write (after a
+//! failed log write it refuses every later write until the database is reopened), its
+//! background flushes and compactions have room, and a restart can replay its log. Reads never
+//! check.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rocksdb::{Direction, IteratorMode, Options, ReadOptions, WriteOptions, DB};
 
@@ -37,11 +46,59 @@ fn add_i64(
 pub struct StoreOptions {
     /// fsync the WAL on every write (survives power loss, not only a process crash).
     pub sync_writes: bool,
+    /// Writes fail with [`StateError::DiskFull`] while the data directory's file system has
+    /// less free space than this (0: never).
+    pub disk_reserve_bytes: u64,
 }
 
 pub struct Store {
     db: DB,
     sync_writes: bool,
+    space: FreeSpace,
+}
+
+/// How often the free space is asked of the file system: a write checks the last answer, so a
+/// statvfs per write is not needed, and a burst of writes cannot overshoot the reserve by more
+/// than what it writes in this time.
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The free space of the store's file system, measured now and then.
+struct FreeSpace {
+    path: PathBuf,
+    reserve: u64,
+    /// When last measured, and the free bytes then.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+impl FreeSpace {
+    /// Free bytes for unprivileged writers; None when the file system cannot say (the write
+    /// then goes ahead, as it would without the check).
+    fn available(&self) -> Option<u64> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = *last {
+            if at.elapsed() < SPACE_CHECK_INTERVAL {
+                return Some(bytes);
+            }
+        }
+        let stat = rustix::fs::statvfs(&self.path).ok()?;
+        let bytes = stat.f_bavail.saturating_mul(stat.f_frsize);
+        *last = Some((Instant::now(), bytes));
+        Some(bytes)
+    }
+
+    fn check(&self) -> Result<(), StateError> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        match self.available() {
+            Some(available) if available < self.reserve => Err(StateError::DiskFull {
+                path: self.path.display().to_string(),
+                available_mb: available >> 20,
+                reserve_mb: self.reserve >> 20,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A key/value pair read from the store.
@@ -64,7 +121,18 @@ impl Store {
         Ok(Arc::new(Store {
             db,
             sync_writes: options.sync_writes,
+            space: FreeSpace {
+                path: path.to_path_buf(),
+                reserve: options.disk_reserve_bytes,
+                last: Mutex::new(None),
+            },
         }))
+    }
+
+    /// Fails with [`StateError::DiskFull`] when a write now would (see the module docs), so a
+    /// caller can keep what it was about to write for later.
+    pub fn check_space(&self) -> Result<(), StateError> {
+        self.space.check()
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -155,8 +223,9 @@ impl Store {
         }
     }
 
-    /// Applies `batch` atomically.
+    /// Applies `batch` atomically, unless the disk is full ([`StateError::DiskFull`]).
     pub fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        self.space.check()?;
         let mut opts = WriteOptions::default();
         opts.set_sync(self.sync_writes);
         self.db.write_opt(batch, &opts)?;

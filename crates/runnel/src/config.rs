@@ -48,7 +48,7 @@ pub struct ServeArgs {
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
     /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
     /// tls_key, tls_required, subscribe_buffer, max_connections, handshake_timeout_ms,
-    /// max_message_bytes, query_memory_mb
+    /// max_message_bytes, query_memory_mb, disk_reserve_mb
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -105,6 +105,11 @@ pub struct ServeArgs {
     /// spill to disk and what cannot fails with 53200 [default: 1024]
     #[arg(long, env = "RUNNEL_QUERY_MEMORY_MB")]
     pub query_memory_mb: Option<usize>,
+    /// Free space (MiB) kept on the data directory's disk: below it, writes and checkpoints
+    /// fail with 53100 while reads go on, and resume by themselves once space is freed; 0
+    /// turns the check off [default: 256]
+    #[arg(long, env = "RUNNEL_DISK_RESERVE_MB")]
+    pub disk_reserve_mb: Option<u64>,
 }
 
 /// How log lines are written.
@@ -135,6 +140,7 @@ pub struct FileConfig {
     pub handshake_timeout_ms: Option<u64>,
     pub max_message_bytes: Option<usize>,
     pub query_memory_mb: Option<usize>,
+    pub disk_reserve_mb: Option<u64>,
 }
 
 /// What one client may take of the server.
@@ -266,6 +272,11 @@ impl ServeArgs {
                     .filter(|s| !s.trim().is_empty()),
                 subscribe_buffer,
                 query_memory_bytes: query_memory_mb << 20,
+                disk_reserve_bytes: self
+                    .disk_reserve_mb
+                    .or(file.disk_reserve_mb)
+                    .unwrap_or(256)
+                    .saturating_mul(1 << 20),
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),

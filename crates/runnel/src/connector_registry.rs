@@ -163,11 +163,21 @@ pub struct SinkInfo {
     pub topic: String,
     pub mode: SinkMode,
     pub status: Arc<DeliveryStatus>,
+    pub delivery: Arc<crate::sink_delivery::DeliveryHandle>,
 }
 
 impl SinkInfo {
-    /// `running`, or `retrying: ...` while deliveries fail (librdkafka retries them).
+    /// `running`; `waiting: ...` while the broker has not acknowledged what was sent (with
+    /// how many checkpoints' changes wait in the outbox); `retrying: ...` after deliveries
+    /// failed (the producer retries them).
     pub fn describe_status(&self) -> String {
+        let state = self.delivery.state();
+        if state.starts_with("waiting") {
+            return format!(
+                "{state} ({} checkpoints' changes in the outbox)",
+                self.delivery.backlog()
+            );
+        }
         let failed = self.status.failed.load(Ordering::Relaxed);
         let last = self
             .status
@@ -200,11 +210,16 @@ impl Sinks {
             .insert(id, info);
     }
 
+    /// Stops the sink's delivery thread (DROP SINK) and forgets it.
     pub fn forget(&self, id: ObjectId) {
-        self.running
+        let removed = self
+            .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        if let Some(info) = removed {
+            info.delivery.stop();
+        }
     }
 
     pub fn snapshot(&self) -> HashMap<ObjectId, SinkInfo> {

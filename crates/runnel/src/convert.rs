@@ -186,6 +186,26 @@ const BARE_NUMERIC: DataType = DataType::Decimal128(38, 10);
 /// Postgres keeps every digit of an unconstrained numeric, Runnel keeps 10 decimal places, and
 /// rounding in silence would lose data. Decimals and decimal text are checked; a float is
 /// approximate anyway, and a declared `NUMERIC(p, s)` rounds to its scale, as in Postgres.
+/// `NaN` and the infinities, which Postgres's `numeric` has and Runnel's (a 128-bit decimal)
+/// has not: refused with Postgres's code for bad input rather than read as NULL.
+pub fn refuse_special_numeric(text: &str) -> Result<()> {
+    let word = text
+        .trim()
+        .trim_start_matches(['+', '-'])
+        .to_ascii_lowercase();
+    if matches!(word.as_str(), "nan" | "inf" | "infinity") {
+        return Err(RunnelError::execution(
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            format!(
+                "NUMERIC cannot hold \"{}\" in Runnel (a 38-digit decimal); use DOUBLE \
+                 PRECISION for NaN and infinities",
+                text.trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_bare_numeric(values: &dyn Array, target: &DataType, what: &str) -> Result<()> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{Decimal128Type, DecimalType};
@@ -218,6 +238,7 @@ pub fn check_bare_numeric(values: &dyn Array, target: &DataType, what: &str) -> 
         }
         DataType::Utf8 => {
             for text in values.as_string::<i32>().iter().flatten() {
+                refuse_special_numeric(text)?;
                 if decimal_places(text).is_some_and(|places| places > i64::from(kept)) {
                     return Err(refuse(text.to_string()));
                 }

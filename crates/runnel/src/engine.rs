@@ -41,6 +41,7 @@ impl Engine {
             &data_dir.join("state"),
             StoreOptions {
                 sync_writes: config.sync_writes,
+                disk_reserve_bytes: config.disk_reserve_bytes,
             },
         )?;
         let WorkerThread { worker, join } =

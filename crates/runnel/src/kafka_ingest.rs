@@ -256,9 +256,28 @@ impl IngestTask {
                 }
             }
         };
-        if let Err(e) = self.read(&reader) {
-            tracing::error!(source = %self.entry.name, "Kafka ingestion stopped: {e}");
-            self.set_status(format!("failed: {e}"));
+        loop {
+            match self.read(&reader) {
+                Ok(()) => return,
+                // Nothing of the chunk was written (the log and the offsets go in one write):
+                // wait for room and read again from the stored offsets.
+                Err(e) if e.sqlstate() == SqlState::DISK_FULL => {
+                    tracing::warn!(source = %self.entry.name, "Kafka ingestion waits: {e}");
+                    self.set_status(format!("waiting: {e}"));
+                    while !self.stopped() && self.shared.store.check_space().is_err() {
+                        self.pause(Duration::from_secs(1));
+                    }
+                    if self.stopped() {
+                        return;
+                    }
+                    tracing::info!(source = %self.entry.name, "Kafka ingestion resumes: the disk has room again");
+                }
+                Err(e) => {
+                    tracing::error!(source = %self.entry.name, "Kafka ingestion stopped: {e}");
+                    self.set_status(format!("failed: {e}"));
+                    return;
+                }
+            }
         }
     }
 

@@ -19,6 +19,7 @@ pub mod serving;
 pub mod session;
 pub mod settings;
 pub mod shared;
+pub mod sink_delivery;
 pub mod stream_cache;
 pub mod system_catalog;
 pub mod table_upsert;

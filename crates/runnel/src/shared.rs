@@ -27,6 +27,8 @@ pub struct EngineConfig {
     pub subscribe_buffer: usize,
     /// The memory pool of each session's queries (DataFusion's), in bytes.
     pub query_memory_bytes: usize,
+    /// Free space kept on the data directory's disk (see `runnel_state::store`), in bytes.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +39,7 @@ impl Default for EngineConfig {
             kafka_bootstrap_servers: None,
             subscribe_buffer: runnel_runtime::subscription::SUBSCRIBER_BUFFER,
             query_memory_bytes: 1 << 30,
+            disk_reserve_bytes: 256 << 20,
         }
     }
 }

@@ -14,27 +14,23 @@
 //! - `RUNNEL_DIFF_SEED`: the seed (default: random, always printed).
 //! - `RUNNEL_DIFF_STEPS`: number of random DML statements (default 10,000).
 
+mod oracle;
 mod support;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use oracle::{
+    env_u64, maybe, pick, quarter, seed_from_env, sql_b, sql_f, sql_i, sql_s, text_b, text_f,
+    text_i, CreationSchedule, Harness, Rows,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{query_text, TestServer};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use support::TestServer;
 
 /// Every view is compared at least once every `ROTATION` steps.
 const ROTATION: usize = 10;
-/// How many DML statements the failure report shows.
-const HISTORY: usize = 40;
-/// No single statement may take longer than this (a hang is reported, not waited out).
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-type Rows = Vec<Vec<Option<String>>>;
 
 /// A materialized view under test.
 struct ViewSpec {
@@ -337,65 +333,6 @@ const T2_CATS: &[&str] = &["a", "b", "c", "d", "e"];
 const T2_LVLS: i64 = 4;
 const NAMES: &[&str] = &["a", "B", "cc", "Dd", "", "x'y", "cc"];
 const LABELS: &[&str] = &["alpha", "Beta", "gamma", "delta", ""];
-
-fn sql_f(v: Option<f64>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(v) => format!("{v:?}"),
-    }
-}
-
-fn sql_i(v: Option<i64>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(v) => v.to_string(),
-    }
-}
-
-fn sql_s(v: Option<&str>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(v) => format!("'{}'", v.replace('\'', "''")),
-    }
-}
-
-fn sql_b(v: Option<bool>) -> String {
-    match v {
-        None => "NULL".into(),
-        Some(true) => "TRUE".into(),
-        Some(false) => "FALSE".into(),
-    }
-}
-
-/// Postgres text output for the values the workload produces.
-fn text_f(v: Option<f64>) -> Option<String> {
-    v.map(|v| format!("{v}"))
-}
-
-fn text_i(v: Option<i64>) -> Option<String> {
-    v.map(|v| v.to_string())
-}
-
-fn text_b(v: Option<bool>) -> Option<String> {
-    v.map(|v| if v { "t" } else { "f" }.to_string())
-}
-
-/// A multiple of 0.25, so sums and averages of these values are exact in any order.
-fn quarter(rng: &mut StdRng, lo: i64, hi: i64) -> f64 {
-    rng.random_range(lo * 4..=hi * 4) as f64 * 0.25
-}
-
-fn maybe<T>(rng: &mut StdRng, p_null: f64, f: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
-    if rng.random_bool(p_null) {
-        None
-    } else {
-        Some(f(rng))
-    }
-}
-
-fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
-    items[rng.random_range(0..items.len())]
-}
 
 fn gen_t1_row(rng: &mut StdRng) -> T1Row {
     T1Row {
@@ -795,238 +732,25 @@ fn model_t2_rows(m: &Model) -> Rows {
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// Driver.
-
-struct Harness {
-    seed: u64,
-    /// Runs the DML, DDL and FLUSH.
-    writer: Client,
-    /// Run the comparison queries, several at a time (the server runs them in parallel).
-    readers: Vec<Client>,
-    history: VecDeque<String>,
-    /// Time spent per kind of work (statement kind or compared view), for the runtime report.
-    timings: Mutex<BTreeMap<String, (Duration, u64)>>,
-}
-
-impl Harness {
-    fn time(&self, what: &str, elapsed: Duration) {
-        let mut timings = self.timings.lock().expect("timings lock");
-        let entry = timings.entry(what.to_string()).or_default();
-        entry.0 += elapsed;
-        entry.1 += 1;
-    }
-
-    fn timing_report(&self) -> String {
-        let timings = self.timings.lock().expect("timings lock");
-        let mut items: Vec<_> = timings.iter().collect();
-        items.sort_by_key(|item| std::cmp::Reverse(item.1 .0));
-        let mut s = String::new();
-        for (what, (total, n)) in items {
-            let _ = writeln!(
-                s,
-                "    {what:<28} {:>8.1}s total {:>7.2}ms mean over {n}",
-                total.as_secs_f64(),
-                total.as_secs_f64() * 1000.0 / *n as f64
-            );
-        }
-        s
-    }
-
-    fn history_tail(&self) -> String {
-        let mut s = String::new();
-        for h in &self.history {
-            let _ = writeln!(s, "    {h};");
-        }
-        s
-    }
-
-    fn fail(&self, step: usize, what: &str) -> ! {
-        panic!(
-            "\ndifferential test failed (seed {seed}, step {step}; reproduce with \
-             RUNNEL_DIFF_SEED={seed} RUNNEL_DIFF_STEPS={steps})\n{what}\n\
-             last {n} statements (oldest first):\n{hist}",
-            seed = self.seed,
-            steps = step + 1,
-            n = self.history.len(),
-            hist = self.history_tail(),
-        )
-    }
-
-    fn record(&mut self, step: usize, sql: &str) {
-        if self.history.len() == HISTORY {
-            self.history.pop_front();
-        }
-        self.history.push_back(format!("[{step}] {sql}"));
-    }
-
-    /// Runs a statement on the writer connection; returns the affected-row count if any.
-    async fn exec(&mut self, step: usize, sql: &str) -> Option<u64> {
-        self.record(step, sql);
-        let result = tokio::time::timeout(STATEMENT_TIMEOUT, self.writer.simple_query(sql)).await;
-        match result {
-            Err(_) => self.fail(
-                step,
-                &format!("statement timed out after {STATEMENT_TIMEOUT:?}: {sql}"),
-            ),
-            Ok(Err(e)) => self.fail(
-                step,
-                &format!("statement failed: {sql}\n  error: {}", describe(&e)),
-            ),
-            Ok(Ok(messages)) => messages.iter().rev().find_map(|m| match m {
-                SimpleQueryMessage::CommandComplete(n) => Some(*n),
-                _ => None,
-            }),
-        }
-    }
-
-    async fn query_on(&self, step: usize, client: &Client, sql: &str) -> Rows {
-        match tokio::time::timeout(STATEMENT_TIMEOUT, query_text(client, sql)).await {
-            Err(_) => self.fail(
-                step,
-                &format!("query timed out after {STATEMENT_TIMEOUT:?}: {sql}"),
-            ),
-            Ok(Err(e)) => self.fail(
-                step,
-                &format!("query failed: {sql}\n  error: {}", describe(&e)),
-            ),
-            Ok(Ok(mut rows)) => {
-                rows.sort();
-                rows
-            }
-        }
-    }
-
-    /// Compares `SELECT * FROM name` with `oracle` run ad hoc, concurrently on two of the
-    /// reader connections (chosen by `slot`).
-    async fn compare_view(&self, step: usize, slot: usize, name: &str, oracle: &str) {
-        let started = Instant::now();
-        let select = format!("SELECT * FROM {name}");
-        let n = self.readers.len();
-        let (actual, expected) = tokio::join!(
-            self.query_on(step, &self.readers[(2 * slot) % n], &select),
-            self.query_on(step, &self.readers[(2 * slot + 1) % n], oracle)
-        );
-        self.time(&format!("compare {name}"), started.elapsed());
-        if actual != expected {
-            self.fail(
-                step,
-                &format!(
-                    "view {name} differs from its query run from scratch\n  query: {oracle}\n{}",
-                    describe_diff("view contents", &actual, "ad-hoc query", &expected)
-                ),
-            );
-        }
-    }
-
-    async fn compare_model(&self, step: usize, relation: &str, expected: &Rows) {
-        let actual = self
-            .query_on(step, &self.readers[0], &format!("SELECT * FROM {relation}"))
-            .await;
-        let mut expected = expected.clone();
-        expected.sort();
-        if actual != expected {
-            self.fail(
-                step,
-                &format!(
-                    "{relation} differs from the client-side model of the DML applied to it\n{}",
-                    describe_diff("server", &actual, "model", &expected)
-                ),
-            );
-        }
-    }
-}
-
-/// "INSERT INTO s1", "UPDATE t2", "DELETE FROM t1": the statement and its relation.
-fn statement_kind(sql: &str) -> String {
-    let words: Vec<&str> = sql.split_whitespace().collect();
-    let n = if words[0] == "UPDATE" { 2 } else { 3 };
-    words[..n.min(words.len())].join(" ")
-}
-
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
-    }
-}
-
-fn fmt_row(row: &[Option<String>]) -> String {
-    let cells: Vec<String> = row
-        .iter()
-        .map(|c| match c {
-            None => "NULL".to_string(),
-            Some(s) => format!("{s:?}"),
-        })
-        .collect();
-    format!("({})", cells.join(", "))
-}
-
-/// Rows only on one side (as multisets), then both full row sets (truncated if very long).
-fn describe_diff(a_name: &str, a: &Rows, b_name: &str, b: &Rows) -> String {
-    let mut counts: BTreeMap<&Vec<Option<String>>, i64> = BTreeMap::new();
-    for r in a {
-        *counts.entry(r).or_default() += 1;
-    }
-    for r in b {
-        *counts.entry(r).or_default() -= 1;
-    }
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "  {a_name}: {} rows; {b_name}: {} rows",
-        a.len(),
-        b.len()
-    );
-    for (row, c) in &counts {
-        if *c > 0 {
-            let _ = writeln!(s, "  only in {a_name} (x{c}): {}", fmt_row(row));
-        } else if *c < 0 {
-            let _ = writeln!(s, "  only in {b_name} (x{}): {}", -c, fmt_row(row));
-        }
-    }
-    for (name, rows) in [(a_name, a), (b_name, b)] {
-        let _ = writeln!(s, "  all rows of {name}:");
-        for r in rows.iter().take(200) {
-            let _ = writeln!(s, "    {}", fmt_row(r));
-        }
-        if rows.len() > 200 {
-            let _ = writeln!(s, "    ... {} more", rows.len() - 200);
-        }
-    }
-    s
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be an unsigned integer, got {v:?}"))
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incremental_views_equal_batch_queries() {
-    // A fixed default keeps CI reproducible; set RUNNEL_DIFF_SEED to explore other seeds.
-    let seed = env_u64("RUNNEL_DIFF_SEED").unwrap_or(42);
+    let seed = seed_from_env();
     let steps = env_u64("RUNNEL_DIFF_STEPS").unwrap_or(10_000) as usize;
     println!("differential: seed {seed} (set RUNNEL_DIFF_SEED to reproduce), {steps} steps");
     let started = Instant::now();
 
     let dir = tempfile::tempdir().expect("temp dir");
     let server = TestServer::start(dir.path());
-    let mut h = Harness {
-        seed,
-        writer: server.connect().await,
-        readers: vec![
+    let mut h = Harness::new(
+        format!("RUNNEL_DIFF_SEED={seed} cargo test --test differential"),
+        server.connect().await,
+        vec![
             server.connect().await,
             server.connect().await,
             server.connect().await,
             server.connect().await,
         ],
-        history: VecDeque::new(),
-        timings: Mutex::new(BTreeMap::new()),
-    };
+    );
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
     let specs = views();
@@ -1036,53 +760,23 @@ async fn incremental_views_equal_batch_queries() {
         h.exec(0, ddl).await;
     }
 
-    // Views in creation order; a view's position in `created` drives its comparison rotation.
-    let mut order: Vec<usize> = (0..specs.len()).collect();
-    order.sort_by(|a, b| specs[*a].create_at.total_cmp(&specs[*b].create_at));
-    let mut next_view = 0;
-    let mut created: Vec<usize> = Vec::new();
+    // Views in creation order; a view's position in `schedule.created` drives its rotation.
+    let mut schedule = CreationSchedule::new(
+        specs
+            .iter()
+            .map(|v| (v.name.to_string(), v.sql.to_string(), v.create_at))
+            .collect(),
+    );
     let mut compared = 0u64;
     let mut last_report = Instant::now();
 
     for step in 0..steps {
-        // Create the views whose time has come (later ones are backfilled from existing data).
-        let mut new_views = Vec::new();
-        while next_view < order.len()
-            && (specs[order[next_view]].create_at * steps as f64) as usize <= step
-        {
-            let spec = &specs[order[next_view]];
-            h.exec(
-                step,
-                &format!("CREATE MATERIALIZED VIEW {} AS {}", spec.name, spec.sql),
-            )
-            .await;
-            created.push(order[next_view]);
-            new_views.push(order[next_view]);
-            next_view += 1;
-        }
+        let new_views = schedule.create_due(&mut h, step, steps).await;
 
         let (sql, expected_count) = gen_step(&mut rng, &mut model);
-        let t = Instant::now();
-        let count = h.exec(step, &sql).await;
-        h.time(&statement_kind(&sql), t.elapsed());
-        if count != Some(expected_count) {
-            h.fail(
-                step,
-                &format!(
-                    "statement reported {count:?} rows affected, the model expects {expected_count}: {sql}"
-                ),
-            );
-        }
-        let t = Instant::now();
-        h.exec(step, "FLUSH").await;
-        h.time("FLUSH", t.elapsed());
+        h.apply(step, &sql, expected_count).await;
 
-        let due: Vec<usize> = created
-            .iter()
-            .enumerate()
-            .filter(|(pos, i)| pos % ROTATION == step % ROTATION || new_views.contains(i))
-            .map(|(_, &i)| i)
-            .collect();
+        let due = schedule.rotation(step, ROTATION, &new_views);
         compared += due.len() as u64;
         let comparisons = due
             .iter()
@@ -1100,7 +794,7 @@ async fn incremental_views_equal_batch_queries() {
                 "differential: step {}/{steps}, {} views, {compared} comparisons, {:.1}s; \
                  s1 {} rows, s2 {} rows, t1 {} rows, t2 {} rows",
                 step + 1,
-                created.len(),
+                schedule.created.len(),
                 started.elapsed().as_secs_f64(),
                 model.s1.len(),
                 model.s2.len(),
@@ -1116,16 +810,7 @@ async fn incremental_views_equal_batch_queries() {
 
     // Views not yet created (very short runs) are created now, over all the data.
     let end = steps;
-    while next_view < order.len() {
-        let spec = &specs[order[next_view]];
-        h.exec(
-            end,
-            &format!("CREATE MATERIALIZED VIEW {} AS {}", spec.name, spec.sql),
-        )
-        .await;
-        created.push(order[next_view]);
-        next_view += 1;
-    }
+    schedule.create_due(&mut h, end, steps).await;
     h.exec(end, "FLUSH").await;
 
     // Final check: every view, against its own query and (views over views) the inlined query;

@@ -5,18 +5,45 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// Decodes the records as newline-separated JSON in one pass.
+///
+/// Each record must be exactly one JSON value: a record cut short that the next one would
+/// complete, or one holding two values, fails the chunk (which is then decoded one record at a
+/// time) instead of lending rows to or borrowing them from its neighbours.
 pub fn decode(schema: &SchemaRef, payloads: &[&[u8]]) -> Result<RecordBatch, String> {
-    let total: usize = payloads.iter().map(|p| p.len() + 1).sum();
-    let mut buf = Vec::with_capacity(total);
-    for p in payloads {
-        buf.extend_from_slice(p);
-        buf.push(b'\n');
-    }
     let mut decoder = ReaderBuilder::new(schema.clone())
         .with_batch_size(payloads.len().max(1) + 1)
         .build_decoder()
         .map_err(|e| e.to_string())?;
-    let mut rest = &buf[..];
+    for (i, p) in payloads.iter().enumerate() {
+        for part in [*p, b"\n"] {
+            let mut rest = part;
+            while !rest.is_empty() {
+                let used = decoder.decode(rest).map_err(|e| e.to_string())?;
+                if used == 0 {
+                    return Err("JSON decoder made no progress".into());
+                }
+                rest = &rest[used..];
+            }
+        }
+        if decoder.has_partial_record() || decoder.len() != i + 1 {
+            return Err("expected exactly one JSON value in the record".into());
+        }
+    }
+    Ok(decoder
+        .flush()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}
+
+/// Decodes one record with every column of `text_schema` (all `Utf8`) taking a JSON scalar's
+/// text as written (numbers included), for checks that must see the digits before Arrow
+/// parses them.
+pub fn decode_as_text(text_schema: &SchemaRef, payload: &[u8]) -> Result<RecordBatch, String> {
+    let mut decoder = ReaderBuilder::new(text_schema.clone())
+        .with_coerce_primitive(true)
+        .build_decoder()
+        .map_err(|e| e.to_string())?;
+    let mut rest = payload;
     while !rest.is_empty() {
         let used = decoder.decode(rest).map_err(|e| e.to_string())?;
         if used == 0 {
@@ -27,7 +54,7 @@ pub fn decode(schema: &SchemaRef, payloads: &[&[u8]]) -> Result<RecordBatch, Str
     Ok(decoder
         .flush()
         .map_err(|e| e.to_string())?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+        .unwrap_or_else(|| RecordBatch::new_empty(text_schema.clone())))
 }
 
 /// Rewrites one record so that each JSON-typed column's value, whatever its JSON type, is a

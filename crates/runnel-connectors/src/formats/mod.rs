@@ -4,6 +4,8 @@
 //! so a bad record costs its neighbours nothing but time and is reported with its index.
 
 mod csv;
+#[cfg(test)]
+mod fuzz;
 mod json;
 pub mod json_encode;
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, BooleanArray, StringArray, StringBuilder, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use runnel_common::text_types::{fit_varchar, max_length, too_long};
@@ -88,7 +90,10 @@ impl RecordDecoder {
                 errors.push((i, "record has no value".to_string()));
                 continue;
             };
-            match self.prepare(bytes) {
+            match self
+                .prepare(bytes)
+                .and_then(|p| self.check_decimal_digits(&p).map(|()| p))
+            {
                 Ok(p) => {
                     present.push(i);
                     payloads.push(p);
@@ -193,6 +198,128 @@ impl RecordDecoder {
         }
         self.keep_rows(&batch, rows, keep)
     }
+}
+
+/// More significant integer digits than any `Decimal128` value has (38 at most).
+const MAX_DECIMAL_DIGITS: usize = 38;
+/// Postgres's bound on a numeric input's exponent (`NUMERIC_MAX_PRECISION`).
+const MAX_DECIMAL_EXPONENT: usize = 1000;
+/// Postgres's bound on a numeric input's fractional digits (`NUMERIC_DSCALE_MAX`).
+const MAX_DECIMAL_FRACTION: usize = 16383;
+
+impl RecordDecoder {
+    /// Refuses a record whose value for a decimal column Arrow cannot parse safely:
+    /// arrow-cast's `parse_decimal` counts digits in a `u8` (overflowing past 255 integer
+    /// digits), an exponent in an `i16` (past 32767) and e-notation fractional digits in an
+    /// `i16`: a panic in a debug build, a wrapped, wrong value that passes its precision check
+    /// in a release build. Each bound refused here is one Postgres refuses too. Only a record
+    /// with a long run of digits, or digits after an `e`, is looked at closely, with every
+    /// column read as text.
+    fn check_decimal_digits(&self, bytes: &[u8]) -> Result<(), String> {
+        let decimals: Vec<usize> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.data_type(), DataType::Decimal128(..)))
+            .map(|(i, _)| i)
+            .collect();
+        if decimals.is_empty() || !may_overflow_decimal_parsing(bytes) {
+            return Ok(());
+        }
+        let text_fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), DataType::Utf8, true))
+            .collect();
+        let text_schema = Arc::new(Schema::new(text_fields));
+        let text = match self.format {
+            Format::Json => json::decode_as_text(&text_schema, bytes)?,
+            Format::Csv => csv::decode(&text_schema, &[bytes])?,
+        };
+        for &c in &decimals {
+            let Some(values) = text.column(c).as_any().downcast_ref::<StringArray>() else {
+                continue;
+            };
+            if let Some(problem) = values.iter().flatten().find_map(decimal_text_problem) {
+                return Err(format!(
+                    "column \"{}\": {problem}",
+                    self.schema.field(c).name()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `bytes` has a run of digits longer than any decimal's, or an exponent of more than
+/// three digits (signs anywhere in it, as Arrow's parser allows): the only shapes
+/// [`decimal_text_problem`] refuses.
+fn may_overflow_decimal_parsing(bytes: &[u8]) -> bool {
+    let mut run = 0;
+    // The digits of the exponent being read, if any.
+    let mut exponent: Option<usize> = None;
+    for &b in bytes {
+        if b.is_ascii_digit() {
+            run += 1;
+            if let Some(digits) = exponent.as_mut() {
+                *digits += 1;
+                if *digits > 3 {
+                    return true;
+                }
+            }
+            if run > MAX_DECIMAL_DIGITS {
+                return true;
+            }
+        } else {
+            run = 0;
+            exponent = match b {
+                b'e' | b'E' => Some(0),
+                b'+' | b'-' => exponent,
+                _ => None,
+            };
+        }
+    }
+    false
+}
+
+/// Why Postgres and Arrow would refuse `text` as a decimal, among the shapes that overflow
+/// Arrow's parser; `None` for anything else (Arrow's own checks then apply).
+fn decimal_text_problem(text: &str) -> Option<String> {
+    let text = text.trim();
+    let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let significant = integer.trim_start_matches('0').len();
+    if significant > MAX_DECIMAL_DIGITS {
+        return Some(format!(
+            "numeric field overflow: {significant} integer digits, more than any numeric holds"
+        ));
+    }
+    if fraction.len() > MAX_DECIMAL_FRACTION {
+        return Some(format!(
+            "value overflows numeric format: more than {MAX_DECIMAL_FRACTION} fractional digits"
+        ));
+    }
+    if let Some(exponent) = exponent {
+        // Arrow reads every digit after the `e` into the exponent, signs anywhere between.
+        let digits: String = exponent.chars().filter(char::is_ascii_digit).collect();
+        let digits = digits.trim_start_matches('0');
+        if digits.len() > 4
+            || digits
+                .parse::<usize>()
+                .is_ok_and(|e| e > MAX_DECIMAL_EXPONENT)
+        {
+            return Some(format!(
+                "invalid input syntax for type numeric: exponent beyond ±{MAX_DECIMAL_EXPONENT}"
+            ));
+        }
+    }
+    None
 }
 
 impl RecordDecoder {

@@ -21,6 +21,6 @@ pub use materialize::MaterializeOp;
 pub use project::ProjectOp;
 pub use relabel::RelabelOp;
 pub use session_window::SessionWindowOp;
-pub use sink::{SinkOp, SinkWriter};
+pub use sink::SinkOp;
 pub use temporal_filter::TemporalFilterOp;
 pub use window::WindowOp;

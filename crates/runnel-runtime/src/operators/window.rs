@@ -300,6 +300,13 @@ impl Operator for WindowOp {
         let order_keys = self.order_keys(data)?;
         let mut row_bytes = EncodedRows::new();
         encode_rows(&[], data.columns(), &mut row_bytes)?;
+        if data.num_columns() == 0 {
+            // `SELECT min(1) OVER (ORDER BY 1) FROM s` reads no column: every row is the empty
+            // row (the codec encodes no rows for no columns).
+            for _ in 0..n {
+                row_bytes.push_row(&[]);
+            }
+        }
         let order_micros = match self.reach {
             WindowReach::RangeMicros(r) if r > 0 => {
                 Some(timestamp_micros(&evaluate(&self.order[0].expr, data)?)?)

@@ -550,4 +550,6 @@ fn parse_location(message: &str) -> Option<(u64, u64)> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -440,6 +440,9 @@ fn copy_statement(
             "cannot specify CSV options or HEADER in BINARY mode",
         ));
     }
+    if !opts.binary {
+        check_copy_framing(&opts)?;
+    }
     let source = match source {
         ast::CopySource::Table {
             table_name,
@@ -465,4 +468,39 @@ fn copy_statement(
             options: opts,
         }),
     }
+}
+
+/// Postgres's checks of COPY's framing options (`ProcessCopyOptions`): without them COPY TO
+/// writes data that COPY FROM reads back differently (a text delimiter `n` is also the escape
+/// `\n`; a delimiter inside the NULL string splits it; a CSV quote equal to the delimiter
+/// ends every field it opens).
+fn check_copy_framing(opts: &CopyOptions) -> Result<()> {
+    let refuse = |message: String| {
+        Err(RunnelError::plan(
+            SqlState::INVALID_PARAMETER_VALUE,
+            message,
+        ))
+    };
+    let delimiter = char::from(opts.delimiter);
+    if matches!(opts.delimiter, b'\n' | b'\r') {
+        return refuse("COPY delimiter cannot be newline or carriage return".into());
+    }
+    if opts.null.contains(['\n', '\r']) {
+        return refuse("COPY null representation cannot use newline or carriage return".into());
+    }
+    if !opts.csv && "\\.abcdefghijklmnopqrstuvwxyz0123456789".contains(delimiter) {
+        return refuse(format!("COPY delimiter cannot be \"{delimiter}\""));
+    }
+    if opts.null.contains(delimiter) {
+        return refuse("COPY delimiter character must not appear in the NULL specification".into());
+    }
+    if opts.csv {
+        if opts.delimiter == opts.quote {
+            return refuse("COPY delimiter and quote must be different".into());
+        }
+        if opts.null.contains(char::from(opts.quote)) {
+            return refuse("CSV quote character must not appear in the NULL specification".into());
+        }
+    }
+    Ok(())
 }

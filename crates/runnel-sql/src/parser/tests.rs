@@ -46,6 +46,36 @@ fn copy_options() {
 }
 
 #[test]
+fn copy_framing_options_postgres_refuses() {
+    // Each would make COPY TO write data that COPY FROM reads back differently.
+    for sql in [
+        "COPY s TO STDOUT WITH (DELIMITER 'n')",
+        "COPY s TO STDOUT WITH (DELIMITER '\\')",
+        "COPY s TO STDOUT WITH (DELIMITER '7')",
+        "COPY s TO STDOUT WITH (DELIMITER E'\\n')",
+        "COPY s TO STDOUT WITH (NULL E'a\\rb')",
+        "COPY s TO STDOUT WITH (DELIMITER ',', NULL 'a,b')",
+        "COPY s TO STDOUT WITH (FORMAT csv, QUOTE ',')",
+        "COPY s FROM STDIN WITH (FORMAT csv, NULL '\"\"')",
+    ] {
+        let err = parse_statements(sql).unwrap_err();
+        assert_eq!(
+            err.sqlstate(),
+            SqlState::INVALID_PARAMETER_VALUE,
+            "{sql}: {err}"
+        );
+    }
+    for sql in [
+        "COPY s TO STDOUT WITH (DELIMITER '|', NULL '')",
+        "COPY s TO STDOUT WITH (FORMAT csv, DELIMITER ';', QUOTE '''', NULL 'NULL')",
+        "COPY s TO STDOUT WITH (FORMAT csv, DELIMITER 'n')",
+        "COPY s FROM STDIN WITH (FORMAT binary)",
+    ] {
+        parse_statements(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[test]
 fn create_and_drop_sink() {
     let parsed = parse_statements(
         "CREATE SINK IF NOT EXISTS out FROM v WITH (connector = 'kafka', topic = 'recs', mode = 'upsert');",

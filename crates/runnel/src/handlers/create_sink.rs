@@ -1,16 +1,16 @@
 //! CREATE SINK: every change of a view (or every row of a stream) written to a Kafka topic as
-//! JSON, in append or upsert mode. The sink is a node of the dataflow after its input; the
-//! worker flushes it before each checkpoint, so delivery is at least once.
+//! JSON, in append or upsert mode. The sink is a node of the dataflow after its input that
+//! appends each checkpoint's changes to the sink's outbox; a delivery thread sends the outbox
+//! on from the sink's own position ([`crate::sink_delivery`]), at least once.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use runnel_common::{ChangeBatch, Result, RunnelError, SqlState};
+use runnel_common::{Result, RunnelError, SqlState};
 use runnel_connectors::kafka::KafkaSink;
 use runnel_connectors::{SinkMode, SinkOptions};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{ObjectId, RelationKind};
-use runnel_runtime::operators::{SinkOp, SinkWriter};
+use runnel_runtime::operators::SinkOp;
 use runnel_sql::access::{Access, Privileges};
 use runnel_sql::{CatalogEntry, ObjectKind, Statement, StoredEntry};
 
@@ -18,22 +18,6 @@ use crate::catalog_service::CatalogService;
 use crate::connector_registry::SinkInfo;
 use crate::session::RunnelSession;
 use crate::shared::Shared;
-
-/// How long a checkpoint waits for a sink's records to be acknowledged before it is
-/// postponed.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct KafkaSinkWriter(KafkaSink);
-
-impl SinkWriter for KafkaSinkWriter {
-    fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
-        Ok(self.0.write(&batch.data, &batch.weights)?)
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        Ok(self.0.flush(FLUSH_TIMEOUT)?)
-    }
-}
 
 /// The input's kind and the key columns an upsert sink uses.
 fn sink_input(from: &CatalogEntry, options: &SinkOptions) -> Result<(RelationKind, Vec<usize>)> {
@@ -114,17 +98,14 @@ pub async fn handle(
     let sink = connect(&options, key, format!("runnel-sink-{name}-{id}"), true).await?;
     let owner = Access::owned_by(&session.identity.user);
     let entry = sink_entry(id, name, sql, &input, owner);
-    register(&shared, id, &input.name, &options, &sink);
     let writes = vec![CatalogService::entry_write(&entry)?, id_write];
-    let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
-    if let Err(e) = shared
+    // A new sink's outbox starts empty: its first entry is the input's current contents.
+    let op = Box::new(SinkOp::new(id, 0));
+    shared
         .worker
         .add_sink(id, input.id, input_kind, op, true, writes)
-        .await
-    {
-        shared.sinks.forget(id);
-        return Err(e);
-    }
+        .await?;
+    start_delivery(&shared, id, name, &input, &options, sink)?;
     shared.catalog.publish(|c| c.insert(entry));
     Ok(QueryResponse::Command {
         tag: "CREATE SINK".into(),
@@ -157,19 +138,33 @@ fn sink_entry(
     }
 }
 
-fn register(shared: &Shared, id: ObjectId, from: &str, options: &SinkOptions, sink: &KafkaSink) {
+/// Starts sending the sink's outbox to its topic and registers it for SHOW SINKS.
+fn start_delivery(
+    shared: &Shared,
+    id: ObjectId,
+    name: &str,
+    input: &CatalogEntry,
+    options: &SinkOptions,
+    sink: KafkaSink,
+) -> Result<()> {
+    let status = sink.status();
+    let schema = runnel_common::change::nullable_schema(&input.schema);
+    let delivery = crate::sink_delivery::start(shared.store.clone(), id, name, schema, sink)?;
     shared.sinks.register(
         id,
         SinkInfo {
-            from: from.to_string(),
+            from: input.name.clone(),
             topic: options.topic.clone(),
             mode: options.mode,
-            status: sink.status(),
+            status,
+            delivery,
         },
     );
+    Ok(())
 }
 
-/// Re-creates a sink at start-up. The broker may be down: records queue until it is back.
+/// Re-creates a sink at start-up: the outbox entries not yet delivered are sent first. The
+/// broker may be down: they wait until it is back.
 pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     let parsed = runnel_sql::parse_statements(&stored.sql)?;
     let Some(Statement::CreateSink { from, options, .. }) = parsed.first().map(|p| &p.kind) else {
@@ -188,12 +183,13 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         false,
     )
     .await?;
-    register(shared, stored.id, &input.name, &options, &sink);
-    let op = Box::new(SinkOp::new(Box::new(KafkaSinkWriter(sink))));
+    let next_seq = crate::sink_delivery::next_outbox_seq(&shared.store, stored.id)?;
+    let op = Box::new(SinkOp::new(stored.id, next_seq));
     shared
         .worker
         .add_sink(stored.id, input.id, input_kind, op, false, vec![])
         .await?;
+    start_delivery(shared, stored.id, &stored.name, &input, &options, sink)?;
     let entry = sink_entry(
         stored.id,
         &stored.name,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use runnel_common::Result;
+use runnel_common::{Result, SqlState};
 use runnel_pgwire::{ParamValue, QueryResponse, StatementDescription};
 use runnel_sql::{ParsedStatement, Statement, StoredEntry, StoredKind};
 
@@ -174,11 +174,18 @@ pub async fn execute(
 }
 
 /// Read your writes: with `implicit_flush`, a session's acknowledged writes reach every view
-/// before its next query reads them.
+/// before its next query reads them. On a full disk the checkpoint that would carry them
+/// waits, and reads go on as of the last one, saying so (a read never needs disk space).
 async fn flush_writes(session: &mut RunnelSession) -> Result<()> {
     if session.writes_pending && session.settings().implicit_flush() {
-        session.shared.worker.flush().await?;
-        session.writes_pending = false;
+        match session.shared.worker.flush().await {
+            Ok(()) => session.writes_pending = false,
+            Err(err) if err.sqlstate() == SqlState::DISK_FULL => session.notice(format!(
+                "views are read as of the last checkpoint, without this session's latest \
+                 writes: {err}"
+            )),
+            Err(err) => return Err(err),
+        }
     }
     Ok(())
 }

@@ -691,7 +691,14 @@ fn definitions() -> Vec<Definition> {
             let target = DataType::Decimal128(38, 10);
             crate::convert::check_bare_numeric(c.args[0].as_ref(), &target, "a NUMERIC")
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            Ok(datafusion::arrow::compute::cast(&c.args[0], &target)?)
+            // Not Arrow's default cast, which reads text that is not a number as NULL.
+            let options = datafusion::arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            Ok(datafusion::arrow::compute::cast_with_options(
+                &c.args[0], &target, &options,
+            )?)
         }),
     ));
     // A value's Postgres text output in the session's styles (`::text` of dates, times,

@@ -1,0 +1,235 @@
+//! Integer results that do not fit their type raise 22003 as in Postgres (`smallint out of
+//! range`, `integer out of range`, `bigint out of range`), for the two ways besides `+`, `-`
+//! and `*` (see [`crate::pg_numbers`]) a value leaves its range:
+//! - a cast of a number to a narrower integer type (`40000::int::smallint`, `3e10::int`):
+//!   Arrow's cast fails with a generic cast error, which Runnel maps to 22P02 (bad input), so
+//!   the cast's input is first checked by `to_int2`/`to_int4`/`to_int8`, which fail with 22003
+//!   by the value's range, not by any message;
+//! - `abs` of the smallest integer (`abs(-2147483648::int)`), where Arrow's kernel fails with a
+//!   compute error (22000): `int_abs` is `abs` with a checked negation.
+//!
+//! [`crate::pg_numbers::CheckedIntegerArithmetic`] plans these after type coercion.
+
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::datatypes::{
+    ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Int16Type, Int32Type, Int64Type,
+};
+use datafusion::common::{exec_err, Result as DfResult, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use runnel_common::{RunnelError, SqlState};
+
+/// Postgres's name of an integer type, as its range errors say it.
+fn type_name(data_type: &DataType) -> &'static str {
+    match data_type {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        _ => "bigint",
+    }
+}
+
+fn out_of_range(data_type: &DataType) -> DataFusionError {
+    DataFusionError::External(Box::new(RunnelError::execution(
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+        format!("{} out of range", type_name(data_type)),
+    )))
+}
+
+/// Whether a cast from `from` to `to` can overflow the integer type `to`: a float or a decimal,
+/// or a wider integer. (Text is input, whose errors stay 22P02; a widening cast, which type
+/// coercion adds all the time, cannot fail and stays a plain cast.)
+pub fn needs_range_check(from: &DataType, to: &DataType) -> bool {
+    // Postgres's integer types; Arrow's others never come out of SQL.
+    let Some(to_bits) = signed_bits(to)
+        .filter(|_| matches!(to, DataType::Int16 | DataType::Int32 | DataType::Int64))
+    else {
+        return false;
+    };
+    if from.is_floating() || from.is_decimal() {
+        return true;
+    }
+    signed_bits(from).is_some_and(|from_bits| from_bits > to_bits)
+}
+
+/// The bits of a signed integer type that holds every value of `t` (an integer type).
+fn signed_bits(t: &DataType) -> Option<u32> {
+    Some(match t {
+        DataType::Int8 => 8,
+        DataType::Int16 | DataType::UInt8 => 16,
+        DataType::Int32 | DataType::UInt16 => 32,
+        DataType::Int64 | DataType::UInt32 => 64,
+        DataType::UInt64 => 65,
+        _ => return None,
+    })
+}
+
+/// The range check of a cast to `target` (`to_int2`, `to_int4` or `to_int8`).
+pub fn range_check(target: &DataType) -> Arc<ScalarUDF> {
+    static UDFS: OnceLock<[Arc<ScalarUDF>; 3]> = OnceLock::new();
+    let [int2, int4, int8] = UDFS.get_or_init(|| {
+        [DataType::Int16, DataType::Int32, DataType::Int64].map(|target| {
+            Arc::new(ScalarUDF::new_from_impl(RangeCheckedCast {
+                name: match target {
+                    DataType::Int16 => "to_int2",
+                    DataType::Int32 => "to_int4",
+                    _ => "to_int8",
+                },
+                target,
+                signature: Signature::any(1, Volatility::Immutable),
+            }))
+        })
+    });
+    match target {
+        DataType::Int16 => int2.clone(),
+        DataType::Int32 => int4.clone(),
+        _ => int8.clone(),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RangeCheckedCast {
+    name: &'static str,
+    target: DataType,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RangeCheckedCast {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.target.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return exec_err!("{} takes one argument", self.name);
+        };
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        // The input is a number: the only way its cast fails is by leaving the range.
+        let cast = |array: &ArrayRef| {
+            cast_with_options(array, &self.target, &options).map_err(|_| out_of_range(&self.target))
+        };
+        match value {
+            ColumnarValue::Array(array) => Ok(ColumnarValue::Array(cast(array)?)),
+            ColumnarValue::Scalar(scalar) => {
+                let array = cast(&scalar.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
+            }
+        }
+    }
+}
+
+/// `abs` of integers with a checked negation.
+pub fn int_abs() -> Arc<ScalarUDF> {
+    static UDF: OnceLock<Arc<ScalarUDF>> = OnceLock::new();
+    UDF.get_or_init(|| {
+        Arc::new(ScalarUDF::new_from_impl(IntAbs {
+            signature: Signature::uniform(
+                1,
+                vec![DataType::Int16, DataType::Int32, DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }))
+    })
+    .clone()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntAbs {
+    signature: Signature,
+}
+
+fn checked_abs<T: ArrowPrimitiveType>(array: &ArrayRef) -> DfResult<ArrayRef> {
+    let values: &PrimitiveArray<T> = array.as_primitive();
+    let abs = values
+        .try_unary::<_, T, _>(|v| {
+            if v.is_lt(T::Native::ZERO) {
+                v.neg_checked()
+            } else {
+                Ok(v)
+            }
+        })
+        .map_err(|_| out_of_range(array.data_type()))?;
+    Ok(Arc::new(abs))
+}
+
+impl ScalarUDFImpl for IntAbs {
+    fn name(&self) -> &str {
+        "abs"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return exec_err!("abs takes one argument");
+        };
+        let is_scalar = matches!(value, ColumnarValue::Scalar(_));
+        let array = value.to_array(args.number_rows)?;
+        let abs = match array.data_type() {
+            DataType::Int16 => checked_abs::<Int16Type>(&array)?,
+            DataType::Int32 => checked_abs::<Int32Type>(&array)?,
+            DataType::Int64 => checked_abs::<Int64Type>(&array)?,
+            other => return exec_err!("int_abs of {other}"),
+        };
+        Ok(if is_scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&abs, 0)?)
+        } else {
+            ColumnarValue::Array(abs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int32Array, Int64Array};
+
+    use super::*;
+
+    #[test]
+    fn abs_of_the_smallest_integer_is_out_of_range_and_others_are_not() {
+        let ok: ArrayRef = Arc::new(Int32Array::from(vec![Some(-5), None, Some(7)]));
+        let abs = checked_abs::<Int32Type>(&ok).unwrap();
+        assert_eq!(
+            abs.as_primitive::<Int32Type>().iter().collect::<Vec<_>>(),
+            vec![Some(5), None, Some(7)]
+        );
+        let min: ArrayRef = Arc::new(Int64Array::from(vec![i64::MIN]));
+        let err = checked_abs::<Int64Type>(&min).unwrap_err().to_string();
+        assert!(err.contains("bigint out of range"), "{err}");
+    }
+
+    #[test]
+    fn only_numbers_cast_to_another_integer_type_are_checked() {
+        assert!(needs_range_check(&DataType::Int32, &DataType::Int16));
+        assert!(needs_range_check(&DataType::Float64, &DataType::Int64));
+        assert!(!needs_range_check(&DataType::Utf8, &DataType::Int32));
+        assert!(!needs_range_check(&DataType::Int32, &DataType::Int32));
+        assert!(!needs_range_check(&DataType::Int16, &DataType::Int64));
+        assert!(needs_range_check(&DataType::UInt64, &DataType::Int64));
+        assert!(!needs_range_check(&DataType::Int32, &DataType::Float64));
+        assert!(!needs_range_check(&DataType::Int64, &DataType::Int8));
+    }
+}
