@@ -371,6 +371,25 @@ def test_copy_text_escapes(conn):
         assert cur.fetchall() == rows
 
 
+def test_integers_out_of_range_are_22003_in_copy_and_parameters(conn):
+    """Digits that do not fit the column's integer type are out of range (22003), as Postgres
+    says, in COPY and in a bound parameter; text that is not a number is bad input (22P02)."""
+    s = unique("copied_small")
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {s} (id INT PRIMARY KEY, v SMALLINT)")
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange) as err:
+            with cur.copy(f"COPY {s} FROM STDIN") as copy:
+                copy.write("1\t7\n2\t70000\n")
+        assert 'value "70000" is out of range for type smallint' in str(err.value)
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            with cur.copy(f"COPY {s} FROM STDIN") as copy:
+                copy.write("3\tseven\n")
+        with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+            cur.execute(f"INSERT INTO {s} VALUES (4, %s::smallint)", ("99999",), prepare=True)
+        cur.execute(f"SELECT count(*) FROM {s}")
+        assert cur.fetchone() == (0,)
+
+
 def test_copy_csv_distinguishes_empty_string_from_null(conn):
     """In CSV, an unquoted empty field is NULL and a quoted one ("") is the empty string."""
     s = unique("copied_csv")

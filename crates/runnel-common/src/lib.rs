@@ -7,6 +7,7 @@ pub mod date_text;
 pub mod error;
 pub mod exact_float_sum;
 pub mod integer_average;
+pub mod integer_text;
 pub mod interval_text;
 pub mod text_types;
 pub mod time;

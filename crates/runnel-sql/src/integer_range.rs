@@ -5,6 +5,9 @@
 //!   Arrow's cast fails with a generic cast error, which Runnel maps to 22P02 (bad input), so
 //!   the cast's input is first checked by `to_int2`/`to_int4`/`to_int8`, which fail with 22003
 //!   by the value's range, not by any message;
+//! - text cast to an integer type (`'99999999999'::int`): Postgres says the value is out of
+//!   range (22003) when it is all digits, and bad input (22P02) otherwise; the same check
+//!   tells them apart ([`runnel_common::integer_text`]) once the cast has failed;
 //! - `abs` of the smallest integer (`abs(-2147483648::int)`), where Arrow's kernel fails with a
 //!   compute error (22000): `int_abs` is `abs` with a checked negation.
 //!
@@ -12,7 +15,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{ArrayRef, AsArray, PrimitiveArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{
     ArrowNativeTypeOp, ArrowPrimitiveType, DataType, Int16Type, Int32Type, Int64Type,
@@ -41,8 +44,8 @@ fn out_of_range(data_type: &DataType) -> DataFusionError {
 }
 
 /// Whether a cast from `from` to `to` can overflow the integer type `to`: a float or a decimal,
-/// or a wider integer. (Text is input, whose errors stay 22P02; a widening cast, which type
-/// coercion adds all the time, cannot fail and stays a plain cast.)
+/// a wider integer, or text. (A widening cast, which type coercion adds all the time, cannot
+/// fail and stays a plain cast.)
 pub fn needs_range_check(from: &DataType, to: &DataType) -> bool {
     // Postgres's integer types; Arrow's others never come out of SQL.
     let Some(to_bits) = signed_bits(to)
@@ -50,10 +53,33 @@ pub fn needs_range_check(from: &DataType, to: &DataType) -> bool {
     else {
         return false;
     };
-    if from.is_floating() || from.is_decimal() {
+    if from.is_floating() || from.is_decimal() || is_text(from) {
         return true;
     }
     signed_bits(from).is_some_and(|from_bits| from_bits > to_bits)
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// The error of a strict cast of `text` to the integer type `target` that failed: the first
+/// value the lenient cast turns into NULL is the one refused.
+fn text_input_error(text: &ArrayRef, target: &DataType) -> DataFusionError {
+    let fallback = || out_of_range(target);
+    let Ok(lenient) = cast_with_options(text, target, &CastOptions::default()) else {
+        return fallback();
+    };
+    let Ok(strings) = cast_with_options(text, &DataType::Utf8, &CastOptions::default()) else {
+        return fallback();
+    };
+    let strings = strings.as_string::<i32>();
+    match (0..strings.len()).find(|&r| strings.is_valid(r) && lenient.is_null(r)) {
+        Some(r) => DataFusionError::External(Box::new(
+            runnel_common::integer_text::integer_input_error(strings.value(r), target, ""),
+        )),
+        None => fallback(),
+    }
 }
 
 /// The bits of a signed integer type that holds every value of `t` (an integer type).
@@ -119,9 +145,15 @@ impl ScalarUDFImpl for RangeCheckedCast {
             safe: false,
             ..Default::default()
         };
-        // The input is a number: the only way its cast fails is by leaving the range.
+        // A number's cast fails only by leaving the range; text's also by not being a number.
         let cast = |array: &ArrayRef| {
-            cast_with_options(array, &self.target, &options).map_err(|_| out_of_range(&self.target))
+            cast_with_options(array, &self.target, &options).map_err(|_| {
+                if is_text(array.data_type()) {
+                    text_input_error(array, &self.target)
+                } else {
+                    out_of_range(&self.target)
+                }
+            })
         };
         match value {
             ColumnarValue::Array(array) => Ok(ColumnarValue::Array(cast(array)?)),
@@ -204,7 +236,7 @@ impl ScalarUDFImpl for IntAbs {
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int32Array, Int64Array};
+    use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
 
     use super::*;
 
@@ -222,10 +254,26 @@ mod tests {
     }
 
     #[test]
-    fn only_numbers_cast_to_another_integer_type_are_checked() {
+    fn text_that_is_all_digits_is_out_of_range_and_other_text_bad_input() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("1"),
+            None,
+            Some("99999999999"),
+        ]));
+        let err = RunnelError::from(text_input_error(&text, &DataType::Int32));
+        assert_eq!(err.sqlstate(), SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "{err}");
+        assert!(err.to_string().contains("\"99999999999\" is out of range for type integer"));
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["7", "x7"]));
+        let err = RunnelError::from(text_input_error(&text, &DataType::Int16));
+        assert_eq!(err.sqlstate(), SqlState::INVALID_TEXT_REPRESENTATION, "{err}");
+    }
+
+    #[test]
+    fn numbers_and_text_cast_to_a_narrower_integer_type_are_checked() {
         assert!(needs_range_check(&DataType::Int32, &DataType::Int16));
         assert!(needs_range_check(&DataType::Float64, &DataType::Int64));
-        assert!(!needs_range_check(&DataType::Utf8, &DataType::Int32));
+        assert!(needs_range_check(&DataType::Utf8, &DataType::Int32));
+        assert!(!needs_range_check(&DataType::Utf8, &DataType::Float64));
         assert!(!needs_range_check(&DataType::Int32, &DataType::Int32));
         assert!(!needs_range_check(&DataType::Int16, &DataType::Int64));
         assert!(needs_range_check(&DataType::UInt64, &DataType::Int64));

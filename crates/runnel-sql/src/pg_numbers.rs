@@ -9,8 +9,8 @@
 //!   Postgres rounds (`avg(DISTINCT ...)` casts to `numeric(38,0)` and keeps DataFusion's 4
 //!   truncated decimals). `sum(int)` and `sum(smallint)` are already `bigint` in DataFusion,
 //!   as in Postgres.
-//!   `sum(bigint) OVER (...)` is `numeric` as well.
-//! - `sum` and `avg` of floats sum exactly and round once
+//!   `sum(bigint) OVER (...)` and `avg(integer) OVER (...)` are `numeric` as well.
+//! - `sum` and `avg` of floats (with or without OVER) sum exactly and round once
 //!   ([`crate::exact_aggregates`]), as a materialized view does, so both give the same
 //!   float whatever order they read the rows in.
 //! - `max` and `min` of floats order `NaN` above every other value
@@ -97,18 +97,44 @@ impl FunctionRewrite for NumericIntegerAggregates {
             // `sum(bigint) OVER (...)` is `numeric` too: a running sum near the maximum must
             // not wrap. (Its frame is summed by DataFusion's own sum over decimals, in views as
             // ad hoc.)
+            // `avg(integer) OVER` is `numeric` and float `sum`/`avg` OVER are exact, by the same
+            // aggregates as without OVER: a view re-evaluates a frame from wherever its changed
+            // rows start, so a sum that depended on the order of additions and retractions
+            // would differ from the batch answer in its last digits.
             Expr::WindowFunction(mut window) => {
-                let is_sum = matches!(&window.fun,
-                    WindowFunctionDefinition::AggregateUDF(f) if f.name() == "sum");
-                if is_sum && !window.params.distinct {
-                    if let [arg] = window.params.args.as_mut_slice() {
-                        if arg.get_type(schema)? == DataType::Int64 {
-                            *arg = arg.clone().cast_to(&NUMERIC, schema)?;
-                            return Ok(Transformed::yes(Expr::WindowFunction(window)));
-                        }
-                    }
+                let name = match &window.fun {
+                    WindowFunctionDefinition::AggregateUDF(f) => f.name().to_string(),
+                    _ => String::new(),
+                };
+                if window.params.distinct {
+                    return Ok(Transformed::no(Expr::WindowFunction(window)));
                 }
-                return Ok(Transformed::no(Expr::WindowFunction(window)));
+                let [arg] = window.params.args.as_mut_slice() else {
+                    return Ok(Transformed::no(Expr::WindowFunction(window)));
+                };
+                let arg_type = arg.get_type(schema)?;
+                let replacement = match (name.as_str(), &arg_type) {
+                    ("sum", DataType::Int64) => {
+                        *arg = arg.clone().cast_to(&NUMERIC, schema)?;
+                        return Ok(Transformed::yes(Expr::WindowFunction(window)));
+                    }
+                    ("sum", DataType::Float32 | DataType::Float64) => {
+                        Some((crate::exact_aggregates::exact_sum(), DataType::Float64))
+                    }
+                    ("avg", DataType::Float32 | DataType::Float64) => {
+                        Some((crate::exact_aggregates::exact_avg(), DataType::Float64))
+                    }
+                    ("avg", t) if t.is_integer() => {
+                        Some((crate::exact_aggregates::integer_avg(), DataType::Int64))
+                    }
+                    _ => None,
+                };
+                let Some((udaf, arg_type)) = replacement else {
+                    return Ok(Transformed::no(Expr::WindowFunction(window)));
+                };
+                *arg = arg.clone().cast_to(&arg_type, schema)?;
+                window.fun = WindowFunctionDefinition::AggregateUDF(udaf);
+                return Ok(Transformed::yes(Expr::WindowFunction(window)));
             }
             other => other,
         };
@@ -214,7 +240,9 @@ impl AnalyzerRule for CheckedIntegerArithmetic {
             checked_function(Operator::Multiply),
         ];
         plan.transform_up_with_subqueries(|node| {
-            if node.inputs().is_empty() {
+            // A leaf has no expressions to check, except VALUES (`INSERT ... VALUES (70000)`
+            // into a smallint column casts its literals there).
+            if node.inputs().is_empty() && !matches!(node, LogicalPlan::Values(_)) {
                 return Ok(Transformed::no(node));
             }
             let schema = merge_schema(&node.inputs());

@@ -236,6 +236,18 @@ impl CopySink {
                     .ok_or_else(|| RunnelError::internal("COPY decoded a non-text column"))?;
                 let type_name = type_name(pg_type(target).oid);
                 Err(match bad {
+                    Some(r) if matches!(target, DataType::Int16 | DataType::Int32 | DataType::Int64) => {
+                        runnel_common::integer_text::integer_input_error(
+                            strings.value(r),
+                            target,
+                            &format!(
+                                " (COPY {}, row {}, column {})",
+                                self.entry.name,
+                                self.rows_typed + r as u64 + 1,
+                                field.name()
+                            ),
+                        )
+                    }
                     Some(r) => RunnelError::execution(
                         SqlState::INVALID_TEXT_REPRESENTATION,
                         format!(

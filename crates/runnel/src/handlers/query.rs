@@ -617,8 +617,15 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                 return Ok(parsed.into());
             }
             text.cast_to(&target)
-                .map_err(|e| {
-                    RunnelError::execution(
+                .map_err(|e| match (&target, p.text.as_deref()) {
+                    (DataType::Int16 | DataType::Int32 | DataType::Int64, Some(t)) => {
+                        runnel_common::integer_text::integer_input_error(
+                            t,
+                            &target,
+                            &format!(" (parameter ${})", i + 1),
+                        )
+                    }
+                    _ => RunnelError::execution(
                         SqlState::INVALID_TEXT_REPRESENTATION,
                         format!(
                             "invalid value for parameter ${}: {:?} is not a valid {target} ({e})",
