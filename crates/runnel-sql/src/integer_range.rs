@@ -261,11 +261,21 @@ mod tests {
             Some("99999999999"),
         ]));
         let err = RunnelError::from(text_input_error(&text, &DataType::Int32));
-        assert_eq!(err.sqlstate(), SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "{err}");
-        assert!(err.to_string().contains("\"99999999999\" is out of range for type integer"));
+        assert_eq!(
+            err.sqlstate(),
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("\"99999999999\" is out of range for type integer"));
         let text: ArrayRef = Arc::new(StringArray::from(vec!["7", "x7"]));
         let err = RunnelError::from(text_input_error(&text, &DataType::Int16));
-        assert_eq!(err.sqlstate(), SqlState::INVALID_TEXT_REPRESENTATION, "{err}");
+        assert_eq!(
+            err.sqlstate(),
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            "{err}"
+        );
     }
 
     #[test]

@@ -632,7 +632,7 @@ fn bind(plan: &LogicalPlan, params: &[ParamValue]) -> Result<ParamValues> {
                             i + 1,
                             p.text.as_deref().unwrap_or("NULL")
                         ),
-                    )
+                    ),
                 })
                 .map(Into::into)
         })
