@@ -1,6 +1,7 @@
-//! Integer results that do not fit their type raise 22003 as in Postgres (`smallint out of
-//! range`, `integer out of range`, `bigint out of range`), for the two ways besides `+`, `-`
-//! and `*` (see [`crate::pg_numbers`]) a value leaves its range:
+//! Integer and numeric results that do not fit their type raise 22003 as in Postgres
+//! (`smallint out of range`, `integer out of range`, `bigint out of range`, `numeric field
+//! overflow`), for the ways besides `+`, `-` and `*` (see [`crate::pg_numbers`]) a value leaves
+//! its range:
 //! - a cast of a number to a narrower integer type (`40000::int::smallint`, `3e10::int`):
 //!   Arrow's cast fails with a generic cast error, which Runnel maps to 22P02 (bad input), so
 //!   the cast's input is first checked by `to_int2`/`to_int4`/`to_int8`, which fail with 22003
@@ -8,6 +9,9 @@
 //! - text cast to an integer type (`'99999999999'::int`): Postgres says the value is out of
 //!   range (22003) when it is all digits, and bad input (22P02) otherwise; the same check
 //!   tells them apart ([`runnel_common::integer_text`]) once the cast has failed;
+//! - a number cast to a `numeric(p, s)` with fewer integer digits than the number may have
+//!   (`1e300::float8::numeric(10,2)`, `123456::numeric(5,2)`): `to_numeric`, 22003; a float
+//!   `NaN` or infinity, which Runnel's numeric cannot hold, is refused with 22P02 as in text;
 //! - `abs` of the smallest integer (`abs(-2147483648::int)`), where Arrow's kernel fails with a
 //!   compute error (22000): `int_abs` is `abs` with a checked negation.
 //!
@@ -43,10 +47,19 @@ fn out_of_range(data_type: &DataType) -> DataFusionError {
     )))
 }
 
-/// Whether a cast from `from` to `to` can overflow the integer type `to`: a float or a decimal,
-/// a wider integer, or text. (A widening cast, which type coercion adds all the time, cannot
-/// fail and stays a plain cast.)
+/// Whether a cast from `from` to `to` can overflow the integer type `to` (a float or a decimal,
+/// a wider integer, or text) or the decimal type `to` (a float, or an integer or decimal with
+/// more integer digits than `to` has). A widening cast, which type coercion adds all the time,
+/// cannot fail and stays a plain cast.
 pub fn needs_range_check(from: &DataType, to: &DataType) -> bool {
+    if let DataType::Decimal128(precision, scale) = to {
+        let room = i16::from(*precision) - i16::from(*scale);
+        return match from {
+            _ if from.is_floating() => true,
+            DataType::Decimal128(p, s) => room < i16::from(*p) - i16::from(*s),
+            _ => integer_digits(from).is_some_and(|digits| room < digits),
+        };
+    }
     // Postgres's integer types; Arrow's others never come out of SQL.
     let Some(to_bits) = signed_bits(to)
         .filter(|_| matches!(to, DataType::Int16 | DataType::Int32 | DataType::Int64))
@@ -82,6 +95,59 @@ fn text_input_error(text: &ArrayRef, target: &DataType) -> DataFusionError {
     }
 }
 
+/// The most decimal digits a value of the integer type `t` has.
+fn integer_digits(t: &DataType) -> Option<i16> {
+    Some(match t {
+        DataType::Int8 | DataType::UInt8 => 3,
+        DataType::Int16 | DataType::UInt16 => 5,
+        DataType::Int32 | DataType::UInt32 => 10,
+        DataType::Int64 => 19,
+        DataType::UInt64 => 20,
+        _ => return None,
+    })
+}
+
+/// 22003 for a value `numeric(p, s)` cannot hold, or 22P02 for a float that no numeric of
+/// Runnel's holds (NaN, an infinity).
+fn numeric_cast_error(input: &ArrayRef, target: &DataType) -> DataFusionError {
+    let special = match input.data_type() {
+        DataType::Float64 => input
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+            .iter()
+            .flatten()
+            .find(|v| !v.is_finite()),
+        DataType::Float32 => input
+            .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+            .iter()
+            .flatten()
+            .find(|v| !v.is_finite())
+            .map(f64::from),
+        _ => None,
+    };
+    let error = match (special, target) {
+        (Some(value), _) => RunnelError::execution(
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            format!(
+                "NUMERIC cannot hold {value} in Runnel (a 38-digit decimal); use DOUBLE \
+                 PRECISION for NaN and infinities"
+            ),
+        ),
+        (None, DataType::Decimal128(precision, scale)) => RunnelError::execution(
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            format!(
+                "numeric field overflow: a field with precision {precision}, scale {scale} \
+                 must round to an absolute value less than 10^{}",
+                i16::from(*precision) - i16::from(*scale)
+            ),
+        ),
+        (None, _) => RunnelError::execution(
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            "numeric field overflow",
+        ),
+    };
+    DataFusionError::External(Box::new(error))
+}
+
 /// The bits of a signed integer type that holds every value of `t` (an integer type).
 fn signed_bits(t: &DataType) -> Option<u32> {
     Some(match t {
@@ -94,8 +160,15 @@ fn signed_bits(t: &DataType) -> Option<u32> {
     })
 }
 
-/// The range check of a cast to `target` (`to_int2`, `to_int4` or `to_int8`).
+/// The range check of a cast to `target` (`to_int2`, `to_int4`, `to_int8` or `to_numeric`).
 pub fn range_check(target: &DataType) -> Arc<ScalarUDF> {
+    if target.is_decimal() {
+        return Arc::new(ScalarUDF::new_from_impl(RangeCheckedCast {
+            name: "to_numeric",
+            target: target.clone(),
+            signature: Signature::any(1, Volatility::Immutable),
+        }));
+    }
     static UDFS: OnceLock<[Arc<ScalarUDF>; 3]> = OnceLock::new();
     let [int2, int4, int8] = UDFS.get_or_init(|| {
         [DataType::Int16, DataType::Int32, DataType::Int64].map(|target| {
@@ -148,7 +221,9 @@ impl ScalarUDFImpl for RangeCheckedCast {
         // A number's cast fails only by leaving the range; text's also by not being a number.
         let cast = |array: &ArrayRef| {
             cast_with_options(array, &self.target, &options).map_err(|_| {
-                if is_text(array.data_type()) {
+                if self.target.is_decimal() {
+                    numeric_cast_error(array, &self.target)
+                } else if is_text(array.data_type()) {
                     text_input_error(array, &self.target)
                 } else {
                     out_of_range(&self.target)
@@ -289,5 +364,13 @@ mod tests {
         assert!(needs_range_check(&DataType::UInt64, &DataType::Int64));
         assert!(!needs_range_check(&DataType::Int32, &DataType::Float64));
         assert!(!needs_range_check(&DataType::Int64, &DataType::Int8));
+        // Decimals: by the integer digits each side has.
+        assert!(needs_range_check(&DataType::Float64, &DataType::Decimal128(38, 10)));
+        assert!(needs_range_check(&DataType::Int64, &DataType::Decimal128(5, 2)));
+        assert!(!needs_range_check(&DataType::Int64, &DataType::Decimal128(38, 0)));
+        assert!(!needs_range_check(&DataType::Int32, &DataType::Decimal128(12, 2)));
+        assert!(needs_range_check(&DataType::Decimal128(10, 2), &DataType::Decimal128(6, 0)));
+        assert!(!needs_range_check(&DataType::Decimal128(10, 2), &DataType::Decimal128(12, 4)));
+        assert!(!needs_range_check(&DataType::Utf8, &DataType::Decimal128(10, 2)));
     }
 }
