@@ -128,8 +128,13 @@ fn numeric_cast_error(input: &ArrayRef, target: &DataType) -> DataFusionError {
         (Some(value), _) => RunnelError::execution(
             SqlState::INVALID_TEXT_REPRESENTATION,
             format!(
-                "NUMERIC cannot hold {value} in Runnel (a 38-digit decimal); use DOUBLE \
-                 PRECISION for NaN and infinities"
+                "NUMERIC cannot hold {} in Runnel (a 38-digit decimal); use DOUBLE \
+                 PRECISION for NaN and infinities",
+                match value {
+                    v if v.is_nan() => "NaN",
+                    v if v > 0.0 => "Infinity",
+                    _ => "-Infinity",
+                }
             ),
         ),
         (None, DataType::Decimal128(precision, scale)) => RunnelError::execution(
