@@ -370,12 +370,33 @@ mod tests {
         assert!(!needs_range_check(&DataType::Int32, &DataType::Float64));
         assert!(!needs_range_check(&DataType::Int64, &DataType::Int8));
         // Decimals: by the integer digits each side has.
-        assert!(needs_range_check(&DataType::Float64, &DataType::Decimal128(38, 10)));
-        assert!(needs_range_check(&DataType::Int64, &DataType::Decimal128(5, 2)));
-        assert!(!needs_range_check(&DataType::Int64, &DataType::Decimal128(38, 0)));
-        assert!(!needs_range_check(&DataType::Int32, &DataType::Decimal128(12, 2)));
-        assert!(needs_range_check(&DataType::Decimal128(10, 2), &DataType::Decimal128(6, 0)));
-        assert!(!needs_range_check(&DataType::Decimal128(10, 2), &DataType::Decimal128(12, 4)));
-        assert!(!needs_range_check(&DataType::Utf8, &DataType::Decimal128(10, 2)));
+        assert!(needs_range_check(
+            &DataType::Float64,
+            &DataType::Decimal128(38, 10)
+        ));
+        assert!(needs_range_check(
+            &DataType::Int64,
+            &DataType::Decimal128(5, 2)
+        ));
+        assert!(!needs_range_check(
+            &DataType::Int64,
+            &DataType::Decimal128(38, 0)
+        ));
+        assert!(!needs_range_check(
+            &DataType::Int32,
+            &DataType::Decimal128(12, 2)
+        ));
+        assert!(needs_range_check(
+            &DataType::Decimal128(10, 2),
+            &DataType::Decimal128(6, 0)
+        ));
+        assert!(!needs_range_check(
+            &DataType::Decimal128(10, 2),
+            &DataType::Decimal128(12, 4)
+        ));
+        assert!(!needs_range_check(
+            &DataType::Utf8,
+            &DataType::Decimal128(10, 2)
+        ));
     }
 }
