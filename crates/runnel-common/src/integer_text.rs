@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::DataType;
 
 use crate::{RunnelError, SqlState};
 
-/// Postgres's name of an integer type, as its input errors say it.
-fn type_name(target: &DataType) -> &'static str {
+/// Postgres's name of an integer type (`Int16`, `Int32`, `Int64`), as its errors say it.
+pub fn integer_type_name(target: &DataType) -> &'static str {
     match target {
         DataType::Int16 => "smallint",
         DataType::Int32 => "integer",
@@ -29,7 +29,7 @@ fn is_integer_text(text: &str) -> bool {
 /// The error for `text` that a strict cast to the integer type `target` refused; `context`
 /// (such as ` (parameter $1)`) is appended to the message.
 pub fn integer_input_error(text: &str, target: &DataType, context: &str) -> RunnelError {
-    let name = type_name(target);
+    let name = integer_type_name(target);
     if is_integer_text(text) {
         RunnelError::execution(
             SqlState::NUMERIC_VALUE_OUT_OF_RANGE,

@@ -31,19 +31,13 @@ use datafusion::logical_expr::{
 };
 use runnel_common::{RunnelError, SqlState};
 
-/// Postgres's name of an integer type, as its range errors say it.
-fn type_name(data_type: &DataType) -> &'static str {
-    match data_type {
-        DataType::Int16 => "smallint",
-        DataType::Int32 => "integer",
-        _ => "bigint",
-    }
-}
-
 fn out_of_range(data_type: &DataType) -> DataFusionError {
     DataFusionError::External(Box::new(RunnelError::execution(
         SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
-        format!("{} out of range", type_name(data_type)),
+        format!(
+            "{} out of range",
+            runnel_common::integer_text::integer_type_name(data_type)
+        ),
     )))
 }
 
