@@ -59,7 +59,8 @@ impl CatalogEntry {
 }
 
 /// What a materialized view's stored rows and operator state mean. 4: `avg(integer) OVER` is
-/// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`. 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
+/// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.
+/// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.
 /// A view stored with an earlier layout is rebuilt from its sources when it is restored.
 pub const STATE_LAYOUT: u32 = 4;

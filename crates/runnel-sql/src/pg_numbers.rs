@@ -36,8 +36,8 @@ use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::{FunctionRewrite, NamePreserver};
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    AggregateUDF, BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
 use datafusion::logical_expr::{Cast, TryCast, WindowFunctionDefinition};
 use datafusion::optimizer::AnalyzerRule;
@@ -113,23 +113,11 @@ impl FunctionRewrite for NumericIntegerAggregates {
                     return Ok(Transformed::no(Expr::WindowFunction(window)));
                 };
                 let arg_type = arg.get_type(schema)?;
-                let replacement = match (name.as_str(), &arg_type) {
-                    ("sum", DataType::Int64) => {
-                        *arg = arg.clone().cast_to(&NUMERIC, schema)?;
-                        return Ok(Transformed::yes(Expr::WindowFunction(window)));
-                    }
-                    ("sum", DataType::Float32 | DataType::Float64) => {
-                        Some((crate::exact_aggregates::exact_sum(), DataType::Float64))
-                    }
-                    ("avg", DataType::Float32 | DataType::Float64) => {
-                        Some((crate::exact_aggregates::exact_avg(), DataType::Float64))
-                    }
-                    ("avg", t) if t.is_integer() => {
-                        Some((crate::exact_aggregates::integer_avg(), DataType::Int64))
-                    }
-                    _ => None,
-                };
-                let Some((udaf, arg_type)) = replacement else {
+                if name == "sum" && arg_type == DataType::Int64 {
+                    *arg = arg.clone().cast_to(&NUMERIC, schema)?;
+                    return Ok(Transformed::yes(Expr::WindowFunction(window)));
+                }
+                let Some((udaf, arg_type)) = exact_sum_or_avg(&name, &arg_type) else {
                     return Ok(Transformed::no(Expr::WindowFunction(window)));
                 };
                 *arg = arg.clone().cast_to(&arg_type, schema)?;
@@ -146,21 +134,13 @@ impl FunctionRewrite for NumericIntegerAggregates {
             _ => None,
         };
         let exact = match (func.name(), &arg_type) {
-            ("sum", Some(DataType::Float32 | DataType::Float64)) if !params.distinct => {
-                Some((crate::exact_aggregates::exact_sum(), DataType::Float64))
-            }
-            ("avg", Some(DataType::Float32 | DataType::Float64)) if !params.distinct => {
-                Some((crate::exact_aggregates::exact_avg(), DataType::Float64))
-            }
-            ("avg", Some(arg_type)) if arg_type.is_integer() && !params.distinct => {
-                Some((crate::exact_aggregates::integer_avg(), DataType::Int64))
-            }
             ("max", Some(t @ (DataType::Float32 | DataType::Float64))) => {
                 Some((crate::float_extremes::float_max(), t.clone()))
             }
             ("min", Some(t @ (DataType::Float32 | DataType::Float64))) => {
                 Some((crate::float_extremes::float_min(), t.clone()))
             }
+            (name, Some(arg_type)) if !params.distinct => exact_sum_or_avg(name, arg_type),
             _ => None,
         };
         if let Some((exact, arg_type)) = exact {
@@ -188,6 +168,24 @@ impl FunctionRewrite for NumericIntegerAggregates {
         Ok(Transformed::yes(Expr::AggregateFunction(
             AggregateFunction { func, params },
         )))
+    }
+}
+
+/// The exact aggregate that replaces `sum` or `avg` of `arg_type` (not DISTINCT), with or
+/// without OVER, and the type its argument is cast to: exact float sums and averages, and the
+/// `numeric` average of integers.
+fn exact_sum_or_avg(name: &str, arg_type: &DataType) -> Option<(Arc<AggregateUDF>, DataType)> {
+    match (name, arg_type) {
+        ("sum", DataType::Float32 | DataType::Float64) => {
+            Some((crate::exact_aggregates::exact_sum(), DataType::Float64))
+        }
+        ("avg", DataType::Float32 | DataType::Float64) => {
+            Some((crate::exact_aggregates::exact_avg(), DataType::Float64))
+        }
+        ("avg", t) if t.is_integer() => {
+            Some((crate::exact_aggregates::integer_avg(), DataType::Int64))
+        }
+        _ => None,
     }
 }
 
