@@ -11,6 +11,11 @@
 #                                                (default 10,000,000 events per query): events/s,
 #                                                events per CPU-second, peak RSS, latency;
 #                                                chart in target/bench/nexmark.svg (+ .json).
+#   scripts/bench.sh state [--rows N] [--caches 256,16384]
+#                                                COPY N rows with N distinct keys into a stream
+#                                                with a GROUP BY view maintained, at each
+#                                                --state-cache-mb: rows/s, peak RSS, data
+#                                                directory size, restart time and RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -24,5 +29,9 @@ fi
 if [ "${1:-}" = "nexmark" ]; then
     shift
     exec .venv/bin/python benches/nexmark.py --bin target/release/runnel "$@"
+fi
+if [ "${1:-}" = "state" ]; then
+    shift
+    exec .venv/bin/python benches/state_size.py --bin target/release/runnel "$@"
 fi
 exec .venv/bin/python benches/copy_aggregate.py --bin target/release/runnel "$@"

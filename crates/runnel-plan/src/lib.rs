@@ -17,6 +17,11 @@ use datafusion::logical_expr::Expr;
 /// Identifies a persisted catalog object (stream, table or view).
 pub type ObjectId = u32;
 
+/// The number of virtual partitions (vnodes) of every view's operator state: each state key
+/// starts with the vnode of its partitioning key (`runnel_state::vnode`). Recorded in each
+/// view's catalog entry, since changing it moves every key.
+pub const VNODE_COUNT: u16 = 256;
+
 /// What kind of relation a source node reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelationKind {

@@ -10,7 +10,7 @@ use runnel_common::change::nullable_schema;
 use runnel_common::{Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, PlanNode, StreamPlan};
 use runnel_state::codec::check_supported;
-use runnel_state::{keys, Store};
+use runnel_state::{keys, KeyedState, SharedBudget, Store};
 
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
@@ -55,6 +55,7 @@ fn expiry_of(
 /// Builds the operator for one node of `view`'s plan.
 pub fn build_operator(
     store: &Arc<Store>,
+    budget: &SharedBudget,
     view: ObjectId,
     plan: &StreamPlan,
     node: &PlanNode,
@@ -134,8 +135,7 @@ pub fn build_operator(
                     emit_on_close: *emit_on_close,
                 });
             Box::new(AggregateOp::new(
-                store,
-                prefix,
+                KeyedState::open(store.clone(), prefix, budget.clone())?,
                 compile_all(group_exprs, schema)?,
                 slots,
                 output_schema,

@@ -20,7 +20,7 @@ use datafusion::arrow::array::{BooleanArray, Int32Array, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, RelationKind, StreamPlan};
-use runnel_state::{ipc, keys, Store, WriteBatch};
+use runnel_state::{ipc, keys, SharedBudget, Store, WriteBatch};
 
 use crate::backfill::BackfillProgress;
 use crate::build::{build_operator, node_arrow_schema};
@@ -233,6 +233,8 @@ fn failure_key(view: ObjectId) -> Vec<u8> {
 
 pub struct Dataflow {
     store: Arc<Store>,
+    /// The memory budget of every operator's state cache.
+    budget: SharedBudget,
     nodes: Vec<Option<NodeSlot>>,
     sources: BTreeMap<ObjectId, SourceLog>,
     views: BTreeMap<ObjectId, ViewState>,
@@ -244,9 +246,10 @@ pub struct Dataflow {
 }
 
 impl Dataflow {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<Store>, budget: SharedBudget) -> Self {
         Dataflow {
             store,
+            budget,
             nodes: Vec::new(),
             sources: BTreeMap::new(),
             views: BTreeMap::new(),
@@ -317,6 +320,16 @@ impl Dataflow {
         starts: &BTreeMap<ObjectId, StartOffsets>,
         mut progress: Option<&mut BackfillProgress>,
     ) -> Result<()> {
+        if backfill {
+            // A backfill may write the view's state before the view is committed (see
+            // `spill_backfill`); what an earlier, uncommitted attempt under this id left
+            // (a crash in its backfill) goes first.
+            let mut stale = WriteBatch::default();
+            for prefix in [keys::view_prefix(view), keys::view_operators_prefix(view)] {
+                stale.delete_range(&prefix, &keys::prefix_end(&prefix));
+            }
+            self.store.write(stale)?;
+        }
         let base = self.nodes.len();
         let mut built: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
         for node in &plan.nodes {
@@ -325,7 +338,14 @@ impl Dataflow {
             } else {
                 node_arrow_schema(&node.schema)
             };
-            built.push(build_operator(&self.store, view, plan, node, schema)?);
+            built.push(build_operator(
+                &self.store,
+                &self.budget,
+                view,
+                plan,
+                node,
+                schema,
+            )?);
         }
         // Check every input exists before touching the graph.
         for node in &plan.nodes {
@@ -857,8 +877,40 @@ impl Dataflow {
                     clock = Some(wm);
                 }
             }
+            self.spill_backfill(target.0)?;
         }
         Ok(clock)
+    }
+
+    /// During a backfill, when the operators' changed state fills half the state cache,
+    /// writes the backfilling view's state to the store so that it can be evicted: a
+    /// backfill's memory is bounded like the live run's. The view is not committed until the
+    /// checkpoint after its backfill, so a crash before that leaves these keys under an id no
+    /// catalog entry has, which the next backfill under that id deletes first (`add_view`).
+    fn spill_backfill(&mut self, node: usize) -> Result<()> {
+        if !self.budget.wants_checkpoint() {
+            return Ok(());
+        }
+        let Some(view) = self
+            .nodes
+            .get(node)
+            .and_then(|n| n.as_ref())
+            .map(|n| n.view)
+        else {
+            return Ok(());
+        };
+        let nodes = match self.views.get(&view) {
+            Some(state) => state.nodes.clone(),
+            None => return Ok(()),
+        };
+        let mut batch = WriteBatch::default();
+        for n in nodes {
+            if let Some(slot) = self.nodes.get_mut(n).and_then(|n| n.as_mut()) {
+                slot.op.checkpoint(&mut batch)?;
+            }
+        }
+        self.store.write(batch)?;
+        Ok(())
     }
 
     /// Pushes rows into one node (backfill): in slices `progress` sizes, each reported to it,
@@ -1042,6 +1094,12 @@ impl Dataflow {
             }
         }
         Ok(())
+    }
+
+    /// The operators' changed state takes half the state cache: a checkpoint now would let it
+    /// be evicted (see `runnel_state::CacheBudget`).
+    pub fn state_wants_checkpoint(&self) -> bool {
+        self.budget.wants_checkpoint()
     }
 
     /// Next sequence number each source will be read from.

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_plan::{ObjectId, RelationKind, StreamPlan};
-use runnel_state::{keys, Store, WriteBatch};
+use runnel_state::{keys, SharedBudget, Store, WriteBatch};
 use tokio::sync::oneshot;
 
 use crate::backfill::{BackfillProgress, BackfillReport, BackfillStatus, Backfills};
@@ -202,7 +202,12 @@ pub struct WorkerThread {
 pub const THREAD_STACK_BYTES: usize = 64 << 20;
 
 impl Worker {
-    pub fn start(store: Arc<Store>, checkpoint_interval: Duration) -> Result<WorkerThread> {
+    /// `budget`: the memory of every operator's state cache together.
+    pub fn start(
+        store: Arc<Store>,
+        checkpoint_interval: Duration,
+        budget: SharedBudget,
+    ) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
         let checkpoints = Arc::new(CheckpointStats::default());
         let published = Arc::new(Published::default());
@@ -213,7 +218,7 @@ impl Worker {
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 let mut state = WorkerState {
-                    dataflow: Dataflow::new(store.clone()),
+                    dataflow: Dataflow::new(store.clone(), budget),
                     store,
                     interval: checkpoint_interval,
                     last_checkpoint: Instant::now(),
@@ -466,7 +471,7 @@ impl WorkerState {
                 }
             }
             self.drain();
-            if self.dirty && self.last_checkpoint.elapsed() >= self.interval {
+            if self.dirty && self.checkpoint_due() {
                 self.checkpoint_or_die(Vec::new());
             }
         }
@@ -495,7 +500,7 @@ impl WorkerState {
                 Ok(true) => {
                     self.dirty = true;
                     self.publish();
-                    if self.last_checkpoint.elapsed() >= self.interval {
+                    if self.checkpoint_due() {
                         self.checkpoint_or_die(Vec::new());
                     }
                 }
@@ -507,6 +512,12 @@ impl WorkerState {
             }
         }
         self.dataflow.set_append_time(None);
+    }
+
+    /// The interval has passed, or the operators' changed state fills half the state cache
+    /// (a checkpoint makes it clean, so it can be evicted: memory stays within the budget).
+    fn checkpoint_due(&self) -> bool {
+        self.last_checkpoint.elapsed() >= self.interval || self.dataflow.state_wants_checkpoint()
     }
 
     /// Publishes the status other threads read (see [`Worker::status`]): a few entries per

@@ -58,12 +58,13 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 4: `avg(integer) OVER` is
+/// What a materialized view's stored rows and operator state mean. 5: operator state keys
+/// start with a vnode (`runnel_state::vnode`) and aggregates read their groups on demand. 4: `avg(integer) OVER` is
 /// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.
 /// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.
 /// A view stored with an earlier layout is rebuilt from its sources when it is restored.
-pub const STATE_LAYOUT: u32 = 4;
+pub const STATE_LAYOUT: u32 = 5;
 
 fn first_state_layout() -> u32 {
     1
@@ -95,6 +96,10 @@ pub struct StoredEntry {
     /// See [`STATE_LAYOUT`]; absent (1) in entries written before it was recorded.
     #[serde(default = "first_state_layout")]
     pub state_layout: u32,
+    /// The vnode count its operator state was partitioned into (`runnel_plan::VNODE_COUNT`
+    /// when written); absent (0) before state had vnodes.
+    #[serde(default)]
+    pub vnode_count: u16,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -140,6 +145,7 @@ impl CatalogEntry {
             comments: self.comments.clone(),
             access: self.access.clone(),
             state_layout: STATE_LAYOUT,
+            vnode_count: runnel_plan::VNODE_COUNT,
         }
     }
 }

@@ -48,7 +48,7 @@ pub struct ServeArgs {
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
     /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
     /// tls_key, tls_required, subscribe_buffer, max_connections, handshake_timeout_ms,
-    /// max_message_bytes, query_memory_mb, disk_reserve_mb
+    /// max_message_bytes, query_memory_mb, disk_reserve_mb, state_cache_mb
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -110,6 +110,11 @@ pub struct ServeArgs {
     /// turns the check off [default: 256]
     #[arg(long, env = "RUNNEL_DISK_RESERVE_MB")]
     pub disk_reserve_mb: Option<u64>,
+    /// Memory (MiB, fractions allowed) of every view operator's state cache together; state
+    /// beyond it stays in RocksDB and is read when needed [default: a quarter of the memory
+    /// the machine or its cgroup has, at least 64]
+    #[arg(long, env = "RUNNEL_STATE_CACHE_MB")]
+    pub state_cache_mb: Option<f64>,
 }
 
 /// How log lines are written.
@@ -141,6 +146,7 @@ pub struct FileConfig {
     pub max_message_bytes: Option<usize>,
     pub query_memory_mb: Option<usize>,
     pub disk_reserve_mb: Option<u64>,
+    pub state_cache_mb: Option<f64>,
 }
 
 /// What one client may take of the server.
@@ -277,11 +283,39 @@ impl ServeArgs {
                     .or(file.disk_reserve_mb)
                     .unwrap_or(256)
                     .saturating_mul(1 << 20),
+                state_cache_bytes: match self.state_cache_mb.or(file.state_cache_mb) {
+                    Some(mb) if mb.is_finite() && mb > 0.0 => (mb * (1u64 << 20) as f64) as usize,
+                    Some(_) => return Err("state_cache_mb must be a positive number".into()),
+                    None => default_state_cache_bytes(),
+                },
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
+}
+
+/// A quarter of the memory this process may use: the machine's, or its cgroup's limit when
+/// lower (a container); at least 64 MiB. 1 GiB when neither can be read.
+pub fn default_state_cache_bytes() -> usize {
+    let read_number =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb << 10)
+        });
+    let cgroup = read_number("/sys/fs/cgroup/memory.max")
+        .or_else(|| read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes"));
+    let memory = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (Some(m), None) => m,
+        (None, Some(c)) => c,
+        (None, None) => 4 << 30,
+    };
+    usize::try_from((memory / 4).max(64 << 20)).unwrap_or(usize::MAX)
 }
 
 fn positive<T: PartialEq + Default>(name: &str, value: T) -> Result<T, String> {

@@ -10,7 +10,7 @@ use runnel_common::{Result, RunnelError};
 use runnel_pgwire::auth::{AuthMethod, ScramVerifier};
 use runnel_pgwire::{PgEngine, PgError, StartupInfo};
 use runnel_runtime::{Worker, WorkerThread};
-use runnel_state::{Store, StoreOptions};
+use runnel_state::{CacheBudget, Store, StoreOptions};
 
 use crate::handlers;
 use crate::session::RunnelSession;
@@ -44,8 +44,11 @@ impl Engine {
                 disk_reserve_bytes: config.disk_reserve_bytes,
             },
         )?;
-        let WorkerThread { worker, join } =
-            Worker::start(store.clone(), config.checkpoint_interval)?;
+        let WorkerThread { worker, join } = Worker::start(
+            store.clone(),
+            config.checkpoint_interval,
+            CacheBudget::new(config.state_cache_bytes),
+        )?;
         let shared = Arc::new(Shared::new(store, worker, config)?);
         let engine = Arc::new(Engine {
             shared: shared.clone(),

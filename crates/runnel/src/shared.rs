@@ -29,6 +29,8 @@ pub struct EngineConfig {
     pub query_memory_bytes: usize,
     /// Free space kept on the data directory's disk (see `runnel_state::store`), in bytes.
     pub disk_reserve_bytes: u64,
+    /// The memory of every view operator's state cache together (`runnel_state::CacheBudget`).
+    pub state_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +42,7 @@ impl Default for EngineConfig {
             subscribe_buffer: runnel_runtime::subscription::SUBSCRIBER_BUFFER,
             query_memory_bytes: 1 << 30,
             disk_reserve_bytes: 256 << 20,
+            state_cache_bytes: 1 << 30,
         }
     }
 }

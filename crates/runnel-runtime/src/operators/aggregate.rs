@@ -3,14 +3,17 @@
 //! updates, and emits their new output rows as inserts.
 //!
 //! State per group (key: the encoded group values) is the weighted row count plus each
-//! accumulator's state. It lives in memory and is written to the store at checkpoints for the
-//! groups that changed; a group whose row count drops to zero is deleted, so state is bounded
-//! by the number of live groups, not by the number of events.
+//! accumulator's state, kept in a `runnel_state::KeyedState`: read from the store the first
+//! time a batch names the group, cached within the shared state budget, written at
+//! checkpoints for the groups that changed; a group whose row count drops to zero is deleted,
+//! so state is bounded by the number of live groups, not by the number of events, and memory
+//! by the budget, not by the number of groups.
 //!
 //! Windows: when a group column is bounded by the event-time clock (`window_end` of a TUMBLE
 //! over a stream with a watermark, see `runnel_plan::TimeBound`), a group whose value falls
 //! behind the clock can never change again. It is closed: its state is freed (its output row
-//! stays in the view), so state is bounded by the open windows. With EMIT ON WINDOW CLOSE the
+//! stays in the view), so state is bounded by the open windows. The open windows' groups are
+//! kept in memory (pinned in the cache and read whole at start-up), to be found by time. With EMIT ON WINDOW CLOSE the
 //! operator emits nothing while a group is open and its final row when it closes.
 
 use std::any::Any;
@@ -21,11 +24,10 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::AggregateCall;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{Store, WriteBatch};
+use runnel_state::{KeyedState, SlotValues, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
@@ -68,118 +70,29 @@ struct OpenGroups {
     by_time: BTreeSet<(i64, u32)>,
     /// Per group: its entry in `by_time` (`None` for free slots and null times).
     time_of: Vec<Option<i64>>,
-    /// Keys of closed groups that may be stored, deleted at the next checkpoint.
-    closed_keys: Vec<Box<[u8]>>,
 }
 
 pub struct AggregateOp {
-    prefix: Vec<u8>,
     group_exprs: Vec<CompiledExpr>,
-    slots: Vec<AggregateSlot>,
     schema: SchemaRef,
     /// No GROUP BY: exactly one group, which exists (and has an output row) even when empty.
     global: bool,
-    index: HashMap<Box<[u8]>, u32>,
-    keys: Vec<Box<[u8]>>,
-    rows: Vec<i64>,
-    dirty: Vec<bool>,
-    dirty_list: Vec<u32>,
-    free: Vec<u32>,
-    /// Per group: the batch epoch in which it was last touched (dedups touched groups).
-    touched_epoch: Vec<u64>,
-    epoch: u64,
+    /// Which group is in which slot, read on demand and cached (see `runnel_state::KeyedState`).
+    state: KeyedState,
+    groups: GroupStates,
     scratch: EncodedRows,
+}
+
+/// The groups' values by slot: the weighted row count and each accumulator's state, and the
+/// open windows' times.
+struct GroupStates {
+    rows: Vec<i64>,
+    slots: Vec<AggregateSlot>,
+    global: bool,
     open: Option<OpenGroups>,
 }
 
-impl AggregateOp {
-    pub fn new(
-        store: &Store,
-        prefix: Vec<u8>,
-        group_exprs: Vec<CompiledExpr>,
-        slots: Vec<AggregateSlot>,
-        schema: SchemaRef,
-        closing: Option<GroupClosing>,
-    ) -> Result<Self> {
-        let global = group_exprs.is_empty();
-        let open = closing.filter(|_| !global).map(|closing| OpenGroups {
-            closing,
-            by_time: BTreeSet::new(),
-            time_of: Vec::new(),
-            closed_keys: Vec::new(),
-        });
-        let mut op = AggregateOp {
-            prefix,
-            group_exprs,
-            slots,
-            schema,
-            global,
-            index: HashMap::new(),
-            keys: Vec::new(),
-            rows: Vec::new(),
-            dirty: Vec::new(),
-            dirty_list: Vec::new(),
-            free: Vec::new(),
-            touched_epoch: Vec::new(),
-            epoch: 0,
-            scratch: EncodedRows::new(),
-            open,
-        };
-        op.load(store)?;
-        op.index_loaded_groups()?;
-        if op.global && op.index.is_empty() {
-            op.group_for(&[]);
-        }
-        Ok(op)
-    }
-
-    fn load(&mut self, store: &Store) -> Result<()> {
-        let prefix_len = self.prefix.len();
-        for (key, value) in store.scan_prefix(&self.prefix)? {
-            let g = self.group_for(&key[prefix_len..]);
-            let mut bytes: &[u8] = &value;
-            let (head, rest) = bytes
-                .split_first_chunk::<8>()
-                .ok_or_else(|| RunnelError::internal("truncated aggregate group state"))?;
-            self.rows[g as usize] = i64::from_le_bytes(*head);
-            bytes = rest;
-            for slot in &mut self.slots {
-                slot.accumulator.load(g, &mut bytes)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The group columns' types (the output's first columns).
-    fn group_types(&self) -> Vec<DataType> {
-        self.schema
-            .fields()
-            .iter()
-            .take(self.group_exprs.len())
-            .map(|f| f.data_type().clone())
-            .collect()
-    }
-
-    /// Enters restored groups into the open-group index by their time value.
-    fn index_loaded_groups(&mut self) -> Result<()> {
-        let Some(open) = &self.open else {
-            return Ok(());
-        };
-        let groups: Vec<u32> = self.index.values().copied().collect();
-        if groups.is_empty() {
-            return Ok(());
-        }
-        let types = self.group_types();
-        let columns = decode_rows(groups.iter().map(|&g| &self.keys[g as usize][..]), &types)?;
-        let times = timestamp_micros(&columns[open.closing.column])?;
-        for (i, &g) in groups.iter().enumerate() {
-            if times.is_valid(i) {
-                self.track_time(g, times.value(i));
-            }
-        }
-        Ok(())
-    }
-
+impl GroupStates {
     fn track_time(&mut self, g: u32, time: i64) {
         if let Some(open) = &mut self.open {
             if open.time_of.len() <= g as usize {
@@ -197,44 +110,117 @@ impl AggregateOp {
             }
         }
     }
+}
 
-    /// Frees a group's slot (its stored state is deleted by the caller).
-    fn free_group(&mut self, g: u32) {
-        let gi = g as usize;
+impl SlotValues for GroupStates {
+    fn grow(&mut self, slots: usize) {
+        self.rows.resize(slots, 0);
+        for slot in &mut self.slots {
+            slot.accumulator.resize(slots);
+        }
+    }
+
+    fn load(&mut self, g: u32, value: &[u8]) -> Result<()> {
+        let (head, mut bytes) = value
+            .split_first_chunk::<8>()
+            .ok_or_else(|| RunnelError::internal("truncated aggregate group state"))?;
+        self.rows[g as usize] = i64::from_le_bytes(*head);
+        for slot in &mut self.slots {
+            slot.accumulator.load(g, &mut bytes)?;
+        }
+        Ok(())
+    }
+
+    fn save(&self, g: u32, out: &mut Vec<u8>) -> bool {
+        let rows = self.rows[g as usize];
+        if rows <= 0 && !self.global {
+            return false;
+        }
+        out.extend_from_slice(&rows.to_le_bytes());
+        for slot in &self.slots {
+            slot.accumulator.save(g, out);
+        }
+        true
+    }
+
+    fn reset(&mut self, g: u32) {
         self.untrack_time(g);
-        self.index.remove(&self.keys[gi]);
-        self.rows[gi] = 0;
+        self.rows[g as usize] = 0;
         for slot in &mut self.slots {
             slot.accumulator.reset(g);
         }
-        self.keys[gi] = Box::from([]);
-        self.free.push(g);
+    }
+}
+
+impl AggregateOp {
+    pub fn new(
+        state: KeyedState,
+        group_exprs: Vec<CompiledExpr>,
+        slots: Vec<AggregateSlot>,
+        schema: SchemaRef,
+        closing: Option<GroupClosing>,
+    ) -> Result<Self> {
+        let global = group_exprs.is_empty();
+        let open = closing.filter(|_| !global).map(|closing| OpenGroups {
+            closing,
+            by_time: BTreeSet::new(),
+            time_of: Vec::new(),
+        });
+        let mut op = AggregateOp {
+            group_exprs,
+            schema,
+            global,
+            state,
+            groups: GroupStates {
+                rows: Vec::new(),
+                slots,
+                global,
+                open,
+            },
+            scratch: EncodedRows::new(),
+        };
+        if op.global {
+            // The one group: slot 0, always at hand.
+            let g = op.state.slot_for(&[], &mut op.groups)?;
+            op.state.pin(g);
+        }
+        if op.groups.open.is_some() {
+            // Windowed groups are found by time when the clock closes them, so the open
+            // ones stay in memory (their number is bounded by the open windows).
+            op.state.load_all(&mut op.groups)?;
+            op.index_loaded_groups()?;
+        }
+        Ok(op)
     }
 
-    /// The group id for an encoded key, creating the group if needed.
-    fn group_for(&mut self, key: &[u8]) -> u32 {
-        if let Some(&g) = self.index.get(key) {
-            return g;
-        }
-        let g = match self.free.pop() {
-            Some(g) => {
-                self.keys[g as usize] = key.into();
-                g
-            }
-            None => {
-                let g = self.keys.len() as u32;
-                self.keys.push(key.into());
-                self.rows.push(0);
-                self.dirty.push(false);
-                self.touched_epoch.push(0);
-                for slot in &mut self.slots {
-                    slot.accumulator.resize(self.keys.len());
-                }
-                g
-            }
+    /// The group columns' types (the output's first columns).
+    fn group_types(&self) -> Vec<DataType> {
+        self.schema
+            .fields()
+            .iter()
+            .take(self.group_exprs.len())
+            .map(|f| f.data_type().clone())
+            .collect()
+    }
+
+    /// Enters restored groups into the open-group index by their time value.
+    fn index_loaded_groups(&mut self) -> Result<()> {
+        let Some(column) = self.groups.open.as_ref().map(|o| o.closing.column) else {
+            return Ok(());
         };
-        self.index.insert(key.into(), g);
-        g
+        let groups: Vec<u32> = self.state.live_slots().collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let types = self.group_types();
+        let columns = decode_rows(groups.iter().map(|&g| self.state.key(g)), &types)?;
+        let times = timestamp_micros(&columns[column])?;
+        for (i, &g) in groups.iter().enumerate() {
+            if times.is_valid(i) {
+                self.groups.track_time(g, times.value(i));
+            }
+        }
+        Ok(())
     }
 
     /// Output rows for `groups`, with group columns taken from `group_columns` at `rows`.
@@ -248,7 +234,7 @@ impl AggregateOp {
         for column in group_columns {
             columns.push(take(column.as_ref(), rows, None)?);
         }
-        for slot in &self.slots {
+        for slot in &self.groups.slots {
             columns.push(slot.accumulator.evaluate(groups)?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(groups.len()));
@@ -260,27 +246,18 @@ impl AggregateOp {
     }
 
     /// Output rows of the `touched` groups that currently have rows (every group of a global
-    /// aggregate), their group columns taken at `first_rows`.
+    /// aggregate), their group columns taken at the row that first named each.
     fn live_output(
         &self,
-        touched: &[u32],
-        first_rows: &[u32],
+        touched: &[(u32, u32)],
         group_columns: &[ArrayRef],
     ) -> Result<RecordBatch> {
         let (groups, rows): (Vec<u32>, Vec<u32>) = touched
             .iter()
-            .zip(first_rows)
-            .filter(|(&g, _)| self.global || self.rows[g as usize] > 0)
-            .map(|(&g, &r)| (g, r))
+            .filter(|(g, _)| self.global || self.groups.rows[*g as usize] > 0)
+            .copied()
             .unzip();
         self.output(&groups, group_columns, &UInt32Array::from(rows))
-    }
-
-    fn mark_dirty(&mut self, g: u32) {
-        if !self.dirty[g as usize] {
-            self.dirty[g as usize] = true;
-            self.dirty_list.push(g);
-        }
     }
 }
 
@@ -296,56 +273,57 @@ impl Operator for AggregateOp {
             return Ok(());
         }
         let group_columns = evaluate_all(&self.group_exprs, &batch.data)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        if !self.global {
-            encode_rows(&[], &group_columns, &mut scratch)?;
-        }
-        self.epoch += 1;
-        let epoch = self.epoch;
+        self.state.begin_batch();
         let mut group_ids: Vec<u32> = Vec::with_capacity(n);
-        // Touched groups in first-seen order, and the input row that first named each.
-        let mut touched: Vec<u32> = Vec::new();
-        let mut first_rows: Vec<u32> = Vec::new();
-        for i in 0..n {
-            let g = if self.global {
-                0
-            } else {
-                self.group_for(scratch.row(i))
-            };
-            group_ids.push(g);
-            if self.touched_epoch[g as usize] != epoch {
-                self.touched_epoch[g as usize] = epoch;
-                touched.push(g);
-                first_rows.push(i as u32);
-            }
+        // Touched groups in first-seen order, with the input row that first named each.
+        let mut touched: Vec<(u32, u32)> = Vec::new();
+        if self.global {
+            group_ids.resize(n, 0);
+            touched.push((0, 0));
+        } else {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            scratch.clear();
+            encode_rows(&[], &group_columns, &mut scratch)?;
+            let resolved = self.state.resolve(
+                (0..n).map(|i| scratch.row(i)),
+                &mut self.groups,
+                &mut group_ids,
+                &mut touched,
+            );
+            self.scratch = scratch;
+            resolved?;
         }
-        self.scratch = scratch;
-        if let Some(column) = self.open.as_ref().map(|o| o.closing.column) {
+        if let Some(column) = self.groups.open.as_ref().map(|o| o.closing.column) {
             let times = timestamp_micros(&group_columns[column])?;
-            for (&g, &r) in touched.iter().zip(&first_rows) {
+            for &(g, r) in &touched {
                 let untracked = self
+                    .groups
                     .open
                     .as_ref()
                     .is_some_and(|o| o.time_of.get(g as usize).is_none_or(Option::is_none));
                 if untracked && times.is_valid(r as usize) {
-                    self.track_time(g, times.value(r as usize));
+                    self.groups.track_time(g, times.value(r as usize));
+                    self.state.pin(g);
                 }
             }
         }
-        let emit_on_close = self.open.as_ref().is_some_and(|o| o.closing.emit_on_close);
+        let emit_on_close = self
+            .groups
+            .open
+            .as_ref()
+            .is_some_and(|o| o.closing.emit_on_close);
 
         // Previous output of the touched groups that had one (none leaves an open window).
         let old = match emit_on_close {
             true => None,
-            false => Some(self.live_output(&touched, &first_rows, &group_columns)?),
+            false => Some(self.live_output(&touched, &group_columns)?),
         };
 
         let weights = batch.weights.values();
         for (&g, &w) in group_ids.iter().zip(weights.iter()) {
-            self.rows[g as usize] += w;
+            self.groups.rows[g as usize] += w;
         }
-        for slot in &mut self.slots {
+        for slot in &mut self.groups.slots {
             let values = match &slot.arg {
                 Some(arg) => Some(evaluate(arg, &batch.data)?),
                 None => None,
@@ -357,22 +335,21 @@ impl Operator for AggregateOp {
             slot.accumulator
                 .update(&group_ids, values.as_ref(), weights, mask.as_ref())?;
         }
-        for &g in &touched {
-            self.mark_dirty(g);
+        for &(g, _) in &touched {
+            self.state.mark_dirty(g);
         }
-        let Some(old) = old else {
-            // EMIT ON WINDOW CLOSE: a window's final row goes out when it closes.
-            return Ok(());
-        };
-        let new = self.live_output(&touched, &first_rows, &group_columns)?;
-
-        let mut weights: Vec<i64> = Vec::with_capacity(old.num_rows() + new.num_rows());
-        weights.extend(std::iter::repeat_n(-1, old.num_rows()));
-        weights.extend(std::iter::repeat_n(1, new.num_rows()));
-        let data = concat_batches(&self.schema, [&old, &new])?;
-        if data.num_rows() > 0 {
-            out.push(ChangeBatch::new(data, Int64Array::from(weights)));
+        if let Some(old) = old {
+            let new = self.live_output(&touched, &group_columns)?;
+            let mut weights: Vec<i64> = Vec::with_capacity(old.num_rows() + new.num_rows());
+            weights.extend(std::iter::repeat_n(-1, old.num_rows()));
+            weights.extend(std::iter::repeat_n(1, new.num_rows()));
+            let data = concat_batches(&self.schema, [&old, &new])?;
+            if data.num_rows() > 0 {
+                out.push(ChangeBatch::new(data, Int64Array::from(weights)));
+            }
         }
+        // (EMIT ON WINDOW CLOSE: a window's final row goes out when it closes.)
+        self.state.evict(&mut self.groups);
         Ok(())
     }
 
@@ -380,14 +357,14 @@ impl Operator for AggregateOp {
         if fresh && self.global {
             // SQL gives a global aggregate one row even over no input (count 0, sum NULL).
             let row = self.output(&[0], &[], &UInt32Array::from(vec![0u32]))?;
-            self.mark_dirty(0);
+            self.state.mark_dirty(0);
             out.push(ChangeBatch::inserts(row));
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let Some(open) = &self.open else {
+        let Some(open) = &self.groups.open else {
             return Ok(());
         };
         // A group with time value below the clock minus the lag can never change again.
@@ -406,12 +383,11 @@ impl Operator for AggregateOp {
             let live: Vec<u32> = closed
                 .iter()
                 .copied()
-                .filter(|&g| self.rows[g as usize] > 0)
+                .filter(|&g| self.groups.rows[g as usize] > 0)
                 .collect();
             if !live.is_empty() {
                 let types = self.group_types();
-                let group_columns =
-                    decode_rows(live.iter().map(|&g| &self.keys[g as usize][..]), &types)?;
+                let group_columns = decode_rows(live.iter().map(|&g| self.state.key(g)), &types)?;
                 let rows = UInt32Array::from_iter_values(0..live.len() as u32);
                 out.push(ChangeBatch::inserts(self.output(
                     &live,
@@ -421,49 +397,14 @@ impl Operator for AggregateOp {
             }
         }
         for g in closed {
-            let key = self.keys[g as usize].clone();
-            if let Some(open) = &mut self.open {
-                open.closed_keys.push(key);
-            }
-            self.free_group(g);
+            self.state.remove(g, &mut self.groups);
         }
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        let mut key = self.prefix.clone();
-        let mut value = Vec::new();
-        if let Some(open) = &mut self.open {
-            for closed in open.closed_keys.drain(..) {
-                key.truncate(self.prefix.len());
-                key.extend_from_slice(&closed);
-                batch.delete(&key);
-            }
-        }
-        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
-        let mut dirty = std::mem::take(&mut self.dirty_list);
-        dirty.sort_unstable_by(|a, b| self.keys[*a as usize].cmp(&self.keys[*b as usize]));
-        for g in dirty {
-            let gi = g as usize;
-            self.dirty[gi] = false;
-            if self.keys[gi].is_empty() && !self.global {
-                // Closed (and freed) since it was touched.
-                continue;
-            }
-            key.truncate(self.prefix.len());
-            key.extend_from_slice(&self.keys[gi]);
-            if self.rows[gi] <= 0 && !self.global {
-                batch.delete(&key);
-                self.free_group(g);
-            } else {
-                value.clear();
-                value.extend_from_slice(&self.rows[gi].to_le_bytes());
-                for slot in &self.slots {
-                    slot.accumulator.save(g, &mut value);
-                }
-                batch.put(&key, &value);
-            }
-        }
+        // Groups emptied by retractions are freed here (and leave the time index).
+        self.state.checkpoint(batch, &mut self.groups);
         Ok(())
     }
 

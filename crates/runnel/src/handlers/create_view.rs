@@ -269,7 +269,8 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     // backfilled from its sources as if created now (from its original start); its entry is
     // rewritten with the checkpoint that holds the new state, so a crash before that
     // rebuilds it again.
-    let rebuild = stored.state_layout < runnel_sql::catalog::STATE_LAYOUT;
+    let rebuild = stored.state_layout < runnel_sql::catalog::STATE_LAYOUT
+        || stored.vnode_count != runnel_plan::VNODE_COUNT;
     let mut writes = Vec::new();
     if rebuild {
         tracing::warn!(
@@ -289,6 +290,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         // the layout its new state has.
         let upgraded = StoredEntry {
             state_layout: runnel_sql::catalog::STATE_LAYOUT,
+            vnode_count: runnel_plan::VNODE_COUNT,
             ..stored.clone()
         };
         let value = serde_json::to_vec(&upgraded)

@@ -1,0 +1,590 @@
+//! A keyed state table: the state layer an operator keeps its per-key state in.
+//!
+//! The operator keeps its values in its own columnar arrays indexed by *slot* (so a batch is
+//! still processed with vectorised loops over slot ids) and implements [`SlotValues`] to say
+//! how a slot's value is stored. [`KeyedState`] owns everything else: which key is in which
+//! slot, the store keys (`operator prefix ‖ vnode ‖ key`, see [`crate::vnode`]), reading
+//! missing keys from the store (one multi-get per batch), dirty tracking, writing changed
+//! slots at a checkpoint, deleting, and evicting least recently used clean slots when the
+//! shared [`CacheBudget`] is exceeded. Nothing is loaded when an operator starts: a key is
+//! read the first time a batch needs it.
+//!
+//! The call sequence an operator sees, per input batch:
+//! 1. [`KeyedState::begin_batch`];
+//! 2. [`KeyedState::resolve`] with the batch's encoded keys: a slot per row (missing keys are
+//!    read from the store and [`SlotValues::load`]ed, unknown keys get a fresh slot) and the
+//!    distinct slots in first-seen order;
+//! 3. the operator updates its arrays and calls [`KeyedState::mark_dirty`] for each changed
+//!    slot (or [`KeyedState::remove`] for a key whose state is gone for good);
+//! 4. [`KeyedState::evict`] once the batch's output is built.
+//!
+//! At every checkpoint, [`KeyedState::checkpoint`] asks [`SlotValues::save`] for each dirty
+//! slot's value and adds it to the checkpoint's write (or a delete when the slot is empty).
+
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
+use runnel_common::Result;
+
+use crate::cache_budget::SharedBudget;
+use crate::keys::prefix_end;
+use crate::vnode::{vnode_of, Vnode};
+use crate::{Store, WriteBatch};
+
+/// What an operator keeps per slot, and how it is stored.
+pub trait SlotValues {
+    /// Makes room for slots `0..slots` (new slots hold the empty state).
+    fn grow(&mut self, slots: usize);
+    /// Sets an empty slot to the stored `value`.
+    fn load(&mut self, slot: u32, value: &[u8]) -> Result<()>;
+    /// Appends the slot's stored form to `out`; false when the slot is empty (its key is
+    /// deleted from the store and the slot freed).
+    fn save(&self, slot: u32, out: &mut Vec<u8>) -> bool;
+    /// Empties a slot (evicted or deleted); it may be given to another key.
+    fn reset(&mut self, slot: u32);
+}
+
+/// Memory a cached slot costs beyond its key and value: the index entry, the key's
+/// allocation, the slot record and the operator's fixed per-slot arrays, roughly.
+const SLOT_OVERHEAD: usize = 96;
+
+/// A value size to assume for a slot that was never stored, until it is.
+const FIRST_VALUE_GUESS: usize = 32;
+
+struct Slot {
+    key: Box<[u8]>,
+    vnode: Vnode,
+    /// The batch that last used the slot (see [`KeyedState::begin_batch`]).
+    last_used: u64,
+    /// Bytes counted in the budget for this slot.
+    bytes: u32,
+    live: bool,
+    dirty: bool,
+    /// The store may hold a value for the key (deleting it must be written).
+    stored: bool,
+    /// Never evicted.
+    pinned: bool,
+}
+
+pub struct KeyedState {
+    store: std::sync::Arc<Store>,
+    prefix: Vec<u8>,
+    budget: SharedBudget,
+    index: HashMap<Box<[u8]>, u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    dirty: Vec<u32>,
+    /// Slots in the order they were used, oldest first; an entry is current only while
+    /// its epoch is the slot's `last_used` (later uses push a new entry).
+    recency: VecDeque<(u32, u64)>,
+    epoch: u64,
+    /// Stored keys to delete at the next checkpoint (removed slots).
+    deletes: Vec<(Vnode, Box<[u8]>)>,
+    /// The store may hold keys this cache does not: false while the table was empty when
+    /// opened and nothing has been evicted since, so a miss needs no read.
+    maybe_stored: bool,
+    /// Bytes of this table's slots counted in the budget.
+    bytes: usize,
+    /// Bytes of dirty slots counted in the budget's dirty total.
+    dirty_bytes: usize,
+    /// Running size of a stored value, for slots not stored yet.
+    value_guess: usize,
+    store_key: Vec<u8>,
+}
+
+impl KeyedState {
+    /// A state table over the store keys starting with `prefix`.
+    pub fn open(
+        store: std::sync::Arc<Store>,
+        prefix: Vec<u8>,
+        budget: SharedBudget,
+    ) -> Result<Self> {
+        let maybe_stored = store
+            .last_key_in_range(&prefix, &prefix_end(&prefix))?
+            .is_some();
+        Ok(KeyedState {
+            store,
+            prefix,
+            budget,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            recency: VecDeque::new(),
+            epoch: 0,
+            deletes: Vec::new(),
+            maybe_stored,
+            bytes: 0,
+            dirty_bytes: 0,
+            value_guess: FIRST_VALUE_GUESS,
+            store_key: Vec::new(),
+        })
+    }
+
+    /// Starts a batch: slots used from here on count as used by it.
+    pub fn begin_batch(&mut self) {
+        self.epoch += 1;
+        self.compact_recency();
+    }
+
+    /// The key of a live slot.
+    pub fn key(&self, slot: u32) -> &[u8] {
+        &self.slots[slot as usize].key
+    }
+
+    /// Every live slot (order unspecified).
+    pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.index.values().copied()
+    }
+
+    /// The number of cached keys.
+    pub fn cached(&self) -> usize {
+        self.index.len()
+    }
+
+    /// A slot per key of `keys` (in `slots`), and each distinct slot with the index of the
+    /// first key naming it (in `touched`, first-seen order). Keys neither cached nor stored
+    /// get an empty slot.
+    pub fn resolve<'k, V: SlotValues>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        values: &mut V,
+        slots: &mut Vec<u32>,
+        touched: &mut Vec<(u32, u32)>,
+    ) -> Result<()> {
+        let mut misses: Vec<u32> = Vec::new();
+        for (row, key) in keys.into_iter().enumerate() {
+            let slot = match self.index.get(key) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = self.new_slot(key, values);
+                    if self.maybe_stored {
+                        misses.push(slot);
+                    }
+                    slot
+                }
+            };
+            if self.touch(slot) {
+                touched.push((slot, row as u32));
+            }
+            slots.push(slot);
+        }
+        self.read_misses(&misses, values)
+    }
+
+    /// The slot of one key, reading it from the store if needed.
+    pub fn slot_for<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> Result<u32> {
+        if let Some(&slot) = self.index.get(key) {
+            self.touch(slot);
+            return Ok(slot);
+        }
+        let slot = self.new_slot(key, values);
+        self.touch(slot);
+        if self.maybe_stored {
+            self.read_misses(&[slot], values)?;
+        }
+        Ok(slot)
+    }
+
+    /// Keeps a slot in memory for good (state that must always be at hand).
+    pub fn pin(&mut self, slot: u32) {
+        self.slots[slot as usize].pinned = true;
+    }
+
+    /// Reads every stored key into the cache and pins it (state that is scanned whole).
+    pub fn load_all<V: SlotValues>(&mut self, values: &mut V) -> Result<()> {
+        let start = self.prefix.clone();
+        let end = prefix_end(&start);
+        let mut stored = Vec::new();
+        self.store.for_each_in_range(&start, &end, |key, value| {
+            stored.push((
+                Box::<[u8]>::from(&key[start.len()..]),
+                Box::<[u8]>::from(value),
+            ));
+            Ok(true)
+        })?;
+        for (key, value) in stored {
+            let Some(key) = key.get(2..) else {
+                return Err(runnel_common::RunnelError::internal(
+                    "a state key lacks its vnode",
+                ));
+            };
+            let slot = match self.index.get(key) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = self.new_slot(key, values);
+                    values.load(slot, &value)?;
+                    self.slots[slot as usize].stored = true;
+                    self.set_value_len(slot, value.len());
+                    slot
+                }
+            };
+            self.pin(slot);
+        }
+        Ok(())
+    }
+
+    pub fn mark_dirty(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.dirty {
+            s.dirty = true;
+            self.dirty_bytes += s.bytes as usize;
+            self.budget.add_dirty(s.bytes as usize);
+            self.dirty.push(slot);
+        }
+    }
+
+    /// Forgets a key for good: its slot is freed and its stored value deleted at the next
+    /// checkpoint.
+    pub fn remove<V: SlotValues>(&mut self, slot: u32, values: &mut V) {
+        let s = &self.slots[slot as usize];
+        if s.stored {
+            self.deletes.push((s.vnode, s.key.clone()));
+        }
+        self.free_slot(slot, values);
+    }
+
+    /// Adds the changed slots and the deletes to the checkpoint, in key order (RocksDB's
+    /// memtable takes sorted keys far faster than random ones). Empty slots are freed.
+    pub fn checkpoint<V: SlotValues>(&mut self, batch: &mut WriteBatch, values: &mut V) {
+        for (vnode, key) in std::mem::take(&mut self.deletes) {
+            self.set_store_key(vnode, &key);
+            batch.delete(&self.store_key);
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.retain(|&slot| self.slots[slot as usize].dirty);
+        dirty.sort_unstable_by(|&a, &b| {
+            let (a, b) = (&self.slots[a as usize], &self.slots[b as usize]);
+            (a.vnode, &a.key).cmp(&(b.vnode, &b.key))
+        });
+        let mut value = Vec::new();
+        for slot in dirty {
+            self.slots[slot as usize].dirty = false;
+            value.clear();
+            let keep = values.save(slot, &mut value);
+            let s = &self.slots[slot as usize];
+            let (vnode, stored) = (s.vnode, s.stored);
+            self.store_key.truncate(0);
+            self.store_key.extend_from_slice(&self.prefix);
+            self.store_key.extend_from_slice(&vnode.to_be_bytes());
+            self.store_key.extend_from_slice(&s.key);
+            if keep {
+                batch.put(&self.store_key, &value);
+                self.slots[slot as usize].stored = true;
+                self.set_value_len(slot, value.len());
+                self.value_guess = (self.value_guess * 7 + value.len()) / 8;
+            } else {
+                if stored {
+                    batch.delete(&self.store_key);
+                }
+                self.free_slot(slot, values);
+            }
+        }
+        self.budget.sub_dirty(self.dirty_bytes);
+        self.dirty_bytes = 0;
+    }
+
+    /// Evicts least recently used clean slots while the shared budget is exceeded.
+    pub fn evict<V: SlotValues>(&mut self, values: &mut V) {
+        let mut excess = self.budget.excess();
+        if excess == 0 {
+            return;
+        }
+        let mut budget_rounds = self.recency.len();
+        while excess > 0 && budget_rounds > 0 {
+            budget_rounds -= 1;
+            let Some((slot, epoch)) = self.recency.pop_front() else {
+                break;
+            };
+            let s = &self.slots[slot as usize];
+            if !s.live || s.last_used != epoch || s.pinned {
+                continue;
+            }
+            if s.dirty {
+                // Written at the next checkpoint; it stays until then.
+                self.recency.push_back((slot, epoch));
+                continue;
+            }
+            excess = excess.saturating_sub(s.bytes as usize);
+            self.maybe_stored = true;
+            self.free_slot(slot, values);
+        }
+    }
+
+    fn new_slot<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> u32 {
+        let bytes = (key.len() + self.value_guess + SLOT_OVERHEAD) as u32;
+        let fresh = Slot {
+            key: key.into(),
+            vnode: vnode_of(key),
+            last_used: 0,
+            bytes,
+            live: true,
+            dirty: false,
+            stored: false,
+            pinned: false,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = fresh;
+                slot
+            }
+            None => {
+                self.slots.push(fresh);
+                values.grow(self.slots.len());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(key.into(), slot);
+        self.bytes += bytes as usize;
+        self.budget.add(bytes as usize);
+        slot
+    }
+
+    /// Marks a slot used by the current batch; true on its first use in the batch.
+    fn touch(&mut self, slot: u32) -> bool {
+        let s = &mut self.slots[slot as usize];
+        if s.last_used == self.epoch {
+            return false;
+        }
+        s.last_used = self.epoch;
+        self.recency.push_back((slot, self.epoch));
+        true
+    }
+
+    /// Reads the given new slots' keys from the store, loading the ones found.
+    fn read_misses<V: SlotValues>(&mut self, misses: &[u32], values: &mut V) -> Result<()> {
+        if misses.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Vec<u8>> = misses
+            .iter()
+            .map(|&slot| {
+                let s = &self.slots[slot as usize];
+                let mut key = Vec::with_capacity(self.prefix.len() + 2 + s.key.len());
+                key.extend_from_slice(&self.prefix);
+                key.extend_from_slice(&s.vnode.to_be_bytes());
+                key.extend_from_slice(&s.key);
+                key
+            })
+            .collect();
+        let found = self.store.multi_get(&keys)?;
+        for (&slot, value) in misses.iter().zip(found) {
+            if let Some(value) = value {
+                values.load(slot, &value)?;
+                self.slots[slot as usize].stored = true;
+                self.set_value_len(slot, value.len());
+            }
+        }
+        Ok(())
+    }
+
+    fn set_value_len(&mut self, slot: u32, value_len: usize) {
+        let s = &mut self.slots[slot as usize];
+        let bytes = (s.key.len() + value_len + SLOT_OVERHEAD) as u32;
+        if bytes >= s.bytes {
+            let grown = (bytes - s.bytes) as usize;
+            self.bytes += grown;
+            self.budget.add(grown);
+        } else {
+            let shrunk = (s.bytes - bytes) as usize;
+            self.bytes -= shrunk;
+            self.budget.sub(shrunk);
+        }
+        s.bytes = bytes;
+    }
+
+    fn free_slot<V: SlotValues>(&mut self, slot: u32, values: &mut V) {
+        let s = &mut self.slots[slot as usize];
+        if !s.live {
+            return;
+        }
+        s.live = false;
+        s.dirty = false;
+        s.pinned = false;
+        let key = std::mem::take(&mut s.key);
+        let bytes = s.bytes as usize;
+        self.index.remove(&key);
+        self.bytes -= bytes;
+        self.budget.sub(bytes);
+        values.reset(slot);
+        self.free.push(slot);
+    }
+
+    fn set_store_key(&mut self, vnode: Vnode, key: &[u8]) {
+        self.store_key.clear();
+        self.store_key.extend_from_slice(&self.prefix);
+        self.store_key.extend_from_slice(&vnode.to_be_bytes());
+        self.store_key.extend_from_slice(key);
+    }
+
+    /// Drops entries of the recency queue that later uses or frees made stale, once they
+    /// outnumber the live slots (so the queue stays proportional to the cache).
+    fn compact_recency(&mut self) {
+        if self.recency.len() <= 2 * self.index.len() + 1024 {
+            return;
+        }
+        let slots = &self.slots;
+        self.recency.retain(|&(slot, epoch)| {
+            slots[slot as usize].live && slots[slot as usize].last_used == epoch
+        });
+    }
+}
+
+impl Drop for KeyedState {
+    fn drop(&mut self) {
+        self.budget.sub(self.bytes);
+        self.budget.sub_dirty(self.dirty_bytes);
+    }
+}
+
+impl std::fmt::Debug for KeyedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedState")
+            .field("cached", &self.index.len())
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CacheBudget, StoreOptions};
+
+    /// A count per key.
+    #[derive(Default)]
+    struct Counts(Vec<i64>);
+
+    impl SlotValues for Counts {
+        fn grow(&mut self, slots: usize) {
+            self.0.resize(slots, 0);
+        }
+        fn load(&mut self, slot: u32, value: &[u8]) -> Result<()> {
+            assert_eq!(
+                self.0[slot as usize], 0,
+                "loaded into a slot that is not empty"
+            );
+            self.0[slot as usize] = i64::from_le_bytes(value.try_into().unwrap());
+            Ok(())
+        }
+        fn save(&self, slot: u32, out: &mut Vec<u8>) -> bool {
+            let n = self.0[slot as usize];
+            out.extend_from_slice(&n.to_le_bytes());
+            n != 0
+        }
+        fn reset(&mut self, slot: u32) {
+            self.0[slot as usize] = 0;
+        }
+    }
+
+    fn add(state: &mut KeyedState, counts: &mut Counts, keys: &[u64]) {
+        state.begin_batch();
+        let encoded: Vec<[u8; 8]> = keys.iter().map(|k| k.to_be_bytes()).collect();
+        let (mut slots, mut touched) = (Vec::new(), Vec::new());
+        state
+            .resolve(
+                encoded.iter().map(|k| &k[..]),
+                counts,
+                &mut slots,
+                &mut touched,
+            )
+            .unwrap();
+        for &slot in &slots {
+            counts.0[slot as usize] += 1;
+        }
+        for (slot, _) in touched {
+            state.mark_dirty(slot);
+        }
+        state.evict(counts);
+    }
+
+    fn checkpoint(store: &Store, state: &mut KeyedState, counts: &mut Counts) {
+        let mut batch = WriteBatch::default();
+        state.checkpoint(&mut batch, counts);
+        store.write(batch).unwrap();
+    }
+
+    fn count_of(state: &mut KeyedState, counts: &mut Counts, key: u64) -> i64 {
+        state.begin_batch();
+        let slot = state.slot_for(&key.to_be_bytes(), counts).unwrap();
+        counts.0[slot as usize]
+    }
+
+    #[test]
+    fn a_small_cache_evicts_and_rereads_without_losing_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        // Room for about 40 keys.
+        let budget = CacheBudget::new(40 * (8 + 8 + SLOT_OVERHEAD));
+        let mut state = KeyedState::open(store.clone(), vec![7], budget.clone()).unwrap();
+        let mut counts = Counts::default();
+        for round in 0..5u64 {
+            let keys: Vec<u64> = (0..1000).map(|i| (i * 7919 + round) % 1000).collect();
+            for chunk in keys.chunks(50) {
+                add(&mut state, &mut counts, chunk);
+                checkpoint(&store, &mut state, &mut counts);
+            }
+        }
+        assert!(state.cached() < 200, "{} keys cached", state.cached());
+        assert!(
+            budget.used() <= budget.limit() * 2,
+            "{} bytes used",
+            budget.used()
+        );
+        for key in [0, 1, 500, 999] {
+            assert_eq!(count_of(&mut state, &mut counts, key), 5, "key {key}");
+        }
+        // A second table over the same store reads what the first wrote, under vnode keys.
+        let mut reopened = KeyedState::open(store.clone(), vec![7], budget).unwrap();
+        let mut fresh = Counts::default();
+        assert_eq!(count_of(&mut reopened, &mut fresh, 321), 5);
+        let vnode = vnode_of(&321u64.to_be_bytes());
+        let mut key = vec![7];
+        key.extend_from_slice(&vnode.to_be_bytes());
+        key.extend_from_slice(&321u64.to_be_bytes());
+        assert_eq!(store.get(&key).unwrap(), Some(5i64.to_le_bytes().to_vec()));
+    }
+
+    #[test]
+    fn empty_and_removed_keys_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let budget = CacheBudget::unlimited();
+        let mut state = KeyedState::open(store.clone(), vec![9], budget.clone()).unwrap();
+        let mut counts = Counts::default();
+        add(&mut state, &mut counts, &[1, 2, 3]);
+        checkpoint(&store, &mut state, &mut counts);
+        assert_eq!(store.scan_prefix(&[9]).unwrap().len(), 3);
+        // Key 1 back to zero: deleted at the checkpoint; key 2 removed outright.
+        state.begin_batch();
+        let slot = state.slot_for(&1u64.to_be_bytes(), &mut counts).unwrap();
+        counts.0[slot as usize] = 0;
+        state.mark_dirty(slot);
+        let two = state.slot_for(&2u64.to_be_bytes(), &mut counts).unwrap();
+        state.remove(two, &mut counts);
+        checkpoint(&store, &mut state, &mut counts);
+        let left = store.scan_prefix(&[9]).unwrap();
+        assert_eq!(left.len(), 1);
+        assert!(left[0].0.ends_with(&3u64.to_be_bytes()));
+        assert_eq!(state.cached(), 1);
+        drop(state);
+        assert_eq!(budget.used(), 0, "a dropped table gives its bytes back");
+    }
+
+    #[test]
+    fn changed_entries_stay_until_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let budget = CacheBudget::new(1024);
+        let mut state = KeyedState::open(store.clone(), vec![5], budget.clone()).unwrap();
+        let mut counts = Counts::default();
+        add(&mut state, &mut counts, &(0..100).collect::<Vec<_>>());
+        assert_eq!(state.cached(), 100, "dirty keys are never evicted");
+        assert!(budget.wants_checkpoint());
+        checkpoint(&store, &mut state, &mut counts);
+        assert!(!budget.wants_checkpoint());
+        add(&mut state, &mut counts, &[100]);
+        assert!(state.cached() < 100);
+        assert_eq!(count_of(&mut state, &mut counts, 42), 1);
+    }
+}
