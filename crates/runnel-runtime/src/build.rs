@@ -334,6 +334,7 @@ pub fn build_operator(
                 output_schema,
                 key.as_deref(),
                 *appended,
+                budget.clone(),
             )?)
         }
     })

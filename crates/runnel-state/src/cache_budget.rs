@@ -80,3 +80,35 @@ impl CacheBudget {
         self.dirty.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
+
+/// Changes an operator buffers until the next checkpoint outside a [`crate::KeyedState`] (a
+/// view's pending rows), counted in the budget's changed bytes so that they, too, bring the
+/// checkpoint forward when they grow.
+#[derive(Debug)]
+pub struct PendingBytes {
+    budget: SharedBudget,
+    counted: usize,
+}
+
+impl PendingBytes {
+    pub fn new(budget: SharedBudget) -> Self {
+        PendingBytes { budget, counted: 0 }
+    }
+
+    pub fn add(&mut self, bytes: usize) {
+        self.counted += bytes;
+        self.budget.add_dirty(bytes);
+    }
+
+    /// The buffered changes were written (a checkpoint).
+    pub fn clear(&mut self) {
+        self.budget.sub_dirty(self.counted);
+        self.counted = 0;
+    }
+}
+
+impl Drop for PendingBytes {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

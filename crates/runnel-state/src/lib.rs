@@ -13,7 +13,7 @@ pub mod keys;
 pub mod store;
 pub mod vnode;
 
-pub use cache_budget::{CacheBudget, SharedBudget};
+pub use cache_budget::{CacheBudget, PendingBytes, SharedBudget};
 pub use error::StateError;
 pub use keyed_state::{KeyedState, SlotValues};
 pub use store::{KeyValue, Store, StoreOptions, WriteBatch};

@@ -600,7 +600,8 @@ async fn event_time_views_equal_batch_queries_at_the_watermark() {
     let started = Instant::now();
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = TestServer::start(dir.path());
+    // Every operator evicts and re-reads its state all the time (docs/testing.md).
+    let server = TestServer::start_with(dir.path(), support::TINY_STATE_CACHE);
     let mut h = Harness::new(
         format!("RUNNEL_DIFF_SEED={seed} cargo test --test differential_event_time"),
         server.connect().await,

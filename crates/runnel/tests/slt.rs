@@ -152,13 +152,14 @@ fn any_columns(_actual: &Vec<DefaultColumnType>, _expected: &Vec<DefaultColumnTy
     true
 }
 
-/// Runs one file against a fresh server; returns the runner's error text on failure.
-fn run_file(path: &Path) -> Result<(), String> {
+/// Runs one file against a fresh server started with `args`; returns the runner's error text
+/// on failure.
+fn run_file(path: &Path, args: &[&str]) -> Result<(), String> {
     let run_skipped =
         std::env::var_os("SLT_RUN_SKIPPED").is_some_and(|v| !v.is_empty() && v != "0");
     let engine = if run_skipped { "" } else { "runnel" };
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-    let server = TestServer::start(dir.path());
+    let server = TestServer::start_with(dir.path(), args);
     let conninfo = server.conninfo();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -207,25 +208,37 @@ fn slt_files() -> Vec<PathBuf> {
     files
 }
 
+/// The server configurations every file runs under: the default, and a 1 KiB state cache
+/// in which every operator evicts and re-reads its state all the time.
+const CONFIGURATIONS: &[(&str, &[&str])] = &[
+    ("", &[]),
+    (" [tiny state cache]", support::TINY_STATE_CACHE),
+];
+
 #[test]
 fn sql_logic_tests() {
     let files = slt_files();
     assert!(!files.is_empty(), "no sql-tests/*.slt files matched");
-    let queue = Mutex::new(files.clone());
+    let runs: Vec<(PathBuf, usize)> = files
+        .iter()
+        .flat_map(|f| (0..CONFIGURATIONS.len()).map(move |c| (f.clone(), c)))
+        .collect();
+    let queue = Mutex::new(runs.clone());
     let failures: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..CONCURRENCY {
             scope.spawn(|| loop {
-                let Some(path) = queue.lock().expect("queue lock").pop() else {
+                let Some((path, configuration)) = queue.lock().expect("queue lock").pop() else {
                     break;
                 };
+                let (label, args) = CONFIGURATIONS[configuration];
                 let name = path
                     .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
+                    .map(|n| format!("{}{label}", n.to_string_lossy()))
                     .unwrap_or_default();
                 let started = std::time::Instant::now();
                 // A panic (for example the server failing to start) is a failure of this file.
-                let outcome = std::panic::catch_unwind(|| run_file(&path))
+                let outcome = std::panic::catch_unwind(|| run_file(&path, args))
                     .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&panic))));
                 match outcome {
                     Ok(()) => eprintln!("ok     {name} ({:.1}s)", started.elapsed().as_secs_f64()),
@@ -240,7 +253,7 @@ fn sql_logic_tests() {
     let mut failures = failures.into_inner().expect("failures lock");
     failures.sort();
     if !failures.is_empty() {
-        let mut report = format!("{} of {} slt files failed:\n", failures.len(), files.len());
+        let mut report = format!("{} of {} slt runs failed:\n", failures.len(), runs.len());
         for (name, error) in &failures {
             report.push_str(&format!("\n=== {name}\n{error}\n"));
         }

@@ -26,7 +26,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::EncodedRows;
 use runnel_state::keys::prefix_end;
-use runnel_state::{Store, WriteBatch};
+use runnel_state::{PendingBytes, SharedBudget, Store, WriteBatch};
 
 use crate::operator::Operator;
 use crate::stored_rows::{stored_batch_rows, sum_stored};
@@ -54,6 +54,9 @@ pub struct MaterializeOp {
     changes: u64,
     /// SUBSCRIBE's subscribers to the view.
     tap: ChangeTap,
+    /// The memory `pending` holds, counted in the state budget (a checkpoint comes early when
+    /// the changes of one interval outgrow it).
+    pending_bytes: PendingBytes,
 }
 
 /// Where a view's row count is stored: in the view's operator range (DROP removes it), under a
@@ -61,6 +64,9 @@ pub struct MaterializeOp {
 pub fn row_count_key(view: runnel_plan::ObjectId) -> Vec<u8> {
     runnel_state::keys::operator_prefix(view, u32::MAX - 1)
 }
+
+/// What a pending key costs beyond its bytes (hash map entry, allocation), roughly.
+const PENDING_ENTRY_OVERHEAD: usize = 48;
 
 /// Changes since the last checkpoint.
 enum Pending {
@@ -88,6 +94,7 @@ impl MaterializeOp {
         schema: SchemaRef,
         key: Option<&[usize]>,
         appended: bool,
+        budget: SharedBudget,
     ) -> Result<Self> {
         let layout = ViewLayout::new(key, appended, schema.fields().len());
         let pending = match layout {
@@ -132,6 +139,7 @@ impl MaterializeOp {
             rows_dirty,
             changes: 0,
             tap: ChangeTap::default(),
+            pending_bytes: PendingBytes::new(budget),
         })
     }
 
@@ -218,11 +226,13 @@ impl MaterializeOp {
         };
         let options = datafusion::arrow::record_batch::RecordBatchOptions::new()
             .with_row_count(Some(rows.num_rows()));
-        batches.push(RecordBatch::try_new_with_options(
+        let rows = RecordBatch::try_new_with_options(
             self.schema.clone(),
             rows.columns().to_vec(),
             &options,
-        )?);
+        )?;
+        self.pending_bytes.add(rows.get_array_memory_size());
+        batches.push(rows);
         Ok(())
     }
 
@@ -235,6 +245,7 @@ impl MaterializeOp {
         let n = batch.num_rows();
         encode_columns(batch.columns(), key, n, &mut self.key_scratch)?;
         encode_columns(batch.columns(), value, n, &mut self.value_scratch)?;
+        let (arena_before, keys_before) = (arena.len(), latest.len());
         // Rows are applied in order: an update arrives as the old row's delete, then the new
         // row's insert, so the last change per key is the key's state.
         for (i, &w) in weights.iter().enumerate() {
@@ -253,6 +264,11 @@ impl MaterializeOp {
                 }
             }
         }
+        let new_keys = latest.len() - keys_before;
+        self.pending_bytes.add(
+            arena.len() - arena_before
+                + new_keys * (PENDING_ENTRY_OVERHEAD + self.key_scratch.data_len() / n.max(1)),
+        );
         Ok(())
     }
 
@@ -267,14 +283,17 @@ impl MaterializeOp {
             batch.num_rows(),
             &mut self.key_scratch,
         )?;
+        let mut added = 0;
         for (row, &w) in self.key_scratch.iter().zip(weights) {
             match deltas.get_mut(row) {
                 Some(d) => *d += w,
                 None => {
+                    added += row.len() + PENDING_ENTRY_OVERHEAD;
                     deltas.insert(row.into(), w);
                 }
             }
         }
+        self.pending_bytes.add(added);
         Ok(())
     }
 }
@@ -304,6 +323,7 @@ impl Operator for MaterializeOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
+        self.pending_bytes.clear();
         if self.rows_dirty {
             batch.put(&self.count_key, self.rows.to_le_bytes());
             self.rows_dirty = false;
@@ -444,6 +464,7 @@ mod tests {
             schema(),
             key,
             appended,
+            runnel_state::CacheBudget::unlimited(),
         )
         .expect("the operator builds")
     }

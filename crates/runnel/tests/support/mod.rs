@@ -17,17 +17,33 @@ pub struct TestServer {
     pub data_dir: PathBuf,
 }
 
+/// A state cache of 1 KiB (`--state-cache-mb`), room for a handful of keys: every operator
+/// evicts and re-reads its state all the time, and checkpoints come after nearly every batch
+/// (see `runnel_state::CacheBudget`).
+pub const TINY_STATE_CACHE: &[&str] = &["--state-cache-mb", "0.001"];
+
 impl TestServer {
     /// Starts a server on a fresh data directory inside `dir`.
     pub fn start(dir: &Path) -> TestServer {
         Self::start_on(dir.join("data"))
     }
 
+    /// Starts a server on a fresh data directory inside `dir`, with extra `serve` arguments.
+    pub fn start_with(dir: &Path, args: &[&str]) -> TestServer {
+        Self::start_on_with(dir.join("data"), args)
+    }
+
     /// Starts a server on `data_dir` (new or existing).
     pub fn start_on(data_dir: PathBuf) -> TestServer {
+        Self::start_on_with(data_dir, &[])
+    }
+
+    /// Starts a server on `data_dir` (new or existing), with extra `serve` arguments.
+    pub fn start_on_with(data_dir: PathBuf, args: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runnel"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            .args(args)
             .env("RUNNEL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
