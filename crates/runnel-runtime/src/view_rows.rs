@@ -3,14 +3,18 @@
 //!
 //! Three layouts, fixed when the view is created (the catalog records which):
 //! - **keyed**, when the plan proves that some output columns identify a row (the group
-//!   columns of an aggregate): key = the encoded key columns, value = the encoded remaining
-//!   columns in schema order. An update is one put, with no read of the old row.
+//!   columns of an aggregate): key = the vnode of the encoded key columns, then the encoded
+//!   key columns; value = the encoded remaining columns in schema order. An update is one
+//!   put, with no read of the old row; a lookup of one key is one read ([`row_store_key`]).
 //! - **appended**, when the view has no key and only ever gets inserts (a projection or
 //!   filter of a stream): key = a block number (`u64` big-endian), value = an Arrow IPC
 //!   batch of the rows appended in one checkpoint (at most [`APPEND_BLOCK_ROWS`]). Writing a
 //!   row costs a copy into its block instead of a store entry of its own.
-//! - **counted**, otherwise: key = the encoded whole row, value = its multiplicity (`i64`
-//!   little-endian), so duplicate rows are stored once.
+//! - **counted**, otherwise: key = the vnode of the encoded whole row, then the encoded
+//!   row; value = its multiplicity (`i64` little-endian), so duplicate rows are stored once.
+//!
+//! The vnode (`runnel_state::vnode`) comes first so that a view's rows split by vnode as its
+//! operators' state does.
 
 use datafusion::arrow::array::{ArrayRef, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -47,6 +51,18 @@ impl ViewLayout {
             None => ViewLayout::Counted,
         }
     }
+}
+
+/// The bytes of the vnode between a keyed or counted view's prefix and its row key.
+pub const VNODE_BYTES: usize = 2;
+
+/// The store key of a keyed or counted view's row (`row_key`: the encoded key columns, or the
+/// encoded row), in `out`.
+pub fn row_store_key(prefix: &[u8], row_key: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&runnel_state::vnode::vnode_of(row_key).to_be_bytes());
+    out.extend_from_slice(row_key);
 }
 
 /// The store key of block `block` of an appended view under `prefix`.
@@ -177,8 +193,8 @@ pub fn decode_view_rows<'a>(
     }
 }
 
-/// Decodes stored key/value pairs (full keys, view prefix of `prefix_len` bytes included) in
-/// batches of at most [`READ_BATCH_ROWS`] rows.
+/// Decodes stored key/value pairs (full keys, view prefix of `prefix_len` bytes and the vnode
+/// included) in batches of at most [`READ_BATCH_ROWS`] rows.
 pub fn decode_stored(
     layout: &ViewLayout,
     schema: &SchemaRef,
@@ -191,16 +207,21 @@ pub fn decode_stored(
             .map(|(_, v)| decode_block(schema, v))
             .collect();
     }
+    let skip = prefix_len + VNODE_BYTES;
     stored
         .chunks(READ_BATCH_ROWS)
         .map(|chunk| {
-            decode_view_rows(
-                layout,
-                schema,
-                chunk.iter().map(|(k, v)| (&k[prefix_len..], &v[..])),
-            )
+            let rows = chunk
+                .iter()
+                .map(|(k, v)| Ok((k.get(skip..).ok_or_else(short_key)?, &v[..])))
+                .collect::<Result<Vec<_>>>()?;
+            decode_view_rows(layout, schema, rows.into_iter())
         })
         .collect()
+}
+
+fn short_key() -> RunnelError {
+    RunnelError::internal("a view row's key is shorter than its prefix and vnode")
 }
 
 /// The committed contents of a view.

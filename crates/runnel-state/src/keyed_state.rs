@@ -221,6 +221,8 @@ impl KeyedState {
             };
             self.pin(slot);
         }
+        // Everything stored is cached now: a miss is a new key until something is evicted.
+        self.maybe_stored = false;
         Ok(())
     }
 
@@ -259,6 +261,10 @@ impl KeyedState {
         });
         let mut value = Vec::new();
         for slot in dirty {
+            if !self.slots[slot as usize].dirty {
+                // Listed twice (freed and given to another key since): written already.
+                continue;
+            }
             self.slots[slot as usize].dirty = false;
             value.clear();
             let keep = values.save(slot, &mut value);

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod engine;
 pub mod handlers;
 pub mod kafka_ingest;
+pub mod key_lookup;
 pub mod metrics;
 pub mod metrics_server;
 pub mod nexmark_ingest;

@@ -1,6 +1,7 @@
 //! Serving: DataFusion sees Runnel's catalog through a `SchemaProvider` whose tables read
 //! stream logs, table rows and view contents straight from the store. Ad-hoc SELECTs,
-//! INSERT ... SELECT and the scans behind UPDATE/DELETE all go through here.
+//! INSERT ... SELECT and the scans behind UPDATE/DELETE all go through here. A keyed view
+//! filtered on its key reads only those keys ([`crate::key_lookup`]).
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use runnel_common::{Result, RunnelError, SqlState};
 use runnel_runtime::view_rows::{read_view, ViewLayout};
@@ -18,6 +19,7 @@ use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
 use runnel_state::keys;
 
+use crate::key_lookup::{KeyLookup, ViewKeyLookupExec};
 use crate::shared::Shared;
 use crate::system_catalog::SystemSchema;
 
@@ -85,6 +87,24 @@ pub struct RelationTable {
 }
 
 impl RelationTable {
+    /// A keyed view's key columns (name, index), in key order; none for other relations.
+    fn key_columns(&self) -> Vec<(String, usize)> {
+        match (&self.entry.kind, &self.entry.view_key) {
+            (ObjectKind::MaterializedView, Some(key)) if !self.entry.view_appended => key
+                .iter()
+                .map(|&i| (self.schema.field(i).name().clone(), i))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn with_own_schema(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        batches
+            .into_iter()
+            .map(|b| Ok(b.with_schema(self.schema.clone())?))
+            .collect()
+    }
+
     pub fn new(entry: Arc<CatalogEntry>, shared: Arc<Shared>) -> Self {
         let fields: Vec<Field> = entry
             .schema
@@ -117,13 +137,43 @@ impl TableProvider for RelationTable {
         }
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        let keys = self.key_columns();
+        let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+        Ok(filters
+            .iter()
+            .map(|f| match crate::key_lookup::is_key_filter(f, &names) {
+                // DataFusion still applies the filter: the lookup only narrows the read.
+                true => TableProviderFilterPushDown::Inexact,
+                false => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let to_df = |e: RunnelError| DataFusionError::External(Box::new(e));
+        let key_columns = self.key_columns();
+        if let Some(lookup) = KeyLookup::plan(filters, &key_columns, &self.entry.schema) {
+            let batches = read_view_keys(&self.shared, &self.entry, &lookup)
+                .and_then(|batches| self.with_own_schema(batches))
+                .map_err(to_df)?;
+            return Ok(Arc::new(ViewKeyLookupExec::new(
+                &self.entry.name,
+                &lookup,
+                batches,
+                self.schema(),
+                projection.cloned(),
+            )?));
+        }
         let batches = read_relation(&self.shared, &self.entry)
             .and_then(|batches| {
                 batches
@@ -158,6 +208,44 @@ pub fn decode_table_rows<'a>(
     )?)
 }
 
+/// A view's failure, as the error reading it gives: its rows stopped at the failure, so
+/// reading them as current would be a wrong answer.
+fn check_view_current(shared: &Shared, entry: &CatalogEntry) -> Result<()> {
+    match shared.worker.view_failure(entry.id) {
+        Some(error) => Err(RunnelError::execution(
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "materialized view \"{}\" stopped updating: {error}; drop and re-create it",
+                entry.name
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn view_layout(entry: &CatalogEntry) -> ViewLayout {
+    ViewLayout::new(
+        entry.view_key.as_deref(),
+        entry.view_appended,
+        entry.schema.fields().len(),
+    )
+}
+
+/// The rows of a keyed view with the keys `lookup` names.
+fn read_view_keys(
+    shared: &Shared,
+    entry: &CatalogEntry,
+    lookup: &KeyLookup,
+) -> Result<Vec<RecordBatch>> {
+    check_view_current(shared, entry)?;
+    lookup.read(
+        &shared.store,
+        &keys::view_prefix(entry.id),
+        &view_layout(entry),
+        &entry.schema,
+    )
+}
+
 /// Reads a relation's current contents from the store.
 pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<RecordBatch>> {
     let schema = entry.schema.clone();
@@ -172,22 +260,13 @@ pub fn read_relation(shared: &Shared, entry: &CatalogEntry) -> Result<Vec<Record
         }
         ObjectKind::Sink => Ok(Vec::new()),
         ObjectKind::MaterializedView => {
-            // Its rows stopped at the failure: reading them as current would be a wrong answer.
-            if let Some(error) = shared.worker.view_failure(entry.id) {
-                return Err(RunnelError::execution(
-                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!(
-                        "materialized view \"{}\" stopped updating: {error}; drop and re-create it",
-                        entry.name
-                    ),
-                ));
-            }
-            let layout = ViewLayout::new(
-                entry.view_key.as_deref(),
-                entry.view_appended,
-                schema.fields().len(),
-            );
-            read_view(store, &keys::view_prefix(entry.id), &layout, &schema)
+            check_view_current(shared, entry)?;
+            read_view(
+                store,
+                &keys::view_prefix(entry.id),
+                &view_layout(entry),
+                &schema,
+            )
         }
     }
 }

@@ -590,9 +590,21 @@ async fn acknowledged_writes_survive_kill_without_flush() {
 /// and every view equals the same query computed from scratch over the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_during_writes_is_exactly_once() {
+    kill_during_writes(&[], 7).await;
+}
+
+/// The same with a 1 KiB state cache and 997 groups: the kills land while the aggregate
+/// evicts groups and reads them back all the time, and the restarts open state far larger
+/// than the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_eviction_heavy_writes_is_exactly_once() {
+    kill_during_writes(support::TINY_STATE_CACHE, 997).await;
+}
+
+async fn kill_during_writes(server_args: &'static [&'static str], groups: u64) {
     const BATCH: u64 = 20;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = blocking(|| TestServer::start(dir.path()));
+    let mut server = blocking(|| TestServer::start_with(dir.path(), server_args));
     let client = server.connect().await;
     exec(&client, "CREATE STREAM s (id BIGINT, g BIGINT, x BIGINT)").await;
     exec(
@@ -612,7 +624,7 @@ async fn kill_during_writes_is_exactly_once() {
     .await;
     drop(client);
 
-    let row = |id: u64| format!("({id}, {}, {})", id % 7, (id * 31) % 101);
+    let row = move |id: u64| format!("({id}, {}, {})", id % groups, (id * 31) % 101);
     let mut next_batch = 0u64;
     for cycle in 0..3 {
         let writer_client = server.connect().await;
@@ -645,7 +657,7 @@ async fn kill_during_writes_is_exactly_once() {
         let in_flight = writer.await.expect("writer task");
         let acked_batches = acked.load(Ordering::SeqCst);
         assert_eq!(in_flight, acked_batches);
-        server = blocking(|| TestServer::start_on(server.data_dir.clone()));
+        server = blocking(|| TestServer::start_on_with(server.data_dir.clone(), server_args));
 
         let client = server.connect().await;
         exec(&client, "FLUSH").await;
@@ -684,7 +696,7 @@ async fn kill_during_writes_is_exactly_once() {
         let ids = 0..count;
         let mut by_g: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
         for id in ids.clone() {
-            let e = by_g.entry(id % 7).or_default();
+            let e = by_g.entry(id % groups).or_default();
             e.0 += 1;
             e.1 += (id * 31) % 101;
             e.2 = e.2.max(id);

@@ -26,14 +26,15 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::EncodedRows;
 use runnel_state::keys::prefix_end;
+use runnel_state::vnode::vnode_of;
 use runnel_state::{PendingBytes, SharedBudget, Store, WriteBatch};
 
 use crate::operator::Operator;
 use crate::stored_rows::{stored_batch_rows, sum_stored};
 use crate::subscription::ChangeTap;
 use crate::view_rows::{
-    block_key, decode_block, decode_count, decode_view_rows, encode_columns, ViewLayout,
-    APPEND_BLOCK_ROWS,
+    block_key, decode_block, decode_count, decode_view_rows, encode_columns, row_store_key,
+    ViewLayout, APPEND_BLOCK_ROWS, VNODE_BYTES,
 };
 
 pub struct MaterializeOp {
@@ -157,7 +158,7 @@ impl MaterializeOp {
     /// The view's current contents (committed state plus pending changes) as one insert
     /// batch, for backfilling a view that reads this one.
     pub fn snapshot(&self) -> Result<ChangeBatch> {
-        let prefix_len = self.prefix.len();
+        let prefix_len = self.prefix.len() + VNODE_BYTES;
         let stored = self.store.scan_prefix(&self.prefix)?;
         let data = match &self.pending {
             Pending::Keyed { latest, arena } => {
@@ -350,11 +351,13 @@ impl Operator for MaterializeOp {
             }
             Pending::Keyed { latest, arena } => {
                 // In key order: RocksDB's memtable inserts sorted keys far faster.
-                let mut rows: Vec<_> = latest.drain().collect();
-                rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                for (row_key, row) in rows {
-                    key.truncate(self.prefix.len());
-                    key.extend_from_slice(&row_key);
+                let mut rows: Vec<_> = latest
+                    .drain()
+                    .map(|(row_key, row)| (vnode_of(&row_key), row_key, row))
+                    .collect();
+                rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+                for (_, row_key, row) in rows {
+                    row_store_key(&self.prefix, &row_key, &mut key);
                     match row {
                         Some((start, end)) => batch.put(&key, &arena[start..end]),
                         None => batch.delete(&key),
@@ -371,9 +374,8 @@ impl Operator for MaterializeOp {
                 let keys: Vec<Vec<u8>> = deltas
                     .iter()
                     .map(|(row, _)| {
-                        let mut key = Vec::with_capacity(self.prefix.len() + row.len());
-                        key.extend_from_slice(&self.prefix);
-                        key.extend_from_slice(row);
+                        let mut key = Vec::with_capacity(self.prefix.len() + 2 + row.len());
+                        row_store_key(&self.prefix, row, &mut key);
                         key
                     })
                     .collect();
