@@ -183,9 +183,13 @@ pub fn build_operator(
                 Some(f) => Some(compile(f, &node.schema)?),
                 None => None,
             };
+            let side_state = |side: u8| {
+                let mut side_prefix = prefix.clone();
+                side_prefix.push(side);
+                KeyedState::open(store.clone(), side_prefix, budget.clone())
+            };
             Box::new(JoinOp::new(
-                store,
-                prefix,
+                [side_state(0)?, side_state(1)?],
                 *join_type,
                 compile_all(left_keys, left)?,
                 compile_all(right_keys, right)?,

@@ -58,8 +58,9 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 5: operator state keys
-/// start with a vnode (`runnel_state::vnode`) and aggregates read their groups on demand. 4: `avg(integer) OVER` is
+/// What a materialized view's stored rows and operator state mean. 5: aggregate and join
+/// state keys and keyed/counted view rows start with a vnode (`runnel_state::vnode`), and
+/// that state is read on demand. 4: `avg(integer) OVER` is
 /// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.
 /// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.

@@ -7,7 +7,7 @@
 //! asks the worker for a checkpoint, which makes them clean. So memory is bounded by the
 //! configuration, whatever the number of keys.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Shared by every state table of a worker.
@@ -16,6 +16,10 @@ pub struct CacheBudget {
     limit: usize,
     used: AtomicUsize,
     dirty: AtomicUsize,
+    /// Entries evicted, and keys read from the store because they were not cached, since
+    /// start (for the metrics: a cache too small for the working set shows as both growing).
+    evicted: AtomicU64,
+    read: AtomicU64,
 }
 
 /// A handle on the budget, cheap to clone.
@@ -27,6 +31,8 @@ impl CacheBudget {
             limit: limit_bytes,
             used: AtomicUsize::new(0),
             dirty: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
+            read: AtomicU64::new(0),
         })
     }
 
@@ -57,6 +63,24 @@ impl CacheBudget {
             return 0;
         }
         used - (self.limit - self.limit / 8)
+    }
+
+    /// Entries evicted since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Keys read from the store on a cache miss since start.
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_evicted(&self, entries: u64) {
+        self.evicted.fetch_add(entries, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_read(&self, keys: u64) {
+        self.read.fetch_add(keys, Ordering::Relaxed);
     }
 
     /// Changed entries take half the budget: a checkpoint would let them be evicted.

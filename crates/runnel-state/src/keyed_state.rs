@@ -172,6 +172,65 @@ impl KeyedState {
         self.read_misses(&misses, values)
     }
 
+    /// The slot of each key that has state (cached, or stored and read now), `None` for the
+    /// others; unlike [`KeyedState::resolve`], no slot is made for a key without state (a
+    /// join probing the other side must not fill that side's cache with empty keys).
+    pub fn find<'k, V: SlotValues>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        values: &mut V,
+        found: &mut Vec<Option<u32>>,
+    ) -> Result<()> {
+        let start = found.len();
+        // Keys to read, each once, and the rows waiting for each.
+        let mut missing: HashMap<&'k [u8], Vec<usize>> = HashMap::new();
+        for key in keys {
+            match self.index.get(key) {
+                Some(&slot) => {
+                    self.touch(slot);
+                    found.push(Some(slot));
+                }
+                None => {
+                    if self.maybe_stored {
+                        missing.entry(key).or_default().push(found.len());
+                    }
+                    found.push(None);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<(&[u8], Vec<usize>)> = missing.into_iter().collect();
+        let store_keys: Vec<Vec<u8>> = missing
+            .iter()
+            .map(|(key, _)| {
+                let mut store_key = Vec::with_capacity(self.prefix.len() + 2 + key.len());
+                store_key.extend_from_slice(&self.prefix);
+                store_key.extend_from_slice(&vnode_of(key).to_be_bytes());
+                store_key.extend_from_slice(key);
+                store_key
+            })
+            .collect();
+        let stored = self.store.multi_get(&store_keys)?;
+        self.budget.count_read(store_keys.len() as u64);
+        for ((key, rows), value) in missing.into_iter().zip(stored) {
+            let Some(value) = value else {
+                continue;
+            };
+            let slot = self.new_slot(key, values);
+            values.load(slot, &value)?;
+            self.slots[slot as usize].stored = true;
+            self.set_value_len(slot, value.len());
+            self.touch(slot);
+            for row in rows {
+                debug_assert!(row >= start);
+                found[row] = Some(slot);
+            }
+        }
+        Ok(())
+    }
+
     /// The slot of one key, reading it from the store if needed.
     pub fn slot_for<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> Result<u32> {
         if let Some(&slot) = self.index.get(key) {
@@ -228,7 +287,7 @@ impl KeyedState {
 
     pub fn mark_dirty(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
-        if !s.dirty {
+        if s.live && !s.dirty {
             s.dirty = true;
             self.dirty_bytes += s.bytes as usize;
             self.budget.add_dirty(s.bytes as usize);
@@ -297,6 +356,7 @@ impl KeyedState {
             return;
         }
         let mut budget_rounds = self.recency.len();
+        let mut evicted = 0;
         while excess > 0 && budget_rounds > 0 {
             budget_rounds -= 1;
             let Some((slot, epoch)) = self.recency.pop_front() else {
@@ -314,7 +374,9 @@ impl KeyedState {
             excess = excess.saturating_sub(s.bytes as usize);
             self.maybe_stored = true;
             self.free_slot(slot, values);
+            evicted += 1;
         }
+        self.budget.count_evicted(evicted);
     }
 
     fn new_slot<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> u32 {
@@ -374,6 +436,7 @@ impl KeyedState {
             })
             .collect();
         let found = self.store.multi_get(&keys)?;
+        self.budget.count_read(keys.len() as u64);
         for (&slot, value) in misses.iter().zip(found) {
             if let Some(value) = value {
                 values.load(slot, &value)?;

@@ -44,12 +44,13 @@ impl Engine {
                 disk_reserve_bytes: config.disk_reserve_bytes,
             },
         )?;
+        let state_cache = CacheBudget::new(config.state_cache_bytes);
         let WorkerThread { worker, join } = Worker::start(
             store.clone(),
             config.checkpoint_interval,
-            CacheBudget::new(config.state_cache_bytes),
+            state_cache.clone(),
         )?;
-        let shared = Arc::new(Shared::new(store, worker, config)?);
+        let shared = Arc::new(Shared::new(store, worker, state_cache, config)?);
         let engine = Arc::new(Engine {
             shared: shared.clone(),
             worker_thread: Mutex::new(Some(join)),

@@ -14,12 +14,13 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 use runnel_common::{Result, RunnelError};
 use runnel_runtime::CheckpointStats;
-use runnel_state::Store;
+use runnel_state::{CacheBudget, Store};
 
 use crate::shared::Shared;
 use runnel_sql::ObjectKind;
@@ -32,6 +33,10 @@ pub struct Metrics {
     /// Statements run, by `outcome` (`ok` or `error`).
     pub queries: IntCounterVec,
     state_bytes: IntGauge,
+    state_cache_bytes: IntGauge,
+    state_cache_limit_bytes: IntGauge,
+    state_cache_evictions: IntCounter,
+    state_cache_reads: IntCounter,
     checkpoint_seconds: Histogram,
     checkpoint_last_success: Gauge,
     source_records: IntCounterVec,
@@ -67,6 +72,26 @@ impl Metrics {
         let state_bytes = IntGauge::new(
             "runnel_state_bytes",
             "Bytes of live state in RocksDB (its estimate, memtables included).",
+        )
+        .map_err(registration)?;
+        let state_cache_bytes = IntGauge::new(
+            "runnel_state_cache_bytes",
+            "Bytes the view operators' state cache holds (all operators together).",
+        )
+        .map_err(registration)?;
+        let state_cache_limit_bytes = IntGauge::new(
+            "runnel_state_cache_limit_bytes",
+            "The state cache's size (--state-cache-mb).",
+        )
+        .map_err(registration)?;
+        let state_cache_evictions = IntCounter::new(
+            "runnel_state_cache_evictions_total",
+            "State entries evicted from the cache to stay within its size.",
+        )
+        .map_err(registration)?;
+        let state_cache_reads = IntCounter::new(
+            "runnel_state_cache_reads_total",
+            "State keys read from RocksDB because the cache did not hold them.",
         )
         .map_err(registration)?;
         let checkpoint_seconds = Histogram::with_opts(
@@ -168,6 +193,10 @@ impl Metrics {
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queries.clone()),
             Box::new(state_bytes.clone()),
+            Box::new(state_cache_bytes.clone()),
+            Box::new(state_cache_limit_bytes.clone()),
+            Box::new(state_cache_evictions.clone()),
+            Box::new(state_cache_reads.clone()),
             Box::new(checkpoint_seconds.clone()),
             Box::new(checkpoint_last_success.clone()),
             Box::new(source_records.clone()),
@@ -191,6 +220,10 @@ impl Metrics {
             connections,
             queries,
             state_bytes,
+            state_cache_bytes,
+            state_cache_limit_bytes,
+            state_cache_evictions,
+            state_cache_reads,
             checkpoint_seconds,
             checkpoint_last_success,
             source_records,
@@ -216,6 +249,7 @@ impl Metrics {
     /// Every metric in Prometheus's text format, with the figures read now.
     pub async fn render(&self, shared: &Shared) -> Result<String> {
         self.read_sources(shared).await?;
+        self.read_state_cache(&shared.state_cache);
         self.render_with(&shared.store, &shared.worker.checkpoint_stats())
     }
 
@@ -338,6 +372,19 @@ impl Metrics {
             }
             live
         });
+    }
+
+    /// The state cache's figures now (the counters move by what happened since the last read).
+    fn read_state_cache(&self, cache: &CacheBudget) {
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.state_cache_bytes.set(gauge(cache.used()));
+        self.state_cache_limit_bytes.set(gauge(cache.limit()));
+        let evicted = cache.evicted();
+        self.state_cache_evictions
+            .inc_by(evicted.saturating_sub(self.state_cache_evictions.get()));
+        let read = cache.read();
+        self.state_cache_reads
+            .inc_by(read.saturating_sub(self.state_cache_reads.get()));
     }
 
     /// The text of every metric, with the state size and checkpoints read now.

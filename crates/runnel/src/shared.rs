@@ -10,7 +10,7 @@ use std::time::Duration;
 use runnel_common::Result;
 use runnel_plan::ObjectId;
 use runnel_runtime::Worker;
-use runnel_state::Store;
+use runnel_state::{SharedBudget, Store};
 
 use crate::catalog_service::CatalogService;
 use crate::connector_registry::{Sinks, SourceThreads};
@@ -53,6 +53,8 @@ const STREAM_CACHE_BYTES: usize = 256 << 20;
 /// State every session shares.
 pub struct Shared {
     pub store: Arc<Store>,
+    /// The operators' state cache (its size and use, for the metrics).
+    pub state_cache: SharedBudget,
     pub worker: Worker,
     pub catalog: CatalogService,
     writers: Mutex<HashMap<ObjectId, Arc<SourceWriter>>>,
@@ -76,8 +78,14 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub fn new(store: Arc<Store>, worker: Worker, config: EngineConfig) -> Result<Shared> {
+    pub fn new(
+        store: Arc<Store>,
+        worker: Worker,
+        state_cache: SharedBudget,
+        config: EngineConfig,
+    ) -> Result<Shared> {
         Ok(Shared {
+            state_cache,
             catalog: CatalogService::open(store.clone())?,
             roles: crate::roles::Roles::open(store.clone())?,
             store,

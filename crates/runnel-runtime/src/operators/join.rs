@@ -7,12 +7,16 @@
 //! right row arrives (and re-emitted when its last right row goes). Rows whose key has a NULL
 //! never match, as in SQL.
 //!
-//! State per side and key: the multiset of encoded rows, one store value per key.
+//! State per side and key: the multiset of encoded rows, one store value per key, in a
+//! `runnel_state::KeyedState` per side (key: the side, then the vnode of the join key, then
+//! the join key): read when a batch needs the key, cached within the shared state budget. A
+//! probe reads only keys that have rows on the other side; it makes no slot for the others.
 //!
 //! Interval joins (`a.ts BETWEEN b.ts - INTERVAL ... AND b.ts` over streams with watermarks):
 //! the plan gives, per side, a time below which a row can match no future row of the other
 //! side; such rows are freed as the clock passes (their joined rows stay in the view), so
-//! the state holds only the rows still inside the interval.
+//! the state holds only the rows still inside the interval. Such a side stays in memory (its
+//! slots pinned, read whole at start-up): the expiry index names slots.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -25,7 +29,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{Store, WriteBatch};
+use runnel_state::{KeyedState, SlotValues, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
@@ -80,60 +84,18 @@ struct JoinSide {
     key_exprs: Vec<CompiledExpr>,
     expiry: Option<Expiry>,
     row_types: Vec<DataType>,
-    index: HashMap<Box<[u8]>, u32>,
-    keys: Vec<Box<[u8]>>,
-    rows: Vec<HashMap<Box<[u8]>, i64>>,
-    totals: Vec<i64>,
-    dirty: Vec<bool>,
-    dirty_list: Vec<u32>,
-    /// Slots of keys whose rows all went, for reuse.
-    free: Vec<u32>,
+    /// Which join key is in which slot, read on demand and cached (`runnel_state::KeyedState`).
+    state: KeyedState,
+    rows: SideRows,
 }
 
-impl JoinSide {
-    fn new(key_exprs: Vec<CompiledExpr>, row_types: Vec<DataType>, expiry: Option<Expiry>) -> Self {
-        JoinSide {
-            key_exprs,
-            expiry,
-            row_types,
-            index: HashMap::new(),
-            keys: Vec::new(),
-            rows: Vec::new(),
-            totals: Vec::new(),
-            dirty: Vec::new(),
-            dirty_list: Vec::new(),
-            free: Vec::new(),
-        }
-    }
+/// A side's rows by slot: per join key, the multiset of encoded rows and their total weight.
+struct SideRows {
+    rows: Vec<HashMap<Box<[u8]>, i64>>,
+    totals: Vec<i64>,
+}
 
-    fn slot(&mut self, key: &[u8]) -> u32 {
-        if let Some(&s) = self.index.get(key) {
-            return s;
-        }
-        if let Some(s) = self.free.pop() {
-            self.keys[s as usize] = key.into();
-            self.index.insert(key.into(), s);
-            return s;
-        }
-        let s = self.keys.len() as u32;
-        self.keys.push(key.into());
-        self.rows.push(HashMap::new());
-        self.totals.push(0);
-        self.dirty.push(false);
-        self.index.insert(key.into(), s);
-        s
-    }
-
-    /// Forgets an empty slot's key (after its delete is written), for reuse.
-    fn release(&mut self, slot: u32) {
-        let s = slot as usize;
-        self.index.remove(&self.keys[s]);
-        self.keys[s] = Box::default();
-        self.rows[s] = HashMap::new();
-        self.totals[s] = 0;
-        self.free.push(slot);
-    }
-
+impl SideRows {
     fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
         let s = slot as usize;
         let rows = &mut self.rows[s];
@@ -149,10 +111,84 @@ impl JoinSide {
             }
         }
         self.totals[s] += weight;
-        if !self.dirty[s] {
-            self.dirty[s] = true;
-            self.dirty_list.push(slot);
+    }
+}
+
+impl SlotValues for SideRows {
+    fn grow(&mut self, slots: usize) {
+        self.rows.resize_with(slots, HashMap::new);
+        self.totals.resize(slots, 0);
+    }
+
+    /// A key's rows: (u32 length, encoded row, i64 count) repeated.
+    fn load(&mut self, slot: u32, value: &[u8]) -> Result<()> {
+        let mut bytes = value;
+        while !bytes.is_empty() {
+            let len = take_u32(&mut bytes)? as usize;
+            if bytes.len() < len + 8 {
+                return Err(RunnelError::internal("truncated join state"));
+            }
+            let (row, rest) = bytes.split_at(len);
+            let (count, rest) = rest.split_at(8);
+            bytes = rest;
+            let count = i64::from_le_bytes(
+                count
+                    .try_into()
+                    .map_err(|_| RunnelError::internal("join state count is not 8 bytes"))?,
+            );
+            self.add(slot, row, count);
         }
+        Ok(())
+    }
+
+    fn save(&self, slot: u32, out: &mut Vec<u8>) -> bool {
+        let rows = &self.rows[slot as usize];
+        if rows.is_empty() {
+            return false;
+        }
+        for (row, count) in rows {
+            out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+            out.extend_from_slice(row);
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        true
+    }
+
+    fn reset(&mut self, slot: u32) {
+        self.rows[slot as usize] = HashMap::new();
+        self.totals[slot as usize] = 0;
+    }
+}
+
+impl JoinSide {
+    fn open(
+        key_exprs: Vec<CompiledExpr>,
+        row_types: Vec<DataType>,
+        expiry: Option<Expiry>,
+        state: KeyedState,
+    ) -> Self {
+        JoinSide {
+            key_exprs,
+            expiry,
+            row_types,
+            state,
+            rows: SideRows {
+                rows: Vec::new(),
+                totals: Vec::new(),
+            },
+        }
+    }
+
+    fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
+        self.rows.add(slot, row, weight);
+        self.state.mark_dirty(slot);
+    }
+
+    /// The slot of each key with rows on this side (read from the store if needed).
+    fn find<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<Vec<Option<u32>>> {
+        let mut found = Vec::new();
+        self.state.find(keys, &mut self.rows, &mut found)?;
+        Ok(found)
     }
 }
 
@@ -174,7 +210,6 @@ impl Pairs<'_> {
 }
 
 pub struct JoinOp {
-    prefix: Vec<u8>,
     join_type: JoinType,
     sides: [JoinSide; 2],
     /// The common type each key column is cast to before encoding.
@@ -184,10 +219,10 @@ pub struct JoinOp {
 }
 
 impl JoinOp {
+    /// `states`: each side's state table (left, right).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: &Store,
-        prefix: Vec<u8>,
+        states: [KeyedState; 2],
         join_type: JoinType,
         left_keys: Vec<CompiledExpr>,
         right_keys: Vec<CompiledExpr>,
@@ -199,55 +234,27 @@ impl JoinOp {
         expiry: [Option<Expiry>; 2],
     ) -> Result<Self> {
         let [left_expiry, right_expiry] = expiry;
+        let [left_state, right_state] = states;
         let mut op = JoinOp {
-            prefix,
             join_type,
             sides: [
-                JoinSide::new(left_keys, left_types, left_expiry),
-                JoinSide::new(right_keys, right_types, right_expiry),
+                JoinSide::open(left_keys, left_types, left_expiry, left_state),
+                JoinSide::open(right_keys, right_types, right_expiry, right_state),
             ],
             key_types,
             filter,
             schema,
         };
-        op.load(store)?;
-        Ok(op)
-    }
-
-    fn side_prefix(&self, side: usize) -> Vec<u8> {
-        let mut p = self.prefix.clone();
-        p.push(side as u8);
-        p
-    }
-
-    fn load(&mut self, store: &Store) -> Result<()> {
         for side in 0..2 {
-            let prefix = self.side_prefix(side);
-            for (key, value) in store.scan_prefix(&prefix)? {
-                let join_key = &key[prefix.len()..];
-                let s = self.sides[side].slot(join_key);
-                let mut bytes: &[u8] = &value;
-                while !bytes.is_empty() {
-                    let len = take_u32(&mut bytes)? as usize;
-                    if bytes.len() < len + 8 {
-                        return Err(RunnelError::internal("truncated join state"));
-                    }
-                    let (row, rest) = bytes.split_at(len);
-                    let (count, rest) = rest.split_at(8);
-                    bytes = rest;
-                    let count =
-                        i64::from_le_bytes(count.try_into().map_err(|_| {
-                            RunnelError::internal("join state count is not 8 bytes")
-                        })?);
-                    self.sides[side].add(s, row, count);
-                }
+            if op.sides[side].expiry.is_some() {
+                // Rows that expire by time are found through the expiry index, which names
+                // slots: an interval join's side stays in memory (bounded by the interval).
+                let state = &mut op.sides[side];
+                state.state.load_all(&mut state.rows)?;
+                op.index_restored_times(side)?;
             }
-            let side_state = &mut self.sides[side];
-            side_state.dirty.iter_mut().for_each(|d| *d = false);
-            side_state.dirty_list.clear();
-            self.index_restored_times(side)?;
         }
-        Ok(())
+        Ok(op)
     }
 
     /// Enters a side's restored rows into its expiry index (their times are re-evaluated).
@@ -257,10 +264,9 @@ impl JoinOp {
             return Ok(());
         };
         let rows: Vec<(u32, &[u8])> = state
-            .rows
-            .iter()
-            .enumerate()
-            .flat_map(|(s, rows)| rows.keys().map(move |r| (s as u32, &r[..])))
+            .state
+            .live_slots()
+            .flat_map(|s| state.rows.rows[s as usize].keys().map(move |r| (s, &r[..])))
             .collect();
         if rows.is_empty() {
             return Ok(());
@@ -343,7 +349,7 @@ impl JoinOp {
     /// Left rows from state with NULL padding on the right, weight `sign` * their count.
     fn padded_from_state(&self, slot: u32, sign: i64) -> Result<Option<ChangeBatch>> {
         let left = &self.sides[0];
-        let rows: Vec<(&[u8], i64)> = left.rows[slot as usize]
+        let rows: Vec<(&[u8], i64)> = left.rows.rows[slot as usize]
             .iter()
             .filter(|(_, &c)| c != 0)
             .map(|(r, &c)| (&r[..], c * sign))
@@ -382,34 +388,6 @@ impl JoinOp {
     }
 }
 
-/// Sorts `items` by `bytes(item)`: by the first eight bytes as an integer, then by the
-/// whole bytes where those tie (far cheaper than a byte comparison through an indirection
-/// per step).
-fn sort_by_bytes<'a>(items: &mut [u32], bytes: impl Fn(u32) -> &'a [u8]) {
-    let head = |b: &[u8]| {
-        let mut word = [0u8; 8];
-        let n = b.len().min(8);
-        word[..n].copy_from_slice(&b[..n]);
-        u64::from_be_bytes(word)
-    };
-    let mut keyed: Vec<(u64, u32)> = items.iter().map(|&i| (head(bytes(i)), i)).collect();
-    keyed.sort_unstable();
-    let mut start = 0;
-    while start < keyed.len() {
-        let mut end = start + 1;
-        while end < keyed.len() && keyed[end].0 == keyed[start].0 {
-            end += 1;
-        }
-        if end - start > 1 {
-            keyed[start..end].sort_unstable_by(|a, b| bytes(a.1).cmp(bytes(b.1)));
-        }
-        start = end;
-    }
-    for (slot, (_, item)) in items.iter_mut().zip(keyed) {
-        *slot = item;
-    }
-}
-
 fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
     let (head, rest) = bytes
         .split_first_chunk::<4>()
@@ -444,25 +422,27 @@ impl Operator for JoinOp {
         let weights = batch.weights.values();
         let has_null = |i: usize| key_columns.iter().any(|c| c.is_null(i));
 
+        // Rows whose key has no NULL: the only ones that can match or be kept.
+        let keyed: Vec<usize> = (0..n).filter(|&i| !has_null(i)).collect();
+        self.sides[0].state.begin_batch();
+        self.sides[1].state.begin_batch();
+
         // Probe outputs are collected first (borrowing state), then state is updated.
         let mut outputs: Vec<ChangeBatch> = Vec::new();
         let left_join = self.join_type == JoinType::Left;
         if side == 0 || !left_join {
+            let found = self.sides[other].find(keyed.iter().map(|&i| keys.row(i)))?;
+            let mut matched: Vec<Option<u32>> = vec![None; n];
+            for (&i, slot) in keyed.iter().zip(&found) {
+                matched[i] = *slot;
+            }
             {
                 let mut pairs = Pairs::new();
                 let mut padded = Pairs::new();
-                let probe = &self.sides[other];
-                for i in 0..n {
+                let probe = &self.sides[other].rows;
+                for (i, &slot) in matched.iter().enumerate() {
                     let w = weights[i];
-                    let matched = if has_null(i) {
-                        None
-                    } else {
-                        probe
-                            .index
-                            .get(keys.row(i))
-                            .copied()
-                            .filter(|&s| !probe.rows[s as usize].is_empty())
-                    };
+                    let matched = slot.filter(|&s| !probe.rows[s as usize].is_empty());
                     match matched {
                         Some(s) if !left_join || probe.totals[s as usize] > 0 => {
                             for (row, &c) in &probe.rows[s as usize] {
@@ -490,33 +470,43 @@ impl Operator for JoinOp {
                 Some(expiry) => Some(timestamp_micros(&evaluate(&expiry.time, &batch.data)?)?),
                 None => None,
             };
-            for i in 0..n {
-                if !has_null(i) {
-                    let state = &mut self.sides[side];
-                    let s = state.slot(keys.row(i));
-                    state.add(s, rows.row(i), weights[i]);
-                    if let (Some(expiry), Some(times)) = (state.expiry.as_mut(), &times) {
-                        if times.is_valid(i) && weights[i] > 0 {
-                            expiry.insert(times.value(i), s, Box::from(rows.row(i)));
-                        }
+            let own = &mut self.sides[side];
+            let (mut slots, mut touched) = (Vec::with_capacity(keyed.len()), Vec::new());
+            own.state.resolve(
+                keyed.iter().map(|&i| keys.row(i)),
+                &mut own.rows,
+                &mut slots,
+                &mut touched,
+            )?;
+            for (&i, &s) in keyed.iter().zip(&slots) {
+                own.add(s, rows.row(i), weights[i]);
+                if let (Some(expiry), Some(times)) = (own.expiry.as_mut(), &times) {
+                    if times.is_valid(i) && weights[i] > 0 {
+                        expiry.insert(times.value(i), s, Box::from(rows.row(i)));
                     }
+                }
+            }
+            if own.expiry.is_some() {
+                for (s, _) in touched {
+                    own.state.pin(s);
                 }
             }
         } else {
             // A right-side batch of a left join: row by row, so that each key's transition
             // between "has matches" and "has none" is seen exactly once.
-            for i in 0..n {
-                if has_null(i) {
-                    continue;
-                }
+            for &i in &keyed {
                 let w = weights[i];
                 let key = keys.row(i);
-                let right_slot = self.sides[1].slot(key);
-                let before = self.sides[1].totals[right_slot as usize];
-                let left_slot = self.sides[0].index.get(key).copied();
+                let right = &mut self.sides[1];
+                let right_slot = right.state.slot_for(key, &mut right.rows)?;
+                if right.expiry.is_some() {
+                    right.state.pin(right_slot);
+                }
+                let before = right.rows.totals[right_slot as usize];
+                let left_slot = self.sides[0].find(std::iter::once(key))?[0];
                 if let Some(ls) = left_slot {
                     let mut pairs = Pairs::new();
-                    for (row, &c) in &self.sides[0].rows[ls as usize] {
+                    for (row, &c) in &self.sides[0].rows.rows[ls as usize] {
                         pairs.batch_rows.push(i as u32);
                         pairs.state_rows.push(row);
                         pairs.weights.push(w * c);
@@ -526,7 +516,7 @@ impl Operator for JoinOp {
                     }
                 }
                 self.sides[1].add(right_slot, rows.row(i), w);
-                let after = self.sides[1].totals[right_slot as usize];
+                let after = self.sides[1].rows.totals[right_slot as usize];
                 if let Some(ls) = left_slot {
                     if before <= 0 && after > 0 {
                         if let Some(b) = self.padded_from_state(ls, -1)? {
@@ -543,12 +533,15 @@ impl Operator for JoinOp {
         for b in outputs {
             self.emit(b, out)?;
         }
+        for side in &mut self.sides {
+            side.state.evict(&mut side.rows);
+        }
         Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        for state in &mut self.sides {
-            let Some(expiry) = state.expiry.as_mut() else {
+        for side in &mut self.sides {
+            let Some(expiry) = side.expiry.as_mut() else {
                 continue;
             };
             let Some(cutoff) = watermark.checked_sub(expiry.lag_micros) else {
@@ -556,13 +549,12 @@ impl Operator for JoinOp {
             };
             for bucket in expiry.expired(cutoff) {
                 for (_, slot, row) in bucket {
+                    // A row that went earlier is not there (its slot may hold another key
+                    // by now, whose rows cannot equal this row: the row determines its key).
                     let s = slot as usize;
-                    if let Some(count) = state.rows[s].remove(&row) {
-                        state.totals[s] -= count;
-                        if !state.dirty[s] {
-                            state.dirty[s] = true;
-                            state.dirty_list.push(slot);
-                        }
+                    if let Some(count) = side.rows.rows[s].remove(&row) {
+                        side.rows.totals[s] -= count;
+                        side.state.mark_dirty(slot);
                     }
                 }
             }
@@ -571,32 +563,9 @@ impl Operator for JoinOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for side in 0..2 {
-            let prefix = self.side_prefix(side);
-            let state = &mut self.sides[side];
-            let mut key = prefix.clone();
-            let mut value = Vec::new();
-            // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
-            let mut dirty = std::mem::take(&mut state.dirty_list);
-            sort_by_bytes(&mut dirty, |s| &state.keys[s as usize]);
-            for s in dirty {
-                let si = s as usize;
-                state.dirty[si] = false;
-                key.truncate(prefix.len());
-                key.extend_from_slice(&state.keys[si]);
-                if state.rows[si].is_empty() {
-                    batch.delete(&key);
-                    state.release(s);
-                } else {
-                    value.clear();
-                    for (row, count) in &state.rows[si] {
-                        value.extend_from_slice(&(row.len() as u32).to_le_bytes());
-                        value.extend_from_slice(row);
-                        value.extend_from_slice(&count.to_le_bytes());
-                    }
-                    batch.put(&key, &value);
-                }
-            }
+        // Keys whose rows all went are deleted and their slots freed.
+        for side in &mut self.sides {
+            side.state.checkpoint(batch, &mut side.rows);
         }
         Ok(())
     }
