@@ -641,6 +641,34 @@ mod tests {
     }
 
     #[test]
+    fn find_reads_stored_keys_and_makes_no_slot_for_absent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let budget = CacheBudget::unlimited();
+        let mut writer = KeyedState::open(store.clone(), vec![3], budget.clone()).unwrap();
+        let mut counts = Counts::default();
+        add(&mut writer, &mut counts, &[1, 2, 2]);
+        checkpoint(&store, &mut writer, &mut counts);
+        drop(writer);
+
+        let mut reader = KeyedState::open(store.clone(), vec![3], budget).unwrap();
+        let mut fresh = Counts::default();
+        reader.begin_batch();
+        let keys: Vec<[u8; 8]> = [2u64, 9, 1, 2].iter().map(|k| k.to_be_bytes()).collect();
+        let mut found = Vec::new();
+        reader
+            .find(keys.iter().map(|k| &k[..]), &mut fresh, &mut found)
+            .unwrap();
+        let counts_found: Vec<Option<i64>> = found
+            .iter()
+            .map(|slot| slot.map(|s| fresh.0[s as usize]))
+            .collect();
+        assert_eq!(counts_found, [Some(2), None, Some(1), Some(2)]);
+        assert_eq!(found[0], found[3], "one slot per key");
+        assert_eq!(reader.cached(), 2, "no slot for the absent key");
+    }
+
+    #[test]
     fn changed_entries_stay_until_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use runnel_common::{Result, RunnelError};
 use runnel_runtime::CheckpointStats;
