@@ -32,6 +32,10 @@ use crate::subscription::{ChangeTap, SubscriptionEvent};
 /// How many log entries are read per source before other work gets a turn.
 const LOG_READ_CHUNK: usize = 64;
 
+/// Most rows decoded by one read of a log (a read stops after the entry that reaches it): the
+/// decoded entries are held while they are processed.
+const LOG_READ_ROWS: usize = 262_144;
+
 struct NodeSlot {
     op: Box<dyn Operator>,
     view: ObjectId,
@@ -760,6 +764,11 @@ impl Dataflow {
                         }
                     }
                 }
+                if self.budget.wants_checkpoint() {
+                    // The changed state fills half the cache: the worker checkpoints before
+                    // the rest of the entries read (they are read again next round).
+                    break;
+                }
             }
             if let Some(s) = self.sources.get_mut(&id) {
                 s.position = last + 1;
@@ -820,12 +829,14 @@ impl Dataflow {
             keys::log_entry(source, to)
         };
         let mut out = Vec::new();
+        let mut rows = 0;
         self.store.for_each_in_range(&start, &end, |key, value| {
             let seq = keys::log_entry_seq(key)
                 .ok_or_else(|| runnel_state::StateError::Corrupt("bad log key".into()))?;
             let stored = ipc::decode_batch(value)?;
+            rows += stored.num_rows();
             out.push((seq, stored));
-            Ok(out.len() < limit)
+            Ok(out.len() < limit && rows < LOG_READ_ROWS)
         })?;
         out.into_iter()
             .map(|(seq, stored)| {
@@ -876,8 +887,8 @@ impl Dataflow {
                     self.push_watermark(target.0, target.1, wm);
                     clock = Some(wm);
                 }
+                self.spill_backfill(target.0)?;
             }
-            self.spill_backfill(target.0)?;
         }
         Ok(clock)
     }

@@ -44,9 +44,11 @@ pub trait SlotValues {
     fn reset(&mut self, slot: u32);
 }
 
-/// Memory a cached slot costs beyond its key and value: the index entry, the key's
-/// allocation, the slot record and the operator's fixed per-slot arrays, roughly.
-const SLOT_OVERHEAD: usize = 96;
+/// Memory a cached slot costs beyond its key and value bytes, measured roughly: the slot
+/// record (~40 bytes), the key's two allocations (slot and index, 32 bytes each at the
+/// allocator's smallest size), the index entry (~28), its recency-queue entries (~40) and the
+/// operator's per-slot arrays and accumulator overhead (~40).
+const SLOT_OVERHEAD: usize = 212;
 
 /// A value size to assume for a slot that was never stored, until it is.
 const FIRST_VALUE_GUESS: usize = 32;
@@ -347,6 +349,9 @@ impl KeyedState {
         }
         self.budget.sub_dirty(self.dirty_bytes);
         self.dirty_bytes = 0;
+        // Everything is clean now: get back within the budget before the next batch (the
+        // values just written are in `batch`, which the caller writes before any read).
+        self.evict(values);
     }
 
     /// Evicts least recently used clean slots while the shared budget is exceeded.

@@ -116,6 +116,9 @@ impl Store {
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_write_buffer_size(64 << 20);
+        // Bounds the log a restart after a crash replays (and the memtables it rebuilds):
+        // past this, memtables are flushed so that older log files can go.
+        opts.set_max_total_wal_size(256 << 20);
         opts.set_merge_operator_associative(ADD_I64, add_i64);
         let db = DB::open(&opts, path)?;
         Ok(Arc::new(Store {
@@ -221,6 +224,12 @@ impl Store {
             iter.status()?;
             Ok(None)
         }
+    }
+
+    /// Writes the memtables to files, so that opening the store again replays no log.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Applies `batch` atomically, unless the disk is full ([`StateError::DiskFull`]).

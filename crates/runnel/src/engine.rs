@@ -99,6 +99,11 @@ impl Engine {
             };
             if futures::executor::block_on(stop).is_ok() {
                 let _ = handle.join();
+                // The next start then has no RocksDB log to replay (a large one took seconds
+                // and its memtables' memory).
+                if let Err(err) = self.shared.store.flush() {
+                    tracing::warn!("flushing the store at shutdown failed: {err}");
+                }
             }
         }
     }
