@@ -59,3 +59,15 @@ def kafka_conn(runnel_kafka):
     """An autocommit psycopg connection to the module's Kafka-enabled Runnel server."""
     with runnel_kafka.connect() as c:
         yield c
+
+
+@pytest.fixture
+def conn(server):
+    """An autocommit psycopg connection to the module's server."""
+    import psycopg
+
+    host, port = server
+    with psycopg.connect(
+        host=host, port=port, user="runnel", password="any", dbname="runnel", autocommit=True
+    ) as c:
+        yield c

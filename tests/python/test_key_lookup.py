@@ -6,19 +6,8 @@ rows computed here.
 
 from __future__ import annotations
 
-import psycopg
-import pytest
 
 KEYS = 20_000
-
-
-@pytest.fixture
-def conn(server):
-    host, port = server
-    with psycopg.connect(
-        host=host, port=port, user="runnel", password="any", dbname="runnel", autocommit=True
-    ) as c:
-        yield c
 
 
 def explain(conn, sql: str) -> str:

@@ -34,15 +34,6 @@ def oid(name: str) -> int:
     return pg_types.get(name).oid
 
 
-@pytest.fixture
-def conn(server):
-    host, port = server
-    with psycopg.connect(
-        host=host, port=port, user="runnel", password="any", dbname="runnel", autocommit=True
-    ) as c:
-        yield c
-
-
 # --------------------------------------------------------------------------------------------
 # Test data. Prices are multiples of 0.25 so float sums are exact in any order.
 
