@@ -47,3 +47,14 @@ def test_point_lookups_read_only_their_keys(conn):
     plan = explain(conn, "SELECT * FROM kl_v WHERE total = 3")
     assert "ViewKeyLookup" not in plan, plan
     assert conn.execute("SELECT k FROM kl_v WHERE total = 3").fetchall() == [(1,)]
+
+
+def test_tables_are_looked_up_by_primary_key(conn):
+    conn.execute("CREATE TABLE kl_t (id BIGINT PRIMARY KEY, name TEXT)")
+    with conn.cursor().copy("COPY kl_t FROM STDIN WITH (FORMAT csv)") as copy:
+        copy.write("".join(f"{i},n{i}\n" for i in range(KEYS)))
+    assert conn.execute("SELECT name FROM kl_t WHERE id = 77").fetchall() == [("n77",)]
+    plan = explain(conn, "SELECT * FROM kl_t WHERE id = 77")
+    assert "TableKeyLookup: kl_t key id = 77, rows=1" in plan, plan
+    plan = explain(conn, "SELECT * FROM kl_t WHERE name = 'n77'")
+    assert "KeyLookup" not in plan, plan

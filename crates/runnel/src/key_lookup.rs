@@ -1,14 +1,15 @@
-//! Point and prefix lookups of keyed views: `SELECT ... FROM v WHERE k = 42` (or `k IN (...)`,
-//! or equalities on the first columns of a composite key) reads those keys from the store
-//! instead of the whole view.
+//! Point and prefix lookups of keyed views and of tables by primary key: `SELECT ... FROM v
+//! WHERE k = 42` (or `k IN (...)`, or equalities on the first columns of a composite key)
+//! reads those keys from the store instead of the whole relation.
 //!
 //! DataFusion offers the scan its filters; those that are equalities (or `IN` lists) of a key
 //! column with constants are accepted as *inexact* (DataFusion still applies them after the
 //! scan, so a lookup can only ever narrow what is read, never change an answer). When the
 //! constants cover the first columns of the view's key, the scan encodes each combination
 //! with the row codec: a whole key is one RocksDB multi-get (its vnode is the hash of the
-//! encoded key), the first columns of a key are one range scan per vnode. The plan shows a
-//! `ViewKeyLookup` leaf where it would show the whole view's rows.
+//! encoded key), the first columns of a key are one range scan per vnode (a table's rows have
+//! no vnode: one range scan). The plan shows a `ViewKeyLookup` (`TableKeyLookup`) leaf where it
+//! would show the whole relation's rows.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -207,6 +208,37 @@ impl KeyLookup {
         Ok(out)
     }
 
+    /// A table's rows with the looked-up primary keys (stored under `prefix` ‖ encoded key,
+    /// without a vnode).
+    pub fn read_table(
+        &self,
+        store: &Store,
+        prefix: &[u8],
+        schema: &SchemaRef,
+    ) -> Result<Vec<RecordBatch>> {
+        let keys = self.encoded()?;
+        let mut rows: Vec<Vec<u8>> = Vec::new();
+        let with_prefix = |key: &[u8]| {
+            let mut store_key = prefix.to_vec();
+            store_key.extend_from_slice(key);
+            store_key
+        };
+        if self.whole_key {
+            let store_keys: Vec<Vec<u8>> = keys.iter().map(with_prefix).collect();
+            rows.extend(store.multi_get(&store_keys)?.into_iter().flatten());
+        } else {
+            for key_prefix in keys.iter() {
+                let start = with_prefix(key_prefix);
+                let found = store.scan_range(&start, &prefix_end(&start))?;
+                rows.extend(found.into_iter().map(|(_, v)| v.into_vec()));
+            }
+        }
+        Ok(vec![crate::serving::decode_table_rows(
+            schema,
+            rows.iter().map(|r| &r[..]),
+        )?])
+    }
+
     /// The view's rows with the looked-up keys, read from the store under `prefix`.
     pub fn read(
         &self,
@@ -248,10 +280,13 @@ impl KeyLookup {
     }
 }
 
-/// A scan that read only the looked-up keys of a view (shown by EXPLAIN); it holds the rows.
+/// A scan that read only the looked-up keys of a view or table (shown by EXPLAIN); it holds
+/// the rows.
 #[derive(Debug)]
-pub struct ViewKeyLookupExec {
-    view: String,
+pub struct KeyLookupExec {
+    /// `ViewKeyLookup` or `TableKeyLookup`.
+    label: &'static str,
+    relation: String,
     lookup: String,
     batches: Vec<RecordBatch>,
     schema: SchemaRef,
@@ -259,9 +294,10 @@ pub struct ViewKeyLookupExec {
     properties: Arc<PlanProperties>,
 }
 
-impl ViewKeyLookupExec {
+impl KeyLookupExec {
     pub fn new(
-        view: &str,
+        label: &'static str,
+        relation: &str,
         lookup: &KeyLookup,
         batches: Vec<RecordBatch>,
         schema: SchemaRef,
@@ -277,8 +313,9 @@ impl ViewKeyLookupExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         );
-        Ok(ViewKeyLookupExec {
-            view: view.to_string(),
+        Ok(KeyLookupExec {
+            label,
+            relation: relation.to_string(),
             lookup: lookup.describe(),
             batches,
             schema,
@@ -288,20 +325,20 @@ impl ViewKeyLookupExec {
     }
 }
 
-impl DisplayAs for ViewKeyLookupExec {
+impl DisplayAs for KeyLookupExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let rows: usize = self.batches.iter().map(RecordBatch::num_rows).sum();
         write!(
             f,
-            "ViewKeyLookup: {} {}, rows={rows}",
-            self.view, self.lookup
+            "{}: {} {}, rows={rows}",
+            self.label, self.relation, self.lookup
         )
     }
 }
 
-impl ExecutionPlan for ViewKeyLookupExec {
+impl ExecutionPlan for KeyLookupExec {
     fn name(&self) -> &'static str {
-        "ViewKeyLookup"
+        self.label
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {

@@ -19,7 +19,7 @@ use runnel_sql::{CatalogEntry, ObjectKind};
 use runnel_state::codec::decode_rows;
 use runnel_state::keys;
 
-use crate::key_lookup::{KeyLookup, ViewKeyLookupExec};
+use crate::key_lookup::{KeyLookup, KeyLookupExec};
 use crate::shared::Shared;
 use crate::system_catalog::SystemSchema;
 
@@ -87,15 +87,18 @@ pub struct RelationTable {
 }
 
 impl RelationTable {
-    /// A keyed view's key columns (name, index), in key order; none for other relations.
+    /// A keyed view's key columns, or a table's primary key (name, index), in key order;
+    /// none for other relations.
     fn key_columns(&self) -> Vec<(String, usize)> {
-        match (&self.entry.kind, &self.entry.view_key) {
-            (ObjectKind::MaterializedView, Some(key)) if !self.entry.view_appended => key
-                .iter()
-                .map(|&i| (self.schema.field(i).name().clone(), i))
-                .collect(),
-            _ => Vec::new(),
-        }
+        let key: &[usize] = match (&self.entry.kind, &self.entry.view_key) {
+            (ObjectKind::MaterializedView, Some(key)) if !self.entry.view_appended => key,
+            (ObjectKind::Table, _) => &self.entry.primary_key,
+            _ => &[],
+        };
+        key.iter()
+            .filter(|&&i| i < self.schema.fields().len())
+            .map(|&i| (self.schema.field(i).name().clone(), i))
+            .collect()
     }
 
     fn with_own_schema(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
@@ -163,10 +166,25 @@ impl TableProvider for RelationTable {
         let to_df = |e: RunnelError| DataFusionError::External(Box::new(e));
         let key_columns = self.key_columns();
         if let Some(lookup) = KeyLookup::plan(filters, &key_columns, &self.entry.schema) {
-            let batches = read_view_keys(&self.shared, &self.entry, &lookup)
+            let (label, read) = match self.entry.kind {
+                ObjectKind::Table => (
+                    "TableKeyLookup",
+                    lookup.read_table(
+                        &self.shared.store,
+                        &keys::table_prefix(self.entry.id),
+                        &self.entry.schema,
+                    ),
+                ),
+                _ => (
+                    "ViewKeyLookup",
+                    read_view_keys(&self.shared, &self.entry, &lookup),
+                ),
+            };
+            let batches = read
                 .and_then(|batches| self.with_own_schema(batches))
                 .map_err(to_df)?;
-            return Ok(Arc::new(ViewKeyLookupExec::new(
+            return Ok(Arc::new(KeyLookupExec::new(
+                label,
                 &self.entry.name,
                 &lookup,
                 batches,
