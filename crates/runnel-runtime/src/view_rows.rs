@@ -59,10 +59,8 @@ pub const VNODE_BYTES: usize = 2;
 /// The store key of a keyed or counted view's row (`row_key`: the encoded key columns, or the
 /// encoded row), in `out`.
 pub fn row_store_key(prefix: &[u8], row_key: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&runnel_state::vnode::vnode_of(row_key).to_be_bytes());
-    out.extend_from_slice(row_key);
+    use runnel_state::vnode::{vnode_key, vnode_of};
+    vnode_key(prefix, vnode_of(row_key), row_key, out);
 }
 
 /// The store key of block `block` of an appended view under `prefix`.

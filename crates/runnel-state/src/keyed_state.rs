@@ -28,7 +28,7 @@ use runnel_common::Result;
 
 use crate::cache_budget::SharedBudget;
 use crate::keys::prefix_end;
-use crate::vnode::{vnode_of, Vnode};
+use crate::vnode::{vnode_key, vnode_of, Vnode};
 use crate::{Store, WriteBatch};
 
 /// What an operator keeps per slot, and how it is stored.
@@ -207,10 +207,8 @@ impl KeyedState {
         let store_keys: Vec<Vec<u8>> = missing
             .iter()
             .map(|(key, _)| {
-                let mut store_key = Vec::with_capacity(self.prefix.len() + 2 + key.len());
-                store_key.extend_from_slice(&self.prefix);
-                store_key.extend_from_slice(&vnode_of(key).to_be_bytes());
-                store_key.extend_from_slice(key);
+                let mut store_key = Vec::new();
+                vnode_key(&self.prefix, vnode_of(key), key, &mut store_key);
                 store_key
             })
             .collect();
@@ -221,9 +219,7 @@ impl KeyedState {
                 continue;
             };
             let slot = self.new_slot(key, values);
-            values.load(slot, &value)?;
-            self.slots[slot as usize].stored = true;
-            self.set_value_len(slot, value.len());
+            self.load_stored(slot, &value, values)?;
             self.touch(slot);
             for row in rows {
                 debug_assert!(row >= start);
@@ -274,9 +270,7 @@ impl KeyedState {
                 Some(&slot) => slot,
                 None => {
                     let slot = self.new_slot(key, values);
-                    values.load(slot, &value)?;
-                    self.slots[slot as usize].stored = true;
-                    self.set_value_len(slot, value.len());
+                    self.load_stored(slot, &value, values)?;
                     slot
                 }
             };
@@ -311,7 +305,7 @@ impl KeyedState {
     /// memtable takes sorted keys far faster than random ones). Empty slots are freed.
     pub fn checkpoint<V: SlotValues>(&mut self, batch: &mut WriteBatch, values: &mut V) {
         for (vnode, key) in std::mem::take(&mut self.deletes) {
-            self.set_store_key(vnode, &key);
+            vnode_key(&self.prefix, vnode, &key, &mut self.store_key);
             batch.delete(&self.store_key);
         }
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -331,10 +325,7 @@ impl KeyedState {
             let keep = values.save(slot, &mut value);
             let s = &self.slots[slot as usize];
             let (vnode, stored) = (s.vnode, s.stored);
-            self.store_key.truncate(0);
-            self.store_key.extend_from_slice(&self.prefix);
-            self.store_key.extend_from_slice(&vnode.to_be_bytes());
-            self.store_key.extend_from_slice(&s.key);
+            vnode_key(&self.prefix, vnode, &s.key, &mut self.store_key);
             if keep {
                 batch.put(&self.store_key, &value);
                 self.slots[slot as usize].stored = true;
@@ -433,10 +424,8 @@ impl KeyedState {
             .iter()
             .map(|&slot| {
                 let s = &self.slots[slot as usize];
-                let mut key = Vec::with_capacity(self.prefix.len() + 2 + s.key.len());
-                key.extend_from_slice(&self.prefix);
-                key.extend_from_slice(&s.vnode.to_be_bytes());
-                key.extend_from_slice(&s.key);
+                let mut key = Vec::new();
+                vnode_key(&self.prefix, s.vnode, &s.key, &mut key);
                 key
             })
             .collect();
@@ -444,9 +433,7 @@ impl KeyedState {
         self.budget.count_read(keys.len() as u64);
         for (&slot, value) in misses.iter().zip(found) {
             if let Some(value) = value {
-                values.load(slot, &value)?;
-                self.slots[slot as usize].stored = true;
-                self.set_value_len(slot, value.len());
+                self.load_stored(slot, &value, values)?;
             }
         }
         Ok(())
@@ -484,11 +471,17 @@ impl KeyedState {
         self.free.push(slot);
     }
 
-    fn set_store_key(&mut self, vnode: Vnode, key: &[u8]) {
-        self.store_key.clear();
-        self.store_key.extend_from_slice(&self.prefix);
-        self.store_key.extend_from_slice(&vnode.to_be_bytes());
-        self.store_key.extend_from_slice(key);
+    /// Sets a new slot to its stored value.
+    fn load_stored<V: SlotValues>(
+        &mut self,
+        slot: u32,
+        value: &[u8],
+        values: &mut V,
+    ) -> Result<()> {
+        values.load(slot, value)?;
+        self.slots[slot as usize].stored = true;
+        self.set_value_len(slot, value.len());
+        Ok(())
     }
 
     /// Drops entries of the recency queue that later uses or frees made stale, once they
@@ -612,9 +605,8 @@ mod tests {
         let mut reopened = KeyedState::open(store.clone(), vec![7], budget).unwrap();
         let mut fresh = Counts::default();
         assert_eq!(count_of(&mut reopened, &mut fresh, 321), 5);
-        let vnode = vnode_of(&321u64.to_be_bytes());
         let mut key = vec![7];
-        key.extend_from_slice(&vnode.to_be_bytes());
+        key.extend_from_slice(&vnode_of(&321u64.to_be_bytes()).to_be_bytes());
         key.extend_from_slice(&321u64.to_be_bytes());
         assert_eq!(store.get(&key).unwrap(), Some(5i64.to_le_bytes().to_vec()));
     }

@@ -21,6 +21,16 @@ pub fn vnode_of(partition_key: &[u8]) -> Vnode {
     (XxHash64::oneshot(0, partition_key) % u64::from(VNODE_COUNT)) as Vnode
 }
 
+/// The store key `prefix ‖ vnode ‖ key`, in `out` (cleared first): how every vnode-keyed
+/// state table and view lays out its keys.
+pub fn vnode_key(prefix: &[u8], vnode: Vnode, key: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(prefix.len() + 2 + key.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&vnode.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

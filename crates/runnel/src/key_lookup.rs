@@ -32,7 +32,7 @@ use runnel_common::Result;
 use runnel_runtime::view_rows::{decode_stored, encode_columns, row_store_key, ViewLayout};
 use runnel_state::codec::EncodedRows;
 use runnel_state::keys::prefix_end;
-use runnel_state::vnode::VNODE_COUNT;
+use runnel_state::vnode::{vnode_key, VNODE_COUNT};
 use runnel_state::Store;
 
 /// Most key combinations one scan looks up; beyond, it reads the whole view.
@@ -268,10 +268,9 @@ impl KeyLookup {
             // The first columns of a key: its vnode hashes the whole key, so every vnode is
             // looked into (one seek each).
             for key_prefix in keys.iter() {
+                let mut start = Vec::new();
                 for vnode in 0..VNODE_COUNT {
-                    let mut start = prefix.to_vec();
-                    start.extend_from_slice(&vnode.to_be_bytes());
-                    start.extend_from_slice(key_prefix);
+                    vnode_key(prefix, vnode, key_prefix, &mut start);
                     found.extend(store.scan_range(&start, &prefix_end(&start))?);
                 }
             }
