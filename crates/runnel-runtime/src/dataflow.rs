@@ -18,12 +18,15 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{BooleanArray, Int32Array, Int64Array};
 use datafusion::arrow::datatypes::SchemaRef;
+use runnel_common::Retention;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, RelationKind, StreamPlan};
+use runnel_state::log_index::{self, EntryIndex};
 use runnel_state::{ipc, keys, SharedBudget, Store, WriteBatch};
 
 use crate::backfill::BackfillProgress;
 use crate::build::{build_operator, node_arrow_schema};
+use crate::log_archive::{earliest_entry, trimmed_error, LogKeeping};
 use crate::operator::Operator;
 use crate::operators::MaterializeOp;
 use crate::stored_rows::{stored_batch_rows, sum_stored};
@@ -31,6 +34,9 @@ use crate::subscription::{ChangeTap, SubscriptionEvent};
 
 /// How many log entries are read per source before other work gets a turn.
 const LOG_READ_CHUNK: usize = 64;
+
+/// Trimmed entries rebuilt from an archive per call (their indexes are held meanwhile).
+const ARCHIVE_READ_ENTRIES: usize = 256;
 
 /// Most rows decoded by one read of a log (a read stops after the entry that reaches it): the
 /// decoded entries are held while they are processed.
@@ -114,6 +120,13 @@ struct SourceLog {
     watermark: Option<i64>,
     /// SUBSCRIBE's subscribers to the stream or table: the entries read from `position` on.
     tap: ChangeTap,
+    /// Its retention, and where trimmed entries can be read again.
+    keeping: LogKeeping,
+    /// The first entry the log holds (entries before it were trimmed).
+    log_start: u64,
+    /// Size retention: the stored bytes of entries `[log_start, bytes_counted_to)`.
+    retained_bytes: u64,
+    bytes_counted_to: u64,
 }
 
 impl SourceLog {
@@ -158,6 +171,29 @@ fn stored_watermark(stored: &datafusion::arrow::record_batch::RecordBatch) -> Op
         .metadata()
         .get(runnel_common::time::WATERMARK_METADATA)
         .and_then(|w| w.parse().ok())
+}
+
+/// A stored log entry as the dataflow reads it.
+fn stored_entry(
+    seq: u64,
+    stored: datafusion::arrow::record_batch::RecordBatch,
+    schema: &SchemaRef,
+) -> Result<LogEntry> {
+    let watermark = stored_watermark(&stored);
+    if stored.num_rows() == 0 {
+        return Ok(LogEntry {
+            seq,
+            batch: None,
+            positions: None,
+            watermark,
+        });
+    }
+    Ok(LogEntry {
+        seq,
+        positions: ChangeBatch::stored_kafka_positions(&stored),
+        batch: Some(ChangeBatch::from_stored(&stored, schema.clone())?),
+        watermark,
+    })
 }
 
 /// Keeps the rows at or after `starts` (everything without a start, or a row without a
@@ -262,8 +298,14 @@ impl Dataflow {
         }
     }
 
-    /// Registers a stream or table log, resuming from its committed position.
-    pub fn add_source(&mut self, id: ObjectId, schema: SchemaRef) -> Result<()> {
+    /// Registers a stream or table log, resuming from its committed position; `keeping` says
+    /// how much of it to keep.
+    pub fn add_source(
+        &mut self,
+        id: ObjectId,
+        schema: SchemaRef,
+        keeping: LogKeeping,
+    ) -> Result<()> {
         let position = match self.store.get(&keys::position(id))? {
             Some(bytes) => u64::from_le_bytes(
                 bytes
@@ -274,6 +316,7 @@ impl Dataflow {
             None => 0,
         };
         let watermark = self.watermark_at(id, position)?;
+        let log_start = log_index::log_start(&self.store, id)?;
         self.sources.insert(
             id,
             SourceLog {
@@ -284,6 +327,10 @@ impl Dataflow {
                 position_dirty: false,
                 watermark,
                 tap: ChangeTap::default(),
+                keeping,
+                log_start,
+                retained_bytes: 0,
+                bytes_counted_to: log_start,
             },
         );
         Ok(())
@@ -788,29 +835,29 @@ impl Dataflow {
         }
     }
 
-    /// The rows of `source`'s log entries before `end`, from their headers.
+    /// The rows of `source`'s log entries before `end`, from their headers (and, for entries
+    /// retention deleted, from their indexes).
     fn log_rows(&self, source: ObjectId, end: u64) -> Result<u64> {
+        let mut trimmed = 0u64;
+        let log_start = self.sources[&source].log_start.min(end);
+        if log_start > 0 && self.sources[&source].keeping.archive.is_some() {
+            log_index::for_each_index(&self.store, source, 0, log_start, |_, index| {
+                trimmed += index.rows;
+                Ok(true)
+            })?;
+        }
         let rows = sum_stored(
             &self.store,
             &keys::log_entry(source, 0),
             &keys::log_entry(source, end),
             |value| stored_batch_rows(value).map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         )?;
-        Ok(u64::try_from(rows).unwrap_or(0))
+        Ok(u64::try_from(rows).unwrap_or(0) + trimmed)
     }
 
-    /// One past the last sequence number in `source`'s log (0 when empty).
+    /// One past the last sequence number `source`'s log had (0 when it never had one).
     fn log_end(&self, source: ObjectId) -> Result<u64> {
-        let prefix = keys::log_prefix(source);
-        let last = self
-            .store
-            .last_key_in_range(&prefix, &keys::prefix_end(&prefix))?;
-        match last {
-            None => Ok(0),
-            Some(key) => keys::log_entry_seq(&key)
-                .map(|seq| seq + 1)
-                .ok_or_else(|| RunnelError::internal("bad log key")),
-        }
+        Ok(log_index::log_end(&self.store, source)?)
     }
 
     /// Log entries `[from, to)` of `source`, at most `limit` of them.
@@ -839,23 +886,7 @@ impl Dataflow {
             Ok(out.len() < limit && rows < LOG_READ_ROWS)
         })?;
         out.into_iter()
-            .map(|(seq, stored)| {
-                let watermark = stored_watermark(&stored);
-                if stored.num_rows() == 0 {
-                    return Ok(LogEntry {
-                        seq,
-                        batch: None,
-                        positions: None,
-                        watermark,
-                    });
-                }
-                Ok(LogEntry {
-                    seq,
-                    positions: ChangeBatch::stored_kafka_positions(&stored),
-                    batch: Some(ChangeBatch::from_stored(&stored, schema.clone())?),
-                    watermark,
-                })
-            })
+            .map(|(seq, stored)| stored_entry(seq, stored, &schema))
             .collect()
     }
 
@@ -872,6 +903,18 @@ impl Dataflow {
     ) -> Result<Option<i64>> {
         let mut clock = None;
         let mut next = from;
+        let log_start = log_index::log_start(&self.store, source)?;
+        if next < log_start.min(to) {
+            clock = self.replay_trimmed(
+                source,
+                next,
+                log_start.min(to),
+                target,
+                start,
+                &mut progress,
+            )?;
+            next = log_start;
+        }
         while next < to {
             let entries = self.read_log(source, next, to, LOG_READ_CHUNK)?;
             if entries.is_empty() {
@@ -891,6 +934,177 @@ impl Dataflow {
             }
         }
         Ok(clock)
+    }
+
+    /// Replays entries `[from, to)` that retention deleted from `source`'s log, rebuilt by its
+    /// archive (a Kafka stream's topic); fails for a stream that has none. Entries a view's
+    /// `start` leaves out entirely are not read again, only their watermarks replayed.
+    fn replay_trimmed(
+        &mut self,
+        source: ObjectId,
+        from: u64,
+        to: u64,
+        target: Port,
+        start: Option<&StartOffsets>,
+        progress: &mut Option<&mut BackfillProgress>,
+    ) -> Result<Option<i64>> {
+        let Some(archive) = self.sources[&source].keeping.archive.clone() else {
+            let earliest = earliest_entry(&self.store, source)?;
+            return Err(trimmed_error(&format!("#{source}"), earliest));
+        };
+        let schema = self.sources[&source].schema.clone();
+        let mut clock = None;
+        let mut next = from;
+        while next < to {
+            let mut chunk: Vec<(u64, EntryIndex)> = Vec::new();
+            log_index::for_each_index(&self.store, source, next, to, |seq, index| {
+                chunk.push((seq, index));
+                Ok(chunk.len() < ARCHIVE_READ_ENTRIES)
+            })?;
+            let Some(&(last, _)) = chunk.last() else {
+                break;
+            };
+            if chunk.first().map(|(seq, _)| *seq) != Some(next)
+                || chunk.windows(2).any(|w| w[1].0 != w[0].0 + 1)
+            {
+                return Err(RunnelError::internal(format!(
+                    "the log index of source {source} misses entries from {next} on"
+                )));
+            }
+            next = last + 1;
+            // Entries wholly before the view's start: only their watermarks matter.
+            let (needed, skipped): (Vec<_>, Vec<_>) =
+                chunk
+                    .into_iter()
+                    .partition(|(_, index)| match (start, &index.kafka) {
+                        (Some(start), Some(recipe)) if !recipe.partitions.is_empty() => recipe
+                            .partitions
+                            .iter()
+                            .any(|(p, (_, last))| start.get(p).is_none_or(|s| last >= s)),
+                        _ => true,
+                    });
+            let mut skipped = skipped.into_iter().peekable();
+            let mut rebuilt: Vec<(u64, datafusion::arrow::record_batch::RecordBatch)> = Vec::new();
+            archive.rebuild(&needed, &mut |seq, stored| {
+                rebuilt.push((seq, stored));
+                Ok(())
+            })?;
+            for (seq, stored) in rebuilt {
+                while let Some((_, index)) = skipped.next_if(|(s, _)| *s < seq) {
+                    clock = self
+                        .replay_watermark(target, index.kafka.and_then(|r| r.watermark_after))
+                        .or(clock);
+                }
+                let entry = stored_entry(seq, stored, &schema)?;
+                if let Some(batch) = entry.batch {
+                    self.push_sliced(
+                        (batch, entry.positions),
+                        target,
+                        start,
+                        progress.as_deref_mut(),
+                    )?;
+                }
+                clock = self.replay_watermark(target, entry.watermark).or(clock);
+                self.spill_backfill(target.0)?;
+            }
+            for (_, index) in skipped {
+                clock = self
+                    .replay_watermark(target, index.kafka.and_then(|r| r.watermark_after))
+                    .or(clock);
+            }
+        }
+        Ok(clock)
+    }
+
+    /// Pushes a replayed entry's watermark into the backfilling node; returns it.
+    fn replay_watermark(&mut self, target: Port, watermark: Option<i64>) -> Option<i64> {
+        let wm = watermark?;
+        self.push_watermark(target.0, target.1, wm);
+        Some(wm)
+    }
+
+    /// Deletes the entries of every stream log that its retention no longer keeps and every
+    /// reader has read (called after a checkpoint, so read means committed). The last entry
+    /// read is always kept: it carries the clock the dataflow resumes from. Returns how many
+    /// entries were deleted.
+    pub fn trim_logs(&mut self, now_micros: i64) -> Result<u64> {
+        let mut deleted = 0;
+        let ids: Vec<ObjectId> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| {
+                s.keeping
+                    .retention
+                    .is_some_and(|r| r != Retention::Unlimited)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let end = self.log_end(id)?;
+            let source = &self.sources[&id];
+            // Read by every reader: before the position (a log nothing reads: all of it).
+            let read_to = match source.is_read() {
+                true => source.position,
+                false => end,
+            };
+            let bound = read_to.saturating_sub(1);
+            let start = source.log_start;
+            if bound <= start {
+                continue;
+            }
+            let cut = match source.keeping.retention {
+                Some(Retention::Age(age)) => {
+                    let cutoff = now_micros.saturating_sub(age);
+                    let mut cut = start;
+                    log_index::for_each_index(&self.store, id, start, bound, |seq, index| {
+                        if index.appended_at >= cutoff {
+                            return Ok(false);
+                        }
+                        cut = seq + 1;
+                        Ok(true)
+                    })?;
+                    cut
+                }
+                Some(Retention::Bytes(limit)) => {
+                    let (mut bytes, counted_to) =
+                        (source.retained_bytes, source.bytes_counted_to.max(start));
+                    log_index::for_each_index(&self.store, id, counted_to, end, |_, index| {
+                        bytes += index.bytes;
+                        Ok(true)
+                    })?;
+                    let mut cut = start;
+                    if bytes > limit {
+                        log_index::for_each_index(&self.store, id, start, bound, |seq, index| {
+                            bytes -= index.bytes;
+                            cut = seq + 1;
+                            Ok(bytes > limit)
+                        })?;
+                    }
+                    let source = self.sources.get_mut(&id).expect("listed above");
+                    source.retained_bytes = bytes;
+                    source.bytes_counted_to = end;
+                    cut
+                }
+                _ => start,
+            };
+            if cut <= start {
+                continue;
+            }
+            let archived = self.sources[&id].keeping.archive.is_some();
+            let mut batch = WriteBatch::default();
+            batch.delete_range(&keys::log_entry(id, start), &keys::log_entry(id, cut));
+            if !archived {
+                // A Kafka stream keeps the indexes: they are the recipes to read it again.
+                batch.delete_range(&keys::log_index(id, start), &keys::log_index(id, cut));
+            }
+            batch.put(keys::log_start(id), cut.to_le_bytes());
+            self.store.write(batch)?;
+            if let Some(source) = self.sources.get_mut(&id) {
+                source.log_start = cut;
+            }
+            deleted += cut - start;
+        }
+        Ok(deleted)
     }
 
     /// During a backfill, when the operators' changed state fills half the state cache,
@@ -1128,6 +1342,109 @@ mod tests {
     use datafusion::arrow::record_batch::RecordBatch;
 
     use super::*;
+
+    /// Entries `0..n` of source 1, each one row (`seq`), appended at `seq` seconds and
+    /// indexed.
+    fn store_with_log(n: u64) -> (tempfile::TempDir, Arc<Store>, SchemaRef) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), Default::default()).expect("a store");
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let mut batch = WriteBatch::default();
+        for seq in 0..n {
+            let data = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values([seq as i64]))],
+            )
+            .expect("a batch");
+            let stored = ChangeBatch::inserts(data).to_stored().expect("stored");
+            let encoded = ipc::encode_batch(&stored).expect("encoded");
+            let index = EntryIndex {
+                appended_at: seq as i64 * 1_000_000,
+                bytes: 100,
+                rows: 1,
+                kafka: None,
+            };
+            batch.put(keys::log_index(1, seq), index.encode().expect("index"));
+            batch.put(keys::log_entry(1, seq), encoded);
+        }
+        store.write(batch).expect("written");
+        (dir, store, schema)
+    }
+
+    fn dataflow_over(store: &Arc<Store>, schema: &SchemaRef, retention: Retention) -> Dataflow {
+        let budget = runnel_state::CacheBudget::new(1 << 20);
+        let mut dataflow = Dataflow::new(store.clone(), budget);
+        let keeping = LogKeeping {
+            retention: Some(retention),
+            archive: None,
+        };
+        dataflow
+            .add_source(1, schema.clone(), keeping)
+            .expect("source");
+        dataflow
+    }
+
+    fn first_entry(store: &Store) -> Option<u64> {
+        let prefix = keys::log_prefix(1);
+        let mut first = None;
+        store
+            .for_each_in_range(&prefix, &keys::prefix_end(&prefix), |key, _| {
+                first = keys::log_entry_seq(key);
+                Ok(false)
+            })
+            .expect("scanned");
+        first
+    }
+
+    #[test]
+    fn trimming_by_size_keeps_the_newest_and_the_last_entry_read() {
+        let (_dir, store, schema) = store_with_log(10);
+        // 350 bytes: the newest three entries (100 bytes each) fit, the fourth does not.
+        let mut dataflow = dataflow_over(&store, &schema, Retention::Bytes(350));
+        // A log nothing reads is trimmed by its retention alone.
+        assert_eq!(dataflow.trim_logs(0).expect("trimmed"), 7);
+        assert_eq!(log_index::log_start(&store, 1).expect("start"), 7);
+        assert_eq!(first_entry(&store), Some(7));
+        // An embedded stream's indexes go with its entries.
+        let mut indexed = Vec::new();
+        log_index::for_each_index(&store, 1, 0, u64::MAX, |seq, _| {
+            indexed.push(seq);
+            Ok(true)
+        })
+        .expect("indexes");
+        assert_eq!(indexed, vec![7, 8, 9]);
+        // Nothing more to do; numbering goes on after the last entry.
+        assert_eq!(dataflow.trim_logs(0).expect("trimmed"), 0);
+        assert_eq!(dataflow.log_end(1).expect("end"), 10);
+    }
+
+    #[test]
+    fn trimming_by_age_stops_at_what_readers_have_not_read() {
+        let (_dir, store, schema) = store_with_log(10);
+        let mut dataflow = dataflow_over(&store, &schema, Retention::Age(2_000_000));
+        // A reader at position 4 has read entries 0..4; entry 3 carries its clock and stays.
+        if let Some(source) = dataflow.sources.get_mut(&1) {
+            source.position = 4;
+            source.subscribers.push((0, 0));
+        }
+        // At 100 s every entry is older than 2 s: only what was read goes.
+        assert_eq!(dataflow.trim_logs(100_000_000).expect("trimmed"), 3);
+        assert_eq!(first_entry(&store), Some(3));
+        // Read on to the end: at 7.5 s entries appended before 5.5 s go (0..=5), up to the
+        // last one read.
+        if let Some(source) = dataflow.sources.get_mut(&1) {
+            source.position = 10;
+        }
+        assert_eq!(dataflow.trim_logs(7_500_000).expect("trimmed"), 3);
+        assert_eq!(first_entry(&store), Some(6));
+        // Once every entry is gone, the log still ends where it did.
+        if let Some(source) = dataflow.sources.get_mut(&1) {
+            source.keeping.retention = Some(Retention::Age(1));
+        }
+        dataflow.trim_logs(100_000_000).expect("trimmed");
+        assert_eq!(first_entry(&store), Some(9));
+        assert_eq!(dataflow.log_end(1).expect("end"), 10);
+    }
 
     #[test]
     fn split_rows_cuts_rows_and_positions_alike() {

@@ -8,6 +8,7 @@ pub mod backfill;
 pub mod build;
 pub mod dataflow;
 pub mod expr;
+pub mod log_archive;
 pub mod operator;
 pub mod operators;
 pub mod stored_rows;
@@ -17,5 +18,6 @@ pub mod worker;
 
 pub use backfill::{BackfillReport, BackfillStatus};
 pub use dataflow::ViewStats;
+pub use log_archive::{LogArchive, LogKeeping};
 pub use operator::Operator;
 pub use worker::{CheckpointStats, SourceStatus, Worker, WorkerStatus, WorkerThread};

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::backfill::{BackfillProgress, BackfillReport, BackfillStatus, Backfills};
 use crate::dataflow::{Dataflow, StartOffsets, ViewStats};
+use crate::log_archive::LogKeeping;
 use crate::operator::Operator;
 use crate::subscription::{SourceSubscriptionStart, SubscriptionStart};
 
@@ -72,6 +73,7 @@ enum Command {
     AddSource {
         id: ObjectId,
         schema: SchemaRef,
+        keeping: LogKeeping,
         writes: Writes,
         reply: oneshot::Sender<Result<()>>,
     },
@@ -269,10 +271,18 @@ impl Worker {
         let _ = self.tx.send(Command::Wake { at: Instant::now() });
     }
 
-    pub async fn add_source(&self, id: ObjectId, schema: SchemaRef, writes: Writes) -> Result<()> {
+    /// Adds a stream's or table's log; `keeping` says how much of it to keep.
+    pub async fn add_source(
+        &self,
+        id: ObjectId,
+        schema: SchemaRef,
+        keeping: LogKeeping,
+        writes: Writes,
+    ) -> Result<()> {
         self.call(|reply| Command::AddSource {
             id,
             schema,
+            keeping,
             writes,
             reply,
         })
@@ -456,7 +466,10 @@ impl WorkerState {
             match rx.recv_timeout(timeout) {
                 Ok(Command::Stop { reply }) => return self.stop(reply),
                 Ok(cmd) => self.handle(cmd),
-                Err(RecvTimeoutError::Timeout) if !self.dirty => self.idle_checkpoint(),
+                Err(RecvTimeoutError::Timeout) if !self.dirty => {
+                    self.idle_checkpoint();
+                    self.trim_logs();
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.drain();
@@ -567,6 +580,7 @@ impl WorkerState {
         let committed = Instant::now();
         self.last_checkpoint = committed;
         self.dirty = false;
+        self.trim_logs();
         let took = started.elapsed();
         self.checkpoints.record(took);
         self.checkpoints
@@ -607,6 +621,19 @@ impl WorkerState {
         }
     }
 
+    /// Deletes what the streams' retention no longer keeps (after a checkpoint: positions are
+    /// committed). A failure only postpones it.
+    fn trim_logs(&mut self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        match self.dataflow.trim_logs(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(entries = n, "retention deleted log entries"),
+            Err(err) => tracing::warn!("retention could not trim the logs: {err}"),
+        }
+    }
+
     fn checkpoint_or_die(&mut self, writes: Writes) {
         match self.checkpoint(writes) {
             Ok(()) => {
@@ -640,12 +667,13 @@ impl WorkerState {
             Command::AddSource {
                 id,
                 schema,
+                keeping,
                 writes,
                 reply,
             } => {
                 let result = self
                     .dataflow
-                    .add_source(id, schema)
+                    .add_source(id, schema, keeping)
                     .and_then(|()| self.checkpoint(writes));
                 self.publish();
                 let _ = reply.send(result);

@@ -13,6 +13,8 @@
 //! | 0x07      | view id, node id (u32), operator key  | operator state                         |
 //! | 0x08      | source id, Kafka partition (u32)      | next offset to ingest (i64, LE)        |
 //! | 0x09      | source id                             | the stream's event-time clock (JSON)   |
+//! | 0x0A      | source id, sequence number (u64)      | a stream log entry's index (`log_index`)|
+//! | 0x0B      | source id                             | first sequence number the log holds    |
 
 use runnel_plan::ObjectId;
 
@@ -25,6 +27,8 @@ pub const VIEW_ROW: u8 = 0x06;
 pub const OPERATOR: u8 = 0x07;
 pub const KAFKA_OFFSET: u8 = 0x08;
 pub const WATERMARK_CLOCK: u8 = 0x09;
+pub const LOG_INDEX: u8 = 0x0A;
+pub const LOG_START: u8 = 0x0B;
 
 fn with_id(namespace: u8, id: ObjectId) -> Vec<u8> {
     let mut key = Vec::with_capacity(16);
@@ -61,6 +65,22 @@ pub fn log_entry(source: ObjectId, seq: u64) -> Vec<u8> {
 pub fn log_entry_seq(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.get(5..13)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+pub fn log_index_prefix(source: ObjectId) -> Vec<u8> {
+    with_id(LOG_INDEX, source)
+}
+
+/// The index entry of log entry `seq` (same sequence layout as [`log_entry`]).
+pub fn log_index(source: ObjectId, seq: u64) -> Vec<u8> {
+    let mut key = log_index_prefix(source);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Where a log trimmed by retention starts (absent: at 0).
+pub fn log_start(source: ObjectId) -> Vec<u8> {
+    with_id(LOG_START, source)
 }
 
 pub fn position(source: ObjectId) -> Vec<u8> {
@@ -155,6 +175,8 @@ pub fn object_ranges(id: ObjectId) -> Vec<(Vec<u8>, Vec<u8>)> {
         view_operators_prefix(id),
         kafka_offsets_prefix(id),
         watermark_clock(id),
+        log_index_prefix(id),
+        log_start(id),
     ]
     .into_iter()
     .map(|p| {

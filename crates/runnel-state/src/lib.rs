@@ -10,6 +10,7 @@ pub mod error;
 pub mod ipc;
 pub mod keyed_state;
 pub mod keys;
+pub mod log_index;
 pub mod store;
 pub mod vnode;
 

@@ -12,6 +12,9 @@ use crate::shared::EngineConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:6875";
 pub const DEFAULT_DATA_DIR: &str = "./runnel-data";
+/// Kafka's own default retention (`retention.ms`): a week.
+pub const DEFAULT_KAFKA_LOG_RETENTION: runnel_common::Retention =
+    runnel_common::Retention::Age(7 * 86_400 * 1_000_000);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,7 +51,8 @@ pub struct ServeArgs {
     /// TOML file with any of: listen, data_dir, checkpoint_interval_ms, sync_writes,
     /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
     /// tls_key, tls_required, subscribe_buffer, max_connections, handshake_timeout_ms,
-    /// max_message_bytes, query_memory_mb, disk_reserve_mb, state_cache_mb
+    /// max_message_bytes, query_memory_mb, disk_reserve_mb, state_cache_mb,
+    /// kafka_log_retention
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -115,6 +119,12 @@ pub struct ServeArgs {
     /// the machine or its cgroup has, at least 64]
     #[arg(long, env = "RUNNEL_STATE_CACHE_MB")]
     pub state_cache_mb: Option<f64>,
+    /// How much of a Kafka stream's local log to keep when the stream names no `retention`
+    /// (a duration such as '7 days', a size such as '10 GB', or 'unlimited'); older entries
+    /// every view has read are deleted and read again from the topic when a new view needs
+    /// them [default: 7 days]
+    #[arg(long, env = "RUNNEL_KAFKA_LOG_RETENTION")]
+    pub kafka_log_retention: Option<String>,
 }
 
 /// How log lines are written.
@@ -147,6 +157,7 @@ pub struct FileConfig {
     pub query_memory_mb: Option<usize>,
     pub disk_reserve_mb: Option<u64>,
     pub state_cache_mb: Option<f64>,
+    pub kafka_log_retention: Option<String>,
 }
 
 /// What one client may take of the server.
@@ -259,6 +270,11 @@ impl ServeArgs {
                 .or(file.query_memory_mb)
                 .unwrap_or(1024),
         )?;
+        let kafka_log_retention = match self.kafka_log_retention.or(file.kafka_log_retention) {
+            Some(text) => runnel_common::Retention::parse(&text)
+                .map_err(|e| format!("kafka_log_retention: {e}"))?,
+            None => DEFAULT_KAFKA_LOG_RETENTION,
+        };
         Ok(ServeConfig {
             limits,
             superuser_password,
@@ -288,6 +304,7 @@ impl ServeArgs {
                     Some(_) => return Err("state_cache_mb must be a positive number".into()),
                     None => default_state_cache_bytes(),
                 },
+                kafka_log_retention,
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),

@@ -29,6 +29,7 @@ use runnel_connectors::kafka::{client_config, send_waiting, KafkaRecord, TopicRe
 use runnel_connectors::{Format, KafkaOptions, KafkaSecurity, OnError};
 use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
+use runnel_state::log_index::KafkaRecipe;
 use runnel_state::{keys, Store, WriteBatch};
 
 use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
@@ -132,6 +133,11 @@ impl Layout {
             columns,
             value_schema: Schema::new(value_fields),
         })
+    }
+
+    /// The decoder of record values in `format`.
+    pub fn decoder(&self, format: Format) -> RecordDecoder {
+        RecordDecoder::new(format, &self.value_schema)
     }
 }
 
@@ -539,7 +545,7 @@ impl IngestTask {
             .collect();
         let rows = take_rows(&decoded.batch, &kept)?;
         let row_records: Vec<usize> = kept.iter().map(|&r| row_records[r as usize]).collect();
-        let data = self.relation_rows(records, &rows, &row_records)?;
+        let data = relation_rows(&self.entry, &self.layout, records, &rows, &row_records)?;
         let writer = self.shared.writer(self.entry.id)?;
         let mut locked = futures::executor::block_on(writer.lock());
         let mut extra = WriteBatch::default();
@@ -575,7 +581,9 @@ impl IngestTask {
                 extra,
             )?;
         } else {
-            locked.commit_stream(&self.shared.store, data, extra)?;
+            let recipe =
+                KafkaRecipe::of_records(records[..cut].iter().map(|r| (r.partition(), r.offset())));
+            locked.commit_stream(&self.shared.store, data, Some(recipe), extra)?;
         }
         drop(locked);
         self.shared.worker.wake();
@@ -594,16 +602,19 @@ impl IngestTask {
             record.offset()
         )
     }
+}
 
-    /// The relation's columns for the decoded rows (metadata columns filled from the
-    /// records), plus, for streams, the hidden partition/offset columns.
-    fn relation_rows(
-        &self,
-        records: &[KafkaRecord<'_>],
-        values: &RecordBatch,
-        row_records: &[usize],
-    ) -> Result<RecordBatch> {
-        let schema = &self.entry.schema;
+/// The relation's columns for the decoded rows (metadata columns filled from the records),
+/// plus, for streams, the hidden partition/offset columns.
+fn relation_rows(
+    entry: &CatalogEntry,
+    layout: &Layout,
+    records: &[KafkaRecord<'_>],
+    values: &RecordBatch,
+    row_records: &[usize],
+) -> Result<RecordBatch> {
+    {
+        let schema = &entry.schema;
         let partitions = || -> ArrayRef {
             Arc::new(Int32Array::from_iter_values(
                 row_records.iter().map(|&i| records[i].partition()),
@@ -615,7 +626,7 @@ impl IngestTask {
             ))
         };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len() + 2);
-        for (field, source) in schema.fields().iter().zip(&self.layout.columns) {
+        for (field, source) in schema.fields().iter().zip(&layout.columns) {
             let column: ArrayRef = match source {
                 ColumnSource::Value(v) => values.column(*v).clone(),
                 ColumnSource::Partition => partitions(),
@@ -647,7 +658,7 @@ impl IngestTask {
             columns.push(column);
         }
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-        if self.entry.kind == ObjectKind::Stream {
+        if entry.kind == ObjectKind::Stream {
             fields.push(Field::new(KAFKA_PARTITION_COLUMN, DataType::Int32, false));
             fields.push(Field::new(KAFKA_OFFSET_COLUMN, DataType::Int64, false));
             columns.push(partitions());
@@ -660,6 +671,20 @@ impl IngestTask {
             &options,
         )?)
     }
+}
+
+/// A Kafka stream's rows from `records`, as ingestion makes them (records that do not decode
+/// are left out; ingestion counted them, or copied them to the dead-letter topic, when it
+/// read them first).
+pub fn stream_rows(
+    entry: &CatalogEntry,
+    layout: &Layout,
+    decoder: &RecordDecoder,
+    records: &[KafkaRecord<'_>],
+) -> Result<RecordBatch> {
+    let values: Vec<Option<&[u8]>> = records.iter().map(|r| r.payload()).collect();
+    let decoded = decoder.decode(&values);
+    relation_rows(entry, layout, records, &decoded.batch, &decoded.rows)
 }
 
 /// A record key as a JSON object of the key columns: an object is taken as is; for a

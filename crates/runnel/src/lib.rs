@@ -7,6 +7,7 @@ pub mod connector_registry;
 pub mod convert;
 pub mod engine;
 pub mod handlers;
+pub mod kafka_archive;
 pub mod kafka_ingest;
 pub mod key_lookup;
 pub mod metrics;

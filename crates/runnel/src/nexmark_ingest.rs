@@ -92,7 +92,7 @@ impl GeneratorTask {
             for (k, v) in offset_writes(self.entry.id, &BTreeMap::from([(0, to as i64)])) {
                 extra.put(k, v);
             }
-            locked.commit_stream(store, batch, extra)?;
+            locked.commit_stream(store, batch, None, extra)?;
             drop(locked);
             self.shared.worker.wake();
             window.1 += to - position;

@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub disk_reserve_bytes: u64,
     /// The memory of every view operator's state cache together (`runnel_state::CacheBudget`).
     pub state_cache_bytes: usize,
+    /// The retention of Kafka streams that name none.
+    pub kafka_log_retention: runnel_common::Retention,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +45,7 @@ impl Default for EngineConfig {
             query_memory_bytes: 1 << 30,
             disk_reserve_bytes: 256 << 20,
             state_cache_bytes: 1 << 30,
+            kafka_log_retention: crate::config::DEFAULT_KAFKA_LOG_RETENTION,
         }
     }
 }
@@ -115,12 +118,13 @@ impl Shared {
         if let Some(w) = writers.get(&id) {
             return Ok(w.clone());
         }
-        let watermark = self
-            .catalog
-            .snapshot()
-            .get_by_id(id)
-            .and_then(|e| e.watermark);
-        let w = Arc::new(SourceWriter::open(&self.store, id, watermark)?);
+        let catalog = self.catalog.snapshot();
+        let entry = catalog.get_by_id(id);
+        let watermark = entry.and_then(|e| e.watermark);
+        // Stream entries are indexed (for retention, and Kafka re-reads); a table's log is not
+        // trimmed.
+        let indexed = entry.is_some_and(|e| e.kind == runnel_sql::ObjectKind::Stream);
+        let w = Arc::new(SourceWriter::open(&self.store, id, watermark, indexed)?);
         writers.insert(id, w.clone());
         Ok(w)
     }

@@ -3,7 +3,8 @@
 //! each in one atomic write. So a scan only needs to decode the entries written since the
 //! previous scan; the rest is kept here, already decoded and merged into batches of about
 //! [`TARGET_BATCH_ROWS`] rows. RocksDB stays the truth: the cache holds copies of committed
-//! entries only, and a stream it does not hold (over budget) is read from the store.
+//! entries only, and a stream it does not hold (over budget) is read from the store. When
+//! retention trims a log (its start moves), its cached copy is decoded afresh.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +22,8 @@ pub const TARGET_BATCH_ROWS: usize = 8192;
 /// The decoded log of one stream, up to (not including) `next_seq`.
 #[derive(Default)]
 struct CachedLog {
+    /// Where the log started when this copy was read.
+    log_start: u64,
     next_seq: u64,
     /// Merged batches; the last one may still grow.
     batches: Vec<RecordBatch>,
@@ -49,7 +52,12 @@ impl StreamLogCache {
         schema: &SchemaRef,
     ) -> Result<Vec<RecordBatch>> {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut log = logs.remove(&id).unwrap_or_default();
+        let log_start = runnel_state::log_index::log_start(store, id)?;
+        let mut log = logs
+            .remove(&id)
+            .filter(|log| log.log_start == log_start)
+            .unwrap_or_default();
+        log.log_start = log_start;
         let used: usize = logs.values().map(|l| l.bytes).sum();
         // Decoding happens under the lock: concurrent scans of one stream would otherwise
         // decode the same new entries twice, and the work is bounded by what is new.

@@ -6,6 +6,10 @@
 //! late rows are dropped and counted before they reach the log, every entry records the
 //! watermark after it in its schema metadata, and the clock's state is committed in the same
 //! write as the entry. So the log alone decides what every view sees, live or replayed.
+//!
+//! A stream's entries are indexed (`runnel_state::log_index`) in the same write: when each was
+//! appended and its size, for retention, and for a Kafka stream the recipe that rebuilds it
+//! from the topic ([`rebuild_kafka_entry`] runs that recipe).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use runnel_common::{
     ChangeBatch, Result, RunnelError, WatermarkClock, WatermarkDef, KAFKA_PARTITION_COLUMN,
 };
 use runnel_plan::ObjectId;
+use runnel_state::log_index::{EntryIndex, KafkaRecipe};
 use runnel_state::{ipc, keys, Store, WriteBatch};
 
 pub struct SourceWriter {
@@ -32,6 +37,8 @@ struct WriterState {
     rows_appended: u64,
     /// Streams with a watermark.
     clock: Option<WatermarkClock>,
+    /// Streams: each entry gets an index entry.
+    indexed: bool,
 }
 
 impl SourceWriter {
@@ -44,17 +51,9 @@ impl SourceWriter {
         store: &Arc<Store>,
         id: ObjectId,
         watermark: Option<WatermarkDef>,
+        indexed: bool,
     ) -> Result<SourceWriter> {
-        let prefix = keys::log_prefix(id);
-        let last = store.last_key_in_range(&prefix, &keys::prefix_end(&prefix))?;
-        let next_seq = match last {
-            Some(key) => {
-                keys::log_entry_seq(&key)
-                    .ok_or_else(|| RunnelError::internal("malformed log key"))?
-                    + 1
-            }
-            None => 0,
-        };
+        let next_seq = runnel_state::log_index::log_end(store, id)?;
         let clock = match watermark {
             None => None,
             Some(def) => Some(match store.get(&keys::watermark_clock(id))? {
@@ -70,6 +69,7 @@ impl SourceWriter {
                 next_seq,
                 rows_appended: 0,
                 clock,
+                indexed,
             }),
         })
     }
@@ -122,18 +122,20 @@ impl LockedWriter<'_> {
             .filter(|c| !c.is_empty())
             .map(ChangeBatch::to_stored)
             .collect::<Result<_>>()?;
-        self.stage_entries(&stored, batch)
+        self.stage_entries(&stored, None, batch)
     }
 
     /// Appends rows to a stream's log (after its clock dropped the late ones) with `extra`
-    /// (Kafka offsets) in one atomic write. Returns how many rows were appended.
+    /// (Kafka offsets) in one atomic write. Returns how many rows were appended. A Kafka
+    /// chunk passes its `recipe` (the records it read), which the entry's index keeps.
     pub fn commit_stream(
         &mut self,
         store: &Store,
         rows: RecordBatch,
+        recipe: Option<KafkaRecipe>,
         mut extra: WriteBatch,
     ) -> Result<usize> {
-        let (n, staged) = self.stage_stream(rows, &mut extra)?;
+        let (n, staged) = self.stage_stream_from(rows, recipe, &mut extra)?;
         store.write(extra)?;
         self.staged_written(staged);
         Ok(n)
@@ -146,31 +148,33 @@ impl LockedWriter<'_> {
         rows: RecordBatch,
         extra: &mut WriteBatch,
     ) -> Result<(usize, Staged)> {
+        self.stage_stream_from(rows, None, extra)
+    }
+
+    fn stage_stream_from(
+        &mut self,
+        rows: RecordBatch,
+        mut recipe: Option<KafkaRecipe>,
+        extra: &mut WriteBatch,
+    ) -> Result<(usize, Staged)> {
         let Some(clock) = self.state.clock.as_mut() else {
             let n = rows.num_rows();
-            let staged = self.stage(&[ChangeBatch::inserts(rows)], extra)?;
+            let stored = ChangeBatch::inserts(rows).to_stored()?;
+            let staged = self.stage_entries(&[stored], recipe, extra)?;
             return Ok((n, staged));
         };
+        if let Some(recipe) = recipe.as_mut() {
+            recipe.clock_before = Some(clock.clone());
+        }
         let before = clock.watermark;
-        let event_times = rows
-            .column(clock.def.column)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .ok_or_else(|| {
-                RunnelError::internal("watermark column is not a microsecond timestamp")
-            })?;
-        let partitions = rows
-            .column_by_name(KAFKA_PARTITION_COLUMN)
-            .and_then(|c| c.as_any().downcast_ref::<Int32Array>());
-        let keep = clock.observe(event_times, partitions);
-        let rows = match keep {
-            Some(mask) => datafusion::arrow::compute::filter_record_batch(&rows, &mask)?,
-            None => rows,
-        };
+        let rows = observe_clock(clock, rows)?;
         let moved = clock.watermark != before;
         let n = rows.num_rows();
+        if let Some(recipe) = recipe.as_mut() {
+            recipe.watermark_after = clock.watermark;
+        }
         let entries = clocked_entries(self.id, clock, rows, moved, extra)?;
-        let staged = self.stage_entries(&entries, extra)?;
+        let staged = self.stage_entries(&entries, recipe, extra)?;
         Ok((n, staged))
     }
 
@@ -189,7 +193,8 @@ impl LockedWriter<'_> {
     }
 
     /// Marks partitions idle; when that moves the watermark, appends an entry without rows
-    /// that carries it. Returns whether the watermark moved.
+    /// that carries it (a Kafka stream's: its recipe reads no record). Returns whether the
+    /// watermark moved.
     pub fn set_idle(&mut self, store: &Store, partitions: &[i32]) -> Result<bool> {
         let Some(clock) = self.state.clock.as_mut() else {
             return Ok(false);
@@ -198,7 +203,13 @@ impl LockedWriter<'_> {
         let mut extra = WriteBatch::default();
         let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
         let entries = clocked_entries(self.id, clock, empty, moved, &mut extra)?;
-        self.append(store, &entries, extra)?;
+        let recipe = KafkaRecipe {
+            watermark_after: clock.watermark,
+            ..KafkaRecipe::default()
+        };
+        let staged = self.stage_entries(&entries, Some(recipe), &mut extra)?;
+        store.write(extra)?;
+        self.staged_written(staged);
         Ok(moved)
     }
 
@@ -213,23 +224,30 @@ impl LockedWriter<'_> {
         })
     }
 
-    fn append(
+    /// Adds `entries` to `batch` under the next sequence numbers, each with its index entry
+    /// when the log is indexed (`recipe` goes with a Kafka chunk's one entry).
+    fn stage_entries(
         &mut self,
-        store: &Store,
         entries: &[RecordBatch],
-        mut batch: WriteBatch,
-    ) -> Result<()> {
-        let staged = self.stage_entries(entries, &mut batch)?;
-        store.write(batch)?;
-        self.staged_written(staged);
-        Ok(())
-    }
-
-    fn stage_entries(&mut self, entries: &[RecordBatch], batch: &mut WriteBatch) -> Result<Staged> {
+        recipe: Option<KafkaRecipe>,
+        batch: &mut WriteBatch,
+    ) -> Result<Staged> {
         let mut seq = self.state.next_seq;
         let mut rows = 0u64;
+        let appended_at = now_micros();
         for stored in entries {
-            batch.put(keys::log_entry(self.id, seq), ipc::encode_batch(stored)?);
+            let encoded = ipc::encode_batch(stored)?;
+            if self.state.indexed {
+                let index = EntryIndex {
+                    appended_at,
+                    bytes: encoded.len() as u64,
+                    rows: stored.num_rows() as u64,
+                    // A chunk makes at most one entry.
+                    kafka: recipe.clone(),
+                };
+                batch.put(keys::log_index(self.id, seq), index.encode()?);
+            }
+            batch.put(keys::log_entry(self.id, seq), encoded);
             seq += 1;
             rows += stored.num_rows() as u64;
         }
@@ -245,6 +263,40 @@ impl LockedWriter<'_> {
 pub struct Staged {
     next_seq: u64,
     rows: u64,
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Runs a stream's clock over `rows`: drops the late ones, moves the watermark.
+fn observe_clock(clock: &mut WatermarkClock, rows: RecordBatch) -> Result<RecordBatch> {
+    let event_times = rows
+        .column(clock.def.column)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| RunnelError::internal("watermark column is not a microsecond timestamp"))?;
+    let partitions = rows
+        .column_by_name(KAFKA_PARTITION_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<Int32Array>());
+    Ok(match clock.observe(event_times, partitions) {
+        Some(mask) => datafusion::arrow::compute::filter_record_batch(&rows, &mask)?,
+        None => rows,
+    })
+}
+
+/// A Kafka stream's log entry rebuilt from its recipe: `rows` are the relation rows decoded
+/// from the recipe's records (bad records left out, as ingestion left them out); the clock
+/// runs again from its state before the chunk. The result is the entry as it was stored.
+pub fn rebuild_kafka_entry(rows: RecordBatch, recipe: &KafkaRecipe) -> Result<RecordBatch> {
+    let rows = match recipe.clock_before.clone() {
+        Some(mut clock) => observe_clock(&mut clock, rows)?,
+        None => rows,
+    };
+    let stored = ChangeBatch::inserts(rows).to_stored()?;
+    with_watermark(stored, recipe.watermark_after)
 }
 
 /// What a stream with a clock appends: the clock's state (into `extra`), and the rows as

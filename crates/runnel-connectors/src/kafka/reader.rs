@@ -252,6 +252,12 @@ impl TopicReader {
         Ok(())
     }
 
+    /// Stops reading every partition.
+    pub fn unassign(&self) -> Result<()> {
+        self.consumer.unassign()?;
+        Ok(())
+    }
+
     /// Up to `max` records: waits at most `wait` for the first, then takes what is already
     /// fetched (and up to `linger` more) so chunks stay large under load. A transport error
     /// (broker down) comes back as `Err` after the records polled before it.

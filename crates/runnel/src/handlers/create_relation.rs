@@ -2,11 +2,14 @@
 //! with the dataflow. A Kafka stream or table (`connector = 'kafka'`) also resolves its start
 //! position against the broker, stores it as its first offsets (committed with the catalog
 //! entry, so a restart never re-resolves 'latest'), and starts its ingestion thread.
+//!
+//! A stream's `retention` option says how much of its log the dataflow keeps (see
+//! `runnel_runtime::log_archive`); a Kafka stream's topic is its archive.
 
 use std::sync::Arc;
 
 use datafusion::sql::sqlparser::ast;
-use runnel_common::{Result, RunnelError, SqlState};
+use runnel_common::{Result, Retention, RunnelError, SqlState};
 use runnel_pgwire::QueryResponse;
 use runnel_plan::{EventTime, TimeBound};
 use runnel_sql::access::Access;
@@ -15,6 +18,7 @@ use runnel_sql::{
 };
 
 use runnel_connectors::{KafkaOptions, NexmarkGenerator, NexmarkOptions};
+use runnel_runtime::LogKeeping;
 
 use crate::catalog_service::CatalogService;
 use crate::kafka_ingest;
@@ -42,6 +46,56 @@ fn nexmark_generator(def: &RelationDef) -> Result<Option<NexmarkGenerator>> {
     Ok(Some(NexmarkGenerator::new(options, &def.schema)?))
 }
 
+/// Takes `retention` out of a definition's options (the connectors know nothing of it).
+fn take_retention(def: &mut RelationDef) -> Result<Option<Retention>> {
+    let mut found = None;
+    for (k, v) in &def.options {
+        if k == "retention" {
+            found = Some(Retention::parse(v)?);
+        }
+    }
+    def.options.retain(|(k, _)| k != "retention");
+    if found.is_some() && def.kind != ObjectKind::Stream {
+        return Err(RunnelError::plan(
+            SqlState::INVALID_TABLE_DEFINITION,
+            format!(
+                "retention applies to streams; table \"{}\" keeps its current rows",
+                def.name
+            ),
+        ));
+    }
+    Ok(found)
+}
+
+/// How the dataflow keeps a relation's log: a stream's retention (a Kafka stream's default is
+/// the server's `kafka_log_retention`, read again from the topic; an embedded stream keeps
+/// everything unless told, its log being the only copy), and a Kafka stream's topic as the
+/// archive of what is trimmed.
+fn log_keeping(
+    shared: &Arc<Shared>,
+    entry: &Arc<CatalogEntry>,
+    retention: Option<Retention>,
+    kafka: Option<(&KafkaOptions, &kafka_ingest::Layout)>,
+) -> LogKeeping {
+    if entry.kind != ObjectKind::Stream {
+        return LogKeeping::default();
+    }
+    match kafka {
+        Some((options, layout)) => LogKeeping {
+            retention: Some(retention.unwrap_or(shared.config.kafka_log_retention)),
+            archive: Some(Arc::new(crate::kafka_archive::KafkaArchive::new(
+                entry.clone(),
+                options.clone(),
+                layout.clone(),
+            ))),
+        },
+        None => LogKeeping {
+            retention,
+            archive: None,
+        },
+    }
+}
+
 /// A stream's event time as views see it: its watermark column, bounded with lag 0.
 fn stream_event_time(def: &RelationDef) -> EventTime {
     match def.watermark {
@@ -63,7 +117,8 @@ pub async fn handle(
     watermark: Option<&WatermarkClause>,
     sql: &str,
 ) -> Result<QueryResponse> {
-    let def = relation_def(kind, create, watermark)?;
+    let mut def = relation_def(kind, create, watermark)?;
+    let retention = take_retention(&mut def)?;
     let nexmark = nexmark_generator(&def)?;
     let kafka = match nexmark {
         Some(_) => None,
@@ -137,11 +192,19 @@ pub async fn handle(
     if let Some((_, start)) = &prepared {
         writes.extend(kafka_ingest::offset_writes(id, start));
     }
+    let entry = Arc::new(entry);
+    let keeping = log_keeping(
+        &shared,
+        &entry,
+        retention,
+        kafka
+            .as_ref()
+            .zip(prepared.as_ref().map(|(layout, _)| layout)),
+    );
     shared
         .worker
-        .add_source(id, entry.schema.clone(), writes)
+        .add_source(id, entry.schema.clone(), keeping, writes)
         .await?;
-    let entry = Arc::new(entry);
     shared.catalog.publish(|c| c.insert((*entry).clone()));
     if let (Some(options), Some((layout, _))) = (kafka, prepared) {
         crate::kafka_ingest::start(&shared, entry, options, layout)?;
@@ -164,7 +227,8 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
             "stored definition is not CREATE STREAM/TABLE",
         ));
     };
-    let def = relation_def(*kind, create, watermark.as_deref())?;
+    let mut def = relation_def(*kind, create, watermark.as_deref())?;
+    let retention = take_retention(&mut def)?;
     let nexmark = nexmark_generator(&def)?;
     let kafka = match nexmark {
         Some(_) => None,
@@ -189,14 +253,23 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         comments: Default::default(),
         access: Access::default(),
     });
+    let layout = match &kafka {
+        Some(_) => Some(kafka_ingest::Layout::new(&def)?),
+        None => None,
+    };
+    let keeping = log_keeping(
+        shared,
+        &entry,
+        retention,
+        kafka.as_ref().zip(layout.as_ref()),
+    );
     shared
         .worker
-        .add_source(entry.id, entry.schema.clone(), vec![])
+        .add_source(entry.id, entry.schema.clone(), keeping, vec![])
         .await?;
     shared.catalog.publish(|c| c.insert((*entry).clone()));
-    if let Some(options) = kafka {
+    if let (Some(options), Some(layout)) = (kafka, layout) {
         // The broker may be down at start-up: the thread waits for it.
-        let layout = kafka_ingest::Layout::new(&def)?;
         crate::kafka_ingest::start(shared, entry, options, layout)?;
     } else if let Some(generator) = nexmark {
         crate::nexmark_ingest::start(shared, entry, generator)?;

@@ -180,6 +180,7 @@ pub async fn handle(
         }
     }
     let start_offsets = resolve_start(&shared, &catalog, &planned.plan, view).await?;
+    require_untrimmed(&shared, &catalog, &planned.plan)?;
     let entry = CatalogEntry {
         id,
         name,
@@ -309,6 +310,28 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         )
         .await?;
     shared.catalog.publish(|c| c.insert(entry));
+    Ok(())
+}
+
+/// A new view reads its embedded streams from their first row: refused, naming the earliest
+/// available position, when retention removed rows of one (a Kafka stream's are read again
+/// from its topic).
+fn require_untrimmed(shared: &Arc<Shared>, catalog: &Catalog, plan: &StreamPlan) -> Result<()> {
+    for dep in plan.dependencies() {
+        let Some(entry) = catalog.get_by_id(dep) else {
+            continue;
+        };
+        if entry.kind != ObjectKind::Stream || shared.sources.kafka_options(dep).is_some() {
+            continue;
+        }
+        if runnel_state::log_index::log_start(&shared.store, dep)? > 0 {
+            let earliest = runnel_runtime::log_archive::earliest_entry(&shared.store, dep)?;
+            return Err(runnel_runtime::log_archive::trimmed_error(
+                &entry.name,
+                earliest,
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -167,7 +167,7 @@ pub async fn insert_rows(
         ObjectKind::Stream => {
             // Late rows (behind the stream's watermark) are dropped: count what was appended.
             let rows = concat_batches(&entry.schema, &rows)?;
-            n = locked.commit_stream(&shared.store, rows, WriteBatch::default())? as u64;
+            n = locked.commit_stream(&shared.store, rows, None, WriteBatch::default())? as u64;
         }
         _ => {
             let rows = concat_batches(&entry.schema, &rows)?;
