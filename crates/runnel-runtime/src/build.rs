@@ -10,7 +10,7 @@ use runnel_common::change::nullable_schema;
 use runnel_common::{Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, PlanNode, StreamPlan};
 use runnel_state::codec::check_supported;
-use runnel_state::{keys, KeyedState, SharedBudget, Store};
+use runnel_state::{keys, KeyedState, SharedBudget, Store, TimeIndex};
 
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
@@ -23,21 +23,23 @@ use crate::operators::{
     SessionWindowOp, TemporalFilterOp, WindowOp,
 };
 
-/// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
-/// The clock's lag on `expr` when it is a column of `node`'s first input that the clock bounds.
+/// The clock's lag on `expr` when it is a column of `node`'s input on `port` that the clock
+/// bounds.
 fn input_column_lag(
     plan: &StreamPlan,
     node: &PlanNode,
+    port: usize,
     expr: &datafusion::logical_expr::Expr,
     schema: &DFSchema,
 ) -> Option<i64> {
     let datafusion::logical_expr::Expr::Column(c) = expr else {
         return None;
     };
-    let input = &plan.nodes[*node.inputs.first()?];
+    let input = &plan.nodes[*node.inputs.get(port)?];
     input.event_time.lag_of(schema.index_of_column(c).ok()?)
 }
 
+/// The Arrow schema a node's batches carry: DataFusion's field names, every field nullable.
 pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
     nullable_schema(schema.as_arrow())
 }
@@ -134,8 +136,18 @@ pub fn build_operator(
                     lag_micros: b.lag_micros,
                     emit_on_close: *emit_on_close,
                 });
+            // Groups under `prefix ‖ 0`, the open windows' time index under `prefix ‖ 1`.
+            let sub = |tag: u8| {
+                let mut sub = prefix.clone();
+                sub.push(tag);
+                sub
+            };
+            let closing = match closing {
+                Some(closing) => Some((closing, TimeIndex::open(store.clone(), sub(1))?)),
+                None => None,
+            };
             Box::new(AggregateOp::new(
-                KeyedState::open(store.clone(), prefix, budget.clone())?,
+                KeyedState::open(store.clone(), sub(0), budget.clone())?,
                 compile_all(group_exprs, schema)?,
                 slots,
                 output_schema,
@@ -249,7 +261,7 @@ pub fn build_operator(
             };
             let order_lag = order_by
                 .first()
-                .and_then(|s| input_column_lag(plan, node, &s.expr, schema));
+                .and_then(|s| input_column_lag(plan, node, 0, &s.expr, schema));
             Box::new(WindowOp::new(
                 store,
                 prefix,
@@ -276,7 +288,7 @@ pub fn build_operator(
                     "SESSION windows over a time column of type {time_type}"
                 )));
             }
-            let time_lag = input_column_lag(plan, node, time, schema);
+            let time_lag = input_column_lag(plan, node, 0, time, schema);
             Box::new(SessionWindowOp::new(
                 store,
                 prefix,
@@ -318,6 +330,16 @@ pub fn build_operator(
             };
             let left = side(left_keys, left_time, input_schema(0)?)?;
             let right = side(right_keys, right_time, input_schema(1)?)?;
+            // The clock frees state when both sides only insert and it bounds both times.
+            let append_only = node.inputs.iter().all(|&i| plan.nodes[i].append_only);
+            let lags = (
+                input_column_lag(plan, node, 0, left_time, input_schema(0)?),
+                input_column_lag(plan, node, 1, right_time, input_schema(1)?),
+            );
+            let frontier_lag = match lags {
+                (Some(l), Some(r)) if append_only => Some(l.max(r)),
+                _ => None,
+            };
             Box::new(AsofJoinOp::new(
                 store,
                 prefix,
@@ -325,6 +347,7 @@ pub fn build_operator(
                 right,
                 *strict,
                 output_schema,
+                frontier_lag,
             )?)
         }
         NodeKind::Materialize { key, appended, .. } => {

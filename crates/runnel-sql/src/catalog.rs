@@ -58,14 +58,16 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 5: aggregate and join
+/// What a materialized view's stored rows and operator state mean. 6: temporal filters and
+/// the open windows of windowed aggregates are kept in time indexes (`runnel_state::TimeIndex`,
+/// vnode first), aggregate groups under their operator prefix ‖ 0. 5: aggregate and join
 /// state keys and keyed/counted view rows start with a vnode (`runnel_state::vnode`), and
 /// that state is read on demand. 4: `avg(integer) OVER` is
 /// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.
 /// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.
 /// A view stored with an earlier layout is rebuilt from its sources when it is restored.
-pub const STATE_LAYOUT: u32 = 5;
+pub const STATE_LAYOUT: u32 = 6;
 
 fn first_state_layout() -> u32 {
     1

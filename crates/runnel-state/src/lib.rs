@@ -12,12 +12,14 @@ pub mod keyed_state;
 pub mod keys;
 pub mod log_index;
 pub mod store;
+pub mod time_index;
 pub mod vnode;
 
 pub use cache_budget::{CacheBudget, PendingBytes, SharedBudget};
 pub use error::StateError;
 pub use keyed_state::{KeyedState, SlotValues};
 pub use store::{KeyValue, Store, StoreOptions, WriteBatch};
+pub use time_index::TimeIndex;
 
 #[cfg(test)]
 mod codec_fuzz;

@@ -13,11 +13,12 @@
 //! over a stream with a watermark, see `runnel_plan::TimeBound`), a group whose value falls
 //! behind the clock can never change again. It is closed: its state is freed (its output row
 //! stays in the view), so state is bounded by the open windows. The open windows' groups are
-//! kept in memory (pinned in the cache and read whole at start-up), to be found by time. With EMIT ON WINDOW CLOSE the
-//! operator emits nothing while a group is open and its final row when it closes.
+//! noted in a `runnel_state::TimeIndex` by their time value, where the clock finds the ones it
+//! closes (they are read from the store like any group; nothing is pinned or loaded at
+//! start-up). With EMIT ON WINDOW CLOSE the operator emits nothing while a group is open and
+//! its final row when it closes.
 
 use std::any::Any;
-use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt32Array};
@@ -27,7 +28,8 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::AggregateCall;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{KeyedState, SlotValues, WriteBatch};
+use runnel_state::vnode::vnode_of;
+use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
@@ -64,12 +66,13 @@ pub struct GroupClosing {
     pub emit_on_close: bool,
 }
 
-/// Open groups ordered by their time value, to find the closed ones on a clock advance.
+/// Open groups by their time value, to find the closed ones on a clock advance.
 struct OpenGroups {
     closing: GroupClosing,
-    by_time: BTreeSet<(i64, u32)>,
-    /// Per group: its entry in `by_time` (`None` for free slots and null times).
-    time_of: Vec<Option<i64>>,
+    /// (time value, group key) of every open group.
+    by_time: TimeIndex,
+    /// Per slot: its group is noted in `by_time` (since it was read or created).
+    noted: Vec<bool>,
 }
 
 pub struct AggregateOp {
@@ -92,29 +95,12 @@ struct GroupStates {
     open: Option<OpenGroups>,
 }
 
-impl GroupStates {
-    fn track_time(&mut self, g: u32, time: i64) {
-        if let Some(open) = &mut self.open {
-            if open.time_of.len() <= g as usize {
-                open.time_of.resize(g as usize + 1, None);
-            }
-            open.time_of[g as usize] = Some(time);
-            open.by_time.insert((time, g));
-        }
-    }
-
-    fn untrack_time(&mut self, g: u32) {
-        if let Some(open) = &mut self.open {
-            if let Some(time) = open.time_of.get_mut(g as usize).and_then(Option::take) {
-                open.by_time.remove(&(time, g));
-            }
-        }
-    }
-}
-
 impl SlotValues for GroupStates {
     fn grow(&mut self, slots: usize) {
         self.rows.resize(slots, 0);
+        if let Some(open) = &mut self.open {
+            open.noted.resize(slots, false);
+        }
         for slot in &mut self.slots {
             slot.accumulator.resize(slots);
         }
@@ -144,7 +130,9 @@ impl SlotValues for GroupStates {
     }
 
     fn reset(&mut self, g: u32) {
-        self.untrack_time(g);
+        if let Some(noted) = self.open.as_mut().and_then(|o| o.noted.get_mut(g as usize)) {
+            *noted = false;
+        }
         self.rows[g as usize] = 0;
         for slot in &mut self.slots {
             slot.accumulator.reset(g);
@@ -153,19 +141,23 @@ impl SlotValues for GroupStates {
 }
 
 impl AggregateOp {
+    /// `windows` is the time index of the open groups, for an aggregate whose groups close
+    /// (`closing`).
     pub fn new(
         state: KeyedState,
         group_exprs: Vec<CompiledExpr>,
         slots: Vec<AggregateSlot>,
         schema: SchemaRef,
-        closing: Option<GroupClosing>,
+        closing: Option<(GroupClosing, TimeIndex)>,
     ) -> Result<Self> {
         let global = group_exprs.is_empty();
-        let open = closing.filter(|_| !global).map(|closing| OpenGroups {
-            closing,
-            by_time: BTreeSet::new(),
-            time_of: Vec::new(),
-        });
+        let open = closing
+            .filter(|_| !global)
+            .map(|(closing, by_time)| OpenGroups {
+                closing,
+                by_time,
+                noted: Vec::new(),
+            });
         let mut op = AggregateOp {
             group_exprs,
             schema,
@@ -184,12 +176,6 @@ impl AggregateOp {
             let g = op.state.slot_for(&[], &mut op.groups)?;
             op.state.pin(g);
         }
-        if op.groups.open.is_some() {
-            // Windowed groups are found by time when the clock closes them, so the open
-            // ones stay in memory (their number is bounded by the open windows).
-            op.state.load_all(&mut op.groups)?;
-            op.index_loaded_groups()?;
-        }
         Ok(op)
     }
 
@@ -201,26 +187,6 @@ impl AggregateOp {
             .take(self.group_exprs.len())
             .map(|f| f.data_type().clone())
             .collect()
-    }
-
-    /// Enters restored groups into the open-group index by their time value.
-    fn index_loaded_groups(&mut self) -> Result<()> {
-        let Some(column) = self.groups.open.as_ref().map(|o| o.closing.column) else {
-            return Ok(());
-        };
-        let groups: Vec<u32> = self.state.live_slots().collect();
-        if groups.is_empty() {
-            return Ok(());
-        }
-        let types = self.group_types();
-        let columns = decode_rows(groups.iter().map(|&g| self.state.key(g)), &types)?;
-        let times = timestamp_micros(&columns[column])?;
-        for (i, &g) in groups.iter().enumerate() {
-            if times.is_valid(i) {
-                self.groups.track_time(g, times.value(i));
-            }
-        }
-        Ok(())
     }
 
     /// Output rows for `groups`, with group columns taken from `group_columns` at `rows`.
@@ -293,17 +259,15 @@ impl Operator for AggregateOp {
             self.scratch = scratch;
             resolved?;
         }
-        if let Some(column) = self.groups.open.as_ref().map(|o| o.closing.column) {
-            let times = timestamp_micros(&group_columns[column])?;
+        if let Some(open) = self.groups.open.as_mut() {
+            // Noting a group again (after it was evicted and read back) is harmless.
+            let times = timestamp_micros(&group_columns[open.closing.column])?;
             for &(g, r) in &touched {
-                let untracked = self
-                    .groups
-                    .open
-                    .as_ref()
-                    .is_some_and(|o| o.time_of.get(g as usize).is_none_or(Option::is_none));
-                if untracked && times.is_valid(r as usize) {
-                    self.groups.track_time(g, times.value(r as usize));
-                    self.state.pin(g);
+                if !open.noted[g as usize] && times.is_valid(r as usize) {
+                    let key = self.state.key(g);
+                    open.by_time
+                        .set(vnode_of(key), times.value(r as usize), key);
+                    open.noted[g as usize] = true;
                 }
             }
         }
@@ -364,22 +328,31 @@ impl Operator for AggregateOp {
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let Some(open) = &self.groups.open else {
+        let Some(open) = self.groups.open.as_mut() else {
             return Ok(());
         };
         // A group with time value below the clock minus the lag can never change again.
         let Some(threshold) = watermark.checked_sub(open.closing.lag_micros) else {
             return Ok(());
         };
-        let closed: Vec<u32> = open
-            .by_time
-            .range(..(threshold, 0))
-            .map(|&(_, g)| g)
-            .collect();
-        if closed.is_empty() {
+        let emit_on_close = open.closing.emit_on_close;
+        let expired = open.by_time.expire(threshold.saturating_sub(1))?;
+        if expired.is_empty() {
             return Ok(());
         }
-        if open.closing.emit_on_close {
+        // The closed groups, read like any others (a group emptied by retractions since it
+        // was noted comes back empty, and goes without output).
+        self.state.begin_batch();
+        let mut slot_of_key: Vec<u32> = Vec::with_capacity(expired.len());
+        let mut first_rows: Vec<(u32, u32)> = Vec::new();
+        self.state.resolve(
+            expired.iter().map(|(_, key, _)| key.as_slice()),
+            &mut self.groups,
+            &mut slot_of_key,
+            &mut first_rows,
+        )?;
+        let closed: Vec<u32> = first_rows.iter().map(|&(g, _)| g).collect();
+        if emit_on_close {
             let live: Vec<u32> = closed
                 .iter()
                 .copied()
@@ -399,12 +372,17 @@ impl Operator for AggregateOp {
         for g in closed {
             self.state.remove(g, &mut self.groups);
         }
+        self.state.evict(&mut self.groups);
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        // Groups emptied by retractions are freed here (and leave the time index).
+        // Groups emptied by retractions are freed here (their time index entries go when
+        // their windows close).
         self.state.checkpoint(batch, &mut self.groups);
+        if let Some(open) = self.groups.open.as_mut() {
+            open.by_time.checkpoint(batch);
+        }
         Ok(())
     }
 

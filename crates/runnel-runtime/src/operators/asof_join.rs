@@ -10,9 +10,16 @@
 //!
 //! State lives in memory and is written to the store at checkpoints for the entries that
 //! changed (key: side, encoded join key, time, row).
+//!
+//! **Freed by the clock.** When both inputs are append-only and the clock bounds both time
+//! columns, every row still to come has a time at or after the *frontier* `F` = watermark
+//! minus the larger lag. A left row before `F` can no longer be re-matched (a right change at
+//! `t` touches left rows from `t` on), so it goes; of the right rows before `F`, only the
+//! newest (all of that time) can still be anyone's match, so the older ones go. Keys are
+//! visited only when something of theirs may have passed the frontier (`checks`).
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 
 use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
@@ -56,6 +63,13 @@ pub struct AsofJoinOp {
     state: HashMap<Key, KeyState>,
     /// (side, key, time, row) changed since the last checkpoint.
     dirty: HashSet<(u8, Key, i64, Key)>,
+    /// The frontier's distance behind the clock, when the clock frees state (see the module
+    /// docs); `None`: state is kept.
+    frontier_lag: Option<i64>,
+    /// Per key, the earliest frontier that frees some of its rows, and the same as an
+    /// ordered set to pop from.
+    next_check: HashMap<Key, i64>,
+    checks: BTreeSet<(i64, Key)>,
 }
 
 /// One output row before decoding: the left row, its match (if any), the weight.
@@ -69,6 +83,7 @@ impl AsofJoinOp {
         right: AsofSide,
         strict: bool,
         schema: SchemaRef,
+        frontier_lag: Option<i64>,
     ) -> Result<Self> {
         for t in left.types.iter().chain(&right.types) {
             runnel_state::codec::check_supported(t)?;
@@ -80,9 +95,75 @@ impl AsofJoinOp {
             schema,
             state: HashMap::new(),
             dirty: HashSet::new(),
+            frontier_lag,
+            next_check: HashMap::new(),
+            checks: BTreeSet::new(),
         };
         op.load(store)?;
+        if op.frontier_lag.is_some() {
+            let due: Vec<(Key, i64)> = op
+                .state
+                .iter()
+                .filter_map(|(key, state)| Some((key.clone(), first_freeing(state)?)))
+                .collect();
+            for (key, at) in due {
+                op.schedule(&key, at);
+            }
+        }
         Ok(op)
+    }
+
+    /// Rows of the left and right state, for tests.
+    #[cfg(test)]
+    fn rows_held(&self) -> (usize, usize) {
+        self.state
+            .values()
+            .fold((0, 0), |(l, r), s| (l + s.left.len(), r + s.right.len()))
+    }
+
+    /// Notes that `key` may have rows to free once the frontier passes `at`.
+    fn schedule(&mut self, key: &Key, at: i64) {
+        if self.frontier_lag.is_none() {
+            return;
+        }
+        match self.next_check.get(key) {
+            Some(&due) if due <= at => {}
+            Some(&due) => {
+                self.checks.remove(&(due, key.clone()));
+                self.checks.insert((at, key.clone()));
+                self.next_check.insert(key.clone(), at);
+            }
+            None => {
+                self.checks.insert((at, key.clone()));
+                self.next_check.insert(key.clone(), at);
+            }
+        }
+    }
+
+    /// Frees what the frontier `frontier` makes unreachable for `key` (see the module docs).
+    fn free(&mut self, key: &Key, frontier: i64) {
+        let Some(state) = self.state.get_mut(key) else {
+            return;
+        };
+        let bound = (frontier, Key::from([]));
+        let kept = state.left.split_off(&bound);
+        for (time, row) in std::mem::replace(&mut state.left, kept).into_keys() {
+            self.dirty.insert((LEFT, key.clone(), time, row));
+        }
+        let newest_before = state.right.range(..bound).next_back().map(|((t, _), _)| *t);
+        if let Some(newest) = newest_before {
+            let kept = state.right.split_off(&(newest, Key::from([])));
+            for (time, row) in std::mem::replace(&mut state.right, kept).into_keys() {
+                self.dirty.insert((RIGHT, key.clone(), time, row));
+            }
+        }
+        let next = first_freeing(state);
+        if state.left.is_empty() && state.right.is_empty() {
+            self.state.remove(key);
+        }
+        if let Some(at) = next {
+            self.schedule(key, at);
+        }
     }
 
     fn store_key(&self, side: u8, key: &[u8], time: i64, row: &[u8]) -> Vec<u8> {
@@ -204,6 +285,7 @@ impl AsofJoinOp {
             if *entry == 0 {
                 state.left.remove(&(time, row.clone()));
             }
+            self.schedule(&key, time);
             self.dirty.insert((LEFT, key, time, row));
         }
         self.emit(&joined, out)
@@ -278,9 +360,29 @@ impl AsofJoinOp {
                 }
                 self.dirty.insert((RIGHT, key.clone(), entry.0, entry.1));
             }
+            self.schedule(&key, lo);
             changes.extend(self.joined_range(&key, from, to, 1));
         }
         self.emit(&changes, out)
+    }
+}
+
+/// The earliest frontier past which some of `state`'s rows are freed: its first left row's
+/// time, or the time of its second-oldest right rows (the oldest go once a newer one is
+/// behind the frontier).
+fn first_freeing(state: &KeyState) -> Option<i64> {
+    let left = state.left.keys().next().map(|(t, _)| *t);
+    let right = state.right.keys().next().and_then(|(oldest, _)| {
+        let after = oldest.checked_add(1)?;
+        state
+            .right
+            .range((after, Key::from([]))..)
+            .next()
+            .map(|((t, _), _)| *t)
+    });
+    match (left, right) {
+        (Some(l), Some(r)) => Some(l.min(r)),
+        (l, r) => l.or(r),
     }
 }
 
@@ -298,6 +400,24 @@ impl Operator for AsofJoinOp {
             0 => self.process_left(&batch, out),
             _ => self.process_right(&batch, out),
         }
+    }
+
+    fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let Some(lag) = self.frontier_lag else {
+            return Ok(());
+        };
+        let frontier = watermark.saturating_sub(lag);
+        while let Some((at, _)) = self.checks.first() {
+            if *at >= frontier {
+                break;
+            }
+            let Some((_, key)) = self.checks.pop_first() else {
+                break;
+            };
+            self.next_check.remove(&key);
+            self.free(&key, frontier);
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
@@ -318,5 +438,156 @@ impl Operator for AsofJoinOp {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::col;
+    use runnel_state::StoreOptions;
+
+    use super::*;
+    use crate::expr::compile;
+
+    fn time_type() -> DataType {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+    }
+
+    /// Both sides: (k BIGINT, t TIMESTAMPTZ, v BIGINT).
+    fn side_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("t", time_type(), true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    fn operator(store: &Store, frontier_lag: Option<i64>) -> AsofJoinOp {
+        let schema = side_schema();
+        let df = DFSchema::try_from(schema.as_ref().clone()).expect("a valid schema");
+        let side = || AsofSide {
+            keys: vec![compile(&col("k"), &df).expect("k compiles")],
+            time: compile(&col("t"), &df).expect("t compiles"),
+            types: schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        };
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .chain(schema.fields().iter())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        AsofJoinOp::new(
+            store,
+            b"asof".to_vec(),
+            side(),
+            side(),
+            false,
+            Arc::new(Schema::new(fields)),
+            frontier_lag,
+        )
+        .expect("the operator builds")
+    }
+
+    /// Feeds `(k, t, v)` inserts on `port`; returns the output as sorted
+    /// `(left v, right v or -1, weight)`.
+    fn feed(op: &mut AsofJoinOp, port: usize, rows: &[(i64, i64, i64)]) -> Vec<(i64, i64, i64)> {
+        let data = RecordBatch::try_new(
+            side_schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                        .with_timezone("+00:00"),
+                ),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ],
+        )
+        .expect("a valid batch");
+        let weights = Int64Array::from_iter_values(rows.iter().map(|_| 1));
+        let mut out = Vec::new();
+        op.process(port, ChangeBatch::new(data, weights), &mut out)
+            .expect("process succeeds");
+        let mut joined = Vec::new();
+        for batch in out {
+            let int = |c: usize| {
+                batch
+                    .data
+                    .column(c)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+                    .expect("an Int64 column")
+            };
+            let (left, right) = (int(2), int(5));
+            for i in 0..batch.num_rows() {
+                let r = if right.is_null(i) { -1 } else { right.value(i) };
+                joined.push((left.value(i), r, batch.weights.value(i)));
+            }
+        }
+        joined.sort_unstable();
+        joined
+    }
+
+    /// Rows `(k, t, v)` fed on a port.
+    type Step = (usize, Vec<(i64, i64, i64)>);
+
+    #[test]
+    fn the_clock_frees_rows_no_later_row_can_match_and_answers_stay_the_same() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("a store");
+        let mut freeing = operator(&store, Some(0));
+        let kept_dir = tempfile::tempdir().expect("a temporary directory");
+        let kept_store = Store::open(kept_dir.path(), StoreOptions::default()).expect("a store");
+        let mut keeping = operator(&kept_store, None);
+        let steps: Vec<Step> = vec![
+            (1, vec![(1, 10, 100), (1, 20, 200), (2, 5, 500)]),
+            (0, vec![(1, 15, 1), (1, 25, 2), (2, 6, 3)]),
+            (1, vec![(1, 30, 300)]),
+            (0, vec![(1, 35, 4)]),
+        ];
+        for (port, rows) in &steps {
+            assert_eq!(
+                feed(&mut freeing, *port, rows),
+                feed(&mut keeping, *port, rows)
+            );
+        }
+        assert_eq!(freeing.rows_held(), (4, 4));
+        // Every row still to come is at 32 or later: the left rows before it cannot be
+        // re-matched, and of key 1's right rows only the one at 30 can still be a match.
+        let mut out = Vec::new();
+        freeing.on_watermark(32, &mut out).expect("watermark");
+        assert!(out.is_empty());
+        assert_eq!(freeing.rows_held(), (1, 2));
+        // The same answers as the operator that kept everything, for new rows on both sides.
+        let later: Vec<Step> = vec![
+            (0, vec![(1, 40, 5), (2, 40, 6)]),
+            (1, vec![(1, 33, 330), (2, 38, 380)]),
+            (0, vec![(1, 50, 7)]),
+        ];
+        for (port, rows) in &later {
+            assert_eq!(
+                feed(&mut freeing, *port, rows),
+                feed(&mut keeping, *port, rows)
+            );
+        }
+        // What was freed is deleted at the checkpoint: a restart holds what memory held.
+        let mut batch = WriteBatch::default();
+        freeing.checkpoint(&mut batch).expect("checkpoint");
+        store.write(batch).expect("written");
+        let held = freeing.rows_held();
+        let mut restored = operator(&store, Some(0));
+        assert_eq!(restored.rows_held(), held);
+        // The watermark replayed after a restart changes nothing.
+        restored.on_watermark(32, &mut out).expect("watermark");
+        assert_eq!(restored.rows_held(), held);
     }
 }
