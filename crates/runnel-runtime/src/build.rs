@@ -48,9 +48,10 @@ pub fn node_arrow_schema(schema: &DFSchema) -> SchemaRef {
 fn expiry_of(
     rule: &Option<(datafusion::logical_expr::Expr, i64)>,
     schema: &DFSchema,
+    by_time: impl FnOnce() -> Result<TimeIndex>,
 ) -> Result<Option<Expiry>> {
     rule.as_ref()
-        .map(|(time, lag)| Ok(Expiry::new(compile(time, schema)?, *lag)))
+        .map(|(time, lag)| Ok(Expiry::new(compile(time, schema)?, *lag, by_time()?)))
         .transpose()
 }
 
@@ -195,11 +196,15 @@ pub fn build_operator(
                 Some(f) => Some(compile(f, &node.schema)?),
                 None => None,
             };
-            let side_state = |side: u8| {
-                let mut side_prefix = prefix.clone();
-                side_prefix.push(side);
-                KeyedState::open(store.clone(), side_prefix, budget.clone())
+            // Each side's rows under `prefix ‖ side`, its expiry index under
+            // `prefix ‖ 2 + side`.
+            let sub = |tag: u8| {
+                let mut sub = prefix.clone();
+                sub.push(tag);
+                sub
             };
+            let side_state = |side: u8| KeyedState::open(store.clone(), sub(side), budget.clone());
+            let side_index = |side: u8| move || TimeIndex::open(store.clone(), sub(2 + side));
             Box::new(JoinOp::new(
                 [side_state(0)?, side_state(1)?],
                 *join_type,
@@ -210,7 +215,10 @@ pub fn build_operator(
                 types(right),
                 filter,
                 output_schema,
-                [expiry_of(&expire[0], left)?, expiry_of(&expire[1], right)?],
+                [
+                    expiry_of(&expire[0], left, side_index(0))?,
+                    expiry_of(&expire[1], right, side_index(1))?,
+                ],
             )?)
         }
         NodeKind::Window {

@@ -58,9 +58,10 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 6: temporal filters and
-/// the open windows of windowed aggregates are kept in time indexes (`runnel_state::TimeIndex`,
-/// vnode first), aggregate groups under their operator prefix ‖ 0. 5: aggregate and join
+/// What a materialized view's stored rows and operator state mean. 6: temporal filters, the
+/// open windows of windowed aggregates and interval joins' rows are found by time in time
+/// indexes (`runnel_state::TimeIndex`, vnode first), aggregate groups under their operator
+/// prefix ‖ 0. 5: aggregate and join
 /// state keys and keyed/counted view rows start with a vnode (`runnel_state::vnode`), and
 /// that state is read on demand. 4: `avg(integer) OVER` is
 /// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.

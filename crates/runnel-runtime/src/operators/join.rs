@@ -15,11 +15,11 @@
 //! Interval joins (`a.ts BETWEEN b.ts - INTERVAL ... AND b.ts` over streams with watermarks):
 //! the plan gives, per side, a time below which a row can match no future row of the other
 //! side; such rows are freed as the clock passes (their joined rows stay in the view), so
-//! the state holds only the rows still inside the interval. Such a side stays in memory (its
-//! slots pinned, read whole at start-up): the expiry index names slots.
+//! the state holds only the rows still inside the interval. Each such row is noted in the
+//! side's `runnel_state::TimeIndex` by its time (entry: the join key, then the row), where the
+//! clock finds the rows it frees; their keys are read like any others, nothing is pinned.
 
 use std::any::Any;
-use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
@@ -29,7 +29,9 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{KeyedState, SlotValues, WriteBatch};
+use runnel_state::keys::{push_sized, take_sized};
+use runnel_state::vnode::vnode_of;
+use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
@@ -38,45 +40,25 @@ use crate::operator::Operator;
 pub struct Expiry {
     pub time: CompiledExpr,
     pub lag_micros: i64,
-    /// (time, slot, row) of rows added to the side, by time bucket. An entry stays when its
-    /// row goes earlier (expiring finds the row gone), so adding a row is one append; a
-    /// bucket is freed once the cutoff passes its end, at most one bucket late.
-    buckets: BTreeMap<i64, Vec<ExpiryEntry>>,
+    /// (time, join key ‖ row) of the side's rows. An entry stays when its row goes earlier
+    /// (expiring finds the row gone), so adding a row is one pending write.
+    by_time: TimeIndex,
 }
 
-/// A row added to a side: (time, slot, row).
-type ExpiryEntry = (i64, u32, Box<[u8]>);
-
-/// The width of an expiry bucket: rows are freed at most this late.
-const EXPIRY_BUCKET_MICROS: i64 = 1_000_000;
-
 impl Expiry {
-    pub fn new(time: CompiledExpr, lag_micros: i64) -> Self {
+    pub fn new(time: CompiledExpr, lag_micros: i64, by_time: TimeIndex) -> Self {
         Expiry {
             time,
             lag_micros,
-            buckets: BTreeMap::new(),
+            by_time,
         }
     }
 
-    fn insert(&mut self, time: i64, slot: u32, row: Box<[u8]>) {
-        self.buckets
-            .entry(time.div_euclid(EXPIRY_BUCKET_MICROS))
-            .or_default()
-            .push((time, slot, row));
-    }
-
-    /// Removes and returns the buckets whose rows are all before `cutoff`.
-    fn expired(&mut self, cutoff: i64) -> Vec<Vec<ExpiryEntry>> {
-        let mut out = Vec::new();
-        while let Some(entry) = self.buckets.first_entry() {
-            let end = (entry.key() + 1).saturating_mul(EXPIRY_BUCKET_MICROS);
-            if end > cutoff {
-                break;
-            }
-            out.push(entry.remove());
-        }
-        out
+    fn note(&mut self, time: i64, key: &[u8], row: &[u8], entry: &mut Vec<u8>) {
+        entry.clear();
+        push_sized(entry, key);
+        entry.extend_from_slice(row);
+        self.by_time.set(vnode_of(key), time, entry);
     }
 }
 
@@ -235,7 +217,7 @@ impl JoinOp {
     ) -> Result<Self> {
         let [left_expiry, right_expiry] = expiry;
         let [left_state, right_state] = states;
-        let mut op = JoinOp {
+        Ok(JoinOp {
             join_type,
             sides: [
                 JoinSide::open(left_keys, left_types, left_expiry, left_state),
@@ -244,61 +226,7 @@ impl JoinOp {
             key_types,
             filter,
             schema,
-        };
-        for side in 0..2 {
-            if op.sides[side].expiry.is_some() {
-                // Rows that expire by time are found through the expiry index, which names
-                // slots: an interval join's side stays in memory (bounded by the interval).
-                let state = &mut op.sides[side];
-                state.state.load_all(&mut state.rows)?;
-                op.index_restored_times(side)?;
-            }
-        }
-        Ok(op)
-    }
-
-    /// Enters a side's restored rows into its expiry index (their times are re-evaluated).
-    fn index_restored_times(&mut self, side: usize) -> Result<()> {
-        let state = &self.sides[side];
-        let Some(expiry) = &state.expiry else {
-            return Ok(());
-        };
-        let rows: Vec<(u32, &[u8])> = state
-            .state
-            .live_slots()
-            .flat_map(|s| state.rows.rows[s as usize].keys().map(move |r| (s, &r[..])))
-            .collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let columns = decode_rows(rows.iter().map(|(_, r)| *r), &state.row_types)?;
-        let fields: Vec<datafusion::arrow::datatypes::Field> = state
-            .row_types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                datafusion::arrow::datatypes::Field::new(format!("c{i}"), t.clone(), true)
-            })
-            .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        let batch = RecordBatch::try_new_with_options(
-            std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-            columns,
-            &options,
-        )?;
-        let times = timestamp_micros(&evaluate(&expiry.time, &batch)?)?;
-        let entries: Vec<(i64, u32, Box<[u8]>)> = rows
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| times.is_valid(*i))
-            .map(|(i, (s, r))| (times.value(i), *s, Box::from(*r)))
-            .collect();
-        if let Some(expiry) = self.sides[side].expiry.as_mut() {
-            for (time, slot, row) in entries {
-                expiry.insert(time, slot, row);
-            }
-        }
-        Ok(())
+        })
     }
 
     /// Builds output rows. `side` is the batch's side; the other side's columns come from
@@ -478,17 +406,13 @@ impl Operator for JoinOp {
                 &mut slots,
                 &mut touched,
             )?;
+            let mut entry = Vec::new();
             for (&i, &s) in keyed.iter().zip(&slots) {
                 own.add(s, rows.row(i), weights[i]);
                 if let (Some(expiry), Some(times)) = (own.expiry.as_mut(), &times) {
                     if times.is_valid(i) && weights[i] > 0 {
-                        expiry.insert(times.value(i), s, Box::from(rows.row(i)));
+                        expiry.note(times.value(i), keys.row(i), rows.row(i), &mut entry);
                     }
-                }
-            }
-            if own.expiry.is_some() {
-                for (s, _) in touched {
-                    own.state.pin(s);
                 }
             }
         } else {
@@ -499,9 +423,6 @@ impl Operator for JoinOp {
                 let key = keys.row(i);
                 let right = &mut self.sides[1];
                 let right_slot = right.state.slot_for(key, &mut right.rows)?;
-                if right.expiry.is_some() {
-                    right.state.pin(right_slot);
-                }
                 let before = right.rows.totals[right_slot as usize];
                 let left_slot = self.sides[0].find(std::iter::once(key))?[0];
                 if let Some(ls) = left_slot {
@@ -515,6 +436,7 @@ impl Operator for JoinOp {
                         outputs.push(ChangeBatch::new(data, Int64Array::from(pairs.weights)));
                     }
                 }
+                // (Left joins have no expiry: only inner interval joins free rows.)
                 self.sides[1].add(right_slot, rows.row(i), w);
                 let after = self.sides[1].rows.totals[right_slot as usize];
                 if let Some(ls) = left_slot {
@@ -547,17 +469,35 @@ impl Operator for JoinOp {
             let Some(cutoff) = watermark.checked_sub(expiry.lag_micros) else {
                 continue;
             };
-            for bucket in expiry.expired(cutoff) {
-                for (_, slot, row) in bucket {
-                    // A row that went earlier is not there (its slot may hold another key
-                    // by now, whose rows cannot equal this row: the row determines its key).
-                    let s = slot as usize;
-                    if let Some(count) = side.rows.rows[s].remove(&row) {
-                        side.rows.totals[s] -= count;
-                        side.state.mark_dirty(slot);
-                    }
+            // Rows before the cutoff can match no row still to come.
+            let expired = expiry.by_time.expire(cutoff.saturating_sub(1))?;
+            if expired.is_empty() {
+                continue;
+            }
+            let mut parts: Vec<(&[u8], &[u8])> = Vec::with_capacity(expired.len());
+            for (_, entry, _) in &expired {
+                let mut rest = entry.as_slice();
+                let key = take_sized(&mut rest)
+                    .ok_or_else(|| RunnelError::internal("malformed join expiry entry"))?;
+                parts.push((key, rest));
+            }
+            side.state.begin_batch();
+            let (mut slots, mut touched) = (Vec::with_capacity(parts.len()), Vec::new());
+            side.state.resolve(
+                parts.iter().map(|(key, _)| *key),
+                &mut side.rows,
+                &mut slots,
+                &mut touched,
+            )?;
+            for (&(_, row), &slot) in parts.iter().zip(&slots) {
+                // A row that went earlier is not there.
+                let s = slot as usize;
+                if let Some(count) = side.rows.rows[s].remove(row) {
+                    side.rows.totals[s] -= count;
+                    side.state.mark_dirty(slot);
                 }
             }
+            side.state.evict(&mut side.rows);
         }
         Ok(())
     }
@@ -566,6 +506,9 @@ impl Operator for JoinOp {
         // Keys whose rows all went are deleted and their slots freed.
         for side in &mut self.sides {
             side.state.checkpoint(batch, &mut side.rows);
+            if let Some(expiry) = side.expiry.as_mut() {
+                expiry.by_time.checkpoint(batch);
+            }
         }
         Ok(())
     }
