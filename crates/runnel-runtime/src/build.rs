@@ -272,6 +272,7 @@ pub fn build_operator(
                 .and_then(|s| input_column_lag(plan, node, 0, &s.expr, schema));
             Box::new(WindowOp::new(
                 store,
+                budget,
                 prefix,
                 compile_all(partition_by, schema)?,
                 order,
@@ -299,6 +300,7 @@ pub fn build_operator(
             let time_lag = input_column_lag(plan, node, 0, time, schema);
             Box::new(SessionWindowOp::new(
                 store,
+                budget,
                 prefix,
                 compile(time, schema)?,
                 time_type,
@@ -350,6 +352,7 @@ pub fn build_operator(
             };
             Box::new(AsofJoinOp::new(
                 store,
+                budget,
                 prefix,
                 left,
                 right,

@@ -58,10 +58,10 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 6: temporal filters, the
-/// open windows of windowed aggregates and interval joins' rows are found by time in time
-/// indexes (`runnel_state::TimeIndex`, vnode first), aggregate groups under their operator
-/// prefix ‖ 0. 5: aggregate and join
+/// What a materialized view's stored rows and operator state mean. 6: every operator's state
+/// is vnode-keyed through `runnel_state::KeyedState` (OVER window and ASOF join in its rows
+/// layout, session windows one value per key), and what the clock expires is found in time
+/// indexes (`runnel_state::TimeIndex`); sub-tables under the operator prefix ‖ a tag byte. 5: aggregate and join
 /// state keys and keyed/counted view rows start with a vnode (`runnel_state::vnode`), and
 /// that state is read on demand. 4: `avg(integer) OVER` is
 /// `numeric` and float `sum`/`avg` OVER are exact. 3: `sum(bigint) OVER` is `numeric`.

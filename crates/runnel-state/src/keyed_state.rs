@@ -20,6 +20,12 @@
 //!
 //! At every checkpoint, [`KeyedState::checkpoint`] asks [`SlotValues::save`] for each dirty
 //! slot's value and adds it to the checkpoint's write (or a delete when the slot is empty).
+//!
+//! **Rows layout** ([`KeyedState::open_rows`]): for state that is a large ordered set of rows
+//! per key (an OVER window's partition), a key's value is not one store value but one store
+//! entry per row, `prefix ‖ vnode ‖ sized(key) ‖ row key`, read with one range scan when the
+//! key is needed ([`SlotValues::load_row`] per entry) and written row by row: at a checkpoint
+//! [`SlotValues::save_rows`] writes only the rows that changed.
 
 use std::collections::VecDeque;
 
@@ -30,6 +36,9 @@ use crate::cache_budget::SharedBudget;
 use crate::keys::prefix_end;
 use crate::vnode::{vnode_key, vnode_of, Vnode};
 use crate::{Store, WriteBatch};
+
+/// Where [`SlotValues::save_rows`] writes a row: `(row key, Some(value))`, or `None` to delete.
+pub type RowWriter<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
 
 /// What an operator keeps per slot, and how it is stored.
 pub trait SlotValues {
@@ -42,6 +51,20 @@ pub trait SlotValues {
     fn save(&self, slot: u32, out: &mut Vec<u8>) -> bool;
     /// Empties a slot (evicted or deleted); it may be given to another key.
     fn reset(&mut self, slot: u32);
+
+    /// Rows layout: adds one stored row (its row key and value) to a slot being read.
+    fn load_row(&mut self, _slot: u32, _row_key: &[u8], _value: &[u8]) -> Result<()> {
+        Err(runnel_common::RunnelError::internal(
+            "a state table of values read as rows",
+        ))
+    }
+
+    /// Rows layout: writes the slot's rows changed since it was last saved, each as
+    /// `write(row key, Some(value))` or `write(row key, None)` (deleted), and forgets that they
+    /// changed. Returns the bytes the slot's rows take (0: it has none left).
+    fn save_rows(&mut self, _slot: u32, _write: &mut RowWriter<'_>) -> usize {
+        0
+    }
 }
 
 /// Memory a cached slot costs beyond its key and value bytes, measured roughly: the slot
@@ -71,6 +94,8 @@ struct Slot {
 pub struct KeyedState {
     store: std::sync::Arc<Store>,
     prefix: Vec<u8>,
+    /// One store entry per row ([`KeyedState::open_rows`]) rather than one value per key.
+    rows: bool,
     budget: SharedBudget,
     index: HashMap<Box<[u8]>, u32>,
     slots: Vec<Slot>,
@@ -107,6 +132,7 @@ impl KeyedState {
         Ok(KeyedState {
             store,
             prefix,
+            rows: false,
             budget,
             index: HashMap::new(),
             slots: Vec::new(),
@@ -121,6 +147,57 @@ impl KeyedState {
             value_guess: FIRST_VALUE_GUESS,
             store_key: Vec::new(),
         })
+    }
+
+    /// A state table in the rows layout (see the module docs) over the store keys starting
+    /// with `prefix`.
+    pub fn open_rows(
+        store: std::sync::Arc<Store>,
+        prefix: Vec<u8>,
+        budget: SharedBudget,
+    ) -> Result<Self> {
+        let mut table = KeyedState::open(store, prefix, budget)?;
+        table.rows = true;
+        Ok(table)
+    }
+
+    /// Rows layout: the store key prefix of `key`'s rows.
+    fn rows_prefix(&self, vnode: Vnode, key: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(&vnode.to_be_bytes());
+        crate::keys::push_sized(out, key);
+    }
+
+    /// Rows layout: reads the rows of new slots' keys (one range scan each), loading the
+    /// ones found.
+    fn read_rows<V: SlotValues>(&mut self, misses: &[u32], values: &mut V) -> Result<()> {
+        let mut start = Vec::new();
+        for &slot in misses {
+            let s = &self.slots[slot as usize];
+            self.rows_prefix(s.vnode, &s.key, &mut start);
+            let end = prefix_end(&start);
+            let mut bytes = 0usize;
+            let mut failed = None;
+            let at = start.len();
+            self.store.for_each_in_range(&start, &end, |key, value| {
+                bytes += key.len() - at + value.len();
+                if let Err(e) = values.load_row(slot, &key[at..], value) {
+                    failed = Some(e);
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if bytes > 0 {
+                self.slots[slot as usize].stored = true;
+                self.set_value_len(slot, bytes);
+            }
+        }
+        self.budget.count_read(misses.len() as u64);
+        Ok(())
     }
 
     /// Starts a batch: slots used from here on count as used by it.
@@ -204,6 +281,21 @@ impl KeyedState {
             return Ok(());
         }
         let missing: Vec<(&[u8], Vec<usize>)> = missing.into_iter().collect();
+        if self.rows {
+            for (key, rows) in missing {
+                let slot = self.new_slot(key, values);
+                self.read_rows(&[slot], values)?;
+                if !self.slots[slot as usize].stored {
+                    self.free_slot(slot, values);
+                    continue;
+                }
+                self.touch(slot);
+                for row in rows {
+                    found[row] = Some(slot);
+                }
+            }
+            return Ok(());
+        }
         let store_keys: Vec<Vec<u8>> = missing
             .iter()
             .map(|(key, _)| {
@@ -248,8 +340,14 @@ impl KeyedState {
         self.slots[slot as usize].pinned = true;
     }
 
-    /// Reads every stored key into the cache and pins it (state that is scanned whole).
+    /// Reads every stored key into the cache and pins it (state that is scanned whole; not in
+    /// the rows layout).
     pub fn load_all<V: SlotValues>(&mut self, values: &mut V) -> Result<()> {
+        if self.rows {
+            return Err(runnel_common::RunnelError::internal(
+                "load_all of a state table in the rows layout",
+            ));
+        }
         let start = self.prefix.clone();
         let end = prefix_end(&start);
         let mut stored = Vec::new();
@@ -305,6 +403,12 @@ impl KeyedState {
     /// memtable takes sorted keys far faster than random ones). Empty slots are freed.
     pub fn checkpoint<V: SlotValues>(&mut self, batch: &mut WriteBatch, values: &mut V) {
         for (vnode, key) in std::mem::take(&mut self.deletes) {
+            if self.rows {
+                let mut start = Vec::new();
+                self.rows_prefix(vnode, &key, &mut start);
+                batch.delete_range(&start, &prefix_end(&start));
+                continue;
+            }
             vnode_key(&self.prefix, vnode, &key, &mut self.store_key);
             batch.delete(&self.store_key);
         }
@@ -321,6 +425,27 @@ impl KeyedState {
                 continue;
             }
             self.slots[slot as usize].dirty = false;
+            if self.rows {
+                let s = &self.slots[slot as usize];
+                let mut row_key = Vec::new();
+                self.rows_prefix(s.vnode, &s.key, &mut row_key);
+                let at = row_key.len();
+                let size = values.save_rows(slot, &mut |row, value| {
+                    row_key.truncate(at);
+                    row_key.extend_from_slice(row);
+                    match value {
+                        Some(v) => batch.put(&row_key, v),
+                        None => batch.delete(&row_key),
+                    }
+                });
+                if size == 0 {
+                    self.free_slot(slot, values);
+                } else {
+                    self.slots[slot as usize].stored = true;
+                    self.set_value_len(slot, size);
+                }
+                continue;
+            }
             value.clear();
             let keep = values.save(slot, &mut value);
             let s = &self.slots[slot as usize];
@@ -419,6 +544,9 @@ impl KeyedState {
     fn read_misses<V: SlotValues>(&mut self, misses: &[u32], values: &mut V) -> Result<()> {
         if misses.is_empty() {
             return Ok(());
+        }
+        if self.rows {
+            return self.read_rows(misses, values);
         }
         let keys: Vec<Vec<u8>> = misses
             .iter()
@@ -680,5 +808,126 @@ mod tests {
         add(&mut state, &mut counts, &[100]);
         assert!(state.cached() < 100);
         assert_eq!(count_of(&mut state, &mut counts, 42), 1);
+    }
+
+    /// Per key, a set of numbered rows with counts, in the rows layout.
+    #[derive(Default)]
+    struct RowSets {
+        rows: Vec<std::collections::BTreeMap<u32, i64>>,
+        changed: Vec<std::collections::BTreeSet<u32>>,
+        writes: usize,
+    }
+
+    impl SlotValues for RowSets {
+        fn grow(&mut self, slots: usize) {
+            self.rows.resize_with(slots, Default::default);
+            self.changed.resize_with(slots, Default::default);
+        }
+        fn load(&mut self, _: u32, _: &[u8]) -> Result<()> {
+            unreachable!("rows are read one by one")
+        }
+        fn save(&self, _: u32, _: &mut Vec<u8>) -> bool {
+            unreachable!("rows are written one by one")
+        }
+        fn reset(&mut self, slot: u32) {
+            self.rows[slot as usize].clear();
+            self.changed[slot as usize].clear();
+        }
+        fn load_row(&mut self, slot: u32, row_key: &[u8], value: &[u8]) -> Result<()> {
+            let row = u32::from_be_bytes(row_key.try_into().unwrap());
+            let count = i64::from_le_bytes(value.try_into().unwrap());
+            self.rows[slot as usize].insert(row, count);
+            Ok(())
+        }
+        fn save_rows(&mut self, slot: u32, write: &mut RowWriter<'_>) -> usize {
+            for row in std::mem::take(&mut self.changed[slot as usize]) {
+                self.writes += 1;
+                match self.rows[slot as usize].get(&row) {
+                    Some(c) => write(&row.to_be_bytes(), Some(&c.to_le_bytes())),
+                    None => write(&row.to_be_bytes(), None),
+                }
+            }
+            self.rows[slot as usize].len() * 12
+        }
+    }
+
+    fn add_rows(state: &mut KeyedState, sets: &mut RowSets, key: u64, rows: &[(u32, i64)]) {
+        state.begin_batch();
+        let slot = state.slot_for(&key.to_be_bytes(), sets).unwrap();
+        for &(row, delta) in rows {
+            let count = sets.rows[slot as usize].entry(row).or_insert(0);
+            *count += delta;
+            if *count == 0 {
+                sets.rows[slot as usize].remove(&row);
+            }
+            sets.changed[slot as usize].insert(row);
+        }
+        state.mark_dirty(slot);
+        state.evict(sets);
+    }
+
+    fn rows_of(state: &mut KeyedState, sets: &mut RowSets, key: u64) -> Vec<(u32, i64)> {
+        state.begin_batch();
+        let slot = state.slot_for(&key.to_be_bytes(), sets).unwrap();
+        sets.rows[slot as usize]
+            .iter()
+            .map(|(r, c)| (*r, *c))
+            .collect()
+    }
+
+    #[test]
+    fn the_rows_layout_reads_a_key_by_range_and_writes_only_changed_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        // Room for a handful of keys: everything is evicted and read back.
+        let budget = CacheBudget::new(4 * (8 + 12 * 100 + SLOT_OVERHEAD));
+        let mut state = KeyedState::open_rows(store.clone(), vec![9], budget.clone()).unwrap();
+        let mut sets = RowSets::default();
+        let mut expected: Vec<std::collections::BTreeMap<u32, i64>> = vec![Default::default(); 20];
+        for round in 0..3u32 {
+            for key in 0..20u64 {
+                let rows: Vec<(u32, i64)> = (0..100).map(|r| (r * 3 + round, 1)).collect();
+                add_rows(&mut state, &mut sets, key, &rows);
+                for (r, c) in rows {
+                    *expected[key as usize].entry(r).or_insert(0) += c;
+                }
+                let mut batch = WriteBatch::default();
+                state.checkpoint(&mut batch, &mut sets);
+                store.write(batch).unwrap();
+            }
+        }
+        assert!(state.cached() <= 6, "{} keys cached", state.cached());
+        // A checkpoint wrote the rows that changed, not the keys' whole sets.
+        assert_eq!(sets.writes, 3 * 20 * 100);
+        // Keys adjacent in bytes do not see each other's rows (keys are length-prefixed).
+        for key in 0..20u64 {
+            let want: Vec<(u32, i64)> = expected[key as usize]
+                .iter()
+                .map(|(r, c)| (*r, *c))
+                .collect();
+            assert_eq!(rows_of(&mut state, &mut sets, key), want, "key {key}");
+        }
+        // Rows going to zero are deleted; a key with none left is deleted whole.
+        let all: Vec<(u32, i64)> = rows_of(&mut state, &mut sets, 5)
+            .iter()
+            .map(|(r, c)| (*r, -c))
+            .collect();
+        add_rows(&mut state, &mut sets, 5, &all);
+        let mut batch = WriteBatch::default();
+        state.checkpoint(&mut batch, &mut sets);
+        store.write(batch).unwrap();
+        let mut reopened = KeyedState::open_rows(store.clone(), vec![9], budget).unwrap();
+        let mut fresh = RowSets::default();
+        assert!(rows_of(&mut reopened, &mut fresh, 5).is_empty());
+        assert_eq!(rows_of(&mut reopened, &mut fresh, 6).len(), 300);
+        // `remove` deletes a key's rows with one range delete.
+        reopened.begin_batch();
+        let slot = reopened.slot_for(&6u64.to_be_bytes(), &mut fresh).unwrap();
+        reopened.remove(slot, &mut fresh);
+        let mut batch = WriteBatch::default();
+        reopened.checkpoint(&mut batch, &mut fresh);
+        store.write(batch).unwrap();
+        assert!(rows_of(&mut reopened, &mut fresh, 6).is_empty());
+        assert_eq!(rows_of(&mut reopened, &mut fresh, 7).len(), 300);
     }
 }

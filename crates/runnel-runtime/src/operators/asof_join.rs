@@ -8,19 +8,22 @@
 //! ones as inserts. Among right rows with the same key and time the one with the greatest
 //! row bytes wins, so the answer does not depend on arrival order.
 //!
-//! State lives in memory and is written to the store at checkpoints for the entries that
-//! changed (key: side, encoded join key, time, row).
+//! Each side's rows are in a `runnel_state::KeyedState` in the rows layout (one store entry
+//! per row: `time ‖ row → weight`, a key read with one range scan when a batch needs it, a
+//! checkpoint writing the rows that changed).
 //!
 //! **Freed by the clock.** When both inputs are append-only and the clock bounds both time
 //! columns, every row still to come has a time at or after the *frontier* `F` = watermark
 //! minus the larger lag. A left row before `F` can no longer be re-matched (a right change at
 //! `t` touches left rows from `t` on), so it goes; of the right rows before `F`, only the
-//! newest (all of that time) can still be anyone's match, so the older ones go. Keys are
-//! visited only when something of theirs may have passed the frontier (`checks`).
+//! newest (all of that time) can still be anyone's match, so the older ones go. Each key is
+//! noted in a `runnel_state::TimeIndex` at the earliest frontier that frees some of its rows,
+//! where the clock finds the keys to visit.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -29,24 +32,19 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{keys, Store, WriteBatch};
+use runnel_state::keyed_state::RowWriter;
+use runnel_state::vnode::vnode_of;
+use runnel_state::{keys, KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// Rows of one side for one key: (time, row bytes) -> weight.
 type Rows = BTreeMap<(i64, Key), i64>;
 
-#[derive(Default)]
-struct KeyState {
-    left: Rows,
-    right: Rows,
-}
-
-const LEFT: u8 = 0;
-const RIGHT: u8 = 1;
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
 
 /// One side's compiled expressions.
 pub struct AsofSide {
@@ -55,29 +53,108 @@ pub struct AsofSide {
     pub types: Vec<DataType>,
 }
 
+/// One side's rows by slot, and the rows changed since each slot was last saved.
+#[derive(Default)]
+struct SideRows {
+    rows: Vec<Rows>,
+    changed: Vec<BTreeSet<(i64, Key)>>,
+}
+
+impl SideRows {
+    fn add(&mut self, slot: u32, entry: (i64, Key), weight: i64) {
+        let rows = &mut self.rows[slot as usize];
+        let w = rows.entry(entry.clone()).or_insert(0);
+        *w += weight;
+        if *w == 0 {
+            rows.remove(&entry);
+        }
+        self.changed[slot as usize].insert(entry);
+    }
+
+    /// Drops the rows before `bound`; true if any went.
+    fn drop_before(&mut self, slot: u32, bound: &(i64, Key)) -> bool {
+        let rows = &mut self.rows[slot as usize];
+        let kept = rows.split_off(bound);
+        let gone = std::mem::replace(rows, kept);
+        let any = !gone.is_empty();
+        self.changed[slot as usize].extend(gone.into_keys());
+        any
+    }
+}
+
+impl SlotValues for SideRows {
+    fn grow(&mut self, slots: usize) {
+        self.rows.resize_with(slots, Rows::new);
+        self.changed.resize_with(slots, BTreeSet::new);
+    }
+
+    fn load(&mut self, _slot: u32, _value: &[u8]) -> Result<()> {
+        Err(RunnelError::internal("ASOF join state is read row by row"))
+    }
+
+    fn save(&self, _slot: u32, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    fn reset(&mut self, slot: u32) {
+        self.rows[slot as usize].clear();
+        self.changed[slot as usize].clear();
+    }
+
+    /// A row: `time (order-preserving) ‖ row` → weight (i64, little endian).
+    fn load_row(&mut self, slot: u32, row_key: &[u8], value: &[u8]) -> Result<()> {
+        let corrupt = || RunnelError::internal("ASOF join state row is malformed");
+        let (time, row) = row_key.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let weight: [u8; 8] = value.try_into().map_err(|_| corrupt())?;
+        self.rows[slot as usize].insert(
+            (keys::ordered_i64_from(*time), row.into()),
+            i64::from_le_bytes(weight),
+        );
+        Ok(())
+    }
+
+    fn save_rows(&mut self, slot: u32, write: &mut RowWriter<'_>) -> usize {
+        let rows = &self.rows[slot as usize];
+        let mut row_key = Vec::new();
+        for entry in std::mem::take(&mut self.changed[slot as usize]) {
+            row_key.clear();
+            row_key.extend_from_slice(&keys::ordered_i64(entry.0));
+            row_key.extend_from_slice(&entry.1);
+            match rows.get(&entry) {
+                Some(w) => write(&row_key, Some(&w.to_le_bytes())),
+                None => write(&row_key, None),
+            }
+        }
+        rows.keys().map(|(_, r)| r.len() + 16 + 48).sum()
+    }
+}
+
+/// A side's state table and its rows.
+struct SideState {
+    table: KeyedState,
+    rows: SideRows,
+}
+
 pub struct AsofJoinOp {
-    prefix: Vec<u8>,
     sides: [AsofSide; 2],
     strict: bool,
     schema: SchemaRef,
-    state: HashMap<Key, KeyState>,
-    /// (side, key, time, row) changed since the last checkpoint.
-    dirty: HashSet<(u8, Key, i64, Key)>,
+    state: [SideState; 2],
     /// The frontier's distance behind the clock, when the clock frees state (see the module
-    /// docs); `None`: state is kept.
-    frontier_lag: Option<i64>,
-    /// Per key, the earliest frontier that frees some of its rows, and the same as an
-    /// ordered set to pop from.
-    next_check: HashMap<Key, i64>,
-    checks: BTreeSet<(i64, Key)>,
+    /// docs), and the keys by the earliest frontier that frees some of their rows.
+    freeing: Option<(i64, TimeIndex)>,
 }
 
 /// One output row before decoding: the left row, its match (if any), the weight.
 type Joined = (Key, Option<Key>, i64);
 
+static NO_ROWS: Rows = BTreeMap::new();
+
 impl AsofJoinOp {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: &Store,
+        store: &Arc<Store>,
+        budget: &SharedBudget,
         prefix: Vec<u8>,
         left: AsofSide,
         right: AsofSide,
@@ -88,112 +165,82 @@ impl AsofJoinOp {
         for t in left.types.iter().chain(&right.types) {
             runnel_state::codec::check_supported(t)?;
         }
-        let mut op = AsofJoinOp {
-            prefix,
+        // Left rows under `prefix ‖ 0`, right rows under `prefix ‖ 1`, the keys to free under
+        // `prefix ‖ 2`.
+        let sub = |tag: u8| {
+            let mut sub = prefix.clone();
+            sub.push(tag);
+            sub
+        };
+        let side = |tag: u8| -> Result<SideState> {
+            Ok(SideState {
+                table: KeyedState::open_rows(store.clone(), sub(tag), budget.clone())?,
+                rows: SideRows::default(),
+            })
+        };
+        let freeing = match frontier_lag {
+            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(2))?)),
+            None => None,
+        };
+        Ok(AsofJoinOp {
             sides: [left, right],
             strict,
             schema,
-            state: HashMap::new(),
-            dirty: HashSet::new(),
-            frontier_lag,
-            next_check: HashMap::new(),
-            checks: BTreeSet::new(),
-        };
-        op.load(store)?;
-        if op.frontier_lag.is_some() {
-            let due: Vec<(Key, i64)> = op
-                .state
-                .iter()
-                .filter_map(|(key, state)| Some((key.clone(), first_freeing(state)?)))
-                .collect();
-            for (key, at) in due {
-                op.schedule(&key, at);
-            }
-        }
-        Ok(op)
+            state: [side(0)?, side(1)?],
+            freeing,
+        })
     }
 
     /// Rows of the left and right state, for tests.
     #[cfg(test)]
     fn rows_held(&self) -> (usize, usize) {
-        self.state
-            .values()
-            .fold((0, 0), |(l, r), s| (l + s.left.len(), r + s.right.len()))
-    }
-
-    /// Notes that `key` may have rows to free once the frontier passes `at`.
-    fn schedule(&mut self, key: &Key, at: i64) {
-        if self.frontier_lag.is_none() {
-            return;
-        }
-        match self.next_check.get(key) {
-            Some(&due) if due <= at => {}
-            Some(&due) => {
-                self.checks.remove(&(due, key.clone()));
-                self.checks.insert((at, key.clone()));
-                self.next_check.insert(key.clone(), at);
-            }
-            None => {
-                self.checks.insert((at, key.clone()));
-                self.next_check.insert(key.clone(), at);
-            }
-        }
-    }
-
-    /// Frees what the frontier `frontier` makes unreachable for `key` (see the module docs).
-    fn free(&mut self, key: &Key, frontier: i64) {
-        let Some(state) = self.state.get_mut(key) else {
-            return;
+        let count = |side: &SideState| -> usize {
+            side.table
+                .live_slots()
+                .map(|s| side.rows.rows[s as usize].len())
+                .sum()
         };
-        let bound = (frontier, Key::from([]));
-        let kept = state.left.split_off(&bound);
-        for (time, row) in std::mem::replace(&mut state.left, kept).into_keys() {
-            self.dirty.insert((LEFT, key.clone(), time, row));
+        (count(&self.state[LEFT]), count(&self.state[RIGHT]))
+    }
+
+    /// The rows `slot` holds on `side` (none without a slot).
+    fn rows(&self, side: usize, slot: Option<u32>) -> &Rows {
+        match slot {
+            Some(s) => &self.state[side].rows.rows[s as usize],
+            None => &NO_ROWS,
         }
-        let newest_before = state.right.range(..bound).next_back().map(|((t, _), _)| *t);
-        if let Some(newest) = newest_before {
-            let kept = state.right.split_off(&(newest, Key::from([])));
-            for (time, row) in std::mem::replace(&mut state.right, kept).into_keys() {
-                self.dirty.insert((RIGHT, key.clone(), time, row));
+    }
+
+    /// The earliest frontier past which some of a key's rows are freed: its first left row's
+    /// time, or the time of its second-oldest right rows (the oldest go once a newer one is
+    /// behind the frontier).
+    fn first_freeing(left: &Rows, right: &Rows) -> Option<i64> {
+        let l = left.keys().next().map(|(t, _)| *t);
+        let r = right.keys().next().and_then(|(oldest, _)| {
+            let after = oldest.checked_add(1)?;
+            right
+                .range((after, Key::from([]))..)
+                .next()
+                .map(|((t, _), _)| *t)
+        });
+        match (l, r) {
+            (Some(l), Some(r)) => Some(l.min(r)),
+            (l, r) => l.or(r),
+        }
+    }
+
+    /// Notes `key` at the earliest frontier that frees some of its rows, when that moved
+    /// earlier than `before` (with a clock).
+    fn note(&mut self, key: &[u8], left: Option<u32>, right: Option<u32>, before: Option<i64>) {
+        if self.freeing.is_none() {
+            return;
+        }
+        let now = Self::first_freeing(self.rows(LEFT, left), self.rows(RIGHT, right));
+        if let (Some(at), Some((_, index))) = (now, self.freeing.as_mut()) {
+            if before.is_none_or(|b| at < b) {
+                index.set(vnode_of(key), at, key);
             }
         }
-        let next = first_freeing(state);
-        if state.left.is_empty() && state.right.is_empty() {
-            self.state.remove(key);
-        }
-        if let Some(at) = next {
-            self.schedule(key, at);
-        }
-    }
-
-    fn store_key(&self, side: u8, key: &[u8], time: i64, row: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 13 + key.len() + row.len());
-        k.extend_from_slice(&self.prefix);
-        k.push(side);
-        keys::push_sized(&mut k, key);
-        k.extend_from_slice(&keys::ordered_i64(time));
-        k.extend_from_slice(row);
-        k
-    }
-
-    fn load(&mut self, store: &Store) -> Result<()> {
-        let corrupt = || RunnelError::internal("ASOF join state key is malformed");
-        for (k, v) in store.scan_prefix(&self.prefix)? {
-            let rest = &k[self.prefix.len()..];
-            let (&side, mut rest) = rest.split_first().ok_or_else(corrupt)?;
-            let key = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
-            let (time, row) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let time = keys::ordered_i64_from(*time);
-            let weight = decode_count(&v)?;
-            let state = self.state.entry(key.into()).or_default();
-            let rows = if side == LEFT {
-                &mut state.left
-            } else {
-                &mut state.right
-            };
-            rows.insert((time, row.into()), weight);
-        }
-        Ok(())
     }
 
     /// The right row a left row at `time` matches, with its weight.
@@ -219,10 +266,10 @@ impl AsofJoinOp {
         }
         let mut columns = decode_rows(
             joined.iter().map(|(l, _, _)| l.as_ref()),
-            &self.sides[0].types,
+            &self.sides[LEFT].types,
         )?;
         let matched: Vec<&[u8]> = joined.iter().filter_map(|(_, r, _)| r.as_deref()).collect();
-        let right_columns = decode_rows(matched.iter().copied(), &self.sides[1].types)?;
+        let right_columns = decode_rows(matched.iter().copied(), &self.sides[RIGHT].types)?;
         let mut next = 0u32;
         let indices: UInt32Array = joined
             .iter()
@@ -263,49 +310,86 @@ impl AsofJoinOp {
         Ok((keys, valid, times, rows))
     }
 
+    /// Slots on both sides for `keys`: `own` side's made where missing, the other side's
+    /// found (a key without rows there gets none).
+    fn slots(&mut self, own: usize, keys: &[&[u8]]) -> Result<(Vec<u32>, Vec<Option<u32>>)> {
+        let other = 1 - own;
+        for side in &mut self.state {
+            side.table.begin_batch();
+        }
+        let (mut own_slots, mut touched) = (Vec::with_capacity(keys.len()), Vec::new());
+        let s = &mut self.state[own];
+        s.table.resolve(
+            keys.iter().copied(),
+            &mut s.rows,
+            &mut own_slots,
+            &mut touched,
+        )?;
+        let mut other_slots = Vec::with_capacity(keys.len());
+        let o = &mut self.state[other];
+        o.table
+            .find(keys.iter().copied(), &mut o.rows, &mut other_slots)?;
+        Ok((own_slots, other_slots))
+    }
+
+    fn evict(&mut self) {
+        for side in &mut self.state {
+            side.table.evict(&mut side.rows);
+        }
+    }
+
     fn process_left(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let (keys, valid, times, rows) = self.encode(0, &batch.data)?;
+        let (keys, valid, times, rows) = self.encode(LEFT, &batch.data)?;
+        let timed: Vec<usize> = (0..batch.num_rows())
+            .filter(|&i| valid[i] && times.is_valid(i))
+            .collect();
+        let timed_keys: Vec<&[u8]> = timed.iter().map(|&i| keys.row(i)).collect();
+        let (left_slots, right_slots) = self.slots(LEFT, &timed_keys)?;
+        let mut slot_of: HashMap<usize, (u32, Option<u32>)> = HashMap::new();
+        for (n, &i) in timed.iter().enumerate() {
+            slot_of.insert(i, (left_slots[n], right_slots[n]));
+        }
         let mut joined: Vec<Joined> = Vec::with_capacity(batch.num_rows());
-        for (i, &key_valid) in valid.iter().enumerate() {
+        for i in 0..batch.num_rows() {
             let w = batch.weights.value(i);
             let row: Key = rows.row(i).into();
-            if !key_valid || times.is_null(i) {
+            let Some(&(left, right)) = slot_of.get(&i) else {
                 joined.push((row, None, w));
                 continue;
-            }
-            let (key, time) = (Key::from(keys.row(i)), times.value(i));
-            let state = self.state.entry(key.clone()).or_default();
-            let m = Self::matching(&state.right, time, self.strict);
-            match m {
+            };
+            let time = times.value(i);
+            match Self::matching(self.rows(RIGHT, right), time, self.strict) {
                 Some((r, rw)) => joined.push((row.clone(), Some(r.into()), w * rw)),
                 None => joined.push((row.clone(), None, w)),
             }
-            let entry = state.left.entry((time, row.clone())).or_insert(0);
-            *entry += w;
-            if *entry == 0 {
-                state.left.remove(&(time, row.clone()));
-            }
-            self.schedule(&key, time);
-            self.dirty.insert((LEFT, key, time, row));
+            let before = Self::first_freeing(self.rows(LEFT, Some(left)), self.rows(RIGHT, right));
+            self.state[LEFT].rows.add(left, (time, row), w);
+            self.state[LEFT].table.mark_dirty(left);
+            self.note(keys.row(i), Some(left), right, before);
         }
-        self.emit(&joined, out)
+        self.emit(&joined, out)?;
+        self.evict();
+        Ok(())
     }
 
     /// Joined rows of left rows with times in `[from, to)` under the current right rows.
-    fn joined_range(&self, key: &[u8], from: i64, to: Option<i64>, sign: i64) -> Vec<Joined> {
-        let Some(state) = self.state.get(key) else {
-            return Vec::new();
-        };
+    fn joined_range(
+        &self,
+        left: Option<u32>,
+        right: Option<u32>,
+        from: i64,
+        to: Option<i64>,
+        sign: i64,
+    ) -> Vec<Joined> {
+        let (left, right) = (self.rows(LEFT, left), self.rows(RIGHT, right));
         let upper = match to {
             Some(t) => Bound::Excluded((t, Box::from([]) as Key)),
             None => Bound::Unbounded,
         };
-        state
-            .left
-            .range((Bound::Included((from, Box::from([]) as Key)), upper))
+        left.range((Bound::Included((from, Box::from([]) as Key)), upper))
             .filter(|(_, w)| **w != 0)
             .map(
-                |((time, row), w)| match Self::matching(&state.right, *time, self.strict) {
+                |((time, row), w)| match Self::matching(right, *time, self.strict) {
                     Some((r, rw)) => (row.clone(), Some(Key::from(r)), sign * w * rw),
                     None => (row.clone(), None, sign * w),
                 },
@@ -314,15 +398,18 @@ impl AsofJoinOp {
     }
 
     fn process_right(&mut self, batch: &ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let (keys, valid, times, rows) = self.encode(1, &batch.data)?;
-        let mut by_key: HashMap<Key, Vec<usize>> = HashMap::new();
+        let (keys, valid, times, rows) = self.encode(RIGHT, &batch.data)?;
+        let mut by_key: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for (i, &key_valid) in valid.iter().enumerate() {
             if key_valid && times.is_valid(i) {
-                by_key.entry(keys.row(i).into()).or_default().push(i);
+                by_key.entry(keys.row(i)).or_default().push(i);
             }
         }
+        let by_key: Vec<(&[u8], Vec<usize>)> = by_key.into_iter().collect();
+        let key_list: Vec<&[u8]> = by_key.iter().map(|(k, _)| *k).collect();
+        let (right_slots, left_slots) = self.slots(RIGHT, &key_list)?;
         let mut changes: Vec<Joined> = Vec::new();
-        for (key, indices) in by_key {
+        for (((key, indices), &right), &left) in by_key.iter().zip(&right_slots).zip(&left_slots) {
             let lo = indices
                 .iter()
                 .map(|&i| times.value(i))
@@ -336,9 +423,8 @@ impl AsofJoinOp {
             // Left rows whose match can change: from the first changed time (after it, when
             // strict) up to the first right time after the last changed one (inclusive of
             // it when strict, as a strict match excludes equal times).
-            let next_right = self.state.get(&key).and_then(|s| {
-                let after = hi.checked_add(1)?;
-                s.right
+            let next_right = hi.checked_add(1).and_then(|after| {
+                self.rows(RIGHT, Some(right))
                     .range((after, Key::from([]))..)
                     .next()
                     .map(|((t, _), _)| *t)
@@ -349,40 +435,21 @@ impl AsofJoinOp {
                 lo
             };
             let to = next_right.map(|t| if self.strict { t.saturating_add(1) } else { t });
-            changes.extend(self.joined_range(&key, from, to, -1));
-            let state = self.state.entry(key.clone()).or_default();
-            for &i in &indices {
+            changes.extend(self.joined_range(left, Some(right), from, to, -1));
+            let before = Self::first_freeing(self.rows(LEFT, left), self.rows(RIGHT, Some(right)));
+            for &i in indices {
                 let entry = (times.value(i), Key::from(rows.row(i)));
-                let w = state.right.entry(entry.clone()).or_insert(0);
-                *w += batch.weights.value(i);
-                if *w == 0 {
-                    state.right.remove(&entry);
-                }
-                self.dirty.insert((RIGHT, key.clone(), entry.0, entry.1));
+                self.state[RIGHT]
+                    .rows
+                    .add(right, entry, batch.weights.value(i));
             }
-            self.schedule(&key, lo);
-            changes.extend(self.joined_range(&key, from, to, 1));
+            self.state[RIGHT].table.mark_dirty(right);
+            self.note(key, left, Some(right), before);
+            changes.extend(self.joined_range(left, Some(right), from, to, 1));
         }
-        self.emit(&changes, out)
-    }
-}
-
-/// The earliest frontier past which some of `state`'s rows are freed: its first left row's
-/// time, or the time of its second-oldest right rows (the oldest go once a newer one is
-/// behind the frontier).
-fn first_freeing(state: &KeyState) -> Option<i64> {
-    let left = state.left.keys().next().map(|(t, _)| *t);
-    let right = state.right.keys().next().and_then(|(oldest, _)| {
-        let after = oldest.checked_add(1)?;
-        state
-            .right
-            .range((after, Key::from([]))..)
-            .next()
-            .map(|((t, _), _)| *t)
-    });
-    match (left, right) {
-        (Some(l), Some(r)) => Some(l.min(r)),
-        (l, r) => l.or(r),
+        self.emit(&changes, out)?;
+        self.evict();
+        Ok(())
     }
 }
 
@@ -403,35 +470,48 @@ impl Operator for AsofJoinOp {
     }
 
     fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        let Some(lag) = self.frontier_lag else {
+        let Some((lag, index)) = self.freeing.as_mut() else {
             return Ok(());
         };
-        let frontier = watermark.saturating_sub(lag);
-        while let Some((at, _)) = self.checks.first() {
-            if *at >= frontier {
-                break;
-            }
-            let Some((_, key)) = self.checks.pop_first() else {
-                break;
-            };
-            self.next_check.remove(&key);
-            self.free(&key, frontier);
+        let frontier = watermark.saturating_sub(*lag);
+        let due = index.expire(frontier.saturating_sub(1))?;
+        if due.is_empty() {
+            return Ok(());
         }
+        let keys: Vec<&[u8]> = due.iter().map(|(_, key, _)| key.as_slice()).collect();
+        let (left_slots, right_slots) = self.slots(LEFT, &keys)?;
+        let bound = (frontier, Key::from([]));
+        for ((key, left), right) in keys.iter().zip(left_slots).zip(right_slots) {
+            if self.state[LEFT].rows.drop_before(left, &bound) {
+                self.state[LEFT].table.mark_dirty(left);
+            }
+            if let Some(right) = right {
+                let newest_before = self.state[RIGHT].rows.rows[right as usize]
+                    .range(..bound.clone())
+                    .next_back()
+                    .map(|((t, _), _)| *t);
+                if let Some(newest) = newest_before {
+                    let keep_from = (newest, Key::from([]));
+                    if self.state[RIGHT].rows.drop_before(right, &keep_from) {
+                        self.state[RIGHT].table.mark_dirty(right);
+                    }
+                }
+            }
+            // Noted again at the next frontier that frees something (the entry that brought
+            // the key here is gone).
+            self.note(key, Some(left), right, None);
+        }
+        self.evict();
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
-        let mut dirty: Vec<(u8, Key, i64, Key)> =
-            std::mem::take(&mut self.dirty).into_iter().collect();
-        dirty.sort_unstable();
-        for (side, key, time, row) in dirty {
-            let store_key = self.store_key(side, &key, time, &row);
-            let weight = self.state.get(&key).and_then(|s| {
-                let rows = if side == LEFT { &s.left } else { &s.right };
-                rows.get(&(time, row.clone())).copied()
-            });
-            write_weight(batch, &store_key, weight);
+        // Keys whose rows all went are deleted and their slots freed.
+        for side in &mut self.state {
+            side.table.checkpoint(batch, &mut side.rows);
+        }
+        if let Some((_, index)) = self.freeing.as_mut() {
+            index.checkpoint(batch);
         }
         Ok(())
     }
@@ -443,8 +523,6 @@ impl Operator for AsofJoinOp {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use datafusion::arrow::array::TimestampMicrosecondArray;
     use datafusion::arrow::datatypes::{Field, Schema, TimeUnit};
     use datafusion::common::DFSchema;
@@ -467,7 +545,7 @@ mod tests {
         ]))
     }
 
-    fn operator(store: &Store, frontier_lag: Option<i64>) -> AsofJoinOp {
+    fn operator(store: &Arc<Store>, frontier_lag: Option<i64>) -> AsofJoinOp {
         let schema = side_schema();
         let df = DFSchema::try_from(schema.as_ref().clone()).expect("a valid schema");
         let side = || AsofSide {
@@ -487,6 +565,7 @@ mod tests {
             .collect();
         AsofJoinOp::new(
             store,
+            &runnel_state::CacheBudget::new(1 << 20),
             b"asof".to_vec(),
             side(),
             side(),
@@ -537,6 +616,16 @@ mod tests {
         joined
     }
 
+    /// Reads keys `ks` on both sides.
+    fn read_keys(op: &mut AsofJoinOp, ks: &[i64]) {
+        let column: datafusion::arrow::array::ArrayRef = Arc::new(Int64Array::from(ks.to_vec()));
+        let mut encoded = EncodedRows::new();
+        encode_rows(&[], &[column], &mut encoded).expect("keys encode");
+        let keys: Vec<&[u8]> = (0..ks.len()).map(|i| encoded.row(i)).collect();
+        op.slots(LEFT, &keys).expect("left keys");
+        op.slots(RIGHT, &keys).expect("right keys");
+    }
+
     /// Rows `(k, t, v)` fed on a port.
     type Step = (usize, Vec<(i64, i64, i64)>);
 
@@ -585,6 +674,9 @@ mod tests {
         store.write(batch).expect("written");
         let held = freeing.rows_held();
         let mut restored = operator(&store, Some(0));
+        // Nothing is read at start-up; the keys' rows are read when needed.
+        assert_eq!(restored.rows_held(), (0, 0));
+        read_keys(&mut restored, &[1, 2]);
         assert_eq!(restored.rows_held(), held);
         // The watermark replayed after a restart changes nothing.
         restored.on_watermark(32, &mut out).expect("watermark");

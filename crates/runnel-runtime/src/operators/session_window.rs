@@ -13,9 +13,14 @@
 //! a session whose `window_end` is at or before `W - lag` can gain no row: it is closed and
 //! its rows are freed (their output rows stay downstream). The same bound makes
 //! `window_end` bounded, so aggregates over sessions close too.
+//!
+//! State: per key, its rows, in a `runnel_state::KeyedState` (one store value per key: the
+//! rows of its open sessions), read when a batch or the clock needs the key. With a clock,
+//! each key is noted in a `runnel_state::TimeIndex` at the time its first session would
+//! close, where the clock finds the keys that have sessions to free.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
@@ -25,30 +30,124 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{keys, Store, WriteBatch};
+use runnel_state::vnode::vnode_of;
+use runnel_state::{KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// A key's rows: (time in microseconds, row bytes) -> weight.
 type Sessions = BTreeMap<(i64, Key), i64>;
 
 pub struct SessionWindowOp {
-    prefix: Vec<u8>,
     time: CompiledExpr,
     time_type: DataType,
     keys: Vec<CompiledExpr>,
     gap: i64,
-    /// The lag of the time column behind the clock, when it is bounded (sessions close).
-    time_lag: Option<i64>,
+    /// The lag of the time column behind the clock, when it is bounded (sessions close), and
+    /// the keys by the time their first session would close.
+    closing: Option<(i64, TimeIndex)>,
     input_types: Vec<DataType>,
     output_schema: SchemaRef,
-    partitions: HashMap<Key, Sessions>,
-    dirty: HashSet<(Key, i64, Key)>,
-    /// The clock at the last pass that freed closed sessions.
-    freed_at: Option<i64>,
+    /// Which key is in which slot (`runnel_state::KeyedState`).
+    state: KeyedState,
+    partitions: KeyRows,
+}
+
+/// Each slot's key's rows.
+#[derive(Default)]
+struct KeyRows {
+    rows: Vec<Sessions>,
+}
+
+impl SlotValues for KeyRows {
+    fn grow(&mut self, slots: usize) {
+        self.rows.resize_with(slots, Sessions::new);
+    }
+
+    /// A key's rows: (i64 time, u32 length, encoded row, i64 weight) repeated.
+    fn load(&mut self, slot: u32, value: &[u8]) -> Result<()> {
+        let corrupt = || RunnelError::internal("truncated session window state");
+        let rows = &mut self.rows[slot as usize];
+        let mut bytes = value;
+        while !bytes.is_empty() {
+            let (time, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if rest.len() < len + 8 {
+                return Err(corrupt());
+            }
+            let (row, rest) = rest.split_at(len);
+            let (weight, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            rows.insert(
+                (i64::from_le_bytes(*time), row.into()),
+                i64::from_le_bytes(*weight),
+            );
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    fn save(&self, slot: u32, out: &mut Vec<u8>) -> bool {
+        let rows = &self.rows[slot as usize];
+        for ((time, row), weight) in rows {
+            out.extend_from_slice(&time.to_le_bytes());
+            out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+            out.extend_from_slice(row);
+            out.extend_from_slice(&weight.to_le_bytes());
+        }
+        !rows.is_empty()
+    }
+
+    fn reset(&mut self, slot: u32) {
+        self.rows[slot as usize].clear();
+    }
+}
+
+/// The time `rows`' first session closes at: its last time plus the gap.
+fn first_close(rows: &Sessions, gap: i64) -> Option<i64> {
+    let mut times = rows.keys().map(|(t, _)| *t);
+    let mut last = times.next()?;
+    for t in times {
+        if t - last >= gap {
+            break;
+        }
+        last = t;
+    }
+    Some(last.saturating_add(gap))
+}
+
+/// Frees the rows of the sessions of `rows` that are closed at `cutoff`; true if any went.
+fn free_closed(rows: &mut Sessions, gap: i64, cutoff: i64) -> bool {
+    // The last time of the last closed session: a session is closed once its last time plus
+    // the gap is at or before the cutoff.
+    let mut closed_until: Option<i64> = None;
+    let mut previous: Option<i64> = None;
+    for &(t, _) in rows.keys() {
+        if let Some(p) = previous {
+            if t - p >= gap && p.saturating_add(gap) <= cutoff {
+                closed_until = Some(p);
+            }
+        }
+        if t.saturating_add(gap) > cutoff {
+            previous = None;
+            break;
+        }
+        previous = Some(t);
+    }
+    if let Some(p) = previous {
+        // Every row was visited: the last session is closed too.
+        closed_until = Some(p);
+    }
+    let Some(until) = closed_until else {
+        return false;
+    };
+    *rows = match until.checked_add(1) {
+        Some(next) => rows.split_off(&(next, Key::default())),
+        None => Sessions::new(),
+    };
+    true
 }
 
 /// One output row: the row's bytes and its session's bounds (microseconds).
@@ -57,7 +156,8 @@ type Bounded = (Key, i64, i64);
 impl SessionWindowOp {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: &Store,
+        store: &Arc<Store>,
+        budget: &SharedBudget,
         prefix: Vec<u8>,
         time: CompiledExpr,
         time_type: DataType,
@@ -80,36 +180,38 @@ impl SessionWindowOp {
                 "a session window needs a timestamp column and a positive gap",
             ));
         }
-        let mut op = SessionWindowOp {
-            prefix,
+        // Rows under `prefix ‖ 0`, the keys by closing time under `prefix ‖ 1`.
+        let sub = |tag: u8| {
+            let mut sub = prefix.clone();
+            sub.push(tag);
+            sub
+        };
+        let closing = match time_lag {
+            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(1))?)),
+            None => None,
+        };
+        Ok(SessionWindowOp {
             time,
             time_type,
             keys,
             gap,
-            time_lag,
+            closing,
             input_types,
             output_schema,
-            partitions: HashMap::new(),
-            dirty: HashSet::new(),
-            freed_at: None,
-        };
-        op.load(store)?;
-        Ok(op)
+            state: KeyedState::open(store.clone(), sub(0), budget.clone())?,
+            partitions: KeyRows::default(),
+        })
     }
 
-    fn load(&mut self, store: &Store) -> Result<()> {
-        let corrupt = || RunnelError::internal("session window state key is malformed");
-        for (key, value) in store.scan_prefix(&self.prefix)? {
-            let mut rest = &key[self.prefix.len()..];
-            let pkey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
-            let (time, row) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
-            let weight = decode_count(&value)?;
-            self.partitions
-                .entry(pkey.into())
-                .or_default()
-                .insert((keys::ordered_i64_from(*time), row.into()), weight);
+    /// Notes when `slot`'s key's first session closes (with a clock).
+    fn note_closing(&mut self, slot: u32) {
+        let Some((_, index)) = self.closing.as_mut() else {
+            return;
+        };
+        if let Some(at) = first_close(&self.partitions.rows[slot as usize], self.gap) {
+            let key = self.state.key(slot);
+            index.set(vnode_of(key), at, key);
         }
-        Ok(())
     }
 
     /// Widens `[lo, hi]` while a row outside it is less than the gap away.
@@ -195,57 +297,6 @@ impl SessionWindowOp {
         let weights = Int64Array::from_iter_values(changes.iter().map(|(_, w)| *w));
         Ok(Some(ChangeBatch::new(data, weights)))
     }
-
-    /// Frees the rows of closed sessions.
-    fn free_closed(&mut self, clock: i64) {
-        let Some(cutoff) = self.time_lag.and_then(|lag| clock.checked_sub(lag)) else {
-            return;
-        };
-        // Now and then, not on every clock tick: a pass visits every key.
-        let step = (self.gap / 4).max(1_000_000);
-        if self.freed_at.is_some_and(|at| clock - at < step) {
-            return;
-        }
-        self.freed_at = Some(clock);
-        let gap = self.gap;
-        let mut emptied = Vec::new();
-        for (pkey, rows) in self.partitions.iter_mut() {
-            // The last time of the last closed session: a session is closed once its last
-            // time plus the gap is at or before the cutoff.
-            let mut closed_until: Option<i64> = None;
-            let mut previous: Option<i64> = None;
-            for &(t, _) in rows.keys() {
-                if let Some(p) = previous {
-                    if t - p >= gap && p.saturating_add(gap) <= cutoff {
-                        closed_until = Some(p);
-                    }
-                }
-                if t.saturating_add(gap) > cutoff {
-                    previous = None;
-                    break;
-                }
-                previous = Some(t);
-            }
-            if let Some(p) = previous {
-                // Every row was visited: the last session is closed too.
-                closed_until = Some(p);
-            }
-            let Some(until) = closed_until else { continue };
-            let keep = match until.checked_add(1) {
-                Some(next) => rows.split_off(&(next, Key::default())),
-                None => Sessions::new(),
-            };
-            for (t, row) in std::mem::replace(rows, keep).into_keys() {
-                self.dirty.insert((pkey.clone(), t, row));
-            }
-            if rows.is_empty() {
-                emptied.push(pkey.clone());
-            }
-        }
-        for pkey in emptied {
-            self.partitions.remove(&pkey);
-        }
-    }
 }
 
 impl Operator for SessionWindowOp {
@@ -283,36 +334,47 @@ impl Operator for SessionWindowOp {
             by_partition.entry(key).or_default().push(i);
         }
 
+        let by_partition: Vec<(&[u8], Vec<usize>)> = by_partition.into_iter().collect();
+        self.state.begin_batch();
+        let (mut slots, mut touched) = (Vec::with_capacity(by_partition.len()), Vec::new());
+        self.state.resolve(
+            by_partition.iter().map(|(key, _)| *key),
+            &mut self.partitions,
+            &mut slots,
+            &mut touched,
+        )?;
         let mut changes: HashMap<Bounded, i64> = HashMap::new();
-        for (pkey, rows) in by_partition {
+        for ((_, rows), &slot) in by_partition.iter().zip(&slots) {
             let lo = rows.iter().map(|&i| times.value(i)).min();
             let hi = rows.iter().map(|&i| times.value(i)).max();
             let (Some(lo), Some(hi)) = (lo, hi) else {
                 continue;
             };
-            let span = match self.partitions.get(pkey) {
-                Some(existing) => self.reach(existing, lo, hi),
-                None => (lo, hi),
-            };
-            self.sessions_in(self.partitions.get(pkey), span, -1, &mut changes);
-            let partition = self.partitions.entry(Key::from(pkey)).or_default();
-            for &i in &rows {
+            let existing = &self.partitions.rows[slot as usize];
+            let span = self.reach(existing, lo, hi);
+            self.sessions_in(Some(existing), span, -1, &mut changes);
+            let partition = &mut self.partitions.rows[slot as usize];
+            for &i in rows {
                 let entry = (times.value(i), Key::from(row_bytes.row(i)));
                 let w = partition.entry(entry.clone()).or_insert(0);
                 *w += batch.weights.value(i);
                 if *w == 0 {
                     partition.remove(&entry);
                 }
-                self.dirty.insert((Key::from(pkey), entry.0, entry.1));
             }
-            self.sessions_in(self.partitions.get(pkey), span, 1, &mut changes);
-            if self.partitions.get(pkey).is_some_and(|p| p.is_empty()) {
-                self.partitions.remove(pkey);
-            }
+            self.sessions_in(
+                Some(&self.partitions.rows[slot as usize]),
+                span,
+                1,
+                &mut changes,
+            );
+            self.state.mark_dirty(slot);
+            self.note_closing(slot);
         }
         if let Some(changed) = self.output(changes)? {
             out.push(changed);
         }
+        self.state.evict(&mut self.partitions);
 
         if !untimed.is_empty() {
             let indices = UInt32Array::from(untimed);
@@ -336,27 +398,41 @@ impl Operator for SessionWindowOp {
     }
 
     fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
-        self.free_closed(watermark);
+        let Some((lag, index)) = self.closing.as_mut() else {
+            return Ok(());
+        };
+        let Some(cutoff) = watermark.checked_sub(*lag) else {
+            return Ok(());
+        };
+        // The keys whose first session may have closed (a key noted again since is visited
+        // once more, harmlessly).
+        let due = index.expire(cutoff)?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.state.begin_batch();
+        let (mut slots, mut touched) = (Vec::with_capacity(due.len()), Vec::new());
+        self.state.resolve(
+            due.iter().map(|(_, key, _)| key.as_slice()),
+            &mut self.partitions,
+            &mut slots,
+            &mut touched,
+        )?;
+        for (slot, _) in touched {
+            if free_closed(&mut self.partitions.rows[slot as usize], self.gap, cutoff) {
+                self.state.mark_dirty(slot);
+            }
+            self.note_closing(slot);
+        }
+        self.state.evict(&mut self.partitions);
         Ok(())
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
-        let mut dirty: Vec<(Key, i64, Key)> = std::mem::take(&mut self.dirty).into_iter().collect();
-        dirty.sort_unstable();
-        let mut key = Vec::new();
-        for (p, t, r) in dirty {
-            key.clear();
-            key.extend_from_slice(&self.prefix);
-            keys::push_sized(&mut key, &p);
-            key.extend_from_slice(&keys::ordered_i64(t));
-            key.extend_from_slice(&r);
-            let weight = self
-                .partitions
-                .get(&p)
-                .and_then(|rows| rows.get(&(t, r)))
-                .copied();
-            write_weight(batch, &key, weight);
+        // Keys whose rows all went are deleted and their slots freed.
+        self.state.checkpoint(batch, &mut self.partitions);
+        if let Some((_, index)) = self.closing.as_mut() {
+            index.checkpoint(batch);
         }
         Ok(())
     }
@@ -388,7 +464,7 @@ mod tests {
         ]))
     }
 
-    fn operator(store: &Store) -> SessionWindowOp {
+    fn operator(store: &Arc<Store>) -> SessionWindowOp {
         let input = input_schema();
         let df = DFSchema::try_from(input.as_ref().clone()).expect("a valid schema");
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -396,6 +472,7 @@ mod tests {
         fields.push(Field::new("window_end", time_type(), true));
         SessionWindowOp::new(
             store,
+            &runnel_state::CacheBudget::new(1 << 20),
             b"sw".to_vec(),
             crate::expr::compile(&col("ts"), &df).expect("ts compiles"),
             time_type(),
@@ -451,14 +528,18 @@ mod tests {
         rows
     }
 
-    fn stored_times(op: &SessionWindowOp, k: i64) -> Vec<i64> {
+    fn stored_times(op: &mut SessionWindowOp, k: i64) -> Vec<i64> {
         let mut columns = EncodedRows::new();
         let key: ArrayRef = Arc::new(Int64Array::from(vec![k]));
         encode_rows(&[], &[key], &mut columns).expect("encodes");
-        op.partitions
-            .get(columns.row(0))
-            .map(|rows| rows.keys().map(|(t, _)| t / MINUTE).collect())
-            .unwrap_or_default()
+        let slot = op
+            .state
+            .slot_for(columns.row(0), &mut op.partitions)
+            .expect("the key's slot");
+        op.partitions.rows[slot as usize]
+            .keys()
+            .map(|(t, _)| t / MINUTE)
+            .collect()
     }
 
     #[test]
@@ -497,14 +578,14 @@ mod tests {
         // At 10 the sessions ending at 5 (key 1) and 6 (key 2) are closed and freed.
         op.on_watermark(10 * MINUTE, &mut Vec::new())
             .expect("the clock advances");
-        assert_eq!(stored_times(&op, 1), vec![6]);
-        assert_eq!(stored_times(&op, 2), Vec::<i64>::new());
+        assert_eq!(stored_times(&mut op, 1), vec![6]);
+        assert_eq!(stored_times(&mut op, 2), Vec::<i64>::new());
 
         let mut batch = WriteBatch::default();
         op.checkpoint(&mut batch).expect("checkpoint succeeds");
         store.write(batch).expect("the write succeeds");
         let mut restored = operator(&store);
-        assert_eq!(stored_times(&restored, 1), vec![6]);
+        assert_eq!(stored_times(&mut restored, 1), vec![6]);
         assert_eq!(
             feed(&mut restored, &[(1, 8, 1)]),
             vec![(1, 6, 6, 11, -1), (1, 6, 6, 13, 1), (1, 8, 6, 13, 1)]

@@ -17,9 +17,15 @@
 //! With a RANGE frame over a clock-bounded ORDER BY column, rows too old for any future frame
 //! are freed when the clock passes them (their output rows stay in the view). A top-N filter
 //! above (`row_number() ... <= n`) limits evaluation to each partition's first rows.
+//!
+//! State: a `runnel_state::KeyedState` in the rows layout, a partition per key and one store
+//! entry per row (`sized(order key) ‖ row → weight`), so a partition is read with one range
+//! scan when a batch needs it and a checkpoint writes only the rows that changed. When rows
+//! are freed by the clock, each partition is noted in a `runnel_state::TimeIndex` at the time
+//! of its oldest row, where the clock finds the partitions it frees rows of.
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -32,15 +38,88 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::{keys, Store, WriteBatch};
+use runnel_state::keyed_state::RowWriter;
+use runnel_state::vnode::vnode_of;
+use runnel_state::{keys, KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
-use crate::view_rows::{decode_count, write_weight};
 
 type Key = Box<[u8]>;
 /// A partition's rows: (order key, row bytes) -> weight.
 type Partition = BTreeMap<(Key, Key), i64>;
+
+/// Each slot's partition, and the rows changed since it was last saved.
+#[derive(Default)]
+struct Partitions {
+    rows: Vec<Partition>,
+    changed: Vec<BTreeSet<(Key, Key)>>,
+}
+
+impl Partitions {
+    fn add(&mut self, slot: u32, entry: (Key, Key), weight: i64) {
+        let partition = &mut self.rows[slot as usize];
+        let w = partition.entry(entry.clone()).or_insert(0);
+        *w += weight;
+        if *w == 0 {
+            partition.remove(&entry);
+        }
+        self.changed[slot as usize].insert(entry);
+    }
+}
+
+impl SlotValues for Partitions {
+    fn grow(&mut self, slots: usize) {
+        self.rows.resize_with(slots, Partition::new);
+        self.changed.resize_with(slots, BTreeSet::new);
+    }
+
+    fn load(&mut self, _slot: u32, _value: &[u8]) -> Result<()> {
+        Err(RunnelError::internal(
+            "OVER window state is read row by row",
+        ))
+    }
+
+    fn save(&self, _slot: u32, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    fn reset(&mut self, slot: u32) {
+        self.rows[slot as usize].clear();
+        self.changed[slot as usize].clear();
+    }
+
+    /// A row: `sized(order key) ‖ row` → weight (i64, little endian).
+    fn load_row(&mut self, slot: u32, row_key: &[u8], value: &[u8]) -> Result<()> {
+        let mut rest = row_key;
+        let order = keys::take_sized(&mut rest)
+            .ok_or_else(|| RunnelError::internal("window state key is malformed"))?;
+        let weight: [u8; 8] = value
+            .try_into()
+            .map_err(|_| RunnelError::internal("window state weight is not 8 bytes"))?;
+        self.rows[slot as usize].insert((order.into(), rest.into()), i64::from_le_bytes(weight));
+        Ok(())
+    }
+
+    fn save_rows(&mut self, slot: u32, write: &mut RowWriter<'_>) -> usize {
+        let partition = &self.rows[slot as usize];
+        let mut row_key = Vec::new();
+        for entry in std::mem::take(&mut self.changed[slot as usize]) {
+            row_key.clear();
+            keys::push_sized(&mut row_key, &entry.0);
+            row_key.extend_from_slice(&entry.1);
+            match partition.get(&entry) {
+                Some(w) => write(&row_key, Some(&w.to_le_bytes())),
+                None => write(&row_key, None),
+            }
+        }
+        // About what the rows take in memory: their bytes, the weight and the map's node.
+        partition
+            .keys()
+            .map(|(o, r)| o.len() + r.len() + 8 + 48)
+            .sum()
+    }
+}
 
 /// One ORDER BY expression.
 pub struct OrderColumn {
@@ -49,7 +128,6 @@ pub struct OrderColumn {
 }
 
 pub struct WindowOp {
-    prefix: Vec<u8>,
     partition_exprs: Vec<CompiledExpr>,
     order: Vec<OrderColumn>,
     window_exprs: Vec<Arc<dyn WindowExpr>>,
@@ -60,18 +138,19 @@ pub struct WindowOp {
     output_schema: SchemaRef,
     /// RANGE frames: the ORDER BY column's type (a timestamp).
     range_type: Option<DataType>,
-    /// The lag of the ORDER BY column behind the clock, when it is bounded (rows can be freed).
-    order_lag: Option<i64>,
-    partitions: HashMap<Key, Partition>,
-    dirty: HashSet<(Key, Key, Key)>,
-    /// The clock at the last freeing of old rows.
-    freed_at: Option<i64>,
+    /// The lag of the ORDER BY column behind the clock, when it is bounded and frames have a
+    /// RANGE (rows can be freed), and the partitions by the time of their oldest row.
+    freeing: Option<(i64, TimeIndex)>,
+    /// Which partition is in which slot (`runnel_state::KeyedState`, rows layout).
+    state: KeyedState,
+    partitions: Partitions,
 }
 
 impl WindowOp {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: &Store,
+        store: &Arc<Store>,
+        budget: &SharedBudget,
         prefix: Vec<u8>,
         partition_exprs: Vec<CompiledExpr>,
         order: Vec<OrderColumn>,
@@ -91,8 +170,20 @@ impl WindowOp {
         for t in &input_types {
             runnel_state::codec::check_supported(t)?;
         }
-        let mut op = WindowOp {
-            prefix,
+        // Partitions under `prefix ‖ 0`, the time index of their oldest rows under
+        // `prefix ‖ 1`.
+        let sub = |tag: u8| {
+            let mut sub = prefix.clone();
+            sub.push(tag);
+            sub
+        };
+        let freeing = match (reach, order_lag, &range_type) {
+            (WindowReach::RangeMicros(_), Some(lag), Some(_)) => {
+                Some((lag, TimeIndex::open(store.clone(), sub(1))?))
+            }
+            _ => None,
+        };
+        Ok(WindowOp {
             partition_exprs,
             order,
             window_exprs,
@@ -102,38 +193,50 @@ impl WindowOp {
             input_types,
             output_schema,
             range_type,
-            order_lag,
-            partitions: HashMap::new(),
-            dirty: HashSet::new(),
-            freed_at: None,
-        };
-        op.load(store)?;
-        Ok(op)
+            freeing,
+            state: KeyedState::open_rows(store.clone(), sub(0), budget.clone())?,
+            partitions: Partitions::default(),
+        })
     }
 
-    fn load(&mut self, store: &Store) -> Result<()> {
-        let corrupt = || RunnelError::internal("window state key is malformed");
-        for (key, value) in store.scan_prefix(&self.prefix)? {
-            let mut rest = &key[self.prefix.len()..];
-            let pkey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
-            let okey = keys::take_sized(&mut rest).ok_or_else(corrupt)?;
-            let row = rest;
-            let weight = decode_count(&value)?;
-            self.partitions
-                .entry(pkey.into())
-                .or_default()
-                .insert((okey.into(), row.into()), weight);
+    /// The time (microseconds) of the oldest row of `slot`'s partition with a time.
+    fn oldest_time(&self, slot: u32) -> Result<Option<i64>> {
+        let Some(data_type) = self.range_type.as_ref() else {
+            return Ok(None);
+        };
+        for (order, _) in self.partitions.rows[slot as usize].keys() {
+            // The order key: a null flag byte, then the encoded timestamp.
+            let column = decode_rows(
+                std::iter::once(&order[1..]),
+                std::slice::from_ref(data_type),
+            )?;
+            let micros = timestamp_micros(&column[0])?;
+            if micros.is_valid(0) {
+                return Ok(Some(micros.value(0)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Notes `slot`'s partition at the time of its oldest row (rows are being freed), plus a
+    /// quarter of the frame (at least a second): rows are freed that much late, in runs, not
+    /// one at a time on every clock tick.
+    fn note_oldest(&mut self, slot: u32) -> Result<()> {
+        let WindowReach::RangeMicros(range) = self.reach else {
+            return Ok(());
+        };
+        if self.freeing.is_none() {
+            return Ok(());
+        }
+        let Some(time) = self.oldest_time(slot)? else {
+            return Ok(());
+        };
+        let at = time.saturating_add((range / 4).max(1_000_000));
+        let key = self.state.key(slot);
+        if let Some((_, index)) = self.freeing.as_mut() {
+            index.set(vnode_of(key), at, key);
         }
         Ok(())
-    }
-
-    fn store_key(&self, p: &[u8], o: &[u8], r: &[u8]) -> Vec<u8> {
-        let mut key = Vec::with_capacity(self.prefix.len() + 8 + p.len() + o.len() + r.len());
-        key.extend_from_slice(&self.prefix);
-        keys::push_sized(&mut key, p);
-        keys::push_sized(&mut key, o);
-        key.extend_from_slice(r);
-        key
     }
 
     /// Per row: the ORDER BY key, each column as a null flag (placed by NULLS FIRST/LAST)
@@ -247,35 +350,41 @@ impl WindowOp {
     }
 
     /// Frees rows older than any future frame can reach (RANGE frames over a bounded
-    /// ORDER BY column).
+    /// ORDER BY column), in the partitions whose oldest row the clock passed.
     fn free_old_rows(&mut self, clock: i64) -> Result<()> {
-        let (WindowReach::RangeMicros(range), Some(lag)) = (self.reach, self.order_lag) else {
+        let WindowReach::RangeMicros(range) = self.reach else {
             return Ok(());
         };
-        // Now and then, not on every clock tick: a pass visits every partition.
-        let step = (range / 4).max(1_000_000);
-        if self.freed_at.is_some_and(|at| clock - at < step) {
+        let Some((lag, index)) = self.freeing.as_mut() else {
+            return Ok(());
+        };
+        let Some(cutoff) = clock.checked_sub(*lag).and_then(|c| c.checked_sub(range)) else {
+            return Ok(());
+        };
+        let due = index.expire(cutoff.saturating_sub(1))?;
+        if due.is_empty() {
             return Ok(());
         }
-        self.freed_at = Some(clock);
-        let Some(cutoff) = clock.checked_sub(lag).and_then(|c| c.checked_sub(range)) else {
-            return Ok(());
-        };
         let cutoff_key: Key = self.time_key(cutoff)?.into();
-        let mut emptied = Vec::new();
-        for (pkey, partition) in self.partitions.iter_mut() {
+        self.state.begin_batch();
+        let (mut slots, mut touched) = (Vec::with_capacity(due.len()), Vec::new());
+        self.state.resolve(
+            due.iter().map(|(_, key, _)| key.as_slice()),
+            &mut self.partitions,
+            &mut slots,
+            &mut touched,
+        )?;
+        for (slot, _) in touched {
+            let partition = &mut self.partitions.rows[slot as usize];
             let keep = partition.split_off(&(cutoff_key.clone(), Box::from([])));
             let old = std::mem::replace(partition, keep);
-            for (o, r) in old.into_keys() {
-                self.dirty.insert((pkey.clone(), o, r));
+            if !old.is_empty() {
+                self.partitions.changed[slot as usize].extend(old.into_keys());
+                self.state.mark_dirty(slot);
             }
-            if partition.is_empty() {
-                emptied.push(pkey.clone());
-            }
+            self.note_oldest(slot)?;
         }
-        for pkey in emptied {
-            self.partitions.remove(&pkey);
-        }
+        self.state.evict(&mut self.partitions);
         Ok(())
     }
 }
@@ -321,9 +430,18 @@ impl Operator for WindowOp {
             };
             by_partition.entry(key).or_default().push(i);
         }
+        let by_partition: Vec<(&[u8], Vec<usize>)> = by_partition.into_iter().collect();
+        self.state.begin_batch();
+        let (mut slots, mut touched) = (Vec::with_capacity(by_partition.len()), Vec::new());
+        self.state.resolve(
+            by_partition.iter().map(|(key, _)| *key),
+            &mut self.partitions,
+            &mut slots,
+            &mut touched,
+        )?;
         let mut old_batches = Vec::new();
         let mut new_batches = Vec::new();
-        for (pkey, rows) in by_partition {
+        for ((_, rows), &slot) in by_partition.iter().zip(&slots) {
             let min_key = rows
                 .iter()
                 .map(|&i| &order_keys[i])
@@ -358,31 +476,28 @@ impl Operator for WindowOp {
                 WindowReach::Partition => None,
                 _ => Some(min_key.as_slice()),
             };
-            let partition = self.partitions.get(pkey);
+            let partition = Some(&self.partitions.rows[slot as usize]);
             if let Some(old) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
                 old_batches.push(old);
             }
-            let partition = self.partitions.entry(Key::from(pkey)).or_default();
-            for &i in &rows {
+            let oldest_before = self.partitions.rows[slot as usize].keys().next().cloned();
+            for &i in rows {
                 let entry = (
                     Key::from(order_keys[i].as_slice()),
                     Key::from(row_bytes.row(i)),
                 );
-                let w = partition.entry(entry.clone()).or_insert(0);
-                *w += batch.weights.value(i);
-                if *w == 0 {
-                    partition.remove(&entry);
-                }
-                self.dirty.insert((Key::from(pkey), entry.0, entry.1));
+                self.partitions.add(slot, entry, batch.weights.value(i));
             }
-            let partition = self.partitions.get(pkey);
+            let partition = Some(&self.partitions.rows[slot as usize]);
             if let Some(new) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
                 new_batches.push(new);
             }
-            if self.partitions.get(pkey).is_some_and(|p| p.is_empty()) {
-                self.partitions.remove(pkey);
+            self.state.mark_dirty(slot);
+            if self.partitions.rows[slot as usize].keys().next() != oldest_before.as_ref() {
+                self.note_oldest(slot)?;
             }
         }
+        self.state.evict(&mut self.partitions);
         let old_rows: usize = old_batches.iter().map(|b| b.num_rows()).sum();
         let new_rows: usize = new_batches.iter().map(|b| b.num_rows()).sum();
         if old_rows + new_rows == 0 {
@@ -401,17 +516,10 @@ impl Operator for WindowOp {
     }
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        // In key order: RocksDB's memtable inserts sorted keys far faster than random ones.
-        let mut dirty: Vec<(Key, Key, Key)> = std::mem::take(&mut self.dirty).into_iter().collect();
-        dirty.sort_unstable();
-        for (p, o, r) in dirty {
-            let key = self.store_key(&p, &o, &r);
-            let weight = self
-                .partitions
-                .get(&p)
-                .and_then(|part| part.get(&(o, r)))
-                .copied();
-            write_weight(batch, &key, weight);
+        // Partitions whose rows all went are deleted and their slots freed.
+        self.state.checkpoint(batch, &mut self.partitions);
+        if let Some((_, index)) = self.freeing.as_mut() {
+            index.checkpoint(batch);
         }
         Ok(())
     }
