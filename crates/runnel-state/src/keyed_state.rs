@@ -251,6 +251,18 @@ impl KeyedState {
         self.read_misses(&misses, values)
     }
 
+    /// A slot per key of `keys` (each given once, e.g. a batch's distinct keys), read where
+    /// needed: [`KeyedState::resolve`] without the first-seen bookkeeping.
+    pub fn slots_of<'k, V: SlotValues>(
+        &mut self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+        values: &mut V,
+    ) -> Result<Vec<u32>> {
+        let (mut slots, mut touched) = (Vec::new(), Vec::new());
+        self.resolve(keys, values, &mut slots, &mut touched)?;
+        Ok(slots)
+    }
+
     /// The slot of each key that has state (cached, or stored and read now), `None` for the
     /// others; unlike [`KeyedState::resolve`], no slot is made for a key without state (a
     /// join probing the other side must not fill that side's cache with empty keys).

@@ -11,6 +11,7 @@ pub mod ipc;
 pub mod keyed_state;
 pub mod keys;
 pub mod log_index;
+pub mod ordered_rows;
 pub mod store;
 pub mod time_index;
 pub mod vnode;
@@ -18,6 +19,7 @@ pub mod vnode;
 pub use cache_budget::{CacheBudget, PendingBytes, SharedBudget};
 pub use error::StateError;
 pub use keyed_state::{KeyedState, SlotValues};
+pub use ordered_rows::{OrderedRows, RowKey};
 pub use store::{KeyValue, Store, StoreOptions, WriteBatch};
 pub use time_index::TimeIndex;
 

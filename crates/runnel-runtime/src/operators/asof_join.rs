@@ -53,81 +53,8 @@ pub struct AsofSide {
     pub types: Vec<DataType>,
 }
 
-/// One side's rows by slot, and the rows changed since each slot was last saved.
-#[derive(Default)]
-struct SideRows {
-    rows: Vec<Rows>,
-    changed: Vec<BTreeSet<(i64, Key)>>,
-}
-
-impl SideRows {
-    fn add(&mut self, slot: u32, entry: (i64, Key), weight: i64) {
-        let rows = &mut self.rows[slot as usize];
-        let w = rows.entry(entry.clone()).or_insert(0);
-        *w += weight;
-        if *w == 0 {
-            rows.remove(&entry);
-        }
-        self.changed[slot as usize].insert(entry);
-    }
-
-    /// Drops the rows before `bound`; true if any went.
-    fn drop_before(&mut self, slot: u32, bound: &(i64, Key)) -> bool {
-        let rows = &mut self.rows[slot as usize];
-        let kept = rows.split_off(bound);
-        let gone = std::mem::replace(rows, kept);
-        let any = !gone.is_empty();
-        self.changed[slot as usize].extend(gone.into_keys());
-        any
-    }
-}
-
-impl SlotValues for SideRows {
-    fn grow(&mut self, slots: usize) {
-        self.rows.resize_with(slots, Rows::new);
-        self.changed.resize_with(slots, BTreeSet::new);
-    }
-
-    fn load(&mut self, _slot: u32, _value: &[u8]) -> Result<()> {
-        Err(RunnelError::internal("ASOF join state is read row by row"))
-    }
-
-    fn save(&self, _slot: u32, _out: &mut Vec<u8>) -> bool {
-        false
-    }
-
-    fn reset(&mut self, slot: u32) {
-        self.rows[slot as usize].clear();
-        self.changed[slot as usize].clear();
-    }
-
-    /// A row: `time (order-preserving) ‖ row` → weight (i64, little endian).
-    fn load_row(&mut self, slot: u32, row_key: &[u8], value: &[u8]) -> Result<()> {
-        let corrupt = || RunnelError::internal("ASOF join state row is malformed");
-        let (time, row) = row_key.split_first_chunk::<8>().ok_or_else(corrupt)?;
-        let weight: [u8; 8] = value.try_into().map_err(|_| corrupt())?;
-        self.rows[slot as usize].insert(
-            (keys::ordered_i64_from(*time), row.into()),
-            i64::from_le_bytes(weight),
-        );
-        Ok(())
-    }
-
-    fn save_rows(&mut self, slot: u32, write: &mut RowWriter<'_>) -> usize {
-        let rows = &self.rows[slot as usize];
-        let mut row_key = Vec::new();
-        for entry in std::mem::take(&mut self.changed[slot as usize]) {
-            row_key.clear();
-            row_key.extend_from_slice(&keys::ordered_i64(entry.0));
-            row_key.extend_from_slice(&entry.1);
-            match rows.get(&entry) {
-                Some(w) => write(&row_key, Some(&w.to_le_bytes())),
-                None => write(&row_key, None),
-            }
-        }
-        rows.keys().map(|(_, r)| r.len() + 16 + 48).sum()
-    }
-}
+/// One side's rows by slot: (time, row bytes) with their weights.
+type SideRows = OrderedRows<(i64, Key)>;
 
 /// A side's state table and its rows.
 struct SideState {
@@ -197,7 +124,7 @@ impl AsofJoinOp {
         let count = |side: &SideState| -> usize {
             side.table
                 .live_slots()
-                .map(|s| side.rows.rows[s as usize].len())
+                .map(|s| side.rows.get(s).len())
                 .sum()
         };
         (count(&self.state[LEFT]), count(&self.state[RIGHT]))
@@ -206,7 +133,7 @@ impl AsofJoinOp {
     /// The rows `slot` holds on `side` (none without a slot).
     fn rows(&self, side: usize, slot: Option<u32>) -> &Rows {
         match slot {
-            Some(s) => &self.state[side].rows.rows[s as usize],
+            Some(s) => self.state[side].rows.get(s),
             None => &NO_ROWS,
         }
     }
@@ -486,7 +413,9 @@ impl Operator for AsofJoinOp {
                 self.state[LEFT].table.mark_dirty(left);
             }
             if let Some(right) = right {
-                let newest_before = self.state[RIGHT].rows.rows[right as usize]
+                let newest_before = self.state[RIGHT]
+                    .rows
+                    .get(right)
                     .range(..bound.clone())
                     .next_back()
                     .map(|((t, _), _)| *t);

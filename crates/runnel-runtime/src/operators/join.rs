@@ -482,13 +482,9 @@ impl Operator for JoinOp {
                 parts.push((key, rest));
             }
             side.state.begin_batch();
-            let (mut slots, mut touched) = (Vec::with_capacity(parts.len()), Vec::new());
-            side.state.resolve(
-                parts.iter().map(|(key, _)| *key),
-                &mut side.rows,
-                &mut slots,
-                &mut touched,
-            )?;
+            let slots = side
+                .state
+                .slots_of(parts.iter().map(|(key, _)| *key), &mut side.rows)?;
             for (&(_, row), &slot) in parts.iter().zip(&slots) {
                 // A row that went earlier is not there.
                 let s = slot as usize;

@@ -49,77 +49,8 @@ type Key = Box<[u8]>;
 /// A partition's rows: (order key, row bytes) -> weight.
 type Partition = BTreeMap<(Key, Key), i64>;
 
-/// Each slot's partition, and the rows changed since it was last saved.
-#[derive(Default)]
-struct Partitions {
-    rows: Vec<Partition>,
-    changed: Vec<BTreeSet<(Key, Key)>>,
-}
-
-impl Partitions {
-    fn add(&mut self, slot: u32, entry: (Key, Key), weight: i64) {
-        let partition = &mut self.rows[slot as usize];
-        let w = partition.entry(entry.clone()).or_insert(0);
-        *w += weight;
-        if *w == 0 {
-            partition.remove(&entry);
-        }
-        self.changed[slot as usize].insert(entry);
-    }
-}
-
-impl SlotValues for Partitions {
-    fn grow(&mut self, slots: usize) {
-        self.rows.resize_with(slots, Partition::new);
-        self.changed.resize_with(slots, BTreeSet::new);
-    }
-
-    fn load(&mut self, _slot: u32, _value: &[u8]) -> Result<()> {
-        Err(RunnelError::internal(
-            "OVER window state is read row by row",
-        ))
-    }
-
-    fn save(&self, _slot: u32, _out: &mut Vec<u8>) -> bool {
-        false
-    }
-
-    fn reset(&mut self, slot: u32) {
-        self.rows[slot as usize].clear();
-        self.changed[slot as usize].clear();
-    }
-
-    /// A row: `sized(order key) ‖ row` → weight (i64, little endian).
-    fn load_row(&mut self, slot: u32, row_key: &[u8], value: &[u8]) -> Result<()> {
-        let mut rest = row_key;
-        let order = keys::take_sized(&mut rest)
-            .ok_or_else(|| RunnelError::internal("window state key is malformed"))?;
-        let weight: [u8; 8] = value
-            .try_into()
-            .map_err(|_| RunnelError::internal("window state weight is not 8 bytes"))?;
-        self.rows[slot as usize].insert((order.into(), rest.into()), i64::from_le_bytes(weight));
-        Ok(())
-    }
-
-    fn save_rows(&mut self, slot: u32, write: &mut RowWriter<'_>) -> usize {
-        let partition = &self.rows[slot as usize];
-        let mut row_key = Vec::new();
-        for entry in std::mem::take(&mut self.changed[slot as usize]) {
-            row_key.clear();
-            keys::push_sized(&mut row_key, &entry.0);
-            row_key.extend_from_slice(&entry.1);
-            match partition.get(&entry) {
-                Some(w) => write(&row_key, Some(&w.to_le_bytes())),
-                None => write(&row_key, None),
-            }
-        }
-        // About what the rows take in memory: their bytes, the weight and the map's node.
-        partition
-            .keys()
-            .map(|(o, r)| o.len() + r.len() + 8 + 48)
-            .sum()
-    }
-}
+/// Each slot's partition: rows by (order key, row bytes), with their weights.
+type Partitions = OrderedRows<(Key, Key)>;
 
 /// One ORDER BY expression.
 pub struct OrderColumn {
@@ -204,7 +135,7 @@ impl WindowOp {
         let Some(data_type) = self.range_type.as_ref() else {
             return Ok(None);
         };
-        for (order, _) in self.partitions.rows[slot as usize].keys() {
+        for (order, _) in self.partitions.get(slot).keys() {
             // The order key: a null flag byte, then the encoded timestamp.
             let column = decode_rows(
                 std::iter::once(&order[1..]),
@@ -367,19 +298,15 @@ impl WindowOp {
         }
         let cutoff_key: Key = self.time_key(cutoff)?.into();
         self.state.begin_batch();
-        let (mut slots, mut touched) = (Vec::with_capacity(due.len()), Vec::new());
-        self.state.resolve(
+        let slots = self.state.slots_of(
             due.iter().map(|(_, key, _)| key.as_slice()),
             &mut self.partitions,
-            &mut slots,
-            &mut touched,
         )?;
-        for (slot, _) in touched {
-            let partition = &mut self.partitions.rows[slot as usize];
-            let keep = partition.split_off(&(cutoff_key.clone(), Box::from([])));
-            let old = std::mem::replace(partition, keep);
-            if !old.is_empty() {
-                self.partitions.changed[slot as usize].extend(old.into_keys());
+        for slot in slots {
+            if self
+                .partitions
+                .drop_before(slot, &(cutoff_key.clone(), Box::from([])))
+            {
                 self.state.mark_dirty(slot);
             }
             self.note_oldest(slot)?;
@@ -432,13 +359,9 @@ impl Operator for WindowOp {
         }
         let by_partition: Vec<(&[u8], Vec<usize>)> = by_partition.into_iter().collect();
         self.state.begin_batch();
-        let (mut slots, mut touched) = (Vec::with_capacity(by_partition.len()), Vec::new());
-        self.state.resolve(
-            by_partition.iter().map(|(key, _)| *key),
-            &mut self.partitions,
-            &mut slots,
-            &mut touched,
-        )?;
+        let slots = self
+            .state
+            .slots_of(by_partition.iter().map(|(key, _)| *key), &mut self.partitions)?;
         let mut old_batches = Vec::new();
         let mut new_batches = Vec::new();
         for ((_, rows), &slot) in by_partition.iter().zip(&slots) {
@@ -476,11 +399,11 @@ impl Operator for WindowOp {
                 WindowReach::Partition => None,
                 _ => Some(min_key.as_slice()),
             };
-            let partition = Some(&self.partitions.rows[slot as usize]);
+            let partition = Some(self.partitions.get(slot));
             if let Some(old) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
                 old_batches.push(old);
             }
-            let oldest_before = self.partitions.rows[slot as usize].keys().next().cloned();
+            let oldest_before = self.partitions.get(slot).keys().next().cloned();
             for &i in rows {
                 let entry = (
                     Key::from(order_keys[i].as_slice()),
@@ -488,12 +411,12 @@ impl Operator for WindowOp {
                 );
                 self.partitions.add(slot, entry, batch.weights.value(i));
             }
-            let partition = Some(&self.partitions.rows[slot as usize]);
+            let partition = Some(self.partitions.get(slot));
             if let Some(new) = self.evaluate(partition, context.as_deref(), from, to.as_deref())? {
                 new_batches.push(new);
             }
             self.state.mark_dirty(slot);
-            if self.partitions.rows[slot as usize].keys().next() != oldest_before.as_ref() {
+            if self.partitions.get(slot).keys().next() != oldest_before.as_ref() {
                 self.note_oldest(slot)?;
             }
         }
