@@ -154,7 +154,8 @@ mod tests {
 
     #[test]
     fn row_keys_round_trip_and_store_in_order() {
-        let times: Vec<(i64, Box<[u8]>)> = vec![(-5, b"b".as_slice().into()), (3, b"a".as_slice().into())];
+        let times: Vec<(i64, Box<[u8]>)> =
+            vec![(-5, b"b".as_slice().into()), (3, b"a".as_slice().into())];
         let mut encoded: Vec<Vec<u8>> = times
             .iter()
             .map(|k| {
@@ -184,13 +185,17 @@ mod tests {
         rows.add(0, row(3), 1);
         rows.add(0, row(3), -1);
         let mut written = Vec::new();
-        let size = rows.save_rows(0, &mut |k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        let size = rows.save_rows(0, &mut |k, v| {
+            written.push((k.to_vec(), v.map(<[u8]>::to_vec)))
+        });
         assert_eq!(written.len(), 3, "rows 1, 2 written, 3 deleted");
         assert!(written.iter().any(|(_, v)| v.is_none()));
         assert!(size > 0);
         assert!(rows.drop_before(0, &row(2)));
         written.clear();
-        rows.save_rows(0, &mut |k, v| written.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        rows.save_rows(0, &mut |k, v| {
+            written.push((k.to_vec(), v.map(<[u8]>::to_vec)))
+        });
         assert_eq!(written.len(), 1);
         assert_eq!(written[0].1, None);
         assert_eq!(rows.get(0).len(), 1);

@@ -3,7 +3,8 @@
 //! window closes). Entries are `(time, key)` with a weight, in the store under
 //! `prefix ‖ vnode ‖ time ‖ key` (time as an order-preserving integer), so each vnode's entries
 //! are ordered by time and the clock passing `t` is one range read per vnode that holds
-//! anything that early. Nothing is loaded into memory: changes since the last checkpoint are
+//! anything that early (from that vnode's earliest entry on, so the tombstones of expired
+//! entries are not read again). Nothing is loaded into memory: changes since the last checkpoint are
 //! kept as weight deltas and merged with the store when read, and a checkpoint adds them with
 //! the store's merge operator, without reading anything.
 //!
@@ -21,7 +22,7 @@ use crate::vnode::{Vnode, VNODE_COUNT};
 use crate::{Store, WriteBatch};
 
 /// An entry's change since the last checkpoint: its weight is `delta` plus the stored weight,
-/// unless the stored weight no longer counts (`replaced`: the entry was expired or set since).
+/// unless the stored weight no longer counts (`replaced`: the entry was set since).
 #[derive(Clone, Copy, Default)]
 struct Pending {
     replaced: bool,
@@ -31,13 +32,23 @@ struct Pending {
 /// An expired entry: its time, key and weight (never 0).
 pub type Expired = (i64, Vec<u8>, i64);
 
+/// An entry within a vnode: its time and key.
+type Entry = (i64, Box<[u8]>);
+
 pub struct TimeIndex {
     store: Arc<Store>,
     prefix: Vec<u8>,
-    /// Full store keys touched since the last checkpoint.
-    pending: BTreeMap<Vec<u8>, Pending>,
+    /// Per vnode, the entries touched since the last checkpoint (ordered by time: an
+    /// expiry reads a prefix of each).
+    pending: Vec<BTreeMap<Entry, Pending>>,
     /// Per vnode, no entry is earlier than this (`i64::MIN`: not known yet).
     earliest: Vec<i64>,
+    /// Per vnode, no entry *in the store* is earlier than this (entries expired but not yet
+    /// deleted aside): entries that come and go between two checkpoints never cost a store
+    /// read.
+    stored_from: Vec<i64>,
+    /// Store keys of stored entries expired since the last checkpoint.
+    deletes: Vec<Vec<u8>>,
 }
 
 impl TimeIndex {
@@ -51,18 +62,19 @@ impl TimeIndex {
         Ok(TimeIndex {
             store,
             prefix,
-            pending: BTreeMap::new(),
+            pending: vec![BTreeMap::new(); usize::from(VNODE_COUNT)],
             earliest: vec![unknown; usize::from(VNODE_COUNT)],
+            stored_from: vec![unknown; usize::from(VNODE_COUNT)],
+            deletes: Vec::new(),
         })
     }
 
-    fn store_key(&self, vnode: Vnode, time: i64, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.prefix.len() + 10 + key.len());
+    fn store_key(&self, vnode: Vnode, time: i64, key: &[u8], out: &mut Vec<u8>) {
+        out.clear();
         out.extend_from_slice(&self.prefix);
         out.extend_from_slice(&vnode.to_be_bytes());
         out.extend_from_slice(&ordered_i64(time));
         out.extend_from_slice(key);
-        out
     }
 
     fn note(&mut self, vnode: Vnode, time: i64) {
@@ -72,17 +84,18 @@ impl TimeIndex {
 
     /// Adds `weight` to the entry `(time, key)` of `vnode`.
     pub fn add(&mut self, vnode: Vnode, time: i64, key: &[u8], weight: i64) {
-        let store_key = self.store_key(vnode, time, key);
-        self.pending.entry(store_key).or_default().delta += weight;
+        self.pending[usize::from(vnode)]
+            .entry((time, key.into()))
+            .or_default()
+            .delta += weight;
         self.note(vnode, time);
     }
 
     /// Sets the entry `(time, key)` of `vnode` to weight 1, whatever it held: an index of
     /// which keys to visit when, where noting a key twice is harmless.
     pub fn set(&mut self, vnode: Vnode, time: i64, key: &[u8]) {
-        let store_key = self.store_key(vnode, time, key);
-        self.pending.insert(
-            store_key,
+        self.pending[usize::from(vnode)].insert(
+            (time, key.into()),
             Pending {
                 replaced: true,
                 delta: 1,
@@ -99,84 +112,127 @@ impl TimeIndex {
             return Err(RunnelError::internal("a clock at the end of time"));
         };
         let time_at = self.prefix.len() + 2;
+        let decode = |key: &[u8]| -> Option<Entry> {
+            let time: [u8; 8] = key.get(time_at..time_at + 8)?.try_into().ok()?;
+            Some((ordered_i64_from(time), key[time_at + 8..].into()))
+        };
+        let after_bound: Entry = (after, Box::from([]));
         for vnode in 0..VNODE_COUNT {
-            if self.earliest[usize::from(vnode)] > upto {
+            let v = usize::from(vnode);
+            if self.earliest[v] > upto {
                 continue;
             }
-            let mut start = self.prefix.clone();
-            start.extend_from_slice(&vnode.to_be_bytes());
-            let vnode_end = prefix_end(&start);
-            let mut end = start.clone();
+            let mut vnode_start = self.prefix.clone();
+            vnode_start.extend_from_slice(&vnode.to_be_bytes());
+            let vnode_end = prefix_end(&vnode_start);
+            let mut end = vnode_start.clone();
             end.extend_from_slice(&ordered_i64(after));
-            let mut merged: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
-            self.store.for_each_in_range(&start, &end, |key, value| {
-                merged.insert(key.to_vec(), decode_weight(value)?);
-                Ok(true)
-            })?;
-            for (key, change) in self.pending.range(start.clone()..end.clone()) {
-                let weight = merged.entry(key.clone()).or_insert(0);
-                if change.replaced {
-                    *weight = 0;
+            // The pending changes due now, taken out whole (no key is copied).
+            let later = self.pending[v].split_off(&after_bound);
+            let due = std::mem::replace(&mut self.pending[v], later);
+            let read_store = self.stored_from[v] <= upto;
+            if !read_store {
+                // Nothing stored this early: the pending changes are the entries, and they
+                // never reached the store, so they are simply forgotten.
+                for ((time, key), change) in due {
+                    if change.delta != 0 {
+                        out.push((time, key.into_vec(), change.delta));
+                    }
                 }
-                *weight += change.delta;
-            }
-            for (key, weight) in merged {
-                if weight != 0 {
-                    let time: [u8; 8] = key[time_at..time_at + 8]
-                        .try_into()
-                        .map_err(|_| RunnelError::internal("time index key is too short"))?;
-                    out.push((ordered_i64_from(time), key[time_at + 8..].to_vec(), weight));
+            } else {
+                // Entry → (weight, its store key when stored).
+                let mut merged: BTreeMap<Entry, (i64, Option<Vec<u8>>)> = BTreeMap::new();
+                // From the earliest stored entry on, not from the vnode's start: expired
+                // entries are deleted, and a scan from the start would step over every
+                // tombstone they left until compaction drops them.
+                let mut start = vnode_start;
+                if self.stored_from[v] != i64::MIN {
+                    start.extend_from_slice(&ordered_i64(self.stored_from[v]));
                 }
-                // Gone from the store at the next checkpoint (zero weights too).
-                self.pending.insert(
-                    key,
-                    Pending {
-                        replaced: true,
-                        delta: 0,
-                    },
-                );
+                let mut malformed = false;
+                self.store.for_each_in_range(&start, &end, |key, value| {
+                    match decode(key) {
+                        Some(entry) => {
+                            merged.insert(entry, (decode_weight(value)?, Some(key.to_vec())));
+                        }
+                        None => malformed = true,
+                    }
+                    Ok(true)
+                })?;
+                if malformed {
+                    return Err(RunnelError::internal("time index key is too short"));
+                }
+                for (entry, change) in due {
+                    let (weight, _) = merged.entry(entry).or_insert((0, None));
+                    if change.replaced {
+                        *weight = 0;
+                    }
+                    *weight += change.delta;
+                }
+                for ((time, key), (weight, stored)) in merged {
+                    // A stored entry is deleted at the next checkpoint (the scans that follow
+                    // start after it); one that never reached the store is simply forgotten.
+                    if let Some(store_key) = stored {
+                        self.deletes.push(store_key);
+                    }
+                    if weight != 0 {
+                        out.push((time, key.into_vec(), weight));
+                    }
+                }
             }
             // What is left starts after `upto`: the first entry stored or pending from there.
-            let mut next = i64::MAX;
-            self.store.for_each_in_range(&end, &vnode_end, |key, _| {
-                if let Some(time) = key.get(time_at..time_at + 8) {
-                    let time: [u8; 8] = time.try_into().unwrap_or([0xff; 8]);
-                    next = ordered_i64_from(time);
-                }
-                Ok(false)
-            })?;
-            if let Some((key, _)) = self
-                .pending
-                .range(end..vnode_end)
+            if read_store {
+                let mut stored_next = i64::MAX;
+                self.store.for_each_in_range(&end, &vnode_end, |key, _| {
+                    if let Some((time, _)) = decode(key) {
+                        stored_next = time;
+                    }
+                    Ok(false)
+                })?;
+                self.stored_from[v] = stored_next;
+            }
+            let mut next = self.stored_from[v];
+            if let Some(((time, _), _)) = self.pending[v]
+                .range(after_bound.clone()..)
                 .find(|(_, p)| !p.replaced || p.delta != 0)
             {
-                let time: [u8; 8] = key[time_at..time_at + 8]
-                    .try_into()
-                    .map_err(|_| RunnelError::internal("time index key is too short"))?;
-                next = next.min(ordered_i64_from(time));
+                next = next.min(*time);
             }
-            self.earliest[usize::from(vnode)] = next;
+            self.earliest[v] = next;
         }
         Ok(out)
     }
 
-    /// Adds the changes since the last checkpoint to `batch`.
+    /// Adds the changes since the last checkpoint to `batch`: the expired entries' deletes,
+    /// then the entries changed, in key order (an entry expired and set again is put after
+    /// its delete).
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) {
-        for (key, change) in std::mem::take(&mut self.pending) {
-            if change.replaced {
-                batch.delete(&key);
+        for key in std::mem::take(&mut self.deletes) {
+            batch.delete(&key);
+        }
+        let mut key = Vec::new();
+        for vnode in 0..VNODE_COUNT {
+            let pending = std::mem::take(&mut self.pending[usize::from(vnode)]);
+            for ((time, entry), change) in pending {
                 if change.delta != 0 {
-                    batch.put(&key, change.delta.to_le_bytes());
+                    let stored_from = &mut self.stored_from[usize::from(vnode)];
+                    *stored_from = (*stored_from).min(time);
                 }
-            } else if change.delta != 0 {
-                batch.merge(&key, change.delta.to_le_bytes());
+                self.store_key(vnode, time, &entry, &mut key);
+                match (change.replaced, change.delta) {
+                    // A put replaces whatever was stored.
+                    (true, 0) => batch.delete(&key),
+                    (true, delta) => batch.put(&key, delta.to_le_bytes()),
+                    (false, 0) => {}
+                    (false, delta) => batch.merge(&key, delta.to_le_bytes()),
+                }
             }
         }
     }
 
     /// Entries changed since the last checkpoint (for the state budget's accounting).
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.iter().map(BTreeMap::len).sum()
     }
 }
 

@@ -21,7 +21,7 @@
 //! where the clock finds the keys to visit.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -30,11 +30,10 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
-use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_common::{ChangeBatch, Result};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::keyed_state::RowWriter;
 use runnel_state::vnode::vnode_of;
-use runnel_state::{keys, KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
+use runnel_state::{KeyedState, OrderedRows, SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;

@@ -336,9 +336,10 @@ impl Operator for SessionWindowOp {
 
         let by_partition: Vec<(&[u8], Vec<usize>)> = by_partition.into_iter().collect();
         self.state.begin_batch();
-        let slots = self
-            .state
-            .slots_of(by_partition.iter().map(|(key, _)| *key), &mut self.partitions)?;
+        let slots = self.state.slots_of(
+            by_partition.iter().map(|(key, _)| *key),
+            &mut self.partitions,
+        )?;
         let mut changes: HashMap<Bounded, i64> = HashMap::new();
         for ((_, rows), &slot) in by_partition.iter().zip(&slots) {
             let lo = rows.iter().map(|&i| times.value(i)).min();

@@ -25,7 +25,7 @@
 //! of its oldest row, where the clock finds the partitions it frees rows of.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -38,9 +38,8 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::keyed_state::RowWriter;
 use runnel_state::vnode::vnode_of;
-use runnel_state::{keys, KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
+use runnel_state::{KeyedState, OrderedRows, SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
@@ -359,9 +358,10 @@ impl Operator for WindowOp {
         }
         let by_partition: Vec<(&[u8], Vec<usize>)> = by_partition.into_iter().collect();
         self.state.begin_batch();
-        let slots = self
-            .state
-            .slots_of(by_partition.iter().map(|(key, _)| *key), &mut self.partitions)?;
+        let slots = self.state.slots_of(
+            by_partition.iter().map(|(key, _)| *key),
+            &mut self.partitions,
+        )?;
         let mut old_batches = Vec::new();
         let mut new_batches = Vec::new();
         for ((_, rows), &slot) in by_partition.iter().zip(&slots) {
