@@ -404,7 +404,10 @@ impl Operator for AsofJoinOp {
         if due.is_empty() {
             return Ok(());
         }
-        let keys: Vec<&[u8]> = due.iter().map(|(_, key, _)| key.as_slice()).collect();
+        // A key noted more than once is visited once (and noted once again).
+        let mut keys: Vec<&[u8]> = due.iter().map(|(_, key, _)| key.as_slice()).collect();
+        keys.sort_unstable();
+        keys.dedup();
         let (left_slots, right_slots) = self.slots(LEFT, &keys)?;
         let bound = (frontier, Key::from([]));
         for ((key, left), right) in keys.iter().zip(left_slots).zip(right_slots) {

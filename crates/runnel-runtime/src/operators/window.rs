@@ -297,10 +297,13 @@ impl WindowOp {
         }
         let cutoff_key: Key = self.time_key(cutoff)?.into();
         self.state.begin_batch();
-        let slots = self.state.slots_of(
+        let mut slots = self.state.slots_of(
             due.iter().map(|(_, key, _)| key.as_slice()),
             &mut self.partitions,
         )?;
+        // A partition noted more than once is visited once (and noted once again).
+        slots.sort_unstable();
+        slots.dedup();
         for slot in slots {
             if self
                 .partitions
