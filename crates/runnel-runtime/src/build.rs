@@ -138,11 +138,7 @@ pub fn build_operator(
                     emit_on_close: *emit_on_close,
                 });
             // Groups under `prefix ‖ 0`, the open windows' time index under `prefix ‖ 1`.
-            let sub = |tag: u8| {
-                let mut sub = prefix.clone();
-                sub.push(tag);
-                sub
-            };
+            let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
             let closing = match closing {
                 Some(closing) => Some((closing, TimeIndex::open(store.clone(), sub(1))?)),
                 None => None,
@@ -198,11 +194,7 @@ pub fn build_operator(
             };
             // Each side's rows under `prefix ‖ side`, its expiry index under
             // `prefix ‖ 2 + side`.
-            let sub = |tag: u8| {
-                let mut sub = prefix.clone();
-                sub.push(tag);
-                sub
-            };
+            let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
             let side_state = |side: u8| KeyedState::open(store.clone(), sub(side), budget.clone());
             let side_index = |side: u8| move || TimeIndex::open(store.clone(), sub(2 + side));
             Box::new(JoinOp::new(

@@ -151,6 +151,15 @@ pub fn take_sized<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(part)
 }
 
+/// The prefix of one of an operator's state tables: the operator's prefix and a tag byte
+/// (an aggregate's groups and its window index, a join's two sides and their indexes, ...).
+pub fn sub_table(prefix: &[u8], tag: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 1);
+    out.extend_from_slice(prefix);
+    out.push(tag);
+    out
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

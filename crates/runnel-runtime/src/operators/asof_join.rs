@@ -93,11 +93,7 @@ impl AsofJoinOp {
         }
         // Left rows under `prefix ‖ 0`, right rows under `prefix ‖ 1`, the keys to free under
         // `prefix ‖ 2`.
-        let sub = |tag: u8| {
-            let mut sub = prefix.clone();
-            sub.push(tag);
-            sub
-        };
+        let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let side = |tag: u8| -> Result<SideState> {
             Ok(SideState {
                 table: KeyedState::open_rows(store.clone(), sub(tag), budget.clone())?,

@@ -181,11 +181,7 @@ impl SessionWindowOp {
             ));
         }
         // Rows under `prefix ‖ 0`, the keys by closing time under `prefix ‖ 1`.
-        let sub = |tag: u8| {
-            let mut sub = prefix.clone();
-            sub.push(tag);
-            sub
-        };
+        let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let closing = match time_lag {
             Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(1))?)),
             None => None,

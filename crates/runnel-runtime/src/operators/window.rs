@@ -102,11 +102,7 @@ impl WindowOp {
         }
         // Partitions under `prefix ‖ 0`, the time index of their oldest rows under
         // `prefix ‖ 1`.
-        let sub = |tag: u8| {
-            let mut sub = prefix.clone();
-            sub.push(tag);
-            sub
-        };
+        let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let freeing = match (reach, order_lag, &range_type) {
             (WindowReach::RangeMicros(_), Some(lag), Some(_)) => {
                 Some((lag, TimeIndex::open(store.clone(), sub(1))?))
