@@ -903,7 +903,7 @@ impl Dataflow {
     ) -> Result<Option<i64>> {
         let mut clock = None;
         let mut next = from;
-        let log_start = log_index::log_start(&self.store, source)?;
+        let log_start = self.sources[&source].log_start;
         if next < log_start.min(to) {
             clock = self.replay_trimmed(
                 source,
@@ -922,17 +922,29 @@ impl Dataflow {
             }
             for entry in entries {
                 next = entry.seq + 1;
-                if let Some(batch) = entry.batch {
-                    let rows = (batch, entry.positions);
-                    self.push_sliced(rows, target, start, progress.as_deref_mut())?;
-                }
-                if let Some(wm) = entry.watermark {
-                    self.push_watermark(target.0, target.1, wm);
-                    clock = Some(wm);
-                }
-                self.spill_backfill(target.0)?;
+                clock = self
+                    .replay_entry(entry, target, start, progress.as_deref_mut())?
+                    .or(clock);
             }
         }
+        Ok(clock)
+    }
+
+    /// Feeds one log entry into the backfilling node (rows before the view's `start` left
+    /// out), then spills the view's state if the cache wants it; returns the entry's
+    /// watermark.
+    fn replay_entry(
+        &mut self,
+        entry: LogEntry,
+        target: Port,
+        start: Option<&StartOffsets>,
+        progress: Option<&mut BackfillProgress>,
+    ) -> Result<Option<i64>> {
+        if let Some(batch) = entry.batch {
+            self.push_sliced((batch, entry.positions), target, start, progress)?;
+        }
+        let clock = self.replay_watermark(target, entry.watermark);
+        self.spill_backfill(target.0)?;
         Ok(clock)
     }
 
@@ -996,16 +1008,9 @@ impl Dataflow {
                         .or(clock);
                 }
                 let entry = stored_entry(seq, stored, &schema)?;
-                if let Some(batch) = entry.batch {
-                    self.push_sliced(
-                        (batch, entry.positions),
-                        target,
-                        start,
-                        progress.as_deref_mut(),
-                    )?;
-                }
-                clock = self.replay_watermark(target, entry.watermark).or(clock);
-                self.spill_backfill(target.0)?;
+                clock = self
+                    .replay_entry(entry, target, start, progress.as_deref_mut())?
+                    .or(clock);
             }
             for (_, index) in skipped {
                 clock = self
