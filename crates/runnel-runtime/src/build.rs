@@ -87,6 +87,7 @@ pub fn build_operator(
         } => Box::new(TemporalFilterOp::new(
             store,
             prefix,
+            budget,
             compile(time, input_schema(0)?)?,
             *offset_micros,
             *bound,
@@ -140,7 +141,10 @@ pub fn build_operator(
             // Groups under `prefix ‖ 0`, the open windows' time index under `prefix ‖ 1`.
             let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
             let closing = match closing {
-                Some(closing) => Some((closing, TimeIndex::open(store.clone(), sub(1))?)),
+                Some(closing) => Some((
+                    closing,
+                    TimeIndex::open(store.clone(), sub(1), budget.clone())?,
+                )),
                 None => None,
             };
             Box::new(AggregateOp::new(
@@ -196,7 +200,8 @@ pub fn build_operator(
             // `prefix ‖ 2 + side`.
             let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
             let side_state = |side: u8| KeyedState::open(store.clone(), sub(side), budget.clone());
-            let side_index = |side: u8| move || TimeIndex::open(store.clone(), sub(2 + side));
+            let side_index =
+                |side: u8| move || TimeIndex::open(store.clone(), sub(2 + side), budget.clone());
             Box::new(JoinOp::new(
                 [side_state(0)?, side_state(1)?],
                 *join_type,

@@ -58,7 +58,8 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 6: every operator's state
+/// What a materialized view's stored rows and operator state mean. 7: a join side holds each
+/// row with its expiry time, and its time index names keys, not rows. 6: every operator's state
 /// is vnode-keyed through `runnel_state::KeyedState` (OVER window and ASOF join in its rows
 /// layout, session windows one value per key), and what the clock expires is found in time
 /// indexes (`runnel_state::TimeIndex`); sub-tables under the operator prefix ‖ a tag byte. 5: aggregate and join
@@ -68,7 +69,7 @@ impl CatalogEntry {
 /// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.
 /// A view stored with an earlier layout is rebuilt from its sources when it is restored.
-pub const STATE_LAYOUT: u32 = 6;
+pub const STATE_LAYOUT: u32 = 7;
 
 fn first_state_layout() -> u32 {
     1

@@ -211,6 +211,14 @@ impl KeyedState {
         &self.slots[slot as usize].key
     }
 
+    /// Whether `slot` is live and holds `key` (a slot remembered from earlier may have been
+    /// evicted since and given to another key).
+    pub fn holds(&self, slot: u32, key: &[u8]) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.live && *s.key == *key)
+    }
+
     /// Every live slot (order unspecified).
     pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
         self.index.values().copied()

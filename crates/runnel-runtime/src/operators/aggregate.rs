@@ -346,7 +346,7 @@ impl Operator for AggregateOp {
         let mut slot_of_key: Vec<u32> = Vec::with_capacity(expired.len());
         let mut first_rows: Vec<(u32, u32)> = Vec::new();
         self.state.resolve(
-            expired.iter().map(|(_, key, _)| key.as_slice()),
+            expired.iter().map(|(_, key, _)| key),
             &mut self.groups,
             &mut slot_of_key,
             &mut first_rows,

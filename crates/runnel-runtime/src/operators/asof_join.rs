@@ -101,7 +101,7 @@ impl AsofJoinOp {
             })
         };
         let freeing = match frontier_lag {
-            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(2))?)),
+            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(2), budget.clone())?)),
             None => None,
         };
         Ok(AsofJoinOp {
@@ -401,7 +401,7 @@ impl Operator for AsofJoinOp {
             return Ok(());
         }
         // A key noted more than once is visited once (and noted once again).
-        let mut keys: Vec<&[u8]> = due.iter().map(|(_, key, _)| key.as_slice()).collect();
+        let mut keys: Vec<&[u8]> = due.iter().map(|(_, key, _)| key).collect();
         keys.sort_unstable();
         keys.dedup();
         let (left_slots, right_slots) = self.slots(LEFT, &keys)?;

@@ -16,8 +16,12 @@
 //! the plan gives, per side, a time below which a row can match no future row of the other
 //! side; such rows are freed as the clock passes (their joined rows stay in the view), so
 //! the state holds only the rows still inside the interval. Each such row is noted in the
-//! side's `runnel_state::TimeIndex` by its time (entry: the join key, then the row), where the
-//! clock finds the rows it frees; their keys are read like any others, nothing is pinned.
+//! side's `runnel_state::TimeIndex` by its time rounded up to [`EXPIRY_GRID_MICROS`] (entry:
+//! the join key, tagged with its slot), where the clock finds the keys to visit; a visit drops
+//! the key's rows whose time the cutoff has passed (each row is held with its time). So rows
+//! go at most one grid step late (the join's condition still filters every output row, so
+//! that changes no result), a key is visited at most once per step, and the index holds keys,
+//! not copies of rows. Keys are read like any others, nothing is pinned.
 
 use std::any::Any;
 
@@ -29,20 +33,24 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::keys::{push_sized, take_sized};
 use runnel_state::vnode::vnode_of;
 use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
+/// The grid rows' times are rounded up to in the expiry index (about a second).
+pub const EXPIRY_GRID_MICROS: i64 = 1 << 20;
+
 /// Rows of a side freed once the clock passes their time plus `lag_micros`.
 pub struct Expiry {
     pub time: CompiledExpr,
     pub lag_micros: i64,
-    /// (time, join key ‖ row) of the side's rows. An entry stays when its row goes earlier
-    /// (expiring finds the row gone), so adding a row is one pending write.
+    /// (time rounded up to the grid, join key) of the side's rows, tagged with the key's
+    /// slot. An entry stays when its rows go earlier (the visit finds nothing to drop).
     by_time: TimeIndex,
+    /// The index has expired every entry at or before this.
+    expired_upto: i64,
 }
 
 impl Expiry {
@@ -51,14 +59,19 @@ impl Expiry {
             time,
             lag_micros,
             by_time,
+            expired_upto: i64::MIN,
         }
     }
 
-    fn note(&mut self, time: i64, key: &[u8], row: &[u8], entry: &mut Vec<u8>) {
-        entry.clear();
-        push_sized(entry, key);
-        entry.extend_from_slice(row);
-        self.by_time.set(vnode_of(key), time, entry);
+    /// Notes the key of a row at `time`; `noted`: the grid time last noted for the key's slot.
+    fn note(&mut self, time: i64, key: &[u8], slot: u32, noted: &mut i64) {
+        let on_grid = time | (EXPIRY_GRID_MICROS - 1);
+        // The key's entry at this grid time is still to come, and its visit frees this row too.
+        if *noted == on_grid && on_grid > self.expired_upto {
+            return;
+        }
+        *noted = on_grid;
+        self.by_time.set_tagged(vnode_of(key), on_grid, key, slot);
     }
 }
 
@@ -71,28 +84,58 @@ struct JoinSide {
     rows: SideRows,
 }
 
+/// A row held by a side: its count, and the time the clock frees it after (`i64::MAX`: never).
+#[derive(Clone, Copy)]
+struct Held {
+    count: i64,
+    time: i64,
+}
+
 /// A side's rows by slot: per join key, the multiset of encoded rows and their total weight.
 struct SideRows {
-    rows: Vec<HashMap<Box<[u8]>, i64>>,
+    rows: Vec<HashMap<Box<[u8]>, Held>>,
     totals: Vec<i64>,
+    /// Per slot, the grid time its key was last noted at in the expiry index (`i64::MIN`: not
+    /// since the slot was filled), so that a key's rows in one grid step make one entry.
+    noted: Vec<i64>,
 }
 
 impl SideRows {
-    fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
+    fn add(&mut self, slot: u32, row: &[u8], weight: i64, time: i64) {
         let s = slot as usize;
         let rows = &mut self.rows[s];
         match rows.get_mut(row) {
-            Some(c) => {
-                *c += weight;
-                if *c == 0 {
+            Some(held) => {
+                held.count += weight;
+                if held.count == 0 {
                     rows.remove(row);
                 }
             }
             None => {
-                rows.insert(row.into(), weight);
+                let held = Held {
+                    count: weight,
+                    time,
+                };
+                rows.insert(row.into(), held);
             }
         }
         self.totals[s] += weight;
+    }
+
+    /// Drops the key's rows the clock frees (time before `cutoff`); whether any went.
+    fn free_before(&mut self, slot: u32, cutoff: i64) -> bool {
+        let s = slot as usize;
+        let mut freed = 0;
+        let before = self.rows[s].len();
+        self.rows[s].retain(|_, held| {
+            let keep = held.time >= cutoff;
+            if !keep {
+                freed += held.count;
+            }
+            keep
+        });
+        self.totals[s] -= freed;
+        self.rows[s].len() != before
     }
 }
 
@@ -100,25 +143,27 @@ impl SlotValues for SideRows {
     fn grow(&mut self, slots: usize) {
         self.rows.resize_with(slots, HashMap::new);
         self.totals.resize(slots, 0);
+        self.noted.resize(slots, i64::MIN);
     }
 
-    /// A key's rows: (u32 length, encoded row, i64 count) repeated.
+    /// A key's rows: (u32 length, encoded row, i64 count, i64 time) repeated.
     fn load(&mut self, slot: u32, value: &[u8]) -> Result<()> {
         let mut bytes = value;
         while !bytes.is_empty() {
             let len = take_u32(&mut bytes)? as usize;
-            if bytes.len() < len + 8 {
+            if bytes.len() < len + 16 {
                 return Err(RunnelError::internal("truncated join state"));
             }
             let (row, rest) = bytes.split_at(len);
             let (count, rest) = rest.split_at(8);
+            let (time, rest) = rest.split_at(8);
             bytes = rest;
-            let count = i64::from_le_bytes(
-                count
-                    .try_into()
-                    .map_err(|_| RunnelError::internal("join state count is not 8 bytes"))?,
-            );
-            self.add(slot, row, count);
+            let int = |b: &[u8]| {
+                b.try_into()
+                    .map(i64::from_le_bytes)
+                    .map_err(|_| RunnelError::internal("join state integer is not 8 bytes"))
+            };
+            self.add(slot, row, int(count)?, int(time)?);
         }
         Ok(())
     }
@@ -128,10 +173,11 @@ impl SlotValues for SideRows {
         if rows.is_empty() {
             return false;
         }
-        for (row, count) in rows {
+        for (row, held) in rows {
             out.extend_from_slice(&(row.len() as u32).to_le_bytes());
             out.extend_from_slice(row);
-            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&held.count.to_le_bytes());
+            out.extend_from_slice(&held.time.to_le_bytes());
         }
         true
     }
@@ -139,6 +185,7 @@ impl SlotValues for SideRows {
     fn reset(&mut self, slot: u32) {
         self.rows[slot as usize] = HashMap::new();
         self.totals[slot as usize] = 0;
+        self.noted[slot as usize] = i64::MIN;
     }
 }
 
@@ -157,12 +204,13 @@ impl JoinSide {
             rows: SideRows {
                 rows: Vec::new(),
                 totals: Vec::new(),
+                noted: Vec::new(),
             },
         }
     }
 
-    fn add(&mut self, slot: u32, row: &[u8], weight: i64) {
-        self.rows.add(slot, row, weight);
+    fn add(&mut self, slot: u32, row: &[u8], weight: i64, time: i64) {
+        self.rows.add(slot, row, weight, time);
         self.state.mark_dirty(slot);
     }
 
@@ -279,8 +327,8 @@ impl JoinOp {
         let left = &self.sides[0];
         let rows: Vec<(&[u8], i64)> = left.rows.rows[slot as usize]
             .iter()
-            .filter(|(_, &c)| c != 0)
-            .map(|(r, &c)| (&r[..], c * sign))
+            .filter(|(_, held)| held.count != 0)
+            .map(|(r, held)| (&r[..], held.count * sign))
             .collect();
         if rows.is_empty() {
             return Ok(None);
@@ -373,10 +421,10 @@ impl Operator for JoinOp {
                     let matched = slot.filter(|&s| !probe.rows[s as usize].is_empty());
                     match matched {
                         Some(s) if !left_join || probe.totals[s as usize] > 0 => {
-                            for (row, &c) in &probe.rows[s as usize] {
+                            for (row, held) in &probe.rows[s as usize] {
                                 pairs.batch_rows.push(i as u32);
                                 pairs.state_rows.push(row);
-                                pairs.weights.push(w * c);
+                                pairs.weights.push(w * held.count);
                             }
                         }
                         _ => {
@@ -406,12 +454,16 @@ impl Operator for JoinOp {
                 &mut slots,
                 &mut touched,
             )?;
-            let mut entry = Vec::new();
             for (&i, &s) in keyed.iter().zip(&slots) {
-                own.add(s, rows.row(i), weights[i]);
-                if let (Some(expiry), Some(times)) = (own.expiry.as_mut(), &times) {
-                    if times.is_valid(i) && weights[i] > 0 {
-                        expiry.note(times.value(i), keys.row(i), rows.row(i), &mut entry);
+                // The time the clock frees the row after (never without an expiry or a time).
+                let time = match &times {
+                    Some(times) if times.is_valid(i) => times.value(i),
+                    _ => i64::MAX,
+                };
+                own.add(s, rows.row(i), weights[i], time);
+                if let Some(expiry) = own.expiry.as_mut() {
+                    if time != i64::MAX && weights[i] > 0 {
+                        expiry.note(time, keys.row(i), s, &mut own.rows.noted[s as usize]);
                     }
                 }
             }
@@ -427,17 +479,17 @@ impl Operator for JoinOp {
                 let left_slot = self.sides[0].find(std::iter::once(key))?[0];
                 if let Some(ls) = left_slot {
                     let mut pairs = Pairs::new();
-                    for (row, &c) in &self.sides[0].rows.rows[ls as usize] {
+                    for (row, held) in &self.sides[0].rows.rows[ls as usize] {
                         pairs.batch_rows.push(i as u32);
                         pairs.state_rows.push(row);
-                        pairs.weights.push(w * c);
+                        pairs.weights.push(w * held.count);
                     }
                     if let Some(data) = self.build(1, &batch.data, &pairs, false)? {
                         outputs.push(ChangeBatch::new(data, Int64Array::from(pairs.weights)));
                     }
                 }
                 // (Left joins have no expiry: only inner interval joins free rows.)
-                self.sides[1].add(right_slot, rows.row(i), w);
+                self.sides[1].add(right_slot, rows.row(i), w, i64::MAX);
                 let after = self.sides[1].rows.totals[right_slot as usize];
                 if let Some(ls) = left_slot {
                     if before <= 0 && after > 0 {
@@ -471,25 +523,33 @@ impl Operator for JoinOp {
             };
             // Rows before the cutoff can match no row still to come.
             let expired = expiry.by_time.expire(cutoff.saturating_sub(1))?;
+            expiry.expired_upto = expiry.expired_upto.max(cutoff.saturating_sub(1));
             if expired.is_empty() {
                 continue;
             }
-            let mut parts: Vec<(&[u8], &[u8])> = Vec::with_capacity(expired.len());
-            for (_, entry, _) in &expired {
-                let mut rest = entry.as_slice();
-                let key = take_sized(&mut rest)
-                    .ok_or_else(|| RunnelError::internal("malformed join expiry entry"))?;
-                parts.push((key, rest));
-            }
+            // Each key once; the slot its tag names where that still holds the key.
+            let mut keys: Vec<(&[u8], u32)> = expired.keys_tagged().collect();
+            keys.sort_unstable();
+            keys.dedup_by(|a, b| a.0 == b.0);
             side.state.begin_batch();
-            let slots = side
-                .state
-                .slots_of(parts.iter().map(|(key, _)| *key), &mut side.rows)?;
-            for (&(_, row), &slot) in parts.iter().zip(&slots) {
-                // A row that went earlier is not there.
-                let s = slot as usize;
-                if let Some(count) = side.rows.rows[s].remove(row) {
-                    side.rows.totals[s] -= count;
+            let mut slots: Vec<u32> = Vec::with_capacity(keys.len());
+            let mut untagged: Vec<usize> = Vec::new();
+            for (i, &(key, tag)) in keys.iter().enumerate() {
+                if !side.state.holds(tag, key) {
+                    untagged.push(i);
+                }
+                slots.push(tag);
+            }
+            if !untagged.is_empty() {
+                let found = side
+                    .state
+                    .slots_of(untagged.iter().map(|&i| keys[i].0), &mut side.rows)?;
+                for (&i, slot) in untagged.iter().zip(found) {
+                    slots[i] = slot;
+                }
+            }
+            for slot in slots {
+                if side.rows.free_before(slot, cutoff) {
                     side.state.mark_dirty(slot);
                 }
             }

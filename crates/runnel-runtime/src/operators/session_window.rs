@@ -183,7 +183,7 @@ impl SessionWindowOp {
         // Rows under `prefix ‖ 0`, the keys by closing time under `prefix ‖ 1`.
         let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let closing = match time_lag {
-            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(1))?)),
+            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(1), budget.clone())?)),
             None => None,
         };
         Ok(SessionWindowOp {
@@ -406,7 +406,7 @@ impl Operator for SessionWindowOp {
         self.state.begin_batch();
         let (mut slots, mut touched) = (Vec::with_capacity(due.len()), Vec::new());
         self.state.resolve(
-            due.iter().map(|(_, key, _)| key.as_slice()),
+            due.iter().map(|(_, key, _)| key),
             &mut self.partitions,
             &mut slots,
             &mut touched,

@@ -8,9 +8,8 @@
 //! `Until` row is visible and every `From` row waits.
 //!
 //! State: the rows waiting for their threshold, in a `runnel_state::TimeIndex` (entries
-//! `threshold, row` with their weights, under the vnode of the row), so a clock advance is a
-//! range read per vnode that holds anything that early, and nothing is held in memory but the
-//! changes since the last checkpoint.
+//! `threshold, row` with their weights, under the vnode of the row): held in memory by time
+//! while the state budget allows, written at checkpoints, read back by time when not.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use runnel_common::{ChangeBatch, Result};
 use runnel_plan::TemporalBound;
 use runnel_state::codec::{decode_rows, encode_selected_rows, EncodedRows};
 use runnel_state::vnode::vnode_of;
-use runnel_state::{Store, TimeIndex, WriteBatch};
+use runnel_state::{SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
@@ -43,6 +42,7 @@ impl TemporalFilterOp {
     pub fn new(
         store: &Arc<Store>,
         prefix: Vec<u8>,
+        budget: &SharedBudget,
         time: CompiledExpr,
         offset_micros: i64,
         bound: TemporalBound,
@@ -63,7 +63,7 @@ impl TemporalFilterOp {
             schema,
             types,
             clock: None,
-            waiting: TimeIndex::open(store.clone(), prefix)?,
+            waiting: TimeIndex::open(store.clone(), prefix, budget.clone())?,
             scratch: EncodedRows::new(),
         })
     }
@@ -137,8 +137,7 @@ impl Operator for TemporalFilterOp {
         if due.is_empty() {
             return Ok(());
         }
-        let columns: Vec<ArrayRef> =
-            decode_rows(due.iter().map(|(_, row, _)| row.as_slice()), &self.types)?;
+        let columns: Vec<ArrayRef> = decode_rows(due.iter().map(|(_, row, _)| row), &self.types)?;
         let sign = match self.bound {
             TemporalBound::Until => -1,
             TemporalBound::From => 1,

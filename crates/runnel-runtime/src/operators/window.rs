@@ -105,7 +105,7 @@ impl WindowOp {
         let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let freeing = match (reach, order_lag, &range_type) {
             (WindowReach::RangeMicros(_), Some(lag), Some(_)) => {
-                Some((lag, TimeIndex::open(store.clone(), sub(1))?))
+                Some((lag, TimeIndex::open(store.clone(), sub(1), budget.clone())?))
             }
             _ => None,
         };
@@ -293,10 +293,9 @@ impl WindowOp {
         }
         let cutoff_key: Key = self.time_key(cutoff)?.into();
         self.state.begin_batch();
-        let mut slots = self.state.slots_of(
-            due.iter().map(|(_, key, _)| key.as_slice()),
-            &mut self.partitions,
-        )?;
+        let mut slots = self
+            .state
+            .slots_of(due.iter().map(|(_, key, _)| key), &mut self.partitions)?;
         // A partition noted more than once is visited once (and noted once again).
         slots.sort_unstable();
         slots.dedup();
