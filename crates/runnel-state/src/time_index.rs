@@ -49,6 +49,14 @@ fn bucket_of(time: i64) -> i64 {
     time >> BUCKET_BITS
 }
 
+/// Appends the store key of entry `(time, key)` of `vnode` under `prefix` to `out`.
+fn push_store_key(out: &mut Vec<u8>, prefix: &[u8], vnode: Vnode, time: i64, key: &[u8]) {
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&vnode.to_be_bytes());
+    out.extend_from_slice(&ordered_i64(time));
+    out.extend_from_slice(key);
+}
+
 /// The tag of an entry that has none (read from the store, or noted without one).
 pub const NO_TAG: u32 = u32::MAX;
 
@@ -68,6 +76,11 @@ struct Change {
 }
 
 impl Change {
+    /// The change's key in its bucket's key buffer.
+    fn key<'k>(&self, keys: &'k [u8]) -> &'k [u8] {
+        &keys[self.start..self.start + self.len as usize]
+    }
+
     /// An entry read from the store, with its stored weight (its key is pushed with it).
     fn stored(vnode: Vnode, time: i64, weight: i64) -> Change {
         Change {
@@ -95,7 +108,7 @@ struct Bucket {
 
 impl Bucket {
     fn key(&self, change: &Change) -> &[u8] {
-        &self.keys[change.start..change.start + change.len as usize]
+        change.key(&self.keys)
     }
 
     fn push(&mut self, mut change: Change, key: &[u8]) {
@@ -209,21 +222,7 @@ impl TimeIndex {
         })
     }
 
-    fn store_key(&self, vnode: Vnode, time: i64, key: &[u8], out: &mut Vec<u8>) {
-        out.clear();
-        out.extend_from_slice(&self.prefix);
-        out.extend_from_slice(&vnode.to_be_bytes());
-        out.extend_from_slice(&ordered_i64(time));
-        out.extend_from_slice(key);
-    }
-
     fn push(&mut self, vnode: Vnode, time: i64, key: &[u8], delta: i64, replaced: bool, tag: u32) {
-        let id = bucket_of(time);
-        let bucket = self.buckets.entry(id).or_default();
-        if !bucket.fresh {
-            bucket.fresh = true;
-            self.fresh_buckets.push(id);
-        }
         let change = Change {
             time,
             delta,
@@ -234,15 +233,29 @@ impl TimeIndex {
             replaced,
             stored: false,
         };
-        bucket.push(change, key);
-        let bytes = ENTRY_OVERHEAD + key.len();
-        self.bytes += bytes;
-        self.fresh_bytes += bytes;
-        self.unreported += bytes as isize;
-        self.unreported_fresh += bytes as isize;
+        self.hold(change, key);
         if self.unreported > REPORT_STEP {
             self.report();
         }
+    }
+
+    /// Puts a change in its bucket and counts its memory (a change not stored yet also as
+    /// fresh, its bucket listed for the next checkpoint).
+    fn hold(&mut self, change: Change, key: &[u8]) {
+        let id = bucket_of(change.time);
+        let bucket = self.buckets.entry(id).or_default();
+        let bytes = ENTRY_OVERHEAD + key.len();
+        if !change.stored {
+            if !bucket.fresh {
+                bucket.fresh = true;
+                self.fresh_buckets.push(id);
+            }
+            self.fresh_bytes += bytes;
+            self.unreported_fresh += bytes as isize;
+        }
+        bucket.push(change, key);
+        self.bytes += bytes;
+        self.unreported += bytes as isize;
     }
 
     /// Brings the budget up to date with this index's memory.
@@ -270,6 +283,15 @@ impl TimeIndex {
                 self.unreported_fresh -= bytes as isize;
             }
         }
+    }
+
+    /// Forgets stored changes that are now only in the store (at or after the ceiling).
+    fn leave_to_store(&mut self, changes: &[Change]) {
+        for change in changes {
+            let from = &mut self.stored_from[usize::from(change.vnode)];
+            *from = (*from).min(change.time);
+        }
+        self.forget(changes);
     }
 
     /// Adds `weight` to the entry `(time, key)` of `vnode`.
@@ -308,7 +330,7 @@ impl TimeIndex {
                 if c.time > upto {
                     return true;
                 }
-                part.push(*c, &keys[c.start..c.start + c.len as usize]);
+                part.push(*c, c.key(keys));
                 false
             });
             if changes.is_empty() {
@@ -329,10 +351,11 @@ impl TimeIndex {
         for bucket in &mut due {
             let Bucket { changes, keys, .. } = bucket;
             for change in changes.iter_mut() {
-                let key = &keys[change.start..change.start + change.len as usize];
+                let key = change.key(keys);
                 if change.stored {
                     // Deleted at the next checkpoint (scans start at the ceiling, after it).
-                    self.store_key(change.vnode, change.time, key, &mut store_key);
+                    store_key.clear();
+                    push_store_key(&mut store_key, &self.prefix, change.vnode, change.time, key);
                     self.deletes.push(*change, &store_key);
                 } else if !stored.is_empty() && change.time >= ceiling {
                     let entry = (change.vnode, change.time, Box::<[u8]>::from(key));
@@ -429,12 +452,7 @@ impl TimeIndex {
                 *bound = (*bound).min(time);
                 continue;
             }
-            let bucket = self.buckets.entry(bucket_of(time)).or_default();
-            let change = Change::stored(vnode, time, weight);
-            bucket.push(change, &key);
-            let bytes = ENTRY_OVERHEAD + key.len();
-            self.bytes += bytes;
-            self.unreported += bytes as isize;
+            self.hold(Change::stored(vnode, time, weight), &key);
         }
         self.stored_from = bounds;
         Ok((stored, ceiling.max(after)))
@@ -470,10 +488,8 @@ impl TimeIndex {
                     }
                     let out = &mut per_vnode[usize::from(change.vnode)];
                     let start = out.keys.len();
-                    out.keys.extend_from_slice(&self.prefix);
-                    out.keys.extend_from_slice(&change.vnode.to_be_bytes());
-                    out.keys.extend_from_slice(&ordered_i64(change.time));
-                    out.keys.extend_from_slice(bucket.key(change));
+                    let key = bucket.key(change);
+                    push_store_key(&mut out.keys, &self.prefix, change.vnode, change.time, key);
                     out.writes
                         .push((start, out.keys.len(), change.replaced, change.delta));
                 }
@@ -510,13 +526,8 @@ impl TimeIndex {
             if bucket.changes.is_empty() {
                 self.buckets.remove(&id);
             }
-            for change in &dropped {
-                let from = &mut self.stored_from[usize::from(change.vnode)];
-                *from = (*from).min(change.time);
-                // Counted as stored: its fresh bytes are cleared below, with the others'.
-                self.bytes -= ENTRY_OVERHEAD + change.len as usize;
-                self.unreported -= (ENTRY_OVERHEAD + change.len as usize) as isize;
-            }
+            // Marked stored: their fresh bytes are cleared below, with the others'.
+            self.leave_to_store(&dropped);
         }
         self.unreported_fresh -= self.fresh_bytes as isize;
         self.fresh_bytes = 0;
@@ -533,20 +544,12 @@ impl TimeIndex {
             let Some((id, bucket)) = self.buckets.pop_last() else {
                 break;
             };
-            for change in &bucket.changes {
-                let from = &mut self.stored_from[usize::from(change.vnode)];
-                *from = (*from).min(change.time);
-                excess = excess.saturating_sub(ENTRY_OVERHEAD + change.len as usize);
-            }
+            let bytes_before = self.bytes;
             self.ceiling = self.ceiling.min(id << BUCKET_BITS);
-            self.forget(&bucket.changes);
+            self.leave_to_store(&bucket.changes);
+            excess = excess.saturating_sub(bytes_before - self.bytes);
         }
         self.report();
-    }
-
-    /// Changes since the last checkpoint (for the state budget's accounting).
-    pub fn pending_len(&self) -> usize {
-        self.fresh_bytes
     }
 }
 
