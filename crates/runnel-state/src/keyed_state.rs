@@ -29,7 +29,9 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use runnel_common::Result;
 
 use crate::cache_budget::SharedBudget;
@@ -68,16 +70,19 @@ pub trait SlotValues {
 }
 
 /// Memory a cached slot costs beyond its key and value bytes, measured roughly: the slot
-/// record (~40 bytes), the key's two allocations (slot and index, 32 bytes each at the
-/// allocator's smallest size), the index entry (~28), its recency-queue entries (~40) and the
-/// operator's per-slot arrays and accumulator overhead (~40).
-const SLOT_OVERHEAD: usize = 212;
+/// record (~48 bytes), the key's allocation (32 at the allocator's smallest size), the index
+/// entry (~8), its recency-queue entries (~40) and the operator's per-slot arrays and
+/// accumulator overhead (~40).
+const SLOT_OVERHEAD: usize = 168;
 
 /// A value size to assume for a slot that was never stored, until it is.
 const FIRST_VALUE_GUESS: usize = 32;
 
 struct Slot {
     key: Box<[u8]>,
+    /// The key's hash in the index (kept: the index rehashes when it grows, and a removal
+    /// finds the slot by it).
+    hash: u64,
     vnode: Vnode,
     /// The batch that last used the slot (see [`KeyedState::begin_batch`]).
     last_used: u64,
@@ -97,7 +102,9 @@ pub struct KeyedState {
     /// One store entry per row ([`KeyedState::open_rows`]) rather than one value per key.
     rows: bool,
     budget: SharedBudget,
-    index: HashMap<Box<[u8]>, u32>,
+    /// The live slots, found by their key's hash (the key itself is kept once, in the slot).
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
     slots: Vec<Slot>,
     free: Vec<u32>,
     dirty: Vec<u32>,
@@ -134,7 +141,8 @@ impl KeyedState {
             prefix,
             rows: false,
             budget,
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
             slots: Vec::new(),
             free: Vec::new(),
             dirty: Vec::new(),
@@ -221,7 +229,7 @@ impl KeyedState {
 
     /// Every live slot (order unspecified).
     pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
-        self.index.values().copied()
+        self.index.iter().copied()
     }
 
     /// The number of cached keys.
@@ -241,8 +249,8 @@ impl KeyedState {
     ) -> Result<()> {
         let mut misses: Vec<u32> = Vec::new();
         for (row, key) in keys.into_iter().enumerate() {
-            let slot = match self.index.get(key) {
-                Some(&slot) => slot,
+            let slot = match self.slot_of(key) {
+                Some(slot) => slot,
                 None => {
                     let slot = self.new_slot(key, values);
                     if self.maybe_stored {
@@ -284,8 +292,8 @@ impl KeyedState {
         // Keys to read, each once, and the rows waiting for each.
         let mut missing: HashMap<&'k [u8], Vec<usize>> = HashMap::new();
         for key in keys {
-            match self.index.get(key) {
-                Some(&slot) => {
+            match self.slot_of(key) {
+                Some(slot) => {
                     self.touch(slot);
                     found.push(Some(slot));
                 }
@@ -343,7 +351,7 @@ impl KeyedState {
 
     /// The slot of one key, reading it from the store if needed.
     pub fn slot_for<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> Result<u32> {
-        if let Some(&slot) = self.index.get(key) {
+        if let Some(slot) = self.slot_of(key) {
             self.touch(slot);
             return Ok(slot);
         }
@@ -384,8 +392,8 @@ impl KeyedState {
                     "a state key lacks its vnode",
                 ));
             };
-            let slot = match self.index.get(key) {
-                Some(&slot) => slot,
+            let slot = match self.slot_of(key) {
+                Some(slot) => slot,
                 None => {
                     let slot = self.new_slot(key, values);
                     self.load_stored(slot, &value, values)?;
@@ -520,10 +528,20 @@ impl KeyedState {
         self.budget.count_evicted(evicted);
     }
 
+    /// The live slot holding `key`.
+    fn slot_of(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, |&slot| *self.slots[slot as usize].key == *key)
+            .copied()
+    }
+
     fn new_slot<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> u32 {
         let bytes = (key.len() + self.value_guess + SLOT_OVERHEAD) as u32;
+        let hash = self.hasher.hash_one(key);
         let fresh = Slot {
             key: key.into(),
+            hash,
             vnode: vnode_of(key),
             last_used: 0,
             bytes,
@@ -543,7 +561,9 @@ impl KeyedState {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.index.insert(key.into(), slot);
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, slot, |&s| slots[s as usize].hash);
         self.bytes += bytes as usize;
         self.budget.add(bytes as usize);
         slot
@@ -610,9 +630,11 @@ impl KeyedState {
         s.live = false;
         s.dirty = false;
         s.pinned = false;
-        let key = std::mem::take(&mut s.key);
+        s.key = Box::default();
         let bytes = s.bytes as usize;
-        self.index.remove(&key);
+        if let Ok(entry) = self.index.find_entry(s.hash, |&other| other == slot) {
+            entry.remove();
+        }
         self.bytes -= bytes;
         self.budget.sub(bytes);
         values.reset(slot);
