@@ -120,6 +120,15 @@ impl Store {
         // past this, memtables are flushed so that older log files can go.
         opts.set_max_total_wal_size(256 << 20);
         opts.set_merge_operator_associative(ADD_I64, add_i64);
+        // Bloom filters on whole keys in the files: with a state cache smaller than the
+        // state, most point reads are of keys the store does not hold (a key seen for the
+        // first time), and a filter answers those without reading a block. (Not in the
+        // memtable: that filter costs every write on the dataflow thread, ~10% of a
+        // write-heavy view's, for less than it saves.)
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_whole_key_filtering(true);
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, path)?;
         Ok(Arc::new(Store {
             db,
