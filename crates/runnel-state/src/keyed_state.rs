@@ -28,7 +28,6 @@
 //! [`SlotValues::save_rows`] writes only the rows that changed.
 
 use std::collections::VecDeque;
-
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};

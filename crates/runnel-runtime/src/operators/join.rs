@@ -284,6 +284,14 @@ impl JoinSide {
         self.state.mark_dirty(slot);
     }
 
+    /// Drops the key's rows the clock frees (time before `cutoff`), marking it changed if any
+    /// went.
+    fn free_before(&mut self, slot: u32, cutoff: i64) {
+        if self.rows.free_before(slot, cutoff) {
+            self.state.mark_dirty(slot);
+        }
+    }
+
     /// The slot of each key with rows on this side (read from the store if needed).
     fn find<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<Vec<Option<u32>>> {
         let mut found = Vec::new();
@@ -603,21 +611,16 @@ impl Operator for JoinOp {
             side.state.begin_batch();
             let mut untagged: Vec<&[u8]> = Vec::new();
             for (key, tag) in expired.keys_tagged() {
-                if !side.state.holds(tag, key) {
-                    untagged.push(key);
-                    continue;
-                }
-                if side.rows.free_before(tag, cutoff) {
-                    side.state.mark_dirty(tag);
+                match side.state.holds(tag, key) {
+                    true => side.free_before(tag, cutoff),
+                    false => untagged.push(key),
                 }
             }
             if !untagged.is_empty() {
                 untagged.sort_unstable();
                 untagged.dedup();
                 for slot in side.state.slots_of(untagged, &mut side.rows)? {
-                    if side.rows.free_before(slot, cutoff) {
-                        side.state.mark_dirty(slot);
-                    }
+                    side.free_before(slot, cutoff);
                 }
             }
             side.state.evict(&mut side.rows);
