@@ -10,6 +10,7 @@ use runnel_common::change::nullable_schema;
 use runnel_common::{Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, PlanNode, StreamPlan};
 use runnel_state::codec::check_supported;
+use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{keys, KeyedState, SharedBudget, Store, TimeIndex};
 
 use crate::expr::{compile, compile_all};
@@ -17,11 +18,13 @@ use crate::operator::Operator;
 use crate::operators::aggregate::{AggregateSlot, GroupClosing};
 use crate::operators::asof_join::AsofSide;
 use crate::operators::join::Expiry;
+use crate::operators::materialize::ViewOutput;
 use crate::operators::window::OrderColumn;
 use crate::operators::{
     AggregateOp, AsofJoinOp, FilterOp, JoinOp, MaterializeOp, ProjectOp, RelabelOp,
     SessionWindowOp, TemporalFilterOp, WindowOp,
 };
+use crate::view_rows::ViewLayout;
 
 /// The clock's lag on `expr` when it is a column of `node`'s input on `port` that the clock
 /// bounds.
@@ -55,15 +58,30 @@ fn expiry_of(
         .transpose()
 }
 
+/// Where the operators of one worker are built.
+pub struct BuildContext {
+    pub store: Arc<Store>,
+    /// The memory of every operator's state cache together.
+    pub budget: SharedBudget,
+    /// The vnodes the worker owns: the keys its operators hold, what their time indexes read.
+    pub vnodes: VnodeSet,
+    /// The worker and the number of workers.
+    pub shard: (usize, usize),
+    /// What the replicas of the view's materialize step share (`None`: build none).
+    pub view_output: Option<Arc<ViewOutput>>,
+}
+
 /// Builds the operator for one node of `view`'s plan.
 pub fn build_operator(
-    store: &Arc<Store>,
-    budget: &SharedBudget,
+    context: &BuildContext,
     view: ObjectId,
     plan: &StreamPlan,
     node: &PlanNode,
     output_schema: SchemaRef,
 ) -> Result<Box<dyn Operator>> {
+    let store = &context.store;
+    let budget = &context.budget;
+    let vnodes = &context.vnodes;
     let prefix = keys::operator_prefix(view, node.id as u32);
     let input_schema = |port: usize| -> Result<&DFSchema> {
         node.input_schemas
@@ -85,9 +103,7 @@ pub fn build_operator(
             offset_micros,
             bound,
         } => Box::new(TemporalFilterOp::new(
-            store,
-            prefix,
-            budget,
+            TimeIndex::open(store.clone(), prefix, budget.clone())?.owning(vnodes),
             compile(time, input_schema(0)?)?,
             *offset_micros,
             *bound,
@@ -143,17 +159,27 @@ pub fn build_operator(
             let closing = match closing {
                 Some(closing) => Some((
                     closing,
-                    TimeIndex::open(store.clone(), sub(1), budget.clone())?,
+                    TimeIndex::open(store.clone(), sub(1), budget.clone())?.owning(vnodes),
                 )),
                 None => None,
             };
-            Box::new(AggregateOp::new(
-                KeyedState::open(store.clone(), sub(0), budget.clone())?,
-                compile_all(group_exprs, schema)?,
-                slots,
-                output_schema,
-                closing,
-            )?)
+            // A global aggregate's one group is pinned by every replica (only its owner's
+            // ever changes).
+            let groups_vnodes = match group_exprs.is_empty() {
+                true => VnodeSet::all(),
+                false => *vnodes,
+            };
+            Box::new(
+                AggregateOp::new(
+                    KeyedState::open(store.clone(), sub(0), budget.clone())?.owning(&groups_vnodes),
+                    compile_all(group_exprs, schema)?,
+                    slots,
+                    output_schema,
+                    closing,
+                )?
+                // A global aggregate's one group (key: nothing) is on one worker.
+                .owning_global(vnodes.contains(vnode_of(&[]))),
+            )
         }
         NodeKind::Join {
             join_type,
@@ -199,9 +225,15 @@ pub fn build_operator(
             // Each side's rows under `prefix ‖ side`, its expiry index under
             // `prefix ‖ 2 + side`.
             let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
-            let side_state = |side: u8| KeyedState::open(store.clone(), sub(side), budget.clone());
-            let side_index =
-                |side: u8| move || TimeIndex::open(store.clone(), sub(2 + side), budget.clone());
+            let side_state = |side: u8| {
+                KeyedState::open(store.clone(), sub(side), budget.clone()).map(|s| s.owning(vnodes))
+            };
+            let side_index = |side: u8| {
+                move || {
+                    TimeIndex::open(store.clone(), sub(2 + side), budget.clone())
+                        .map(|t| t.owning(vnodes))
+                }
+            };
             Box::new(JoinOp::new(
                 [side_state(0)?, side_state(1)?],
                 *join_type,
@@ -270,6 +302,7 @@ pub fn build_operator(
             Box::new(WindowOp::new(
                 store,
                 budget,
+                vnodes,
                 prefix,
                 compile_all(partition_by, schema)?,
                 order,
@@ -298,6 +331,7 @@ pub fn build_operator(
             Box::new(SessionWindowOp::new(
                 store,
                 budget,
+                vnodes,
                 prefix,
                 compile(time, schema)?,
                 time_type,
@@ -350,6 +384,7 @@ pub fn build_operator(
             Box::new(AsofJoinOp::new(
                 store,
                 budget,
+                vnodes,
                 prefix,
                 left,
                 right,
@@ -362,14 +397,19 @@ pub fn build_operator(
             for field in output_schema.fields() {
                 check_supported(field.data_type())?;
             }
+            let output = context
+                .view_output
+                .clone()
+                .ok_or_else(|| RunnelError::internal("a view built without its output"))?;
+            let layout = ViewLayout::new(key.as_deref(), *appended, output_schema.fields().len());
             Box::new(MaterializeOp::new(
                 store.clone(),
                 keys::view_prefix(view),
-                crate::operators::materialize::row_count_key(view),
                 output_schema,
-                key.as_deref(),
-                *appended,
+                layout,
                 budget.clone(),
+                output,
+                context.shard,
             )?)
         }
     })

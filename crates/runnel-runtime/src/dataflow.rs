@@ -1,10 +1,13 @@
-//! The dataflow: every view's operators in one graph, fed from the source logs.
+//! The dataflow's coordinator: every view's operators, run by the worker threads
+//! ([`crate::shard`]), fed from the source logs.
 //!
-//! Streams and tables append change batches to their logs (see `keys::LOG`); the dataflow
-//! reads each log from its position and pushes the batches through the operators of every view
-//! that reads it. A view that reads another view is wired to that view's output operator.
-//! A checkpoint writes all dirty operator state, view contents and the log positions in one
-//! atomic batch, so after a crash every view resumes consistently from the same positions.
+//! Streams and tables append change batches to their logs (see `keys::LOG`); the coordinator
+//! reads each log from its position and hands the entries to every worker, which pushes its
+//! part of them through its replica of the operators of every view that reads the log. A
+//! view that reads another view is wired to that view's output operator (on every worker).
+//! A checkpoint waits until the workers have processed everything handed to them, then
+//! writes all dirty operator state, view contents and the log positions in one atomic
+//! batch, so after a crash every view resumes consistently from the same positions.
 //!
 //! A new view's backfill replays its input logs in slices as large as its
 //! [`BackfillProgress`] allows (a log entry can hold a whole COPY; see
@@ -13,7 +16,7 @@
 //! (see [`Dataflow::set_append_time`] and [`Dataflow::take_freshness`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{BooleanArray, Int32Array, Int64Array};
@@ -25,12 +28,14 @@ use runnel_state::log_index::{self, EntryIndex};
 use runnel_state::{ipc, keys, SharedBudget, Store, WriteBatch};
 
 use crate::backfill::BackfillProgress;
-use crate::build::{build_operator, node_arrow_schema};
+use crate::exchange::{self, Exchanges};
 use crate::log_archive::{earliest_entry, trimmed_error, LogKeeping};
 use crate::operator::Operator;
-use crate::operators::MaterializeOp;
+use crate::operators::materialize::{row_count_key, ViewOutput};
+use crate::shard::{Feed, Placement, Reader, Shards, SourceRead};
 use crate::stored_rows::{stored_batch_rows, sum_stored};
 use crate::subscription::{ChangeTap, SubscriptionEvent};
+use crate::view_rows::ViewLayout;
 
 /// How many log entries are read per source before other work gets a turn.
 const LOG_READ_CHUNK: usize = 64;
@@ -42,79 +47,21 @@ const ARCHIVE_READ_ENTRIES: usize = 256;
 /// decoded entries are held while they are processed.
 const LOG_READ_ROWS: usize = 262_144;
 
-struct NodeSlot {
-    op: Box<dyn Operator>,
-    view: ObjectId,
-    /// The node is its view's `Materialize`: what it outputs is the view's change.
-    view_output: bool,
-    /// Where this node's output goes: (node, input port).
-    outputs: Vec<(usize, usize)>,
-    /// Per input port: whether an event-time clock comes in on it, and its latest value.
-    input_clocks: Vec<PortClock>,
-    /// The node's clock: the minimum over its timed ports, once each has one.
-    watermark: Option<i64>,
-}
-
-#[derive(Clone, Copy, Default)]
-struct PortClock {
-    timed: bool,
-    watermark: Option<i64>,
-}
-
-impl NodeSlot {
-    fn new(
-        op: Box<dyn Operator>,
-        view: ObjectId,
-        outputs: Vec<Port>,
-        timed_ports: Vec<bool>,
-    ) -> Self {
-        NodeSlot {
-            op,
-            view,
-            view_output: false,
-            outputs,
-            input_clocks: timed_ports
-                .into_iter()
-                .map(|timed| PortClock {
-                    timed,
-                    watermark: None,
-                })
-                .collect(),
-            watermark: None,
-        }
-    }
-
-    /// Records `watermark` on `port`; returns the node's clock when that moved it.
-    fn advance_clock(&mut self, port: usize, watermark: i64) -> Option<i64> {
-        let clock = self.input_clocks.get_mut(port)?;
-        if !clock.timed || clock.watermark.is_some_and(|w| w >= watermark) {
-            return None;
-        }
-        clock.watermark = Some(watermark);
-        let mut combined: Option<i64> = None;
-        for c in self.input_clocks.iter().filter(|c| c.timed) {
-            let w = c.watermark?;
-            combined = Some(combined.map_or(w, |m| m.min(w)));
-        }
-        let combined = combined?;
-        if self.watermark.is_some_and(|w| w >= combined) {
-            return None;
-        }
-        self.watermark = Some(combined);
-        Some(combined)
-    }
-}
+/// Most rows of one replayed slice handed to the workers (a backfill's entry can hold a whole
+/// COPY): the workers process one slice while the coordinator prepares the next.
+const REPLAY_SLICE_ROWS: usize = 1 << 17;
 
 /// A base relation whose log the dataflow reads.
 struct SourceLog {
     schema: SchemaRef,
+    /// A table's log (its rows go to one worker, in order).
+    table: bool,
     /// Next sequence number to read.
     position: u64,
-    /// Source nodes reading this log: (node, port).
-    subscribers: Vec<(usize, usize)>,
-    /// Subscribers that read a Kafka stream from a start position: per partition, the first
-    /// offset they see (rows before it are filtered out of every entry, live or replayed).
-    starts: HashMap<(usize, usize), Arc<StartOffsets>>,
+    /// Source nodes reading this log (on every worker), each with the first Kafka offset per
+    /// partition it reads, if it starts at a position (rows before it are filtered out of
+    /// every entry, live or replayed).
+    readers: Vec<Reader>,
     position_dirty: bool,
     /// The stream's watermark as of `position` (from the log entries read so far).
     watermark: Option<i64>,
@@ -133,12 +80,9 @@ impl SourceLog {
     /// Whether anything reads the log as it grows (a view, a sink or a subscription). The
     /// position of a log nothing reads stays where it was: the next reader starts at the end.
     fn is_read(&self) -> bool {
-        !self.subscribers.is_empty() || self.tap.is_active()
+        !self.readers.is_empty() || self.tap.is_active()
     }
 }
-
-/// A node's input: (node, port).
-type Port = (usize, usize);
 
 /// How a new view or sink receives its input's current contents (see
 /// [`Dataflow::wire_input`]).
@@ -153,15 +97,27 @@ struct Backfill<'a> {
 /// Per Kafka partition, the first offset a view reads (partitions not named: all).
 pub type StartOffsets = BTreeMap<i32, i64>;
 
-/// A log entry as read.
-struct LogEntry {
-    seq: u64,
+/// A log entry as read (or a slice of one's rows).
+pub struct LogEntry {
+    pub seq: u64,
     /// `None` for an entry that only moves the watermark.
-    batch: Option<ChangeBatch>,
+    pub batch: Option<ChangeBatch>,
     /// Kafka streams: each row's partition and offset.
-    positions: Option<(Int32Array, Int64Array)>,
+    pub positions: Option<(Int32Array, Int64Array)>,
     /// Streams with a watermark: the watermark after this entry.
-    watermark: Option<i64>,
+    pub watermark: Option<i64>,
+}
+
+impl LogEntry {
+    /// An entry that only moves the clock.
+    fn clock(seq: u64, watermark: Option<i64>) -> Self {
+        LogEntry {
+            seq,
+            batch: None,
+            positions: None,
+            watermark,
+        }
+    }
 }
 
 /// The watermark a stored log entry carries in its schema metadata.
@@ -198,7 +154,7 @@ fn stored_entry(
 
 /// Keeps the rows at or after `starts` (everything without a start, or a row without a
 /// position); `None` when no row is left.
-fn from_start(
+pub(crate) fn from_start(
     batch: ChangeBatch,
     positions: Option<&(Int32Array, Int64Array)>,
     starts: Option<&StartOffsets>,
@@ -243,17 +199,23 @@ fn split_rows((batch, positions): Rows, at_most: usize) -> (Rows, Option<Rows>) 
     };
     (part(0, at_most), Some(part(at_most, rows - at_most)))
 }
-
-/// What the dataflow knows about a view.
+/// What the coordinator knows about a view (or sink).
 struct ViewState {
+    /// Its graph nodes (the same on every worker).
     nodes: Vec<usize>,
     output: usize,
-    failed: Option<String>,
-    /// The failure is not yet recorded in the store.
-    failure_unsaved: bool,
-    /// The append time of the oldest input whose changes reached the view's contents since
-    /// the last checkpoint (live reads only).
-    oldest_input: Option<Instant>,
+    /// What its replicas share: row count, tap, failure.
+    shared: Arc<ViewOutput>,
+    /// Its failure, if any, is recorded in the store.
+    failure_saved: bool,
+}
+
+impl ViewState {
+    /// A sink has one node, or two (an exchange in front of it); a view has its
+    /// materialize step last, among at least a source before it.
+    fn is_sink(&self) -> bool {
+        self.shared.is_detached()
+    }
 }
 
 /// A view's figures for the metrics.
@@ -275,7 +237,10 @@ pub struct Dataflow {
     store: Arc<Store>,
     /// The memory budget of every operator's state cache.
     budget: SharedBudget,
-    nodes: Vec<Option<NodeSlot>>,
+    /// The worker threads, each with a replica of every view's operators.
+    shards: Shards,
+    /// The number of graph nodes on every shard (nodes of removed views stay, as gaps).
+    graph_len: usize,
     sources: BTreeMap<ObjectId, SourceLog>,
     views: BTreeMap<ObjectId, ViewState>,
     /// Rows read per source since start (for progress reporting).
@@ -286,25 +251,35 @@ pub struct Dataflow {
 }
 
 impl Dataflow {
-    pub fn new(store: Arc<Store>, budget: SharedBudget) -> Self {
-        Dataflow {
+    /// A dataflow run by `workers` threads.
+    pub fn new(store: Arc<Store>, budget: SharedBudget, workers: usize) -> Result<Self> {
+        let shards = Shards::start(store.clone(), budget.clone(), workers.max(1))?;
+        Ok(Dataflow {
             store,
             budget,
-            nodes: Vec::new(),
+            shards,
+            graph_len: 0,
             sources: BTreeMap::new(),
             views: BTreeMap::new(),
             rows_read: HashMap::new(),
             append_time: None,
-        }
+        })
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shards.count()
     }
 
     /// Registers a stream or table log, resuming from its committed position; `keeping` says
-    /// how much of it to keep.
+    /// how much of it to keep; `table`: a table's log (its changes stay in order on one
+    /// worker).
     pub fn add_source(
         &mut self,
         id: ObjectId,
         schema: SchemaRef,
         keeping: LogKeeping,
+        table: bool,
     ) -> Result<()> {
         let position = match self.store.get(&keys::position(id))? {
             Some(bytes) => u64::from_le_bytes(
@@ -321,9 +296,9 @@ impl Dataflow {
             id,
             SourceLog {
                 schema,
+                table,
                 position,
-                subscribers: Vec::new(),
-                starts: HashMap::new(),
+                readers: Vec::new(),
                 position_dirty: false,
                 watermark,
                 tap: ChangeTap::default(),
@@ -354,14 +329,17 @@ impl Dataflow {
             source
                 .tap
                 .end(crate::subscription::EndReason::RelationDropped);
+            let _ = self.shards.on_all(move |graph| {
+                graph.readers.remove(&id);
+            });
         }
     }
 
-    /// Instantiates a view's operators and wires them in. With `backfill`, the view is new:
-    /// it first receives everything its inputs hold up to their current positions. Without,
-    /// its state is restored from the store and it continues from the common positions.
-    /// `starts` gives, per Kafka stream, the topic position the view starts from. A backfill
-    /// reports to `progress`: its total first, then each replayed slice.
+    /// Instantiates a view's operators on every worker and wires them in. With `backfill`,
+    /// the view is new: it first receives everything its inputs hold up to their current
+    /// positions. Without, its state is restored from the store and it continues from the
+    /// common positions. `starts` gives, per Kafka stream, the topic position the view starts
+    /// from. A backfill reports to `progress`: its total first, then each replayed slice.
     pub fn add_view(
         &mut self,
         view: ObjectId,
@@ -373,30 +351,13 @@ impl Dataflow {
     ) -> Result<()> {
         if backfill {
             // A backfill may write the view's state before the view is committed (see
-            // `spill_backfill`); what an earlier, uncommitted attempt under this id left
-            // (a crash in its backfill) goes first.
+            // `Graph::spill_backfill`); what an earlier, uncommitted attempt under this id
+            // left (a crash in its backfill) goes first.
             let mut stale = WriteBatch::default();
             for prefix in [keys::view_prefix(view), keys::view_operators_prefix(view)] {
                 stale.delete_range(&prefix, &keys::prefix_end(&prefix));
             }
             self.store.write(stale)?;
-        }
-        let base = self.nodes.len();
-        let mut built: Vec<Box<dyn Operator>> = Vec::with_capacity(plan.nodes.len());
-        for node in &plan.nodes {
-            let schema = if matches!(node.kind, NodeKind::Materialize { .. }) {
-                view_schema.clone()
-            } else {
-                node_arrow_schema(&node.schema)
-            };
-            built.push(build_operator(
-                &self.store,
-                &self.budget,
-                view,
-                plan,
-                node,
-                schema,
-            )?);
         }
         // Check every input exists before touching the graph.
         for node in &plan.nodes {
@@ -413,59 +374,67 @@ impl Dataflow {
                 }
             }
         }
-        for (op, node) in built.into_iter().zip(&plan.nodes) {
-            let timed_ports = match node.kind {
-                NodeKind::Source { .. } => vec![node.event_time.timed],
-                _ => node
-                    .inputs
-                    .iter()
-                    .map(|&i| plan.nodes[i].event_time.timed)
-                    .collect(),
-            };
-            let outputs = plan
-                .nodes
-                .iter()
-                .flat_map(|consumer| {
-                    consumer
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &input)| input == node.id)
-                        .map(|(port, _)| (base + consumer.id, port))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            self.nodes
-                .push(Some(NodeSlot::new(op, view, outputs, timed_ports)));
-        }
-        let output = base + plan.nodes.len() - 1;
-        self.node_mut(output)?.view_output = true;
+        let Some(NodeKind::Materialize { key, appended, .. }) = plan.nodes.last().map(|n| &n.kind)
+        else {
+            return Err(RunnelError::internal(
+                "a view's plan ends without its materialize step",
+            ));
+        };
+        let layout = ViewLayout::new(key.as_deref(), *appended, view_schema.fields().len());
+        let shared = ViewOutput::open(
+            &self.store,
+            &keys::view_prefix(view),
+            row_count_key(view),
+            &layout,
+        )?;
         // A view that failed before a restart stays failed: its state stopped at the failure.
-        let failed = match self.store.get(&failure_key(view))? {
-            Some(message) if !backfill => Some(String::from_utf8_lossy(&message).into_owned()),
-            _ => None,
+        let mut failure_saved = false;
+        if !backfill {
+            if let Some(message) = self.store.get(&failure_key(view))? {
+                shared.fail(String::from_utf8_lossy(&message).into_owned());
+                failure_saved = true;
+            }
+        }
+        let exchanges: Exchanges = Arc::new(exchange::exchanges(plan, self.workers())?);
+        let placement = Placement::new(plan, &exchanges, self.graph_len);
+        self.graph_len += placement.all.len();
+        let shared_plan = Arc::new(plan.clone());
+        let built = {
+            let (shared, exchanges) = (shared.clone(), exchanges.clone());
+            let count = placement.all.len();
+            self.shards.on_all(move |graph| {
+                let before = graph.nodes.len();
+                let added = graph.add_view(
+                    view,
+                    &shared_plan,
+                    view_schema.clone(),
+                    &exchanges,
+                    shared.clone(),
+                    backfill,
+                );
+                if added.is_err() {
+                    // Every shard keeps the same node numbers.
+                    graph.remove_view(view);
+                    graph.nodes.truncate(before);
+                    graph.nodes.resize_with(before + count, || None);
+                }
+                added
+            })?
         };
         self.views.insert(
             view,
             ViewState {
-                nodes: (base..base + plan.nodes.len()).collect(),
-                output,
-                failed,
-                failure_unsaved: false,
-                oldest_input: None,
+                nodes: placement.all.clone(),
+                output: placement.output(),
+                shared: shared.clone(),
+                failure_saved,
             },
         );
-
-        // Initial output (global aggregates), in topological order.
-        for node in &plan.nodes {
-            let mut out = Vec::new();
-            self.node_mut(base + node.id)?
-                .op
-                .on_start(backfill, &mut out)?;
-            for batch in out {
-                self.forward(base + node.id, batch);
-            }
+        if let Some(err) = built.into_iter().find_map(|r| r.err()) {
+            self.remove_view(view);
+            return Err(err);
         }
+        self.shards.quiesce()?;
 
         // Where each log's replay stops, fixed before any is replayed, so that the total
         // counted here is the one replayed.
@@ -480,10 +449,7 @@ impl Dataflow {
         });
         for (relation, relation_kind) in sources {
             let rows = match relation_kind {
-                RelationKind::View => {
-                    let upstream = self.views[relation].output;
-                    self.materialize(upstream)?.row_count().max(0) as u64
-                }
+                RelationKind::View => self.views[relation].shared.row_count().max(0) as u64,
                 _ => {
                     let end = match ends.get(relation) {
                         Some(&end) => end,
@@ -517,16 +483,16 @@ impl Dataflow {
                 end: ends.get(relation).copied(),
                 progress: progress.as_deref_mut(),
             });
-            self.wire_input(
-                *relation,
-                *relation_kind,
-                (base + node.id, 0),
+            let reader = Reader {
+                port: (placement.node[node.id], 0),
                 start,
-                backfill,
-            )?;
+                whole: false,
+            };
+            self.wire_input(*relation, *relation_kind, reader, backfill)?;
         }
+        self.shards.quiesce()?;
         let backfill_error = match backfill {
-            true => self.views.get(&view).and_then(|v| v.failed.clone()),
+            true => shared.failure(),
             false => None,
         };
         if let Some(err) = backfill_error {
@@ -547,31 +513,45 @@ impl Dataflow {
         }
     }
 
-    /// Connects `target` to an input: a view's output, or a stream's or table's log. With
+    /// Connects `reader` to an input: a view's output, or a stream's or table's log. With
     /// `backfill` (a new view or sink) it first receives the input's current contents: the
-    /// view's snapshot, or the log replayed up to the backfill's end (from `start`, for a
-    /// view that starts at a Kafka position).
+    /// view's snapshot, or the log replayed up to the backfill's end (from the reader's
+    /// start, for a view that starts at a Kafka position).
     fn wire_input(
         &mut self,
         relation: ObjectId,
         kind: RelationKind,
-        target: Port,
-        start: Option<Arc<StartOffsets>>,
+        reader: Reader,
         backfill: Option<Backfill<'_>>,
     ) -> Result<()> {
+        let target = reader.port;
         match kind {
             RelationKind::View => {
                 let upstream = self.views[&relation].output;
-                if let Some(Backfill { progress, .. }) = backfill {
-                    let snapshot = self.materialize(upstream)?.snapshot()?;
-                    if !snapshot.is_empty() {
-                        self.push_sliced((snapshot, None), target, None, progress)?;
+                let snapshot = backfill.is_some();
+                // Each worker's part of the upstream view goes into its replica of the reader.
+                let rows = self.shards.on_all(move |graph| -> Result<u64> {
+                    let mut rows = 0;
+                    if snapshot {
+                        let part = graph.materialize(upstream)?.snapshot()?;
+                        rows = part.num_rows() as u64;
+                        if rows > 0 {
+                            graph.push(target.0, target.1, part);
+                        }
                     }
+                    if let Some(wm) = graph.node_mut(upstream)?.watermark {
+                        graph.push_watermark(target.0, target.1, wm);
+                    }
+                    graph.node_mut(upstream)?.outputs.push(target);
+                    Ok(rows)
+                })?;
+                let mut total = 0;
+                for part in rows {
+                    total += part?;
                 }
-                if let Some(wm) = self.node_mut(upstream)?.watermark {
-                    self.push_watermark(target.0, target.1, wm);
+                if let Some(progress) = backfill.and_then(|b| b.progress) {
+                    progress.advance(total);
                 }
-                self.node_mut(upstream)?.outputs.push(target);
             }
             RelationKind::Stream | RelationKind::Table => {
                 if let Some(Backfill { end, progress }) = backfill {
@@ -580,8 +560,7 @@ impl Dataflow {
                         Some(end) => end,
                         None => self.backfill_end(relation)?,
                     };
-                    let replayed_clock =
-                        self.replay(relation, 0, end, target, start.as_deref(), progress)?;
+                    let replayed_clock = self.replay(relation, 0, end, &reader, progress)?;
                     if let Some(source) = self.sources.get_mut(&relation) {
                         if unread && source.position != end {
                             source.position = end;
@@ -592,37 +571,41 @@ impl Dataflow {
                 }
                 // A restored view resumes at the source's clock (replay brought a new one
                 // there already; pushing it again is a no-op).
-                if let Some(wm) = self.sources.get(&relation).and_then(|s| s.watermark) {
-                    self.push_watermark(target.0, target.1, wm);
-                }
-                if let Some(source) = self.sources.get_mut(&relation) {
-                    source.subscribers.push(target);
-                    if let Some(start) = start {
-                        source.starts.insert(target, start);
+                let clock = self.sources.get(&relation).and_then(|s| s.watermark);
+                let added = reader.clone();
+                self.shards.on_all(move |graph| {
+                    if let Some(wm) = clock {
+                        graph.push_watermark(target.0, target.1, wm);
                     }
+                    graph
+                        .readers
+                        .entry(relation)
+                        .or_default()
+                        .push(added.clone());
+                })?;
+                if let Some(source) = self.sources.get_mut(&relation) {
+                    source.readers.push(reader);
                 }
             }
         }
         Ok(())
     }
 
-    /// Unwires and frees a view's operators (its stored state is deleted by the caller).
+    /// Unwires and frees a view's (or sink's) operators on every worker (its stored state is
+    /// deleted by the caller).
     pub fn remove_view(&mut self, view: ObjectId) {
         let Some(state) = self.views.remove(&view) else {
             return;
         };
-        if let Some(tap) = self.nodes[state.output].as_mut().and_then(|s| s.op.tap()) {
-            tap.end(crate::subscription::EndReason::RelationDropped);
-        }
-        for &n in &state.nodes {
-            self.nodes[n] = None;
-        }
-        for slot in self.nodes.iter_mut().flatten() {
-            slot.outputs.retain(|(n, _)| !state.nodes.contains(n));
+        state
+            .shared
+            .tap()
+            .end(crate::subscription::EndReason::RelationDropped);
+        if let Err(err) = self.shards.on_all(move |graph| graph.remove_view(view)) {
+            tracing::error!("removing view {view} from the workers failed: {err}");
         }
         for source in self.sources.values_mut() {
-            source.subscribers.retain(|(n, _)| !state.nodes.contains(n));
-            source.starts.retain(|(n, _), _| !state.nodes.contains(n));
+            source.readers.retain(|r| !state.nodes.contains(&r.port.0));
         }
     }
 
@@ -638,9 +621,10 @@ impl Dataflow {
     /// checkpoint that makes those changes visible is written.
     pub fn take_freshness(&mut self, committed: Instant) -> Vec<(ObjectId, Duration)> {
         self.views
-            .iter_mut()
+            .iter()
+            .filter(|(_, view)| !view.is_sink())
             .filter_map(|(&id, view)| {
-                let appended = view.oldest_input.take()?;
+                let appended = view.shared.take_oldest_input()?;
                 Some((id, committed.saturating_duration_since(appended)))
             })
             .collect()
@@ -650,13 +634,11 @@ impl Dataflow {
     pub fn view_stats(&self) -> Vec<ViewStats> {
         self.views
             .iter()
-            .filter_map(|(&id, view)| {
-                let op = self.materialize(view.output).ok()?;
-                Some(ViewStats {
-                    id,
-                    rows: op.row_count(),
-                    changes: op.changes(),
-                })
+            .filter(|(_, view)| !view.is_sink())
+            .map(|(&id, view)| ViewStats {
+                id,
+                rows: view.shared.row_count(),
+                changes: view.shared.changes(),
             })
             .collect()
     }
@@ -672,21 +654,29 @@ impl Dataflow {
         Option<ChangeBatch>,
         tokio::sync::mpsc::Receiver<SubscriptionEvent>,
     )> {
-        let output = self
+        let state = self
             .views
             .get(&view)
-            .ok_or_else(|| RunnelError::internal(format!("view {view} is not in the dataflow")))?
-            .output;
-        let contents = if snapshot {
-            Some(self.materialize(output)?.snapshot()?)
-        } else {
-            None
+            .ok_or_else(|| RunnelError::internal(format!("view {view} is not in the dataflow")))?;
+        let (output, shared) = (state.output, state.shared.clone());
+        self.shards.quiesce()?;
+        let contents = match snapshot {
+            true => {
+                let parts = self
+                    .shards
+                    .on_all(move |graph| graph.materialize(output)?.snapshot())?
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
+                let schema = parts
+                    .first()
+                    .map(|p| p.schema())
+                    .ok_or_else(|| RunnelError::internal("a dataflow without workers"))?;
+                Some(ChangeBatch::concat(&schema, &parts)?)
+            }
+            false => None,
         };
-        let tap =
-            self.node_mut(output)?.op.tap().ok_or_else(|| {
-                RunnelError::internal("view output is not a materialize operator")
-            })?;
-        Ok((contents, tap.subscribe(buffer)))
+        let events = shared.tap().subscribe(buffer);
+        Ok((contents, events))
     }
 
     /// Subscribes to the entries of a stream's or table's log from the position the dataflow
@@ -724,26 +714,18 @@ impl Dataflow {
 
     /// Whether any relation has subscribers.
     pub fn has_subscriptions(&mut self) -> bool {
-        if self.sources.values().any(|source| source.tap.is_active()) {
-            return true;
-        }
-        let outputs: Vec<usize> = self.views.values().map(|view| view.output).collect();
-        outputs.into_iter().any(|output| {
-            self.node_mut(output)
-                .ok()
-                .and_then(|slot| slot.op.tap())
-                .is_some_and(|tap| tap.is_active())
-        })
+        self.sources.values().any(|source| source.tap.is_active())
+            || self
+                .views
+                .values()
+                .any(|view| view.shared.tap().is_active())
     }
 
     /// Hands every subscribed relation's changes since the last checkpoint to its subscribers
     /// as `checkpoint`'s (called once that checkpoint is written).
     pub fn publish_subscriptions(&mut self, checkpoint: u64) -> Result<()> {
-        let outputs: Vec<usize> = self.views.values().map(|view| view.output).collect();
-        for output in outputs {
-            if let Some(tap) = self.node_mut(output)?.op.tap() {
-                tap.publish(checkpoint)?;
-            }
+        for view in self.views.values() {
+            view.shared.tap().publish(checkpoint)?;
         }
         for source in self.sources.values_mut() {
             source.tap.publish(checkpoint)?;
@@ -755,15 +737,16 @@ impl Dataflow {
     pub fn failed_views(&self) -> Vec<(ObjectId, String)> {
         self.views
             .iter()
-            .filter_map(|(id, v)| v.failed.clone().map(|e| (*id, e)))
+            .filter_map(|(id, v)| v.shared.failure().map(|e| (*id, e)))
             .collect()
     }
 
-    /// Reads and processes new log entries of every source. Returns true if anything was read
-    /// (call again until it returns false to drain).
+    /// Reads new log entries of every source and hands them to the workers. Returns true if
+    /// anything was read (call again until it returns false to drain). The workers may still
+    /// be processing them: [`Dataflow::checkpoint`] waits for them.
     pub fn poll_sources(&mut self) -> Result<bool> {
         let ids: Vec<ObjectId> = self.sources.keys().copied().collect();
-        let mut any = false;
+        let mut reads = Vec::new();
         for id in ids {
             let (position, subscribed) = {
                 let s = &self.sources[&id];
@@ -773,56 +756,40 @@ impl Dataflow {
                 continue;
             }
             let entries = self.read_log(id, position, u64::MAX, LOG_READ_CHUNK)?;
-            if entries.is_empty() {
+            let Some(last) = entries.last().map(|e| e.seq) else {
                 continue;
-            }
-            any = true;
-            let mut last = position;
-            for entry in entries {
-                last = entry.seq;
-                let source = &self.sources[&id];
-                let subscribers: Vec<(Port, Option<Arc<StartOffsets>>)> = source
-                    .subscribers
-                    .iter()
-                    .map(|t| (*t, source.starts.get(t).cloned()))
-                    .collect();
+            };
+            let source = self
+                .sources
+                .get_mut(&id)
+                .expect("the source being polled exists");
+            for entry in &entries {
                 if let Some(batch) = &entry.batch {
                     *self.rows_read.entry(id).or_insert(0) += batch.num_rows() as u64;
-                    if let Some(source) = self.sources.get_mut(&id) {
-                        source.tap.record(batch);
-                    }
-                    for &((node, port), ref start) in &subscribers {
-                        let batch =
-                            from_start(batch.clone(), entry.positions.as_ref(), start.as_deref())?;
-                        if let Some(batch) = batch {
-                            self.push(node, port, batch);
-                        }
-                    }
+                    source.tap.record(batch);
                 }
                 if let Some(wm) = entry.watermark {
-                    let source = self
-                        .sources
-                        .get_mut(&id)
-                        .expect("the source being polled exists");
                     if source.watermark.is_none_or(|w| wm > w) {
                         source.watermark = Some(wm);
-                        for &((node, port), _) in &subscribers {
-                            self.push_watermark(node, port, wm);
-                        }
                     }
                 }
-                if self.budget.wants_checkpoint() {
-                    // The changed state fills half the cache: the worker checkpoints before
-                    // the rest of the entries read (they are read again next round).
-                    break;
-                }
             }
-            if let Some(s) = self.sources.get_mut(&id) {
-                s.position = last + 1;
-                s.position_dirty = true;
-            }
+            source.position = last + 1;
+            source.position_dirty = true;
+            reads.push(SourceRead {
+                source: id,
+                table: source.table,
+                entries,
+            });
         }
-        Ok(any)
+        if reads.is_empty() {
+            return Ok(false);
+        }
+        self.shards.feed(Feed::Live {
+            reads,
+            append_time: self.append_time,
+        })?;
+        Ok(true)
     }
 
     /// Where a backfill's replay of `source` stops. A source nobody read yet was never
@@ -890,29 +857,21 @@ impl Dataflow {
             .collect()
     }
 
-    /// Feeds log entries `[from, to)` of `source` into one node only (backfill), in slices
-    /// `progress` sizes and hears of; returns the watermark the last of them carried.
+    /// Feeds log entries `[from, to)` of `source` into the reader's node only (backfill), in
+    /// slices `progress` sizes and hears of; returns the watermark the last of them carried.
     fn replay(
         &mut self,
         source: ObjectId,
         from: u64,
         to: u64,
-        target: (usize, usize),
-        start: Option<&StartOffsets>,
+        reader: &Reader,
         mut progress: Option<&mut BackfillProgress>,
     ) -> Result<Option<i64>> {
         let mut clock = None;
         let mut next = from;
         let log_start = self.sources[&source].log_start;
         if next < log_start.min(to) {
-            clock = self.replay_trimmed(
-                source,
-                next,
-                log_start.min(to),
-                target,
-                start,
-                &mut progress,
-            )?;
+            clock = self.replay_trimmed(source, next, log_start.min(to), reader, &mut progress)?;
             next = log_start;
         }
         while next < to {
@@ -923,29 +882,69 @@ impl Dataflow {
             for entry in entries {
                 next = entry.seq + 1;
                 clock = self
-                    .replay_entry(entry, target, start, progress.as_deref_mut())?
+                    .replay_entry(source, entry, reader, progress.as_deref_mut())?
                     .or(clock);
             }
         }
+        self.shards.quiesce()?;
         Ok(clock)
     }
 
-    /// Feeds one log entry into the backfilling node (rows before the view's `start` left
-    /// out), then spills the view's state if the cache wants it; returns the entry's
-    /// watermark.
+    /// Feeds one log entry into the backfilling node, in slices of at most what `progress`
+    /// asks for (each reported once handed to the workers); returns the entry's watermark.
     fn replay_entry(
         &mut self,
+        source: ObjectId,
         entry: LogEntry,
-        target: Port,
-        start: Option<&StartOffsets>,
-        progress: Option<&mut BackfillProgress>,
+        reader: &Reader,
+        mut progress: Option<&mut BackfillProgress>,
     ) -> Result<Option<i64>> {
-        if let Some(batch) = entry.batch {
-            self.push_sliced((batch, entry.positions), target, start, progress)?;
+        let watermark = entry.watermark;
+        let table = self.sources[&source].table;
+        let mut rest = entry.batch.map(|batch| (batch, entry.positions));
+        if rest.is_none() {
+            self.feed_replay(source, table, reader, LogEntry::clock(entry.seq, watermark))?;
         }
-        let clock = self.replay_watermark(target, entry.watermark);
-        self.spill_backfill(target.0)?;
-        Ok(clock)
+        while let Some(rows) = rest.take() {
+            let at_most = progress
+                .as_ref()
+                .map_or(usize::MAX, |p| p.slice_rows())
+                .min(REPLAY_SLICE_ROWS);
+            let ((slice, positions), tail) = split_rows(rows, at_most);
+            rest = tail;
+            let done = slice.num_rows() as u64;
+            let part = LogEntry {
+                seq: entry.seq,
+                batch: Some(slice),
+                positions,
+                // The clock moves after the entry's last row.
+                watermark: if rest.is_none() { watermark } else { None },
+            };
+            self.feed_replay(source, table, reader, part)?;
+            if let Some(progress) = progress.as_deref_mut() {
+                progress.advance(done);
+            }
+        }
+        Ok(watermark)
+    }
+
+    fn feed_replay(
+        &mut self,
+        source: ObjectId,
+        table: bool,
+        reader: &Reader,
+        entry: LogEntry,
+    ) -> Result<()> {
+        self.shards.feed(Feed::Replay {
+            read: SourceRead {
+                source,
+                table,
+                entries: vec![entry],
+            },
+            target: reader.port,
+            start: reader.start.clone(),
+            whole: reader.whole,
+        })
     }
 
     /// Replays entries `[from, to)` that retention deleted from `source`'s log, rebuilt by its
@@ -956,8 +955,7 @@ impl Dataflow {
         source: ObjectId,
         from: u64,
         to: u64,
-        target: Port,
-        start: Option<&StartOffsets>,
+        reader: &Reader,
         progress: &mut Option<&mut BackfillProgress>,
     ) -> Result<Option<i64>> {
         let Some(archive) = self.sources[&source].keeping.archive.clone() else {
@@ -965,6 +963,8 @@ impl Dataflow {
             return Err(trimmed_error(&format!("#{source}"), earliest));
         };
         let schema = self.sources[&source].schema.clone();
+        let table = self.sources[&source].table;
+        let start = reader.start.clone();
         let mut clock = None;
         let mut next = from;
         while next < to {
@@ -988,7 +988,7 @@ impl Dataflow {
             let (needed, skipped): (Vec<_>, Vec<_>) =
                 chunk
                     .into_iter()
-                    .partition(|(_, index)| match (start, &index.kafka) {
+                    .partition(|(_, index)| match (start.as_deref(), &index.kafka) {
                         (Some(start), Some(recipe)) if !recipe.partitions.is_empty() => recipe
                             .partitions
                             .iter()
@@ -1002,30 +1002,37 @@ impl Dataflow {
                 Ok(())
             })?;
             for (seq, stored) in rebuilt {
-                while let Some((_, index)) = skipped.next_if(|(s, _)| *s < seq) {
-                    clock = self
-                        .replay_watermark(target, index.kafka.and_then(|r| r.watermark_after))
-                        .or(clock);
+                while let Some((skipped_seq, index)) = skipped.next_if(|(s, _)| *s < seq) {
+                    let watermark = index.kafka.and_then(|r| r.watermark_after);
+                    if watermark.is_some() {
+                        self.feed_replay(
+                            source,
+                            table,
+                            reader,
+                            LogEntry::clock(skipped_seq, watermark),
+                        )?;
+                        clock = watermark.or(clock);
+                    }
                 }
                 let entry = stored_entry(seq, stored, &schema)?;
                 clock = self
-                    .replay_entry(entry, target, start, progress.as_deref_mut())?
+                    .replay_entry(source, entry, reader, progress.as_deref_mut())?
                     .or(clock);
             }
-            for (_, index) in skipped {
-                clock = self
-                    .replay_watermark(target, index.kafka.and_then(|r| r.watermark_after))
-                    .or(clock);
+            for (skipped_seq, index) in skipped {
+                let watermark = index.kafka.and_then(|r| r.watermark_after);
+                if watermark.is_some() {
+                    self.feed_replay(
+                        source,
+                        table,
+                        reader,
+                        LogEntry::clock(skipped_seq, watermark),
+                    )?;
+                    clock = watermark.or(clock);
+                }
             }
         }
         Ok(clock)
-    }
-
-    /// Pushes a replayed entry's watermark into the backfilling node; returns it.
-    fn replay_watermark(&mut self, target: Port, watermark: Option<i64>) -> Option<i64> {
-        let wm = watermark?;
-        self.push_watermark(target.0, target.1, wm);
-        Some(wm)
     }
 
     /// Deletes the entries of every stream log that its retention no longer keeps and every
@@ -1112,64 +1119,9 @@ impl Dataflow {
         Ok(deleted)
     }
 
-    /// During a backfill, when the operators' changed state fills half the state cache,
-    /// writes the backfilling view's state to the store so that it can be evicted: a
-    /// backfill's memory is bounded like the live run's. The view is not committed until the
-    /// checkpoint after its backfill, so a crash before that leaves these keys under an id no
-    /// catalog entry has, which the next backfill under that id deletes first (`add_view`).
-    fn spill_backfill(&mut self, node: usize) -> Result<()> {
-        if !self.budget.wants_checkpoint() {
-            return Ok(());
-        }
-        let Some(view) = self
-            .nodes
-            .get(node)
-            .and_then(|n| n.as_ref())
-            .map(|n| n.view)
-        else {
-            return Ok(());
-        };
-        let nodes = match self.views.get(&view) {
-            Some(state) => state.nodes.clone(),
-            None => return Ok(()),
-        };
-        let mut batch = WriteBatch::default();
-        for n in nodes {
-            if let Some(slot) = self.nodes.get_mut(n).and_then(|n| n.as_mut()) {
-                slot.op.checkpoint(&mut batch)?;
-            }
-        }
-        self.store.write(batch)?;
-        Ok(())
-    }
-
-    /// Pushes rows into one node (backfill): in slices `progress` sizes, each reported to it,
-    /// or whole without one. Rows before a view's `start` are left out of each slice.
-    fn push_sliced(
-        &mut self,
-        rows: Rows,
-        target: Port,
-        start: Option<&StartOffsets>,
-        mut progress: Option<&mut BackfillProgress>,
-    ) -> Result<()> {
-        let mut rest = Some(rows);
-        while let Some(rows) = rest.take() {
-            let at_most = progress.as_ref().map_or(usize::MAX, |p| p.slice_rows());
-            let ((slice, positions), tail) = split_rows(rows, at_most);
-            rest = tail;
-            let done = slice.num_rows() as u64;
-            if let Some(slice) = from_start(slice, positions.as_ref(), start)? {
-                self.push(target.0, target.1, slice);
-            }
-            if let Some(progress) = progress.as_deref_mut() {
-                progress.advance(done);
-            }
-        }
-        Ok(())
-    }
-
     /// Adds a sink reading `input` (a view, or a stream's or table's log). With `backfill`
-    /// (a new sink) it first receives the input's current contents as inserts.
+    /// (a new sink) it first receives the input's current contents as inserts. The sink's
+    /// operator runs on worker 0, which every change of its input is sent to.
     pub fn add_sink(
         &mut self,
         sink: ObjectId,
@@ -1183,138 +1135,72 @@ impl Dataflow {
                 "sink input {input} is not in the dataflow"
             )));
         }
-        let node = self.nodes.len();
-        self.nodes
-            .push(Some(NodeSlot::new(op, sink, Vec::new(), vec![false])));
+        let view_input = match input_kind {
+            RelationKind::View => Some(self.views[&input].output),
+            _ => None,
+        };
+        let node = self.graph_len;
+        let nodes: Vec<usize> = match view_input {
+            Some(_) => vec![node, node + 1],
+            None => vec![node],
+        };
+        self.graph_len += nodes.len();
+        let shared = ViewOutput::detached();
+        let op = Arc::new(Mutex::new(Some(op)));
+        {
+            let shared = shared.clone();
+            let added = self.shards.on_all(move |graph| {
+                let op = match graph.shard {
+                    0 => op.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                    _ => None,
+                };
+                graph.add_sink(sink, op, view_input, shared.clone())
+            })?;
+            for result in added {
+                result?;
+            }
+        }
         self.views.insert(
             sink,
             ViewState {
-                nodes: vec![node],
+                nodes: nodes.clone(),
                 output: node,
-                failed: None,
-                failure_unsaved: false,
-                oldest_input: None,
+                shared,
+                failure_saved: false,
             },
         );
-        let backfill = backfill.then(Backfill::default);
-        self.wire_input(input, input_kind, (node, 0), None, backfill)
-    }
-
-    fn node_mut(&mut self, n: usize) -> Result<&mut NodeSlot> {
-        self.nodes
-            .get_mut(n)
-            .and_then(|s| s.as_mut())
-            .ok_or_else(|| RunnelError::internal(format!("dataflow node {n} is gone")))
-    }
-
-    fn materialize(&self, n: usize) -> Result<&MaterializeOp> {
-        self.nodes
-            .get(n)
-            .and_then(|s| s.as_ref())
-            .and_then(|s| s.op.as_any().downcast_ref::<MaterializeOp>())
-            .ok_or_else(|| RunnelError::internal("view output is not a materialize operator"))
-    }
-
-    /// Sends `batch` to every consumer of node `from`.
-    fn forward(&mut self, from: usize, batch: ChangeBatch) {
-        let outputs = match self.nodes.get(from).and_then(|s| s.as_ref()) {
-            Some(slot) => slot.outputs.clone(),
-            None => return,
+        // A view's changes go through the exchange in front of the sink; a log's rows all to
+        // worker 0.
+        let reader = Reader {
+            port: (nodes[nodes.len() - 1], 0),
+            start: None,
+            whole: view_input.is_none(),
         };
-        for (node, port) in outputs {
-            self.push(node, port, batch.clone());
-        }
+        let backfill = backfill.then(Backfill::default);
+        self.wire_input(input, input_kind, reader, backfill)?;
+        self.shards.quiesce()
     }
 
-    /// Pushes a batch into a node and, depth first, everything it produces. An operator error
-    /// fails only that operator's view: it stops updating and reports the error.
-    fn push(&mut self, node: usize, port: usize, batch: ChangeBatch) {
-        let mut stack = vec![(node, port, batch)];
-        while let Some((node, port, batch)) = stack.pop() {
-            let Some(slot) = self.nodes.get_mut(node).and_then(|s| s.as_mut()) else {
-                continue;
-            };
-            let view = slot.view;
-            if self.views.get(&view).is_some_and(|v| v.failed.is_some()) {
-                continue;
-            }
-            let mut out = Vec::new();
-            match slot.op.process(port, batch, &mut out) {
-                Ok(()) => {
-                    if slot.view_output && !out.is_empty() {
-                        if let (Some(appended), Some(v)) =
-                            (self.append_time, self.views.get_mut(&view))
-                        {
-                            v.oldest_input =
-                                Some(v.oldest_input.map_or(appended, |t| t.min(appended)));
-                        }
-                    }
-                    for produced in out {
-                        for &(next, next_port) in &slot.outputs {
-                            stack.push((next, next_port, produced.clone()));
-                        }
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(view, "view maintenance failed: {err}");
-                    if let Some(v) = self.views.get_mut(&view) {
-                        v.failed = Some(err.to_string());
-                        v.failure_unsaved = true;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Moves the clock of `port` of `node` to `watermark` and, when that moves the node's
-    /// clock, lets the operator act on it (its output goes downstream first), then passes
-    /// the clock on to every consumer.
-    fn push_watermark(&mut self, node: usize, port: usize, watermark: i64) {
-        let mut stack = vec![(node, port, watermark)];
-        while let Some((node, port, watermark)) = stack.pop() {
-            let Some(slot) = self.nodes.get_mut(node).and_then(|s| s.as_mut()) else {
-                continue;
-            };
-            let Some(clock) = slot.advance_clock(port, watermark) else {
-                continue;
-            };
-            let view = slot.view;
-            if self.views.get(&view).is_some_and(|v| v.failed.is_some()) {
-                continue;
-            }
-            let mut out = Vec::new();
-            if let Err(err) = slot.op.on_watermark(clock, &mut out) {
-                tracing::error!(view, "view maintenance failed: {err}");
-                if let Some(v) = self.views.get_mut(&view) {
-                    v.failed = Some(err.to_string());
-                    v.failure_unsaved = true;
-                }
-                continue;
-            }
-            let outputs = slot.outputs.clone();
-            for produced in out {
-                for &(next, next_port) in &outputs {
-                    self.push(next, next_port, produced.clone());
-                }
-            }
-            // Reversed so the stack visits consumers in order.
-            for &(next, next_port) in outputs.iter().rev() {
-                stack.push((next, next_port, clock));
-            }
-        }
-    }
-
-    /// Adds every operator's dirty state and the source positions to `batch`.
+    /// Waits for the workers, then adds their operators' changed state, the views' row
+    /// counts and failures and the source positions to `batch`.
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
-        for slot in self.nodes.iter_mut().flatten() {
-            slot.op.checkpoint(batch)?;
-        }
+        self.shards.quiesce()?;
+        let parts = self
+            .shards
+            .on_all(|graph| graph.checkpoint())?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let mut all = Vec::with_capacity(parts.len() + 1);
+        all.push(std::mem::take(batch));
+        all.extend(parts);
+        *batch = runnel_state::concat_batches(all)?;
         for (id, view) in &mut self.views {
-            if view.failure_unsaved {
-                if let Some(message) = &view.failed {
+            view.shared.checkpoint(batch);
+            if !view.failure_saved {
+                if let Some(message) = view.shared.failure() {
                     batch.put(failure_key(*id), message.as_bytes());
+                    view.failure_saved = true;
                 }
-                view.failure_unsaved = false;
             }
         }
         for (id, source) in &mut self.sources {
@@ -1378,13 +1264,13 @@ mod tests {
 
     fn dataflow_over(store: &Arc<Store>, schema: &SchemaRef, retention: Retention) -> Dataflow {
         let budget = runnel_state::CacheBudget::new(1 << 20);
-        let mut dataflow = Dataflow::new(store.clone(), budget);
+        let mut dataflow = Dataflow::new(store.clone(), budget, 1).expect("a dataflow");
         let keeping = LogKeeping {
             retention: Some(retention),
             archive: None,
         };
         dataflow
-            .add_source(1, schema.clone(), keeping)
+            .add_source(1, schema.clone(), keeping, false)
             .expect("source");
         dataflow
     }
@@ -1430,7 +1316,11 @@ mod tests {
         // A reader at position 4 has read entries 0..4; entry 3 carries its clock and stays.
         if let Some(source) = dataflow.sources.get_mut(&1) {
             source.position = 4;
-            source.subscribers.push((0, 0));
+            source.readers.push(Reader {
+                port: (0, 0),
+                start: None,
+                whole: false,
+            });
         }
         // At 100 s every entry is older than 2 s: only what was read goes.
         assert_eq!(dataflow.trim_logs(100_000_000).expect("trimmed"), 3);

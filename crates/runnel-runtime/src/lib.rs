@@ -7,10 +7,12 @@
 pub mod backfill;
 pub mod build;
 pub mod dataflow;
+pub mod exchange;
 pub mod expr;
 pub mod log_archive;
 pub mod operator;
 pub mod operators;
+pub mod shard;
 pub mod stored_rows;
 pub mod subscription;
 pub mod view_rows;

@@ -43,10 +43,4 @@ pub trait Operator: Send {
     }
 
     fn as_any(&self) -> &dyn Any;
-
-    /// The subscriptions to the view this operator stores (only a view's materialize step
-    /// has them).
-    fn tap(&mut self) -> Option<&mut crate::subscription::ChangeTap> {
-        None
-    }
 }

@@ -74,6 +74,7 @@ enum Command {
         id: ObjectId,
         schema: SchemaRef,
         keeping: LogKeeping,
+        table: bool,
         writes: Writes,
         reply: oneshot::Sender<Result<()>>,
     },
@@ -204,13 +205,16 @@ pub struct WorkerThread {
 pub const THREAD_STACK_BYTES: usize = 64 << 20;
 
 impl Worker {
-    /// `budget`: the memory of every operator's state cache together.
+    /// `budget`: the memory of every operator's state cache together; `workers`: the
+    /// threads that maintain the views (see [`crate::shard`]).
     pub fn start(
         store: Arc<Store>,
         checkpoint_interval: Duration,
         budget: SharedBudget,
+        workers: usize,
     ) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
+        let dataflow = Dataflow::new(store.clone(), budget, workers)?;
         let checkpoints = Arc::new(CheckpointStats::default());
         let published = Arc::new(Published::default());
         let stats = checkpoints.clone();
@@ -220,7 +224,7 @@ impl Worker {
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || {
                 let mut state = WorkerState {
-                    dataflow: Dataflow::new(store.clone(), budget),
+                    dataflow,
                     store,
                     interval: checkpoint_interval,
                     last_checkpoint: Instant::now(),
@@ -271,18 +275,20 @@ impl Worker {
         let _ = self.tx.send(Command::Wake { at: Instant::now() });
     }
 
-    /// Adds a stream's or table's log; `keeping` says how much of it to keep.
+    /// Adds a stream's or table's (`table`) log; `keeping` says how much of it to keep.
     pub async fn add_source(
         &self,
         id: ObjectId,
         schema: SchemaRef,
         keeping: LogKeeping,
+        table: bool,
         writes: Writes,
     ) -> Result<()> {
         self.call(|reply| Command::AddSource {
             id,
             schema,
             keeping,
+            table,
             writes,
             reply,
         })
@@ -668,12 +674,13 @@ impl WorkerState {
                 id,
                 schema,
                 keeping,
+                table,
                 writes,
                 reply,
             } => {
                 let result = self
                     .dataflow
-                    .add_source(id, schema, keeping)
+                    .add_source(id, schema, keeping, table)
                     .and_then(|()| self.checkpoint(writes));
                 self.publish();
                 let _ = reply.send(result);

@@ -35,7 +35,7 @@ use runnel_common::Result;
 
 use crate::cache_budget::SharedBudget;
 use crate::keys::prefix_end;
-use crate::vnode::{vnode_key, vnode_of, Vnode};
+use crate::vnode::{vnode_key, vnode_of, Vnode, VnodeSet};
 use crate::{Store, WriteBatch};
 
 /// Where [`SlotValues::save_rows`] writes a row: `(row key, Some(value))`, or `None` to delete.
@@ -123,6 +123,9 @@ pub struct KeyedState {
     /// Running size of a stored value, for slots not stored yet.
     value_guess: usize,
     store_key: Vec<u8>,
+    /// The vnodes whose keys this table may hold: its worker's (a key of another vnode
+    /// reaching it is a routing bug, caught in debug builds).
+    owned: VnodeSet,
 }
 
 impl KeyedState {
@@ -153,7 +156,14 @@ impl KeyedState {
             dirty_bytes: 0,
             value_guess: FIRST_VALUE_GUESS,
             store_key: Vec::new(),
+            owned: VnodeSet::all(),
         })
+    }
+
+    /// Restricts the table to `vnodes`, its worker's share (see the field).
+    pub fn owning(mut self, vnodes: &VnodeSet) -> Self {
+        self.owned = *vnodes;
+        self
     }
 
     /// A state table in the rows layout (see the module docs) over the store keys starting
@@ -538,10 +548,15 @@ impl KeyedState {
     fn new_slot<V: SlotValues>(&mut self, key: &[u8], values: &mut V) -> u32 {
         let bytes = (key.len() + self.value_guess + SLOT_OVERHEAD) as u32;
         let hash = self.hasher.hash_one(key);
+        let vnode = vnode_of(key);
+        debug_assert!(
+            self.owned.contains(vnode),
+            "a key of vnode {vnode} reached a worker that does not own it"
+        );
         let fresh = Slot {
             key: key.into(),
             hash,
-            vnode: vnode_of(key),
+            vnode,
             last_used: 0,
             bytes,
             live: true,

@@ -222,6 +222,17 @@ impl TimeIndex {
         })
     }
 
+    /// Restricts what the index reads from the store to `vnodes` (a worker's share: the
+    /// other vnodes' entries are other workers'). Call right after opening.
+    pub fn owning(mut self, vnodes: &crate::vnode::VnodeSet) -> Self {
+        for vnode in 0..VNODE_COUNT {
+            if !vnodes.contains(vnode) {
+                self.stored_from[usize::from(vnode)] = i64::MAX;
+            }
+        }
+        self
+    }
+
     fn push(&mut self, vnode: Vnode, time: i64, key: &[u8], delta: i64, replaced: bool, tag: u32) {
         let change = Change {
             time,

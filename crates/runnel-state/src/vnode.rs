@@ -31,9 +31,71 @@ pub fn vnode_key(prefix: &[u8], vnode: Vnode, key: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(key);
 }
 
+/// The shard (worker) that owns `vnode` when the work is split `shards` ways: contiguous
+/// ranges of vnodes, so a shard's state of one table is one key range.
+pub fn shard_of(vnode: Vnode, shards: usize) -> usize {
+    usize::from(vnode) * shards / usize::from(VNODE_COUNT)
+}
+
+/// A set of vnodes: the ones a worker owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VnodeSet([u64; 4]);
+
+impl VnodeSet {
+    /// Every vnode (one worker).
+    pub fn all() -> Self {
+        VnodeSet([u64::MAX; 4])
+    }
+
+    /// The vnodes of `shard` of `shards` (see [`shard_of`]).
+    pub fn of_shard(shard: usize, shards: usize) -> Self {
+        let mut set = VnodeSet([0; 4]);
+        for vnode in 0..VNODE_COUNT {
+            if shard_of(vnode, shards) == shard {
+                set.0[usize::from(vnode / 64)] |= 1 << (vnode % 64);
+            }
+        }
+        set
+    }
+
+    pub fn contains(&self, vnode: Vnode) -> bool {
+        self.0[usize::from(vnode / 64) & 3] & (1 << (vnode % 64)) != 0
+    }
+
+    /// The set as runs of consecutive vnodes: `(first, end)`, `end` exclusive (up to
+    /// [`VNODE_COUNT`]), so a shard's part of a vnode-keyed table is read with one scan per run.
+    pub fn ranges(&self) -> Vec<(Vnode, u32)> {
+        let mut runs: Vec<(Vnode, u32)> = Vec::new();
+        for vnode in (0..VNODE_COUNT).filter(|&v| self.contains(v)) {
+            match runs.last_mut() {
+                Some((_, end)) if *end == u32::from(vnode) => *end += 1,
+                _ => runs.push((vnode, u32::from(vnode) + 1)),
+            }
+        }
+        runs
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_vnodes_into_disjoint_ranges() {
+        for shards in [1, 2, 3, 7] {
+            let sets: Vec<VnodeSet> = (0..shards).map(|s| VnodeSet::of_shard(s, shards)).collect();
+            for vnode in 0..VNODE_COUNT {
+                let owners: Vec<usize> = (0..shards).filter(|&s| sets[s].contains(vnode)).collect();
+                assert_eq!(owners, vec![shard_of(vnode, shards)]);
+            }
+        }
+        assert!((0..VNODE_COUNT).all(|v| VnodeSet::all().contains(v)));
+        assert_eq!(VnodeSet::of_shard(0, 1), VnodeSet::all());
+        // Two shards: the low half and the high half.
+        assert!(VnodeSet::of_shard(0, 2).contains(127) && VnodeSet::of_shard(1, 2).contains(128));
+        assert_eq!(VnodeSet::of_shard(1, 2).ranges(), vec![(128, 256)]);
+        assert_eq!(VnodeSet::all().ranges(), vec![(0, 256)]);
+    }
 
     #[test]
     fn vnodes_are_stable_and_spread() {

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// kafka_bootstrap_servers, log_format, metrics_listen, superuser_password_file, tls_cert,
     /// tls_key, tls_required, subscribe_buffer, max_connections, handshake_timeout_ms,
     /// max_message_bytes, query_memory_mb, disk_reserve_mb, state_cache_mb,
-    /// kafka_log_retention
+    /// kafka_log_retention, workers
     #[arg(long, env = "RUNNEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Milliseconds between checkpoints [default: 1000]
@@ -125,6 +125,10 @@ pub struct ServeArgs {
     /// them [default: 7 days]
     #[arg(long, env = "RUNNEL_KAFKA_LOG_RETENTION")]
     pub kafka_log_retention: Option<String>,
+    /// Threads that maintain the views, each owning a share of every view's state (1 to 256)
+    /// [default: the number of cores available]
+    #[arg(long, env = "RUNNEL_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 /// How log lines are written.
@@ -158,6 +162,7 @@ pub struct FileConfig {
     pub disk_reserve_mb: Option<u64>,
     pub state_cache_mb: Option<f64>,
     pub kafka_log_retention: Option<String>,
+    pub workers: Option<usize>,
 }
 
 /// What one client may take of the server.
@@ -305,11 +310,24 @@ impl ServeArgs {
                     None => default_state_cache_bytes(),
                 },
                 kafka_log_retention,
+                workers: match self.workers.or(file.workers) {
+                    Some(n) if (1..=usize::from(runnel_plan::VNODE_COUNT)).contains(&n) => n,
+                    Some(_) => return Err("workers must be between 1 and 256".into()),
+                    None => default_workers(),
+                },
             },
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
         })
     }
+}
+
+/// The cores this process may use (its CPU affinity or cgroup quota, as the standard library
+/// reads them), at most one per vnode.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(usize::from(runnel_plan::VNODE_COUNT))
 }
 
 /// A quarter of the memory this process may use: the machine's, or its cgroup's limit when

@@ -49,6 +49,7 @@ impl Engine {
             store.clone(),
             config.checkpoint_interval,
             state_cache.clone(),
+            config.workers,
         )?;
         let shared = Arc::new(Shared::new(store, worker, state_cache, config)?);
         let engine = Arc::new(Engine {

@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub state_cache_bytes: usize,
     /// The retention of Kafka streams that name none.
     pub kafka_log_retention: runnel_common::Retention,
+    /// The threads that maintain the views (`--workers`).
+    pub workers: usize,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +48,7 @@ impl Default for EngineConfig {
             disk_reserve_bytes: 256 << 20,
             state_cache_bytes: 1 << 30,
             kafka_log_retention: crate::config::DEFAULT_KAFKA_LOG_RETENTION,
+            workers: crate::config::default_workers(),
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct AggregateOp {
     state: KeyedState,
     groups: GroupStates,
     scratch: EncodedRows,
+    /// A global aggregate's group is this worker's (see [`AggregateOp::owning_global`]).
+    owns_global: bool,
 }
 
 /// The groups' values by slot: the weighted row count and each accumulator's state, and the
@@ -170,6 +172,7 @@ impl AggregateOp {
                 open,
             },
             scratch: EncodedRows::new(),
+            owns_global: true,
         };
         if op.global {
             // The one group: slot 0, always at hand.
@@ -177,6 +180,13 @@ impl AggregateOp {
             op.state.pin(g);
         }
         Ok(op)
+    }
+
+    /// Whether this worker holds a global aggregate's one group (only its replica gives the
+    /// first row; the others never get input).
+    pub fn owning_global(mut self, owns: bool) -> Self {
+        self.owns_global = owns;
+        self
     }
 
     /// The group columns' types (the output's first columns).
@@ -318,7 +328,7 @@ impl Operator for AggregateOp {
     }
 
     fn on_start(&mut self, fresh: bool, out: &mut Vec<ChangeBatch>) -> Result<()> {
-        if fresh && self.global {
+        if fresh && self.global && self.owns_global {
             // SQL gives a global aggregate one row even over no input (count 0, sum NULL).
             let row = self.output(&[0], &[], &UInt32Array::from(vec![0u32]))?;
             self.state.mark_dirty(0);

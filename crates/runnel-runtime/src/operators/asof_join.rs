@@ -32,7 +32,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{KeyedState, OrderedRows, SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
@@ -81,6 +81,7 @@ impl AsofJoinOp {
     pub fn new(
         store: &Arc<Store>,
         budget: &SharedBudget,
+        vnodes: &VnodeSet,
         prefix: Vec<u8>,
         left: AsofSide,
         right: AsofSide,
@@ -96,12 +97,16 @@ impl AsofJoinOp {
         let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let side = |tag: u8| -> Result<SideState> {
             Ok(SideState {
-                table: KeyedState::open_rows(store.clone(), sub(tag), budget.clone())?,
+                table: KeyedState::open_rows(store.clone(), sub(tag), budget.clone())?
+                    .owning(vnodes),
                 rows: SideRows::default(),
             })
         };
         let freeing = match frontier_lag {
-            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(2), budget.clone())?)),
+            Some(lag) => Some((
+                lag,
+                TimeIndex::open(store.clone(), sub(2), budget.clone())?.owning(vnodes),
+            )),
             None => None,
         };
         Ok(AsofJoinOp {
@@ -493,6 +498,7 @@ mod tests {
         AsofJoinOp::new(
             store,
             &runnel_state::CacheBudget::new(1 << 20),
+            &VnodeSet::all(),
             b"asof".to_vec(),
             side(),
             side(),

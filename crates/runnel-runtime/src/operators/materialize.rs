@@ -8,15 +8,26 @@
 //!   with one multi-get and writes the new counts (deleting rows that reach zero);
 //! - appended views keep the inserted batches; a checkpoint writes them as new blocks.
 //!
-//! It also counts, per batch (never per row of the store), the view's rows (the sum of the
-//! weights: what `SELECT count(*)` of the view gives) and the changes applied (the sum of
-//! their absolute values: an update counts its delete and its insert), for the metrics. The
-//! row count is persisted with each checkpoint that changes it, under the view's operator
-//! range, so a restart restores it with one read; a view stored before that key existed is
-//! counted from its stored rows once, at restore.
+//! Every worker has a replica of the step, which applies the changes of the keys its vnodes
+//! hold (a keyed view's key columns, a counted view's whole row; an appended view's rows stay
+//! on the worker that made them, its blocks numbered from one counter). Changes of one key
+//! can come from two workers in either order (a join's output row whose join key changed is
+//! retracted by one worker and inserted by another), so a keyed view's pending changes are
+//! kept per key as the values put and the deletes counted, and resolved at the checkpoint,
+//! when every worker has delivered: the order they arrived in does not matter.
+//!
+//! What the replicas share is a [`ViewOutput`]: per batch (never per row of the store), the
+//! view's rows (the sum of the weights: what `SELECT count(*)` of the view gives) and the
+//! changes applied (the sum of their absolute values: an update counts its delete and its
+//! insert), for the metrics; SUBSCRIBE's tap; whether the view failed. The row count is
+//! persisted with each checkpoint that changes it, under the view's operator range, so a
+//! restart restores it with one read; a view stored before that key existed is counted from
+//! its stored rows once, at restore.
 
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use datafusion::arrow::array::{Int64Array, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, min, sum, take_record_batch};
@@ -26,7 +37,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::EncodedRows;
 use runnel_state::keys::prefix_end;
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{PendingBytes, SharedBudget, Store, WriteBatch};
 
 use crate::operator::Operator;
@@ -45,19 +56,159 @@ pub struct MaterializeOp {
     pending: Pending,
     key_scratch: EncodedRows,
     value_scratch: EncodedRows,
-    /// Where the row count is stored (see the module docs).
-    count_key: Vec<u8>,
-    /// The view's rows, pending changes included.
-    rows: i64,
-    /// `rows` differs from the stored count.
-    rows_dirty: bool,
-    /// Changes applied since the operator was built (this process).
-    changes: u64,
-    /// SUBSCRIBE's subscribers to the view.
-    tap: ChangeTap,
+    /// What the view's replicas share.
+    output: Arc<ViewOutput>,
+    /// This replica's worker and the number of workers: which vnodes (keyed and counted
+    /// views) or blocks (appended views) its snapshot reads.
+    shard: (usize, usize),
     /// The memory `pending` holds, counted in the state budget (a checkpoint comes early when
     /// the changes of one interval outgrow it).
     pending_bytes: PendingBytes,
+}
+
+/// What every worker's replica of a view's materialize step shares (see the module docs).
+pub struct ViewOutput {
+    /// The view's rows, pending changes included.
+    rows: AtomicI64,
+    /// `rows` differs from the stored count.
+    rows_dirty: AtomicBool,
+    /// Changes applied since the view was added to this process's dataflow.
+    changes: AtomicU64,
+    /// An appended view's next block number.
+    next_block: AtomicU64,
+    /// Where the row count is stored.
+    count_key: Vec<u8>,
+    /// SUBSCRIBE's subscribers to the view.
+    pub tap: Mutex<ChangeTap>,
+    /// Why the view stopped updating (set by the replica that failed; every replica stops).
+    failed: AtomicBool,
+    failure: Mutex<Option<String>>,
+    /// The append time of the oldest input whose changes reached the view's contents since
+    /// the last checkpoint (live reads only).
+    oldest_input: Mutex<Option<Instant>>,
+}
+
+impl ViewOutput {
+    /// The shared state of the view stored under `prefix` in `layout`, its row count under
+    /// `count_key`.
+    pub fn open(
+        store: &Store,
+        prefix: &[u8],
+        count_key: Vec<u8>,
+        layout: &ViewLayout,
+    ) -> Result<Arc<Self>> {
+        let next_block = match layout {
+            ViewLayout::Appended => match store.last_key_in_range(prefix, &prefix_end(prefix))? {
+                None => 0,
+                Some(key) => {
+                    let block: [u8; 8] = key[prefix.len()..].try_into().map_err(|_| {
+                        RunnelError::internal("an appended view's block key is malformed")
+                    })?;
+                    u64::from_be_bytes(block) + 1
+                }
+            },
+            _ => 0,
+        };
+        let (rows, rows_dirty) = match store.get(&count_key)? {
+            Some(stored) => (decode_count(&stored)?, false),
+            None => (count_stored_rows(store, prefix, layout)?, true),
+        };
+        Ok(Arc::new(ViewOutput {
+            rows: AtomicI64::new(rows),
+            rows_dirty: AtomicBool::new(rows_dirty),
+            changes: AtomicU64::new(0),
+            next_block: AtomicU64::new(next_block),
+            count_key,
+            tap: Mutex::new(ChangeTap::default()),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            oldest_input: Mutex::new(None),
+        }))
+    }
+
+    /// The shared state of something with no stored rows of its own (a sink: only its
+    /// failure is used).
+    pub fn detached() -> Arc<Self> {
+        Arc::new(ViewOutput {
+            rows: AtomicI64::new(0),
+            rows_dirty: AtomicBool::new(false),
+            changes: AtomicU64::new(0),
+            next_block: AtomicU64::new(0),
+            count_key: Vec::new(),
+            tap: Mutex::new(ChangeTap::default()),
+            failed: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            oldest_input: Mutex::new(None),
+        })
+    }
+
+    /// Whether this is a sink's (see [`ViewOutput::detached`]).
+    pub fn is_detached(&self) -> bool {
+        self.count_key.is_empty()
+    }
+
+    /// The view's rows now (what `SELECT count(*)` gives once pending changes are
+    /// committed).
+    pub fn row_count(&self) -> i64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Rows inserted plus rows deleted since the view was added to this process.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    /// Adds the row count to a checkpoint if it changed (once for every replica: called at
+    /// the checkpoint, when every worker has applied its changes).
+    pub fn checkpoint(&self, batch: &mut WriteBatch) {
+        if self.rows_dirty.swap(false, Ordering::Relaxed) {
+            batch.put(&self.count_key, self.row_count().to_le_bytes());
+        }
+    }
+
+    /// The subscribers' tap.
+    pub fn tap(&self) -> std::sync::MutexGuard<'_, ChangeTap> {
+        self.tap.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the view stopped updating.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Why the view stopped updating.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stops the view with `error` (the first failure is kept); returns whether this call
+    /// recorded it.
+    pub fn fail(&self, error: String) -> bool {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if failure.is_some() {
+            return false;
+        }
+        *failure = Some(error);
+        self.failed.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Notes that input appended at `appended` changed the view's contents.
+    pub fn note_input(&self, appended: Instant) {
+        let mut oldest = self.oldest_input.lock().unwrap_or_else(|p| p.into_inner());
+        *oldest = Some(oldest.map_or(appended, |t| t.min(appended)));
+    }
+
+    /// The append time of the oldest input that changed the view since the last call.
+    pub fn take_oldest_input(&self) -> Option<Instant> {
+        self.oldest_input
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 /// Where a view's row count is stored: in the view's operator range (DROP removes it), under a
@@ -71,33 +222,77 @@ const PENDING_ENTRY_OVERHEAD: usize = 48;
 
 /// Changes since the last checkpoint.
 enum Pending {
-    /// Per key: the latest row's encoded value columns as a range of `arena`, or `None` for a
-    /// delete. Values are appended to one buffer, so an update allocates nothing per row.
+    /// Per key: its changes, the values as ranges of `arena` (appended to one buffer, so an
+    /// update allocates nothing per row).
     Keyed {
-        latest: HashMap<Box<[u8]>, Option<(usize, usize)>>,
+        latest: HashMap<Box<[u8]>, KeyChanges>,
         arena: Vec<u8>,
     },
     /// Per encoded row: the change of its count.
     Counted { deltas: HashMap<Box<[u8]>, i64> },
-    /// Inserted rows, and the number of the next block to write.
-    Appended {
-        batches: Vec<RecordBatch>,
-        next_block: u64,
-    },
+    /// Inserted rows.
+    Appended { batches: Vec<RecordBatch> },
+}
+
+/// A keyed view's changes of one key since the last checkpoint, in any order: the values
+/// inserted and not deleted since, and the deletes of values not inserted since (deletes of
+/// the stored row). At the checkpoint a value left is the key's row; otherwise a delete
+/// deletes it; otherwise nothing changed.
+#[derive(Default)]
+struct KeyChanges {
+    put: Option<(usize, usize)>,
+    /// More values put (a key's insert that arrived before the delete of its previous row).
+    more: Vec<(usize, usize)>,
+    deletes: u32,
+}
+
+impl KeyChanges {
+    fn insert(&mut self, value: (usize, usize)) {
+        match self.put {
+            None => self.put = Some(value),
+            Some(_) => self.more.push(value),
+        }
+    }
+
+    fn delete(&mut self, value: &[u8], arena: &[u8]) {
+        let same = |(start, end): (usize, usize)| &arena[start..end] == value;
+        if self.put.is_some_and(same) {
+            self.put = self.more.pop();
+        } else if let Some(i) = self.more.iter().position(|&v| same(v)) {
+            self.more.swap_remove(i);
+        } else {
+            self.deletes += 1;
+        }
+    }
+
+    /// What the key's stored row becomes: `Some(Some(value))` a put, `Some(None)` a delete,
+    /// `None` no change.
+    fn resolved(&self) -> Result<Option<Option<(usize, usize)>>> {
+        if !self.more.is_empty() {
+            return Err(RunnelError::internal(
+                "a keyed view got two rows for one key in one checkpoint",
+            ));
+        }
+        Ok(match (self.put, self.deletes) {
+            (Some(value), _) => Some(Some(value)),
+            (None, 0) => None,
+            (None, _) => Some(None),
+        })
+    }
 }
 
 impl MaterializeOp {
-    /// `prefix`: where the rows are stored; `count_key`: where their count is.
+    /// `prefix`: where the rows are stored; `output`: what the view's replicas share;
+    /// `shard`: this replica's worker and the number of workers.
     pub fn new(
         store: Arc<Store>,
         prefix: Vec<u8>,
-        count_key: Vec<u8>,
         schema: SchemaRef,
-        key: Option<&[usize]>,
-        appended: bool,
+        layout: ViewLayout,
         budget: SharedBudget,
+        output: Arc<ViewOutput>,
+        shard: (usize, usize),
     ) -> Result<Self> {
-        let layout = ViewLayout::new(key, appended, schema.fields().len());
         let pending = match layout {
             ViewLayout::Keyed { .. } => Pending::Keyed {
                 latest: HashMap::new(),
@@ -106,26 +301,9 @@ impl MaterializeOp {
             ViewLayout::Counted => Pending::Counted {
                 deltas: HashMap::new(),
             },
-            ViewLayout::Appended => {
-                let last = store.last_key_in_range(&prefix, &prefix_end(&prefix))?;
-                let next_block = match last {
-                    None => 0,
-                    Some(key) => {
-                        let block: [u8; 8] = key[prefix.len()..].try_into().map_err(|_| {
-                            RunnelError::internal("an appended view's block key is malformed")
-                        })?;
-                        u64::from_be_bytes(block) + 1
-                    }
-                };
-                Pending::Appended {
-                    batches: Vec::new(),
-                    next_block,
-                }
-            }
-        };
-        let (rows, rows_dirty) = match store.get(&count_key)? {
-            Some(stored) => (decode_count(&stored)?, false),
-            None => (count_stored_rows(&store, &prefix, &layout)?, true),
+            ViewLayout::Appended => Pending::Appended {
+                batches: Vec::new(),
+            },
         };
         Ok(MaterializeOp {
             store,
@@ -135,41 +313,67 @@ impl MaterializeOp {
             pending,
             key_scratch: EncodedRows::new(),
             value_scratch: EncodedRows::new(),
-            count_key,
-            rows,
-            rows_dirty,
-            changes: 0,
-            tap: ChangeTap::default(),
+            output,
+            shard,
             pending_bytes: PendingBytes::new(budget),
         })
     }
 
-    /// The view's rows now (what `SELECT count(*)` gives once pending changes are
-    /// committed).
-    pub fn row_count(&self) -> i64 {
-        self.rows
+    /// What the view's replicas share.
+    pub fn output(&self) -> &Arc<ViewOutput> {
+        &self.output
     }
 
-    /// Rows inserted plus rows deleted since the operator was built.
-    pub fn changes(&self) -> u64 {
-        self.changes
+    /// This replica's part of the stored rows: its vnodes' (keyed, counted) or every
+    /// `shards`-th block (appended).
+    fn stored_part(&self) -> Result<Vec<runnel_state::KeyValue>> {
+        let (shard, shards) = self.shard;
+        if shards == 1 {
+            return Ok(self.store.scan_prefix(&self.prefix)?);
+        }
+        if let ViewLayout::Appended = self.layout {
+            let mut part = self.store.scan_prefix(&self.prefix)?;
+            let at = self.prefix.len();
+            part.retain(|(key, _)| {
+                key.get(at..at + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .is_some_and(|b| u64::from_be_bytes(b) % shards as u64 == shard as u64)
+            });
+            return Ok(part);
+        }
+        let mut part = Vec::new();
+        for (first, end) in VnodeSet::of_shard(shard, shards).ranges() {
+            let mut start = self.prefix.clone();
+            start.extend_from_slice(&first.to_be_bytes());
+            let stop = match u16::try_from(end) {
+                Ok(end) => {
+                    let mut stop = self.prefix.clone();
+                    stop.extend_from_slice(&end.to_be_bytes());
+                    stop
+                }
+                Err(_) => prefix_end(&self.prefix),
+            };
+            part.extend(self.store.scan_range(&start, &stop)?);
+        }
+        Ok(part)
     }
 
-    /// The view's current contents (committed state plus pending changes) as one insert
-    /// batch, for backfilling a view that reads this one.
+    /// This replica's part of the view's current contents (committed state plus pending
+    /// changes) as one insert batch, for backfilling a view that reads this one.
     pub fn snapshot(&self) -> Result<ChangeBatch> {
         let prefix_len = self.prefix.len() + VNODE_BYTES;
-        let stored = self.store.scan_prefix(&self.prefix)?;
+        let stored = self.stored_part()?;
         let data = match &self.pending {
             Pending::Keyed { latest, arena } => {
                 let mut rows: HashMap<&[u8], &[u8]> = stored
                     .iter()
                     .map(|(k, v)| (&k[prefix_len..], &v[..]))
                     .collect();
-                for (key, value) in latest {
-                    match value {
-                        Some((start, end)) => rows.insert(key, &arena[*start..*end]),
-                        None => rows.remove(&key[..]),
+                for (key, changes) in latest {
+                    match changes.resolved()? {
+                        Some(Some((start, end))) => rows.insert(key, &arena[start..end]),
+                        Some(None) => rows.remove(&key[..]),
+                        None => None,
                     };
                 }
                 let rows: Vec<(&[u8], &[u8])> = rows.into_iter().collect();
@@ -247,21 +451,22 @@ impl MaterializeOp {
         encode_columns(batch.columns(), key, n, &mut self.key_scratch)?;
         encode_columns(batch.columns(), value, n, &mut self.value_scratch)?;
         let (arena_before, keys_before) = (arena.len(), latest.len());
-        // Rows are applied in order: an update arrives as the old row's delete, then the new
-        // row's insert, so the last change per key is the key's state.
         for (i, &w) in weights.iter().enumerate() {
-            let row = if w > 0 {
-                let start = arena.len();
-                arena.extend_from_slice(self.value_scratch.row(i));
-                Some((start, arena.len()))
-            } else {
-                None
-            };
             let key = self.key_scratch.row(i);
-            match latest.get_mut(key) {
-                Some(slot) => *slot = row,
-                None => {
-                    latest.insert(key.into(), row);
+            let changes = match latest.get_mut(key) {
+                Some(changes) => changes,
+                None => latest.entry(key.into()).or_default(),
+            };
+            let value = self.value_scratch.row(i);
+            if w > 0 {
+                let start = arena.len();
+                arena.extend_from_slice(value);
+                for _ in 0..w {
+                    changes.insert((start, arena.len()));
+                }
+            } else {
+                for _ in 0..w.unsigned_abs() {
+                    changes.delete(value, arena);
                 }
             }
         }
@@ -310,10 +515,18 @@ impl Operator for MaterializeOp {
             return Ok(());
         }
         let (net, applied) = weight_sums(&batch.weights);
-        self.rows += net;
-        self.rows_dirty |= net != 0;
-        self.changes += applied;
-        self.tap.record(&batch);
+        let output = &self.output;
+        output.rows.fetch_add(net, Ordering::Relaxed);
+        if net != 0 {
+            output.rows_dirty.store(true, Ordering::Relaxed);
+        }
+        output.changes.fetch_add(applied, Ordering::Relaxed);
+        {
+            let mut tap = output.tap();
+            if tap.is_active() {
+                tap.record(&batch);
+            }
+        }
         match self.layout {
             ViewLayout::Keyed { .. } => self.buffer_keyed(&batch.data, batch.weights.values())?,
             ViewLayout::Counted => self.buffer_counted(&batch.data, batch.weights.values())?,
@@ -325,16 +538,9 @@ impl Operator for MaterializeOp {
 
     fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.pending_bytes.clear();
-        if self.rows_dirty {
-            batch.put(&self.count_key, self.rows.to_le_bytes());
-            self.rows_dirty = false;
-        }
         let mut key = self.prefix.clone();
         match &mut self.pending {
-            Pending::Appended {
-                batches,
-                next_block,
-            } => {
+            Pending::Appended { batches } => {
                 if batches.is_empty() {
                     return Ok(());
                 }
@@ -344,17 +550,19 @@ impl Operator for MaterializeOp {
                 while offset < rows.num_rows() {
                     let len = APPEND_BLOCK_ROWS.min(rows.num_rows() - offset);
                     let block = runnel_state::ipc::encode_batch(&rows.slice(offset, len))?;
-                    batch.put(block_key(&self.prefix, *next_block), block);
-                    *next_block += 1;
+                    let number = self.output.next_block.fetch_add(1, Ordering::Relaxed);
+                    batch.put(block_key(&self.prefix, number), block);
                     offset += len;
                 }
             }
             Pending::Keyed { latest, arena } => {
                 // In key order: RocksDB's memtable inserts sorted keys far faster.
-                let mut rows: Vec<_> = latest
-                    .drain()
-                    .map(|(row_key, row)| (vnode_of(&row_key), row_key, row))
-                    .collect();
+                let mut rows = Vec::with_capacity(latest.len());
+                for (row_key, changes) in latest.drain() {
+                    if let Some(row) = changes.resolved()? {
+                        rows.push((vnode_of(&row_key), row_key, row));
+                    }
+                }
                 rows.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
                 for (_, row_key, row) in rows {
                     row_store_key(&self.prefix, &row_key, &mut key);
@@ -400,10 +608,6 @@ impl Operator for MaterializeOp {
             }
         }
         Ok(())
-    }
-
-    fn tap(&mut self) -> Option<&mut ChangeTap> {
-        Some(&mut self.tap)
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -459,14 +663,29 @@ mod tests {
     }
 
     fn op(store: &Arc<Store>, key: Option<&[usize]>, appended: bool) -> MaterializeOp {
+        replica(store, key, appended, None, (0, 1))
+    }
+
+    /// A replica of the view on `shard`, sharing `output` (a new one when `None`).
+    fn replica(
+        store: &Arc<Store>,
+        key: Option<&[usize]>,
+        appended: bool,
+        output: Option<Arc<ViewOutput>>,
+        shard: (usize, usize),
+    ) -> MaterializeOp {
+        let layout = ViewLayout::new(key, appended, 2);
+        let output = output.unwrap_or_else(|| {
+            ViewOutput::open(store, b"view/", b"count".to_vec(), &layout).expect("opened")
+        });
         MaterializeOp::new(
             store.clone(),
             b"view/".to_vec(),
-            b"count".to_vec(),
             schema(),
-            key,
-            appended,
+            layout,
             runnel_state::CacheBudget::unlimited(),
+            output,
+            shard,
         )
         .expect("the operator builds")
     }
@@ -474,7 +693,68 @@ mod tests {
     fn commit(store: &Store, op: &mut MaterializeOp) {
         let mut batch = WriteBatch::default();
         op.checkpoint(&mut batch).expect("a checkpoint");
+        op.output().checkpoint(&mut batch);
         store.write(batch).expect("the write");
+    }
+
+    /// A key's changes give the same row whatever order they arrive in (two workers can
+    /// deliver an update's delete and insert either way round), and two replicas' snapshots
+    /// together are the view.
+    #[test]
+    fn keyed_changes_resolve_in_any_order() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("a store");
+        let mut view = op(&store, Some(&[0]), false);
+        let mut out = Vec::new();
+        view.process(
+            0,
+            changes(&[(1, "a", 1), (2, "b", 1), (3, "c", 1)]),
+            &mut out,
+        )
+        .expect("applied");
+        commit(&store, &mut view);
+        // 1: insert before delete; 2: delete before insert; 3: inserted and deleted again
+        // (a value put and taken back) after its stored row's delete; 4: new and gone.
+        let orders = [
+            changes(&[(1, "aa", 1), (1, "a", -1), (2, "b", -1), (2, "bb", 1)]),
+            changes(&[
+                (3, "c", -1),
+                (3, "x", 1),
+                (3, "x", -1),
+                (4, "d", 1),
+                (4, "d", -1),
+            ]),
+        ];
+        for batch in orders {
+            view.process(0, batch, &mut out).expect("applied");
+        }
+        let snapshot = |view: &MaterializeOp| {
+            let batch = view.snapshot().expect("a snapshot");
+            let mut rows: Vec<(i64, String)> = (0..batch.num_rows())
+                .map(|i| {
+                    let k = batch.data.column(0).as_any().downcast_ref::<Int64Array>();
+                    let v = batch.data.column(1).as_any().downcast_ref::<StringArray>();
+                    (
+                        k.map_or(0, |k| k.value(i)),
+                        v.map_or("", |v| v.value(i)).to_string(),
+                    )
+                })
+                .collect();
+            rows.sort();
+            rows
+        };
+        let expected = vec![(1, "aa".to_string()), (2, "bb".to_string())];
+        assert_eq!(snapshot(&view), expected);
+        commit(&store, &mut view);
+        assert_eq!(snapshot(&view), expected);
+        assert_eq!(view.output().row_count(), 2);
+        // Two replicas (two workers): each reads its vnodes; together, every row.
+        let output = view.output().clone();
+        let halves =
+            [0, 1].map(|s| replica(&store, Some(&[0]), false, Some(output.clone()), (s, 2)));
+        let mut both: Vec<(i64, String)> = halves.iter().flat_map(snapshot).collect();
+        both.sort();
+        assert_eq!(both, expected);
     }
 
     /// Rows and changes follow the weights; the count survives a rebuild through its key,
@@ -501,15 +781,17 @@ mod tests {
                 view.process(0, batch.clone(), &mut out)
                     .expect("the changes apply");
             }
-            assert_eq!((view.row_count(), view.changes()), (rows, applied));
+            let output = view.output().clone();
+            assert_eq!((output.row_count(), output.changes()), (rows, applied));
             commit(&store, &mut view);
             assert_eq!(read_back(&store, &view), rows, "{key:?} {appended}");
             let rebuilt = op(&store, key, appended);
-            assert_eq!((rebuilt.row_count(), rebuilt.changes()), (rows, 0));
+            let output = rebuilt.output();
+            assert_eq!((output.row_count(), output.changes()), (rows, 0));
             let mut forget = WriteBatch::default();
             forget.delete(b"count");
             store.write(forget).expect("the delete");
-            assert_eq!(op(&store, key, appended).row_count(), rows);
+            assert_eq!(op(&store, key, appended).output().row_count(), rows);
         }
     }
 

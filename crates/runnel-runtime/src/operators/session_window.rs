@@ -30,7 +30,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
@@ -158,6 +158,7 @@ impl SessionWindowOp {
     pub fn new(
         store: &Arc<Store>,
         budget: &SharedBudget,
+        vnodes: &VnodeSet,
         prefix: Vec<u8>,
         time: CompiledExpr,
         time_type: DataType,
@@ -183,7 +184,10 @@ impl SessionWindowOp {
         // Rows under `prefix ‖ 0`, the keys by closing time under `prefix ‖ 1`.
         let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let closing = match time_lag {
-            Some(lag) => Some((lag, TimeIndex::open(store.clone(), sub(1), budget.clone())?)),
+            Some(lag) => Some((
+                lag,
+                TimeIndex::open(store.clone(), sub(1), budget.clone())?.owning(vnodes),
+            )),
             None => None,
         };
         Ok(SessionWindowOp {
@@ -194,7 +198,7 @@ impl SessionWindowOp {
             closing,
             input_types,
             output_schema,
-            state: KeyedState::open(store.clone(), sub(0), budget.clone())?,
+            state: KeyedState::open(store.clone(), sub(0), budget.clone())?.owning(vnodes),
             partitions: KeyRows::default(),
         })
     }
@@ -466,6 +470,7 @@ mod tests {
         SessionWindowOp::new(
             store,
             &runnel_state::CacheBudget::new(1 << 20),
+            &VnodeSet::all(),
             b"sw".to_vec(),
             crate::expr::compile(&col("ts"), &df).expect("ts compiles"),
             time_type(),

@@ -12,7 +12,6 @@
 //! while the state budget allows, written at checkpoints, read back by time when not.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -21,7 +20,7 @@ use runnel_common::{ChangeBatch, Result};
 use runnel_plan::TemporalBound;
 use runnel_state::codec::{decode_rows, encode_selected_rows, EncodedRows};
 use runnel_state::vnode::vnode_of;
-use runnel_state::{SharedBudget, Store, TimeIndex, WriteBatch};
+use runnel_state::{TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
@@ -39,10 +38,9 @@ pub struct TemporalFilterOp {
 }
 
 impl TemporalFilterOp {
+    /// `waiting`: where rows wait for the clock (the operator's time index).
     pub fn new(
-        store: &Arc<Store>,
-        prefix: Vec<u8>,
-        budget: &SharedBudget,
+        waiting: TimeIndex,
         time: CompiledExpr,
         offset_micros: i64,
         bound: TemporalBound,
@@ -63,7 +61,7 @@ impl TemporalFilterOp {
             schema,
             types,
             clock: None,
-            waiting: TimeIndex::open(store.clone(), prefix, budget.clone())?,
+            waiting,
             scratch: EncodedRows::new(),
         })
     }

@@ -38,7 +38,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{KeyedState, OrderedRows, SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
@@ -81,6 +81,7 @@ impl WindowOp {
     pub fn new(
         store: &Arc<Store>,
         budget: &SharedBudget,
+        vnodes: &VnodeSet,
         prefix: Vec<u8>,
         partition_exprs: Vec<CompiledExpr>,
         order: Vec<OrderColumn>,
@@ -104,9 +105,10 @@ impl WindowOp {
         // `prefix ‖ 1`.
         let sub = |tag: u8| runnel_state::keys::sub_table(&prefix, tag);
         let freeing = match (reach, order_lag, &range_type) {
-            (WindowReach::RangeMicros(_), Some(lag), Some(_)) => {
-                Some((lag, TimeIndex::open(store.clone(), sub(1), budget.clone())?))
-            }
+            (WindowReach::RangeMicros(_), Some(lag), Some(_)) => Some((
+                lag,
+                TimeIndex::open(store.clone(), sub(1), budget.clone())?.owning(vnodes),
+            )),
             _ => None,
         };
         Ok(WindowOp {
@@ -120,7 +122,7 @@ impl WindowOp {
             output_schema,
             range_type,
             freeing,
-            state: KeyedState::open_rows(store.clone(), sub(0), budget.clone())?,
+            state: KeyedState::open_rows(store.clone(), sub(0), budget.clone())?.owning(vnodes),
             partitions: Partitions::default(),
         })
     }

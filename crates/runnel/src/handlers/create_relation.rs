@@ -203,7 +203,13 @@ pub async fn handle(
     );
     shared
         .worker
-        .add_source(id, entry.schema.clone(), keeping, writes)
+        .add_source(
+            id,
+            entry.schema.clone(),
+            keeping,
+            entry.kind == runnel_sql::statement::ObjectKind::Table,
+            writes,
+        )
         .await?;
     shared.catalog.publish(|c| c.insert((*entry).clone()));
     if let (Some(options), Some((layout, _))) = (kafka, prepared) {
@@ -265,7 +271,13 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     );
     shared
         .worker
-        .add_source(entry.id, entry.schema.clone(), keeping, vec![])
+        .add_source(
+            entry.id,
+            entry.schema.clone(),
+            keeping,
+            entry.kind == runnel_sql::statement::ObjectKind::Table,
+            vec![],
+        )
         .await?;
     shared.catalog.publish(|c| c.insert((*entry).clone()));
     if let (Some(options), Some(layout)) = (kafka, layout) {
