@@ -8,6 +8,9 @@ Two measurements, both over the same N rows:
   with DuckDB's query over an already-loaded table.
 - live: the view exists first, then the rows arrive by COPY; the clock runs from the start of
   the COPY until FLUSH returns (ingest, logging and maintenance together, end to end).
+
+Each is measured at every `--workers` count (default 1 and 2: `runnel serve --workers N`), and
+the speed-up of each count over the first is printed.
 """
 
 import argparse
@@ -64,17 +67,10 @@ def view_rows(conn, view: str):
     return conn.execute(f"SELECT k, n, s, lo, hi FROM {view} ORDER BY k").fetchall()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="target/release/runnel")
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--keys", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=7)
-    args = ap.parse_args()
-
-    data = generate(args.rows, args.keys, args.seed)
+def run_runnel(binary: str, data: bytes, workers: int) -> dict:
+    """Backfill and live runs on one server started with `--workers workers`."""
     tmp = tempfile.mkdtemp(prefix="runnel-bench-")
-    proc, port = start_server(args.bin, os.path.join(tmp, "data"))
+    proc, port = start_server(binary, os.path.join(tmp, "data"), ("--workers", str(workers)))
     try:
         with psycopg.connect(host="127.0.0.1", port=port, user="runnel", dbname="runnel",
                              autocommit=True) as conn:
@@ -104,6 +100,26 @@ def main():
         proc.kill()
         proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "copy": c1 - c0, "backfill": b1 - b0, "live": l2 - l0, "live_copy": l1 - l0,
+        "live_flush": l2 - l1, "rss_before": rss_before, "rss_backfill": rss_backfill,
+        "rss_peak": rss_peak, "backfill_rows": backfill_rows, "live_rows": live_rows,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/runnel")
+    ap.add_argument("--rows", type=int, default=4_000_000)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated worker counts to run the server with")
+    args = ap.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
+
+    data = generate(args.rows, args.keys, args.seed)
+    runs = {w: run_runnel(args.bin, data, w) for w in counts}
 
     csv_path = os.path.join(tempfile.mkdtemp(prefix="runnel-bench-duck-"), "rows.csv")
     with open(csv_path, "wb") as f:
@@ -120,23 +136,32 @@ def main():
 
     expected = [tuple(r) for r in duck_rows]
     n = args.rows
-    backfill = b1 - b0
-    live = l2 - l0
     duck_time = d1 - d0
     print(f"rows={n} keys={args.keys} binary={args.bin}")
-    print(f"copy into a stream with no view: {c1 - c0:.3f}s = {n / (c1 - c0):,.0f} rows/s")
-    print(f"view maintenance (backfill of the stored rows): {backfill:.3f}s = "
-          f"{n / backfill:,.0f} rows/s, RSS {rss_before:.0f} MiB before, "
-          f"peak {rss_backfill:.0f} MiB")
-    print(f"live (COPY with the view in place, until FLUSH returns): {live:.3f}s = "
-          f"{n / live:,.0f} rows/s (copy {l1 - l0:.3f}s, flush {l2 - l1:.3f}s)")
-    print(f"peak RSS of the whole run: {rss_peak:.0f} MiB")
+    for w, r in runs.items():
+        print(f"--- workers={w}")
+        print(f"copy into a stream with no view: {r['copy']:.3f}s = {n / r['copy']:,.0f} rows/s")
+        print(f"view maintenance (backfill of the stored rows): {r['backfill']:.3f}s = "
+              f"{n / r['backfill']:,.0f} rows/s, RSS {r['rss_before']:.0f} MiB before, "
+              f"peak {r['rss_backfill']:.0f} MiB")
+        print(f"live (COPY with the view in place, until FLUSH returns): {r['live']:.3f}s = "
+              f"{n / r['live']:,.0f} rows/s (copy {r['live_copy']:.3f}s, "
+              f"flush {r['live_flush']:.3f}s)")
+        print(f"peak RSS of the whole run: {r['rss_peak']:.0f} MiB")
+        print(f"ratio runnel backfill / duckdb query: {r['backfill'] / duck_time:.2f}x")
+        print(f"ratio runnel live end-to-end / duckdb query: {r['live'] / duck_time:.2f}x")
+        print("results identical to duckdb: "
+              f"backfill {[tuple(x) for x in r['backfill_rows']] == expected}, "
+              f"live {[tuple(x) for x in r['live_rows']] == expected}")
     print(f"duckdb (1 thread, table already loaded): {duck_time:.3f}s = "
           f"{n / duck_time:,.0f} rows/s")
-    print(f"ratio runnel backfill / duckdb query: {backfill / duck_time:.2f}x")
-    print(f"ratio runnel live end-to-end / duckdb query: {live / duck_time:.2f}x")
-    print(f"results identical to duckdb: backfill {[tuple(r) for r in backfill_rows] == expected}, "
-          f"live {[tuple(r) for r in live_rows] == expected}")
+    first = counts[0]
+    print(f"\n{'workers':>8} {'backfill rows/s':>16} {'speed-up':>9} {'live rows/s':>13} "
+          f"{'speed-up':>9}")
+    for w, r in runs.items():
+        base = runs[first]
+        print(f"{w:>8} {n / r['backfill']:>16,.0f} {base['backfill'] / r['backfill']:>8.2f}x "
+              f"{n / r['live']:>13,.0f} {base['live'] / r['live']:>8.2f}x")
 
 
 if __name__ == "__main__":

@@ -161,8 +161,10 @@ def status_mib(pid: int, field: str) -> float:
 # helpers
 
 
-def start(binary: str, checkpoint_ms: int | None) -> RunnelProcess:
+def start(binary: str, checkpoint_ms: int | None, workers: int | None = None) -> RunnelProcess:
     extra = ["--checkpoint-interval-ms", str(checkpoint_ms)] if checkpoint_ms else []
+    if workers:
+        extra += ["--workers", str(workers)]
     proc = RunnelProcess(binary=binary, extra_args=extra)
     proc.start()
     return proc
@@ -196,7 +198,7 @@ def throughput_run(args, query: str) -> dict:
     streams = QUERY_STREAMS[query]
     ddl = stream_ddl(args.events, rate="unlimited", seed=args.seed,
                      event_time_rate=args.event_time_rate, streams=streams)
-    proc = start(args.bin, args.checkpoint_interval_ms)
+    proc = start(args.bin, args.checkpoint_interval_ms, args.current_workers)
     try:
         pid = proc.proc.pid
         with proc.connect() as conn:
@@ -243,7 +245,9 @@ def throughput_run(args, query: str) -> dict:
         print(f"    warning: {query}: stream row counts {counts}, expected {expected}")
     events = sum(counts.values())
     gen_cpu = sum(v for k, v in threads.items() if k.startswith("runnel-nexmark"))
-    dataflow_cpu = threads.get("runnel-dataflow", float("nan"))
+    # The coordinator (runnel-dataflow) and the workers (runnel-worker-N).
+    dataflow_cpu = sum(v for k, v in threads.items()
+                       if k == "runnel-dataflow" or k.startswith("runnel-worker"))
     return {
         "events": events,
         "stream_rows": counts,
@@ -298,7 +302,7 @@ def latency_run(args, query: str) -> dict:
     events = max(1000, int(rate * args.latency_seconds))
     ddl = stream_ddl(events, rate=rate, seed=args.seed, event_time_rate=args.event_time_rate,
                      streams=streams)
-    proc = start(args.bin, args.checkpoint_interval_ms)
+    proc = start(args.bin, args.checkpoint_interval_ms, args.current_workers)
     final = {s: kind_count(s, events) for s in streams}
     try:
         with proc.connect() as conn:
@@ -648,6 +652,9 @@ def main():
     ap.add_argument("--no-latency", action="store_true", help="skip the latency runs")
     ap.add_argument("--checkpoint-interval-ms", type=int, default=None,
                     help="passed to `runnel serve` (default: the server's, 1000)")
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated `runnel serve --workers` counts, each query run at "
+                         "each (default 1,2); the chart shows the first")
     ap.add_argument("--timeout", type=float, default=3600.0,
                     help="seconds a throughput run may take before it is abandoned")
     args = ap.parse_args()
@@ -660,40 +667,64 @@ def main():
     if not os.path.exists(args.bin):
         raise SystemExit(f"runnel binary not found: {args.bin}")
 
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
     print(f"nexmark: events={args.events:,} per throughput run, binary={args.bin}, "
-          f"cores={os.cpu_count()}, latency rate={args.latency_rate:,}/s for "
-          f"{args.latency_seconds:g} s" + (" (skipped)" if args.no_latency else "")
+          f"cores={os.cpu_count()}, workers={','.join(map(str, counts))}, latency rate="
+          f"{args.latency_rate:,}/s for {args.latency_seconds:g} s"
+          + (" (skipped)" if args.no_latency else "")
           + (f", checkpoint interval {args.checkpoint_interval_ms} ms"
              if args.checkpoint_interval_ms else ""), flush=True)
     bench_started = time.monotonic()
-    results: dict[str, dict] = {}
+    by_workers: dict[int, dict[str, dict]] = {w: {} for w in counts}
     for q in queries:
-        r: dict = {"query": q, "streams": list(QUERY_STREAMS[q]), "target_per_core": target(q)}
-        results[q] = r
-        try:
-            t = throughput_run(args, q)
-            r["throughput"] = t
-            print(f"  {q}: {t['events']:,} events in {t['wall_s']:.2f} s = "
-                  f"{t['events_per_s']:,.0f} events/s; CPU {t['cpu_s']:.2f} s "
-                  f"(generator {t['generator_cpu_s']:.2f}, dataflow {t['dataflow_cpu_s']:.2f}) = "
-                  f"{t['events_per_cpu_s']:,.0f} events/CPU-s "
-                  f"({t['events_per_cpu_s_excl_generator']:,.0f} excl. generator; target "
-                  f"{target(q):,}); peak RSS {t['peak_rss_mib']:.0f} MiB; "
-                  f"{t['view_rows']:,} view rows", flush=True)
-        except Exception as e:  # noqa: BLE001 - one query's failure must not stop the others
-            r["throughput_error"] = repr(e)
-            print(f"  {q}: throughput run failed: {e!r}", flush=True)
-        if not args.no_latency:
+        for w in counts:
+            args.current_workers = w
+            r: dict = {"query": q, "workers": w, "streams": list(QUERY_STREAMS[q]),
+                       "target_per_core": target(q)}
+            by_workers[w][q] = r
             try:
-                lat = latency_run(args, q)
-                r["latency"] = lat
-                print(f"  {q}: {describe_latency(lat)}", flush=True)
-            except Exception as e:  # noqa: BLE001
-                r["latency_error"] = repr(e)
-                print(f"  {q}: latency run failed: {e!r}", flush=True)
+                t = throughput_run(args, q)
+                r["throughput"] = t
+                print(f"  {q} (workers {w}): {t['events']:,} events in {t['wall_s']:.2f} s = "
+                      f"{t['events_per_s']:,.0f} events/s; CPU {t['cpu_s']:.2f} s "
+                      f"(generator {t['generator_cpu_s']:.2f}, dataflow "
+                      f"{t['dataflow_cpu_s']:.2f}) = {t['events_per_cpu_s']:,.0f} events/CPU-s "
+                      f"({t['events_per_cpu_s_excl_generator']:,.0f} excl. generator; target "
+                      f"{target(q):,}); peak RSS {t['peak_rss_mib']:.0f} MiB; "
+                      f"{t['view_rows']:,} view rows", flush=True)
+            except Exception as e:  # noqa: BLE001 - one query's failure must not stop the others
+                r["throughput_error"] = repr(e)
+                print(f"  {q} (workers {w}): throughput run failed: {e!r}", flush=True)
+            if not args.no_latency:
+                try:
+                    lat = latency_run(args, q)
+                    r["latency"] = lat
+                    print(f"  {q} (workers {w}): {describe_latency(lat)}", flush=True)
+                except Exception as e:  # noqa: BLE001
+                    r["latency_error"] = repr(e)
+                    print(f"  {q} (workers {w}): latency run failed: {e!r}", flush=True)
 
-    print()
-    print_table(results)
+    for w in counts:
+        print(f"\nworkers={w}")
+        print_table(by_workers[w])
+    if len(counts) > 1:
+        first = counts[0]
+        print(f"\nspeed-up over workers={first} (events/s, wall clock, generator included):")
+        head = f"{'query':<12}" + "".join(f" {'ev/s @' + str(w):>13}" for w in counts) + \
+            "".join(f" {'x @' + str(w):>7}" for w in counts[1:]) + \
+            "".join(f" {'ev/CPU-s @' + str(w):>14}" for w in counts)
+        print(head)
+        print("-" * len(head))
+        for q in queries:
+            rates = [(by_workers[w][q].get("throughput") or {}).get("events_per_s") for w in counts]
+            per_cpu = [(by_workers[w][q].get("throughput") or {}).get("events_per_cpu_s")
+                       for w in counts]
+            line = f"{q:<12}" + "".join(f" {fmt_rate(x):>13}" for x in rates)
+            for x in rates[1:]:
+                line += (f" {x / rates[0]:>6.2f}x" if x and rates[0] else f" {'-':>7}")
+            line += "".join(f" {fmt_rate(x):>14}" for x in per_cpu)
+            print(line)
+    results = by_workers[counts[0]]
     total = time.monotonic() - bench_started
     print(f"\nbenchmark took {total:.0f} s")
 
@@ -714,7 +745,9 @@ def main():
         "checkpoint_interval_ms": args.checkpoint_interval_ms or 1000,
         "targets_per_core": {q: target(q) for q in queries},
         "duration_s": total,
+        "workers": counts,
         "results": results,
+        "results_by_workers": {str(w): r for w, r in by_workers.items()},
     }, indent=2, default=float) + "\n")
     print(f"wrote {out} and {json_path}")
 

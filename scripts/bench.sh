@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (print numbers, never part of the test suite).
-#   scripts/bench.sh [--rows N] [--keys K]       COPY N rows into an embedded stream while a view
+#   scripts/bench.sh [--rows N] [--keys K] [--workers 1,2]
+#                                                COPY N rows into an embedded stream while a view
 #                                                maintains count/sum/avg/min/max per key, vs DuckDB.
 #   scripts/bench.sh kafka [--events N]          backfill a per-user view from a 4-partition
 #                                                topic (default 5,000,000 JSON events) vs a raw

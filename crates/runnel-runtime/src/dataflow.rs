@@ -47,10 +47,6 @@ const ARCHIVE_READ_ENTRIES: usize = 256;
 /// decoded entries are held while they are processed.
 const LOG_READ_ROWS: usize = 262_144;
 
-/// Most rows of one replayed slice handed to the workers (a backfill's entry can hold a whole
-/// COPY): the workers process one slice while the coordinator prepares the next.
-const REPLAY_SLICE_ROWS: usize = 1 << 17;
-
 /// A base relation whose log the dataflow reads.
 struct SourceLog {
     schema: SchemaRef,
@@ -329,6 +325,9 @@ impl Dataflow {
             source
                 .tap
                 .end(crate::subscription::EndReason::RelationDropped);
+            if let Err(err) = self.shards.quiesce() {
+                tracing::error!("waiting for the workers before removing source {id}: {err}");
+            }
             let _ = self.shards.on_all(move |graph| {
                 graph.readers.remove(&id);
             });
@@ -349,6 +348,8 @@ impl Dataflow {
         starts: &BTreeMap<ObjectId, StartOffsets>,
         mut progress: Option<&mut BackfillProgress>,
     ) -> Result<()> {
+        // The graphs change only at a quiet point (no round of exchanges under way).
+        self.shards.quiesce()?;
         if backfill {
             // A backfill may write the view's state before the view is committed (see
             // `Graph::spill_backfill`); what an earlier, uncommitted attempt under this id
@@ -601,6 +602,9 @@ impl Dataflow {
             .shared
             .tap()
             .end(crate::subscription::EndReason::RelationDropped);
+        if let Err(err) = self.shards.quiesce() {
+            tracing::error!("waiting for the workers before removing view {view}: {err}");
+        }
         if let Err(err) = self.shards.on_all(move |graph| graph.remove_view(view)) {
             tracing::error!("removing view {view} from the workers failed: {err}");
         }
@@ -906,10 +910,7 @@ impl Dataflow {
             self.feed_replay(source, table, reader, LogEntry::clock(entry.seq, watermark))?;
         }
         while let Some(rows) = rest.take() {
-            let at_most = progress
-                .as_ref()
-                .map_or(usize::MAX, |p| p.slice_rows())
-                .min(REPLAY_SLICE_ROWS);
+            let at_most = progress.as_ref().map_or(usize::MAX, |p| p.slice_rows());
             let ((slice, positions), tail) = split_rows(rows, at_most);
             rest = tail;
             let done = slice.num_rows() as u64;
@@ -1135,6 +1136,7 @@ impl Dataflow {
                 "sink input {input} is not in the dataflow"
             )));
         }
+        self.shards.quiesce()?;
         let view_input = match input_kind {
             RelationKind::View => Some(self.views[&input].output),
             _ => None,

@@ -112,6 +112,9 @@ pub enum Feed {
         /// When they were appended, at the latest (`None`: not known).
         append_time: Option<Instant>,
     },
+    /// Nothing to read: a round of its own, which completes after everything sent before
+    /// it (see [`Rounds`]).
+    Barrier,
     /// A new view's or sink's replay of one log, into one node only.
     Replay {
         read: SourceRead,
@@ -147,6 +150,12 @@ pub enum ShardMsg {
         port: usize,
         watermark: i64,
     },
+    /// The sender has sent everything of `round` up to exchange level `level` (see
+    /// [`Rounds`]).
+    LevelDone {
+        round: u64,
+        level: u32,
+    },
     Stop,
 }
 
@@ -179,6 +188,47 @@ struct Exchange {
     partitioner: Partitioner,
     /// The clock last seen on port 0 (the local input), sent to every shard.
     upstream: Option<i64>,
+    /// Rows and clocks received (from every shard, this one included) and not yet pushed on:
+    /// pushed together when a round's level completes ([`Rounds`]), the rows as one batch
+    /// (an aggregate then emits one change per group, not one per sender), each port's
+    /// latest clock after them.
+    rows: Vec<ChangeBatch>,
+    clocks: Vec<Option<i64>>,
+    /// Messages from other shards among them, counted in [`Pending`] until pushed on.
+    held: i64,
+}
+
+impl Exchange {
+    fn new(partitioner: Partitioner, shards: usize) -> Self {
+        Exchange {
+            partitioner,
+            upstream: None,
+            rows: Vec::new(),
+            clocks: vec![None; shards + 1],
+            held: 0,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.clocks.iter().all(Option::is_none)
+    }
+}
+
+/// Rounds of exchanges. Every feed is a round; a shard processes its part, then tells every
+/// shard it is done with the round's level 0. An exchange holds what it receives; when every
+/// shard is done with a level of a round, each shard pushes on what its exchanges hold (level
+/// `L + 1` flows on from there: rows reaching the next exchange are held again) and says it is
+/// done with level `L + 1`, up to the deepest exchange of the graph. So an operator after an
+/// exchange gets one batch per round, whatever the number of shards, and a round's rows are
+/// all processed when its last level completes: a quiet point ([`Shards::quiesce`]) is a round
+/// of its own (a barrier) after everything else.
+#[derive(Default)]
+struct Rounds {
+    /// Per round in progress: per level, how many shards are done with it, and the levels
+    /// this shard has completed.
+    open: BTreeMap<u64, (Vec<usize>, u32)>,
+    /// The next round this shard starts (its feeds, in order).
+    next: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -328,6 +378,11 @@ pub struct Graph {
     /// When the entries being read now were appended, at the latest.
     append_time: Option<Instant>,
     peers: Peers,
+    rounds: Rounds,
+    /// The most exchanges on one path of any view: the levels of a round.
+    depth: u32,
+    /// Exchange nodes holding something.
+    holding: Vec<usize>,
 }
 
 impl Graph {
@@ -395,10 +450,7 @@ impl Graph {
                 let mut timed_ports = vec![false];
                 timed_ports.extend(std::iter::repeat_n(timed, self.shards));
                 let mut slot = NodeSlot::new(Box::new(PassOp), view, timed_ports);
-                slot.exchange = Some(Exchange {
-                    partitioner: Partitioner::new(key.clone()),
-                    upstream: None,
-                });
+                slot.exchange = Some(Exchange::new(Partitioner::new(key.clone()), self.shards));
                 self.nodes.push(Some(slot));
             }
         }
@@ -425,6 +477,7 @@ impl Graph {
                 shared,
             },
         );
+        self.update_depth();
         // Initial output (global aggregates), in topological order.
         for &n in &placement.node {
             let mut out = Vec::new();
@@ -455,16 +508,17 @@ impl Graph {
             let mut timed_ports = vec![false];
             timed_ports.extend(std::iter::repeat_n(false, self.shards));
             let mut slot = NodeSlot::new(Box::new(PassOp), sink, timed_ports);
-            slot.exchange = Some(Exchange {
-                partitioner: Partitioner::new(PartitionKey::Worker(0)),
-                upstream: None,
-            });
+            slot.exchange = Some(Exchange::new(
+                Partitioner::new(PartitionKey::Worker(0)),
+                self.shards,
+            ));
             slot.outputs.push((node, 0));
             self.nodes.push(Some(slot));
             self.node_mut(upstream)?.outputs.push((exchange, 0));
             nodes.push(exchange);
         }
         self.views.insert(sink, GraphView { nodes, shared });
+        self.update_depth();
         Ok(node)
     }
 
@@ -475,6 +529,14 @@ impl Graph {
         };
         for &n in &state.nodes {
             if let Some(slot) = self.nodes.get_mut(n) {
+                // What another shard sent and this one held is done with.
+                let held = slot
+                    .as_ref()
+                    .and_then(|s| s.exchange.as_ref())
+                    .map_or(0, |e| e.held);
+                for _ in 0..held {
+                    self.peers.pending.done();
+                }
                 *slot = None;
             }
         }
@@ -484,11 +546,18 @@ impl Graph {
         for readers in self.readers.values_mut() {
             readers.retain(|r| !state.nodes.contains(&r.port.0));
         }
+        self.update_depth();
     }
 
-    /// Processes what the coordinator fed (see [`Feed`]).
+    /// Processes what the coordinator fed (see [`Feed`]), then starts the round's exchanges.
     pub fn feed(&mut self, feed: &Feed) {
+        self.feed_rows(feed);
+        self.finish_feed();
+    }
+
+    fn feed_rows(&mut self, feed: &Feed) {
         match feed {
+            Feed::Barrier => {}
             Feed::Live { reads, append_time } => {
                 self.append_time = *append_time;
                 for read in reads {
@@ -512,7 +581,7 @@ impl Graph {
                         }
                     }
                 }
-                self.append_time = None;
+                // Kept: the exchanges push this feed's rows on in later levels of its round.
             }
             Feed::Replay {
                 read,
@@ -659,7 +728,10 @@ impl Graph {
                     Ok(parts) => {
                         for (to, rows) in parts {
                             match to == shard {
-                                true => stack.push((node, 1 + shard, rows)),
+                                true => {
+                                    exchange.rows.push(rows);
+                                    self.holding.push(node);
+                                }
                                 false => self.peers.send(
                                     to,
                                     ShardMsg::Rows {
@@ -710,6 +782,8 @@ impl Graph {
                     continue;
                 }
                 exchange.upstream = Some(watermark);
+                exchange.clocks[1 + shard] = Some(watermark);
+                self.holding.push(node);
                 for to in (0..self.shards).filter(|&to| to != shard) {
                     self.peers.send(
                         to,
@@ -720,7 +794,6 @@ impl Graph {
                         },
                     );
                 }
-                stack.push((node, 1 + shard, watermark));
                 continue;
             }
             let Some(clock) = slot.advance_clock(port, watermark) else {
@@ -749,6 +822,167 @@ impl Graph {
                 stack.push((next, next_port, clock));
             }
         }
+    }
+
+    /// Holds rows another shard's exchange sent (pushed on when the round's level completes).
+    fn receive_rows(&mut self, node: usize, batch: ChangeBatch) {
+        match self.exchange_mut(node) {
+            Some(exchange) => {
+                exchange.rows.push(batch);
+                exchange.held += 1;
+                self.holding.push(node);
+            }
+            // The view was dropped meanwhile.
+            None => self.peers.pending.done(),
+        }
+    }
+
+    /// Holds a clock another shard's exchange sent.
+    fn receive_clock(&mut self, node: usize, port: usize, watermark: i64) {
+        match self.exchange_mut(node) {
+            Some(exchange) => {
+                if let Some(clock) = exchange.clocks.get_mut(port) {
+                    *clock = Some(clock.map_or(watermark, |c| c.max(watermark)));
+                }
+                exchange.held += 1;
+                self.holding.push(node);
+            }
+            None => self.peers.pending.done(),
+        }
+    }
+
+    fn exchange_mut(&mut self, node: usize) -> Option<&mut Exchange> {
+        self.nodes
+            .get_mut(node)
+            .and_then(|n| n.as_mut())
+            .and_then(|n| n.exchange.as_mut())
+    }
+
+    /// Pushes on what every exchange holds: its rows as one batch, then each shard's latest
+    /// clock (a clock held back is never ahead of the rows it came after; see the module
+    /// docs).
+    fn flush_exchanges(&mut self) {
+        let mut holding = std::mem::take(&mut self.holding);
+        holding.sort_unstable();
+        holding.dedup();
+        for node in holding {
+            let Some(slot) = self.nodes.get_mut(node).and_then(|n| n.as_mut()) else {
+                continue;
+            };
+            let view = slot.view;
+            let Some(exchange) = slot.exchange.as_mut() else {
+                continue;
+            };
+            if exchange.is_empty() && exchange.held == 0 {
+                continue;
+            }
+            let rows = std::mem::take(&mut exchange.rows);
+            let clocks: Vec<Option<i64>> = exchange.clocks.iter_mut().map(Option::take).collect();
+            let held = std::mem::take(&mut exchange.held);
+            let batch = match rows.len() {
+                0 => None,
+                1 => rows.into_iter().next(),
+                _ => {
+                    let schema = rows[0].schema();
+                    match ChangeBatch::concat(&schema, &rows) {
+                        Ok(batch) => Some(batch),
+                        Err(err) => {
+                            self.fail_view(view, err);
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(batch) = batch {
+                self.push(node, 1 + self.shard, batch);
+            }
+            for (port, clock) in clocks.into_iter().enumerate() {
+                if let Some(watermark) = clock {
+                    self.push_watermark(node, port, watermark);
+                }
+            }
+            for _ in 0..held {
+                self.peers.pending.done();
+            }
+        }
+    }
+
+    /// This shard finished its part of its next round's feed: level 0 of the round is done here.
+    fn finish_feed(&mut self) {
+        let round = self.rounds.next;
+        self.rounds.next += 1;
+        self.level_done(round, 0, true);
+    }
+
+    /// A shard (this one when `own`) is done with `level` of `round`: when every shard is,
+    /// this shard pushes on what its exchanges hold and is done with the next level.
+    fn level_done(&mut self, round: u64, level: u32, own: bool) {
+        if own {
+            for to in (0..self.shards).filter(|&to| to != self.shard) {
+                self.peers.send(to, ShardMsg::LevelDone { round, level });
+            }
+        }
+        let depth = self.depth;
+        let shards = self.shards;
+        let entry = self.rounds.open.entry(round).or_default();
+        if entry.0.len() <= level as usize {
+            entry.0.resize(level as usize + 1, 0);
+        }
+        entry.0[level as usize] += 1;
+        // Levels complete in order: a later level's notices can come before an earlier one
+        // completes here.
+        loop {
+            let Some(state) = self.rounds.open.get_mut(&round) else {
+                return;
+            };
+            let at = state.1 as usize;
+            if state.0.get(at).copied().unwrap_or(0) < shards {
+                return;
+            }
+            state.1 += 1;
+            let next = state.1;
+            self.flush_exchanges();
+            if next > depth {
+                self.rounds.open.remove(&round);
+                return;
+            }
+            for to in (0..self.shards).filter(|&to| to != self.shard) {
+                self.peers
+                    .send(to, ShardMsg::LevelDone { round, level: next });
+            }
+            if let Some(state) = self.rounds.open.get_mut(&round) {
+                if state.0.len() <= next as usize {
+                    state.0.resize(next as usize + 1, 0);
+                }
+                state.0[next as usize] += 1;
+            }
+        }
+    }
+
+    /// The most exchanges on one path of the graph (the levels of a round).
+    fn update_depth(&mut self) {
+        fn reach(nodes: &[Option<NodeSlot>], n: usize, memo: &mut Vec<Option<u32>>) -> u32 {
+            if let Some(d) = memo[n] {
+                return d;
+            }
+            let Some(slot) = nodes[n].as_ref() else {
+                return 0;
+            };
+            let below = slot
+                .outputs
+                .iter()
+                .map(|&(o, _)| reach(nodes, o, memo))
+                .max()
+                .unwrap_or(0);
+            let d = below + u32::from(slot.exchange.is_some());
+            memo[n] = Some(d);
+            d
+        }
+        let mut memo = vec![None; self.nodes.len()];
+        self.depth = (0..self.nodes.len())
+            .map(|n| reach(&self.nodes, n, &mut memo))
+            .max()
+            .unwrap_or(0);
     }
 
     /// This shard's operators' changed state, for a checkpoint.
@@ -793,9 +1027,12 @@ impl Shards {
                 readers: BTreeMap::new(),
                 append_time: None,
                 peers: peers.clone(),
+                rounds: Rounds::default(),
+                depth: 0,
+                holding: Vec::new(),
             };
             let join = std::thread::Builder::new()
-                .name(format!("runnel-dataflow-{shard}"))
+                .name(format!("runnel-worker-{shard}"))
                 .stack_size(crate::worker::THREAD_STACK_BYTES)
                 .spawn(move || run_shard(graph, rx))
                 .map_err(|e| {
@@ -873,8 +1110,11 @@ impl Shards {
         Ok(())
     }
 
-    /// Waits until every shard has processed everything sent and nothing is in flight.
-    pub fn quiesce(&self) -> Result<()> {
+    /// Waits until every shard has processed everything sent and nothing is in flight or
+    /// held: sends a barrier round (which pushes on what the exchanges hold, level by level)
+    /// and waits for it.
+    pub fn quiesce(&mut self) -> Result<()> {
+        self.feed(Feed::Barrier)?;
         self.peers
             .pending
             .wait_until(|p| p.count.load(Ordering::SeqCst) == 0)
@@ -897,21 +1137,23 @@ impl Drop for Shards {
 fn run_shard(mut graph: Graph, rx: Receiver<ShardMsg>) {
     let pending = graph.peers.pending.clone();
     while let Ok(msg) = rx.recv() {
+        // Rows and clocks are counted done once their exchange pushes them on.
         let (counted, is_feed) = match &msg {
             ShardMsg::Stop => return,
-            ShardMsg::Run(_) => (false, false),
+            ShardMsg::Run(_) | ShardMsg::Rows { .. } | ShardMsg::Clock { .. } => (false, false),
             ShardMsg::Feed(_) => (true, true),
-            ShardMsg::Rows { .. } | ShardMsg::Clock { .. } => (true, false),
+            ShardMsg::LevelDone { .. } => (true, false),
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg {
             ShardMsg::Run(f) => f(&mut graph),
             ShardMsg::Feed(feed) => graph.feed(&feed),
-            ShardMsg::Rows { node, port, batch } => graph.push(node, port, batch),
+            ShardMsg::Rows { node, batch, .. } => graph.receive_rows(node, batch),
             ShardMsg::Clock {
                 node,
                 port,
                 watermark,
-            } => graph.push_watermark(node, port, watermark),
+            } => graph.receive_clock(node, port, watermark),
+            ShardMsg::LevelDone { round, level } => graph.level_done(round, level, false),
             ShardMsg::Stop => {}
         }));
         if outcome.is_err() {
