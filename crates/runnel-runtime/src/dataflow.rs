@@ -29,6 +29,7 @@ use runnel_state::{ipc, keys, SharedBudget, Store, WriteBatch};
 
 use crate::backfill::BackfillProgress;
 use crate::exchange::{self, Exchanges};
+use crate::fresh_entries::FreshEntries;
 use crate::log_archive::{earliest_entry, trimmed_error, LogKeeping};
 use crate::operator::Operator;
 use crate::operators::materialize::{row_count_key, ViewOutput};
@@ -244,15 +245,23 @@ pub struct Dataflow {
     /// When the log entries being read now were appended, at the latest (see
     /// [`Dataflow::set_append_time`]).
     append_time: Option<Instant>,
+    /// Entries the writers just appended, read from memory instead of the store.
+    fresh: Arc<FreshEntries>,
 }
 
 impl Dataflow {
-    /// A dataflow run by `workers` threads.
-    pub fn new(store: Arc<Store>, budget: SharedBudget, workers: usize) -> Result<Self> {
+    /// A dataflow run by `workers` threads, taking the entries the writers offer to `fresh`.
+    pub fn new(
+        store: Arc<Store>,
+        budget: SharedBudget,
+        workers: usize,
+        fresh: Arc<FreshEntries>,
+    ) -> Result<Self> {
         let shards = Shards::start(store.clone(), budget.clone(), workers.max(1))?;
         Ok(Dataflow {
             store,
             budget,
+            fresh,
             shards,
             graph_len: 0,
             sources: BTreeMap::new(),
@@ -322,6 +331,7 @@ impl Dataflow {
 
     pub fn remove_source(&mut self, id: ObjectId) {
         if let Some(mut source) = self.sources.remove(&id) {
+            self.fresh.watch(id, false);
             source
                 .tap
                 .end(crate::subscription::EndReason::RelationDropped);
@@ -506,6 +516,13 @@ impl Dataflow {
         Ok(())
     }
 
+    /// Tells the writers' hand-over whether `source` is read (see [`FreshEntries`]).
+    fn watch(&self, source: ObjectId) {
+        if let Some(log) = self.sources.get(&source) {
+            self.fresh.watch(source, log.is_read());
+        }
+    }
+
     /// Whether `relation` (of `kind`) is in the dataflow, so a new view or sink can read it.
     fn has_input(&self, relation: ObjectId, kind: RelationKind) -> bool {
         match kind {
@@ -587,6 +604,7 @@ impl Dataflow {
                 if let Some(source) = self.sources.get_mut(&relation) {
                     source.readers.push(reader);
                 }
+                self.watch(relation);
             }
         }
         Ok(())
@@ -610,6 +628,10 @@ impl Dataflow {
         }
         for source in self.sources.values_mut() {
             source.readers.retain(|r| !state.nodes.contains(&r.port.0));
+        }
+        let ids: Vec<ObjectId> = self.sources.keys().copied().collect();
+        for id in ids {
+            self.watch(id);
         }
     }
 
@@ -713,7 +735,9 @@ impl Dataflow {
             .sources
             .get_mut(&source)
             .ok_or_else(|| RunnelError::internal("subscribed source vanished"))?;
-        Ok((log.position, log.tap.subscribe(buffer)))
+        let subscribed = (log.position, log.tap.subscribe(buffer));
+        self.watch(source);
+        Ok(subscribed)
     }
 
     /// Whether any relation has subscribers.
@@ -840,6 +864,13 @@ impl Dataflow {
         limit: usize,
     ) -> Result<Vec<LogEntry>> {
         let schema = self.sources[&source].schema.clone();
+        let fresh = self.fresh.take(source, from, to, limit, LOG_READ_ROWS);
+        if !fresh.is_empty() {
+            return fresh
+                .into_iter()
+                .map(|(seq, stored)| stored_entry(seq, stored, &schema))
+                .collect();
+        }
         let start = keys::log_entry(source, from);
         let end = if to == u64::MAX {
             keys::prefix_end(&keys::log_prefix(source))
@@ -1266,7 +1297,8 @@ mod tests {
 
     fn dataflow_over(store: &Arc<Store>, schema: &SchemaRef, retention: Retention) -> Dataflow {
         let budget = runnel_state::CacheBudget::new(1 << 20);
-        let mut dataflow = Dataflow::new(store.clone(), budget, 1).expect("a dataflow");
+        let mut dataflow =
+            Dataflow::new(store.clone(), budget, 1, Default::default()).expect("a dataflow");
         let keeping = LogKeeping {
             retention: Some(retention),
             archive: None,

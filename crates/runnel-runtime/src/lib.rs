@@ -9,6 +9,7 @@ pub mod build;
 pub mod dataflow;
 pub mod exchange;
 pub mod expr;
+pub mod fresh_entries;
 pub mod log_archive;
 pub mod operator;
 pub mod operators;

@@ -489,9 +489,9 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a sink's node (its operator on shard 0; a pass-through elsewhere) reading
-    /// `input`'s view output through an exchange to shard 0, or (`input` `None`) a log.
-    /// Returns the node a log's reader feeds.
+    /// Adds a sink's node (its operator on shard 0; a pass-through elsewhere), behind an
+    /// exchange to shard 0 when it reads a view (`view_input`: the view's output; the
+    /// coordinator wires it). Returns the sink's node.
     pub fn add_sink(
         &mut self,
         sink: ObjectId,
@@ -503,7 +503,7 @@ impl Graph {
         let op = op.unwrap_or_else(|| Box::new(PassOp));
         let mut nodes = vec![node];
         self.nodes.push(Some(NodeSlot::new(op, sink, vec![false])));
-        if let Some(upstream) = view_input {
+        if view_input.is_some() {
             let exchange = self.nodes.len();
             let mut timed_ports = vec![false];
             timed_ports.extend(std::iter::repeat_n(false, self.shards));
@@ -514,7 +514,6 @@ impl Graph {
             ));
             slot.outputs.push((node, 0));
             self.nodes.push(Some(slot));
-            self.node_mut(upstream)?.outputs.push((exchange, 0));
             nodes.push(exchange);
         }
         self.views.insert(sink, GraphView { nodes, shared });

@@ -37,6 +37,7 @@ use tokio::sync::oneshot;
 
 use crate::backfill::{BackfillProgress, BackfillReport, BackfillStatus, Backfills};
 use crate::dataflow::{Dataflow, StartOffsets, ViewStats};
+use crate::fresh_entries::FreshEntries;
 use crate::log_archive::LogKeeping;
 use crate::operator::Operator;
 use crate::subscription::{SourceSubscriptionStart, SubscriptionStart};
@@ -137,6 +138,8 @@ pub struct Worker {
     tx: Sender<Command>,
     checkpoints: Arc<CheckpointStats>,
     published: Arc<Published>,
+    /// Where writers offer the entries they append (see [`FreshEntries`]).
+    fresh: Arc<FreshEntries>,
 }
 
 /// What the worker's checkpoints took, for the metrics endpoint: the durations since the
@@ -214,7 +217,8 @@ impl Worker {
         workers: usize,
     ) -> Result<WorkerThread> {
         let (tx, rx) = mpsc::channel();
-        let dataflow = Dataflow::new(store.clone(), budget, workers)?;
+        let fresh = Arc::new(FreshEntries::default());
+        let dataflow = Dataflow::new(store.clone(), budget, workers, fresh.clone())?;
         let checkpoints = Arc::new(CheckpointStats::default());
         let published = Arc::new(Published::default());
         let stats = checkpoints.clone();
@@ -245,6 +249,7 @@ impl Worker {
                 tx,
                 checkpoints,
                 published,
+                fresh,
             },
             join,
         })
@@ -257,6 +262,12 @@ impl Worker {
             .map_err(|_| RunnelError::internal("dataflow worker has stopped"))?;
         rx.await
             .map_err(|_| RunnelError::internal("dataflow worker dropped a request"))
+    }
+
+    /// Where a source's writer offers the entries it appends, for the dataflow to read
+    /// without going to the store.
+    pub fn fresh_entries(&self) -> Arc<FreshEntries> {
+        self.fresh.clone()
     }
 
     /// What the checkpoints took.

@@ -21,6 +21,7 @@ use runnel_common::{
     ChangeBatch, Result, RunnelError, WatermarkClock, WatermarkDef, KAFKA_PARTITION_COLUMN,
 };
 use runnel_plan::ObjectId;
+use runnel_runtime::fresh_entries::FreshEntries;
 use runnel_state::log_index::{EntryIndex, KafkaRecipe};
 use runnel_state::{ipc, keys, Store, WriteBatch};
 
@@ -39,6 +40,8 @@ struct WriterState {
     clock: Option<WatermarkClock>,
     /// Streams: each entry gets an index entry.
     indexed: bool,
+    /// Where committed entries are offered to the dataflow.
+    fresh: Option<Arc<FreshEntries>>,
 }
 
 impl SourceWriter {
@@ -47,11 +50,14 @@ impl SourceWriter {
         self.state.lock().await.rows_appended
     }
 
+    /// `fresh`: where committed entries are offered to the dataflow (see
+    /// `runnel_runtime::fresh_entries`).
     pub fn open(
         store: &Arc<Store>,
         id: ObjectId,
         watermark: Option<WatermarkDef>,
         indexed: bool,
+        fresh: Option<Arc<FreshEntries>>,
     ) -> Result<SourceWriter> {
         let next_seq = runnel_state::log_index::log_end(store, id)?;
         let clock = match watermark {
@@ -70,6 +76,7 @@ impl SourceWriter {
                 rows_appended: 0,
                 clock,
                 indexed,
+                fresh,
             }),
         })
     }
@@ -178,10 +185,16 @@ impl LockedWriter<'_> {
         Ok((n, staged))
     }
 
-    /// The staged entries are written: later entries follow them.
+    /// The staged entries are written: later entries follow them (and the dataflow may
+    /// take them from memory).
     pub fn staged_written(&mut self, staged: Staged) {
         self.state.next_seq = staged.next_seq;
         self.state.rows_appended += staged.rows;
+        if let Some(fresh) = &self.state.fresh {
+            for (seq, entry) in &staged.entries {
+                fresh.offer(self.id, *seq, entry);
+            }
+        }
     }
 
     /// Registers a Kafka stream's partitions with its clock (each holds the watermark back
@@ -235,6 +248,7 @@ impl LockedWriter<'_> {
         let mut seq = self.state.next_seq;
         let mut rows = 0u64;
         let appended_at = now_micros();
+        let mut offered = Vec::with_capacity(entries.len());
         for stored in entries {
             let encoded = ipc::encode_batch(stored)?;
             if self.state.indexed {
@@ -248,12 +262,16 @@ impl LockedWriter<'_> {
                 batch.put(keys::log_index(self.id, seq), index.encode()?);
             }
             batch.put(keys::log_entry(self.id, seq), encoded);
+            if self.state.fresh.is_some() {
+                offered.push((seq, stored.clone()));
+            }
             seq += 1;
             rows += stored.num_rows() as u64;
         }
         Ok(Staged {
             next_seq: seq,
             rows,
+            entries: offered,
         })
     }
 }
@@ -263,6 +281,8 @@ impl LockedWriter<'_> {
 pub struct Staged {
     next_seq: u64,
     rows: u64,
+    /// The entries, to offer to the dataflow once written.
+    entries: Vec<(u64, RecordBatch)>,
 }
 
 fn now_micros() -> i64 {

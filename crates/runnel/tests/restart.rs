@@ -528,6 +528,50 @@ async fn views_survive_kill_and_keep_updating() {
     drop(server);
 }
 
+/// The state does not depend on the number of workers (`--workers`): each owns a share of
+/// the vnodes, reassigned at start-up. A server killed with one count and restarted with
+/// another (1 → 2 → 3 → 1, with the 1 KiB state cache so that state is read back from the
+/// store all the time) keeps every view equal to the model, and keeps updating it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_survive_restarts_with_other_worker_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |workers: &'static str| -> Vec<&'static str> {
+        let mut args = vec!["--workers", workers];
+        args.extend_from_slice(support::TINY_STATE_CACHE);
+        args
+    };
+    let mut server = blocking(|| TestServer::start_with(dir.path(), &args("1")));
+    let mut rng = StdRng::seed_from_u64(0x5eed_0003);
+    let mut model = Model::default();
+    let client = server.connect().await;
+    create_schema(&client).await;
+    create_views(&client, &VIEWS).await;
+    random_writes(&client, &mut model, &mut rng, 120).await;
+    check_against_model(&client, &model, &VIEWS, "with one worker").await;
+    drop(client);
+    for (workers, ops) in [("2", 120), ("3", 100), ("1", 80)] {
+        server = blocking(|| server.restart_with(&args(workers)));
+        let client = server.connect().await;
+        check_against_model(
+            &client,
+            &model,
+            &VIEWS,
+            &format!("restarted with {workers} workers"),
+        )
+        .await;
+        random_writes(&client, &mut model, &mut rng, ops).await;
+        check_against_model(
+            &client,
+            &model,
+            &VIEWS,
+            &format!("writes with {workers} workers"),
+        )
+        .await;
+        drop(client);
+    }
+    drop(server);
+}
+
 /// Writes acknowledged after the last FLUSH and just before a kill -9 are durable: after
 /// the restart and a FLUSH, the views include them. Several kill cycles, each killing the
 /// server right after the last acknowledgement.

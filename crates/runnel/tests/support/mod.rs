@@ -116,6 +116,12 @@ impl TestServer {
         TestServer::start_on(self.data_dir.clone())
     }
 
+    /// Kills the process and starts a new one on the same data directory with `args`.
+    pub fn restart_with(mut self, args: &[&str]) -> TestServer {
+        self.kill();
+        TestServer::start_on_with(self.data_dir.clone(), args)
+    }
+
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
