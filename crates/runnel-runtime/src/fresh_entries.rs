@@ -109,14 +109,12 @@ impl FreshEntries {
         }
         let mut out = Vec::new();
         let mut rows = 0;
-        let mut next = from;
-        for (seq, entry, _) in entries.iter() {
+        for (next, (seq, entry, _)) in (from..).zip(entries.iter()) {
             if *seq != next || *seq >= to || out.len() >= limit || rows >= max_rows {
                 break;
             }
             rows += entry.num_rows();
             out.push((*seq, entry.clone()));
-            next += 1;
         }
         out
     }
