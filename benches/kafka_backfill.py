@@ -14,6 +14,9 @@ Prints numbers; never fails on speed.
    JSON decode, log write, view maintenance and checkpoints, end to end.
 4. DuckDB (1 thread) runs the same query over the JSON-lines file (its time includes JSON
    parsing, like Runnel's), and the two answers are compared.
+
+Step 3 runs once per `--workers` count (default 1 and 2: `runnel serve --workers N`, a fresh
+server each), and the speed-up of each count over the first is printed.
 """
 
 import argparse
@@ -84,16 +87,53 @@ def raw_consumer(binary: str, broker: Broker, topic: str) -> dict:
     return dict(kv.split("=") for kv in out.stdout.split())
 
 
+def runnel_backfill(args, broker: Broker, topic: str, work: str, workers: int) -> dict:
+    """A fresh server with `workers` workers backfills the view from the topic's start."""
+    proc, port = start_server(args.bin, os.path.join(work, f"runnel-{workers}"),
+                              ("--kafka-bootstrap-servers", broker.bootstrap_servers,
+                               "--workers", str(workers)))
+    try:
+        conn = psycopg.connect(host="127.0.0.1", port=port, user="runnel", dbname="runnel", autocommit=True)
+        started = time.monotonic()
+        conn.execute("CREATE STREAM s (user_id BIGINT, item_id BIGINT, price DOUBLE PRECISION, ts TIMESTAMPTZ) "
+                     f"WITH (connector = 'kafka', topic = '{topic}', format = 'json', start = 'earliest')")
+        conn.execute("CREATE MATERIALIZED VIEW v AS " + QUERY.format(src="s"))
+        last_report = started
+        while True:
+            rows = conn.execute("SHOW PROGRESS").fetchall()
+            offsets = sum(int(r[2]) for r in rows if r[0] == "s" and r[2] is not None)
+            if offsets >= args.events:
+                break
+            now = time.monotonic()
+            if now - last_report >= 5:
+                backfill = [r[6] for r in rows if r[0] == "s"]
+                print(f"  ... workers={workers}: {offsets:,} events ingested after "
+                      f"{now - started:.0f} s (backfill {backfill})")
+                last_report = now
+            time.sleep(0.05)
+        ingested_s = time.monotonic() - started
+        conn.execute("FLUSH")
+        total_s = time.monotonic() - started
+        peak = rss_mib(proc.pid, "VmHWM")
+        runnel_rows = sorted(conn.execute("SELECT user_id, n, avg_price FROM v").fetchall())
+        conn.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    return {"total_s": total_s, "ingested_s": ingested_s, "peak": peak, "rows": runnel_rows}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/runnel")
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--workers", default="1,2",
+                    help="comma-separated `runnel serve --workers` counts (default 1,2)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="runnel-kafka-bench-")
     broker = Broker(storage="sqlite")
-    proc = None
     try:
         broker.start()
         topic = broker.create_topic("bench_events", partitions=4)
@@ -108,31 +148,10 @@ def main():
         print(f"raw librdkafka consumer: {int(raw['records']):,} records in {float(raw['seconds']):.2f} s "
               f"= {raw_rate:,.0f} records/s")
 
-        proc, port = start_server(args.bin, os.path.join(work, "runnel"),
-                                  ("--kafka-bootstrap-servers", broker.bootstrap_servers))
-        conn = psycopg.connect(host="127.0.0.1", port=port, user="bench", dbname="runnel", autocommit=True)
-        started = time.monotonic()
-        conn.execute("CREATE STREAM s (user_id BIGINT, item_id BIGINT, price DOUBLE PRECISION, ts TIMESTAMPTZ) "
-                     f"WITH (connector = 'kafka', topic = '{topic}', format = 'json', start = 'earliest')")
-        conn.execute("CREATE MATERIALIZED VIEW v AS " + QUERY.format(src="s"))
-        last_report = started
-        while True:
-            rows = conn.execute("SHOW PROGRESS").fetchall()
-            offsets = sum(int(r[2]) for r in rows if r[0] == "s" and r[2] is not None)
-            if offsets >= args.events:
-                break
-            now = time.monotonic()
-            if now - last_report >= 5:
-                backfill = [r[6] for r in rows if r[0] == "s"]
-                print(f"  ... {offsets:,} events ingested after {now - started:.0f} s (backfill {backfill})")
-                last_report = now
-            time.sleep(0.05)
-        ingested_s = time.monotonic() - started
-        conn.execute("FLUSH")
-        total_s = time.monotonic() - started
-        peak = rss_mib(proc.pid, "VmHWM")
-        runnel_rows = sorted(conn.execute("SELECT user_id, n, avg_price FROM v").fetchall())
-        conn.close()
+        counts = [int(w) for w in args.workers.split(",") if w.strip()]
+        runs = {}
+        for workers in counts:
+            runs[workers] = runnel_backfill(args, broker, topic, work, workers)
 
         duck = duckdb.connect()
         duck.execute("SET threads = 1")
@@ -142,22 +161,28 @@ def main():
                          f"'price': 'DOUBLE', 'ts': 'TIMESTAMPTZ'}}, format = 'newline_delimited')")).fetchall()
         duck_s = time.monotonic() - t0
         duck_rows = sorted(duck_rows)
-        same = len(runnel_rows) == len(duck_rows) and all(
-            a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) <= 1e-9 * max(1.0, abs(b[2]))
-            for a, b in zip(runnel_rows, duck_rows))
 
-        rate = args.events / total_s
-        print(f"runnel backfill: {args.events:,} events in {total_s:.2f} s = {rate:,.0f} events/s end to end "
-              f"(ingested after {ingested_s:.2f} s), peak RSS {peak:.0f} MiB")
-        print(f"  vs raw consumer: {100 * rate / raw_rate:.0f}% of {raw_rate:,.0f} records/s (target >= 80%)")
-        print(f"  target >= 500,000 events/s: {'met' if rate >= 500_000 else 'not met'}")
-        print(f"duckdb (1 thread, JSON lines file): {duck_s:.2f} s = {args.events / duck_s:,.0f} events/s; "
-              f"runnel/duckdb time ratio {total_s / duck_s:.1f}x")
-        print(f"results identical: {same} ({len(runnel_rows):,} groups)")
+        for workers, run in runs.items():
+            runnel_rows = run["rows"]
+            same = len(runnel_rows) == len(duck_rows) and all(
+                a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) <= 1e-9 * max(1.0, abs(b[2]))
+                for a, b in zip(runnel_rows, duck_rows))
+            total_s = run["total_s"]
+            rate = args.events / total_s
+            print(f"runnel backfill, workers={workers}: {args.events:,} events in {total_s:.2f} s = "
+                  f"{rate:,.0f} events/s end to end (ingested after {run['ingested_s']:.2f} s), "
+                  f"peak RSS {run['peak']:.0f} MiB")
+            print(f"  vs raw consumer: {100 * rate / raw_rate:.0f}% of {raw_rate:,.0f} records/s (target >= 80%)")
+            print(f"  target >= 500,000 events/s: {'met' if rate >= 500_000 else 'not met'}")
+            print(f"  runnel/duckdb time ratio {total_s / duck_s:.1f}x; results identical: {same} "
+                  f"({len(runnel_rows):,} groups)")
+        print(f"duckdb (1 thread, JSON lines file): {duck_s:.2f} s = {args.events / duck_s:,.0f} events/s")
+        first = counts[0]
+        print(f"\n{'workers':>8} {'events/s':>12} {'speed-up':>9}")
+        for workers, run in runs.items():
+            print(f"{workers:>8} {args.events / run['total_s']:>12,.0f} "
+                  f"{runs[first]['total_s'] / run['total_s']:>8.2f}x")
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
         broker.cleanup()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -3,10 +3,11 @@
 #   scripts/bench.sh [--rows N] [--keys K] [--workers 1,2]
 #                                                COPY N rows into an embedded stream while a view
 #                                                maintains count/sum/avg/min/max per key, vs DuckDB.
-#   scripts/bench.sh kafka [--events N]          backfill a per-user view from a 4-partition
+#   scripts/bench.sh kafka [--events N] [--workers 1,2]
+#                                                backfill a per-user view from a 4-partition
 #                                                topic (default 5,000,000 JSON events) vs a raw
 #                                                librdkafka consumer and DuckDB.
-#   scripts/bench.sh nexmark [--events N] [--queries q0,q1,...]
+#   scripts/bench.sh nexmark [--events N] [--queries q0,q1,...] [--workers 1,2]
 #                                                the Nexmark queries (q0-q5, q7, q8) and the
 #                                                30-minute feature over the built-in generator
 #                                                (default 10,000,000 events per query): events/s,

@@ -1050,23 +1050,6 @@ impl Shards {
         self.peers.senders.len()
     }
 
-    /// Runs `f` on shard `shard`'s graph and returns its result (after what was sent before).
-    pub fn on<R: Send + 'static>(
-        &self,
-        shard: usize,
-        f: impl FnOnce(&mut Graph) -> R + Send + 'static,
-    ) -> Result<R> {
-        let (reply, rx) = mpsc::channel();
-        let run: Box<dyn FnOnce(&mut Graph) + Send> = Box::new(move |graph| {
-            let _ = reply.send(f(graph));
-        });
-        self.peers.senders[shard]
-            .send(ShardMsg::Run(run))
-            .map_err(|_| RunnelError::internal("a dataflow worker has stopped"))?;
-        rx.recv()
-            .map_err(|_| RunnelError::internal("a dataflow worker stopped while answering"))
-    }
-
     /// Runs `f` on every shard's graph at once; returns the results in shard order.
     pub fn on_all<R: Send + 'static>(
         &self,
