@@ -6,7 +6,9 @@ numbers, writes an SVG chart and a JSON file; never fails on speed.
         [--queries q0,q1,...] [--out target/bench/nexmark.svg]
     scripts/bench.sh nexmark [--events N]     (builds the release binary first)
 
-For each query, two runs, each on its own fresh `runnel serve` (temporary data directory):
+Each query runs at each `--workers` count (default 1,2: `runnel serve --workers N`), and the
+speed-up of each count over the first (events/s, wall clock) is printed at the end. For each
+query and count, two runs, each on its own fresh `runnel serve` (temporary data directory):
 
 1. Throughput. CREATE STREAM for only the streams the query reads (q0, q1, q2, q5, q7 and
    feature_30m read bid; q3 and q8 person and auction; q4 auction and bid), each with
@@ -24,9 +26,9 @@ For each query, two runs, each on its own fresh `runnel serve` (temporary data d
      start-up is left out); it covers every thread: the generators, the dataflow, RocksDB's
      background threads, pgwire;
      events per CPU-second ("per core") = events processed / CPU s. The generator threads'
-     own CPU (threads named runnel-nexmark-*, from /proc/PID/task/*/stat) and the dataflow
-     thread's (runnel-dataflow) are reported apart, with events per CPU-second excluding the
-     generator ("excl. gen");
+     own CPU (threads named runnel-nexmark-*, from /proc/PID/task/*/stat) and the dataflow's
+     (the coordinator runnel-dataflow and the workers runnel-worker-N) are reported apart,
+     with events per CPU-second excluding the generator ("excl. gen");
    - peak RSS: VmHWM from /proc/PID/status at the end.
    The targets drawn on the chart are per core: 2,000,000 events/s for q0-q2, 300,000 for the
    others.

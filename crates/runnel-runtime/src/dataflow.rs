@@ -979,6 +979,23 @@ impl Dataflow {
         })
     }
 
+    /// Replays only the clock of a trimmed entry a view's start leaves out (from its index);
+    /// returns it.
+    fn replay_clock_of(
+        &mut self,
+        source: ObjectId,
+        table: bool,
+        reader: &Reader,
+        seq: u64,
+        index: EntryIndex,
+    ) -> Result<Option<i64>> {
+        let watermark = index.kafka.and_then(|r| r.watermark_after);
+        if watermark.is_some() {
+            self.feed_replay(source, table, reader, LogEntry::clock(seq, watermark))?;
+        }
+        Ok(watermark)
+    }
+
     /// Replays entries `[from, to)` that retention deleted from `source`'s log, rebuilt by its
     /// archive (a Kafka stream's topic); fails for a stream that has none. Entries a view's
     /// `start` leaves out entirely are not read again, only their watermarks replayed.
@@ -1035,16 +1052,9 @@ impl Dataflow {
             })?;
             for (seq, stored) in rebuilt {
                 while let Some((skipped_seq, index)) = skipped.next_if(|(s, _)| *s < seq) {
-                    let watermark = index.kafka.and_then(|r| r.watermark_after);
-                    if watermark.is_some() {
-                        self.feed_replay(
-                            source,
-                            table,
-                            reader,
-                            LogEntry::clock(skipped_seq, watermark),
-                        )?;
-                        clock = watermark.or(clock);
-                    }
+                    clock = self
+                        .replay_clock_of(source, table, reader, skipped_seq, index)?
+                        .or(clock);
                 }
                 let entry = stored_entry(seq, stored, &schema)?;
                 clock = self
@@ -1052,16 +1062,9 @@ impl Dataflow {
                     .or(clock);
             }
             for (skipped_seq, index) in skipped {
-                let watermark = index.kafka.and_then(|r| r.watermark_after);
-                if watermark.is_some() {
-                    self.feed_replay(
-                        source,
-                        table,
-                        reader,
-                        LogEntry::clock(skipped_seq, watermark),
-                    )?;
-                    clock = watermark.or(clock);
-                }
+                clock = self
+                    .replay_clock_of(source, table, reader, skipped_seq, index)?
+                    .or(clock);
             }
         }
         Ok(clock)

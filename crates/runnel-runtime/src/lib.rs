@@ -1,8 +1,11 @@
 //! Runnel's incremental runtime: the operator contract, one operator per file, the dataflow
-//! graph that connects every view's operators to the source logs, and the worker thread that
-//! drives it and commits checkpoints, and the layout of view rows in the store; also the
-//! progress of view backfills (`backfill.rs`) and row counts of stored batches
-//! (`stored_rows.rs`), and the change feeds of SUBSCRIBE (`subscription.rs`).
+//! that connects every view's operators to the source logs (a coordinator, `dataflow.rs`,
+//! feeding worker threads that each run a replica of the graph over their vnodes,
+//! `shard.rs`, with exchanges where rows change workers, `exchange.rs`), the worker thread
+//! that drives it and commits checkpoints, and the layout of view rows in the store; also the
+//! progress of view backfills (`backfill.rs`), row counts of stored batches
+//! (`stored_rows.rs`), the writers' hand-over of fresh log entries (`fresh_entries.rs`), and
+//! the change feeds of SUBSCRIBE (`subscription.rs`).
 
 pub mod backfill;
 pub mod build;

@@ -650,12 +650,7 @@ impl Graph {
         if !self.budget.wants_checkpoint() {
             return Ok(());
         }
-        let Some(view) = self
-            .nodes
-            .get(node)
-            .and_then(|n| n.as_ref())
-            .map(|n| n.view)
-        else {
+        let Some(view) = self.view_of(node) else {
             return Ok(());
         };
         let nodes = match self.views.get(&view) {
@@ -674,15 +669,17 @@ impl Graph {
 
     /// Stops the view of `node` with `err`.
     fn fail_node(&mut self, node: usize, err: RunnelError) {
-        let Some(view) = self
-            .nodes
+        if let Some(view) = self.view_of(node) {
+            self.fail_view(view, err);
+        }
+    }
+
+    /// The view (or sink) node `node` belongs to.
+    fn view_of(&self, node: usize) -> Option<ObjectId> {
+        self.nodes
             .get(node)
             .and_then(|n| n.as_ref())
             .map(|n| n.view)
-        else {
-            return;
-        };
-        self.fail_view(view, err);
     }
 
     fn fail_view(&mut self, view: ObjectId, err: RunnelError) {
