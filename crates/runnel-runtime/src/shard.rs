@@ -256,6 +256,17 @@ impl NodeSlot {
         }
     }
 
+    /// An exchange of `view` routing by `key` between `shards` workers: port 0 is the local
+    /// input (its clock is handled apart), ports `1..=shards` the workers', timed when the
+    /// input is.
+    fn exchange(view: ObjectId, key: PartitionKey, timed: bool, shards: usize) -> Self {
+        let mut timed_ports = vec![false];
+        timed_ports.extend(std::iter::repeat_n(timed, shards));
+        let mut slot = NodeSlot::new(Box::new(PassOp), view, timed_ports);
+        slot.exchange = Some(Exchange::new(Partitioner::new(key), shards));
+        slot
+    }
+
     /// Records `watermark` on `port`; returns the node's clock when that moved it.
     fn advance_clock(&mut self, port: usize, watermark: i64) -> Option<i64> {
         let clock = self.input_clocks.get_mut(port)?;
@@ -446,11 +457,7 @@ impl Graph {
             for (port, key) in ports.iter().enumerate() {
                 let Some(key) = key else { continue };
                 let timed = plan.nodes[node.inputs[port]].event_time.timed;
-                // Port 0: the local input (its clock is handled apart); 1..=N: the shards.
-                let mut timed_ports = vec![false];
-                timed_ports.extend(std::iter::repeat_n(timed, self.shards));
-                let mut slot = NodeSlot::new(Box::new(PassOp), view, timed_ports);
-                slot.exchange = Some(Exchange::new(Partitioner::new(key.clone()), self.shards));
+                let slot = NodeSlot::exchange(view, key.clone(), timed, self.shards);
                 self.nodes.push(Some(slot));
             }
         }
@@ -505,13 +512,7 @@ impl Graph {
         self.nodes.push(Some(NodeSlot::new(op, sink, vec![false])));
         if view_input.is_some() {
             let exchange = self.nodes.len();
-            let mut timed_ports = vec![false];
-            timed_ports.extend(std::iter::repeat_n(false, self.shards));
-            let mut slot = NodeSlot::new(Box::new(PassOp), sink, timed_ports);
-            slot.exchange = Some(Exchange::new(
-                Partitioner::new(PartitionKey::Worker(0)),
-                self.shards,
-            ));
+            let mut slot = NodeSlot::exchange(sink, PartitionKey::Worker(0), false, self.shards);
             slot.outputs.push((node, 0));
             self.nodes.push(Some(slot));
             nodes.push(exchange);
@@ -914,45 +915,45 @@ impl Graph {
     /// this shard pushes on what its exchanges hold and is done with the next level.
     fn level_done(&mut self, round: u64, level: u32, own: bool) {
         if own {
-            for to in (0..self.shards).filter(|&to| to != self.shard) {
-                self.peers.send(to, ShardMsg::LevelDone { round, level });
-            }
+            self.announce_level(round, level);
         }
-        let depth = self.depth;
-        let shards = self.shards;
-        let entry = self.rounds.open.entry(round).or_default();
-        if entry.0.len() <= level as usize {
-            entry.0.resize(level as usize + 1, 0);
-        }
-        entry.0[level as usize] += 1;
+        self.count_level(round, level);
         // Levels complete in order: a later level's notices can come before an earlier one
         // completes here.
         loop {
             let Some(state) = self.rounds.open.get_mut(&round) else {
                 return;
             };
-            let at = state.1 as usize;
-            if state.0.get(at).copied().unwrap_or(0) < shards {
+            if state.0.get(state.1 as usize).copied().unwrap_or(0) < self.shards {
                 return;
             }
             state.1 += 1;
             let next = state.1;
             self.flush_exchanges();
-            if next > depth {
+            if next > self.depth {
                 self.rounds.open.remove(&round);
                 return;
             }
-            for to in (0..self.shards).filter(|&to| to != self.shard) {
-                self.peers
-                    .send(to, ShardMsg::LevelDone { round, level: next });
-            }
-            if let Some(state) = self.rounds.open.get_mut(&round) {
-                if state.0.len() <= next as usize {
-                    state.0.resize(next as usize + 1, 0);
-                }
-                state.0[next as usize] += 1;
-            }
+            self.announce_level(round, next);
+            self.count_level(round, next);
         }
+    }
+
+    /// Tells the other shards this one is done with `level` of `round`.
+    fn announce_level(&self, round: u64, level: u32) {
+        for to in (0..self.shards).filter(|&to| to != self.shard) {
+            self.peers.send(to, ShardMsg::LevelDone { round, level });
+        }
+    }
+
+    /// Counts one more shard done with `level` of `round`.
+    fn count_level(&mut self, round: u64, level: u32) {
+        let (counts, _) = self.rounds.open.entry(round).or_default();
+        let at = level as usize;
+        if counts.len() <= at {
+            counts.resize(at + 1, 0);
+        }
+        counts[at] += 1;
     }
 
     /// The most exchanges on one path of the graph (the levels of a round).
