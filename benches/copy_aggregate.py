@@ -10,7 +10,9 @@ Two measurements, both over the same N rows:
   the COPY until FLUSH returns (ingest, logging and maintenance together, end to end).
 
 Each is measured at every `--workers` count (default 1 and 2: `runnel serve --workers N`), and
-the speed-up of each count over the first is printed.
+the speed-up of each count over the first is printed, with how long each worker was busy
+during the backfill and waited for another worker (the server's
+`runnel_worker_*_seconds_total` metrics read before and after the CREATE).
 """
 
 import argparse
@@ -21,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import duckdb
 import psycopg
@@ -44,16 +47,36 @@ def rss_mib(pid: int, field: str) -> float:
 
 
 def start_server(binary: str, data_dir: str, extra_args: tuple[str, ...] = ()):
+    """The server process, its port and its metrics port."""
     proc = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                             *extra_args],
+                             "--metrics-listen", "127.0.0.1:0", *extra_args],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env={**os.environ, "RUNNEL_LOG": "warn"})
+    metrics = re.search(r"metrics on 127\.0\.0\.1:(\d+)", proc.stdout.readline())
     line = proc.stdout.readline()
     m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if not m:
+    if not m or not metrics:
         proc.kill()
         raise SystemExit(f"server did not start: {line!r}")
-    return proc, int(m.group(1))
+    return proc, int(m.group(1)), int(metrics.group(1))
+
+
+WORKER_TIME = re.compile(r'^runnel_worker_(busy|idle)_seconds_total\{(?:waiting_for="(\w+)",)?'
+                         r'worker="(\d+)"\} (\S+)$', re.M)
+
+
+def worker_times(metrics_port: int) -> dict[int, dict[str, float]]:
+    """Per worker: seconds busy, and idle by what it waited for (input, peers, control)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    times: dict[int, dict[str, float]] = {}
+    for kind, waited, worker, value in WORKER_TIME.findall(text):
+        times.setdefault(int(worker), {})[waited or kind] = float(value)
+    return times
+
+
+def spent(before: dict, after: dict) -> dict[int, dict[str, float]]:
+    return {w: {k: after[w][k] - before.get(w, {}).get(k, 0.0) for k in after[w]} for w in after}
 
 
 def copy_rows(conn, table: str, data: bytes):
@@ -70,7 +93,8 @@ def view_rows(conn, view: str):
 def run_runnel(binary: str, data: bytes, workers: int) -> dict:
     """Backfill and live runs on one server started with `--workers workers`."""
     tmp = tempfile.mkdtemp(prefix="runnel-bench-")
-    proc, port = start_server(binary, os.path.join(tmp, "data"), ("--workers", str(workers)))
+    proc, port, metrics_port = start_server(binary, os.path.join(tmp, "data"),
+                                            ("--workers", str(workers)))
     try:
         with psycopg.connect(host="127.0.0.1", port=port, user="runnel", dbname="runnel",
                              autocommit=True) as conn:
@@ -80,9 +104,13 @@ def run_runnel(binary: str, data: bytes, workers: int) -> dict:
             copy_rows(conn, "s", data)
             c1 = time.perf_counter()
             rss_before = rss_mib(proc.pid, "VmRSS")
+            times_before = worker_times(metrics_port)
             b0 = time.perf_counter()
             conn.execute(f"CREATE MATERIALIZED VIEW v AS {AGGREGATE.format(src='s')}")
             b1 = time.perf_counter()
+            # A worker adds its busy time when it next waits: it has by now (the CREATE
+            # returned after every worker answered).
+            backfill_times = spent(times_before, worker_times(metrics_port))
             rss_backfill = rss_mib(proc.pid, "VmHWM")
             backfill_rows = view_rows(conn, "v")
 
@@ -104,6 +132,7 @@ def run_runnel(binary: str, data: bytes, workers: int) -> dict:
         "copy": c1 - c0, "backfill": b1 - b0, "live": l2 - l0, "live_copy": l1 - l0,
         "live_flush": l2 - l1, "rss_before": rss_before, "rss_backfill": rss_backfill,
         "rss_peak": rss_peak, "backfill_rows": backfill_rows, "live_rows": live_rows,
+        "backfill_workers": backfill_times,
     }
 
 
@@ -147,6 +176,13 @@ def main():
         print(f"live (COPY with the view in place, until FLUSH returns): {r['live']:.3f}s = "
               f"{n / r['live']:,.0f} rows/s (copy {r['live_copy']:.3f}s, "
               f"flush {r['live_flush']:.3f}s)")
+        for worker, t in sorted(r["backfill_workers"].items()):
+            # A wait is counted when it ends, so the wait for input before the CREATE is in
+            # `input` too; busy time and waits for peers fall inside the backfill.
+            busy = t.get("busy", 0)
+            print(f"  worker {worker} during the backfill: busy {busy:.3f}s "
+                  f"({busy / r['backfill']:.0%} of it), waited for peers "
+                  f"{t.get('peers', 0):.3f}s")
         print(f"peak RSS of the whole run: {r['rss_peak']:.0f} MiB")
         print(f"ratio runnel backfill / duckdb query: {r['backfill'] / duck_time:.2f}x")
         print(f"ratio runnel live end-to-end / duckdb query: {r['live'] / duck_time:.2f}x")

@@ -89,9 +89,9 @@ def raw_consumer(binary: str, broker: Broker, topic: str) -> dict:
 
 def runnel_backfill(args, broker: Broker, topic: str, work: str, workers: int) -> dict:
     """A fresh server with `workers` workers backfills the view from the topic's start."""
-    proc, port = start_server(args.bin, os.path.join(work, f"runnel-{workers}"),
-                              ("--kafka-bootstrap-servers", broker.bootstrap_servers,
-                               "--workers", str(workers)))
+    proc, port, _ = start_server(args.bin, os.path.join(work, f"runnel-{workers}"),
+                                 ("--kafka-bootstrap-servers", broker.bootstrap_servers,
+                                  "--workers", str(workers)))
     try:
         conn = psycopg.connect(host="127.0.0.1", port=port, user="runnel", dbname="runnel", autocommit=True)
         started = time.monotonic()

@@ -29,7 +29,11 @@ query and count, two runs, each on its own fresh `runnel serve` (temporary data 
      own CPU (threads named runnel-nexmark-*, from /proc/PID/task/*/stat) and the dataflow's
      (the coordinator runnel-dataflow and the workers runnel-worker-N) are reported apart,
      with events per CPU-second excluding the generator ("excl. gen");
-   - peak RSS: VmHWM from /proc/PID/status at the end.
+   - peak RSS: VmHWM from /proc/PID/status at the end;
+   - per dataflow worker, the seconds it was busy and waited for input (the coordinator's
+     next entries), for peers (another worker's exchanged rows or end of a round) or for
+     control (checkpoints): the server's `runnel_worker_*_seconds_total` metrics, read at
+     the same two points.
    The targets drawn on the chart are per core: 2,000,000 events/s for q0-q2, 300,000 for the
    others.
 
@@ -90,6 +94,7 @@ import argparse
 import json
 import math
 import os
+import socket
 import sys
 import threading
 import time
@@ -108,6 +113,7 @@ from nexmark_queries import (  # noqa: E402
     view_ddl,
 )
 from runnel_proc import RunnelProcess  # noqa: E402
+from copy_aggregate import spent, worker_times  # noqa: E402  (same folder)
 
 TARGET_PER_CORE = {"q0": 2_000_000, "q1": 2_000_000, "q2": 2_000_000}
 DEFAULT_TARGET_PER_CORE = 300_000
@@ -163,8 +169,17 @@ def status_mib(pid: int, field: str) -> float:
 # helpers
 
 
-def start(binary: str, checkpoint_ms: int | None, workers: int | None = None) -> RunnelProcess:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(binary: str, checkpoint_ms: int | None, workers: int | None = None,
+          metrics_port: int | None = None) -> RunnelProcess:
     extra = ["--checkpoint-interval-ms", str(checkpoint_ms)] if checkpoint_ms else []
+    if metrics_port:
+        extra += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
     if workers:
         extra += ["--workers", str(workers)]
     proc = RunnelProcess(binary=binary, extra_args=extra)
@@ -200,11 +215,13 @@ def throughput_run(args, query: str) -> dict:
     streams = QUERY_STREAMS[query]
     ddl = stream_ddl(args.events, rate="unlimited", seed=args.seed,
                      event_time_rate=args.event_time_rate, streams=streams)
-    proc = start(args.bin, args.checkpoint_interval_ms, args.current_workers)
+    metrics_port = free_port()
+    proc = start(args.bin, args.checkpoint_interval_ms, args.current_workers, metrics_port)
     try:
         pid = proc.proc.pid
         with proc.connect() as conn:
             # the server's start-up (opening RocksDB, ...) is not part of the measurement
+            workers_before = worker_times(metrics_port)
             cpu_before = cpu_seconds(pid)
             threads_before = thread_cpu_seconds(pid)
             started = time.perf_counter()
@@ -237,6 +254,7 @@ def throughput_run(args, query: str) -> dict:
             threads = {k: v - threads_before.get(k, 0.0)
                        for k, v in thread_cpu_seconds(pid).items()}
             peak = status_mib(pid, "VmHWM")
+            workers = spent(workers_before, worker_times(metrics_port))
             # after the clock and the CPU sample: counting is work of its own
             counts = {s: conn.execute(f"SELECT count(*) FROM {s}").fetchone()[0] for s in streams}
             view_rows = conn.execute(f"SELECT count(*) FROM {query}").fetchone()[0]
@@ -264,6 +282,9 @@ def throughput_run(args, query: str) -> dict:
         "events_per_cpu_s_excl_generator": events / (cpu - gen_cpu) if cpu > gen_cpu else
         float("nan"),
         "thread_cpu_s": threads,
+        # Per worker: seconds busy, and waiting for input, peers or control (the server's
+        # runnel_worker_*_seconds_total).
+        "worker_s": workers,
         "peak_rss_mib": peak,
         "view_rows": view_rows,
     }
@@ -694,6 +715,10 @@ def main():
                       f"({t['events_per_cpu_s_excl_generator']:,.0f} excl. generator; target "
                       f"{target(q):,}); peak RSS {t['peak_rss_mib']:.0f} MiB; "
                       f"{t['view_rows']:,} view rows", flush=True)
+                for worker, ws in sorted(t["worker_s"].items()):
+                    print(f"    worker {worker}: busy {ws.get('busy', 0):.2f} s, waiting for "
+                          f"input {ws.get('input', 0):.2f} s, peers {ws.get('peers', 0):.2f} s, "
+                          f"control {ws.get('control', 0):.2f} s", flush=True)
             except Exception as e:  # noqa: BLE001 - one query's failure must not stop the others
                 r["throughput_error"] = repr(e)
                 print(f"  {q} (workers {w}): throughput run failed: {e!r}", flush=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 import urllib.request
@@ -46,6 +47,7 @@ def metrics(port: int) -> dict[str, float]:
 def test_metrics_follow_connections_queries_and_checkpoints():
     proc, port = metered_runnel()
     try:
+        started = time.time()
         proc.start()
         assert get(port, "/health") == (200, "ok\n")
         assert get(port, "/ready") == (200, "ready\n")
@@ -97,6 +99,21 @@ def test_metrics_follow_connections_queries_and_checkpoints():
         first.execute("INSERT INTO clocked VALUES ('2026-01-01 10:00:00')")
         first.execute("INSERT INTO clocked VALUES ('2026-01-01 09:00:00'), (NULL), ('2026-01-01 10:00:05')")
         assert metrics(port)['runnel_late_events_total{stream="clocked"}'] == 2
+        # Each dataflow worker's time, processing or waiting (by what for): every worker
+        # processed something, and none accounts for more time than the server has run.
+        now = metrics(port)
+        elapsed = time.time() - started
+        busy = {k: v for k, v in now.items() if k.startswith("runnel_worker_busy_seconds_total")}
+        workers = sorted(int(k.split('worker="')[1].split('"')[0]) for k in busy)
+        assert workers == list(range(len(workers))) and workers
+        if os.environ.get("RUNNEL_WORKERS"):
+            assert len(workers) == int(os.environ["RUNNEL_WORKERS"])
+        for w in workers:
+            spent = now[f'runnel_worker_busy_seconds_total{{worker="{w}"}}']
+            assert spent > 0
+            for waited in ("input", "peers", "control"):
+                spent += now[f'runnel_worker_idle_seconds_total{{waiting_for="{waited}",worker="{w}"}}']
+            assert 0 < spent <= elapsed
         first.close()
     finally:
         proc.cleanup()

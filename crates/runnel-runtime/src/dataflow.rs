@@ -33,7 +33,7 @@ use crate::fresh_entries::FreshEntries;
 use crate::log_archive::{earliest_entry, trimmed_error, LogKeeping};
 use crate::operator::Operator;
 use crate::operators::materialize::{row_count_key, ViewOutput};
-use crate::shard::{Feed, Placement, Reader, Shards, SourceRead};
+use crate::shard::{Feed, Placement, Reader, Shards, SourceRead, WorkerTimes};
 use crate::stored_rows::{stored_batch_rows, sum_stored};
 use crate::subscription::{ChangeTap, SubscriptionEvent};
 use crate::view_rows::ViewLayout;
@@ -274,6 +274,11 @@ impl Dataflow {
     /// The number of worker threads.
     pub fn workers(&self) -> usize {
         self.shards.count()
+    }
+
+    /// How the worker threads spent their time.
+    pub fn worker_times(&self) -> Arc<WorkerTimes> {
+        self.shards.times()
     }
 
     /// Registers a stream or table log, resuming from its committed position; `keeping` says

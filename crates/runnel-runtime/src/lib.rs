@@ -26,4 +26,5 @@ pub use backfill::{BackfillReport, BackfillStatus};
 pub use dataflow::ViewStats;
 pub use log_archive::{LogArchive, LogKeeping};
 pub use operator::Operator;
+pub use shard::{Waited, WorkerTimeTotals, WorkerTimes};
 pub use worker::{CheckpointStats, SourceStatus, Worker, WorkerStatus, WorkerThread};

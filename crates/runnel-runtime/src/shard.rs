@@ -29,10 +29,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{ChangeBatch, Result, RunnelError};
@@ -101,6 +101,93 @@ impl Pending {
             }
             guard = self.changed.wait(guard).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// How each worker spent its time since the start, for the metrics endpoint: processing
+/// messages, or waiting, by what the wait ended with. A worker adds its busy time when it
+/// next waits (a worker busy without a pause shows it then).
+pub struct WorkerTimes {
+    workers: Vec<WorkerTime>,
+}
+
+#[derive(Default)]
+struct WorkerTime {
+    busy_nanos: AtomicU64,
+    /// Per [`Waited`], by its discriminant.
+    idle_nanos: [AtomicU64; 3],
+}
+
+/// What ended a worker's wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Waited {
+    /// The coordinator's next feed: the sources (or the coordinator) set the pace.
+    Input,
+    /// Another worker's exchanged rows, clock or end of a round's level: skew, or a round
+    /// waiting for its slowest worker.
+    Peers,
+    /// A control step (a checkpoint, a view added, a snapshot).
+    Control,
+}
+
+impl Waited {
+    pub const ALL: [Waited; 3] = [Waited::Input, Waited::Peers, Waited::Control];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Waited::Input => "input",
+            Waited::Peers => "peers",
+            Waited::Control => "control",
+        }
+    }
+
+    fn of(msg: &ShardMsg) -> Waited {
+        match msg {
+            ShardMsg::Feed(_) => Waited::Input,
+            ShardMsg::Rows { .. } | ShardMsg::Clock { .. } | ShardMsg::LevelDone { .. } => {
+                Waited::Peers
+            }
+            ShardMsg::Run(_) | ShardMsg::Stop => Waited::Control,
+        }
+    }
+}
+
+/// One worker's totals (see [`WorkerTimes`]).
+#[derive(Clone, Debug, Default)]
+pub struct WorkerTimeTotals {
+    pub busy: Duration,
+    /// Per [`Waited::ALL`].
+    pub idle: [Duration; 3],
+}
+
+impl WorkerTimes {
+    fn new(workers: usize) -> Self {
+        WorkerTimes {
+            workers: (0..workers).map(|_| WorkerTime::default()).collect(),
+        }
+    }
+
+    /// Per worker, in order.
+    pub fn totals(&self) -> Vec<WorkerTimeTotals> {
+        let read = |n: &AtomicU64| Duration::from_nanos(n.load(Ordering::Relaxed));
+        self.workers
+            .iter()
+            .map(|w| WorkerTimeTotals {
+                busy: read(&w.busy_nanos),
+                idle: [
+                    read(&w.idle_nanos[0]),
+                    read(&w.idle_nanos[1]),
+                    read(&w.idle_nanos[2]),
+                ],
+            })
+            .collect()
+    }
+
+    fn add(counter: &AtomicU64, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -995,6 +1082,7 @@ impl Graph {
 /// The shard threads, from the coordinator's side.
 pub struct Shards {
     peers: Peers,
+    times: Arc<WorkerTimes>,
     joins: Vec<JoinHandle<()>>,
     /// Feeds sent to every shard so far.
     feeds_sent: u64,
@@ -1011,6 +1099,7 @@ impl Shards {
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shards).map(|_| mpsc::channel::<ShardMsg>()).unzip();
         let peers = Peers { senders, pending };
+        let times = Arc::new(WorkerTimes::new(shards));
         let mut joins = Vec::with_capacity(shards);
         for (shard, rx) in receivers.into_iter().enumerate() {
             let graph = Graph {
@@ -1028,10 +1117,11 @@ impl Shards {
                 depth: 0,
                 holding: Vec::new(),
             };
+            let times = times.clone();
             let join = std::thread::Builder::new()
                 .name(format!("runnel-worker-{shard}"))
                 .stack_size(crate::worker::THREAD_STACK_BYTES)
-                .spawn(move || run_shard(graph, rx))
+                .spawn(move || run_shard(graph, rx, &times))
                 .map_err(|e| {
                     RunnelError::external(format!("cannot start a dataflow worker: {e}"))
                 })?;
@@ -1039,6 +1129,7 @@ impl Shards {
         }
         Ok(Shards {
             peers,
+            times,
             joins,
             feeds_sent: 0,
         })
@@ -1046,6 +1137,11 @@ impl Shards {
 
     pub fn count(&self) -> usize {
         self.peers.senders.len()
+    }
+
+    /// How the workers spent their time.
+    pub fn times(&self) -> Arc<WorkerTimes> {
+        self.times.clone()
     }
 
     /// Runs `f` on every shard's graph at once; returns the results in shard order.
@@ -1114,9 +1210,25 @@ impl Drop for Shards {
 
 /// A shard thread: processes what it is sent, in order. A panic poisons the dataflow (the
 /// coordinator exits the process, which restarts from the last checkpoint).
-fn run_shard(mut graph: Graph, rx: Receiver<ShardMsg>) {
+fn run_shard(mut graph: Graph, rx: Receiver<ShardMsg>, times: &WorkerTimes) {
     let pending = graph.peers.pending.clone();
-    while let Ok(msg) = rx.recv() {
+    let time = &times.workers[graph.shard];
+    let mut busy_since = Instant::now();
+    loop {
+        // The clock is read only when the worker has to wait.
+        let msg = match rx.try_recv() {
+            Ok(msg) => msg,
+            Err(TryRecvError::Disconnected) => return,
+            Err(TryRecvError::Empty) => {
+                let waiting = Instant::now();
+                WorkerTimes::add(&time.busy_nanos, waiting - busy_since);
+                let Ok(msg) = rx.recv() else { return };
+                busy_since = Instant::now();
+                let waited = Waited::of(&msg) as usize;
+                WorkerTimes::add(&time.idle_nanos[waited], busy_since - waiting);
+                msg
+            }
+        };
         // Rows and clocks are counted done once their exchange pushes them on.
         let (counted, is_feed) = match &msg {
             ShardMsg::Stop => return,

@@ -40,6 +40,7 @@ use crate::dataflow::{Dataflow, StartOffsets, ViewStats};
 use crate::fresh_entries::FreshEntries;
 use crate::log_archive::LogKeeping;
 use crate::operator::Operator;
+use crate::shard::WorkerTimes;
 use crate::subscription::{SourceSubscriptionStart, SubscriptionStart};
 
 /// Extra key/value writes to commit with the next checkpoint (catalog entries, metadata).
@@ -140,6 +141,7 @@ pub struct Worker {
     published: Arc<Published>,
     /// Where writers offer the entries they append (see [`FreshEntries`]).
     fresh: Arc<FreshEntries>,
+    worker_times: Arc<WorkerTimes>,
 }
 
 /// What the worker's checkpoints took, for the metrics endpoint: the durations since the
@@ -219,6 +221,7 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         let fresh = Arc::new(FreshEntries::default());
         let dataflow = Dataflow::new(store.clone(), budget, workers, fresh.clone())?;
+        let worker_times = dataflow.worker_times();
         let checkpoints = Arc::new(CheckpointStats::default());
         let published = Arc::new(Published::default());
         let stats = checkpoints.clone();
@@ -250,6 +253,7 @@ impl Worker {
                 checkpoints,
                 published,
                 fresh,
+                worker_times,
             },
             join,
         })
@@ -268,6 +272,11 @@ impl Worker {
     /// without going to the store.
     pub fn fresh_entries(&self) -> Arc<FreshEntries> {
         self.fresh.clone()
+    }
+
+    /// How the dataflow's worker threads spent their time.
+    pub fn worker_times(&self) -> Arc<WorkerTimes> {
+        self.worker_times.clone()
     }
 
     /// What the checkpoints took.

@@ -14,11 +14,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use runnel_common::{Result, RunnelError};
-use runnel_runtime::CheckpointStats;
+use runnel_runtime::{CheckpointStats, Waited, WorkerTimes};
 use runnel_state::{CacheBudget, Store};
 
 use crate::shared::Shared;
@@ -47,6 +47,8 @@ pub struct Metrics {
     view_rows: IntGaugeVec,
     view_changes: IntCounterVec,
     view_freshness: HistogramVec,
+    worker_busy: CounterVec,
+    worker_idle: CounterVec,
     /// Views with a freshness series, so that a dropped view's series can be removed.
     freshness_views: Mutex<BTreeSet<String>>,
 }
@@ -188,6 +190,24 @@ impl Metrics {
             &["view"],
         )
         .map_err(registration)?;
+        let worker_busy = CounterVec::new(
+            Opts::new(
+                "runnel_worker_busy_seconds_total",
+                "Time a dataflow worker thread spent processing (counted when it next waits).",
+            ),
+            &["worker"],
+        )
+        .map_err(registration)?;
+        let worker_idle = CounterVec::new(
+            Opts::new(
+                "runnel_worker_idle_seconds_total",
+                "Time a dataflow worker thread spent waiting, by what the wait ended with: \
+                 input (the next entries of the source logs), peers (rows, clocks or the end \
+                 of a round from another worker) or control (a checkpoint, a view added).",
+            ),
+            &["worker", "waiting_for"],
+        )
+        .map_err(registration)?;
         for metric in [
             Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queries.clone()),
@@ -207,6 +227,8 @@ impl Metrics {
             Box::new(view_rows.clone()),
             Box::new(view_changes.clone()),
             Box::new(view_freshness.clone()),
+            Box::new(worker_busy.clone()),
+            Box::new(worker_idle.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(metric).map_err(registration)?;
@@ -234,6 +256,8 @@ impl Metrics {
             view_rows,
             view_changes,
             view_freshness,
+            worker_busy,
+            worker_idle,
             freshness_views: Mutex::new(BTreeSet::new()),
         })
     }
@@ -249,6 +273,7 @@ impl Metrics {
     pub async fn render(&self, shared: &Shared) -> Result<String> {
         self.read_sources(shared).await?;
         self.read_state_cache(&shared.state_cache);
+        self.read_worker_times(&shared.worker.worker_times());
         self.render_with(&shared.store, &shared.worker.checkpoint_stats())
     }
 
@@ -384,6 +409,21 @@ impl Metrics {
         let read = cache.read();
         self.state_cache_reads
             .inc_by(read.saturating_sub(self.state_cache_reads.get()));
+    }
+
+    /// The workers' busy and idle time (the counters move by what passed since the last read).
+    fn read_worker_times(&self, times: &WorkerTimes) {
+        for (worker, totals) in times.totals().into_iter().enumerate() {
+            let worker = worker.to_string();
+            let busy = self.worker_busy.with_label_values(&[worker.as_str()]);
+            busy.inc_by((totals.busy.as_secs_f64() - busy.get()).max(0.0));
+            for (waited, idle) in Waited::ALL.into_iter().zip(totals.idle) {
+                let counter = self
+                    .worker_idle
+                    .with_label_values(&[worker.as_str(), waited.label()]);
+                counter.inc_by((idle.as_secs_f64() - counter.get()).max(0.0));
+            }
+        }
     }
 
     /// The text of every metric, with the state size and checkpoints read now.
