@@ -94,7 +94,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 import threading
 import time
@@ -114,6 +113,7 @@ from nexmark_queries import (  # noqa: E402
 )
 from runnel_proc import RunnelProcess  # noqa: E402
 from copy_aggregate import spent, worker_times  # noqa: E402  (same folder)
+from kafka_harness import free_port  # noqa: E402
 
 TARGET_PER_CORE = {"q0": 2_000_000, "q1": 2_000_000, "q2": 2_000_000}
 DEFAULT_TARGET_PER_CORE = 300_000
@@ -167,12 +167,6 @@ def status_mib(pid: int, field: str) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(binary: str, checkpoint_ms: int | None, workers: int | None = None,

@@ -4,19 +4,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 import urllib.request
 
 import psycopg
 
+from kafka_harness import free_port
 from runnel_proc import RunnelProcess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def metered_runnel(**kwargs) -> tuple[RunnelProcess, int]:

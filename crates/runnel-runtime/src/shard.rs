@@ -176,11 +176,7 @@ impl WorkerTimes {
             .iter()
             .map(|w| WorkerTimeTotals {
                 busy: read(&w.busy_nanos),
-                idle: [
-                    read(&w.idle_nanos[0]),
-                    read(&w.idle_nanos[1]),
-                    read(&w.idle_nanos[2]),
-                ],
+                idle: w.idle_nanos.each_ref().map(read),
             })
             .collect()
     }

@@ -411,17 +411,19 @@ impl Metrics {
             .inc_by(read.saturating_sub(self.state_cache_reads.get()));
     }
 
-    /// The workers' busy and idle time (the counters move by what passed since the last read).
+    /// The workers' busy and idle time since the start.
     fn read_worker_times(&self, times: &WorkerTimes) {
+        self.worker_busy.reset();
+        self.worker_idle.reset();
         for (worker, totals) in times.totals().into_iter().enumerate() {
             let worker = worker.to_string();
-            let busy = self.worker_busy.with_label_values(&[worker.as_str()]);
-            busy.inc_by((totals.busy.as_secs_f64() - busy.get()).max(0.0));
+            self.worker_busy
+                .with_label_values(&[worker.as_str()])
+                .inc_by(totals.busy.as_secs_f64());
             for (waited, idle) in Waited::ALL.into_iter().zip(totals.idle) {
-                let counter = self
-                    .worker_idle
-                    .with_label_values(&[worker.as_str(), waited.label()]);
-                counter.inc_by((idle.as_secs_f64() - counter.get()).max(0.0));
+                self.worker_idle
+                    .with_label_values(&[worker.as_str(), waited.label()])
+                    .inc_by(idle.as_secs_f64());
             }
         }
     }
