@@ -48,6 +48,43 @@ pub struct Partitioner {
     scratch: EncodedRows,
 }
 
+/// Rows bound for one worker, with their partition keys encoded when the key has columns:
+/// `keys.row(i)` is row `i`'s key exactly as the operator after the exchange encodes it, so it
+/// takes them ([`crate::operator::Operator::process_keyed`]) instead of encoding them again.
+pub struct Routed {
+    pub batch: ChangeBatch,
+    pub keys: Option<EncodedRows>,
+}
+
+impl Routed {
+    /// `parts` as one batch (none when there are none), with their keys when every part has
+    /// them.
+    pub fn concat(parts: Vec<Routed>) -> Result<Option<Routed>> {
+        if parts.len() <= 1 {
+            return Ok(parts.into_iter().next());
+        }
+        let schema = parts[0].batch.schema();
+        let mut batches: Vec<ChangeBatch> = Vec::with_capacity(parts.len());
+        let mut keys = parts.iter().all(|p| p.keys.is_some()).then(|| {
+            let rows = parts.iter().map(|p| p.batch.num_rows()).sum();
+            let bytes = parts
+                .iter()
+                .filter_map(|p| p.keys.as_ref())
+                .map(EncodedRows::data_len)
+                .sum();
+            EncodedRows::with_capacity(rows, bytes)
+        });
+        for part in parts {
+            if let (Some(all), Some(part_keys)) = (keys.as_mut(), part.keys.as_ref()) {
+                all.append(part_keys);
+            }
+            batches.push(part.batch);
+        }
+        let batch = ChangeBatch::concat(&schema, &batches)?;
+        Ok(Some(Routed { batch, keys }))
+    }
+}
+
 impl Partitioner {
     pub fn new(key: PartitionKey) -> Self {
         Partitioner {
@@ -58,14 +95,10 @@ impl Partitioner {
 
     /// `batch` split by the worker of each row, `shards` workers: (worker, its rows), rows in
     /// their order.
-    pub fn split(
-        &mut self,
-        batch: ChangeBatch,
-        shards: usize,
-    ) -> Result<Vec<(usize, ChangeBatch)>> {
+    pub fn split(&mut self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
         let n = batch.num_rows();
         let columns: Vec<ArrayRef> = match &self.key {
-            PartitionKey::Worker(to) => return Ok(vec![(*to, batch)]),
+            PartitionKey::Worker(to) => return Ok(vec![(*to, Routed { batch, keys: None })]),
             PartitionKey::Columns(columns) => columns
                 .iter()
                 .map(|&c| batch.data.column(c).clone())
@@ -82,23 +115,30 @@ impl Partitioner {
                 columns
             }
         };
-        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); shards];
         if columns.is_empty() {
-            rows_of[shard_of(vnode_of(&[]), shards)].extend(0..n as u32);
-        } else {
-            self.scratch.clear();
-            encode_rows(&[], &columns, &mut self.scratch)?;
-            for i in 0..n {
-                rows_of[shard_of(vnode_of(self.scratch.row(i)), shards)].push(i as u32);
-            }
+            let to = shard_of(vnode_of(&[]), shards);
+            return Ok(vec![(to, Routed { batch, keys: None })]);
+        }
+        let mut keys = std::mem::take(&mut self.scratch);
+        keys.clear();
+        encode_rows(&[], &columns, &mut keys)?;
+        let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); shards];
+        for (i, key) in keys.iter().enumerate() {
+            rows_of[shard_of(vnode_of(key), shards)].push(i as u32);
         }
         if let Some(only) = rows_of.iter().position(|rows| rows.len() == n) {
-            return Ok(vec![(only, batch)]);
+            let keys = Some(keys);
+            return Ok(vec![(only, Routed { batch, keys })]);
         }
         let mut parts = Vec::new();
         for (shard, rows) in rows_of.into_iter().enumerate() {
             if rows.is_empty() {
                 continue;
+            }
+            let bytes = (keys.data_len() * rows.len()).div_ceil(n);
+            let mut part_keys = EncodedRows::with_capacity(rows.len(), bytes);
+            for &row in &rows {
+                part_keys.push_row(keys.row(row as usize));
             }
             let rows = UInt32Array::from(rows);
             let data = take_record_batch(&batch.data, &rows)?;
@@ -108,10 +148,43 @@ impl Partitioner {
                 .downcast_ref::<datafusion::arrow::array::Int64Array>()
                 .ok_or_else(|| RunnelError::internal("weights are not Int64"))?
                 .clone();
-            parts.push((shard, ChangeBatch::new(data, weights)));
+            let batch = ChangeBatch::new(data, weights);
+            parts.push((
+                shard,
+                Routed {
+                    batch,
+                    keys: Some(part_keys),
+                },
+            ));
         }
+        self.scratch = keys;
         Ok(parts)
     }
+}
+
+/// The keys of `columns`' rows: `given` (an exchange's, see [`Routed`]) when there are
+/// some, else encoded into `scratch`. A debug build checks that the given keys are the ones
+/// the operator would have encoded (the promise of [`required`]).
+pub fn keys_of<'a>(
+    given: Option<&'a EncodedRows>,
+    columns: &[ArrayRef],
+    scratch: &'a mut EncodedRows,
+) -> Result<&'a EncodedRows> {
+    if let Some(given) = given {
+        #[cfg(debug_assertions)]
+        {
+            let mut own = EncodedRows::new();
+            encode_rows(&[], columns, &mut own)?;
+            assert!(
+                own.len() == given.len() && own.iter().eq(given.iter()),
+                "an exchange's keys differ from the operator's"
+            );
+        }
+        return Ok(given);
+    }
+    scratch.clear();
+    encode_rows(&[], columns, scratch)?;
+    Ok(scratch)
 }
 
 /// The input column each expression is, when every one is a plain column of `schema`.

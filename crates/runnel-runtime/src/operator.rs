@@ -13,6 +13,7 @@
 use std::any::Any;
 
 use runnel_common::{ChangeBatch, Result};
+use runnel_state::codec::EncodedRows;
 use runnel_state::WriteBatch;
 
 pub trait Operator: Send {
@@ -23,6 +24,20 @@ pub trait Operator: Send {
         batch: ChangeBatch,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()>;
+
+    /// [`Operator::process`] of a batch an exchange routed here, with its rows' partition
+    /// keys already encoded (`keys.row(i)` is row `i`'s key, computed as
+    /// [`crate::exchange::required`] says this operator computes it on `port`): an operator
+    /// that keys its state by them takes them instead of encoding them again.
+    fn process_keyed(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        _keys: &EncodedRows,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        self.process(port, batch, out)
+    }
 
     /// Output owed before any input (the one row of a global aggregate over nothing).
     fn on_start(&mut self, _fresh: bool, _out: &mut Vec<ChangeBatch>) -> Result<()> {

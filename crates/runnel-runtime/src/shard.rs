@@ -37,12 +37,13 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::SchemaRef;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, ObjectId, StreamPlan};
+use runnel_state::codec::EncodedRows;
 use runnel_state::vnode::VnodeSet;
 use runnel_state::{SharedBudget, Store, WriteBatch};
 
 use crate::build::{build_operator, node_arrow_schema, BuildContext};
 use crate::dataflow::{from_start, LogEntry, StartOffsets};
-use crate::exchange::{Exchanges, PartitionKey, Partitioner};
+use crate::exchange::{Exchanges, PartitionKey, Partitioner, Routed};
 use crate::operator::Operator;
 use crate::operators::materialize::ViewOutput;
 use crate::operators::MaterializeOp;
@@ -225,7 +226,7 @@ pub enum ShardMsg {
     Rows {
         node: usize,
         port: usize,
-        batch: ChangeBatch,
+        rows: Routed,
     },
     /// The clock of another shard's exchange.
     Clock {
@@ -275,7 +276,7 @@ struct Exchange {
     /// pushed together when a round's level completes ([`Rounds`]), the rows as one batch
     /// (an aggregate then emits one change per group, not one per sender), each port's
     /// latest clock after them.
-    rows: Vec<ChangeBatch>,
+    rows: Vec<Routed>,
     clocks: Vec<Option<i64>>,
     /// Messages from other shards among them, counted in [`Pending`] until pushed on.
     held: i64,
@@ -792,8 +793,22 @@ impl Graph {
     /// rows of other shards are sent to them. An operator error fails only that operator's
     /// view: it stops updating and reports the error.
     pub(crate) fn push(&mut self, node: usize, port: usize, batch: ChangeBatch) {
+        self.push_keyed(node, port, batch, None);
+    }
+
+    /// [`Graph::push`] of rows an exchange routed here, with their partition keys when it
+    /// encoded them (for `node` only: what it produces is pushed on without).
+    fn push_keyed(
+        &mut self,
+        node: usize,
+        port: usize,
+        batch: ChangeBatch,
+        keys: Option<&EncodedRows>,
+    ) {
+        let mut keys = keys;
         let mut stack = vec![(node, port, batch)];
         while let Some((node, port, batch)) = stack.pop() {
+            let given = keys.take();
             let shard = self.shard;
             let shards = self.shards;
             let Some(slot) = self.nodes.get_mut(node).and_then(|s| s.as_mut()) else {
@@ -817,7 +832,7 @@ impl Graph {
                                     ShardMsg::Rows {
                                         node,
                                         port: 1 + shard,
-                                        batch: rows,
+                                        rows,
                                     },
                                 ),
                             }
@@ -828,7 +843,11 @@ impl Graph {
                 continue;
             }
             let mut out = Vec::new();
-            match slot.op.process(port, batch, &mut out) {
+            let processed = match given {
+                Some(keys) => slot.op.process_keyed(port, batch, keys, &mut out),
+                None => slot.op.process(port, batch, &mut out),
+            };
+            match processed {
                 Ok(()) => {
                     if slot.view_output && !out.is_empty() {
                         if let (Some(appended), Some(v)) = (self.append_time, self.views.get(&view))
@@ -905,10 +924,10 @@ impl Graph {
     }
 
     /// Holds rows another shard's exchange sent (pushed on when the round's level completes).
-    fn receive_rows(&mut self, node: usize, batch: ChangeBatch) {
+    fn receive_rows(&mut self, node: usize, rows: Routed) {
         match self.exchange_mut(node) {
             Some(exchange) => {
-                exchange.rows.push(batch);
+                exchange.rows.push(rows);
                 exchange.held += 1;
                 self.holding.push(node);
             }
@@ -959,22 +978,15 @@ impl Graph {
             let rows = std::mem::take(&mut exchange.rows);
             let clocks: Vec<Option<i64>> = exchange.clocks.iter_mut().map(Option::take).collect();
             let held = std::mem::take(&mut exchange.held);
-            let batch = match rows.len() {
-                0 => None,
-                1 => rows.into_iter().next(),
-                _ => {
-                    let schema = rows[0].schema();
-                    match ChangeBatch::concat(&schema, &rows) {
-                        Ok(batch) => Some(batch),
-                        Err(err) => {
-                            self.fail_view(view, err);
-                            None
-                        }
+            match Routed::concat(rows) {
+                Ok(Some(Routed { batch, keys })) => {
+                    let outputs = slot.outputs.clone();
+                    for (next, next_port) in outputs {
+                        self.push_keyed(next, next_port, batch.clone(), keys.as_ref());
                     }
                 }
-            };
-            if let Some(batch) = batch {
-                self.push(node, 1 + self.shard, batch);
+                Ok(None) => {}
+                Err(err) => self.fail_view(view, err),
             }
             for (port, clock) in clocks.into_iter().enumerate() {
                 if let Some(watermark) = clock {
@@ -1235,7 +1247,7 @@ fn run_shard(mut graph: Graph, rx: Receiver<ShardMsg>, times: &WorkerTimes) {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match msg {
             ShardMsg::Run(f) => f(&mut graph),
             ShardMsg::Feed(feed) => graph.feed(&feed),
-            ShardMsg::Rows { node, batch, .. } => graph.receive_rows(node, batch),
+            ShardMsg::Rows { node, rows, .. } => graph.receive_rows(node, rows),
             ShardMsg::Clock {
                 node,
                 port,

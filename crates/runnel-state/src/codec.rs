@@ -199,6 +199,14 @@ impl EncodedRows {
         self.data.extend_from_slice(bytes);
         self.offsets.push(self.data.len());
     }
+
+    /// Appends every row of `other`, in order.
+    pub fn append(&mut self, other: &EncodedRows) {
+        let base = self.data.len();
+        self.data.extend_from_slice(&other.data);
+        self.offsets
+            .extend(other.offsets[1..].iter().map(|&end| base + end));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -211,6 +219,8 @@ trait FixedKey: Copy {
     const WIDTH: usize;
     /// Appends the `WIDTH`-byte payload.
     fn put(self, out: &mut Vec<u8>);
+    /// Writes the payload into `dst`, which is exactly `WIDTH` bytes.
+    fn write(self, dst: &mut [u8]);
     /// Decodes a payload; `bytes.len()` must be `WIDTH` (else `None`).
     fn get(bytes: &[u8]) -> Option<Self>;
 }
@@ -223,6 +233,11 @@ macro_rules! signed_key {
             fn put(self, out: &mut Vec<u8>) {
                 const SIGN: $u = 1 << (<$u>::BITS - 1);
                 out.extend_from_slice(&((self as $u) ^ SIGN).to_be_bytes());
+            }
+            #[inline]
+            fn write(self, dst: &mut [u8]) {
+                const SIGN: $u = 1 << (<$u>::BITS - 1);
+                dst.copy_from_slice(&((self as $u) ^ SIGN).to_be_bytes());
             }
             #[inline]
             fn get(bytes: &[u8]) -> Option<Self> {
@@ -243,6 +258,10 @@ macro_rules! unsigned_key {
                 out.extend_from_slice(&self.to_be_bytes());
             }
             #[inline]
+            fn write(self, dst: &mut [u8]) {
+                dst.copy_from_slice(&self.to_be_bytes());
+            }
+            #[inline]
             fn get(bytes: &[u8]) -> Option<Self> {
                 Some(<$t>::from_be_bytes(bytes.try_into().ok()?))
             }
@@ -257,6 +276,12 @@ macro_rules! float_key {
             const WIDTH: usize = std::mem::size_of::<$t>();
             #[inline]
             fn put(self, out: &mut Vec<u8>) {
+                let mut key = [0u8; std::mem::size_of::<$t>()];
+                self.write(&mut key);
+                out.extend_from_slice(&key);
+            }
+            #[inline]
+            fn write(self, dst: &mut [u8]) {
                 const SIGN: $u = 1 << (<$u>::BITS - 1);
                 let bits: $u = if self.is_nan() {
                     $nan
@@ -266,7 +291,7 @@ macro_rules! float_key {
                     self.to_bits()
                 };
                 let key = if bits & SIGN == 0 { bits ^ SIGN } else { !bits };
-                out.extend_from_slice(&key.to_be_bytes());
+                dst.copy_from_slice(&key.to_be_bytes());
             }
             #[inline]
             fn get(bytes: &[u8]) -> Option<Self> {
@@ -288,6 +313,11 @@ impl FixedKey for IntervalDayTime {
         self.milliseconds.put(out);
     }
     #[inline]
+    fn write(self, dst: &mut [u8]) {
+        self.days.write(&mut dst[0..4]);
+        self.milliseconds.write(&mut dst[4..8]);
+    }
+    #[inline]
     fn get(bytes: &[u8]) -> Option<Self> {
         if bytes.len() != Self::WIDTH {
             return None;
@@ -306,6 +336,12 @@ impl FixedKey for IntervalMonthDayNano {
         self.months.put(out);
         self.days.put(out);
         self.nanoseconds.put(out);
+    }
+    #[inline]
+    fn write(self, dst: &mut [u8]) {
+        self.months.write(&mut dst[0..4]);
+        self.days.write(&mut dst[4..8]);
+        self.nanoseconds.write(&mut dst[8..16]);
     }
     #[inline]
     fn get(bytes: &[u8]) -> Option<Self> {
@@ -417,6 +453,37 @@ struct Prim<'a, T> {
 }
 
 impl<T: FixedKey> Prim<'_, T> {
+    /// Writes the value of the `k`th of `rows` at `cursors[k]` in `data` and moves that
+    /// cursor past it (1 byte for a NULL, `1 + WIDTH` otherwise).
+    #[inline]
+    fn write_column(
+        &self,
+        rows: impl Iterator<Item = usize>,
+        data: &mut [u8],
+        cursors: &mut [usize],
+    ) {
+        for (i, cursor) in rows.zip(cursors) {
+            let pos = *cursor;
+            if self.nulls.is_none_or(|n| n.is_valid(i)) {
+                data[pos] = PRESENT_MARKER;
+                self.values[i].write(&mut data[pos + 1..pos + 1 + T::WIDTH]);
+                *cursor = pos + 1 + T::WIDTH;
+            } else {
+                data[pos] = NULL_MARKER;
+                *cursor = pos + 1;
+            }
+        }
+    }
+
+    /// The bytes of value `i`'s encoding.
+    #[inline]
+    fn encoded_len(&self, i: usize) -> usize {
+        match self.nulls.is_none_or(|n| n.is_valid(i)) {
+            true => 1 + T::WIDTH,
+            false => 1,
+        }
+    }
+
     #[inline]
     fn encode(&self, i: usize, out: &mut Vec<u8>) {
         if self.nulls.is_none_or(|n| n.is_valid(i)) {
@@ -524,11 +591,72 @@ impl<'a> EncCol<'a> {
         fn avg(total: usize, len: usize) -> usize {
             total.checked_div(len).unwrap_or(0)
         }
-        fn fixed<T>(_: &Prim<'_, T>) -> usize {
-            1 + std::mem::size_of::<T>()
-        }
         // marker + terminator + (a little slack for escapes)
         const BYTES_OVERHEAD: usize = 4;
+        match self {
+            EncCol::Utf8(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
+            EncCol::LargeUtf8(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
+            EncCol::Binary(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
+            EncCol::LargeBinary(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
+            EncCol::Utf8View(a) => {
+                BYTES_OVERHEAD + avg(a.lengths().map(|l| l as usize).sum(), a.len())
+            }
+            EncCol::BinaryView(a) => {
+                BYTES_OVERHEAD + avg(a.lengths().map(|l| l as usize).sum(), a.len())
+            }
+            _ => self.present_len(),
+        }
+    }
+
+    /// Whether every value's encoding has a width known from its type and validity alone
+    /// (no strings or binaries): such columns are written a column at a time
+    /// ([`encode_fixed`]).
+    fn is_fixed_width(&self) -> bool {
+        !matches!(
+            self,
+            EncCol::Utf8(_)
+                | EncCol::LargeUtf8(_)
+                | EncCol::Utf8View(_)
+                | EncCol::Binary(_)
+                | EncCol::LargeBinary(_)
+                | EncCol::BinaryView(_)
+        )
+    }
+
+    /// Whether some value is NULL (a `Null` column is all NULLs, and all the same width).
+    fn has_nulls(&self) -> bool {
+        let nulls = match self {
+            EncCol::Null => return false,
+            EncCol::Bool(a) => a.nulls(),
+            EncCol::I8(p) => p.nulls,
+            EncCol::I16(p) => p.nulls,
+            EncCol::I32(p) => p.nulls,
+            EncCol::I64(p) => p.nulls,
+            EncCol::I128(p) => p.nulls,
+            EncCol::U8(p) => p.nulls,
+            EncCol::U16(p) => p.nulls,
+            EncCol::U32(p) => p.nulls,
+            EncCol::U64(p) => p.nulls,
+            EncCol::F32(p) => p.nulls,
+            EncCol::F64(p) => p.nulls,
+            EncCol::DayTime(p) => p.nulls,
+            EncCol::MonthDayNano(p) => p.nulls,
+            EncCol::Utf8(a) => a.nulls(),
+            EncCol::LargeUtf8(a) => a.nulls(),
+            EncCol::Utf8View(a) => a.nulls(),
+            EncCol::Binary(a) => a.nulls(),
+            EncCol::LargeBinary(a) => a.nulls(),
+            EncCol::BinaryView(a) => a.nulls(),
+        };
+        nulls.is_some_and(|n| n.null_count() > 0)
+    }
+
+    /// The bytes of a non-NULL value's encoding (a NULL's, for a `Null` column), for a
+    /// fixed-width column.
+    fn present_len(&self) -> usize {
+        fn fixed<T: FixedKey>(_: &Prim<'_, T>) -> usize {
+            1 + T::WIDTH
+        }
         match self {
             EncCol::Null => 1,
             EncCol::Bool(_) => 2,
@@ -543,17 +671,96 @@ impl<'a> EncCol<'a> {
             EncCol::U64(p) => fixed(p),
             EncCol::F32(p) => fixed(p),
             EncCol::F64(p) => fixed(p),
-            EncCol::DayTime(_) => 1 + IntervalDayTime::WIDTH,
-            EncCol::MonthDayNano(_) => 1 + IntervalMonthDayNano::WIDTH,
-            EncCol::Utf8(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
-            EncCol::LargeUtf8(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
-            EncCol::Binary(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
-            EncCol::LargeBinary(a) => BYTES_OVERHEAD + avg(a.values().len(), a.len()),
-            EncCol::Utf8View(a) => {
-                BYTES_OVERHEAD + avg(a.lengths().map(|l| l as usize).sum(), a.len())
+            EncCol::DayTime(p) => fixed(p),
+            EncCol::MonthDayNano(p) => fixed(p),
+            EncCol::Utf8(_)
+            | EncCol::LargeUtf8(_)
+            | EncCol::Utf8View(_)
+            | EncCol::Binary(_)
+            | EncCol::LargeBinary(_)
+            | EncCol::BinaryView(_) => unreachable!("a variable-width column has no fixed length"),
+        }
+    }
+
+    /// The bytes of value `i`'s encoding, for a fixed-width column.
+    #[inline]
+    fn fixed_len(&self, i: usize) -> usize {
+        match self {
+            EncCol::Null => 1,
+            EncCol::Bool(a) => match a.is_valid(i) {
+                true => 2,
+                false => 1,
+            },
+            EncCol::I8(p) => p.encoded_len(i),
+            EncCol::I16(p) => p.encoded_len(i),
+            EncCol::I32(p) => p.encoded_len(i),
+            EncCol::I64(p) => p.encoded_len(i),
+            EncCol::I128(p) => p.encoded_len(i),
+            EncCol::U8(p) => p.encoded_len(i),
+            EncCol::U16(p) => p.encoded_len(i),
+            EncCol::U32(p) => p.encoded_len(i),
+            EncCol::U64(p) => p.encoded_len(i),
+            EncCol::F32(p) => p.encoded_len(i),
+            EncCol::F64(p) => p.encoded_len(i),
+            EncCol::DayTime(p) => p.encoded_len(i),
+            EncCol::MonthDayNano(p) => p.encoded_len(i),
+            EncCol::Utf8(_)
+            | EncCol::LargeUtf8(_)
+            | EncCol::Utf8View(_)
+            | EncCol::Binary(_)
+            | EncCol::LargeBinary(_)
+            | EncCol::BinaryView(_) => unreachable!("a variable-width column has no fixed length"),
+        }
+    }
+
+    /// Writes a fixed-width column's values of `rows`, the `k`th at `cursors[k]`, moving each
+    /// cursor past its value.
+    fn write_column(
+        &self,
+        rows: impl Iterator<Item = usize>,
+        data: &mut [u8],
+        cursors: &mut [usize],
+    ) {
+        match self {
+            EncCol::Null => {
+                for cursor in cursors.iter_mut() {
+                    data[*cursor] = NULL_MARKER;
+                    *cursor += 1;
+                }
             }
-            EncCol::BinaryView(a) => {
-                BYTES_OVERHEAD + avg(a.lengths().map(|l| l as usize).sum(), a.len())
+            EncCol::Bool(a) => {
+                for (i, cursor) in rows.zip(cursors) {
+                    let pos = *cursor;
+                    if a.is_valid(i) {
+                        data[pos] = PRESENT_MARKER;
+                        data[pos + 1] = u8::from(a.value(i));
+                        *cursor = pos + 2;
+                    } else {
+                        data[pos] = NULL_MARKER;
+                        *cursor = pos + 1;
+                    }
+                }
+            }
+            EncCol::I8(p) => p.write_column(rows, data, cursors),
+            EncCol::I16(p) => p.write_column(rows, data, cursors),
+            EncCol::I32(p) => p.write_column(rows, data, cursors),
+            EncCol::I64(p) => p.write_column(rows, data, cursors),
+            EncCol::I128(p) => p.write_column(rows, data, cursors),
+            EncCol::U8(p) => p.write_column(rows, data, cursors),
+            EncCol::U16(p) => p.write_column(rows, data, cursors),
+            EncCol::U32(p) => p.write_column(rows, data, cursors),
+            EncCol::U64(p) => p.write_column(rows, data, cursors),
+            EncCol::F32(p) => p.write_column(rows, data, cursors),
+            EncCol::F64(p) => p.write_column(rows, data, cursors),
+            EncCol::DayTime(p) => p.write_column(rows, data, cursors),
+            EncCol::MonthDayNano(p) => p.write_column(rows, data, cursors),
+            EncCol::Utf8(_)
+            | EncCol::LargeUtf8(_)
+            | EncCol::Utf8View(_)
+            | EncCol::Binary(_)
+            | EncCol::LargeBinary(_)
+            | EncCol::BinaryView(_) => {
+                unreachable!("a variable-width column is written a row at a time")
             }
         }
     }
@@ -612,7 +819,7 @@ fn num_rows(columns: &[ArrayRef]) -> Result<usize> {
 fn encode_impl(
     prefix: &[u8],
     columns: &[ArrayRef],
-    rows: impl Iterator<Item = usize>,
+    rows: impl Iterator<Item = usize> + Clone,
     count: usize,
     out: &mut EncodedRows,
 ) -> Result<()> {
@@ -620,6 +827,10 @@ fn encode_impl(
         .iter()
         .map(|c| EncCol::new(c.as_ref()))
         .collect::<Result<Vec<_>>>()?;
+    if !cols.is_empty() && cols.iter().all(EncCol::is_fixed_width) {
+        encode_fixed(prefix, &cols, rows, count, out);
+        return Ok(());
+    }
     let per_row = prefix.len() + cols.iter().map(EncCol::bytes_per_row_hint).sum::<usize>();
     out.data.reserve(per_row.saturating_mul(count));
     out.offsets.reserve(count);
@@ -631,6 +842,40 @@ fn encode_impl(
         out.offsets.push(out.data.len());
     }
     Ok(())
+}
+
+/// [`encode_impl`] for columns that are all fixed-width: the rows' lengths first, then
+/// each column written in place for every row (one `match` per column, not per value).
+fn encode_fixed(
+    prefix: &[u8],
+    cols: &[EncCol<'_>],
+    rows: impl Iterator<Item = usize> + Clone,
+    count: usize,
+    out: &mut EncodedRows,
+) {
+    let start = out.data.len();
+    // Columns without NULLs take the same bytes in every row.
+    let (nullable, uniform): (Vec<&EncCol<'_>>, Vec<&EncCol<'_>>) =
+        cols.iter().partition(|c| c.has_nulls());
+    let uniform = prefix.len() + uniform.iter().map(|c| c.present_len()).sum::<usize>();
+    let mut cursors: Vec<usize> = Vec::with_capacity(count);
+    let mut end = start;
+    out.offsets.reserve(count);
+    for i in rows.clone() {
+        cursors.push(end);
+        end += uniform + nullable.iter().map(|c| c.fixed_len(i)).sum::<usize>();
+        out.offsets.push(end);
+    }
+    out.data.resize(end, 0);
+    if !prefix.is_empty() {
+        for cursor in &mut cursors {
+            out.data[*cursor..*cursor + prefix.len()].copy_from_slice(prefix);
+            *cursor += prefix.len();
+        }
+    }
+    for col in cols {
+        col.write_column(rows.clone(), &mut out.data, &mut cursors);
+    }
 }
 
 /// Appends the encoding of rows `0..n` of `columns` (all the same length) to `out`, one row
@@ -1669,6 +1914,66 @@ mod tests {
                 let mut bytes = Vec::new();
                 encode_scalar(&scalar, &mut bytes).unwrap();
                 assert_eq!(bytes, rows.row(i), "{scalar:?}");
+            }
+        }
+    }
+
+    /// Fixed-width columns are written a column at a time (`encode_fixed`): every row must
+    /// be the concatenation of its values' encodings, with and without NULLs, a prefix, or a
+    /// selection of rows, and next to rows already in the container.
+    #[test]
+    fn fixed_width_rows_are_their_values_concatenated() {
+        let mut rng = Rng::new(7);
+        let fixed: Vec<ArrayRef> = sample_arrays()
+            .into_iter()
+            .filter(|a| {
+                !matches!(
+                    a.data_type(),
+                    DataType::Utf8
+                        | DataType::LargeUtf8
+                        | DataType::Utf8View
+                        | DataType::Binary
+                        | DataType::LargeBinary
+                        | DataType::BinaryView
+                )
+            })
+            .collect();
+        for round in 0..200 {
+            let width = 1 + rng.below(4) as usize;
+            let picked: Vec<ArrayRef> = (0..width)
+                .map(|_| fixed[rng.below(fixed.len() as u64) as usize].clone())
+                .collect();
+            let len = picked.iter().map(|a| a.len()).min().unwrap();
+            let start = rng.below(len as u64 + 1) as usize;
+            let columns: Vec<ArrayRef> =
+                picked.iter().map(|a| a.slice(start, len - start)).collect();
+            let n = len - start;
+            let prefix: Vec<u8> = (0..rng.below(3)).map(|i| 0xA0 + i as u8).collect();
+            let expected = |i: usize| {
+                let mut bytes = prefix.clone();
+                for column in &columns {
+                    let scalar = ScalarValue::try_from_array(column, i).unwrap();
+                    encode_scalar(&scalar, &mut bytes).unwrap();
+                }
+                bytes
+            };
+            let mut rows = EncodedRows::new();
+            rows.push_row(b"before");
+            encode_rows(&prefix, &columns, &mut rows).unwrap();
+            assert_eq!(rows.len(), n + 1, "round {round}");
+            assert_eq!(rows.row(0), b"before");
+            for i in 0..n {
+                assert_eq!(rows.row(i + 1), expected(i), "round {round}, row {i}");
+            }
+            let selected: Vec<u32> = (0..n).rev().step_by(2).map(|i| i as u32).collect();
+            let mut rows = EncodedRows::new();
+            encode_selected_rows(&prefix, &columns, &selected, &mut rows).unwrap();
+            for (k, &i) in selected.iter().enumerate() {
+                assert_eq!(
+                    rows.row(k),
+                    expected(i as usize),
+                    "round {round}, selected {i}"
+                );
             }
         }
     }

@@ -27,11 +27,12 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::AggregateCall;
-use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
+use runnel_state::codec::{decode_rows, EncodedRows};
 use runnel_state::vnode::vnode_of;
 use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
+use crate::exchange::keys_of;
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
@@ -237,11 +238,12 @@ impl AggregateOp {
     }
 }
 
-impl Operator for AggregateOp {
-    fn process(
+impl AggregateOp {
+    /// [`Operator::process`], with the rows' group keys when an exchange encoded them.
+    fn process_batch(
         &mut self,
-        _port: usize,
         batch: ChangeBatch,
+        given_keys: Option<&EncodedRows>,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
         let n = batch.num_rows();
@@ -258,14 +260,14 @@ impl Operator for AggregateOp {
             touched.push((0, 0));
         } else {
             let mut scratch = std::mem::take(&mut self.scratch);
-            scratch.clear();
-            encode_rows(&[], &group_columns, &mut scratch)?;
-            let resolved = self.state.resolve(
-                (0..n).map(|i| scratch.row(i)),
-                &mut self.groups,
-                &mut group_ids,
-                &mut touched,
-            );
+            let resolved = keys_of(given_keys, &group_columns, &mut scratch).and_then(|keys| {
+                self.state.resolve(
+                    (0..n).map(|i| keys.row(i)),
+                    &mut self.groups,
+                    &mut group_ids,
+                    &mut touched,
+                )
+            });
             self.scratch = scratch;
             resolved?;
         }
@@ -325,6 +327,27 @@ impl Operator for AggregateOp {
         // (EMIT ON WINDOW CLOSE: a window's final row goes out when it closes.)
         self.state.evict(&mut self.groups);
         Ok(())
+    }
+}
+
+impl Operator for AggregateOp {
+    fn process(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        self.process_batch(batch, None, out)
+    }
+
+    fn process_keyed(
+        &mut self,
+        _port: usize,
+        batch: ChangeBatch,
+        keys: &EncodedRows,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        self.process_batch(batch, Some(keys), out)
     }
 
     fn on_start(&mut self, fresh: bool, out: &mut Vec<ChangeBatch>) -> Result<()> {

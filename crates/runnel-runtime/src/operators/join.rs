@@ -36,6 +36,7 @@ use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
 use runnel_state::vnode::vnode_of;
 use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
+use crate::exchange::keys_of;
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
@@ -450,11 +451,13 @@ fn take_u32(bytes: &mut &[u8]) -> Result<u32> {
     Ok(u32::from_le_bytes(*head))
 }
 
-impl Operator for JoinOp {
-    fn process(
+impl JoinOp {
+    /// [`Operator::process`], with the rows' join keys when an exchange encoded them.
+    fn process_batch(
         &mut self,
         port: usize,
         batch: ChangeBatch,
+        given_keys: Option<&EncodedRows>,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
         if batch.is_empty() {
@@ -469,8 +472,8 @@ impl Operator for JoinOp {
                 *column = cast(column, key_type)?;
             }
         }
-        let mut keys = EncodedRows::with_capacity(n, n * 16);
-        encode_rows(&[], &key_columns, &mut keys)?;
+        let mut scratch = EncodedRows::new();
+        let keys = keys_of(given_keys, &key_columns, &mut scratch)?;
         let mut rows = EncodedRows::with_capacity(n, n * 32);
         encode_rows(&[], batch.data.columns(), &mut rows)?;
         let weights = batch.weights.values();
@@ -589,6 +592,27 @@ impl Operator for JoinOp {
             side.state.evict(&mut side.rows);
         }
         Ok(())
+    }
+}
+
+impl Operator for JoinOp {
+    fn process(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        self.process_batch(port, batch, None, out)
+    }
+
+    fn process_keyed(
+        &mut self,
+        port: usize,
+        batch: ChangeBatch,
+        keys: &EncodedRows,
+        out: &mut Vec<ChangeBatch>,
+    ) -> Result<()> {
+        self.process_batch(port, batch, Some(keys), out)
     }
 
     fn on_watermark(&mut self, watermark: i64, _out: &mut Vec<ChangeBatch>) -> Result<()> {
