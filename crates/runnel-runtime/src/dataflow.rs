@@ -1239,15 +1239,20 @@ impl Dataflow {
     /// counts and failures and the source positions to `batch`.
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.shards.quiesce()?;
-        let parts = self
-            .shards
-            .on_all(|graph| graph.checkpoint())?
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
-        let mut all = Vec::with_capacity(parts.len() + 1);
-        all.push(std::mem::take(batch));
-        all.extend(parts);
-        *batch = runnel_state::concat_batches(all)?;
+        // The workers add their state to the one batch in turn, not each to its own batch
+        // joined afterwards: joining copied everything they wrote twice more (into one
+        // buffer, then into RocksDB's), on the coordinator, which at two workers was more
+        // than building the batches in parallel saved (an appended view's blocks, a
+        // temporal filter's rows).
+        for shard in 0..self.shards.count() {
+            let mut handed = std::mem::take(batch);
+            let (returned, built) = self.shards.on_one(shard, move |graph| {
+                let built = graph.checkpoint(&mut handed);
+                (handed, built)
+            })?;
+            *batch = returned;
+            built?;
+        }
         for (id, view) in &mut self.views {
             view.shared.checkpoint(batch);
             if !view.failure_saved {

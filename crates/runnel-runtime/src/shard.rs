@@ -1077,13 +1077,12 @@ impl Graph {
             .unwrap_or(0);
     }
 
-    /// This shard's operators' changed state, for a checkpoint.
-    pub fn checkpoint(&mut self) -> Result<WriteBatch> {
-        let mut batch = WriteBatch::default();
+    /// Adds this shard's operators' changed state to a checkpoint's `batch`.
+    pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         for slot in self.nodes.iter_mut().flatten() {
-            slot.op.checkpoint(&mut batch)?;
+            slot.op.checkpoint(batch)?;
         }
-        Ok(batch)
+        Ok(())
     }
 }
 
@@ -1150,6 +1149,28 @@ impl Shards {
     /// How the workers spent their time.
     pub fn times(&self) -> Arc<WorkerTimes> {
         self.times.clone()
+    }
+
+    /// Runs `f` on shard `shard`'s graph and returns its result.
+    pub fn on_one<R: Send + 'static>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Graph) -> R + Send + 'static,
+    ) -> Result<R> {
+        let sender = self
+            .peers
+            .senders
+            .get(shard)
+            .ok_or_else(|| RunnelError::internal("no such dataflow worker"))?;
+        let (reply, rx) = mpsc::channel();
+        let run: Box<dyn FnOnce(&mut Graph) + Send> = Box::new(move |graph| {
+            let _ = reply.send(f(graph));
+        });
+        sender
+            .send(ShardMsg::Run(run))
+            .map_err(|_| RunnelError::internal("a dataflow worker has stopped"))?;
+        rx.recv()
+            .map_err(|_| RunnelError::internal("a dataflow worker stopped while answering"))
     }
 
     /// Runs `f` on every shard's graph at once; returns the results in shard order.

@@ -104,42 +104,6 @@ impl FreeSpace {
 /// A key/value pair read from the store.
 pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
-/// The bytes of a RocksDB write batch's header: a sequence number (fixed64) and the
-/// record count (fixed32), before the records (RocksDB's `WriteBatch::rep_` format, the
-/// same that `WriteBatchInternal::Append` concatenates).
-const BATCH_HEADER: usize = 12;
-
-/// One batch holding the records of `batches` in order: what several workers prepared for
-/// one checkpoint, written atomically. (The `rocksdb` crate has no `Append`.)
-pub fn concat_batches(batches: Vec<WriteBatch>) -> Result<WriteBatch, StateError> {
-    let mut batches = batches.into_iter().filter(|b| !b.is_empty());
-    let Some(first) = batches.next() else {
-        return Ok(WriteBatch::default());
-    };
-    let rest: Vec<WriteBatch> = batches.collect();
-    if rest.is_empty() {
-        return Ok(first);
-    }
-    let size = first.data().len() + rest.iter().map(|b| b.data().len()).sum::<usize>();
-    let mut rep = Vec::with_capacity(size);
-    rep.extend_from_slice(first.data());
-    let mut count = u64::try_from(first.len()).unwrap_or(u64::MAX);
-    for batch in &rest {
-        let data = batch.data();
-        if data.len() < BATCH_HEADER {
-            return Err(StateError::Corrupt(
-                "a write batch is shorter than its header".into(),
-            ));
-        }
-        rep.extend_from_slice(&data[BATCH_HEADER..]);
-        count += u64::try_from(batch.len()).unwrap_or(u64::MAX);
-    }
-    let count = u32::try_from(count)
-        .map_err(|_| StateError::Corrupt("a checkpoint holds over 2^32 writes".into()))?;
-    rep[8..BATCH_HEADER].copy_from_slice(&count.to_le_bytes());
-    Ok(WriteBatch::from_data(&rep))
-}
-
 impl Store {
     pub fn open(path: &Path, options: StoreOptions) -> Result<Arc<Store>, StateError> {
         let mut opts = Options::default();
@@ -290,42 +254,5 @@ impl Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn concatenated_batches_write_every_record_in_order() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("a store");
-        store
-            .write({
-                let mut b = WriteBatch::default();
-                b.put(b"d1", b"old");
-                b.put(b"d2", b"old");
-                b
-            })
-            .expect("written");
-        let mut first = WriteBatch::default();
-        first.put(b"a", b"1");
-        first.put(b"b", b"1");
-        let mut second = WriteBatch::default();
-        second.put(b"b", b"2");
-        second.delete(b"d1");
-        second.delete_range(b"d2", b"d3");
-        second.put(b"c", b"2");
-        let joined =
-            concat_batches(vec![WriteBatch::default(), first, second]).expect("concatenated");
-        assert_eq!(joined.len(), 6);
-        store.write(joined).expect("written");
-        let get = |k: &[u8]| store.get(k).expect("read");
-        assert_eq!(get(b"a"), Some(b"1".to_vec()));
-        assert_eq!(get(b"b"), Some(b"2".to_vec()), "a later batch's write wins");
-        assert_eq!(get(b"c"), Some(b"2".to_vec()));
-        assert_eq!((get(b"d1"), get(b"d2")), (None, None));
-        assert!(concat_batches(Vec::new()).expect("empty").is_empty());
     }
 }
