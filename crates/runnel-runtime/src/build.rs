@@ -104,6 +104,7 @@ pub fn build_operator(
             bound,
         } => Box::new(TemporalFilterOp::new(
             TimeIndex::open(store.clone(), prefix, budget.clone())?.owning(vnodes),
+            *vnodes,
             compile(time, input_schema(0)?)?,
             *offset_micros,
             *bound,

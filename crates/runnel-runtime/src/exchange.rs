@@ -227,7 +227,8 @@ pub fn required(node: &PlanNode, port: usize) -> Result<Option<PartitionKey>> {
         | NodeKind::Union
         | NodeKind::Project { .. }
         | NodeKind::Filter { .. } => None,
-        // Waiting rows are kept under the vnode of the whole row.
+        // Waiting rows are kept under the vnode of the whole row (unless the input has only
+        // inserts: see [`exchanges`]).
         NodeKind::TemporalFilter { .. } => Some(all(port)?),
         NodeKind::Aggregate { group_exprs, .. } => {
             let s = schema(0)?;
@@ -301,9 +302,8 @@ pub fn provided(node: &PlanNode, inputs: &[Option<Columns>]) -> Option<Columns> 
     match &node.kind {
         NodeKind::Source { .. } | NodeKind::Union => None,
         NodeKind::Filter { .. } => input,
-        NodeKind::TemporalFilter { .. } => {
-            Some((0..node.input_schemas.first()?.fields().len()).collect())
-        }
+        // Whole rows when an exchange sent them here, else as they came.
+        NodeKind::TemporalFilter { .. } => input,
         // The group columns come first in the output, encoded as the group key was.
         NodeKind::Aggregate { group_exprs, .. } => Some((0..group_exprs.len()).collect()),
         // The input's columns come first in the output.
@@ -350,6 +350,15 @@ pub fn exchanges(plan: &StreamPlan, shards: usize) -> Result<Vec<Vec<Option<Part
         let mut arriving = Vec::with_capacity(node.inputs.len());
         for (port, &input) in node.inputs.iter().enumerate() {
             let have = partitioned.get(input).cloned().flatten();
+            // A temporal filter over inserts only needs its rows nowhere in particular: it
+            // never has to meet a row's retraction, and each worker keeps its rows under a
+            // vnode it owns (`TemporalFilterOp`), so exchanging whole rows would only cost.
+            let inserts_only = plan.nodes.get(input).is_some_and(|n| n.append_only);
+            if matches!(node.kind, NodeKind::TemporalFilter { .. }) && inserts_only {
+                ports.push(None);
+                arriving.push(have);
+                continue;
+            }
             match required(node, port)? {
                 Some(PartitionKey::Columns(columns)) if have.as_ref() == Some(&columns) => {
                     ports.push(None);

@@ -572,6 +572,95 @@ async fn views_survive_restarts_with_other_worker_counts() {
     drop(server);
 }
 
+/// A temporal filter over a stream keeps its waiting rows on the worker that has them (no
+/// exchange), each under a vnode that worker owns. Restarting with other worker counts (and
+/// the 1 KiB state cache, so that waiting rows are read back from the store) must neither lose
+/// nor double one: the view equals the filter applied to the stream at the watermark after
+/// every phase, rows expiring as the clock moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporal_filter_rows_survive_restarts_with_other_worker_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |workers: &'static str| -> Vec<&'static str> {
+        let mut args = vec!["--workers", workers];
+        args.extend_from_slice(support::TINY_STATE_CACHE);
+        args
+    };
+    let mut server = blocking(|| TestServer::start_with(dir.path(), &args("2")));
+    let client = server.connect().await;
+    exec(
+        &client,
+        "CREATE STREAM e (id BIGINT, k BIGINT, ts TIMESTAMP, \
+         WATERMARK FOR ts AS ts - INTERVAL '1 second')",
+    )
+    .await;
+    exec(
+        &client,
+        "CREATE MATERIALIZED VIEW recent AS SELECT k, count(*) AS n, sum(id) AS s FROM e \
+         WHERE ts > NOW() - INTERVAL '20 seconds' GROUP BY k",
+    )
+    .await;
+    // (id, k, second): ten rows a second, each phase 15 seconds on from the last.
+    let mut rows: Vec<(i64, i64, i64)> = Vec::new();
+    let expected = |rows: &[(i64, i64, i64)]| -> Rows {
+        let watermark = rows.iter().map(|r| r.2).max().unwrap_or(0) - 1;
+        let mut by_k: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for &(id, k, _) in rows.iter().filter(|r| r.2 > watermark - 20) {
+            let entry = by_k.entry(k).or_default();
+            entry.0 += 1;
+            entry.1 += id;
+        }
+        sorted(
+            by_k.into_iter()
+                .map(|(k, (n, s))| {
+                    vec![
+                        Some(k.to_string()),
+                        Some(n.to_string()),
+                        Some(s.to_string()),
+                    ]
+                })
+                .collect(),
+        )
+    };
+    let mut client = client;
+    for (phase, workers) in ["2", "3", "1", "2"].into_iter().enumerate() {
+        if phase > 0 {
+            drop(client);
+            server = blocking(|| server.restart_with(&args(workers)));
+            client = server.connect().await;
+        }
+        let start = phase as i64 * 15;
+        let before = rows.len() as i64;
+        for (n, second) in (start..start + 15)
+            .flat_map(|second| std::iter::repeat_n(second, 10))
+            .enumerate()
+        {
+            let id = before + 1 + n as i64;
+            rows.push((id, (id * 7) % 13, second));
+        }
+        let values: Vec<String> = rows[before as usize..]
+            .iter()
+            .map(|(id, k, second)| {
+                format!(
+                    "({id}, {k}, TIMESTAMP '2026-01-01 00:00:00' + INTERVAL '{second} seconds')"
+                )
+            })
+            .collect();
+        exec(
+            &client,
+            &format!("INSERT INTO e VALUES {}", values.join(", ")),
+        )
+        .await;
+        exec(&client, "FLUSH").await;
+        assert_eq!(
+            select(&client, "SELECT k, n, s FROM recent").await,
+            expected(&rows),
+            "phase {phase}, {workers} workers"
+        );
+    }
+    drop(client);
+    drop(server);
+}
+
 /// Writes acknowledged after the last FLUSH and just before a kill -9 are durable: after
 /// the restart and a FLUSH, the views include them. Several kill cycles, each killing the
 /// server right after the last acknowledgement.

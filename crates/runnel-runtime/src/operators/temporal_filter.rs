@@ -9,7 +9,11 @@
 //!
 //! State: the rows waiting for their threshold, in a `runnel_state::TimeIndex` (entries
 //! `threshold, row` with their weights, under the vnode of the row): held in memory by time
-//! while the state budget allows, written at checkpoints, read back by time when not.
+//! while the state budget allows, written at checkpoints, read back by time when not. With
+//! several workers a row reaches the worker owning its vnode, except when the input has only
+//! inserts: then no exchange moves it ([`crate::exchange::exchanges`]), and a row of a vnode
+//! another worker owns is kept under one this worker owns (any will do: the filter is linear,
+//! and a row never has to meet its retraction), so each worker reads back only its own rows.
 
 use std::any::Any;
 
@@ -19,7 +23,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use runnel_common::{ChangeBatch, Result};
 use runnel_plan::TemporalBound;
 use runnel_state::codec::{decode_rows, encode_selected_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::{vnode_of, Vnode, VnodeSet};
 use runnel_state::{TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, timestamp_micros, CompiledExpr};
@@ -34,13 +38,19 @@ pub struct TemporalFilterOp {
     clock: Option<i64>,
     /// The waiting rows by threshold.
     waiting: TimeIndex,
+    /// The vnodes this worker owns, and the first run of them (where a row of another
+    /// worker's vnode is kept).
+    owned: VnodeSet,
+    home: Option<(Vnode, u32)>,
     scratch: EncodedRows,
 }
 
 impl TemporalFilterOp {
-    /// `waiting`: where rows wait for the clock (the operator's time index).
+    /// `waiting`: where rows wait for the clock (the operator's time index), `owned`: the
+    /// vnodes of this worker.
     pub fn new(
         waiting: TimeIndex,
+        owned: VnodeSet,
         time: CompiledExpr,
         offset_micros: i64,
         bound: TemporalBound,
@@ -62,8 +72,23 @@ impl TemporalFilterOp {
             types,
             clock: None,
             waiting,
+            owned,
+            home: owned.ranges().first().copied(),
             scratch: EncodedRows::new(),
         })
+    }
+
+    /// The vnode `row` is kept under: its own when this worker owns it, else one of this
+    /// worker's chosen by it.
+    fn vnode_for(&self, row: &[u8]) -> Vnode {
+        let vnode = vnode_of(row);
+        match self.home {
+            Some((first, end)) if !self.owned.contains(vnode) => {
+                let run = end - u32::from(first);
+                first + (u32::from(vnode) % run) as Vnode
+            }
+            _ => vnode,
+        }
     }
 
     /// Each row's threshold (null when its time is null or out of range).
@@ -115,7 +140,8 @@ impl Operator for TemporalFilterOp {
                 let threshold = thresholds[i as usize].expect("waiting rows have a threshold");
                 let row = self.scratch.row(n);
                 let weight = batch.weights.value(i as usize);
-                self.waiting.add(vnode_of(row), threshold, row, weight);
+                self.waiting
+                    .add(self.vnode_for(row), threshold, row, weight);
             }
         }
         let mask = BooleanArray::from(pass);
