@@ -528,6 +528,14 @@ async fn views_survive_kill_and_keep_updating() {
     drop(server);
 }
 
+/// Server arguments: `workers` workers and the 1 KiB state cache (state read back from the
+/// store all the time).
+fn tiny_cache_with_workers(workers: &'static str) -> Vec<&'static str> {
+    let mut args = vec!["--workers", workers];
+    args.extend_from_slice(support::TINY_STATE_CACHE);
+    args
+}
+
 /// The state does not depend on the number of workers (`--workers`): each owns a share of
 /// the vnodes, reassigned at start-up. A server killed with one count and restarted with
 /// another (1 → 2 → 3 → 1, with the 1 KiB state cache so that state is read back from the
@@ -535,12 +543,7 @@ async fn views_survive_kill_and_keep_updating() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_survive_restarts_with_other_worker_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = |workers: &'static str| -> Vec<&'static str> {
-        let mut args = vec!["--workers", workers];
-        args.extend_from_slice(support::TINY_STATE_CACHE);
-        args
-    };
-    let mut server = blocking(|| TestServer::start_with(dir.path(), &args("1")));
+    let mut server = blocking(|| TestServer::start_with(dir.path(), &tiny_cache_with_workers("1")));
     let mut rng = StdRng::seed_from_u64(0x5eed_0003);
     let mut model = Model::default();
     let client = server.connect().await;
@@ -550,7 +553,7 @@ async fn views_survive_restarts_with_other_worker_counts() {
     check_against_model(&client, &model, &VIEWS, "with one worker").await;
     drop(client);
     for (workers, ops) in [("2", 120), ("3", 100), ("1", 80)] {
-        server = blocking(|| server.restart_with(&args(workers)));
+        server = blocking(|| server.restart_with(&tiny_cache_with_workers(workers)));
         let client = server.connect().await;
         check_against_model(
             &client,
@@ -580,12 +583,7 @@ async fn views_survive_restarts_with_other_worker_counts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporal_filter_rows_survive_restarts_with_other_worker_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = |workers: &'static str| -> Vec<&'static str> {
-        let mut args = vec!["--workers", workers];
-        args.extend_from_slice(support::TINY_STATE_CACHE);
-        args
-    };
-    let mut server = blocking(|| TestServer::start_with(dir.path(), &args("2")));
+    let mut server = blocking(|| TestServer::start_with(dir.path(), &tiny_cache_with_workers("2")));
     let client = server.connect().await;
     exec(
         &client,
@@ -625,7 +623,7 @@ async fn temporal_filter_rows_survive_restarts_with_other_worker_counts() {
     for (phase, workers) in ["2", "3", "1", "2"].into_iter().enumerate() {
         if phase > 0 {
             drop(client);
-            server = blocking(|| server.restart_with(&args(workers)));
+            server = blocking(|| server.restart_with(&tiny_cache_with_workers(workers)));
             client = server.connect().await;
         }
         let start = phase as i64 * 15;
