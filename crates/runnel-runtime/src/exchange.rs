@@ -14,9 +14,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, UInt32Array};
-use datafusion::arrow::compute::{cast, take, take_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
+use datafusion::arrow::compute::{cast, interleave, interleave_record_batch};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use runnel_common::{ChangeBatch, Result, RunnelError};
@@ -45,52 +46,101 @@ pub enum PartitionKey {
 /// Routes rows to workers by a [`PartitionKey`].
 pub struct Partitioner {
     key: PartitionKey,
-    scratch: EncodedRows,
+    /// The bytes of the last batch's keys: room to reserve for the next.
+    key_bytes: usize,
 }
 
-/// Rows bound for one worker, with their partition keys encoded when the key has columns:
-/// `keys.row(i)` is row `i`'s key exactly as the operator after the exchange encodes it, so it
-/// takes them ([`crate::operator::Operator::process_keyed`]) instead of encoding them again.
+/// Rows bound for one worker: the rows of `batch` at `rows` (every row when `None`), with
+/// the partition keys of `batch`'s rows when the key has columns (`keys.row(i)` is row `i`'s
+/// key exactly as the operator after the exchange encodes it, so it takes them,
+/// [`crate::operator::Operator::process_keyed`], instead of encoding them again). The batch
+/// and keys are shared by every worker's part (Arrow arrays are reference-counted): the rows
+/// are gathered once, when the round's parts are joined ([`Routed::gather`]).
 pub struct Routed {
     pub batch: ChangeBatch,
-    pub keys: Option<EncodedRows>,
+    pub rows: Option<Arc<[u32]>>,
+    pub keys: Option<Arc<EncodedRows>>,
 }
 
 impl Routed {
-    /// `parts` as one batch (none when there are none), with their keys when every part has
-    /// them.
-    pub fn concat(parts: Vec<Routed>) -> Result<Option<Routed>> {
-        if parts.len() <= 1 {
-            return Ok(parts.into_iter().next());
+    fn whole(batch: ChangeBatch, keys: Option<Arc<EncodedRows>>) -> Self {
+        Routed {
+            batch,
+            rows: None,
+            keys,
         }
-        let schema = parts[0].batch.schema();
-        let mut batches: Vec<ChangeBatch> = Vec::with_capacity(parts.len());
-        let mut keys = parts.iter().all(|p| p.keys.is_some()).then(|| {
-            let rows = parts.iter().map(|p| p.batch.num_rows()).sum();
-            let bytes = parts
-                .iter()
-                .filter_map(|p| p.keys.as_ref())
-                .map(EncodedRows::data_len)
-                .sum();
-            EncodedRows::with_capacity(rows, bytes)
-        });
-        for part in parts {
-            if let (Some(all), Some(part_keys)) = (keys.as_mut(), part.keys.as_ref()) {
-                all.append(part_keys);
+    }
+
+    fn row_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        let all = self.rows.is_none().then(|| 0..self.batch.num_rows());
+        let some = self
+            .rows
+            .iter()
+            .flat_map(|rows| rows.iter().map(|&r| r as usize));
+        all.into_iter().flatten().chain(some)
+    }
+
+    /// The rows of `parts` in order as one batch (none when there are none), with their
+    /// keys when every part has them: one copy of each row, none for a single whole batch.
+    pub fn gather(parts: Vec<Routed>) -> Result<Option<(ChangeBatch, Option<Arc<EncodedRows>>)>> {
+        if let [only] = parts.as_slice() {
+            if only.rows.is_none() {
+                let only = parts.into_iter().next().expect("one part");
+                return Ok(Some((only.batch, only.keys)));
             }
-            batches.push(part.batch);
         }
-        let batch = ChangeBatch::concat(&schema, &batches)?;
-        Ok(Some(Routed { batch, keys }))
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let picks: Vec<(usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| part.row_indices().map(move |r| (p, r)))
+            .collect();
+        let keys = match parts.iter().all(|p| p.keys.is_some()) {
+            true => {
+                let bytes = parts
+                    .iter()
+                    .filter_map(|p| p.keys.as_ref())
+                    .map(|k| k.data_len())
+                    .sum();
+                let mut keys = EncodedRows::with_capacity(picks.len(), bytes);
+                for &(p, r) in &picks {
+                    if let Some(part_keys) = &parts[p].keys {
+                        keys.push_row(part_keys.row(r));
+                    }
+                }
+                Some(Arc::new(keys))
+            }
+            false => None,
+        };
+        let batches: Vec<&RecordBatch> = parts.iter().map(|p| &p.batch.data).collect();
+        let data = match batches[0].num_columns() {
+            // Rows with no columns (a global count's input): only their number.
+            0 => RecordBatch::try_new_with_options(
+                batches[0].schema(),
+                Vec::new(),
+                &RecordBatchOptions::new().with_row_count(Some(picks.len())),
+            )?,
+            _ => interleave_record_batch(&batches, &picks)?,
+        };
+        let weights: Vec<&dyn Array> = parts
+            .iter()
+            .map(|p| &p.batch.weights as &dyn Array)
+            .collect();
+        let weights = interleave(&weights, &picks)?;
+        let weights = weights
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| RunnelError::internal("weights are not Int64"))?
+            .clone();
+        Ok(Some((ChangeBatch::new(data, weights), keys)))
     }
 }
 
 impl Partitioner {
     pub fn new(key: PartitionKey) -> Self {
-        Partitioner {
-            key,
-            scratch: EncodedRows::new(),
-        }
+        Partitioner { key, key_bytes: 0 }
     }
 
     /// `batch` split by the worker of each row, `shards` workers: (worker, its rows), rows in
@@ -98,7 +148,7 @@ impl Partitioner {
     pub fn split(&mut self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
         let n = batch.num_rows();
         let columns: Vec<ArrayRef> = match &self.key {
-            PartitionKey::Worker(to) => return Ok(vec![(*to, Routed { batch, keys: None })]),
+            PartitionKey::Worker(to) => return Ok(vec![(*to, Routed::whole(batch, None))]),
             PartitionKey::Columns(columns) => columns
                 .iter()
                 .map(|&c| batch.data.column(c).clone())
@@ -117,48 +167,32 @@ impl Partitioner {
         };
         if columns.is_empty() {
             let to = shard_of(vnode_of(&[]), shards);
-            return Ok(vec![(to, Routed { batch, keys: None })]);
+            return Ok(vec![(to, Routed::whole(batch, None))]);
         }
-        let mut keys = std::mem::take(&mut self.scratch);
-        keys.clear();
+        let mut keys = EncodedRows::with_capacity(n, self.key_bytes);
         encode_rows(&[], &columns, &mut keys)?;
+        self.key_bytes = keys.data_len();
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); shards];
         for (i, key) in keys.iter().enumerate() {
             rows_of[shard_of(vnode_of(key), shards)].push(i as u32);
         }
+        let keys = Some(Arc::new(keys));
         if let Some(only) = rows_of.iter().position(|rows| rows.len() == n) {
-            let keys = Some(keys);
-            return Ok(vec![(only, Routed { batch, keys })]);
+            return Ok(vec![(only, Routed::whole(batch, keys))]);
         }
-        let mut parts = Vec::new();
-        for (shard, rows) in rows_of.into_iter().enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            let bytes = (keys.data_len() * rows.len()).div_ceil(n);
-            let mut part_keys = EncodedRows::with_capacity(rows.len(), bytes);
-            for &row in &rows {
-                part_keys.push_row(keys.row(row as usize));
-            }
-            let rows = UInt32Array::from(rows);
-            let data = take_record_batch(&batch.data, &rows)?;
-            let weights = take(&batch.weights, &rows, None)?;
-            let weights = weights
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .ok_or_else(|| RunnelError::internal("weights are not Int64"))?
-                .clone();
-            let batch = ChangeBatch::new(data, weights);
-            parts.push((
-                shard,
-                Routed {
-                    batch,
-                    keys: Some(part_keys),
-                },
-            ));
-        }
-        self.scratch = keys;
-        Ok(parts)
+        Ok(rows_of
+            .into_iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(shard, rows)| {
+                let part = Routed {
+                    batch: batch.clone(),
+                    rows: Some(rows.into()),
+                    keys: keys.clone(),
+                };
+                (shard, part)
+            })
+            .collect())
     }
 }
 
@@ -386,3 +420,83 @@ pub fn exchanges(plan: &StreamPlan, shards: usize) -> Result<Vec<Vec<Option<Part
 
 /// A shared handle on a plan's exchanges (built once per view, used by every worker).
 pub type Exchanges = Arc<Vec<Vec<Option<PartitionKey>>>>;
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn batch(values: &[i64], weights: &[i64]) -> ChangeBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let column: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let data = RecordBatch::try_new(schema, vec![column]).expect("a batch");
+        ChangeBatch::new(data, Int64Array::from(weights.to_vec()))
+    }
+
+    fn keys_of_values(values: &[i64]) -> Arc<EncodedRows> {
+        let column: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+        let mut keys = EncodedRows::new();
+        encode_rows(&[], &[column], &mut keys).expect("encoded");
+        Arc::new(keys)
+    }
+
+    /// A round's parts, whole batches and selections of shared ones, come out as one batch of
+    /// their rows in order, each with its weight and its key.
+    #[test]
+    fn gather_joins_parts_in_order_with_weights_and_keys() {
+        let first = batch(&[10, 11, 12, 13], &[1, -1, 2, 1]);
+        let second = batch(&[20, 21], &[1, 1]);
+        let parts = vec![
+            Routed {
+                batch: first.clone(),
+                rows: Some(vec![3, 1].into()),
+                keys: Some(keys_of_values(&[10, 11, 12, 13])),
+            },
+            Routed::whole(second, Some(keys_of_values(&[20, 21]))),
+            Routed {
+                batch: first,
+                rows: Some(vec![0].into()),
+                keys: Some(keys_of_values(&[10, 11, 12, 13])),
+            },
+        ];
+        let (gathered, keys) = Routed::gather(parts).expect("gathered").expect("rows");
+        let values = gathered
+            .data
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64");
+        assert_eq!(values.values(), &[13, 11, 20, 21, 10]);
+        assert_eq!(gathered.weights.values(), &[1, -1, 1, 1, 1]);
+        let expected = keys_of_values(&[13, 11, 20, 21, 10]);
+        let keys = keys.expect("every part had keys");
+        assert!(keys.iter().eq(expected.iter()));
+        // A part without keys: the rows still, the keys not.
+        let parts = vec![
+            Routed::whole(batch(&[1], &[1]), None),
+            Routed::whole(batch(&[2], &[1]), Some(keys_of_values(&[2]))),
+        ];
+        let (gathered, keys) = Routed::gather(parts).expect("gathered").expect("rows");
+        assert_eq!(gathered.num_rows(), 2);
+        assert!(keys.is_none());
+        assert!(Routed::gather(Vec::new()).expect("nothing").is_none());
+    }
+
+    /// Rows without columns (what a global `count(*)` reads) keep their number.
+    #[test]
+    fn gather_counts_rows_without_columns() {
+        let empty = |rows: usize| {
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            let data =
+                RecordBatch::try_new_with_options(Arc::new(Schema::empty()), Vec::new(), &options)
+                    .expect("a batch");
+            ChangeBatch::new(data, Int64Array::from(vec![1; rows]))
+        };
+        let parts = vec![Routed::whole(empty(3), None), Routed::whole(empty(2), None)];
+        let (gathered, _) = Routed::gather(parts).expect("gathered").expect("rows");
+        assert_eq!(gathered.num_rows(), 5);
+        assert_eq!(gathered.weights.len(), 5);
+    }
+}

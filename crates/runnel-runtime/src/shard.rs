@@ -978,11 +978,11 @@ impl Graph {
             let rows = std::mem::take(&mut exchange.rows);
             let clocks: Vec<Option<i64>> = exchange.clocks.iter_mut().map(Option::take).collect();
             let held = std::mem::take(&mut exchange.held);
-            match Routed::concat(rows) {
-                Ok(Some(Routed { batch, keys })) => {
+            match Routed::gather(rows) {
+                Ok(Some((batch, keys))) => {
                     let outputs = slot.outputs.clone();
                     for (next, next_port) in outputs {
-                        self.push_keyed(next, next_port, batch.clone(), keys.as_ref());
+                        self.push_keyed(next, next_port, batch.clone(), keys.as_deref());
                     }
                 }
                 Ok(None) => {}

@@ -199,14 +199,6 @@ impl EncodedRows {
         self.data.extend_from_slice(bytes);
         self.offsets.push(self.data.len());
     }
-
-    /// Appends every row of `other`, in order.
-    pub fn append(&mut self, other: &EncodedRows) {
-        let base = self.data.len();
-        self.data.extend_from_slice(&other.data);
-        self.offsets
-            .extend(other.offsets[1..].iter().map(|&end| base + end));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
