@@ -46,8 +46,6 @@ pub enum PartitionKey {
 /// Routes rows to workers by a [`PartitionKey`].
 pub struct Partitioner {
     key: PartitionKey,
-    /// The bytes of the last batch's keys: room to reserve for the next.
-    key_bytes: usize,
 }
 
 /// Rows bound for one worker: the rows of `batch` at `rows` (every row when `None`), with
@@ -71,15 +69,6 @@ impl Routed {
         }
     }
 
-    fn row_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        let all = self.rows.is_none().then(|| 0..self.batch.num_rows());
-        let some = self
-            .rows
-            .iter()
-            .flat_map(|rows| rows.iter().map(|&r| r as usize));
-        all.into_iter().flatten().chain(some)
-    }
-
     /// The rows of `parts` in order as one batch (none when there are none), with their
     /// keys when every part has them: one copy of each row, none for a single whole batch.
     pub fn gather(parts: Vec<Routed>) -> Result<Option<(ChangeBatch, Option<Arc<EncodedRows>>)>> {
@@ -92,28 +81,24 @@ impl Routed {
         if parts.is_empty() {
             return Ok(None);
         }
-        let picks: Vec<(usize, usize)> = parts
-            .iter()
-            .enumerate()
-            .flat_map(|(p, part)| part.row_indices().map(move |r| (p, r)))
-            .collect();
-        let keys = match parts.iter().all(|p| p.keys.is_some()) {
-            true => {
-                let bytes = parts
-                    .iter()
-                    .filter_map(|p| p.keys.as_ref())
-                    .map(|k| k.data_len())
-                    .sum();
-                let mut keys = EncodedRows::with_capacity(picks.len(), bytes);
-                for &(p, r) in &picks {
-                    if let Some(part_keys) = &parts[p].keys {
-                        keys.push_row(part_keys.row(r));
-                    }
-                }
-                Some(Arc::new(keys))
+        // (part, row) of every row, in order.
+        let mut picks: Vec<(usize, usize)> = Vec::new();
+        for (p, part) in parts.iter().enumerate() {
+            match &part.rows {
+                Some(rows) => picks.extend(rows.iter().map(|&r| (p, r as usize))),
+                None => picks.extend((0..part.batch.num_rows()).map(|r| (p, r))),
             }
-            false => None,
-        };
+        }
+        let part_keys: Option<Vec<&EncodedRows>> =
+            parts.iter().map(|p| p.keys.as_deref()).collect();
+        let keys = part_keys.map(|part_keys| {
+            let bytes = part_keys.iter().map(|k| k.data_len()).sum();
+            let mut keys = EncodedRows::with_capacity(picks.len(), bytes);
+            for &(p, r) in &picks {
+                keys.push_row(part_keys[p].row(r));
+            }
+            Arc::new(keys)
+        });
         let batches: Vec<&RecordBatch> = parts.iter().map(|p| &p.batch.data).collect();
         let data = match batches[0].num_columns() {
             // Rows with no columns (a global count's input): only their number.
@@ -140,12 +125,12 @@ impl Routed {
 
 impl Partitioner {
     pub fn new(key: PartitionKey) -> Self {
-        Partitioner { key, key_bytes: 0 }
+        Partitioner { key }
     }
 
     /// `batch` split by the worker of each row, `shards` workers: (worker, its rows), rows in
     /// their order.
-    pub fn split(&mut self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
+    pub fn split(&self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
         let n = batch.num_rows();
         let columns: Vec<ArrayRef> = match &self.key {
             PartitionKey::Worker(to) => return Ok(vec![(*to, Routed::whole(batch, None))]),
@@ -169,9 +154,8 @@ impl Partitioner {
             let to = shard_of(vnode_of(&[]), shards);
             return Ok(vec![(to, Routed::whole(batch, None))]);
         }
-        let mut keys = EncodedRows::with_capacity(n, self.key_bytes);
+        let mut keys = EncodedRows::new();
         encode_rows(&[], &columns, &mut keys)?;
-        self.key_bytes = keys.data_len();
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); shards];
         for (i, key) in keys.iter().enumerate() {
             rows_of[shard_of(vnode_of(key), shards)].push(i as u32);

@@ -1086,6 +1086,13 @@ impl Graph {
     }
 }
 
+/// A shard's answer to [`Shards::run_on`].
+fn answer<R>(reply: mpsc::Receiver<R>) -> Result<R> {
+    reply
+        .recv()
+        .map_err(|_| RunnelError::internal("a dataflow worker stopped while answering"))
+}
+
 /// The shard threads, from the coordinator's side.
 pub struct Shards {
     peers: Peers,
@@ -1157,6 +1164,31 @@ impl Shards {
         shard: usize,
         f: impl FnOnce(&mut Graph) -> R + Send + 'static,
     ) -> Result<R> {
+        let reply = self.run_on(shard, f)?;
+        answer(reply)
+    }
+
+    /// Runs `f` on every shard's graph at once; returns the results in shard order.
+    pub fn on_all<R: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Graph) -> R + Send + Sync + 'static,
+    ) -> Result<Vec<R>> {
+        let f = Arc::new(f);
+        let replies = (0..self.count())
+            .map(|shard| {
+                let f = f.clone();
+                self.run_on(shard, move |graph| f(graph))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        replies.into_iter().map(answer).collect()
+    }
+
+    /// Sends `f` to shard `shard`; its result comes on the returned channel.
+    fn run_on<R: Send + 'static>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Graph) -> R + Send + 'static,
+    ) -> Result<mpsc::Receiver<R>> {
         let sender = self
             .peers
             .senders
@@ -1169,35 +1201,7 @@ impl Shards {
         sender
             .send(ShardMsg::Run(run))
             .map_err(|_| RunnelError::internal("a dataflow worker has stopped"))?;
-        rx.recv()
-            .map_err(|_| RunnelError::internal("a dataflow worker stopped while answering"))
-    }
-
-    /// Runs `f` on every shard's graph at once; returns the results in shard order.
-    pub fn on_all<R: Send + 'static>(
-        &self,
-        f: impl Fn(&mut Graph) -> R + Send + Sync + 'static,
-    ) -> Result<Vec<R>> {
-        let f = Arc::new(f);
-        let mut replies = Vec::with_capacity(self.count());
-        for sender in &self.peers.senders {
-            let (reply, rx) = mpsc::channel();
-            let f = f.clone();
-            let run: Box<dyn FnOnce(&mut Graph) + Send> = Box::new(move |graph| {
-                let _ = reply.send(f(graph));
-            });
-            sender
-                .send(ShardMsg::Run(run))
-                .map_err(|_| RunnelError::internal("a dataflow worker has stopped"))?;
-            replies.push(rx);
-        }
-        replies
-            .into_iter()
-            .map(|rx| {
-                rx.recv()
-                    .map_err(|_| RunnelError::internal("a dataflow worker stopped while answering"))
-            })
-            .collect()
+        Ok(rx)
     }
 
     /// Hands `feed` to every shard, first waiting while they have [`FEEDS_AHEAD`] unprocessed.

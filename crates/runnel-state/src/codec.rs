@@ -467,15 +467,6 @@ impl<T: FixedKey> Prim<'_, T> {
         }
     }
 
-    /// The bytes of value `i`'s encoding.
-    #[inline]
-    fn encoded_len(&self, i: usize) -> usize {
-        match self.nulls.is_none_or(|n| n.is_valid(i)) {
-            true => 1 + T::WIDTH,
-            false => 1,
-        }
-    }
-
     #[inline]
     fn encode(&self, i: usize, out: &mut Vec<u8>) {
         if self.nulls.is_none_or(|n| n.is_valid(i)) {
@@ -596,29 +587,48 @@ impl<'a> EncCol<'a> {
             EncCol::BinaryView(a) => {
                 BYTES_OVERHEAD + avg(a.lengths().map(|l| l as usize).sum(), a.len())
             }
-            _ => self.present_len(),
+            // Marker and payload; a NULL takes less.
+            fixed => fixed.fixed_width().unwrap_or(1),
         }
     }
 
-    /// Whether every value's encoding has a width known from its type and validity alone
-    /// (no strings or binaries): such columns are written a column at a time
-    /// ([`encode_fixed`]).
-    fn is_fixed_width(&self) -> bool {
-        !matches!(
-            self,
+    /// The bytes of a non-NULL value's encoding (of every value, for a `Null` column) when
+    /// the type fixes them; `None` for strings and binaries. Columns of such types only are
+    /// written a column at a time ([`encode_fixed`]).
+    fn fixed_width(&self) -> Option<usize> {
+        fn fixed<T: FixedKey>(_: &Prim<'_, T>) -> usize {
+            1 + T::WIDTH
+        }
+        Some(match self {
+            EncCol::Null => 1,
+            EncCol::Bool(_) => 2,
+            EncCol::I8(p) => fixed(p),
+            EncCol::I16(p) => fixed(p),
+            EncCol::I32(p) => fixed(p),
+            EncCol::I64(p) => fixed(p),
+            EncCol::I128(p) => fixed(p),
+            EncCol::U8(p) => fixed(p),
+            EncCol::U16(p) => fixed(p),
+            EncCol::U32(p) => fixed(p),
+            EncCol::U64(p) => fixed(p),
+            EncCol::F32(p) => fixed(p),
+            EncCol::F64(p) => fixed(p),
+            EncCol::DayTime(p) => fixed(p),
+            EncCol::MonthDayNano(p) => fixed(p),
             EncCol::Utf8(_)
-                | EncCol::LargeUtf8(_)
-                | EncCol::Utf8View(_)
-                | EncCol::Binary(_)
-                | EncCol::LargeBinary(_)
-                | EncCol::BinaryView(_)
-        )
+            | EncCol::LargeUtf8(_)
+            | EncCol::Utf8View(_)
+            | EncCol::Binary(_)
+            | EncCol::LargeBinary(_)
+            | EncCol::BinaryView(_) => return None,
+        })
     }
 
-    /// Whether some value is NULL (a `Null` column is all NULLs, and all the same width).
-    fn has_nulls(&self) -> bool {
+    /// The column's NULLs, when it has any (a `Null` column's values all take the same bytes,
+    /// so it has none here).
+    fn nulls(&self) -> Option<&NullBuffer> {
         let nulls = match self {
-            EncCol::Null => return false,
+            EncCol::Null => None,
             EncCol::Bool(a) => a.nulls(),
             EncCol::I8(p) => p.nulls,
             EncCol::I16(p) => p.nulls,
@@ -640,69 +650,7 @@ impl<'a> EncCol<'a> {
             EncCol::LargeBinary(a) => a.nulls(),
             EncCol::BinaryView(a) => a.nulls(),
         };
-        nulls.is_some_and(|n| n.null_count() > 0)
-    }
-
-    /// The bytes of a non-NULL value's encoding (a NULL's, for a `Null` column), for a
-    /// fixed-width column.
-    fn present_len(&self) -> usize {
-        fn fixed<T: FixedKey>(_: &Prim<'_, T>) -> usize {
-            1 + T::WIDTH
-        }
-        match self {
-            EncCol::Null => 1,
-            EncCol::Bool(_) => 2,
-            EncCol::I8(p) => fixed(p),
-            EncCol::I16(p) => fixed(p),
-            EncCol::I32(p) => fixed(p),
-            EncCol::I64(p) => fixed(p),
-            EncCol::I128(p) => fixed(p),
-            EncCol::U8(p) => fixed(p),
-            EncCol::U16(p) => fixed(p),
-            EncCol::U32(p) => fixed(p),
-            EncCol::U64(p) => fixed(p),
-            EncCol::F32(p) => fixed(p),
-            EncCol::F64(p) => fixed(p),
-            EncCol::DayTime(p) => fixed(p),
-            EncCol::MonthDayNano(p) => fixed(p),
-            EncCol::Utf8(_)
-            | EncCol::LargeUtf8(_)
-            | EncCol::Utf8View(_)
-            | EncCol::Binary(_)
-            | EncCol::LargeBinary(_)
-            | EncCol::BinaryView(_) => unreachable!("a variable-width column has no fixed length"),
-        }
-    }
-
-    /// The bytes of value `i`'s encoding, for a fixed-width column.
-    #[inline]
-    fn fixed_len(&self, i: usize) -> usize {
-        match self {
-            EncCol::Null => 1,
-            EncCol::Bool(a) => match a.is_valid(i) {
-                true => 2,
-                false => 1,
-            },
-            EncCol::I8(p) => p.encoded_len(i),
-            EncCol::I16(p) => p.encoded_len(i),
-            EncCol::I32(p) => p.encoded_len(i),
-            EncCol::I64(p) => p.encoded_len(i),
-            EncCol::I128(p) => p.encoded_len(i),
-            EncCol::U8(p) => p.encoded_len(i),
-            EncCol::U16(p) => p.encoded_len(i),
-            EncCol::U32(p) => p.encoded_len(i),
-            EncCol::U64(p) => p.encoded_len(i),
-            EncCol::F32(p) => p.encoded_len(i),
-            EncCol::F64(p) => p.encoded_len(i),
-            EncCol::DayTime(p) => p.encoded_len(i),
-            EncCol::MonthDayNano(p) => p.encoded_len(i),
-            EncCol::Utf8(_)
-            | EncCol::LargeUtf8(_)
-            | EncCol::Utf8View(_)
-            | EncCol::Binary(_)
-            | EncCol::LargeBinary(_)
-            | EncCol::BinaryView(_) => unreachable!("a variable-width column has no fixed length"),
-        }
+        nulls.filter(|n| n.null_count() > 0)
     }
 
     /// Writes a fixed-width column's values of `rows`, the `k`th at `cursors[k]`, moving each
@@ -819,8 +767,9 @@ fn encode_impl(
         .iter()
         .map(|c| EncCol::new(c.as_ref()))
         .collect::<Result<Vec<_>>>()?;
-    if !cols.is_empty() && cols.iter().all(EncCol::is_fixed_width) {
-        encode_fixed(prefix, &cols, rows, count, out);
+    let widths: Option<Vec<usize>> = cols.iter().map(EncCol::fixed_width).collect();
+    if let Some(widths) = widths.filter(|w| !w.is_empty()) {
+        encode_fixed(prefix, &cols, &widths, rows, count, out);
         return Ok(());
     }
     let per_row = prefix.len() + cols.iter().map(EncCol::bytes_per_row_hint).sum::<usize>();
@@ -841,21 +790,31 @@ fn encode_impl(
 fn encode_fixed(
     prefix: &[u8],
     cols: &[EncCol<'_>],
+    widths: &[usize],
     rows: impl Iterator<Item = usize> + Clone,
     count: usize,
     out: &mut EncodedRows,
 ) {
     let start = out.data.len();
-    // Columns without NULLs take the same bytes in every row.
-    let (nullable, uniform): (Vec<&EncCol<'_>>, Vec<&EncCol<'_>>) =
-        cols.iter().partition(|c| c.has_nulls());
-    let uniform = prefix.len() + uniform.iter().map(|c| c.present_len()).sum::<usize>();
+    // Columns without NULLs take the same bytes in every row; a NULL takes one.
+    let mut uniform = prefix.len();
+    let mut nullable: Vec<(&NullBuffer, usize)> = Vec::new();
+    for (col, &width) in cols.iter().zip(widths) {
+        match col.nulls() {
+            Some(nulls) => nullable.push((nulls, width)),
+            None => uniform += width,
+        }
+    }
     let mut cursors: Vec<usize> = Vec::with_capacity(count);
     let mut end = start;
     out.offsets.reserve(count);
     for i in rows.clone() {
         cursors.push(end);
-        end += uniform + nullable.iter().map(|c| c.fixed_len(i)).sum::<usize>();
+        end += uniform
+            + nullable
+                .iter()
+                .map(|&(nulls, width)| if nulls.is_valid(i) { width } else { 1 })
+                .sum::<usize>();
         out.offsets.push(end);
     }
     out.data.resize(end, 0);
