@@ -838,18 +838,17 @@ impl Dataflow {
     /// The rows of `source`'s log entries before `end`, from their headers (and, for entries
     /// retention deleted, from their indexes).
     fn log_rows(&self, source: ObjectId, end: u64) -> Result<u64> {
-        // A stream's entries each have an index entry with their rows: reading those is
-        // reading a few bytes per entry, not the entries (a backfill's count waited for that).
-        if !self.sources[&source].table {
-            let (mut rows, mut indexed) = (0u64, 0u64);
-            log_index::for_each_index(&self.store, source, 0, end, |_, index| {
-                rows += index.rows;
-                indexed += 1;
-                Ok(true)
-            })?;
-            if indexed == end {
-                return Ok(rows);
-            }
+        // Entries each have an index entry with their rows: reading those is reading a few
+        // bytes per entry, not the entries (a backfill's count waited for that). A table's log
+        // written before tables' logs were indexed is counted from the entries.
+        let (mut rows, mut indexed) = (0u64, 0u64);
+        log_index::for_each_index(&self.store, source, 0, end, |_, index| {
+            rows += index.rows;
+            indexed += 1;
+            Ok(true)
+        })?;
+        if indexed == end {
+            return Ok(rows);
         }
         let mut trimmed = 0u64;
         let log_start = self.sources[&source].log_start.min(end);

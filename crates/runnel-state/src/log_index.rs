@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::StateError;
 use crate::keys;
-use crate::store::Store;
+use crate::store::{Store, BLOB_MIN_BYTES};
 
 /// The index of one log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,6 +108,27 @@ pub fn log_end(store: &Store, source: ObjectId) -> Result<u64, StateError> {
     };
     // Every entry may have been trimmed: numbering goes on from where the log starts.
     Ok(after_last.max(log_start(store, source)?))
+}
+
+/// The bytes of `source`'s log entries that live in the store's blob files (the entries of at
+/// least [`BLOB_MIN_BYTES`]), from their indexes: the sorted files' size estimates hold only a
+/// reference to each. Entries without an index (a log written before every log was indexed)
+/// are not counted.
+pub fn bytes_in_blob_files(store: &Store, source: ObjectId) -> Result<u64, StateError> {
+    let mut bytes = 0u64;
+    for_each_index(
+        store,
+        source,
+        log_start(store, source)?,
+        u64::MAX,
+        |_, index| {
+            if index.bytes >= BLOB_MIN_BYTES {
+                bytes += index.bytes;
+            }
+            Ok(true)
+        },
+    )?;
+    Ok(bytes)
 }
 
 /// The index entries of `source`'s log entries `[from, to)`, in sequence order, calling `each`

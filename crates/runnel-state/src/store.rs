@@ -21,6 +21,10 @@ pub use rocksdb::WriteBatch;
 use crate::error::StateError;
 use crate::keys::prefix_end;
 
+/// Values of at least this many bytes are kept in RocksDB's blob files, not in its sorted
+/// files (see [`Store::open`]); what reads sizes from the sorted files counts them apart.
+pub const BLOB_MIN_BYTES: u64 = 4096;
+
 /// The merge operator of the store: a value written with `WriteBatch::merge` is a
 /// little-endian i64 added to the stored one (append-only views count rows without reading
 /// them back).
@@ -129,6 +133,18 @@ impl Store {
         table.set_bloom_filter(10.0, false);
         table.set_whole_key_filtering(true);
         opts.set_block_based_table_factory(&table);
+        // Large values (log entries, a sink's outbox: Arrow batches) go to blob files when
+        // the memtable is flushed, and the files hold only a reference: compaction then moves
+        // a few bytes per entry instead of rewriting (and LZ4-compressing) every log byte once
+        // per level, which was most of the compaction threads' CPU while a stream is loaded
+        // (and two workers share the cores with them). Blob files are not compressed: a log
+        // is written once and read back by each view, so compressing it would cost more CPU
+        // than the disk it saves is worth here. Blob garbage (a trimmed or dropped log, a
+        // delivered outbox) is collected by compaction, which moves the live values out of
+        // the oldest quarter of the files.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(BLOB_MIN_BYTES);
+        opts.set_enable_blob_gc(true);
         let db = DB::open(&opts, path)?;
         Ok(Arc::new(Store {
             db,
@@ -163,15 +179,18 @@ impl Store {
             .collect()
     }
 
-    /// RocksDB's estimate of the bytes of live data (after compaction), plus what is in the
-    /// memtables.
+    /// RocksDB's estimate of the bytes of live data (after compaction), plus its blob files
+    /// and what is in the memtables.
     pub fn live_data_bytes(&self) -> u64 {
         let property = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
-        property("rocksdb.estimate-live-data-size") + property("rocksdb.cur-size-all-mem-tables")
+        property("rocksdb.estimate-live-data-size")
+            + property("rocksdb.live-blob-file-size")
+            + property("rocksdb.cur-size-all-mem-tables")
     }
 
-    /// RocksDB's estimate of the bytes of files holding keys in `ranges` (`[start, end)`);
-    /// what is still in the memtable is not counted.
+    /// RocksDB's estimate of the bytes of sorted files holding keys in `ranges` (`[start,
+    /// end)`); what is still in the memtable is not counted, nor values in blob files
+    /// ([`BLOB_MIN_BYTES`]), of which the sorted files hold only a reference.
     pub fn approximate_size(&self, ranges: &[(Vec<u8>, Vec<u8>)]) -> u64 {
         let ranges: Vec<rocksdb::Range<'_>> = ranges
             .iter()

@@ -124,14 +124,10 @@ impl Shared {
         let catalog = self.catalog.snapshot();
         let entry = catalog.get_by_id(id);
         let watermark = entry.and_then(|e| e.watermark);
-        // Stream entries are indexed (for retention, and Kafka re-reads); a table's log is not
-        // trimmed.
-        let indexed = entry.is_some_and(|e| e.kind == runnel_sql::ObjectKind::Stream);
         let w = Arc::new(SourceWriter::open(
             &self.store,
             id,
             watermark,
-            indexed,
             Some(self.worker.fresh_entries()),
         )?);
         writers.insert(id, w.clone());

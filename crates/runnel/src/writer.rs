@@ -7,9 +7,10 @@
 //! watermark after it in its schema metadata, and the clock's state is committed in the same
 //! write as the entry. So the log alone decides what every view sees, live or replayed.
 //!
-//! A stream's entries are indexed (`runnel_state::log_index`) in the same write: when each was
-//! appended and its size, for retention, and for a Kafka stream the recipe that rebuilds it
-//! from the topic ([`rebuild_kafka_entry`] runs that recipe).
+//! Every entry is indexed (`runnel_state::log_index`) in the same write: when it was appended,
+//! its size and rows (for a stream's retention, `pg_relation_size` and a backfill's row count),
+//! and for a Kafka stream the recipe that rebuilds it from the topic ([`rebuild_kafka_entry`]
+//! runs that recipe).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,8 +39,6 @@ struct WriterState {
     rows_appended: u64,
     /// Streams with a watermark.
     clock: Option<WatermarkClock>,
-    /// Streams: each entry gets an index entry.
-    indexed: bool,
     /// Where committed entries are offered to the dataflow.
     fresh: Option<Arc<FreshEntries>>,
 }
@@ -56,7 +55,6 @@ impl SourceWriter {
         store: &Arc<Store>,
         id: ObjectId,
         watermark: Option<WatermarkDef>,
-        indexed: bool,
         fresh: Option<Arc<FreshEntries>>,
     ) -> Result<SourceWriter> {
         let next_seq = runnel_state::log_index::log_end(store, id)?;
@@ -75,7 +73,6 @@ impl SourceWriter {
                 next_seq,
                 rows_appended: 0,
                 clock,
-                indexed,
                 fresh,
             }),
         })
@@ -238,7 +235,7 @@ impl LockedWriter<'_> {
     }
 
     /// Adds `entries` to `batch` under the next sequence numbers, each with its index entry
-    /// when the log is indexed (`recipe` goes with a Kafka chunk's one entry).
+    /// (`recipe` goes with a Kafka chunk's one entry).
     fn stage_entries(
         &mut self,
         entries: &[RecordBatch],
@@ -251,16 +248,14 @@ impl LockedWriter<'_> {
         let mut offered = Vec::with_capacity(entries.len());
         for stored in entries {
             let encoded = ipc::encode_batch(stored)?;
-            if self.state.indexed {
-                let index = EntryIndex {
-                    appended_at,
-                    bytes: encoded.len() as u64,
-                    rows: stored.num_rows() as u64,
-                    // A chunk makes at most one entry.
-                    kafka: recipe.clone(),
-                };
-                batch.put(keys::log_index(self.id, seq), index.encode()?);
-            }
+            let index = EntryIndex {
+                appended_at,
+                bytes: encoded.len() as u64,
+                rows: stored.num_rows() as u64,
+                // A chunk makes at most one entry.
+                kafka: recipe.clone(),
+            };
+            batch.put(keys::log_index(self.id, seq), index.encode()?);
             batch.put(keys::log_entry(self.id, seq), encoded);
             if self.state.fresh.is_some() {
                 offered.push((seq, stored.clone()));

@@ -24,6 +24,7 @@ use datafusion::prelude::SessionContext;
 use runnel_common::{RunnelError, SqlState};
 use runnel_pgwire::oid;
 use runnel_sql::Catalog;
+use runnel_state::log_index;
 
 use super::oids::{self, UserObject};
 use super::pg_catalog::{
@@ -909,8 +910,9 @@ fn definitions() -> Vec<Definition> {
             Box::new(|c: &Call<'_>| c.each_bool(|_| Ok(Some(false)))),
         ));
     }
-    // Sizes: RocksDB's estimate of the files holding a relation's keys (its log, rows, view
-    // contents and operator state); writes still in memory are not counted. A primary key is
+    // Sizes: RocksDB's estimate of the sorted files holding a relation's keys (its log, rows,
+    // view contents and operator state; sorted writes still in memory are not counted), plus
+    // its log entries that live in blob files, from the log's index. A primary key is
     // the table's own key order, so indexes take no space of their own.
     for name in [
         "pg_table_size",
@@ -923,23 +925,37 @@ fn definitions() -> Vec<Definition> {
             DataType::Int64,
             Volatile,
             Box::new(|c: &Call<'_>| {
-                let ids = c.oid(0)?;
-                let sizes: Int64Array = (0..c.rows)
+                // The argument is a regclass in Postgres, so `pg_relation_size('name')` names
+                // the relation (an unknown name is an error, as there).
+                let ids = reg_oid(
+                    c,
+                    |name| relation_oid(c.catalog, name),
+                    |name| {
+                        RunnelError::plan(
+                            SqlState::UNDEFINED_TABLE,
+                            format!("relation \"{name}\" does not exist"),
+                        )
+                    },
+                )?;
+                let ids = ids.as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+                let sizes = (0..c.rows)
                     .map(|row| {
                         if !ids.is_valid(row) {
-                            return None;
+                            return Ok(None);
                         }
-                        match oids::user_object(ids.value(row)) {
+                        Ok(match oids::user_object(ids.value(row)) {
                             Some(UserObject::Relation(id)) => {
                                 let ranges = runnel_state::keys::object_ranges(id);
-                                let bytes = c.store.approximate_size(&ranges);
+                                let in_blobs = log_index::bytes_in_blob_files(c.store, id)
+                                    .map_err(|e| to_df(e.into()))?;
+                                let bytes = c.store.approximate_size(&ranges) + in_blobs;
                                 Some(i64::try_from(bytes).unwrap_or(i64::MAX))
                             }
                             Some(_) => Some(0),
                             None => c.catalog_relation_exists(ids.value(row)).then_some(0),
-                        }
+                        })
                     })
-                    .collect();
+                    .collect::<DfResult<Int64Array>>()?;
                 Ok(Arc::new(sizes) as ArrayRef)
             }),
         ));
