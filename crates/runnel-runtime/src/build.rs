@@ -13,6 +13,7 @@ use runnel_state::codec::check_supported;
 use runnel_state::vnode::{vnode_of, VnodeSet};
 use runnel_state::{keys, KeyedState, SharedBudget, Store, TimeIndex};
 
+use crate::exchange;
 use crate::expr::{compile, compile_all};
 use crate::operator::Operator;
 use crate::operators::aggregate::{AggregateSlot, GroupClosing};
@@ -179,7 +180,8 @@ pub fn build_operator(
                     closing,
                 )?
                 // A global aggregate's one group (key: nothing) is on one worker.
-                .owning_global(vnodes.contains(vnode_of(&[]))),
+                .owning_global(vnodes.contains(vnode_of(&[])))
+                .consolidating(exchange::groups_are_whole_rows(group_exprs, schema)),
             )
         }
         NodeKind::Join {

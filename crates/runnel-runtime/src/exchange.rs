@@ -11,15 +11,24 @@
 //! aggregate's output by its group columns, a filter's or a projection's by the columns they
 //! keep), in which case no exchange is added: rows only move where the partitioning changes.
 //! Stateless chains stay on the worker that produced their rows.
+//!
+//! An exchange before an aggregate whose input columns are all group columns (`count(*) ...
+//! GROUP BY a, b`, the windowed counts of Nexmark q5) sends each distinct row of a batch once,
+//! its weights added up ([`PartitionKey::WholeRows`]): identical rows are one group's, and the
+//! aggregate takes a row of weight `w` as `w` copies. Where a batch has many (a bid stream
+//! counted per auction and window has a few hundred distinct rows per batch of thousands),
+//! that is most of what would cross, and be looked up in the aggregate's state.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
-use datafusion::arrow::compute::{cast, interleave, interleave_record_batch};
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, interleave, interleave_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable};
+use hashbrown::HashTable;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::{NodeKind, PlanNode, StreamPlan};
 use runnel_state::codec::{encode_rows, EncodedRows};
@@ -36,6 +45,10 @@ pub type Columns = Vec<usize>;
 pub enum PartitionKey {
     /// Columns of the input, encoded as they are.
     Columns(Columns),
+    /// Columns that are every column of the input, before an aggregate: as `Columns`, and
+    /// rows equal in all of them are sent as one, their weights added up (see the module
+    /// docs).
+    WholeRows(Columns),
     /// Expressions over the input, each cast to its type when one is given (a join's keys
     /// are cast to the type both sides compare in).
     Exprs(Vec<CompiledExpr>, Vec<Option<DataType>>),
@@ -46,6 +59,53 @@ pub enum PartitionKey {
 /// Routes rows to workers by a [`PartitionKey`].
 pub struct Partitioner {
     key: PartitionKey,
+    /// `WholeRows`: adds up equal rows before they are routed.
+    consolidator: Consolidator,
+}
+
+/// Adds up the equal rows of batches ([`consolidate`]) while that pays: after a batch where it
+/// removed fewer than 1 row in [`CONSOLIDATE_MIN_FRACTION`], the next
+/// [`CONSOLIDATE_SKIP_BATCHES`] batches are left as they are.
+#[derive(Default)]
+pub struct Consolidator {
+    skip: u32,
+}
+
+/// See [`Consolidator`].
+const CONSOLIDATE_MIN_FRACTION: usize = 8;
+const CONSOLIDATE_SKIP_BATCHES: u32 = 64;
+
+impl Consolidator {
+    /// `batch` (whose rows are encoded whole in `keys`) with its equal rows added up, or
+    /// `None` to use it as it is.
+    pub fn apply(
+        &mut self,
+        batch: &ChangeBatch,
+        keys: &EncodedRows,
+    ) -> Result<Option<(ChangeBatch, EncodedRows)>> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Ok(None);
+        }
+        let n = batch.num_rows();
+        let fewer = consolidate(batch, keys)?;
+        let removed = fewer.as_ref().map_or(0, |(b, _)| n - b.num_rows());
+        if removed * CONSOLIDATE_MIN_FRACTION < n {
+            self.skip = CONSOLIDATE_SKIP_BATCHES;
+        }
+        Ok(fewer)
+    }
+}
+
+/// Whether `group_exprs` are plain columns that are every column of `schema` (each row is
+/// its group's key, so equal rows may be added up before the aggregate: [`consolidate`]).
+pub fn groups_are_whole_rows(group_exprs: &[Expr], schema: &DFSchema) -> bool {
+    let Some(mut columns) = plain_columns(group_exprs, schema) else {
+        return false;
+    };
+    columns.sort_unstable();
+    columns.dedup();
+    !columns.is_empty() && columns.into_iter().eq(0..schema.fields().len())
 }
 
 /// Rows bound for one worker: the rows of `batch` at `rows` (every row when `None`), with
@@ -125,16 +185,18 @@ impl Routed {
 
 impl Partitioner {
     pub fn new(key: PartitionKey) -> Self {
-        Partitioner { key }
+        Partitioner {
+            key,
+            consolidator: Consolidator::default(),
+        }
     }
 
     /// `batch` split by the worker of each row, `shards` workers: (worker, its rows), rows in
-    /// their order.
-    pub fn split(&self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
-        let n = batch.num_rows();
+    /// their order (for `WholeRows`, equal rows as the first of them, see [`consolidate`]).
+    pub fn split(&mut self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
         let columns: Vec<ArrayRef> = match &self.key {
             PartitionKey::Worker(to) => return Ok(vec![(*to, Routed::whole(batch, None))]),
-            PartitionKey::Columns(columns) => columns
+            PartitionKey::Columns(columns) | PartitionKey::WholeRows(columns) => columns
                 .iter()
                 .map(|&c| batch.data.column(c).clone())
                 .collect(),
@@ -156,6 +218,12 @@ impl Partitioner {
         }
         let mut keys = EncodedRows::new();
         encode_rows(&[], &columns, &mut keys)?;
+        let consolidated = match self.key {
+            PartitionKey::WholeRows(_) => self.consolidator.apply(&batch, &keys)?,
+            _ => None,
+        };
+        let (batch, keys) = consolidated.unwrap_or((batch, keys));
+        let n = batch.num_rows();
         let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); shards];
         for (i, key) in keys.iter().enumerate() {
             rows_of[shard_of(vnode_of(key), shards)].push(i as u32);
@@ -178,6 +246,54 @@ impl Partitioner {
             })
             .collect())
     }
+}
+
+/// The rows of `batch` whose `keys` (each the whole row, encoded) are equal, as one row: the
+/// first of them, with their weights added up; rows whose weights cancel are left out.
+/// Distinct rows keep their order of first appearance. `None` when no two rows are equal (or
+/// a sum would overflow), so the caller keeps the batch as it is.
+pub fn consolidate(
+    batch: &ChangeBatch,
+    keys: &EncodedRows,
+) -> Result<Option<(ChangeBatch, EncodedRows)>> {
+    let n = batch.num_rows();
+    let weights = batch.weights.values();
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let mut index: HashTable<u32> = HashTable::with_capacity(n.min(4096));
+    // Per distinct row: the first row that has it, its key's hash, the sum of its weights.
+    let (mut first, mut hashes, mut sums) = (Vec::new(), Vec::new(), Vec::<i64>::new());
+    for (i, key) in keys.iter().enumerate() {
+        let hash = hasher.hash_one(key);
+        let found = index.find(hash, |&d| keys.row(first[d as usize] as usize) == key);
+        match found {
+            Some(&d) => match sums[d as usize].checked_add(weights[i]) {
+                Some(sum) => sums[d as usize] = sum,
+                None => return Ok(None),
+            },
+            None => {
+                let d = first.len() as u32;
+                first.push(i as u32);
+                hashes.push(hash);
+                sums.push(weights[i]);
+                index.insert_unique(hash, d, |&d| hashes[d as usize]);
+            }
+        }
+    }
+    if first.len() == n {
+        return Ok(None);
+    }
+    let (rows, sums): (Vec<u32>, Vec<i64>) = first
+        .into_iter()
+        .zip(sums)
+        .filter(|&(_, sum)| sum != 0)
+        .unzip();
+    let bytes = rows.iter().map(|&r| keys.row(r as usize).len()).sum();
+    let mut kept = EncodedRows::with_capacity(rows.len(), bytes);
+    for &r in &rows {
+        kept.push_row(keys.row(r as usize));
+    }
+    let data = take_record_batch(&batch.data, &UInt32Array::from(rows))?;
+    Ok(Some((ChangeBatch::new(data, Int64Array::from(sums)), kept)))
 }
 
 /// The keys of `columns`' rows: `given` (an exchange's, see [`Routed`]) when there are
@@ -384,7 +500,17 @@ pub fn exchanges(plan: &StreamPlan, shards: usize) -> Result<Vec<Vec<Option<Part
                 }
                 Some(PartitionKey::Columns(columns)) => {
                     arriving.push(Some(columns.clone()));
-                    ports.push(Some(PartitionKey::Columns(columns)));
+                    let whole_rows = match &node.kind {
+                        NodeKind::Aggregate { group_exprs, .. } => node
+                            .input_schemas
+                            .first()
+                            .is_some_and(|s| groups_are_whole_rows(group_exprs, s)),
+                        _ => false,
+                    };
+                    ports.push(Some(match whole_rows {
+                        true => PartitionKey::WholeRows(columns),
+                        false => PartitionKey::Columns(columns),
+                    }));
                 }
                 Some(key) => {
                     ports.push(Some(key));
@@ -424,6 +550,78 @@ mod tests {
         let mut keys = EncodedRows::new();
         encode_rows(&[], &[column], &mut keys).expect("encoded");
         Arc::new(keys)
+    }
+
+    fn values_of(batch: &ChangeBatch) -> Vec<i64> {
+        let column = batch.data.column(0).as_any().downcast_ref::<Int64Array>();
+        column.expect("int64").values().to_vec()
+    }
+
+    /// Equal rows come out as the first of them with their weights added up, distinct rows
+    /// in order of first appearance, cancelled rows left out, each with its key.
+    #[test]
+    fn consolidate_adds_up_equal_rows() {
+        let values = [5, 7, 5, 9, 7, 5, 3, 9];
+        let weights = [1, 1, 2, 1, -1, 1, -1, -1];
+        let input = batch(&values, &weights);
+        let keys = keys_of_values(&values);
+        let (out, out_keys) = consolidate(&input, &keys)
+            .expect("ok")
+            .expect("consolidated");
+        // 5: 1 + 2 + 1; 7: 1 - 1 (cancelled); 9: 1 - 1 (cancelled); 3: -1.
+        assert_eq!(values_of(&out), vec![5, 3]);
+        assert_eq!(out.weights.values().to_vec(), vec![4, -1]);
+        let expected = keys_of_values(&[5, 3]);
+        assert!(out_keys.iter().eq(expected.iter()));
+        // No two rows equal: nothing to do.
+        let distinct = batch(&[1, 2, 3], &[1, 1, -1]);
+        assert!(consolidate(&distinct, &keys_of_values(&[1, 2, 3]))
+            .expect("ok")
+            .is_none());
+        // A sum past i64 leaves the batch as it is.
+        let huge = batch(&[1, 1], &[i64::MAX, 1]);
+        assert!(consolidate(&huge, &keys_of_values(&[1, 1]))
+            .expect("ok")
+            .is_none());
+    }
+
+    /// A whole-row exchange sends each distinct row once, to the worker of its key, and stops
+    /// trying on batches where few rows are equal.
+    #[test]
+    fn whole_row_split_sends_distinct_rows() {
+        let mut partitioner = Partitioner::new(PartitionKey::WholeRows(vec![0]));
+        let values: Vec<i64> = (0..400).map(|i| i % 40).collect();
+        let parts = partitioner
+            .split(batch(&values, &vec![1; 400]), 2)
+            .expect("split");
+        let mut seen: Vec<(i64, i64)> = Vec::new();
+        for (shard, part) in parts {
+            let (gathered, keys) = Routed::gather(vec![part]).expect("ok").expect("rows");
+            let keys = keys.expect("keys");
+            for (i, value) in values_of(&gathered).into_iter().enumerate() {
+                assert_eq!(shard_of(vnode_of(keys.row(i)), 2), shard);
+                seen.push((value, gathered.weights.value(i)));
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).map(|v| (v, 10)).collect::<Vec<_>>());
+        // All distinct: routed as they are, and the next batches are not looked at.
+        let distinct: Vec<i64> = (0..400).collect();
+        let rows = |parts: Vec<(usize, Routed)>| -> usize {
+            parts
+                .into_iter()
+                .map(|(_, p)| p.rows.map_or(400, |r| r.len()))
+                .sum()
+        };
+        let split = partitioner
+            .split(batch(&distinct, &vec![1; 400]), 2)
+            .expect("split");
+        assert_eq!(rows(split), 400);
+        assert_eq!(partitioner.consolidator.skip, CONSOLIDATE_SKIP_BATCHES);
+        let split = partitioner
+            .split(batch(&values, &vec![1; 400]), 2)
+            .expect("split");
+        assert_eq!(rows(split), 400);
     }
 
     /// A round's parts, whole batches and selections of shared ones, come out as one batch of

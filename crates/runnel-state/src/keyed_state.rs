@@ -228,6 +228,11 @@ impl KeyedState {
         &self.slots[slot as usize].key
     }
 
+    /// The vnode of a live slot's key, hashed once when the slot was made.
+    pub fn vnode(&self, slot: u32) -> Vnode {
+        self.slots[slot as usize].vnode
+    }
+
     /// Whether `slot` is live and holds `key` (a slot remembered from earlier may have been
     /// evicted since and given to another key).
     pub fn holds(&self, slot: u32, key: &[u8]) -> bool {

@@ -28,11 +28,10 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::AggregateCall;
 use runnel_state::codec::{decode_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
 use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use super::accumulators::{create_accumulator, GroupAccumulator};
-use crate::exchange::keys_of;
+use crate::exchange::{keys_of, Consolidator};
 use crate::expr::{evaluate, evaluate_all, evaluate_predicate, timestamp_micros, CompiledExpr};
 use crate::operator::Operator;
 
@@ -87,6 +86,9 @@ pub struct AggregateOp {
     scratch: EncodedRows,
     /// A global aggregate's group is this worker's (see [`AggregateOp::owning_global`]).
     owns_global: bool,
+    /// When every input column is a group column: adds up a batch's equal rows (one group's)
+    /// first, so each group is looked up and updated once per batch.
+    consolidator: Option<Consolidator>,
 }
 
 /// The groups' values by slot: the weighted row count and each accumulator's state, and the
@@ -174,6 +176,7 @@ impl AggregateOp {
             },
             scratch: EncodedRows::new(),
             owns_global: true,
+            consolidator: None,
         };
         if op.global {
             // The one group: slot 0, always at hand.
@@ -187,6 +190,13 @@ impl AggregateOp {
     /// first row; the others never get input).
     pub fn owning_global(mut self, owns: bool) -> Self {
         self.owns_global = owns;
+        self
+    }
+
+    /// Every input column is a group column (see [`crate::exchange::groups_are_whole_rows`]):
+    /// equal rows of a batch are added up before their group is looked up.
+    pub fn consolidating(mut self, whole_rows: bool) -> Self {
+        self.consolidator = (whole_rows && !self.global).then(Consolidator::default);
         self
     }
 
@@ -239,6 +249,26 @@ impl AggregateOp {
 }
 
 impl AggregateOp {
+    /// `batch` with its equal rows added up, and their keys, when this aggregate
+    /// consolidates and that removed some; else `batch` as it is.
+    fn consolidated(
+        &mut self,
+        batch: ChangeBatch,
+        given_keys: Option<&EncodedRows>,
+    ) -> Result<(ChangeBatch, Option<EncodedRows>)> {
+        let Some(consolidator) = self.consolidator.as_mut() else {
+            return Ok((batch, None));
+        };
+        let group_columns = evaluate_all(&self.group_exprs, &batch.data)?;
+        let keys = keys_of(given_keys, &group_columns, &mut self.scratch)?;
+        Ok(match consolidator.apply(&batch, keys)? {
+            Some((fewer, keys)) => (fewer, Some(keys)),
+            // The keys just encoded are encoded again below: only on batches where adding up
+            // did not pay, which are then skipped for a while.
+            None => (batch, None),
+        })
+    }
+
     /// [`Operator::process`], with the rows' group keys when an exchange encoded them.
     fn process_batch(
         &mut self,
@@ -246,8 +276,14 @@ impl AggregateOp {
         given_keys: Option<&EncodedRows>,
         out: &mut Vec<ChangeBatch>,
     ) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let (batch, consolidated_keys) = self.consolidated(batch, given_keys)?;
+        let given_keys = consolidated_keys.as_ref().or(given_keys);
         let n = batch.num_rows();
         if n == 0 {
+            // Every row cancelled out.
             return Ok(());
         }
         let group_columns = evaluate_all(&self.group_exprs, &batch.data)?;
@@ -276,9 +312,8 @@ impl AggregateOp {
             let times = timestamp_micros(&group_columns[open.closing.column])?;
             for &(g, r) in &touched {
                 if !open.noted[g as usize] && times.is_valid(r as usize) {
-                    let key = self.state.key(g);
-                    open.by_time
-                        .set(vnode_of(key), times.value(r as usize), key);
+                    let (key, vnode) = (self.state.key(g), self.state.vnode(g));
+                    open.by_time.set(vnode, times.value(r as usize), key);
                     open.noted[g as usize] = true;
                 }
             }

@@ -33,7 +33,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::vnode_of;
+use runnel_state::vnode::Vnode;
 use runnel_state::{KeyedState, SlotValues, TimeIndex, WriteBatch};
 
 use crate::exchange::keys_of;
@@ -65,14 +65,14 @@ impl Expiry {
     }
 
     /// Notes the key of a row at `time`; `noted`: the grid time last noted for the key's slot.
-    fn note(&mut self, time: i64, key: &[u8], slot: u32, noted: &mut i64) {
+    fn note(&mut self, time: i64, key: &[u8], vnode: Vnode, slot: u32, noted: &mut i64) {
         let on_grid = time | (EXPIRY_GRID_MICROS - 1);
         // The key's entry at this grid time is still to come, and its visit frees this row too.
         if *noted == on_grid && on_grid > self.expired_upto {
             return;
         }
         *noted = on_grid;
-        self.by_time.set_tagged(vnode_of(key), on_grid, key, slot);
+        self.by_time.set_tagged(vnode, on_grid, key, slot);
     }
 }
 
@@ -544,7 +544,9 @@ impl JoinOp {
                 own.add(s, rows.row(i), weights[i], time);
                 if let Some(expiry) = own.expiry.as_mut() {
                     if time != i64::MAX && weights[i] > 0 {
-                        expiry.note(time, keys.row(i), s, &mut own.rows.noted[s as usize]);
+                        let vnode = own.state.vnode(s);
+                        let noted = &mut own.rows.noted[s as usize];
+                        expiry.note(time, keys.row(i), vnode, s, noted);
                     }
                 }
             }

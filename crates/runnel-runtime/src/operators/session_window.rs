@@ -30,7 +30,7 @@ use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::{vnode_of, VnodeSet};
+use runnel_state::vnode::VnodeSet;
 use runnel_state::{KeyedState, SharedBudget, SlotValues, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
@@ -209,8 +209,8 @@ impl SessionWindowOp {
             return;
         };
         if let Some(at) = first_close(&self.partitions.rows[slot as usize], self.gap) {
-            let key = self.state.key(slot);
-            index.set(vnode_of(key), at, key);
+            let (key, vnode) = (self.state.key(slot), self.state.vnode(slot));
+            index.set(vnode, at, key);
         }
     }
 

@@ -38,7 +38,7 @@ use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::WindowReach;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
-use runnel_state::vnode::{vnode_of, VnodeSet};
+use runnel_state::vnode::VnodeSet;
 use runnel_state::{KeyedState, OrderedRows, SharedBudget, Store, TimeIndex, WriteBatch};
 
 use crate::expr::{evaluate, evaluate_all, timestamp_micros, CompiledExpr};
@@ -160,9 +160,9 @@ impl WindowOp {
             return Ok(());
         };
         let at = time.saturating_add((range / 4).max(1_000_000));
-        let key = self.state.key(slot);
+        let (key, vnode) = (self.state.key(slot), self.state.vnode(slot));
         if let Some((_, index)) = self.freeing.as_mut() {
-            index.set(vnode_of(key), at, key);
+            index.set(vnode, at, key);
         }
         Ok(())
     }
