@@ -18,6 +18,10 @@
 //! aggregate takes a row of weight `w` as `w` copies. Where a batch has many (a bid stream
 //! counted per auction and window has a few hundred distinct rows per batch of thousands),
 //! that is most of what would cross, and be looked up in the aggregate's state.
+//!
+//! An exchange before an aggregate of only `min`/`max` calls over inserts sends, of a batch's
+//! rows of one group, only those holding an extreme ([`PartitionKey::Extremes`],
+//! [`crate::extreme_rows`]): the others cannot change the result.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -35,6 +39,7 @@ use runnel_state::codec::{encode_rows, EncodedRows};
 use runnel_state::vnode::{shard_of, vnode_of};
 
 use crate::expr::{compile_all, evaluate_all, CompiledExpr};
+use crate::extreme_rows::ExtremeCalls;
 
 /// How a stream of rows is partitioned between workers: by the vnode of the encoded values
 /// of these columns (of the node's output). The whole row is every column.
@@ -49,6 +54,10 @@ pub enum PartitionKey {
     /// rows equal in all of them are sent as one, their weights added up (see the module
     /// docs).
     WholeRows(Columns),
+    /// Group columns of the input, before an aggregate of only `min`/`max` calls over
+    /// inserts: as `Columns`, and of a batch's rows of one group only those holding a call's
+    /// extreme are sent (see [`ExtremeCalls::keep`]).
+    Extremes(Columns, Arc<ExtremeCalls>),
     /// Expressions over the input, each cast to its type when one is given (a join's keys
     /// are cast to the type both sides compare in).
     Exprs(Vec<CompiledExpr>, Vec<Option<DataType>>),
@@ -59,13 +68,15 @@ pub enum PartitionKey {
 /// Routes rows to workers by a [`PartitionKey`].
 pub struct Partitioner {
     key: PartitionKey,
-    /// `WholeRows`: adds up equal rows before they are routed.
+    /// `WholeRows`: adds up equal rows before they are routed; `Extremes`: keeps the extreme
+    /// rows.
     consolidator: Consolidator,
 }
 
-/// Adds up the equal rows of batches ([`consolidate`]) while that pays: after a batch where it
-/// removed fewer than 1 row in [`CONSOLIDATE_MIN_FRACTION`], the next
-/// [`CONSOLIDATE_SKIP_BATCHES`] batches are left as they are.
+/// Adds up the equal rows of batches ([`consolidate`]), or thins them another way
+/// ([`Consolidator::apply_with`]), while that pays: after a batch where it removed fewer than
+/// 1 row in [`CONSOLIDATE_MIN_FRACTION`], the next [`CONSOLIDATE_SKIP_BATCHES`] batches are
+/// left as they are.
 #[derive(Default)]
 pub struct Consolidator {
     skip: u32,
@@ -83,12 +94,23 @@ impl Consolidator {
         batch: &ChangeBatch,
         keys: &EncodedRows,
     ) -> Result<Option<(ChangeBatch, EncodedRows)>> {
+        self.apply_with(batch, keys, consolidate)
+    }
+
+    /// [`Consolidator::apply`] with `thin` in place of [`consolidate`]: `batch` with fewer
+    /// rows (and their keys), or `None` to use it as it is.
+    pub fn apply_with(
+        &mut self,
+        batch: &ChangeBatch,
+        keys: &EncodedRows,
+        thin: impl FnOnce(&ChangeBatch, &EncodedRows) -> Result<Option<(ChangeBatch, EncodedRows)>>,
+    ) -> Result<Option<(ChangeBatch, EncodedRows)>> {
         if self.skip > 0 {
             self.skip -= 1;
             return Ok(None);
         }
         let n = batch.num_rows();
-        let fewer = consolidate(batch, keys)?;
+        let fewer = thin(batch, keys)?;
         let removed = fewer.as_ref().map_or(0, |(b, _)| n - b.num_rows());
         if removed * CONSOLIDATE_MIN_FRACTION < n {
             self.skip = CONSOLIDATE_SKIP_BATCHES;
@@ -196,7 +218,9 @@ impl Partitioner {
     pub fn split(&mut self, batch: ChangeBatch, shards: usize) -> Result<Vec<(usize, Routed)>> {
         let columns: Vec<ArrayRef> = match &self.key {
             PartitionKey::Worker(to) => return Ok(vec![(*to, Routed::whole(batch, None))]),
-            PartitionKey::Columns(columns) | PartitionKey::WholeRows(columns) => columns
+            PartitionKey::Columns(columns)
+            | PartitionKey::WholeRows(columns)
+            | PartitionKey::Extremes(columns, _) => columns
                 .iter()
                 .map(|&c| batch.data.column(c).clone())
                 .collect(),
@@ -218,8 +242,12 @@ impl Partitioner {
         }
         let mut keys = EncodedRows::new();
         encode_rows(&[], &columns, &mut keys)?;
-        let consolidated = match self.key {
+        let consolidated = match &self.key {
             PartitionKey::WholeRows(_) => self.consolidator.apply(&batch, &keys)?,
+            PartitionKey::Extremes(_, calls) => {
+                self.consolidator
+                    .apply_with(&batch, &keys, |batch, keys| calls.keep(batch, keys))?
+            }
             _ => None,
         };
         let (batch, keys) = consolidated.unwrap_or((batch, keys));
@@ -500,17 +528,7 @@ pub fn exchanges(plan: &StreamPlan, shards: usize) -> Result<Vec<Vec<Option<Part
                 }
                 Some(PartitionKey::Columns(columns)) => {
                     arriving.push(Some(columns.clone()));
-                    let whole_rows = match &node.kind {
-                        NodeKind::Aggregate { group_exprs, .. } => node
-                            .input_schemas
-                            .first()
-                            .is_some_and(|s| groups_are_whole_rows(group_exprs, s)),
-                        _ => false,
-                    };
-                    ports.push(Some(match whole_rows {
-                        true => PartitionKey::WholeRows(columns),
-                        false => PartitionKey::Columns(columns),
-                    }));
+                    ports.push(Some(aggregate_key(node, columns, inserts_only)?));
                 }
                 Some(key) => {
                     ports.push(Some(key));
@@ -526,6 +544,32 @@ pub fn exchanges(plan: &StreamPlan, shards: usize) -> Result<Vec<Vec<Option<Part
         out.push(ports);
     }
     Ok(out)
+}
+
+/// The key of an exchange by `columns` before `node`: for an aggregate, one that also thins
+/// the rows where it can (whole rows added up, or only the extremes of `min`/`max` over
+/// `inserts_only` input).
+fn aggregate_key(node: &PlanNode, columns: Columns, inserts_only: bool) -> Result<PartitionKey> {
+    let (
+        NodeKind::Aggregate {
+            group_exprs,
+            aggregates,
+            ..
+        },
+        Some(schema),
+    ) = (&node.kind, node.input_schemas.first())
+    else {
+        return Ok(PartitionKey::Columns(columns));
+    };
+    if groups_are_whole_rows(group_exprs, schema) {
+        return Ok(PartitionKey::WholeRows(columns));
+    }
+    if inserts_only && !group_exprs.is_empty() {
+        if let Some(calls) = ExtremeCalls::of(aggregates, schema)? {
+            return Ok(PartitionKey::Extremes(columns, calls));
+        }
+    }
+    Ok(PartitionKey::Columns(columns))
 }
 
 /// A shared handle on a plan's exchanges (built once per view, used by every worker).

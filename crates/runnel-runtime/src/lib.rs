@@ -12,6 +12,7 @@ pub mod build;
 pub mod dataflow;
 pub mod exchange;
 pub mod expr;
+pub mod extreme_rows;
 pub mod fresh_entries;
 pub mod log_archive;
 pub mod operator;

@@ -32,6 +32,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 use runnel_common::Result;
+use smallvec::SmallVec;
 
 use crate::cache_budget::SharedBudget;
 use crate::keys::prefix_end;
@@ -53,6 +54,14 @@ pub trait SlotValues {
     /// Empties a slot (evicted or deleted); it may be given to another key.
     fn reset(&mut self, slot: u32);
 
+    /// Whether the slot holds nothing to store ([`SlotValues::save`] would return false).
+    /// A checkpoint frees such a slot that was never stored without sorting or writing it
+    /// (an interval join's row that came and expired between two checkpoints). The default,
+    /// `false`, leaves every slot to `save`.
+    fn is_empty(&self, _slot: u32) -> bool {
+        false
+    }
+
     /// Rows layout: adds one stored row (its row key and value) to a slot being read.
     fn load_row(&mut self, _slot: u32, _row_key: &[u8], _value: &[u8]) -> Result<()> {
         Err(runnel_common::RunnelError::internal(
@@ -69,16 +78,24 @@ pub trait SlotValues {
 }
 
 /// Memory a cached slot costs beyond its key and value bytes, measured roughly: the slot
-/// record (~48 bytes), the key's allocation (32 at the allocator's smallest size), the index
-/// entry (~8), its recency-queue entries (~40) and the operator's per-slot arrays and
-/// accumulator overhead (~40).
-const SLOT_OVERHEAD: usize = 168;
+/// record (~64 bytes, a key of up to [`INLINE_KEY_BYTES`] inside it), the index entry (~8),
+/// its recency-queue entries (~40) and the operator's per-slot arrays and accumulator
+/// overhead (~40).
+const SLOT_OVERHEAD: usize = 152;
 
 /// A value size to assume for a slot that was never stored, until it is.
 const FIRST_VALUE_GUESS: usize = 32;
 
+/// Keys up to this many bytes are kept in the slot itself (one or two integer columns, the
+/// common key): a lookup compares them without following a pointer, and making a slot
+/// allocates nothing.
+const INLINE_KEY_BYTES: usize = 24;
+
+/// A slot's key.
+type SlotKey = SmallVec<[u8; INLINE_KEY_BYTES]>;
+
 struct Slot {
-    key: Box<[u8]>,
+    key: SlotKey,
     /// The key's hash in the index (kept: the index rehashes when it grows, and a removal
     /// finds the slot by it).
     hash: u64,
@@ -112,7 +129,7 @@ pub struct KeyedState {
     recency: VecDeque<(u32, u64)>,
     epoch: u64,
     /// Stored keys to delete at the next checkpoint (removed slots).
-    deletes: Vec<(Vnode, Box<[u8]>)>,
+    deletes: Vec<(Vnode, SlotKey)>,
     /// The store may hold keys this cache does not: false while the table was empty when
     /// opened and nothing has been evicted since, so a miss needs no read.
     maybe_stored: bool,
@@ -455,11 +472,20 @@ impl KeyedState {
             batch.delete(&self.store_key);
         }
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.retain(|&slot| self.slots[slot as usize].dirty);
-        dirty.sort_unstable_by(|&a, &b| {
-            let (a, b) = (&self.slots[a as usize], &self.slots[b as usize]);
-            (a.vnode, &a.key).cmp(&(b.vnode, &b.key))
+        // Slots made and emptied since the last checkpoint have nothing to write or delete.
+        let mut gone = Vec::new();
+        dirty.retain(|&slot| {
+            let s = &self.slots[slot as usize];
+            let empty = s.dirty && !s.stored && values.is_empty(slot);
+            if empty {
+                gone.push(slot);
+            }
+            s.dirty && !empty
         });
+        for slot in gone {
+            self.free_slot(slot, values);
+        }
+        let dirty = self.in_key_order(dirty);
         let mut value = Vec::new();
         for slot in dirty {
             if !self.slots[slot as usize].dirty {
@@ -512,6 +538,30 @@ impl KeyedState {
         self.evict(values);
     }
 
+    /// `slots` in the order of their (vnode, key). Sorted by an integer made of the vnode and
+    /// the key's first bytes, which decides almost every comparison without reading the keys
+    /// (scattered over the heap); equal prefixes compare the whole keys.
+    fn in_key_order(&self, slots: Vec<u32>) -> Vec<u32> {
+        let prefix = |slot: u32| -> u64 {
+            let s = &self.slots[slot as usize];
+            let mut head = [0u8; 6];
+            let n = s.key.len().min(6);
+            head[..n].copy_from_slice(&s.key[..n]);
+            let mut bytes = [0u8; 8];
+            bytes[..2].copy_from_slice(&s.vnode.to_be_bytes());
+            bytes[2..].copy_from_slice(&head);
+            u64::from_be_bytes(bytes)
+        };
+        let mut keyed: Vec<(u64, u32)> = slots.into_iter().map(|s| (prefix(s), s)).collect();
+        keyed.sort_unstable_by(|&(pa, a), &(pb, b)| {
+            pa.cmp(&pb).then_with(|| {
+                let (a, b) = (&self.slots[a as usize], &self.slots[b as usize]);
+                (a.vnode, &a.key).cmp(&(b.vnode, &b.key))
+            })
+        });
+        keyed.into_iter().map(|(_, slot)| slot).collect()
+    }
+
     /// Evicts least recently used clean slots while the shared budget is exceeded.
     pub fn evict<V: SlotValues>(&mut self, values: &mut V) {
         let mut excess = self.budget.excess();
@@ -559,7 +609,7 @@ impl KeyedState {
             "a key of vnode {vnode} reached a worker that does not own it"
         );
         let fresh = Slot {
-            key: key.into(),
+            key: SlotKey::from_slice(key),
             hash,
             vnode,
             last_used: 0,
@@ -649,7 +699,7 @@ impl KeyedState {
         s.live = false;
         s.dirty = false;
         s.pinned = false;
-        s.key = Box::default();
+        s.key = SlotKey::new();
         let bytes = s.bytes as usize;
         if let Ok(entry) = self.index.find_entry(s.hash, |&other| other == slot) {
             entry.remove();
@@ -730,6 +780,9 @@ mod tests {
         }
         fn reset(&mut self, slot: u32) {
             self.0[slot as usize] = 0;
+        }
+        fn is_empty(&self, slot: u32) -> bool {
+            self.0[slot as usize] == 0
         }
     }
 
@@ -824,6 +877,48 @@ mod tests {
         assert_eq!(state.cached(), 1);
         drop(state);
         assert_eq!(budget.used(), 0, "a dropped table gives its bytes back");
+    }
+
+    /// A checkpoint writes in (vnode, key) order, however the keys' first bytes compare, and
+    /// frees a slot made and emptied since the last one without writing it.
+    #[test]
+    fn checkpoint_writes_in_key_order_and_skips_slots_emptied_unstored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let mut state = KeyedState::open(store.clone(), vec![4], CacheBudget::unlimited()).unwrap();
+        let mut counts = Counts::default();
+        let mut keys: Vec<Vec<u8>> = vec![
+            b"abcdefZ".to_vec(),
+            b"abcdefA".to_vec(),
+            b"abc".to_vec(),
+            b"abc\0".to_vec(),
+            b"abcdef".to_vec(),
+            Vec::new(),
+            vec![0xff; 9],
+        ];
+        keys.extend((0..200u32).map(|i| (i * 7919).to_be_bytes().to_vec()));
+        state.begin_batch();
+        let slots = state
+            .slots_of(keys.iter().map(|k| &k[..]), &mut counts)
+            .unwrap();
+        let ordered: Vec<Vec<u8>> = state
+            .in_key_order(slots.clone())
+            .into_iter()
+            .map(|s| state.key(s).to_vec())
+            .collect();
+        let mut expected = keys.clone();
+        expected.sort_by_key(|k| (vnode_of(k), k.clone()));
+        assert_eq!(ordered, expected);
+
+        // Every key counted once, the first then back to zero: never stored, nothing written.
+        for &slot in &slots {
+            counts.0[slot as usize] = 1;
+            state.mark_dirty(slot);
+        }
+        counts.0[slots[0] as usize] = 0;
+        checkpoint(&store, &mut state, &mut counts);
+        assert_eq!(store.scan_prefix(&[4]).unwrap().len(), keys.len() - 1);
+        assert_eq!(state.cached(), keys.len() - 1, "the emptied slot is freed");
     }
 
     #[test]

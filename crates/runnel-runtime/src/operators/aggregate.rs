@@ -134,6 +134,10 @@ impl SlotValues for GroupStates {
         true
     }
 
+    fn is_empty(&self, g: u32) -> bool {
+        self.rows[g as usize] <= 0 && !self.global
+    }
+
     fn reset(&mut self, g: u32) {
         if let Some(noted) = self.open.as_mut().and_then(|o| o.noted.get_mut(g as usize)) {
             *noted = false;

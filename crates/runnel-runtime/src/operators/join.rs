@@ -24,12 +24,13 @@
 //! not copies of rows. Keys are read like any others, nothing is pinned.
 
 use std::any::Any;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, Int64Array, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use hashbrown::HashMap;
 use runnel_common::{ChangeBatch, Result, RunnelError};
 use runnel_plan::JoinType;
 use runnel_state::codec::{decode_rows, encode_rows, EncodedRows};
@@ -93,13 +94,16 @@ struct Held {
 }
 
 /// One key's multiset of encoded rows. Most keys of an interval join hold one row at a time
-/// (a bid's price), so one row is kept without a map.
+/// (a bid's price), so one row is kept without a map. Several rows are kept in the order of
+/// their time (a row's time is a function of the row: the expiry's expression over it), so the
+/// clock drops a key's oldest rows without looking at the others: a key of many rows (a
+/// common price) is visited once per grid step while its rows span many.
 #[derive(Default)]
 enum KeyRows {
     #[default]
     Empty,
     One(Box<[u8]>, Held),
-    Many(HashMap<Box<[u8]>, Held>),
+    Many(BTreeMap<(i64, Box<[u8]>), i64>),
 }
 
 impl KeyRows {
@@ -111,11 +115,16 @@ impl KeyRows {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &Held)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (&[u8], Held)> + '_ {
         let (one, many) = match self {
             KeyRows::Empty => (None, None),
-            KeyRows::One(row, held) => (Some((&row[..], held)), None),
-            KeyRows::Many(rows) => (None, Some(rows.iter().map(|(r, h)| (&r[..], h)))),
+            KeyRows::One(row, held) => (Some((&row[..], *held)), None),
+            KeyRows::Many(rows) => {
+                let rows = rows
+                    .iter()
+                    .map(|((time, row), &count)| (&row[..], Held { count, time: *time }));
+                (None, Some(rows))
+            }
         };
         one.into_iter().chain(many.into_iter().flatten())
     }
@@ -138,45 +147,50 @@ impl KeyRows {
                 let KeyRows::One(one, one_held) = std::mem::take(self) else {
                     unreachable!("matched as one row above");
                 };
-                let mut rows = HashMap::with_capacity(2);
-                rows.insert(one, one_held);
-                rows.insert(row.into(), held);
+                let mut rows = BTreeMap::new();
+                rows.insert((one_held.time, one), one_held.count);
+                rows.insert((time, row.into()), weight);
                 *self = KeyRows::Many(rows);
             }
-            KeyRows::Many(rows) => match rows.get_mut(row) {
-                Some(h) => {
-                    h.count += weight;
-                    if h.count == 0 {
-                        rows.remove(row);
+            // A new row (the common case) needs its own copy anyway.
+            KeyRows::Many(rows) => match rows.entry((time, row.into())) {
+                Entry::Occupied(mut found) => {
+                    *found.get_mut() += weight;
+                    if *found.get() == 0 {
+                        found.remove();
                     }
                 }
-                None => {
-                    rows.insert(row.into(), held);
+                Entry::Vacant(new) => {
+                    new.insert(weight);
                 }
             },
         }
     }
 
-    /// Keeps the rows `keep` says to; the total count of those dropped.
-    fn retain(&mut self, mut keep: impl FnMut(&Held) -> bool) -> i64 {
-        let mut dropped = 0;
+    /// Drops the rows whose time is before `cutoff`: the total count of those dropped, `None`
+    /// when none was.
+    fn free_before(&mut self, cutoff: i64) -> Option<i64> {
         match self {
-            KeyRows::Empty => {}
+            KeyRows::Empty => None,
             KeyRows::One(_, held) => {
-                if !keep(held) {
-                    dropped = held.count;
-                    *self = KeyRows::Empty;
+                if held.time >= cutoff {
+                    return None;
                 }
+                let dropped = held.count;
+                *self = KeyRows::Empty;
+                Some(dropped)
             }
-            KeyRows::Many(rows) => rows.retain(|_, held| {
-                let kept = keep(held);
-                if !kept {
-                    dropped += held.count;
+            KeyRows::Many(rows) => {
+                if rows
+                    .first_key_value()
+                    .is_none_or(|((time, _), _)| *time >= cutoff)
+                {
+                    return None;
                 }
-                kept
-            }),
+                let kept = rows.split_off(&(cutoff, Box::default()));
+                Some(std::mem::replace(rows, kept).values().sum())
+            }
         }
-        dropped
     }
 }
 
@@ -199,14 +213,11 @@ impl SideRows {
     /// Drops the key's rows the clock frees (time before `cutoff`); whether any went.
     fn free_before(&mut self, slot: u32, cutoff: i64) -> bool {
         let s = slot as usize;
-        let mut any = false;
-        let freed = self.rows[s].retain(|held| {
-            let keep = held.time >= cutoff;
-            any |= !keep;
-            keep
-        });
+        let Some(freed) = self.rows[s].free_before(cutoff) else {
+            return false;
+        };
         self.totals[s] -= freed;
-        any
+        true
     }
 }
 
@@ -251,6 +262,10 @@ impl SlotValues for SideRows {
             out.extend_from_slice(&held.time.to_le_bytes());
         }
         true
+    }
+
+    fn is_empty(&self, slot: u32) -> bool {
+        self.rows[slot as usize].is_empty()
     }
 
     fn reset(&mut self, slot: u32) {
@@ -672,8 +687,6 @@ impl Operator for JoinOp {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
     fn contents(rows: &KeyRows) -> BTreeMap<Vec<u8>, (i64, i64)> {
@@ -697,10 +710,11 @@ mod tests {
             x ^= x << 17;
             let row = vec![b'a' + (x % 3) as u8];
             let weight = (x >> 8) as i64 % 4 - 1;
-            let time = ((x >> 16) % 10) as i64;
+            // A row's time is a function of the row (the expiry's expression over it).
+            let time = i64::from(row[0] - b'a') * 3;
             if step % 50 == 49 {
-                let cutoff = time;
-                let freed = rows.retain(|held| held.time >= cutoff);
+                let cutoff = ((x >> 16) % 8) as i64;
+                let freed = rows.free_before(cutoff).unwrap_or(0);
                 let mut expect = 0;
                 model.retain(|_, (count, t)| {
                     let keep = *t >= cutoff;

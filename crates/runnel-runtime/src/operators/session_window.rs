@@ -100,6 +100,10 @@ impl SlotValues for KeyRows {
         !rows.is_empty()
     }
 
+    fn is_empty(&self, slot: u32) -> bool {
+        self.rows[slot as usize].is_empty()
+    }
+
     fn reset(&mut self, slot: u32) {
         self.rows[slot as usize].clear();
     }
