@@ -13,9 +13,10 @@
 //! over a stream with a watermark, see `runnel_plan::TimeBound`), a group whose value falls
 //! behind the clock can never change again. It is closed: its state is freed (its output row
 //! stays in the view), so state is bounded by the open windows. The open windows' groups are
-//! noted in a `runnel_state::TimeIndex` by their time value, where the clock finds the ones it
-//! closes (they are read from the store like any group; nothing is pinned or loaded at
-//! start-up). With EMIT ON WINDOW CLOSE the operator emits nothing while a group is open and
+//! noted in a `runnel_state::TimeIndex` by their time value (in memory tagged with the group's
+//! slot, so a closing group still cached is found without a lookup by key), where the clock
+//! finds the ones it closes (the others are read from the store like any group; nothing is
+//! pinned or loaded at start-up). With EMIT ON WINDOW CLOSE the operator emits nothing while a group is open and
 //! its final row when it closes.
 
 use std::any::Any;
@@ -317,7 +318,8 @@ impl AggregateOp {
             for &(g, r) in &touched {
                 if !open.noted[g as usize] && times.is_valid(r as usize) {
                     let (key, vnode) = (self.state.key(g), self.state.vnode(g));
-                    open.by_time.set(vnode, times.value(r as usize), key);
+                    open.by_time
+                        .set_tagged(vnode, times.value(r as usize), key, g);
                     open.noted[g as usize] = true;
                 }
             }
@@ -412,18 +414,27 @@ impl Operator for AggregateOp {
         if expired.is_empty() {
             return Ok(());
         }
-        // The closed groups, read like any others (a group emptied by retractions since it
-        // was noted comes back empty, and goes without output).
+        // The closed groups: in the slot an entry's tag names while that slot still holds the
+        // group (no lookup by key), the others read like any group (evicted since, or noted
+        // before a restart; one emptied by retractions since it was noted comes back empty,
+        // and goes without output).
         self.state.begin_batch();
-        let mut slot_of_key: Vec<u32> = Vec::with_capacity(expired.len());
-        let mut first_rows: Vec<(u32, u32)> = Vec::new();
-        self.state.resolve(
-            expired.iter().map(|(_, key, _)| key),
-            &mut self.groups,
-            &mut slot_of_key,
-            &mut first_rows,
-        )?;
-        let closed: Vec<u32> = first_rows.iter().map(|&(g, _)| g).collect();
+        let mut closed: Vec<u32> = Vec::with_capacity(expired.len());
+        let mut untagged: Vec<&[u8]> = Vec::new();
+        for (key, tag) in expired.keys_tagged() {
+            match self.state.holds(tag, key) {
+                true => closed.push(tag),
+                false => untagged.push(key),
+            }
+        }
+        if !untagged.is_empty() {
+            untagged.sort_unstable();
+            untagged.dedup();
+            closed.extend(self.state.slots_of(untagged, &mut self.groups)?);
+        }
+        // A group noted more than once comes out once per note.
+        closed.sort_unstable();
+        closed.dedup();
         if emit_on_close {
             let live: Vec<u32> = closed
                 .iter()
