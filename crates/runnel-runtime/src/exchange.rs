@@ -286,42 +286,61 @@ pub fn consolidate(
 ) -> Result<Option<(ChangeBatch, EncodedRows)>> {
     let n = batch.num_rows();
     let weights = batch.weights.values();
-    let hasher = hashbrown::DefaultHashBuilder::default();
-    let mut index: HashTable<u32> = HashTable::with_capacity(n.min(4096));
-    // Per distinct row: the first row that has it, its key's hash, the sum of its weights.
-    let (mut first, mut hashes, mut sums) = (Vec::new(), Vec::new(), Vec::<i64>::new());
-    for (i, key) in keys.iter().enumerate() {
-        let hash = hasher.hash_one(key);
-        let found = index.find(hash, |&d| keys.row(first[d as usize] as usize) == key);
-        match found {
-            Some(&d) => match sums[d as usize].checked_add(weights[i]) {
-                Some(sum) => sums[d as usize] = sum,
-                None => return Ok(None),
-            },
-            None => {
-                let d = first.len() as u32;
-                first.push(i as u32);
-                hashes.push(hash);
-                sums.push(weights[i]);
-                index.insert_unique(hash, d, |&d| hashes[d as usize]);
-            }
-        }
-    }
+    let (group_of, first) = group_equal_keys(keys);
     if first.len() == n {
         return Ok(None);
+    }
+    let mut sums = vec![0i64; first.len()];
+    for (&g, &weight) in group_of.iter().zip(weights) {
+        match sums[g as usize].checked_add(weight) {
+            Some(sum) => sums[g as usize] = sum,
+            None => return Ok(None),
+        }
     }
     let (rows, sums): (Vec<u32>, Vec<i64>) = first
         .into_iter()
         .zip(sums)
         .filter(|&(_, sum)| sum != 0)
         .unzip();
-    let bytes = rows.iter().map(|&r| keys.row(r as usize).len()).sum();
-    let mut kept = EncodedRows::with_capacity(rows.len(), bytes);
-    for &r in &rows {
-        kept.push_row(keys.row(r as usize));
-    }
+    let kept = keys_at(keys, &rows);
     let data = take_record_batch(&batch.data, &UInt32Array::from(rows))?;
     Ok(Some((ChangeBatch::new(data, Int64Array::from(sums)), kept)))
+}
+
+/// The rows of `keys` grouped by equal key: per row its group (groups numbered in order of
+/// first appearance), and per group the first row that has it.
+pub fn group_equal_keys(keys: &EncodedRows) -> (Vec<u32>, Vec<u32>) {
+    let n = keys.len();
+    let hasher = hashbrown::DefaultHashBuilder::default();
+    let mut index: HashTable<u32> = HashTable::with_capacity(n.min(4096));
+    let (mut first, mut hashes) = (Vec::new(), Vec::new());
+    let mut group_of = Vec::with_capacity(n);
+    for (i, key) in keys.iter().enumerate() {
+        let hash = hasher.hash_one(key);
+        let found = index.find(hash, |&g| keys.row(first[g as usize] as usize) == key);
+        let g = match found {
+            Some(&g) => g,
+            None => {
+                let g = first.len() as u32;
+                first.push(i as u32);
+                hashes.push(hash);
+                index.insert_unique(hash, g, |&g| hashes[g as usize]);
+                g
+            }
+        };
+        group_of.push(g);
+    }
+    (group_of, first)
+}
+
+/// The keys of `keys` at `rows`, in that order.
+pub fn keys_at(keys: &EncodedRows, rows: &[u32]) -> EncodedRows {
+    let bytes = rows.iter().map(|&r| keys.row(r as usize).len()).sum();
+    let mut kept = EncodedRows::with_capacity(rows.len(), bytes);
+    for &r in rows {
+        kept.push_row(keys.row(r as usize));
+    }
+    kept
 }
 
 /// The keys of `columns`' rows: `given` (an exchange's, see [`Routed`]) when there are

@@ -14,17 +14,16 @@
 //! skipped as the accumulators skip them. A group whose values are all NULL keeps its first
 //! row, so that the group still exists after the exchange (its result is NULL).
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, UInt32Array};
+use datafusion::arrow::array::{Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::common::DFSchema;
-use hashbrown::HashTable;
 use runnel_common::{ChangeBatch, Result};
 use runnel_plan::{AggregateCall, AggregateFunction};
 use runnel_state::codec::{encode_rows, EncodedRows};
 
+use crate::exchange::{group_equal_keys, keys_at};
 use crate::expr::{compile, evaluate, CompiledExpr};
 
 /// The `min`/`max` calls of an aggregate: each call's argument, and whether it is a `min`.
@@ -64,6 +63,11 @@ impl ExtremeCalls {
         if batch.weights.values().iter().any(|&w| w <= 0) {
             return Ok(None);
         }
+        let (group_of, first) = group_equal_keys(keys);
+        if first.len() == n {
+            // Every row is its group's only one, so every row holds its group's extremes.
+            return Ok(None);
+        }
         let calls = self.args.len();
         let mut values = Vec::with_capacity(calls);
         let mut encoded = Vec::with_capacity(calls);
@@ -74,34 +78,10 @@ impl ExtremeCalls {
             values.push(column);
             encoded.push(rows);
         }
-        let hasher = hashbrown::DefaultHashBuilder::default();
-        let mut index: HashTable<u32> = HashTable::with_capacity(n.min(1024));
-        // Per group: its first row, its key's hash, and per call the row holding the extreme
-        // so far (`u32::MAX`: none yet, every value NULL).
-        let (mut first, mut hashes) = (Vec::<u32>::new(), Vec::<u64>::new());
-        let mut best: Vec<u32> = Vec::new();
-        // The previous row's group: rows of one group often come together (one window).
-        let mut last: Option<(usize, u32)> = None;
-        for (i, key) in keys.iter().enumerate() {
-            let group = match last {
-                Some((row, g)) if keys.row(row) == key => g,
-                _ => {
-                    let hash = hasher.hash_one(key);
-                    let found = index.find(hash, |&g| keys.row(first[g as usize] as usize) == key);
-                    match found {
-                        Some(&g) => g,
-                        None => {
-                            let g = first.len() as u32;
-                            first.push(i as u32);
-                            hashes.push(hash);
-                            best.extend(std::iter::repeat_n(u32::MAX, calls));
-                            index.insert_unique(hash, g, |&g| hashes[g as usize]);
-                            g
-                        }
-                    }
-                }
-            };
-            last = Some((i, group));
+        // Per group and call, the row holding the extreme so far (`u32::MAX`: none yet, every
+        // value NULL).
+        let mut best = vec![u32::MAX; first.len() * calls];
+        for (i, &group) in group_of.iter().enumerate() {
             let bests = &mut best[group as usize * calls..][..calls];
             for (c, held) in bests.iter_mut().enumerate() {
                 if values[c].is_null(i) {
@@ -132,26 +112,17 @@ impl ExtremeCalls {
         if rows.len() == n {
             return Ok(None);
         }
-        let bytes = rows.iter().map(|&r| keys.row(r as usize).len()).sum();
-        let mut kept_keys = EncodedRows::with_capacity(rows.len(), bytes);
-        for &r in &rows {
-            kept_keys.push_row(keys.row(r as usize));
-        }
-        let rows = UInt32Array::from(rows);
-        let data = take_record_batch(&batch.data, &rows)?;
-        let weights = datafusion::arrow::compute::take(&batch.weights, &rows, None)?;
-        let weights = weights
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .ok_or_else(|| runnel_common::RunnelError::internal("weights are not Int64"))?
-            .clone();
+        let kept_keys = keys_at(keys, &rows);
+        let all_weights = batch.weights.values();
+        let weights = Int64Array::from_iter_values(rows.iter().map(|&r| all_weights[r as usize]));
+        let data = take_record_batch(&batch.data, &UInt32Array::from(rows))?;
         Ok(Some((ChangeBatch::new(data, weights), kept_keys)))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array};
+    use datafusion::arrow::array::{ArrayRef, Float64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::record_batch::RecordBatch;
     use datafusion::logical_expr::col;
