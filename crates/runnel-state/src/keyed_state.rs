@@ -310,6 +310,31 @@ impl KeyedState {
         Ok(slots)
     }
 
+    /// The slot of each `(key, tag)` of a time index's expired entries, tagged with the slot
+    /// the key had when noted (`TimeIndex::set_tagged`): the tagged slot where it still holds
+    /// the key (no lookup by key), else the key's slot read like any (evicted since, or noted
+    /// before a restart: each such key looked up once). A slot may come more than once.
+    pub fn slots_tagged<'k, V: SlotValues>(
+        &mut self,
+        entries: impl IntoIterator<Item = (&'k [u8], u32)>,
+        values: &mut V,
+    ) -> Result<Vec<u32>> {
+        let mut slots = Vec::new();
+        let mut untagged: Vec<&[u8]> = Vec::new();
+        for (key, tag) in entries {
+            match self.holds(tag, key) {
+                true => slots.push(tag),
+                false => untagged.push(key),
+            }
+        }
+        if !untagged.is_empty() {
+            untagged.sort_unstable();
+            untagged.dedup();
+            slots.extend(self.slots_of(untagged, values)?);
+        }
+        Ok(slots)
+    }
+
     /// The slot of each key that has state (cached, or stored and read now), `None` for the
     /// others; unlike [`KeyedState::resolve`], no slot is made for a key without state (a
     /// join probing the other side must not fill that side's cache with empty keys).

@@ -414,24 +414,12 @@ impl Operator for AggregateOp {
         if expired.is_empty() {
             return Ok(());
         }
-        // The closed groups: in the slot an entry's tag names while that slot still holds the
-        // group (no lookup by key), the others read like any group (evicted since, or noted
-        // before a restart; one emptied by retractions since it was noted comes back empty,
-        // and goes without output).
+        // The closed groups (one emptied by retractions since it was noted comes back
+        // empty, and goes without output).
         self.state.begin_batch();
-        let mut closed: Vec<u32> = Vec::with_capacity(expired.len());
-        let mut untagged: Vec<&[u8]> = Vec::new();
-        for (key, tag) in expired.keys_tagged() {
-            match self.state.holds(tag, key) {
-                true => closed.push(tag),
-                false => untagged.push(key),
-            }
-        }
-        if !untagged.is_empty() {
-            untagged.sort_unstable();
-            untagged.dedup();
-            closed.extend(self.state.slots_of(untagged, &mut self.groups)?);
-        }
+        let mut closed = self
+            .state
+            .slots_tagged(expired.keys_tagged(), &mut self.groups)?;
         // A group noted more than once comes out once per note.
         closed.sort_unstable();
         closed.dedup();

@@ -650,19 +650,11 @@ impl Operator for JoinOp {
             // noted at several grid times is visited once per time: a visit that finds nothing
             // to free changes nothing); the others are found by key, each once.
             side.state.begin_batch();
-            let mut untagged: Vec<&[u8]> = Vec::new();
-            for (key, tag) in expired.keys_tagged() {
-                match side.state.holds(tag, key) {
-                    true => side.free_before(tag, cutoff),
-                    false => untagged.push(key),
-                }
-            }
-            if !untagged.is_empty() {
-                untagged.sort_unstable();
-                untagged.dedup();
-                for slot in side.state.slots_of(untagged, &mut side.rows)? {
-                    side.free_before(slot, cutoff);
-                }
+            let slots = side
+                .state
+                .slots_tagged(expired.keys_tagged(), &mut side.rows)?;
+            for slot in slots {
+                side.free_before(slot, cutoff);
             }
             side.state.evict(&mut side.rows);
         }
