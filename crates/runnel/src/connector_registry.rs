@@ -35,6 +35,9 @@ pub struct IngestProgress {
     pub last_error: Option<String>,
     pub status: String,
     pub events_per_sec: f64,
+    /// A Kafka source's rate per reader thread (each reads a share of the partitions);
+    /// `events_per_sec` is their sum.
+    pub reader_rates: BTreeMap<usize, f64>,
 }
 
 /// Where a source thread's rows come from.
@@ -67,9 +70,13 @@ impl SourceHandle {
 
 struct SourceThread {
     handle: SourceHandle,
-    join: Option<JoinHandle<()>>,
+    /// A Kafka source has one thread per share of its partitions (`kafka_ingest`).
+    joins: Vec<JoinHandle<()>>,
     origin: SourceOrigin,
 }
+
+/// The body of one source thread.
+pub type SourceRun = Box<dyn FnOnce() + Send + 'static>;
 
 /// The running source threads.
 #[derive(Default)]
@@ -87,10 +94,33 @@ impl SourceThreads {
         handle: SourceHandle,
         run: impl FnOnce() + Send + 'static,
     ) -> Result<()> {
-        let join = std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(run)
-            .map_err(|e| RunnelError::external(format!("cannot start a source thread: {e}")))?;
+        self.spawn_all(id, vec![(thread_name, Box::new(run))], origin, handle)
+    }
+
+    /// Spawns each of `runs` as a thread of its name, all recorded as `id`'s source (stopped
+    /// and waited for together). If one cannot start, those started are stopped again.
+    pub fn spawn_all(
+        &self,
+        id: ObjectId,
+        runs: Vec<(String, SourceRun)>,
+        origin: SourceOrigin,
+        handle: SourceHandle,
+    ) -> Result<()> {
+        let mut joins = Vec::with_capacity(runs.len());
+        for (thread_name, run) in runs {
+            match std::thread::Builder::new().name(thread_name).spawn(run) {
+                Ok(join) => joins.push(join),
+                Err(e) => {
+                    handle.stop.store(true, Ordering::SeqCst);
+                    for join in joins {
+                        let _ = join.join();
+                    }
+                    return Err(RunnelError::external(format!(
+                        "cannot start a source thread: {e}"
+                    )));
+                }
+            }
+        }
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -98,14 +128,15 @@ impl SourceThreads {
                 id,
                 SourceThread {
                     handle,
-                    join: Some(join),
+                    joins,
                     origin,
                 },
             );
         Ok(())
     }
 
-    /// Stops a source's thread and waits for it (its last write is complete or not begun).
+    /// Stops a source's threads and waits for them (each one's last write is complete or not
+    /// begun).
     pub fn stop(&self, id: ObjectId) {
         let thread = self
             .running
@@ -114,7 +145,7 @@ impl SourceThreads {
             .remove(&id);
         if let Some(mut thread) = thread {
             thread.handle.stop.store(true, Ordering::SeqCst);
-            if let Some(join) = thread.join.take() {
+            for join in thread.joins.drain(..) {
                 let _ = join.join();
             }
         }

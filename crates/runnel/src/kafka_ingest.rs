@@ -1,9 +1,13 @@
-//! Kafka ingestion: one thread per Kafka stream or table reads every partition of its topic
-//! from the offsets stored in RocksDB, decodes each chunk of records into an Arrow batch, and
-//! appends it to the relation's log **in the same atomic write** as the partitions' next
-//! offsets. A crash at any point leaves the log holding exactly the records before the stored
-//! offsets, so restarting resumes without loss or duplicates; the dataflow then reads the log
-//! like any other (its own positions are checkpointed with the view state).
+//! Kafka ingestion: each Kafka stream or table has `--workers` reader threads (the workers'
+//! count, so decoding scales with the dataflow); reader `r` of `N` reads the partitions `p`
+//! with `p mod N == r` (`reads_partition`) from the offsets stored in RocksDB, decodes each
+//! chunk of records into an Arrow batch, and appends it to the relation's log **in the same
+//! atomic write** as its partitions' next offsets. The readers append to one log in turns (the
+//! relation's writer lock); a partition is only ever read by one of them, so its records stay
+//! in order in the log. A crash at any point leaves the log holding exactly the records before
+//! the stored offsets, so restarting (with any `--workers`) resumes without loss or
+//! duplicates; the dataflow then reads the log like any other (its own positions are
+//! checkpointed with the view state) and splits its entries between the workers.
 //!
 //! Bad records never stop the thread unless `on_error = 'fail'`: they are counted, the last
 //! error is kept for `SHOW PROGRESS`, and with `dlq:<topic>` the raw record is copied to a
@@ -32,7 +36,9 @@ use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
 use runnel_state::log_index::KafkaRecipe;
 use runnel_state::{keys, Store, WriteBatch};
 
-use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
+use crate::connector_registry::{
+    IngestProgress, PartitionProgress, SourceHandle, SourceOrigin, SourceRun,
+};
 use crate::shared::Shared;
 use crate::table_upsert::{upsert, TableOp};
 
@@ -141,8 +147,8 @@ impl Layout {
     }
 }
 
-/// Starts reading `entry`'s topic from its stored offsets, on a thread of its own registered
-/// in the server's source threads.
+/// Starts reading `entry`'s topic from its stored offsets, on `--workers` threads registered
+/// together in the server's source threads (a reader that gets no partition ends at once).
 pub fn start(
     shared: &Arc<Shared>,
     entry: Arc<CatalogEntry>,
@@ -150,21 +156,48 @@ pub fn start(
     layout: Layout,
 ) -> Result<()> {
     let handle = SourceHandle::new("connecting");
-    let task = IngestTask {
-        shared: shared.clone(),
-        entry: entry.clone(),
-        options: options.clone(),
-        layout,
-        stop: handle.stop.clone(),
-        progress: handle.progress.clone(),
-    };
-    shared.sources.spawn(
+    let readers = shared.config.workers.max(1);
+    let catch_up = Arc::new(Mutex::new(CatchUpLog {
+        last_logged: Instant::now(),
+        was_backfilling: false,
+    }));
+    let runs: Vec<(String, SourceRun)> = (0..readers)
+        .map(|reader| {
+            let task = IngestTask {
+                shared: shared.clone(),
+                entry: entry.clone(),
+                options: options.clone(),
+                layout: layout.clone(),
+                reader,
+                readers,
+                stop: handle.stop.clone(),
+                progress: handle.progress.clone(),
+                catch_up: catch_up.clone(),
+            };
+            let run: SourceRun = Box::new(move || task.run());
+            (format!("runnel-kafka-{}", entry.name), run)
+        })
+        .collect();
+    shared.sources.spawn_all(
         entry.id,
-        format!("runnel-kafka-{}", entry.name),
+        runs,
         SourceOrigin::Kafka(Box::new(options)),
         handle,
-        move || task.run(),
     )
+}
+
+/// Whether reader `reader` of `readers` reads `partition`. A function of the partition's
+/// number alone, so readers that listed the topic's partitions at different moments (one
+/// added in between) still never share one.
+fn reads_partition(partition: i32, reader: usize, readers: usize) -> bool {
+    partition.rem_euclid(readers as i32) as usize == reader
+}
+
+/// When a source's readers last logged how far their catch-up got (one line for all of
+/// them, not one per reader).
+struct CatchUpLog {
+    last_logged: Instant,
+    was_backfilling: bool,
 }
 
 /// The stored next offsets of a source, per partition.
@@ -194,8 +227,12 @@ struct IngestTask {
     entry: Arc<CatalogEntry>,
     options: KafkaOptions,
     layout: Layout,
+    /// This thread's number among the source's readers, and their count.
+    reader: usize,
+    readers: usize,
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<IngestProgress>>,
+    catch_up: Arc<Mutex<CatchUpLog>>,
 }
 
 /// What became of a chunk of records.
@@ -212,6 +249,10 @@ struct ChunkOutcome {
 impl IngestTask {
     fn set_status(&self, status: String) {
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        if progress.status.starts_with("failed") {
+            // Another reader stopped the source: the others only wind down.
+            return;
+        }
         // Logged when the kind of status changes (losing the broker, getting it back), not
         // on every retry.
         let kind = |s: &str| s.split(':').next().unwrap_or("").to_string();
@@ -223,6 +264,13 @@ impl IngestTask {
             }
         }
         progress.status = status;
+    }
+
+    /// Stops the source, every reader of it: one that fails (or meets a bad record with
+    /// `on_error = 'fail'`) stops them all, as one thread reading every partition stopped.
+    fn fail(&self, why: String) {
+        self.set_status(format!("failed: {why}"));
+        self.stop.store(true, Ordering::SeqCst);
     }
 
     fn status_is_connecting(&self) -> bool {
@@ -280,7 +328,7 @@ impl IngestTask {
                 }
                 Err(e) => {
                     tracing::error!(source = %self.entry.name, "Kafka ingestion stopped: {e}");
-                    self.set_status(format!("failed: {e}"));
+                    self.fail(e.to_string());
                     return;
                 }
             }
@@ -294,13 +342,20 @@ impl IngestTask {
             // A partition added after the source was created: read all of it (as 'earliest').
             positions.entry(p).or_insert(0);
         }
-        reader.assign(&positions).map_err(RunnelError::from)?;
-        let partitions: Vec<i32> = positions.keys().copied().collect();
         let timed = self.entry.watermark.is_some();
         if timed {
+            // Every partition, not only this reader's: the stream's clock must wait for the
+            // partitions of readers that have not started yet.
+            let every: Vec<i32> = positions.keys().copied().collect();
             let writer = self.shared.writer(self.entry.id)?;
-            futures::executor::block_on(writer.lock()).add_partitions(&partitions);
+            futures::executor::block_on(writer.lock()).add_partitions(&every);
         }
+        positions.retain(|&p, _| reads_partition(p, self.reader, self.readers));
+        if positions.is_empty() {
+            return Ok(());
+        }
+        reader.assign(&positions).map_err(RunnelError::from)?;
+        let partitions: Vec<i32> = positions.keys().copied().collect();
         // When each partition last sent a record (idle partitions stop holding the
         // watermark back).
         let mut last_record: BTreeMap<i32, Instant> =
@@ -319,7 +374,9 @@ impl IngestTask {
                     },
                 );
             }
-            progress.status = "running".into();
+            if !progress.status.starts_with("failed") {
+                progress.status = "running".into();
+            }
         }
         let decoder = RecordDecoder::new(self.options.format, &self.layout.value_schema);
         let key_decoder = (self.entry.kind == ObjectKind::Table).then(|| {
@@ -341,8 +398,6 @@ impl IngestTask {
         };
         let mut window_start = Instant::now();
         let mut window_count = 0usize;
-        let mut last_logged = Instant::now();
-        let mut was_backfilling = false;
         let mut quiet_since: Option<Instant> = None;
         while !self.stopped() {
             let (records, error) = reader.poll_chunk(CHUNK_RECORDS, POLL_WAIT, POLL_LINGER);
@@ -364,21 +419,20 @@ impl IngestTask {
                 let outcome =
                     self.ingest(&records, &decoder, key_decoder.as_ref(), dlq.as_ref())?;
                 window_count += outcome.ingested;
-                let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-                for (p, o) in &outcome.offsets {
-                    let part = progress.partitions.entry(*p).or_default();
-                    part.offset = *o;
-                    part.records += outcome.records.get(p).copied().unwrap_or(0);
-                }
-                if error.is_none() {
-                    if progress.status.starts_with("connecting") {
-                        tracing::info!(source = %self.entry.name, "Kafka source running again");
+                {
+                    let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+                    for (p, o) in &outcome.offsets {
+                        let part = progress.partitions.entry(*p).or_default();
+                        part.offset = *o;
+                        part.records += outcome.records.get(p).copied().unwrap_or(0);
                     }
-                    progress.status = "running".into();
                 }
                 if let Some(why) = outcome.failed {
-                    progress.status = format!("failed: {why}");
+                    self.fail(why);
                     return Ok(());
+                }
+                if error.is_none() {
+                    self.set_status("running".into());
                 }
             } else if error.is_none() {
                 // librdkafka reports a lost broker now and then, not at every poll: without
@@ -391,8 +445,13 @@ impl IngestTask {
             let elapsed = window_start.elapsed();
             if elapsed >= Duration::from_secs(1) {
                 let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-                progress.events_per_sec = window_count as f64 / elapsed.as_secs_f64();
+                let rate = window_count as f64 / elapsed.as_secs_f64();
+                progress.reader_rates.insert(self.reader, rate);
+                progress.events_per_sec = progress.reader_rates.values().sum();
                 for (&p, part) in progress.partitions.iter_mut() {
+                    if !reads_partition(p, self.reader, self.readers) {
+                        continue;
+                    }
                     if let Some(high) = reader.cached_high_watermark(p) {
                         if part.end_offset.is_none() && high > part.offset {
                             // The first end offset seen: catching up to it is the backfill.
@@ -409,18 +468,19 @@ impl IngestTask {
                     .values()
                     .filter_map(|p| p.backfill.map(|(from, to)| (p.offset - from, to - from)))
                     .fold((0, 0), |(d, t), (pd, pt)| (d + pd, t + pt));
-                if total > 0 && last_logged.elapsed() >= BACKFILL_LOG_EVERY {
+                let mut log = self.catch_up.lock().unwrap_or_else(|p| p.into_inner());
+                if total > 0 && log.last_logged.elapsed() >= BACKFILL_LOG_EVERY {
                     tracing::info!(
                         source = %self.entry.name,
                         "backfill {:.1}% ({done} of {total} records behind the end offsets seen at start), {:.0} events/s",
                         100.0 * done as f64 / total as f64,
                         progress.events_per_sec
                     );
-                    last_logged = Instant::now();
-                } else if total == 0 && was_backfilling {
+                    log.last_logged = Instant::now();
+                } else if total == 0 && log.was_backfilling {
                     tracing::info!(source = %self.entry.name, "backfill done; reading live");
                 }
-                was_backfilling = total > 0;
+                log.was_backfilling = total > 0;
                 window_start = Instant::now();
                 window_count = 0;
             }
@@ -773,4 +833,40 @@ pub fn prepare(def: &RelationDef, options: &KafkaOptions) -> Result<(Layout, BTr
     )?;
     let start = reader.resolve(&options.start)?;
     Ok((layout, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_partition_has_exactly_one_reader() {
+        for readers in 1..=5 {
+            let mut per_reader = vec![Vec::new(); readers];
+            for partition in 0..12 {
+                let owners: Vec<usize> = (0..readers)
+                    .filter(|&r| reads_partition(partition, r, readers))
+                    .collect();
+                assert_eq!(
+                    owners.len(),
+                    1,
+                    "partition {partition} of {readers} readers"
+                );
+                per_reader[owners[0]].push(partition);
+            }
+            // Shares as even as whole partitions allow: 12 partitions split evenly by 1-4
+            // readers, 5 readers get 2 or 3.
+            let sizes: Vec<usize> = per_reader.iter().map(Vec::len).collect();
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
+        }
+        assert_eq!(
+            (0..4)
+                .filter(|&p| reads_partition(p, 1, 2))
+                .collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+    }
 }
