@@ -8,7 +8,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::StateError;
 
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>, StateError> {
-    let mut buf = Vec::with_capacity(batch.get_array_memory_size() + 512);
+    // The rows' own bytes: a slice of a larger batch would report the whole batch's buffers.
+    let bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+        .sum();
+    let mut buf = Vec::with_capacity(bytes + 512);
     {
         let mut writer = StreamWriter::try_new(&mut buf, &batch.schema())?;
         writer.write(batch)?;

@@ -544,15 +544,27 @@ impl Operator for MaterializeOp {
                 if batches.is_empty() {
                     return Ok(());
                 }
-                let rows = concat_batches(&self.schema, batches.iter())?;
-                batches.clear();
-                let mut offset = 0;
-                while offset < rows.num_rows() {
-                    let len = APPEND_BLOCK_ROWS.min(rows.num_rows() - offset);
-                    let block = runnel_state::ipc::encode_batch(&rows.slice(offset, len))?;
-                    let number = self.output.next_block.fetch_add(1, Ordering::Relaxed);
-                    batch.put(block_key(&self.prefix, number), block);
-                    offset += len;
+                // Block by block: concatenating the whole interval's rows first (a second of
+                // a fast stream is hundreds of MB) cost a fresh allocation, and the kernel's
+                // zeroing of its pages, at every checkpoint; blocks' rows are the same.
+                let mut parts: Vec<RecordBatch> = Vec::new();
+                let mut part_rows = 0;
+                for pending in batches.drain(..) {
+                    let mut offset = 0;
+                    while offset < pending.num_rows() {
+                        let len = (APPEND_BLOCK_ROWS - part_rows).min(pending.num_rows() - offset);
+                        parts.push(pending.slice(offset, len));
+                        part_rows += len;
+                        offset += len;
+                        if part_rows == APPEND_BLOCK_ROWS {
+                            put_block(&self.schema, &self.prefix, &self.output, batch, &parts)?;
+                            parts.clear();
+                            part_rows = 0;
+                        }
+                    }
+                }
+                if part_rows > 0 {
+                    put_block(&self.schema, &self.prefix, &self.output, batch, &parts)?;
                 }
             }
             Pending::Keyed { latest, arena } => {
@@ -633,6 +645,24 @@ fn count_stored_rows(store: &Store, prefix: &[u8], layout: &ViewLayout) -> Resul
         ViewLayout::Counted => decode_count(value).map(|c| c.max(0)),
         ViewLayout::Appended => stored_batch_rows(value).map(|n| n as i64),
     })
+}
+
+/// Writes `parts` (at most [`APPEND_BLOCK_ROWS`] rows in all) as an appended view's next
+/// block.
+fn put_block(
+    schema: &SchemaRef,
+    prefix: &[u8],
+    output: &ViewOutput,
+    batch: &mut WriteBatch,
+    parts: &[RecordBatch],
+) -> Result<()> {
+    let block = match parts {
+        [one] => runnel_state::ipc::encode_batch(one)?,
+        _ => runnel_state::ipc::encode_batch(&concat_batches(schema, parts)?)?,
+    };
+    let number = output.next_block.fetch_add(1, Ordering::Relaxed);
+    batch.put(block_key(prefix, number), block);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -793,6 +823,59 @@ mod tests {
             store.write(forget).expect("the delete");
             assert_eq!(op(&store, key, appended).output().row_count(), rows);
         }
+    }
+
+    /// A checkpoint cuts the interval's appended rows into blocks of `APPEND_BLOCK_ROWS`
+    /// (the last one shorter) across the batches they came in, in arrival order.
+    #[test]
+    fn appended_rows_are_cut_into_full_blocks_in_order() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("a store");
+        let mut view = op(&store, None, true);
+        let sizes = [40_000, 50_000, 1, 60_000, 7];
+        let total: usize = sizes.iter().sum();
+        let mut next = 0i64;
+        let mut out = Vec::new();
+        for size in sizes {
+            let rows: Vec<(i64, String)> = (next..next + size as i64)
+                .map(|k| (k, format!("v{k}")))
+                .collect();
+            next += size as i64;
+            let refs: Vec<(i64, &str, i64)> =
+                rows.iter().map(|(k, v)| (*k, v.as_str(), 1)).collect();
+            view.process(0, changes(&refs), &mut out)
+                .expect("the inserts apply");
+        }
+        commit(&store, &mut view);
+        let blocks = crate::view_rows::read_view(&store, &view.prefix, &view.layout, &view.schema)
+            .expect("the rows");
+        let sizes: Vec<usize> = blocks.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(
+            sizes,
+            vec![
+                APPEND_BLOCK_ROWS,
+                APPEND_BLOCK_ROWS,
+                total - 2 * APPEND_BLOCK_ROWS
+            ]
+        );
+        let mut expected = 0i64;
+        for block in &blocks {
+            let keys = block
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("k");
+            let values = block
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("v");
+            for (k, v) in keys.values().iter().zip(values.iter()) {
+                assert_eq!((*k, v), (expected, Some(format!("v{expected}").as_str())));
+                expected += 1;
+            }
+        }
+        assert_eq!(expected, total as i64);
     }
 
     fn read_back(store: &Store, view: &MaterializeOp) -> i64 {
