@@ -247,6 +247,12 @@ pub struct Dataflow {
     append_time: Option<Instant>,
     /// Entries the writers just appended, read from memory instead of the store.
     fresh: Arc<FreshEntries>,
+    /// The largest write batch a worker built at the last checkpoint: each starts the next
+    /// with that much room.
+    worker_batch_bytes: usize,
+    /// Where the workers' batches are joined (kept: its pages are not faulted in again at
+    /// every checkpoint).
+    join_buffer: Vec<u8>,
 }
 
 impl Dataflow {
@@ -268,6 +274,8 @@ impl Dataflow {
             views: BTreeMap::new(),
             rows_read: HashMap::new(),
             append_time: None,
+            worker_batch_bytes: 0,
+            join_buffer: Vec::new(),
         })
     }
 
@@ -1238,19 +1246,38 @@ impl Dataflow {
     /// counts and failures and the source positions to `batch`.
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.shards.quiesce()?;
-        // The workers add their state to the one batch in turn, not each to its own batch
-        // joined afterwards: joining copied everything they wrote twice more (into one
-        // buffer, then into RocksDB's), on the coordinator, which at two workers was more
-        // than building the batches in parallel saved (an appended view's blocks, a
-        // temporal filter's rows).
-        for shard in 0..self.shards.count() {
+        if self.shards.count() == 1 {
             let mut handed = std::mem::take(batch);
-            let (returned, built) = self.shards.on_one(shard, move |graph| {
+            let (returned, built) = self.shards.on_one(0, move |graph| {
                 let built = graph.checkpoint(&mut handed);
                 (handed, built)
             })?;
             *batch = returned;
             built?;
+        } else {
+            // The workers build their parts at once, each in a batch of its own, and the
+            // parts are joined into one (two copies of the bytes, on the coordinator). Handing
+            // one batch to each worker in turn saved those copies but left every other
+            // worker idle meanwhile: building (sorting and encoding changed keys, an
+            // appended view's blocks) costs far more than copying what it built.
+            let room = self.worker_batch_bytes + self.worker_batch_bytes / 4;
+            let parts = self
+                .shards
+                .on_all(move |graph| {
+                    let mut part = WriteBatch::with_capacity_bytes(room);
+                    graph.checkpoint(&mut part).map(|()| part)
+                })?
+                .into_iter()
+                .collect::<Result<Vec<_>>>()?;
+            self.worker_batch_bytes = parts
+                .iter()
+                .map(WriteBatch::size_in_bytes)
+                .max()
+                .unwrap_or(0);
+            let mut all = Vec::with_capacity(parts.len() + 1);
+            all.push(std::mem::take(batch));
+            all.extend(parts);
+            *batch = runnel_state::concat_batches(all, &mut self.join_buffer)?;
         }
         for (id, view) in &mut self.views {
             view.shared.checkpoint(batch);

@@ -20,7 +20,7 @@ pub use cache_budget::{CacheBudget, PendingBytes, SharedBudget};
 pub use error::StateError;
 pub use keyed_state::{KeyedState, SlotValues};
 pub use ordered_rows::{OrderedRows, RowKey};
-pub use store::{KeyValue, Store, StoreOptions, WriteBatch};
+pub use store::{concat_batches, KeyValue, Store, StoreOptions, WriteBatch};
 pub use time_index::TimeIndex;
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use runnel_connectors::{Format, KafkaOptions, KafkaSecurity, OnError};
 use runnel_plan::ObjectId;
 use runnel_sql::{CatalogEntry, ObjectKind, RelationDef};
 use runnel_state::log_index::KafkaRecipe;
-use runnel_state::{keys, Store, WriteBatch};
+use runnel_state::{keys, Store};
 
 use crate::connector_registry::{
     IngestProgress, PartitionProgress, SourceHandle, SourceOrigin, SourceRun,
@@ -608,7 +608,7 @@ impl IngestTask {
         let data = relation_rows(&self.entry, &self.layout, records, &rows, &row_records)?;
         let writer = self.shared.writer(self.entry.id)?;
         let mut locked = futures::executor::block_on(writer.lock());
-        let mut extra = WriteBatch::default();
+        let mut extra = crate::writer::batch_for_rows(&data);
         for (k, v) in offset_writes(self.entry.id, &offsets) {
             extra.put(k, v);
         }

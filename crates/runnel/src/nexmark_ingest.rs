@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use runnel_common::Result;
 use runnel_connectors::{NexmarkGenerator, NexmarkOptions};
 use runnel_sql::CatalogEntry;
-use runnel_state::WriteBatch;
 
 use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
 use crate::kafka_ingest::{offset_writes, stored_offsets};
@@ -88,7 +87,7 @@ impl GeneratorTask {
             let batch = self.generator.generate(position, to)?;
             let writer = self.shared.writer(self.entry.id)?;
             let mut locked = futures::executor::block_on(writer.lock());
-            let mut extra = WriteBatch::default();
+            let mut extra = crate::writer::batch_for_rows(&batch);
             for (k, v) in offset_writes(self.entry.id, &BTreeMap::from([(0, to as i64)])) {
                 extra.put(k, v);
             }

@@ -280,6 +280,13 @@ pub struct Staged {
     entries: Vec<(u64, RecordBatch)>,
 }
 
+/// An empty write batch with room for a log entry of `rows` (and a few small writes beside
+/// it): RocksDB's batch otherwise grows by doubling, copying the entry's bytes each time
+/// (a Nexmark generator's chunk is about a megabyte).
+pub fn batch_for_rows(rows: &RecordBatch) -> WriteBatch {
+    WriteBatch::with_capacity_bytes(rows.get_array_memory_size() + 4096)
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
