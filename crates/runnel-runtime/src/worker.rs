@@ -597,12 +597,9 @@ impl WorkerState {
         }
         let started = Instant::now();
         // A quarter more than last time: room for a checkpoint that grew a little. Only the
-        // bytes written are touched, so unused room costs no memory. (With several workers
-        // the dataflow joins batches of its own.)
-        let room = match self.dataflow.workers() {
-            1 => self.last_checkpoint_bytes + self.last_checkpoint_bytes / 4,
-            _ => 0,
-        };
+        // bytes written are touched, so unused room costs no memory (nor does the room of a
+        // batch the dataflow replaces with the workers' joined parts).
+        let room = self.last_checkpoint_bytes + self.last_checkpoint_bytes / 4;
         let mut batch = WriteBatch::with_capacity_bytes(room);
         self.dataflow.checkpoint(&mut batch)?;
         for (k, v) in writes {

@@ -128,7 +128,14 @@ pub fn concat_batches(
     if rest.is_empty() {
         return Ok(first);
     }
+    // Room for all of it at once, and a quarter more for the next, larger checkpoint: a
+    // growing buffer moves to fresh pages, which the kernel must zero (most of the join's
+    // cost when it grew by doubling).
+    let total = first.data().len() + rest.iter().map(|b| b.data().len()).sum::<usize>();
     buffer.clear();
+    if buffer.capacity() < total {
+        buffer.reserve_exact(total + total / 4);
+    }
     buffer.extend_from_slice(first.data());
     let mut count = first.len() as u64;
     drop(first);
