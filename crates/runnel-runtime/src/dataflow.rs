@@ -1306,19 +1306,12 @@ impl Dataflow {
     /// counts and failures and the source positions to `batch`.
     pub fn checkpoint(&mut self, batch: &mut WriteBatch) -> Result<()> {
         self.shards.quiesce()?;
-        if self.shards.count() == 1 {
-            let mut handed = std::mem::take(batch);
-            let (returned, built) = self.shards.on_one(0, move |graph| {
-                let built = graph.checkpoint(&mut handed);
-                (handed, built)
-            })?;
-            *batch = returned;
-            built?;
-        } else if self.checkpoint_costs.build_in_turn {
+        let workers = self.shards.count();
+        if workers == 1 || self.checkpoint_costs.build_in_turn {
             // Each worker adds its part to the one batch in turn: no join, but the others
-            // wait meanwhile (see `CheckpointCosts`).
-            let mut builds = Vec::with_capacity(self.shards.count());
-            for shard in 0..self.shards.count() {
+            // wait meanwhile (see `CheckpointCosts`). One worker writes into it directly.
+            let mut builds = Vec::with_capacity(workers);
+            for shard in 0..workers {
                 let mut handed = std::mem::take(batch);
                 let (returned, built, took) = self.shards.on_one(shard, move |graph| {
                     let started = Instant::now();
@@ -1329,8 +1322,10 @@ impl Dataflow {
                 built?;
                 builds.push(took);
             }
-            self.checkpoint_costs
-                .built_in_turn(&builds, batch.size_in_bytes());
+            if workers > 1 {
+                self.checkpoint_costs
+                    .built_in_turn(&builds, batch.size_in_bytes());
+            }
         } else {
             // The workers build their parts at once, each in a batch of its own, and the
             // coordinator joins them (two copies of the bytes).
