@@ -188,6 +188,19 @@ class RunnelProcess:
         self.cleanup()
 
 
+def threads_named(pid: int, prefix: str) -> int:
+    """How many of process `pid`'s threads have a name starting with `prefix` (Linux keeps
+    the first 15 bytes of a thread's name, so `runnel-kafka-<source>` shows as `runnel-kafka-..`)."""
+    count = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                count += f.read().startswith(prefix)
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return count
+
+
 # --------------------------------------------------------------------------------------------
 # Polling helpers. Ingestion from Kafka is asynchronous and views are read as of the last
 # checkpoint, so tests poll for the expected state (with a generous timeout) and never assert

@@ -9,32 +9,19 @@ watermark, and the view must equal the answer computed here from the produced ev
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
 from collections import defaultdict
 
 from kafka_harness import unique_name
-from runnel_proc import RunnelProcess, eventually_equal, execute, flush, query, wait_caught_up
+from runnel_proc import (RunnelProcess, eventually_equal, execute, flush, query, threads_named,
+                         wait_caught_up)
 
 EVENTS = 30_000
 CHUNK = 250
 MIN_KILLS = 10
 SEED = 20260610
-
-
-def kafka_reader_threads(pid: int) -> int:
-    """The server's threads reading Kafka topics (named `runnel-kafka-<source>`, truncated to
-    the 15 bytes Linux keeps)."""
-    count = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/comm") as f:
-                count += f.read().startswith("runnel-kafka")
-        except FileNotFoundError:  # the thread ended meanwhile
-            pass
-    return count
 
 
 def test_kill_9_during_ingestion_loses_and_duplicates_nothing(broker):
@@ -62,7 +49,8 @@ def test_kill_9_during_ingestion_loses_and_duplicates_nothing(broker):
                 f"FROM {s} GROUP BY user_id",
             )
         # Both readers got partitions and stay (a reader without one ends at once).
-        eventually_equal(lambda: kafka_reader_threads(proc.proc.pid), 2, what="Kafka reader threads")
+        eventually_equal(lambda: threads_named(proc.proc.pid, "runnel-kafka"), 2,
+                         what="Kafka reader threads")
 
         produce_errors: list[BaseException] = []
 

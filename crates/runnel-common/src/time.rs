@@ -91,6 +91,10 @@ pub struct PartitionClock {
     pub max_event_time: Option<i64>,
     /// An idle partition does not hold the stream's watermark back until it sends again.
     pub idle: bool,
+    /// A finished partition sends nothing ever again (a generator's partition past its last
+    /// event): it never holds the watermark back.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// The event-time clock of one stream, persisted with every append to its log.
@@ -129,23 +133,51 @@ impl WatermarkClock {
         self.partitions.values().filter(|p| p.idle).count()
     }
 
-    /// Minimum partition watermark over partitions that are not idle; `None` when one of them
-    /// has sent nothing yet. When every partition is idle, the minimum over those that sent
-    /// something: nothing is arriving, so what was sent is all there is.
+    /// Minimum partition watermark over partitions that are neither idle nor finished; `None`
+    /// when one of them has sent nothing yet. When none is left, the minimum over the idle
+    /// ones that sent something: nothing is arriving, so what was sent is all there is (an
+    /// idle partition may still send again, so not beyond what it sent). When only finished
+    /// partitions are left, the largest event time of any: no row can come any more, as with
+    /// one partition that sent its last row.
     fn combined(&self) -> Option<i64> {
-        let active: Vec<&PartitionClock> = self.partitions.values().filter(|p| !p.idle).collect();
-        let mut min: Option<i64> = None;
-        if active.is_empty() {
-            for t in self.partitions.values().filter_map(|p| p.max_event_time) {
-                min = Some(min.map_or(t, |m| m.min(t)));
+        let mut active: Option<Option<i64>> = None;
+        let mut idle: Option<i64> = None;
+        let mut finished: Option<i64> = None;
+        for p in self.partitions.values() {
+            if p.finished {
+                if let Some(t) = p.max_event_time {
+                    finished = Some(finished.map_or(t, |m| m.max(t)));
+                }
+            } else if p.idle {
+                if let Some(t) = p.max_event_time {
+                    idle = Some(idle.map_or(t, |m| m.min(t)));
+                }
+            } else {
+                let t = p.max_event_time;
+                active = Some(match active {
+                    None => t,
+                    Some(m) => m.zip(t).map(|(a, b)| a.min(b)),
+                });
             }
-            return min.map(|t| t - self.def.delay_micros);
         }
-        for p in active {
-            let wm = p.max_event_time? - self.def.delay_micros;
-            min = Some(min.map_or(wm, |m| m.min(wm)));
+        let t = match active {
+            Some(t) => t?,
+            None => idle.or(finished)?,
+        };
+        Some(t - self.def.delay_micros)
+    }
+
+    /// Whether a partition whose largest event time was `before` may be what holds the
+    /// watermark where it is. The watermark is never below the partitions' combined one (it
+    /// moves up to it after every change that can raise it: a partition's new largest time,
+    /// a partition waking, going idle or finishing), so a partition already past the
+    /// watermark is not the minimum and raising it cannot move anything: skipping
+    /// [`WatermarkClock::advance`] then saves a pass over every partition per row.
+    fn could_hold_back(&self, before: Option<i64>) -> bool {
+        match (before, self.watermark) {
+            (Some(m), Some(wm)) => m - self.def.delay_micros <= wm,
+            _ => true,
         }
-        min
     }
 
     /// Moves the stream's watermark up to the partitions' combined watermark; true if it moved.
@@ -172,9 +204,15 @@ impl WatermarkClock {
         let single = partitions.is_none() || self.partitions.len() <= 1;
         for i in 0..n {
             let partition = partitions.map_or(0, |p| p.value(i));
-            // Any record, late or not, shows the partition is sending again.
-            if let Some(clock) = self.partitions.get_mut(&partition) {
-                clock.idle = false;
+            // Any record, late or not, shows the partition is sending again. Waking it can
+            // raise the combined watermark (when every partition was idle, the minimum was
+            // over all of them), so it is recomputed at once.
+            let woke = self
+                .partitions
+                .get_mut(&partition)
+                .is_some_and(|clock| std::mem::replace(&mut clock.idle, false));
+            if woke && !single {
+                self.advance();
             }
             let late = event_times.is_null(i)
                 || self.watermark.is_some_and(|wm| event_times.value(i) < wm);
@@ -186,7 +224,8 @@ impl WatermarkClock {
             let ts = event_times.value(i);
             let clock = self.partitions.entry(partition).or_default();
             clock.idle = false;
-            if clock.max_event_time.is_none_or(|m| ts > m) {
+            let before = clock.max_event_time;
+            if before.is_none_or(|m| ts > m) {
                 clock.max_event_time = Some(ts);
                 if single {
                     // One partition: its watermark is the stream's.
@@ -194,12 +233,24 @@ impl WatermarkClock {
                     if self.watermark.is_none_or(|current| wm > current) {
                         self.watermark = Some(wm);
                     }
-                } else {
+                } else if self.could_hold_back(before) {
                     self.advance();
                 }
             }
         }
         keep.map(BooleanArray::from)
+    }
+
+    /// Marks partitions finished: they will never send again (a generator's partitions past
+    /// its last event). True if the watermark moved as a result.
+    pub fn finish(&mut self, partitions: &[i32]) -> bool {
+        let mut changed = false;
+        for &p in partitions {
+            let clock = self.partitions.entry(p).or_default();
+            changed |= !clock.finished;
+            clock.finished = true;
+        }
+        changed && self.advance()
     }
 
     /// Marks partitions idle (they stop holding the watermark back), all at once; true if
@@ -276,6 +327,98 @@ mod tests {
             assert_eq!(c.watermark, None);
             assert!(c.set_idle(&[0, 1]));
             assert_eq!(c.watermark, Some(95), "data in partition {sender}");
+        }
+    }
+
+    #[test]
+    fn finished_partitions_never_hold_back_and_release_their_latest_time() {
+        let mut c = clock(5);
+        c.add_partitions([0, 1, 2]);
+        let ts = TimestampMicrosecondArray::from(vec![100, 300]);
+        c.observe(&ts, Some(&Int32Array::from(vec![0, 1])));
+        // Partition 2 has sent nothing.
+        assert_eq!(c.watermark, None);
+        // A finished partition that sent nothing does not hold the others back.
+        assert!(c.finish(&[2]));
+        assert_eq!(c.watermark, Some(95));
+        // Partition 0 finishes: partition 1, still sending, is the minimum.
+        assert!(c.finish(&[0]));
+        assert_eq!(c.watermark, Some(295));
+        // An idle partition may send again: it holds the watermark at what it sent, finished
+        // ones do not.
+        let mut d = clock(5);
+        d.add_partitions([0, 1]);
+        d.observe(
+            &TimestampMicrosecondArray::from(vec![100, 300]),
+            Some(&Int32Array::from(vec![0, 1])),
+        );
+        // Partition 0 is the minimum: partition 1 finishing moves nothing, nor 0 going idle.
+        assert!(!d.finish(&[1]));
+        assert!(!d.set_idle(&[0]));
+        assert_eq!(d.watermark, Some(95));
+        // Every partition finished: everything sent is closed, as with one partition.
+        assert!(d.finish(&[0]));
+        assert_eq!(d.watermark, Some(295));
+        assert!(!d.finish(&[0, 1]));
+    }
+
+    /// The clock's watermark after every row, against its definition computed from scratch
+    /// (minimum over active partitions, or over the idle ones when none is active; never
+    /// backwards): skipping the recomputation for rows of partitions that cannot be the
+    /// minimum must not change a single step, nor may a partition woken by a late row.
+    #[test]
+    fn many_partitions_move_the_watermark_as_defined_row_by_row() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for round in 0..50 {
+            let partitions = 1 + next(6) as i32;
+            let mut c = clock(next(40) as i64);
+            c.add_partitions(0..partitions);
+            let mut max: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut idle: BTreeMap<i32, bool> = BTreeMap::new();
+            let mut expected: Option<i64> = None;
+            let mut base = 1_000i64;
+            for _ in 0..200 {
+                if next(10) == 0 {
+                    let p = next(partitions as u64) as i32;
+                    c.set_idle(&[p]);
+                    idle.insert(p, true);
+                } else {
+                    base += next(20) as i64;
+                    let ts = base - next(60) as i64;
+                    let p = next(partitions as u64) as i32;
+                    let keep = c.observe(
+                        &TimestampMicrosecondArray::from(vec![ts]),
+                        Some(&Int32Array::from(vec![p])),
+                    );
+                    idle.insert(p, false);
+                    let late = expected.is_some_and(|wm| ts < wm);
+                    assert_eq!(keep.is_some(), late, "round {round}");
+                    if !late {
+                        let m = max.entry(p).or_insert(ts);
+                        *m = (*m).max(ts);
+                    }
+                }
+                let active: Vec<i32> = (0..partitions)
+                    .filter(|p| !idle.get(p).copied().unwrap_or(false))
+                    .collect();
+                let combined = if active.is_empty() {
+                    max.values().copied().min()
+                } else if active.iter().all(|p| max.contains_key(p)) {
+                    active.iter().map(|p| max[p]).min()
+                } else {
+                    None
+                };
+                if let Some(t) = combined.map(|t| t - c.def.delay_micros) {
+                    expected = Some(expected.map_or(t, |e| e.max(t)));
+                }
+                assert_eq!(c.watermark, expected, "round {round}");
+            }
         }
     }
 

@@ -9,11 +9,17 @@
 //!
 //! Everything about event `n` is a pure function of `(seed, n)`, so a stream can resume at
 //! any event after a restart and every run with the same seed produces the same events.
+//!
+//! A stream's events are cut into `partitions` (like a Kafka topic's), so several threads can
+//! generate one stream: the sequence's groups of 50 events go to the partitions in turn
+//! (group `g` to partition `g mod partitions`), so every partition holds the same mix of
+//! kinds and all of them move through event time together. The partitioning depends only on
+//! the stream's options, never on how many threads generate it.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, Int32Array, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -25,6 +31,11 @@ const PERSON_PROPORTION: u64 = 1;
 const AUCTION_PROPORTION: u64 = 3;
 const BID_PROPORTION: u64 = 46;
 const PROPORTION_DENOMINATOR: u64 = PERSON_PROPORTION + AUCTION_PROPORTION + BID_PROPORTION;
+/// A stream's partitions unless its `partitions` option says otherwise. Fixed: the stored
+/// positions of an existing stream are per partition.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+/// At most this many partitions (each is a row of SHOW PROGRESS and a stored position).
+const MAX_PARTITIONS: u32 = 1024;
 const FIRST_PERSON_ID: i64 = 1000;
 const FIRST_AUCTION_ID: i64 = 1000;
 const FIRST_CATEGORY_ID: i64 = 10;
@@ -158,9 +169,16 @@ pub struct NexmarkOptions {
     pub event_time_rate: u64,
     /// Microseconds since the epoch of event 0.
     pub start_time: i64,
+    /// How many partitions the events are cut into (see the module's docs).
+    pub partitions: u32,
 }
 
 impl NexmarkOptions {
+    /// The partition event `n` belongs to.
+    pub fn partition_of(&self, n: u64) -> i32 {
+        ((n / PROPORTION_DENOMINATOR) % self.partitions as u64) as i32
+    }
+
     /// The options of a `connector = 'nexmark'` stream (`table` defaults to the stream's name).
     pub fn from_options(options: &[(String, String)], stream_name: &str) -> Result<Self> {
         let known = [
@@ -171,6 +189,7 @@ impl NexmarkOptions {
             "seed",
             "event_time_rate",
             "start_time",
+            "partitions",
         ];
         if let Some((k, _)) = options.iter().find(|(k, _)| !known.contains(&k.as_str())) {
             return Err(ConnectorError::Options(format!(
@@ -223,6 +242,18 @@ impl NexmarkOptions {
                     ))
                 })?,
         };
+        let partitions = match take("partitions") {
+            None => DEFAULT_PARTITIONS,
+            Some(t) => number("partitions", t)
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=MAX_PARTITIONS).contains(n))
+                .ok_or_else(|| {
+                    ConnectorError::Options(format!(
+                        "partitions = '{t}' is not a whole number from 1 to {MAX_PARTITIONS}"
+                    ))
+                })?,
+        };
         Ok(NexmarkOptions {
             table,
             events,
@@ -230,6 +261,7 @@ impl NexmarkOptions {
             seed,
             event_time_rate,
             start_time,
+            partitions,
         })
     }
 }
@@ -369,7 +401,7 @@ impl NexmarkGenerator {
     }
 
     /// The global event number after `from` up to which a chunk of at most `rows` of this
-    /// stream's events reaches (bounded by the `events` option).
+    /// stream's events reaches (bounded by the `events` option), counting every partition's.
     pub fn chunk_end(&self, from: u64, rows: usize) -> u64 {
         let per_epoch = match self.options.table {
             NexmarkTable::Person => PERSON_PROPORTION,
@@ -389,8 +421,16 @@ impl NexmarkGenerator {
         self.options.start_time + (n as i128 * 1_000_000 / rate) as i64
     }
 
-    /// This stream's events among global events `from..to`, as the declared columns.
-    pub fn generate(&self, from: u64, to: u64) -> Result<RecordBatch> {
+    /// This stream's events among global events `from..to` in the partitions this thread
+    /// generates, as the declared columns, and each row's partition. `starts[p]` is where
+    /// partition `p` resumes (its events before are already generated), `None` for a partition
+    /// that another thread generates.
+    pub fn generate(
+        &self,
+        from: u64,
+        to: u64,
+        starts: &[Option<u64>],
+    ) -> Result<(RecordBatch, Int32Array)> {
         let natural = self.options.table.schema();
         let n_cols = natural.fields().len();
         let capacity = ((to - from) as usize).min(1 << 20);
@@ -427,11 +467,15 @@ impl NexmarkGenerator {
             }
         };
         let mut rows = 0usize;
+        let mut row_partitions: Vec<i32> = Vec::with_capacity(capacity);
         let mut scratch = String::new();
-        for n in from..to {
-            if !self.options.table.owns(n) {
-                continue;
-            }
+        let events = (from..to).filter_map(|n| {
+            let p = self.options.partition_of(n);
+            let start = starts.get(p as usize).copied().flatten()?;
+            (n >= start && self.options.table.owns(n)).then_some((n, p))
+        });
+        for (n, partition) in events {
+            row_partitions.push(partition);
             rows += 1;
             let mut rng = Random::for_event(self.options.seed, n);
             let at = self.event_time(n);
@@ -542,7 +586,9 @@ impl NexmarkGenerator {
         }
         natural_columns.clear();
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options).map_err(internal)
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map_err(internal)?;
+        Ok((batch, Int32Array::from(row_partitions)))
     }
 }
 
@@ -562,13 +608,76 @@ mod tests {
         .unwrap()
     }
 
+    fn every_partition() -> Vec<Option<u64>> {
+        vec![Some(0); DEFAULT_PARTITIONS as usize]
+    }
+
+    /// Threads that each generate some of the partitions, from positions that differ per
+    /// partition (as after a restart with another thread count), together produce every
+    /// event after those positions exactly once, each tagged with its own partition.
+    #[test]
+    fn partitions_split_the_events_between_threads() {
+        let g =
+            NexmarkGenerator::new(options(NexmarkTable::Bid), &NexmarkTable::Bid.schema()).unwrap();
+        let partitions = DEFAULT_PARTITIONS as usize;
+        // Partition p resumes at event 37 * p.
+        let resume = |p: usize| 37 * p as u64;
+        let all: Vec<Option<u64>> = (0..partitions).map(|p| Some(resume(p))).collect();
+        let (whole, whole_partitions) = g.generate(0, 3000, &all).unwrap();
+        assert!(whole.num_rows() > 2000);
+        for threads in 1..=5 {
+            let mut parts = Vec::new();
+            let mut tagged = Vec::new();
+            for thread in 0..threads {
+                let starts: Vec<Option<u64>> = (0..partitions)
+                    .map(|p| (p % threads == thread).then(|| resume(p)))
+                    .collect();
+                // In two chunks, split at a point inside a group of 50.
+                for (from, to) in [(0, 1234), (1234, 3000)] {
+                    let (rows, ps) = g.generate(from, to, &starts).unwrap();
+                    assert!(ps.values().iter().all(|&p| p as usize % threads == thread));
+                    parts.push(rows);
+                    tagged.extend(ps.values().iter().copied());
+                }
+            }
+            let joined = datafusion::arrow::compute::concat_batches(&whole.schema(), &parts)
+                .expect("same schema");
+            // Same events: sorted by event time, which is distinct per event.
+            let order = |b: &RecordBatch| {
+                let sorted =
+                    datafusion::arrow::compute::sort_to_indices(b.column(5), None, None).unwrap();
+                datafusion::arrow::compute::take_record_batch(b, &sorted).unwrap()
+            };
+            assert_eq!(order(&joined), order(&whole), "{threads} threads");
+            let mut a = tagged.clone();
+            let mut b = whole_partitions.values().to_vec();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{threads} threads");
+        }
+        // Events before a partition's position are not generated again.
+        let times = whole
+            .column(5)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        let per_event = 1_000_000 / g.options().event_time_rate as i64;
+        for (i, &p) in whole_partitions.values().iter().enumerate() {
+            let n = ((times.value(i) - g.options().start_time) / per_event) as u64;
+            assert_eq!(g.options().partition_of(n), p);
+            assert!(n >= resume(p as usize));
+            assert_eq!(p as u64, (n / 50) % partitions as u64);
+        }
+    }
+
     #[test]
     fn proportions_and_ids_follow_the_model() {
         let count = |t| {
             NexmarkGenerator::new(options(t), &t.schema())
                 .unwrap()
-                .generate(0, 5000)
+                .generate(0, 5000, &every_partition())
                 .unwrap()
+                .0
         };
         let people = count(NexmarkTable::Person);
         let auctions = count(NexmarkTable::Auction);
@@ -608,9 +717,10 @@ mod tests {
     fn the_same_seed_gives_the_same_events_in_any_chunking() {
         let g =
             NexmarkGenerator::new(options(NexmarkTable::Bid), &NexmarkTable::Bid.schema()).unwrap();
-        let whole = g.generate(0, 1000).unwrap();
-        let a = g.generate(0, 437).unwrap();
-        let b = g.generate(437, 1000).unwrap();
+        let all = every_partition();
+        let whole = g.generate(0, 1000, &all).unwrap().0;
+        let a = g.generate(0, 437, &all).unwrap().0;
+        let b = g.generate(437, 1000, &all).unwrap().0;
         let joined = datafusion::arrow::compute::concat_batches(&whole.schema(), [&a, &b]).unwrap();
         assert_eq!(whole, joined);
     }
@@ -626,7 +736,7 @@ mod tests {
             ),
         ]);
         let g = NexmarkGenerator::new(options(NexmarkTable::Bid), &declared).unwrap();
-        let batch = g.generate(0, 100).unwrap();
+        let batch = g.generate(0, 100, &every_partition()).unwrap().0;
         assert_eq!(batch.num_columns(), 2);
         assert_eq!(batch.num_rows(), 92);
         let bad = Schema::new(vec![Field::new("nope", DataType::Int64, true)]);

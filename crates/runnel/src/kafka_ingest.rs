@@ -189,7 +189,7 @@ pub fn start(
 /// Whether reader `reader` of `readers` reads `partition`. A function of the partition's
 /// number alone, so readers that listed the topic's partitions at different moments (one
 /// added in between) still never share one.
-fn reads_partition(partition: i32, reader: usize, readers: usize) -> bool {
+pub(crate) fn reads_partition(partition: i32, reader: usize, readers: usize) -> bool {
     partition.rem_euclid(readers as i32) as usize == reader
 }
 

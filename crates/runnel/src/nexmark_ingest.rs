@@ -1,7 +1,15 @@
-//! Nexmark streams (`connector = 'nexmark'`): one thread per stream generates its events in
-//! chunks and appends each chunk to the stream's log in the same atomic write as the next
-//! event number (stored like a Kafka offset, partition 0), so a restart resumes exactly where
-//! the last committed chunk ended: no event lost, none twice.
+//! Nexmark streams (`connector = 'nexmark'`): `--workers` threads generate each stream. The
+//! stream's events are cut into partitions (`runnel_connectors::nexmark`); thread `r` of `N`
+//! generates the partitions `p` with `p mod N == r`, the rule Kafka readers follow. Each
+//! thread generates its partitions' events in chunks and appends each chunk to the stream's
+//! log in the same atomic write as its partitions' next event numbers (stored like Kafka
+//! offsets), so a restart, with any number of threads, resumes every partition exactly where
+//! its last committed chunk ended: no event lost, none twice.
+//!
+//! Every partition is registered with the stream's event-time clock before anything is
+//! appended, so a thread that runs ahead cannot make another's rows late; a thread whose
+//! partitions reach the `events` bound marks them finished, so they stop holding the
+//! watermark back.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,52 +17,66 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runnel_common::Result;
-use runnel_connectors::{NexmarkGenerator, NexmarkOptions};
+use runnel_connectors::NexmarkGenerator;
 use runnel_sql::CatalogEntry;
 
-use crate::connector_registry::{IngestProgress, PartitionProgress, SourceHandle, SourceOrigin};
-use crate::kafka_ingest::{offset_writes, stored_offsets};
+use crate::connector_registry::{
+    IngestProgress, PartitionProgress, SourceHandle, SourceOrigin, SourceRun,
+};
+use crate::kafka_ingest::{offset_writes, reads_partition, stored_offsets};
 use crate::shared::Shared;
 
 /// Rows of the stream per chunk (one log entry and one atomic write per chunk).
 const CHUNK_ROWS: usize = 16_384;
 
-/// Starts generating `entry`'s events from its stored position, on a thread of its own
-/// registered in the server's source threads.
+/// Starts generating `entry`'s events from its stored positions, on `--workers` threads (at
+/// most one per partition) registered together in the server's source threads.
 pub fn start(
     shared: &Arc<Shared>,
     entry: Arc<CatalogEntry>,
     generator: NexmarkGenerator,
 ) -> Result<()> {
     let handle = SourceHandle::new("running");
-    let task = GeneratorTask {
-        shared: shared.clone(),
-        entry: entry.clone(),
-        generator,
-        stop: handle.stop.clone(),
-        progress: handle.progress.clone(),
-    };
-    shared.sources.spawn(
-        entry.id,
-        format!("runnel-nexmark-{}", entry.name),
-        SourceOrigin::Generator,
-        handle,
-        move || {
-            if let Err(e) = task.run() {
-                tracing::error!(source = %task.entry.name, "Nexmark generator stopped: {e}");
-                task.progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .status = format!("failed: {e}");
-            }
-        },
-    )
+    let generator = Arc::new(generator);
+    let partitions = generator.options().partitions as usize;
+    let threads = shared.config.workers.clamp(1, partitions);
+    let runs: Vec<(String, SourceRun)> = (0..threads)
+        .map(|thread| {
+            let task = GeneratorTask {
+                shared: shared.clone(),
+                entry: entry.clone(),
+                generator: generator.clone(),
+                thread,
+                threads,
+                stop: handle.stop.clone(),
+                progress: handle.progress.clone(),
+            };
+            let run: SourceRun = Box::new(move || {
+                if let Err(e) = task.run() {
+                    tracing::error!(source = %task.entry.name, "Nexmark generator stopped: {e}");
+                    task.progress
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .status = format!("failed: {e}");
+                    // One thread failing stops the stream's generation, as one thread did.
+                    task.stop.store(true, Ordering::SeqCst);
+                }
+            });
+            (format!("runnel-nexmark-{}", entry.name), run)
+        })
+        .collect();
+    shared
+        .sources
+        .spawn_all(entry.id, runs, SourceOrigin::Generator, handle)
 }
 
 struct GeneratorTask {
     shared: Arc<Shared>,
     entry: Arc<CatalogEntry>,
-    generator: NexmarkGenerator,
+    generator: Arc<NexmarkGenerator>,
+    /// This thread's number among the stream's generator threads, and their count.
+    thread: usize,
+    threads: usize,
     stop: Arc<AtomicBool>,
     progress: Arc<Mutex<IngestProgress>>,
 }
@@ -62,48 +84,79 @@ struct GeneratorTask {
 impl GeneratorTask {
     fn run(&self) -> Result<()> {
         let store = &self.shared.store;
-        let options: NexmarkOptions = self.generator.options().clone();
-        let mut position = stored_offsets(store, self.entry.id)?
-            .get(&0)
+        let options = self.generator.options().clone();
+        let partitions = options.partitions as usize;
+        let all: Vec<i32> = (0..partitions as i32).collect();
+        let mine: Vec<i32> = all
+            .iter()
             .copied()
-            .unwrap_or(0) as u64;
+            .filter(|&p| reads_partition(p, self.thread, self.threads))
+            .collect();
+        let stored = stored_offsets(store, self.entry.id)?;
+        // Where each of this thread's partitions resumes; `None`: another thread's.
+        let mut starts: Vec<Option<u64>> = all
+            .iter()
+            .map(|p| {
+                mine.contains(p)
+                    .then(|| stored.get(p).copied().unwrap_or(0).max(0) as u64)
+            })
+            .collect();
+        let writer = self.shared.writer(self.entry.id)?;
+        futures::executor::block_on(writer.lock()).add_partitions(&all);
+        let position = |starts: &[Option<u64>]| starts.iter().flatten().copied().min();
+        let Some(started_from) = position(&starts) else {
+            return Ok(());
+        };
+        // A chunk spans enough of the sequence to hold about CHUNK_ROWS of this thread's rows.
+        let chunk_rows = CHUNK_ROWS * partitions / mine.len();
         let started_at = Instant::now();
-        let started_from = position;
         let mut window = (Instant::now(), 0u64);
+        let mut finished = false;
         // A throttled generator writes about ten chunks a second.
         let max_events = options
             .rate
             .map_or(u64::MAX, |r| ((r / 10.0) as u64).max(50));
         while !self.stop.load(Ordering::SeqCst) {
-            if options.events.is_some_and(|limit| position >= limit) {
-                self.set_progress(position, "finished", 0.0);
+            let from = position(&starts).unwrap_or(started_from);
+            if options.events.is_some_and(|limit| from >= limit) {
+                if !finished {
+                    // Idempotent: after a restart it only writes the clock's state again.
+                    futures::executor::block_on(writer.lock()).finish_partitions(store, &mine)?;
+                    self.shared.worker.wake();
+                    finished = true;
+                    self.publish(&starts, None);
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
             let to = self
                 .generator
-                .chunk_end(position, CHUNK_ROWS)
-                .min(position.saturating_add(max_events));
-            let batch = self.generator.generate(position, to)?;
-            let writer = self.shared.writer(self.entry.id)?;
+                .chunk_end(from, chunk_rows)
+                .min(from.saturating_add(max_events));
+            let (batch, row_partitions) = self.generator.generate(from, to, &starts)?;
+            for start in starts.iter_mut().flatten() {
+                *start = (*start).max(to);
+            }
+            let offsets: BTreeMap<i32, i64> = mine.iter().map(|&p| (p, to as i64)).collect();
             let mut locked = futures::executor::block_on(writer.lock());
             let mut extra = crate::writer::batch_for_rows(&batch);
-            for (k, v) in offset_writes(self.entry.id, &BTreeMap::from([(0, to as i64)])) {
+            for (k, v) in offset_writes(self.entry.id, &offsets) {
                 extra.put(k, v);
             }
-            locked.commit_stream(store, batch, None, extra)?;
+            locked.commit_partitioned(store, batch, &row_partitions, extra)?;
             drop(locked);
             self.shared.worker.wake();
-            window.1 += to - position;
-            position = to;
+            // This thread's share of the events the sequence advanced by.
+            window.1 += (to - from) * mine.len() as u64 / partitions as u64;
             let elapsed = window.0.elapsed();
             if elapsed >= Duration::from_secs(1) {
                 let rate = window.1 as f64 / elapsed.as_secs_f64();
-                self.set_progress(position, "running", rate);
+                self.publish(&starts, Some(rate));
                 window = (Instant::now(), 0);
             }
             if let Some(rate) = options.rate {
-                let due = Duration::from_secs_f64((position - started_from) as f64 / rate);
+                // Every thread keeps the whole sequence's pace, generating its share of it.
+                let due = Duration::from_secs_f64((to - started_from) as f64 / rate);
                 if let Some(wait) = due.checked_sub(started_at.elapsed()) {
                     std::thread::sleep(wait.min(Duration::from_millis(500)));
                 }
@@ -112,22 +165,39 @@ impl GeneratorTask {
         Ok(())
     }
 
-    fn set_progress(&self, position: u64, status: &str, rate: f64) {
-        let end = self.generator.options().events.map(|e| e as i64);
+    /// Publishes this thread's partitions' positions (and its rate, while running) for
+    /// SHOW PROGRESS. The stream is `finished` once every partition reached the `events`
+    /// bound, whichever thread generated it.
+    fn publish(&self, starts: &[Option<u64>], rate: Option<f64>) {
+        let options = self.generator.options();
+        let end = options.events.map(|e| e as i64);
         let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-        progress.partitions.insert(
-            0,
-            PartitionProgress {
-                offset: position as i64,
-                end_offset: end,
-                backfill: None,
-                // Events generated and committed so far (this run starts where it stopped).
-                records: position,
-            },
-        );
-        progress.status = status.to_string();
-        if status == "running" {
-            progress.events_per_sec = rate;
+        for (p, start) in starts.iter().enumerate() {
+            if let Some(position) = start {
+                progress.partitions.insert(
+                    p as i32,
+                    PartitionProgress {
+                        offset: *position as i64,
+                        end_offset: end,
+                        backfill: None,
+                        // The sequence's events this partition has passed (generated and
+                        // committed, or another partition's).
+                        records: *position,
+                    },
+                );
+            }
         }
+        if let Some(rate) = rate {
+            progress.reader_rates.insert(self.thread, rate);
+            progress.events_per_sec = progress.reader_rates.values().sum();
+        }
+        if progress.status.starts_with("failed") {
+            return;
+        }
+        let done = end.is_some_and(|end| {
+            progress.partitions.len() == options.partitions as usize
+                && progress.partitions.values().all(|p| p.offset >= end)
+        });
+        progress.status = if done { "finished" } else { "running" }.to_string();
     }
 }

@@ -139,7 +139,22 @@ impl LockedWriter<'_> {
         recipe: Option<KafkaRecipe>,
         mut extra: WriteBatch,
     ) -> Result<usize> {
-        let (n, staged) = self.stage_stream_from(rows, recipe, &mut extra)?;
+        let (n, staged) = self.stage_stream_from(rows, recipe, None, &mut extra)?;
+        store.write(extra)?;
+        self.staged_written(staged);
+        Ok(n)
+    }
+
+    /// [`LockedWriter::commit_stream`] for rows of a generator whose partitions are not a
+    /// column of the rows: `partitions` names each row's, for the clock.
+    pub fn commit_partitioned(
+        &mut self,
+        store: &Store,
+        rows: RecordBatch,
+        partitions: &Int32Array,
+        mut extra: WriteBatch,
+    ) -> Result<usize> {
+        let (n, staged) = self.stage_stream_from(rows, None, Some(partitions), &mut extra)?;
         store.write(extra)?;
         self.staged_written(staged);
         Ok(n)
@@ -152,13 +167,15 @@ impl LockedWriter<'_> {
         rows: RecordBatch,
         extra: &mut WriteBatch,
     ) -> Result<(usize, Staged)> {
-        self.stage_stream_from(rows, None, extra)
+        self.stage_stream_from(rows, None, None, extra)
     }
 
+    /// `partitions`: each row's partition when it is not the rows' Kafka partition column.
     fn stage_stream_from(
         &mut self,
         rows: RecordBatch,
         mut recipe: Option<KafkaRecipe>,
+        partitions: Option<&Int32Array>,
         extra: &mut WriteBatch,
     ) -> Result<(usize, Staged)> {
         let Some(clock) = self.state.clock.as_mut() else {
@@ -171,7 +188,7 @@ impl LockedWriter<'_> {
             recipe.clock_before = Some(clock.clone());
         }
         let before = clock.watermark;
-        let rows = observe_clock(clock, rows)?;
+        let rows = observe_clock(clock, rows, partitions)?;
         let moved = clock.watermark != before;
         let n = rows.num_rows();
         if let Some(recipe) = recipe.as_mut() {
@@ -206,18 +223,37 @@ impl LockedWriter<'_> {
     /// that carries it (a Kafka stream's: its recipe reads no record). Returns whether the
     /// watermark moved.
     pub fn set_idle(&mut self, store: &Store, partitions: &[i32]) -> Result<bool> {
+        self.move_clock(store, true, |clock| clock.set_idle(partitions))
+    }
+
+    /// Marks a generator's partitions finished (they never send again); when that moves the
+    /// watermark, appends an entry without rows that carries it. The clock's state is
+    /// written either way, so calling it again after a restart changes nothing.
+    pub fn finish_partitions(&mut self, store: &Store, partitions: &[i32]) -> Result<bool> {
+        self.move_clock(store, false, |clock| clock.finish(partitions))
+    }
+
+    /// Changes the clock by `change` (true: the watermark moved) and commits its state,
+    /// with an entry without rows carrying the watermark when it moved (`kafka`: the entry
+    /// is indexed with a recipe that reads no record).
+    fn move_clock(
+        &mut self,
+        store: &Store,
+        kafka: bool,
+        change: impl FnOnce(&mut WatermarkClock) -> bool,
+    ) -> Result<bool> {
         let Some(clock) = self.state.clock.as_mut() else {
             return Ok(false);
         };
-        let moved = clock.set_idle(partitions);
+        let moved = change(clock);
         let mut extra = WriteBatch::default();
         let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
         let entries = clocked_entries(self.id, clock, empty, moved, &mut extra)?;
-        let recipe = KafkaRecipe {
+        let recipe = kafka.then(|| KafkaRecipe {
             watermark_after: clock.watermark,
             ..KafkaRecipe::default()
-        };
-        let staged = self.stage_entries(&entries, Some(recipe), &mut extra)?;
+        });
+        let staged = self.stage_entries(&entries, recipe, &mut extra)?;
         store.write(extra)?;
         self.staged_written(staged);
         Ok(moved)
@@ -293,16 +329,22 @@ fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// Runs a stream's clock over `rows`: drops the late ones, moves the watermark.
-fn observe_clock(clock: &mut WatermarkClock, rows: RecordBatch) -> Result<RecordBatch> {
+/// Runs a stream's clock over `rows`: drops the late ones, moves the watermark. Each row's
+/// partition is `partitions`' or else the rows' Kafka partition column's (none: one partition).
+fn observe_clock(
+    clock: &mut WatermarkClock,
+    rows: RecordBatch,
+    partitions: Option<&Int32Array>,
+) -> Result<RecordBatch> {
     let event_times = rows
         .column(clock.def.column)
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| RunnelError::internal("watermark column is not a microsecond timestamp"))?;
-    let partitions = rows
-        .column_by_name(KAFKA_PARTITION_COLUMN)
-        .and_then(|c| c.as_any().downcast_ref::<Int32Array>());
+    let partitions = partitions.or_else(|| {
+        rows.column_by_name(KAFKA_PARTITION_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+    });
     Ok(match clock.observe(event_times, partitions) {
         Some(mask) => datafusion::arrow::compute::filter_record_batch(&rows, &mask)?,
         None => rows,
@@ -314,7 +356,7 @@ fn observe_clock(clock: &mut WatermarkClock, rows: RecordBatch) -> Result<Record
 /// runs again from its state before the chunk. The result is the entry as it was stored.
 pub fn rebuild_kafka_entry(rows: RecordBatch, recipe: &KafkaRecipe) -> Result<RecordBatch> {
     let rows = match recipe.clock_before.clone() {
-        Some(mut clock) => observe_clock(&mut clock, rows)?,
+        Some(mut clock) => observe_clock(&mut clock, rows, None)?,
         None => rows,
     };
     let stored = ChangeBatch::inserts(rows).to_stored()?;
