@@ -47,16 +47,21 @@ def stream_ddl(
     event_time_rate: int = 10_000,
     streams: tuple[str, ...] | list[str] = STREAMS,
     start_time: str | None = None,
+    partitions: int | None = None,
 ) -> dict[str, str]:
     """CREATE STREAM statements (stream name -> SQL) for the Nexmark generator.
 
     events: how many events of the global sequence to generate (all kinds together);
     rate: events per wall-clock second, or 'unlimited'; seed: the generator's seed;
     event_time_rate: events per second of event time; streams: which of the three;
-    start_time: event 0's time as RFC 3339 (default: the generator's, START_TIME).
+    start_time: event 0's time as RFC 3339 (default: the generator's, START_TIME);
+    partitions: how many partitions each stream's events are cut into (default: the
+    generator's, 1), which bounds how many threads generate it.
     """
     rate_text = "unlimited" if str(rate).lower() == "unlimited" else str(rate)
     start = f", start_time = '{start_time}'" if start_time else ""
+    if partitions is not None:
+        start += f", partitions = '{int(partitions)}'"
     out = {}
     for name in streams:
         out[name] = (

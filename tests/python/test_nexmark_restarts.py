@@ -2,7 +2,7 @@
 number of workers: every event of the sequence exactly once, the watermark where one thread
 would have left it.
 
-The bid stream's events are cut into 8 partitions (the default); thread r of `--workers N`
+The bid stream's events are cut into 8 partitions (`partitions = '8'`); thread r of `--workers N`
 generates the partitions p with p mod N == r, each committing its partitions' positions with
 its chunks. The test starts the server with 2 workers (and checks that two generator threads
 run), then kill -9s it at random (seeded) moments while the throttled generator runs,
@@ -52,7 +52,8 @@ def test_kill_9_and_other_worker_counts_generate_every_event_once():
         proc.start()
         with proc.connect() as conn:
             execute(conn, stream_ddl(EVENTS, rate=RATE, event_time_rate=EVENT_TIME_RATE,
-                                     streams=["bid"], start_time="2026-01-01T00:00:00Z")["bid"])
+                                     streams=["bid"], start_time="2026-01-01T00:00:00Z",
+                                     partitions=8)["bid"])
             execute(conn, "CREATE MATERIALIZED VIEW per_channel AS "
                           "SELECT channel, count(*) AS n FROM bid GROUP BY channel")
         eventually_equal(lambda: threads_named(proc.proc.pid, "runnel-nexmark"), 2,
