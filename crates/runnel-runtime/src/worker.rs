@@ -595,6 +595,10 @@ impl WorkerState {
         if self.dirty || !writes.is_empty() {
             self.store.check_space()?;
         }
+        if let Err(e) = self.store.tune_blob_gc() {
+            // Collection stays as it was: only disk space (or copying) is at stake.
+            tracing::warn!("cannot change the store's blob garbage collection: {e}");
+        }
         let started = Instant::now();
         // A quarter more than last time: room for a checkpoint that grew a little. Only the
         // bytes written are touched, so unused room costs no memory (nor does the room of a
