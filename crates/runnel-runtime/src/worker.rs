@@ -500,6 +500,7 @@ impl WorkerState {
                 Err(RecvTimeoutError::Timeout) if !self.dirty => {
                     self.idle_checkpoint();
                     self.trim_logs();
+                    self.tune_blob_gc();
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -595,10 +596,7 @@ impl WorkerState {
         if self.dirty || !writes.is_empty() {
             self.store.check_space()?;
         }
-        if let Err(e) = self.store.tune_blob_gc() {
-            // Collection stays as it was: only disk space (or copying) is at stake.
-            tracing::warn!("cannot change the store's blob garbage collection: {e}");
-        }
+        self.tune_blob_gc();
         let started = Instant::now();
         // A quarter more than last time: room for a checkpoint that grew a little. Only the
         // bytes written are touched, so unused room costs no memory (nor does the room of a
@@ -671,6 +669,16 @@ impl WorkerState {
             Ok(0) => {}
             Ok(n) => tracing::debug!(entries = n, "retention deleted log entries"),
             Err(err) => tracing::warn!("retention could not trim the logs: {err}"),
+        }
+    }
+
+    /// Blob garbage collection on or off by how much garbage the store holds (at most once
+    /// a second; see `Store::tune_blob_gc`): after checkpoints, and when idle, since what
+    /// retention just trimmed becomes garbage.
+    fn tune_blob_gc(&self) {
+        if let Err(e) = self.store.tune_blob_gc() {
+            // Collection stays as it was: only disk space (or copying) is at stake.
+            tracing::warn!("cannot change the store's blob garbage collection: {e}");
         }
     }
 
