@@ -61,9 +61,14 @@ impl SourceWriter {
         let clock = match watermark {
             None => None,
             Some(def) => Some(match store.get(&keys::watermark_clock(id))? {
-                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                    RunnelError::internal(format!("stored watermark clock is corrupt: {e}"))
-                })?,
+                Some(bytes) => {
+                    let mut clock: WatermarkClock =
+                        serde_json::from_slice(&bytes).map_err(|e| {
+                            RunnelError::internal(format!("stored watermark clock is corrupt: {e}"))
+                        })?;
+                    clock.settle();
+                    clock
+                }
                 None => WatermarkClock::new(def),
             }),
         };
