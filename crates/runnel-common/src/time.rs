@@ -253,23 +253,23 @@ impl WatermarkClock {
     /// Marks partitions finished: they will never send again (a generator's partitions past
     /// its last event). True if the watermark moved as a result.
     pub fn finish(&mut self, partitions: &[i32]) -> bool {
-        let mut changed = false;
-        for &p in partitions {
-            let clock = self.partitions.entry(p).or_default();
-            changed |= !clock.finished;
-            clock.finished = true;
-        }
-        changed && self.advance()
+        self.mark(partitions, |clock| &mut clock.finished)
     }
 
     /// Marks partitions idle (they stop holding the watermark back), all at once; true if
     /// the watermark moved as a result.
     pub fn set_idle(&mut self, partitions: &[i32]) -> bool {
+        self.mark(partitions, |clock| &mut clock.idle)
+    }
+
+    /// Sets `flag` on `partitions` (registering those the clock did not know) and moves the
+    /// watermark if a flag changed; true if it moved.
+    fn mark(&mut self, partitions: &[i32], flag: fn(&mut PartitionClock) -> &mut bool) -> bool {
         let mut changed = false;
         for &p in partitions {
-            let clock = self.partitions.entry(p).or_default();
-            changed |= !clock.idle;
-            clock.idle = true;
+            let set = flag(self.partitions.entry(p).or_default());
+            changed |= !*set;
+            *set = true;
         }
         changed && self.advance()
     }

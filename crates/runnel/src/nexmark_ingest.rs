@@ -96,9 +96,9 @@ impl GeneratorTask {
         // Where each of this thread's partitions resumes; `None`: another thread's.
         let mut starts: Vec<Option<u64>> = all
             .iter()
-            .map(|p| {
-                mine.contains(p)
-                    .then(|| stored.get(p).copied().unwrap_or(0).max(0) as u64)
+            .map(|&p| {
+                reads_partition(p, self.thread, self.threads)
+                    .then(|| stored.get(&p).copied().unwrap_or(0).max(0) as u64)
             })
             .collect();
         let writer = self.shared.writer(self.entry.id)?;
