@@ -405,17 +405,34 @@ impl NexmarkGenerator {
     /// The global event number after `from` up to which a chunk of at most `rows` of this
     /// stream's events reaches (bounded by the `events` option), counting every partition's.
     pub fn chunk_end(&self, from: u64, rows: usize) -> u64 {
-        let per_epoch = match self.options.table {
-            NexmarkTable::Person => PERSON_PROPORTION,
-            NexmarkTable::Auction => AUCTION_PROPORTION,
-            NexmarkTable::Bid => BID_PROPORTION,
-        };
-        let epochs = (rows as u64 / per_epoch).max(1);
+        let epochs = (rows as u64 / self.rows_per_epoch()).max(1);
         let end = from.saturating_add(epochs * PROPORTION_DENOMINATOR);
         match self.options.events {
             Some(limit) => end.min(limit),
             None => end,
         }
+    }
+
+    /// This stream's events among each [`PROPORTION_DENOMINATOR`] of the sequence.
+    fn rows_per_epoch(&self) -> u64 {
+        match self.options.table {
+            NexmarkTable::Person => PERSON_PROPORTION,
+            NexmarkTable::Auction => AUCTION_PROPORTION,
+            NexmarkTable::Bid => BID_PROPORTION,
+        }
+    }
+
+    /// At most how many of `from..to`'s events are this stream's in the partitions `starts`
+    /// marks as this thread's: the builders are sized for it, since a batch's buffers stay
+    /// as allocated (a person chunk sized by the whole range held 50 times its rows'
+    /// memory, too large to be handed to the dataflow in memory).
+    fn rows_at_most(&self, from: u64, to: u64, starts: &[Option<u64>]) -> usize {
+        // A partition holds every `partitions`-th group of the range, starting anywhere.
+        let epochs = (to - from).div_ceil(PROPORTION_DENOMINATOR) + 1;
+        let mine = starts.iter().flatten().count() as u64;
+        let partitions = (starts.len() as u64).max(1);
+        let my_epochs = epochs.div_ceil(partitions) * mine;
+        usize::try_from(my_epochs * self.rows_per_epoch()).unwrap_or(usize::MAX)
     }
 
     fn event_time(&self, n: u64) -> i64 {
@@ -435,7 +452,7 @@ impl NexmarkGenerator {
     ) -> Result<(RecordBatch, Int32Array)> {
         let natural = self.options.table.schema();
         let n_cols = natural.fields().len();
-        let capacity = ((to - from) as usize).min(1 << 20);
+        let capacity = self.rows_at_most(from, to, starts).min(1 << 20);
         let mut ints: Vec<Option<Int64Builder>> = Vec::with_capacity(n_cols);
         let mut strings: Vec<Option<StringBuilder>> = Vec::with_capacity(n_cols);
         let mut times: Vec<Option<TimestampMicrosecondBuilder>> = Vec::with_capacity(n_cols);
@@ -676,6 +693,39 @@ mod tests {
             assert_eq!(g.options().partition_of(n), p);
             assert!(n >= resume(p as usize));
             assert_eq!(p as u64, (n / 50) % partitions as u64);
+        }
+    }
+
+    /// A chunk's buffers are sized for the stream's rows in it, not for the whole range of
+    /// the sequence it spans (which holds 50 events per person): what the batch holds is what
+    /// the dataflow is handed in memory and what its budget counts.
+    #[test]
+    fn chunks_hold_about_the_memory_of_their_rows() {
+        for table in [
+            NexmarkTable::Person,
+            NexmarkTable::Auction,
+            NexmarkTable::Bid,
+        ] {
+            for (partitions, mine) in [(1usize, vec![0usize]), (8, vec![1, 6])] {
+                let g = partitioned(table, partitions as u32);
+                let starts: Vec<Option<u64>> = (0..partitions)
+                    .map(|p| mine.contains(&p).then_some(1234))
+                    .collect();
+                let from = 1000;
+                let to = g.chunk_end(from, 16_384 * partitions / mine.len());
+                let (batch, _) = g.generate(from, to, &starts).unwrap();
+                let used: usize = batch
+                    .columns()
+                    .iter()
+                    .map(|c| c.to_data().get_slice_memory_size().unwrap())
+                    .sum();
+                let held = batch.get_array_memory_size();
+                assert!(batch.num_rows() > 10_000, "{table:?}");
+                assert!(
+                    held <= 2 * used,
+                    "{table:?}, {partitions} partitions: {held} bytes held for {used} used"
+                );
+            }
         }
     }
 
