@@ -4,8 +4,9 @@ A stream with `retention = '1 byte'` keeps only the last log entry its views hav
 every earlier entry is deleted soon after it is read. A view created afterwards must still see
 everything the stream ingested: a Kafka stream's deleted entries are read again from the topic,
 and the view must equal one that was there all along (and, with a start offset, the rows from
-that offset). An embedded stream has no other copy: a new view over it is refused, naming the
-earliest position its log still holds.
+that offset). A Nexmark stream's deleted entries are generated again. An embedded stream
+has no other copy: a new view over it is refused, naming the earliest position its log still
+holds.
 
 The expected answers come from what the test produced (Python oracles), or from views that saw
 every row live; nothing asserts on timing, every wait has a generous timeout.
@@ -181,6 +182,36 @@ def test_embedded_stream_trimmed_refuses_a_new_view(runnel_kafka):
     # The stream goes on: new rows reach the view, and numbering continues after the trim.
     execute(conn, f"INSERT INTO {s} VALUES (1, 1)")
     assert view_rows(conn, f"SELECT * FROM {v}") == [(0, 306), (1, 205)]
+    conn.close()
+
+
+def test_generated_stream_trimmed_is_generated_again_for_a_new_view(runnel_kafka):
+    """A Nexmark stream's log keeps recipes (the event numbers an entry holds), so entries
+    retention deleted are generated again for a later view, which equals one that was there
+    all along."""
+    conn = runnel_kafka.connect()
+    s = unique_name("bid")
+    events = 100_000
+    bids = events // 50 * 46
+    execute(
+        conn,
+        f"CREATE STREAM {s} (auction BIGINT, price BIGINT) WITH (connector = 'nexmark', "
+        f"table = 'bid', events = '{events}', rate = 'unlimited', retention = '{TRIM}')",
+    )
+    sql = f"SELECT auction % 7 AS k, count(*) AS n, sum(price) AS p FROM {s} GROUP BY 1"
+    v = unique_name("v")
+    execute(conn, f"CREATE MATERIALIZED VIEW {v} AS {sql}")
+    eventually_equal(
+        lambda: query(conn, f"SELECT sum(n)::bigint FROM {v}")[0][0],
+        bids,
+        what=f"{v} to count every bid",
+    )
+    wait_trimmed(conn, s, bids)
+    w = unique_name("w")
+    execute(conn, f"CREATE MATERIALIZED VIEW {w} AS {sql}")
+    live = view_rows(conn, f"SELECT * FROM {v}")
+    assert sum(n for _, n, _ in live) == bids
+    assert view_rows(conn, f"SELECT * FROM {w}") == live
     conn.close()
 
 

@@ -363,6 +363,11 @@ pub struct NexmarkGenerator {
 }
 
 impl NexmarkGenerator {
+    /// The version of what [`NexmarkGenerator::generate`] makes of the event numbers. A log
+    /// keeps a generated chunk as its range only, so any change to the rows, their order or
+    /// their partitions must raise it: entries made by another version cannot be rebuilt.
+    pub const OUTPUT_VERSION: u32 = 1;
+
     /// A generator producing `declared`'s columns (matched by name to the table's columns).
     pub fn new(options: NexmarkOptions, declared: &Schema) -> Result<Self> {
         let natural = options.table.schema();

@@ -30,7 +30,7 @@ use runnel_state::{ipc, keys, SharedBudget, Store, WriteBatch};
 use crate::backfill::BackfillProgress;
 use crate::exchange::{self, Exchanges};
 use crate::fresh_entries::FreshEntries;
-use crate::log_archive::{earliest_entry, trimmed_error, LogKeeping};
+use crate::log_archive::{earliest_entry, read_stored_entries, trimmed_error, LogKeeping};
 use crate::operator::Operator;
 use crate::operators::materialize::{row_count_key, ViewOutput};
 use crate::shard::{Feed, Placement, Reader, Shards, SourceRead, WorkerTimes};
@@ -389,17 +389,20 @@ impl Dataflow {
         Ok(())
     }
 
-    /// The clock of `source` as of `position`: carried by the last entry before it.
+    /// The clock of `source` as of `position`: carried by the last entry before it (a
+    /// generated entry's, by its recipe).
     fn watermark_at(&self, source: ObjectId, position: u64) -> Result<Option<i64>> {
-        Ok(match position {
-            0 => None,
-            p => self
-                .store
-                .get(&keys::log_entry(source, p - 1))?
-                .map(|bytes| ipc::decode_batch(&bytes))
-                .transpose()?
-                .and_then(|stored| stored_watermark(&stored)),
-        })
+        let Some(last) = position.checked_sub(1) else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.store.get(&keys::log_entry(source, last))? else {
+            return Ok(None);
+        };
+        if log_index::recipe_marker_rows(&bytes).is_some() {
+            let index = log_index::entry_index(&self.store, source, last)?;
+            return Ok(index.and_then(|index| index.watermark_after()));
+        }
+        Ok(stored_watermark(&ipc::decode_batch(&bytes)?))
     }
 
     pub fn remove_source(&mut self, id: ObjectId) {
@@ -940,7 +943,8 @@ impl Dataflow {
         Ok(log_index::log_end(&self.store, source)?)
     }
 
-    /// Log entries `[from, to)` of `source`, at most `limit` of them.
+    /// Log entries `[from, to)` of `source`, at most `limit` of them. Entries kept as a
+    /// recipe are made again by the source's archive (its generator).
     fn read_log(
         &self,
         source: ObjectId,
@@ -956,23 +960,9 @@ impl Dataflow {
                 .map(|(seq, stored)| stored_entry(seq, stored, &schema))
                 .collect();
         }
-        let start = keys::log_entry(source, from);
-        let end = if to == u64::MAX {
-            keys::prefix_end(&keys::log_prefix(source))
-        } else {
-            keys::log_entry(source, to)
-        };
-        let mut out = Vec::new();
-        let mut rows = 0;
-        self.store.for_each_in_range(&start, &end, |key, value| {
-            let seq = keys::log_entry_seq(key)
-                .ok_or_else(|| runnel_state::StateError::Corrupt("bad log key".into()))?;
-            let stored = ipc::decode_batch(value)?;
-            rows += stored.num_rows();
-            out.push((seq, stored));
-            Ok(out.len() < limit && rows < LOG_READ_ROWS)
-        })?;
-        out.into_iter()
+        let archive = self.sources[&source].keeping.archive.as_deref();
+        read_stored_entries(&self.store, source, from, to, limit, LOG_READ_ROWS, archive)?
+            .into_iter()
             .map(|(seq, stored)| stored_entry(seq, stored, &schema))
             .collect()
     }
@@ -1074,7 +1064,7 @@ impl Dataflow {
         seq: u64,
         index: EntryIndex,
     ) -> Result<Option<i64>> {
-        let watermark = index.kafka.and_then(|r| r.watermark_after);
+        let watermark = index.watermark_after();
         if watermark.is_some() {
             self.feed_replay(source, table, reader, LogEntry::clock(seq, watermark))?;
         }
@@ -1456,6 +1446,7 @@ mod tests {
                 bytes: 100,
                 rows: 1,
                 kafka: None,
+                generated: None,
             };
             batch.put(keys::log_index(1, seq), index.encode().expect("index"));
             batch.put(keys::log_entry(1, seq), encoded);

@@ -25,7 +25,7 @@ pub mod worker;
 
 pub use backfill::{BackfillReport, BackfillStatus};
 pub use dataflow::ViewStats;
-pub use log_archive::{LogArchive, LogKeeping};
+pub use log_archive::{read_stored_entries, LogArchive, LogKeeping};
 pub use operator::Operator;
 pub use shard::{Waited, WorkerTimeTotals, WorkerTimes};
 pub use worker::{CheckpointStats, SourceStatus, Worker, WorkerStatus, WorkerThread};

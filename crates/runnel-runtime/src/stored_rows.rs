@@ -1,6 +1,7 @@
 //! Row counts of stored Arrow IPC batches (source-log entries, blocks of appended views),
 //! read from the batch's message header without decoding its columns: a backfill's total and
-//! a view's row count at restore must not cost a second pass over the data.
+//! a view's row count at restore must not cost a second pass over the data. A generated
+//! stream's entry, kept as a recipe, stores its count in its marker (`log_index`).
 
 use datafusion::arrow::ipc::root_as_message;
 use runnel_common::Result;
@@ -36,6 +37,9 @@ pub fn sum_stored(
 /// message, then the record batch message). Falls back to decoding the batch when the header
 /// cannot be read, so a framing this reader does not know costs time, never a wrong count.
 pub fn stored_batch_rows(bytes: &[u8]) -> Result<u64> {
+    if let Some(rows) = runnel_state::log_index::recipe_marker_rows(bytes) {
+        return Ok(rows);
+    }
     match header_rows(bytes) {
         Some(rows) => Ok(rows),
         None => Ok(ipc::decode_batch(bytes)?.num_rows() as u64),

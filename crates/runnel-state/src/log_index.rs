@@ -5,6 +5,12 @@
 //! it: a view created later reads the deleted entries from the topic again, and gets exactly
 //! the rows the entry held.
 //!
+//! A generated stream's (Nexmark's) entry holds no rows at all: its index keeps the recipe
+//! that generates them again ([`GeneratedRecipe`]), and the log key only a marker
+//! ([`recipe_marker`]) with the entry's row count, so that the log's sequence numbers, its end
+//! and its trimming stay as they are. The rows are handed to the dataflow in memory when they
+//! are made, and generated again by whoever reads the entry from the store.
+//!
 //! Where a trimmed log starts is stored apart (`keys::log_start`), so that sequence numbers
 //! keep growing after every entry was deleted.
 
@@ -29,6 +35,62 @@ pub struct EntryIndex {
     /// Kafka streams: how to read the entry again from the topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaRecipe>,
+    /// Generated streams: how to generate the entry's rows again (the log holds none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<GeneratedRecipe>,
+}
+
+/// The events one chunk of a generator produced, and what the stream's clock did with them:
+/// generation is a pure function of the stream's options and the event numbers, so this
+/// rebuilds the entry exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratedRecipe {
+    /// The generator's output version the rows were made by: another version may make other
+    /// rows from the same numbers, and then the entry cannot be rebuilt.
+    pub version: u32,
+    /// The range of the global event sequence the chunk spanned.
+    pub from: u64,
+    pub to: u64,
+    /// Per partition, where the chunk's thread resumed it (`None`: another thread's).
+    pub starts: Vec<Option<u64>>,
+    /// The stream's event-time clock before the chunk (streams with a watermark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_before: Option<WatermarkClock>,
+    /// The watermark the entry carries (after the chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_after: Option<i64>,
+}
+
+/// What starts the log value of an entry whose rows are only a recipe. A stored batch starts
+/// with an IPC message (its continuation marker `0xFFFFFFFF`, or its length), never with
+/// these bytes.
+const RECIPE_MARKER: &[u8; 8] = b"RNLRCPE1";
+
+/// The log value of an entry of `rows` rows kept as a recipe in its index: the marker and the
+/// row count (so counting a log's rows needs no index).
+pub fn recipe_marker(rows: u64) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16);
+    value.extend_from_slice(RECIPE_MARKER);
+    value.extend_from_slice(&rows.to_le_bytes());
+    value
+}
+
+/// The rows of a log value written by [`recipe_marker`]; `None` for a stored batch.
+pub fn recipe_marker_rows(value: &[u8]) -> Option<u64> {
+    let rest = value.strip_prefix(RECIPE_MARKER.as_slice())?;
+    Some(u64::from_le_bytes(rest.try_into().ok()?))
+}
+
+/// The index of entry `seq` of `source`'s log, if it has one.
+pub fn entry_index(
+    store: &Store,
+    source: ObjectId,
+    seq: u64,
+) -> Result<Option<EntryIndex>, StateError> {
+    store
+        .get(&keys::log_index(source, seq))?
+        .map(|bytes| EntryIndex::decode(&bytes))
+        .transpose()
 }
 
 /// The records one Kafka chunk committed, and what the stream's clock did with them: enough to
@@ -73,6 +135,15 @@ impl KafkaRecipe {
 }
 
 impl EntryIndex {
+    /// The watermark a recipe says the entry carries (`None` without a recipe or a clock).
+    pub fn watermark_after(&self) -> Option<i64> {
+        match (&self.kafka, &self.generated) {
+            (Some(kafka), _) => kafka.watermark_after,
+            (None, Some(generated)) => generated.watermark_after,
+            (None, None) => None,
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, StateError> {
         serde_json::to_vec(self).map_err(|e| StateError::Corrupt(format!("log index: {e}")))
     }
@@ -172,7 +243,33 @@ mod tests {
             bytes: 4096,
             rows: 3,
             kafka: Some(KafkaRecipe::of_records([(2, 40), (2, 41), (2, 43)])),
+            generated: None,
         };
         assert_eq!(EntryIndex::decode(&index.encode().unwrap()).unwrap(), index);
+        let generated = EntryIndex {
+            kafka: None,
+            generated: Some(GeneratedRecipe {
+                version: 1,
+                from: 100,
+                to: 150,
+                starts: vec![Some(100), None, Some(120)],
+                clock_before: None,
+                watermark_after: Some(7),
+            }),
+            ..index
+        };
+        let decoded = EntryIndex::decode(&generated.encode().unwrap()).unwrap();
+        assert_eq!(decoded, generated);
+        assert_eq!(decoded.watermark_after(), Some(7));
+    }
+
+    #[test]
+    fn a_recipe_marker_is_never_a_stored_batch() {
+        assert_eq!(recipe_marker_rows(&recipe_marker(16_384)), Some(16_384));
+        let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty());
+        let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(schema);
+        let stored = crate::ipc::encode_batch(&empty).unwrap();
+        assert_eq!(recipe_marker_rows(&stored), None);
+        assert_eq!(recipe_marker_rows(&recipe_marker(3)[..12]), None);
     }
 }

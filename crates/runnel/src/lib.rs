@@ -12,6 +12,7 @@ pub mod kafka_ingest;
 pub mod key_lookup;
 pub mod metrics;
 pub mod metrics_server;
+pub mod nexmark_archive;
 pub mod nexmark_ingest;
 pub mod plan_diagnosis;
 pub mod privileges;

@@ -6,6 +6,12 @@
 //! offsets), so a restart, with any number of threads, resumes every partition exactly where
 //! its last committed chunk ended: no event lost, none twice.
 //!
+//! The log keeps each chunk as its recipe only (its range and the partitions' resume points;
+//! `crate::nexmark_archive` generates it again for whoever reads it from the store): the rows
+//! are handed to the dataflow in memory, and a thread waits while the dataflow has not taken
+//! what it handed before (`FreshEntries::wait_for_room`), rather than generate rows that
+//! would be dropped and generated again.
+//!
 //! Every partition is registered with the stream's event-time clock before anything is
 //! appended, so a thread that runs ahead cannot make another's rows late; a thread whose
 //! partitions reach the `events` bound marks them finished, so they stop holding the
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 use runnel_common::Result;
 use runnel_connectors::NexmarkGenerator;
 use runnel_sql::CatalogEntry;
+use runnel_state::log_index::GeneratedRecipe;
 
 use crate::connector_registry::{
     IngestProgress, PartitionProgress, SourceHandle, SourceOrigin, SourceRun,
@@ -28,16 +35,18 @@ use crate::shared::Shared;
 
 /// Rows of the stream per chunk (one log entry and one atomic write per chunk).
 const CHUNK_ROWS: usize = 16_384;
+/// How long a thread waits for the dataflow to take its chunks before it generates more
+/// anyway (they are then dropped from memory and generated again when read).
+const ROOM_WAIT: Duration = Duration::from_secs(1);
 
 /// Starts generating `entry`'s events from its stored positions, on `--workers` threads (at
 /// most one per partition) registered together in the server's source threads.
 pub fn start(
     shared: &Arc<Shared>,
     entry: Arc<CatalogEntry>,
-    generator: NexmarkGenerator,
+    generator: Arc<NexmarkGenerator>,
 ) -> Result<()> {
     let handle = SourceHandle::new("running");
-    let generator = Arc::new(generator);
     let partitions = generator.options().partitions as usize;
     let threads = shared.config.workers.clamp(1, partitions);
     let runs: Vec<(String, SourceRun)> = (0..threads)
@@ -102,6 +111,7 @@ impl GeneratorTask {
             })
             .collect();
         let writer = self.shared.writer(self.entry.id)?;
+        let fresh = self.shared.worker.fresh_entries();
         futures::executor::block_on(writer.lock()).add_partitions(&all);
         let position = |starts: &[Option<u64>]| starts.iter().flatten().copied().min();
         let Some(started_from) = position(&starts) else {
@@ -133,7 +143,16 @@ impl GeneratorTask {
                 .generator
                 .chunk_end(from, chunk_rows)
                 .min(from.saturating_add(max_events));
+            fresh.wait_for_room(self.entry.id, ROOM_WAIT);
             let (batch, row_partitions) = self.generator.generate(from, to, &starts)?;
+            let recipe = GeneratedRecipe {
+                version: NexmarkGenerator::OUTPUT_VERSION,
+                from,
+                to,
+                starts: starts.clone(),
+                clock_before: None,
+                watermark_after: None,
+            };
             for start in starts.iter_mut().flatten() {
                 *start = (*start).max(to);
             }
@@ -143,7 +162,7 @@ impl GeneratorTask {
             for (k, v) in offset_writes(self.entry.id, &offsets) {
                 extra.put(k, v);
             }
-            locked.commit_partitioned(store, batch, &row_partitions, extra)?;
+            locked.commit_generated(store, batch, &row_partitions, recipe, extra)?;
             drop(locked);
             self.shared.worker.wake();
             // This thread's share of the events the sequence advanced by.

@@ -4,17 +4,20 @@
 //! previous scan; the rest is kept here, already decoded and merged into batches of about
 //! [`TARGET_BATCH_ROWS`] rows. RocksDB stays the truth: the cache holds copies of committed
 //! entries only, and a stream it does not hold (over budget) is read from the store. When
-//! retention trims a log (its start moves), its cached copy is decoded afresh.
+//! retention trims a log (its start moves), its cached copy is decoded afresh. A generated
+//! stream's log holds recipes, not rows: its archive (registered here when the stream is
+//! created or restored) makes them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use runnel_common::{ChangeBatch, Result, RunnelError};
+use runnel_common::{ChangeBatch, Result};
 use runnel_plan::ObjectId;
-use runnel_state::{ipc, keys, Store};
+use runnel_runtime::{read_stored_entries, LogArchive};
+use runnel_state::Store;
 
 /// Rows per merged batch handed to DataFusion.
 pub const TARGET_BATCH_ROWS: usize = 8192;
@@ -34,6 +37,8 @@ struct CachedLog {
 pub struct StreamLogCache {
     logs: Mutex<HashMap<ObjectId, CachedLog>>,
     budget_bytes: usize,
+    /// What makes the rows of streams whose log keeps recipes.
+    archives: Mutex<HashMap<ObjectId, Arc<dyn LogArchive>>>,
 }
 
 impl StreamLogCache {
@@ -41,7 +46,25 @@ impl StreamLogCache {
         StreamLogCache {
             logs: Mutex::new(HashMap::new()),
             budget_bytes,
+            archives: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Registers what makes the rows of stream `id`'s recipes (a generated stream).
+    pub fn set_archive(&self, id: ObjectId, archive: Arc<dyn LogArchive>) {
+        self.archives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, archive);
+    }
+
+    /// What makes the rows of stream `id`'s recipes, if its log keeps any.
+    pub fn archive(&self, id: ObjectId) -> Option<Arc<dyn LogArchive>> {
+        self.archives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     /// Every row of stream `id` committed so far, in log order.
@@ -61,7 +84,8 @@ impl StreamLogCache {
         let used: usize = logs.values().map(|l| l.bytes).sum();
         // Decoding happens under the lock: concurrent scans of one stream would otherwise
         // decode the same new entries twice, and the work is bounded by what is new.
-        let new = read_entries(store, id, log.next_seq, schema)?;
+        let archive = self.archive(id);
+        let new = read_entries(store, id, log.next_seq, schema, archive.as_deref())?;
         if let Some((last_seq, _)) = new.last() {
             log.next_seq = last_seq + 1;
         }
@@ -84,6 +108,10 @@ impl StreamLogCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        self.archives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 }
 
@@ -93,9 +121,10 @@ fn read_entries(
     id: ObjectId,
     from: u64,
     schema: &SchemaRef,
+    archive: Option<&dyn LogArchive>,
 ) -> Result<Vec<(u64, RecordBatch)>> {
     // Stream entries are all inserts.
-    let entries = read_log_changes(store, id, schema, from, u64::MAX, usize::MAX)?;
+    let entries = read_log_changes(store, id, schema, from, u64::MAX, usize::MAX, archive)?;
     Ok(entries
         .into_iter()
         .map(|(seq, changes)| (seq, changes.data))
@@ -103,7 +132,8 @@ fn read_entries(
 }
 
 /// At most `limit` log entries of stream or table `id` in `[from, to)`, as changes of
-/// `schema` (hidden Kafka columns are left out), in log order.
+/// `schema` (hidden Kafka columns are left out), in log order. `archive` makes the rows of
+/// entries kept as recipes (a generated stream's).
 pub fn read_log_changes(
     store: &Store,
     id: ObjectId,
@@ -111,23 +141,11 @@ pub fn read_log_changes(
     from: u64,
     to: u64,
     limit: usize,
+    archive: Option<&dyn LogArchive>,
 ) -> Result<Vec<(u64, ChangeBatch)>> {
-    let prefix = keys::log_prefix(id);
-    let end = match to {
-        u64::MAX => keys::prefix_end(&prefix),
-        to => keys::log_entry(id, to),
-    };
-    let mut stored = Vec::new();
-    store.for_each_in_range(&keys::log_entry(id, from), &end, |key, value| {
-        stored.push((keys::log_entry_seq(key), ipc::decode_batch(value)?));
-        Ok(stored.len() < limit)
-    })?;
-    stored
+    read_stored_entries(store, id, from, to, limit, usize::MAX, archive)?
         .into_iter()
-        .map(|(seq, batch)| {
-            let seq = seq.ok_or_else(|| RunnelError::internal("bad source log key"))?;
-            Ok((seq, ChangeBatch::from_stored(&batch, schema.clone())?))
-        })
+        .map(|(seq, batch)| Ok((seq, ChangeBatch::from_stored(&batch, schema.clone())?)))
         .collect()
 }
 

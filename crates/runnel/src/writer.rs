@@ -10,7 +10,9 @@
 //! Every entry is indexed (`runnel_state::log_index`) in the same write: when it was appended,
 //! its size and rows (for a stream's retention, `pg_relation_size` and a backfill's row count),
 //! and for a Kafka stream the recipe that rebuilds it from the topic ([`rebuild_kafka_entry`]
-//! runs that recipe).
+//! runs that recipe). A generated stream's entry keeps only its recipe
+//! ([`GeneratedRecipe`]): the rows are offered to the dataflow in memory and never written;
+//! [`rebuild_generated_entry`] makes them again for whoever reads the entry from the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use runnel_common::{
 };
 use runnel_plan::ObjectId;
 use runnel_runtime::fresh_entries::FreshEntries;
-use runnel_state::log_index::{EntryIndex, KafkaRecipe};
+use runnel_state::log_index::{self, EntryIndex, GeneratedRecipe, KafkaRecipe};
 use runnel_state::{ipc, keys, Store, WriteBatch};
 
 pub struct SourceWriter {
@@ -144,22 +146,26 @@ impl LockedWriter<'_> {
         recipe: Option<KafkaRecipe>,
         mut extra: WriteBatch,
     ) -> Result<usize> {
+        let recipe = recipe.map(Recipe::Kafka);
         let (n, staged) = self.stage_stream_from(rows, recipe, None, &mut extra)?;
         store.write(extra)?;
         self.staged_written(staged);
         Ok(n)
     }
 
-    /// [`LockedWriter::commit_stream`] for rows of a generator whose partitions are not a
-    /// column of the rows: `partitions` names each row's, for the clock.
-    pub fn commit_partitioned(
+    /// [`LockedWriter::commit_stream`] for rows of a generator, which the log keeps as their
+    /// `recipe` only. The generator's partitions are not a column of the rows: `partitions`
+    /// names each row's, for the clock.
+    pub fn commit_generated(
         &mut self,
         store: &Store,
         rows: RecordBatch,
         partitions: &Int32Array,
+        recipe: GeneratedRecipe,
         mut extra: WriteBatch,
     ) -> Result<usize> {
-        let (n, staged) = self.stage_stream_from(rows, None, Some(partitions), &mut extra)?;
+        let recipe = Some(Recipe::Generated(recipe));
+        let (n, staged) = self.stage_stream_from(rows, recipe, Some(partitions), &mut extra)?;
         store.write(extra)?;
         self.staged_written(staged);
         Ok(n)
@@ -179,7 +185,7 @@ impl LockedWriter<'_> {
     fn stage_stream_from(
         &mut self,
         rows: RecordBatch,
-        mut recipe: Option<KafkaRecipe>,
+        mut recipe: Option<Recipe>,
         partitions: Option<&Int32Array>,
         extra: &mut WriteBatch,
     ) -> Result<(usize, Staged)> {
@@ -190,14 +196,14 @@ impl LockedWriter<'_> {
             return Ok((n, staged));
         };
         if let Some(recipe) = recipe.as_mut() {
-            recipe.clock_before = Some(clock.clone());
+            *recipe.clock_before() = Some(clock.clone());
         }
         let before = clock.watermark;
         let rows = observe_clock(clock, rows, partitions)?;
         let moved = clock.watermark != before;
         let n = rows.num_rows();
         if let Some(recipe) = recipe.as_mut() {
-            recipe.watermark_after = clock.watermark;
+            *recipe.watermark_after() = clock.watermark;
         }
         let entries = clocked_entries(self.id, clock, rows, moved, extra)?;
         let staged = self.stage_entries(&entries, recipe, extra)?;
@@ -254,9 +260,11 @@ impl LockedWriter<'_> {
         let mut extra = WriteBatch::default();
         let empty = RecordBatch::new_empty(Arc::new(Schema::empty()));
         let entries = clocked_entries(self.id, clock, empty, moved, &mut extra)?;
-        let recipe = kafka.then(|| KafkaRecipe {
-            watermark_after: clock.watermark,
-            ..KafkaRecipe::default()
+        let recipe = kafka.then(|| {
+            Recipe::Kafka(KafkaRecipe {
+                watermark_after: clock.watermark,
+                ..KafkaRecipe::default()
+            })
         });
         let staged = self.stage_entries(&entries, recipe, &mut extra)?;
         store.write(extra)?;
@@ -276,25 +284,34 @@ impl LockedWriter<'_> {
     }
 
     /// Adds `entries` to `batch` under the next sequence numbers, each with its index entry
-    /// (`recipe` goes with a Kafka chunk's one entry).
+    /// (`recipe` goes with a chunk's one entry; a generated one is all the log keeps of it).
     fn stage_entries(
         &mut self,
         entries: &[RecordBatch],
-        recipe: Option<KafkaRecipe>,
+        recipe: Option<Recipe>,
         batch: &mut WriteBatch,
     ) -> Result<Staged> {
         let mut seq = self.state.next_seq;
         let mut rows = 0u64;
         let appended_at = now_micros();
         let mut offered = Vec::with_capacity(entries.len());
+        let (kafka, generated) = match recipe {
+            None => (None, None),
+            Some(Recipe::Kafka(r)) => (Some(r), None),
+            Some(Recipe::Generated(r)) => (None, Some(r)),
+        };
         for stored in entries {
-            let encoded = ipc::encode_batch(stored)?;
+            let encoded = match generated {
+                Some(_) => log_index::recipe_marker(stored.num_rows() as u64),
+                None => ipc::encode_batch(stored)?,
+            };
             let index = EntryIndex {
                 appended_at,
                 bytes: encoded.len() as u64,
                 rows: stored.num_rows() as u64,
                 // A chunk makes at most one entry.
-                kafka: recipe.clone(),
+                kafka: kafka.clone(),
+                generated: generated.clone(),
             };
             batch.put(keys::log_index(self.id, seq), index.encode()?);
             batch.put(keys::log_entry(self.id, seq), encoded);
@@ -309,6 +326,28 @@ impl LockedWriter<'_> {
             rows,
             entries: offered,
         })
+    }
+}
+
+/// What a chunk's entry keeps of where its rows came from.
+enum Recipe {
+    Kafka(KafkaRecipe),
+    Generated(GeneratedRecipe),
+}
+
+impl Recipe {
+    fn clock_before(&mut self) -> &mut Option<WatermarkClock> {
+        match self {
+            Recipe::Kafka(r) => &mut r.clock_before,
+            Recipe::Generated(r) => &mut r.clock_before,
+        }
+    }
+
+    fn watermark_after(&mut self) -> &mut Option<i64> {
+        match self {
+            Recipe::Kafka(r) => &mut r.watermark_after,
+            Recipe::Generated(r) => &mut r.watermark_after,
+        }
     }
 }
 
@@ -360,12 +399,37 @@ fn observe_clock(
 /// from the recipe's records (bad records left out, as ingestion left them out); the clock
 /// runs again from its state before the chunk. The result is the entry as it was stored.
 pub fn rebuild_kafka_entry(rows: RecordBatch, recipe: &KafkaRecipe) -> Result<RecordBatch> {
-    let rows = match recipe.clock_before.clone() {
-        Some(mut clock) => observe_clock(&mut clock, rows, None)?,
+    rebuild_entry(rows, None, &recipe.clock_before, recipe.watermark_after)
+}
+
+/// A generated stream's log entry rebuilt from its recipe: `rows` and `partitions` are what
+/// the generator makes of the recipe's range; the clock runs again from its state before the
+/// chunk. The result is the entry as it was offered when it was appended.
+pub fn rebuild_generated_entry(
+    rows: RecordBatch,
+    partitions: &Int32Array,
+    recipe: &GeneratedRecipe,
+) -> Result<RecordBatch> {
+    rebuild_entry(
+        rows,
+        Some(partitions),
+        &recipe.clock_before,
+        recipe.watermark_after,
+    )
+}
+
+fn rebuild_entry(
+    rows: RecordBatch,
+    partitions: Option<&Int32Array>,
+    clock_before: &Option<WatermarkClock>,
+    watermark_after: Option<i64>,
+) -> Result<RecordBatch> {
+    let rows = match clock_before.clone() {
+        Some(mut clock) => observe_clock(&mut clock, rows, partitions)?,
         None => rows,
     };
     let stored = ChangeBatch::inserts(rows).to_stored()?;
-    with_watermark(stored, recipe.watermark_after)
+    with_watermark(stored, watermark_after)
 }
 
 /// What a stream with a clock appends: the clock's state (into `extra`), and the rows as

@@ -18,15 +18,16 @@ use runnel_sql::{
 };
 
 use runnel_connectors::{KafkaOptions, NexmarkGenerator, NexmarkOptions};
-use runnel_runtime::LogKeeping;
+use runnel_runtime::{LogArchive, LogKeeping};
 
 use crate::catalog_service::CatalogService;
 use crate::kafka_ingest;
+use crate::nexmark_archive::NexmarkArchive;
 use crate::session::RunnelSession;
 use crate::shared::Shared;
 
 /// `connector = 'nexmark'`: the stream's generator (streams only).
-fn nexmark_generator(def: &RelationDef) -> Result<Option<NexmarkGenerator>> {
+fn nexmark_generator(def: &RelationDef) -> Result<Option<Arc<NexmarkGenerator>>> {
     let is_nexmark = def
         .options
         .iter()
@@ -43,7 +44,7 @@ fn nexmark_generator(def: &RelationDef) -> Result<Option<NexmarkGenerator>> {
         ));
     }
     let options = NexmarkOptions::from_options(&def.options, &def.name)?;
-    Ok(Some(NexmarkGenerator::new(options, &def.schema)?))
+    Ok(Some(Arc::new(NexmarkGenerator::new(options, &def.schema)?)))
 }
 
 /// Takes `retention` out of a definition's options (the connectors know nothing of it).
@@ -70,18 +71,21 @@ fn take_retention(def: &mut RelationDef) -> Result<Option<Retention>> {
 /// How the dataflow keeps a relation's log: a stream's retention (a Kafka stream's default is
 /// the server's `kafka_log_retention`, read again from the topic; an embedded stream keeps
 /// everything unless told, its log being the only copy), and a Kafka stream's topic as the
-/// archive of what is trimmed.
+/// archive of what is trimmed. A Nexmark stream's generator is its archive: its log keeps
+/// recipes, whose rows the generator makes again for the dataflow and for ad-hoc reads (it
+/// is registered with the stream cache here).
 fn log_keeping(
     shared: &Arc<Shared>,
     entry: &Arc<CatalogEntry>,
     retention: Option<Retention>,
     kafka: Option<(&KafkaOptions, &kafka_ingest::Layout)>,
+    nexmark: Option<&Arc<NexmarkGenerator>>,
 ) -> LogKeeping {
     if entry.kind != ObjectKind::Stream {
         return LogKeeping::default();
     }
-    match kafka {
-        Some((options, layout)) => LogKeeping {
+    match (kafka, nexmark) {
+        (Some((options, layout)), _) => LogKeeping {
             retention: Some(retention.unwrap_or(shared.config.kafka_log_retention)),
             archive: Some(Arc::new(crate::kafka_archive::KafkaArchive::new(
                 entry.clone(),
@@ -89,7 +93,16 @@ fn log_keeping(
                 layout.clone(),
             ))),
         },
-        None => LogKeeping {
+        (None, Some(generator)) => {
+            let archive: Arc<dyn LogArchive> =
+                Arc::new(NexmarkArchive::new(entry.name.clone(), generator.clone()));
+            shared.stream_cache.set_archive(entry.id, archive.clone());
+            LogKeeping {
+                retention,
+                archive: Some(archive),
+            }
+        }
+        (None, None) => LogKeeping {
             retention,
             archive: None,
         },
@@ -200,6 +213,7 @@ pub async fn handle(
         kafka
             .as_ref()
             .zip(prepared.as_ref().map(|(layout, _)| layout)),
+        nexmark.as_ref(),
     );
     shared
         .worker
@@ -268,6 +282,7 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
         &entry,
         retention,
         kafka.as_ref().zip(layout.as_ref()),
+        nexmark.as_ref(),
     );
     shared
         .worker

@@ -315,13 +315,16 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
 
 /// A new view reads its embedded streams from their first row: refused, naming the earliest
 /// available position, when retention removed rows of one (a Kafka stream's are read again
-/// from its topic).
+/// from its topic, a generated stream's made again by its generator).
 fn require_untrimmed(shared: &Arc<Shared>, catalog: &Catalog, plan: &StreamPlan) -> Result<()> {
     for dep in plan.dependencies() {
         let Some(entry) = catalog.get_by_id(dep) else {
             continue;
         };
-        if entry.kind != ObjectKind::Stream || shared.sources.kafka_options(dep).is_some() {
+        if entry.kind != ObjectKind::Stream
+            || shared.sources.kafka_options(dep).is_some()
+            || shared.stream_cache.archive(dep).is_some()
+        {
             continue;
         }
         if runnel_state::log_index::log_start(&shared.store, dep)? > 0 {

@@ -202,6 +202,7 @@ fn stream_log_until(
             }
             let schema = entry.schema.clone();
             let read = tokio::task::spawn_blocking(move || {
+                let archive = shared.stream_cache.archive(entry.id);
                 read_log_changes(
                     &shared.store,
                     entry.id,
@@ -209,6 +210,7 @@ fn stream_log_until(
                     from,
                     end,
                     SNAPSHOT_ENTRIES_PER_SLICE,
+                    archive.as_deref(),
                 )
             })
             .await
@@ -250,6 +252,8 @@ async fn table_contents_at(
         position,
         now,
         usize::MAX,
+        // A table's log holds its changes themselves.
+        None,
     )? {
         let undone = Int64Array::from_iter_values(later.weights.values().iter().map(|w| -w));
         changes.push(ChangeBatch::new(later.data, undone));
