@@ -65,6 +65,10 @@ impl EventTime {
 #[derive(Debug, Clone)]
 pub struct StreamPlan {
     pub nodes: Vec<PlanNode>,
+    /// How many nodes lowering built that now read another's equal computation
+    /// (`runnel_sql::share`): nonzero means node ids, and so state keys, differ from what a
+    /// Runnel before sharing (state layout 7) gave this view.
+    pub shared_nodes: usize,
 }
 
 impl StreamPlan {
@@ -188,7 +192,7 @@ pub struct PlanNode {
     pub event_time: EventTime,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind {
     /// Reads the changes of a stream, table or view.
     Source {
@@ -312,7 +316,7 @@ pub enum AggregateFunction {
     Max,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AggregateCall {
     pub function: AggregateFunction,
     pub distinct: bool,

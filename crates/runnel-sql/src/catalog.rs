@@ -58,7 +58,9 @@ impl CatalogEntry {
     }
 }
 
-/// What a materialized view's stored rows and operator state mean. 7: a join side holds each
+/// What a materialized view's stored rows and operator state mean. 8: equal subplans of a
+/// view share one node (`crate::share`), which renumbers the nodes, and so the state keys, of
+/// a view that has some. 7: a join side holds each
 /// row with its expiry time, and its time index names keys, not rows. 6: every operator's state
 /// is vnode-keyed through `runnel_state::KeyedState` (OVER window and ASOF join in its rows
 /// layout, session windows one value per key), and what the clock expires is found in time
@@ -69,7 +71,14 @@ impl CatalogEntry {
 /// 2: `sum(bigint)` and `avg(integer)` are `numeric` and float sums exact
 /// (`runnel_sql::pg_numbers`); 1 before.
 /// A view stored with an earlier layout is rebuilt from its sources when it is restored.
-pub const STATE_LAYOUT: u32 = 7;
+pub const STATE_LAYOUT: u32 = 8;
+
+/// Whether a view whose state an earlier Runnel wrote with `layout` must be rebuilt from its
+/// sources, given how many nodes its plan now shares (`StreamPlan::shared_nodes`): layout 7
+/// differs from 8 only where the plan shares nodes, so other views keep their state.
+pub fn state_needs_rebuild(layout: u32, shared_nodes: usize) -> bool {
+    layout < 7 || (layout < STATE_LAYOUT && shared_nodes > 0)
+}
 
 fn first_state_layout() -> u32 {
     1

@@ -19,6 +19,7 @@ pub mod parser;
 pub mod pg_compat;
 pub mod pg_numbers;
 pub mod session_window;
+pub mod share;
 pub mod statement;
 pub mod temporal;
 pub mod text_type_casts;

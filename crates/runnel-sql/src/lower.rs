@@ -93,10 +93,13 @@ pub fn lower_view(
         schema,
         append_only,
     );
+    // Subplans the query states twice (a CTE or subquery named twice) are computed once.
+    let (nodes, new_id, shared_nodes) = crate::share::share_equal_nodes(lowering.nodes);
     let mut plan = StreamPlan {
-        nodes: lowering.nodes,
+        nodes,
+        shared_nodes,
     };
-    let key = plan.unique_key(output);
+    let key = plan.unique_key(new_id[output]);
     // Rows that are never retracted are stored as appended blocks, not one entry per row.
     plan.set_view_appended(key.is_none() && append_only);
     plan.set_view_key(key);

@@ -269,6 +269,21 @@ fn views() -> Vec<ViewSpec> {
              SELECT s2.uid, s2.item, s2.qty, t1.cat, t1.price AS list_price, s2.price \
              FROM s2 JOIN t1 ON s2.item = t1.item_id) AS j GROUP BY cat",
         ),
+        // A subquery stated twice, the second time grouped in the other order (Nexmark q5's
+        // shape): the two aggregates are one operator (`runnel_sql::share`), read twice.
+        view(
+            "top_names_shared",
+            0.35,
+            "SELECT a.k, a.name, a.n FROM (SELECT k, name, count(*) AS n FROM s1 GROUP BY k, name) a \
+             JOIN (SELECT k, max(n) AS m FROM (SELECT name, k, count(*) AS n FROM s1 \
+             GROUP BY name, k) c GROUP BY k) b ON a.k = b.k AND a.n = b.m",
+        ),
+        view(
+            "same_agg_twice",
+            0.05,
+            "SELECT a.cat, a.n, b.n AS n2 FROM (SELECT cat, count(*) AS n FROM t1 GROUP BY cat) a \
+             JOIN (SELECT cat, count(*) AS n FROM t1 GROUP BY cat) b ON a.cat = b.cat",
+        ),
         view_over_views(
             "vov_filter_agg",
             0.1,

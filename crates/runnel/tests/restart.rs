@@ -1027,13 +1027,117 @@ async fn failed_view_stays_failed_after_restart() {
     );
 }
 
+/// In a stopped server's catalog, records `layout` as view `name`'s state layout (`None`:
+/// leaves it out, as entries written before layouts were recorded do), and with `garbage`
+/// overwrites the view's rows and operator state with bytes no layout can read.
+fn set_stored_layout(server: &TestServer, name: &str, layout: Option<u32>, garbage: bool) {
+    use runnel_state::{keys, Store, StoreOptions, WriteBatch};
+    let store = Store::open(&server.data_dir.join("state"), StoreOptions::default())
+        .expect("open the stopped server's store");
+    let mut batch = WriteBatch::default();
+    for (key, value) in store.scan_prefix(&keys::catalog_prefix()).expect("catalog") {
+        let mut entry: serde_json::Value = serde_json::from_slice(&value).expect("json");
+        if entry["name"] != name {
+            continue;
+        }
+        let fields = entry.as_object_mut().expect("object");
+        match layout {
+            Some(layout) => fields.insert("state_layout".into(), layout.into()),
+            None => fields.remove("state_layout"),
+        };
+        batch.put(&key, serde_json::to_vec(&entry).expect("json"));
+        if garbage {
+            let id = u32::try_from(entry["id"].as_u64().expect("id")).expect("id");
+            for prefix in [keys::view_prefix(id), keys::view_operators_prefix(id)] {
+                for (key, _) in store.scan_prefix(&prefix).expect("state") {
+                    batch.put(&key, b"garbage of an earlier layout");
+                }
+            }
+        }
+    }
+    store.write(batch).expect("rewrite");
+}
+
+/// Layout 7 (before equal subplans were shared) is rebuilt only where the view's plan now
+/// shares nodes, since only there did the node ids keying its state change: a view stating a
+/// subquery twice is rebuilt (its old state, made garbage here, is dropped) and its entry
+/// rewritten with the current layout; a view without repeats keeps its state and entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_7_view_is_rebuilt_only_when_its_plan_shares_nodes() {
+    use runnel_state::{keys, Store, StoreOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = blocking(|| TestServer::start(dir.path()));
+    let client = server.connect().await;
+    exec(&client, "CREATE STREAM s (g INT, h INT)").await;
+    let views = [
+        (
+            "shared_v",
+            "SELECT a.g, a.h, a.n FROM (SELECT g, h, count(*) AS n FROM s GROUP BY g, h) a \
+             JOIN (SELECT g, max(n) AS m FROM (SELECT h, g, count(*) AS n FROM s \
+             GROUP BY h, g) c GROUP BY g) b ON a.g = b.g AND a.n = b.m",
+        ),
+        ("plain_v", "SELECT g, count(*) AS n FROM s GROUP BY g"),
+    ];
+    for (name, query) in views {
+        exec(
+            &client,
+            &format!("CREATE MATERIALIZED VIEW {name} AS {query}"),
+        )
+        .await;
+    }
+    exec(
+        &client,
+        "INSERT INTO s VALUES (1, 1), (1, 1), (1, 2), (2, 5), (2, 6), (2, 6), (2, 6), (3, 1)",
+    )
+    .await;
+    exec(&client, "FLUSH").await;
+    assert_views_answer(&client, &views).await;
+    drop(client);
+    server.terminate();
+    set_stored_layout(&server, "shared_v", Some(7), true);
+    set_stored_layout(&server, "plain_v", Some(7), false);
+
+    server = blocking(|| server.restart());
+    let client = server.connect().await;
+    assert_views_answer(&client, &views).await;
+    exec(&client, "INSERT INTO s VALUES (1, 2), (1, 2), (3, 4)").await;
+    exec(&client, "FLUSH").await;
+    assert_views_answer(&client, &views).await;
+    drop(client);
+    server.terminate();
+    let store = Store::open(&server.data_dir.join("state"), StoreOptions::default())
+        .expect("open the stopped server's store");
+    let mut layouts = BTreeMap::new();
+    for (_, value) in store.scan_prefix(&keys::catalog_prefix()).expect("catalog") {
+        let entry: serde_json::Value = serde_json::from_slice(&value).expect("json");
+        if let Some(name) = entry["name"].as_str().filter(|n| n.ends_with("_v")) {
+            layouts.insert(name.to_string(), entry["state_layout"].as_u64());
+        }
+    }
+    let current = u64::from(runnel_sql::catalog::STATE_LAYOUT);
+    assert_eq!(
+        layouts,
+        BTreeMap::from([
+            ("plain_v".to_string(), Some(7)),
+            ("shared_v".to_string(), Some(current)),
+        ])
+    );
+}
+
+/// Asserts that each view `(name, query)` holds what its query answers now.
+async fn assert_views_answer(client: &Client, views: &[(&str, &str)]) {
+    for (name, query) in views {
+        let held = sorted(select(client, &format!("SELECT * FROM {name}")).await);
+        assert_eq!(held, sorted(select(client, query).await), "{name}");
+    }
+}
+
 /// A view whose catalog entry records an earlier state layout (what every entry an earlier
 /// Runnel wrote says, by leaving the field out) is rebuilt from its sources at start-up: its
 /// old rows and operator state are dropped (here they are made garbage first), and it answers
 /// as a view created now would, then keeps updating, and is not rebuilt again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_of_an_earlier_state_layout_is_rebuilt_from_its_sources() {
-    use runnel_state::{keys, Store, StoreOptions, WriteBatch};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = blocking(|| TestServer::start(dir.path()));
     let client = server.connect().await;
@@ -1056,27 +1160,7 @@ async fn a_view_of_an_earlier_state_layout_is_rebuilt_from_its_sources() {
     drop(client);
     server.terminate();
 
-    let store = Store::open(&server.data_dir.join("state"), StoreOptions::default())
-        .expect("open the stopped server's store");
-    let mut batch = WriteBatch::default();
-    for (key, value) in store.scan_prefix(&keys::catalog_prefix()).expect("catalog") {
-        let mut entry: serde_json::Value = serde_json::from_slice(&value).expect("json");
-        if entry["name"] == "v" {
-            entry
-                .as_object_mut()
-                .expect("object")
-                .remove("state_layout");
-            batch.put(&key, serde_json::to_vec(&entry).expect("json"));
-            let id = u32::try_from(entry["id"].as_u64().expect("id")).expect("id");
-            for prefix in [keys::view_prefix(id), keys::view_operators_prefix(id)] {
-                for (key, _) in store.scan_prefix(&prefix).expect("state") {
-                    batch.put(&key, b"garbage of an earlier layout");
-                }
-            }
-        }
-    }
-    store.write(batch).expect("rewrite");
-    drop(store);
+    set_stored_layout(&server, "v", None, true);
 
     server = blocking(|| server.restart());
     let client = server.connect().await;

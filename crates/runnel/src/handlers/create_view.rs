@@ -270,8 +270,9 @@ pub async fn restore(shared: &Arc<Shared>, stored: &StoredEntry) -> Result<()> {
     // backfilled from its sources as if created now (from its original start); its entry is
     // rewritten with the checkpoint that holds the new state, so a crash before that
     // rebuilds it again.
-    let rebuild = stored.state_layout < runnel_sql::catalog::STATE_LAYOUT
-        || stored.vnode_count != runnel_plan::VNODE_COUNT;
+    let rebuild =
+        runnel_sql::catalog::state_needs_rebuild(stored.state_layout, planned.plan.shared_nodes)
+            || stored.vnode_count != runnel_plan::VNODE_COUNT;
     let mut writes = Vec::new();
     if rebuild {
         tracing::warn!(
