@@ -127,6 +127,16 @@ fn reordered_aggregate(kept: &[PlanNode], node: &PlanNode) -> Option<PlanNode> {
         let kind = NodeKind::Project { exprs };
         let event_time =
             derive_event_time(&kind, &[&k.event_time], std::slice::from_ref(&k.schema));
+        // The readers were planned against `node`'s clock bounds (which windows close when):
+        // share only when the projection gives them the same ones.
+        let bounds = |t: &runnel_plan::EventTime| {
+            let mut b: Vec<_> = t.bounds.iter().map(|b| (b.column, b.lag_micros)).collect();
+            b.sort_unstable();
+            (t.timed, b)
+        };
+        if bounds(&event_time) != bounds(&node.event_time) {
+            return None;
+        }
         Some(PlanNode {
             id: 0,
             kind,
@@ -147,24 +157,41 @@ mod tests {
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
     use runnel_common::Result;
-    use runnel_plan::{EventTime, NodeKind, RelationKind, StreamPlan};
+    use runnel_plan::{EventTime, NodeKind, RelationKind, StreamPlan, TimeBound};
 
     use crate::lower::{lower_view, RelationInfo, RelationResolver};
 
-    struct OneStream;
+    /// `t`, with a clock bounding its column `j` (a watermark on `j`) when `timed`.
+    struct OneStream {
+        timed: bool,
+    }
 
     impl RelationResolver for OneStream {
         fn resolve_relation(&self, _name: &str) -> Result<RelationInfo> {
+            let event_time = match self.timed {
+                true => EventTime {
+                    timed: true,
+                    bounds: vec![TimeBound {
+                        column: 1,
+                        lag_micros: 0,
+                    }],
+                },
+                false => EventTime::default(),
+            };
             Ok(RelationInfo {
                 id: 1,
                 kind: RelationKind::Stream,
-                event_time: EventTime::default(),
+                event_time,
             })
         }
     }
 
     /// The stream plan of a view `sql` over `t (k BIGINT, j BIGINT, v BIGINT)`.
     fn plan(sql: &str) -> StreamPlan {
+        plan_over(sql, false)
+    }
+
+    fn plan_over(sql: &str, timed: bool) -> StreamPlan {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -180,7 +207,7 @@ mod tests {
             let df = ctx.sql(sql).await.expect("plan");
             df.into_optimized_plan().expect("optimize")
         });
-        lower_view(&logical, 2, &OneStream, false).expect("lower")
+        lower_view(&logical, 2, &OneStream { timed }, false).expect("lower")
     }
 
     fn count(plan: &StreamPlan, kind: fn(&NodeKind) -> bool) -> usize {
@@ -219,12 +246,21 @@ mod tests {
 
     #[test]
     fn an_aggregate_grouped_in_another_order_is_computed_once() {
+        for timed in [false, true] {
+            an_aggregate_grouped_in_another_order_is_computed_once_over(timed);
+        }
+    }
+
+    /// With `timed`, `j` is the clock's column (as q5's window is): the reordering keeps its
+    /// bound, at the reader's position of `j`.
+    fn an_aggregate_grouped_in_another_order_is_computed_once_over(timed: bool) {
         // Nexmark q5's shape: counts per (k, j), and per k the largest of the counts per (j, k).
-        let plan = plan(
+        let plan = plan_over(
             "SELECT x.k, x.j, x.n FROM (SELECT k, j, count(*) AS n FROM t GROUP BY k, j) x \
              JOIN (SELECT k, max(n) AS m FROM \
                    (SELECT j, k, count(*) AS n FROM t GROUP BY j, k) c GROUP BY k) y \
              ON x.k = y.k AND x.n = y.m",
+            timed,
         );
         assert_eq!(count(&plan, is_aggregate), 2, "{plan}");
         let counts: Vec<_> = plan
@@ -244,6 +280,10 @@ mod tests {
         assert_eq!(kept_schema.field(0).name(), "k");
         assert_eq!(reorder.schema.fields().len(), kept_schema.fields().len());
         assert!(plan.shared_nodes > 0);
+        if timed {
+            assert_eq!(reorder.event_time.lag_of(0), Some(0), "{plan}");
+            assert_eq!(counts[0].event_time.lag_of(1), Some(0), "{plan}");
+        }
     }
 
     #[test]
