@@ -32,26 +32,31 @@ pub fn share_equal_nodes(nodes: Vec<PlanNode>) -> (Vec<PlanNode>, Vec<usize>, us
         for input in &mut node.inputs {
             *input = new_id[*input];
         }
-        if let Some(same) = kept.iter().find(|k| same_computation(k, &node)) {
-            new_id.push(same.id);
+        if let Some(same) = equal_kept(&kept, &node) {
+            new_id.push(same);
             shared += 1;
             continue;
         }
         if let Some(reordered) = reordered_aggregate(&kept, &node) {
-            new_id.push(keep(&mut kept, reordered));
+            let id = equal_kept(&kept, &reordered).unwrap_or_else(|| push(&mut kept, reordered));
+            new_id.push(id);
             shared += 1;
             continue;
         }
-        new_id.push(keep(&mut kept, node));
+        new_id.push(push(&mut kept, node));
     }
     (kept, new_id, shared)
 }
 
-/// Appends `node` to `kept` as its next id, or returns the id of an equal node already kept.
-fn keep(kept: &mut Vec<PlanNode>, mut node: PlanNode) -> usize {
-    if let Some(same) = kept.iter().find(|k| same_computation(k, &node)) {
-        return same.id;
-    }
+/// The id of a kept node equal to `node`.
+fn equal_kept(kept: &[PlanNode], node: &PlanNode) -> Option<usize> {
+    kept.iter()
+        .find(|k| same_computation(k, node))
+        .map(|k| k.id)
+}
+
+/// Appends `node` to `kept` as its next id.
+fn push(kept: &mut Vec<PlanNode>, mut node: PlanNode) -> usize {
     let id = kept.len();
     node.id = id;
     kept.push(node);
