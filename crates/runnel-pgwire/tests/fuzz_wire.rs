@@ -47,8 +47,9 @@ const HANG: Duration = Duration::from_secs(60);
 ///   message"); the server and its other connections go on.
 ///
 /// Matched by the panicking frame's function, not its source path (dependencies are built
-/// without line tables, so their own frames have none), and only for the pgwire release they were found in
-/// ([`known_panics_are_of_the_pgwire_in_use`]): an upgrade makes this test look again.
+/// without line tables, so their own frames have none), and only for the pgwire release they
+/// were found in ([`known_panics_are_of_the_pgwire_in_use`]): an upgrade makes this test look
+/// again.
 const KNOWN_PANICS: &[&str] = &["pgwire::messages::"];
 
 /// The pgwire release whose panics [`KNOWN_PANICS`] lists.

@@ -173,15 +173,16 @@ mod tests {
 
     impl RelationResolver for OneStream {
         fn resolve_relation(&self, _name: &str) -> Result<RelationInfo> {
-            let event_time = match self.timed {
-                true => EventTime {
+            let event_time = if self.timed {
+                EventTime {
                     timed: true,
                     bounds: vec![TimeBound {
                         column: 1,
                         lag_micros: 0,
                     }],
-                },
-                false => EventTime::default(),
+                }
+            } else {
+                EventTime::default()
             };
             Ok(RelationInfo {
                 id: 1,
